@@ -1,0 +1,84 @@
+//! Thin views of row-major `Vec`s as faer matrices, and the few dense helpers the
+//! parametrisations share. Every matrix in qornn is row-major: `w[i * cols + j]`.
+
+use crate::Real;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+
+/// A row-major slice seen as a `rows x cols` matrix.
+#[track_caller]
+pub fn mat<T: Real>(s: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
+    debug_assert_eq!(s.len(), rows * cols, "slice length vs {rows}x{cols}");
+    MatRef::from_row_major_slice(s, rows, cols)
+}
+
+/// A mutable row-major slice seen as a `rows x cols` matrix.
+#[track_caller]
+pub fn mat_mut<T: Real>(s: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
+    debug_assert_eq!(s.len(), rows * cols, "slice length vs {rows}x{cols}");
+    MatMut::from_row_major_slice_mut(s, rows, cols)
+}
+
+/// `dst (+)= alpha * lhs * rhs` on faer views (destination first, as faer does).
+#[track_caller]
+pub fn gemm<T: Real>(
+    dst: MatMut<'_, T>,
+    accum: Accum,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    alpha: T,
+    par: Par,
+) {
+    matmul(dst, accum, lhs, rhs, alpha, par);
+}
+
+/// The n x n identity, row-major.
+pub fn identity<T: Real>(n: usize) -> Vec<T> {
+    let mut m = vec![T::zero(); n * n];
+    for i in 0..n {
+        m[i * n + i] = T::one();
+    }
+    m
+}
+
+/// Frobenius norm of a slice.
+pub fn frobenius<T: Real>(x: &[T]) -> T {
+    x.iter().map(|&v| v * v).sum::<T>().sqrt()
+}
+
+/// Sum of elementwise products `<a, b>`.
+pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    debug_assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(&x, &y)| x * y).sum()
+}
+
+/// `||M M^T - I||_F` for a row-major n x n matrix (computed in f64).
+pub fn orthogonality_defect<T: Real>(m: &[T], n: usize) -> f64 {
+    let m64: Vec<f64> = m.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect();
+    let mut g = vec![0.0f64; n * n];
+    gemm(
+        mat_mut(&mut g, n, n),
+        Accum::Replace,
+        mat(&m64, n, n),
+        mat(&m64, n, n).transpose(),
+        1.0,
+        Par::Seq,
+    );
+    for i in 0..n {
+        g[i * n + i] -= 1.0;
+    }
+    frobenius(&g)
+}
+
+/// Smallest and largest singular values of a row-major `rows x cols` matrix (in f64).
+pub fn extreme_singular_values<T: Real>(m: &[T], rows: usize, cols: usize) -> (f64, f64) {
+    let m64: Vec<f64> = m.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect();
+    match mat(&m64, rows, cols).singular_values() {
+        Ok(s) if !s.is_empty() => {
+            let max = s.iter().cloned().fold(f64::MIN, f64::max);
+            let min = s.iter().cloned().fold(f64::MAX, f64::min);
+            (min, max)
+        }
+        _ => (f64::NAN, f64::NAN),
+    }
+}

@@ -1,0 +1,134 @@
+//! Loading the float64 reference vectors (`tests/reference`, or `QORNN_REFERENCE_DIR`).
+#![allow(dead_code)]
+
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+pub struct Reference {
+    pub name: String,
+    tensors: HashMap<String, Tensor>,
+}
+
+pub fn reference_dir() -> PathBuf {
+    match std::env::var_os("QORNN_REFERENCE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference"),
+    }
+}
+
+/// Loads `<dir>/<name>.safetensors`; a missing or unreadable file fails the test.
+pub fn load(name: &str) -> Reference {
+    let path = reference_dir().join(format!("{name}.safetensors"));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("reference file {} is missing: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes)
+        .unwrap_or_else(|e| panic!("reference file {} is corrupt: {e}", path.display()));
+    let mut tensors = HashMap::new();
+    for (key, view) in st.tensors() {
+        let data: Vec<f64> = match view.dtype() {
+            Dtype::F64 => view
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::I64 => view
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            other => panic!("{name}: tensor {key} has unexpected dtype {other:?}"),
+        };
+        tensors.insert(
+            key.to_string(),
+            Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Reference {
+        name: name.to_string(),
+        tensors,
+    }
+}
+
+impl Reference {
+    pub fn get(&self, key: &str) -> &Tensor {
+        self.tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: no tensor named {key}", self.name))
+    }
+    pub fn f64(&self, key: &str) -> Vec<f64> {
+        self.get(key).data.clone()
+    }
+    pub fn f32(&self, key: &str) -> Vec<f32> {
+        self.get(key).data.iter().map(|&v| v as f32).collect()
+    }
+    pub fn shape(&self, key: &str) -> &[usize] {
+        &self.get(key).shape
+    }
+    pub fn labels(&self, key: &str) -> Vec<usize> {
+        self.get(key).data.iter().map(|&v| v as usize).collect()
+    }
+}
+
+/// `||ours - reference|| / ||reference||` (absolute norm when the reference is zero).
+pub fn relative_error<T: Copy + Into<f64>>(ours: &[T], reference: &[f64]) -> f64 {
+    assert_eq!(ours.len(), reference.len(), "length mismatch");
+    let diff: f64 = ours
+        .iter()
+        .zip(reference)
+        .map(|(&a, &b)| (a.into() - b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = reference.iter().map(|b| b * b).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        diff / norm
+    } else {
+        diff
+    }
+}
+
+/// Collects every failing comparison so that one test reports all of them.
+#[derive(Default)]
+pub struct Checks {
+    failures: Vec<String>,
+}
+
+impl Checks {
+    pub fn close<T: Copy + Into<f64>>(
+        &mut self,
+        what: &str,
+        ours: &[T],
+        reference: &[f64],
+        tol: f64,
+    ) {
+        let err = relative_error(ours, reference);
+        if !(err <= tol) {
+            self.failures
+                .push(format!("{what}: relative error {err:.3e} above {tol:.0e}"));
+        }
+    }
+    pub fn exact<T: Copy + Into<f64>>(&mut self, what: &str, ours: &[T], reference: &[f64]) {
+        if let Some((i, (a, b))) = ours
+            .iter()
+            .zip(reference)
+            .enumerate()
+            .find(|(_, (a, b))| (**a).into() != **b)
+        {
+            self.failures.push(format!(
+                "{what}: first mismatch at index {i}: ours {} reference {b}",
+                (*a).into()
+            ));
+        }
+    }
+    pub fn finish(self) {
+        assert!(self.failures.is_empty(), "{}", self.failures.join("\n"));
+    }
+}
