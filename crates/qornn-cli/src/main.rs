@@ -1,1 +1,254 @@
-fn main() {}
+//! `qornn`: train, evaluate and benchmark quantized orthogonal RNNs.
+
+mod bench;
+mod progress;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use qornn::config::Config;
+use qornn::run;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "qornn",
+    version,
+    about = "Train, evaluate and benchmark quantized orthogonal RNNs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (no flags: a 6-bit STE-Björck QORNN on the copy task, T0 = 100).
+    Train(TrainArgs),
+    /// Evaluate the best model of a run on its test set.
+    Eval(EvalArgs),
+    /// Time one full training step (parametrise, forward, backward, optimiser).
+    Bench(bench::BenchArgs),
+}
+
+/// Flags override `--config`, which overrides the defaults shown.
+#[derive(Args)]
+struct TrainArgs {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint (its config.toml is used).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    resume: Option<PathBuf>,
+    /// Run folder [default: runs/<task>-<model>-<bits>b-n<hidden>-s<seed>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Task: copy or adding [default: copy].
+    #[arg(long)]
+    task: Option<String>,
+    /// Copy task delay T0 [default: 100].
+    #[arg(long)]
+    delay: Option<usize>,
+    /// Adding task length T [default: 200].
+    #[arg(long)]
+    length: Option<usize>,
+    /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, or their full-precision twins ornn-* [default: qornn-bjorck].
+    #[arg(long)]
+    model: Option<String>,
+    /// Weight bits for W and U: 2..=8, or 32 for full precision [default: 6].
+    #[arg(long)]
+    bits: Option<u32>,
+    /// Quantizer scale: per-tensor or per-row [default: per-tensor].
+    #[arg(long)]
+    granularity: Option<String>,
+    /// Hidden units n [default: 128].
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Activation: relu or modrelu [default: relu].
+    #[arg(long)]
+    act: Option<String>,
+    /// Recurrent initialisation: henaff, orthogonal or identity [default: henaff].
+    #[arg(long)]
+    init: Option<String>,
+    /// Björck iterations [default: 15].
+    #[arg(long)]
+    bjorck_iterations: Option<usize>,
+    /// projUNN: rank of the approximated step [default: 1].
+    #[arg(long)]
+    rank: Option<usize>,
+    /// Optimiser: rmsprop or adam [default: rmsprop].
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Learning rate [default: 0.001].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Learning rate of the recurrent matrix [default: --lr].
+    #[arg(long)]
+    orthogonal_lr: Option<f64>,
+    /// Gradient-norm clipping threshold, 0 for none [default: 0].
+    #[arg(long)]
+    clip: Option<f64>,
+    /// Learning-rate schedule: constant, step or exponential [default: constant].
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Schedule factor [default: 0.5].
+    #[arg(long)]
+    lr_gamma: Option<f64>,
+    /// Steps between two decays of the step schedule [default: 1000].
+    #[arg(long)]
+    lr_every: Option<u64>,
+    /// Training steps [default: 2000].
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Sequences per batch [default: 128].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Steps between evaluations (and checkpoints) [default: 100].
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Sequences in each of the validation and test sets [default: 512].
+    #[arg(long)]
+    eval_sequences: Option<usize>,
+    /// Seed of every random draw [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Threads for matrix products, 0 for every core [default: 0].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run folder written by `qornn train`.
+    #[arg(long, value_name = "DIR")]
+    run: PathBuf,
+}
+
+/// Parses a flag's text as the TOML value of its config field.
+fn set<T: serde::Serialize>(table: &mut toml::Table, key: &str, value: Option<T>) {
+    if let Some(v) = value {
+        table.insert(
+            key.to_string(),
+            toml::Value::try_from(v).expect("flag values are plain"),
+        );
+    }
+}
+
+impl TrainArgs {
+    /// Defaults, then the config file, then the flags.
+    fn config(&self) -> Result<Config> {
+        let mut table = toml::Table::try_from(Config::default()).expect("Config is a table");
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --config {}", path.display()))?;
+            let file: toml::Table = text
+                .parse()
+                .with_context(|| format!("--config {} is not valid TOML", path.display()))?;
+            table.extend(file);
+        }
+        set(&mut table, "task", self.task.clone());
+        set(&mut table, "delay", self.delay);
+        set(&mut table, "length", self.length);
+        set(&mut table, "model", self.model.clone());
+        set(&mut table, "bits", self.bits);
+        set(&mut table, "granularity", self.granularity.clone());
+        set(&mut table, "hidden", self.hidden);
+        set(&mut table, "act", self.act.clone());
+        set(&mut table, "init", self.init.clone());
+        set(&mut table, "bjorck_iterations", self.bjorck_iterations);
+        set(&mut table, "rank", self.rank);
+        set(&mut table, "optimizer", self.optimizer.clone());
+        set(&mut table, "lr", self.lr);
+        set(&mut table, "orthogonal_lr", self.orthogonal_lr);
+        set(&mut table, "clip", self.clip);
+        set(&mut table, "schedule", self.schedule.clone());
+        set(&mut table, "lr_gamma", self.lr_gamma);
+        set(&mut table, "lr_every", self.lr_every);
+        set(&mut table, "steps", self.steps);
+        set(&mut table, "batch", self.batch);
+        set(&mut table, "eval_every", self.eval_every);
+        set(&mut table, "eval_sequences", self.eval_sequences);
+        set(&mut table, "seed", self.seed);
+        set(&mut table, "threads", self.threads);
+        let source = match &self.config {
+            Some(path) => format!("--config {} or a flag", path.display()),
+            None => "a flag".to_string(),
+        };
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("invalid setting in {source}: {e}"))?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
+        Ok(config)
+    }
+}
+
+fn flag_of(e: &qornn::Error) -> String {
+    match e {
+        qornn::Error::Config { field, .. } => field.replace('_', "-"),
+        _ => String::new(),
+    }
+}
+
+fn default_out(c: &Config) -> PathBuf {
+    let bits = if c.full_precision() {
+        "fp".to_string()
+    } else {
+        format!("{}b", c.bits)
+    };
+    PathBuf::from("runs").join(format!(
+        "{}-{}-{bits}-n{}-s{}",
+        c.task, c.model, c.hidden, c.seed
+    ))
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let summary = if let Some(dir) = &args.resume {
+        let config = Config::from_file(&dir.join(run::CONFIG_FILE))?;
+        let mut observer = progress::Progress::new(config.steps);
+        eprintln!("resuming {}", dir.display());
+        run::resume(dir, &mut observer)?
+    } else {
+        let config = args.config()?;
+        let out = args.out.clone().unwrap_or_else(|| default_out(&config));
+        eprintln!(
+            "training {} ({} bits) on {} for {} steps; run folder {}; baseline loss {:.4}",
+            config.model,
+            if config.full_precision() {
+                "32".to_string()
+            } else {
+                config.bits.to_string()
+            },
+            config.task,
+            config.steps,
+            out.display(),
+            config.task().baseline_loss()
+        );
+        let mut observer = progress::Progress::new(config.steps);
+        run::start(config, &out, &mut observer)?
+    };
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let summary = run::evaluate(&args.run)?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -4,16 +4,29 @@
 //! -> loss -> backward -> optimiser -> metrics and checkpoint.
 
 pub mod bjorck;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
 pub mod head;
+pub mod init;
 pub mod linalg;
+pub mod model;
+pub mod optim;
 pub mod ornn;
 pub mod projunn;
 pub mod quant;
 pub mod real;
+pub mod run;
+pub mod tasks;
+pub mod train;
 
 pub use bjorck::{Bjorck, BjorckConfig, SpectralNorm};
+pub use error::{Error, Result};
 pub use head::{Head, Readout, Targets};
+pub use init::Init;
+pub use model::{Model, ModelSpec, Parametrisation, Tensors, Workspace};
 pub use ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell};
 pub use projunn::ProjUnnKind;
 pub use quant::{Granularity, QuantizedTensor, Quantizer};
 pub use real::Real;
+pub use tasks::{Batch, Task};

@@ -128,9 +128,11 @@ impl<T: Real> OrnnCell<T> {
         &mut self.h[..block]
     }
 
-    /// The gradient buffer `dL/dh_t`, `(T, B, n)`, for the head to fill.
-    pub fn output_grads_mut(&mut self) -> &mut [T] {
-        &mut self.dh
+    /// The states the read-out sees, `(T, B, n)`, and the gradient buffer `dL/dh_t`
+    /// of the same shape, for the head to fill.
+    pub fn outputs_and_grads_mut(&mut self) -> (&[T], &mut [T]) {
+        let block = self.block();
+        (&self.h[block..], &mut self.dh)
     }
 
     /// Runs the recurrence over `x: (T, B, d)`.

@@ -1,0 +1,67 @@
+//! Progress on screen: a bar with loss and speed on a terminal, plain lines otherwise.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qornn::run::{EvalRecord, Observer};
+use std::io::IsTerminal;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(steps: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
+        Self { bar }
+    }
+}
+
+fn describe(r: &EvalRecord) -> String {
+    let acc = r
+        .val_accuracy
+        .map(|a| format!("  val acc {:.3}", a))
+        .unwrap_or_default();
+    format!(
+        "step {}  train {:.4}  val {:.4}{acc}  baseline {:.4}  |q(W)q(W)^T-I| {:.3}  sigma(q(W)) [{:.3}, {:.3}]  {:.0}s",
+        r.step,
+        r.train_loss,
+        r.val_loss,
+        r.baseline_loss,
+        r.orthogonality.quantized_defect,
+        r.orthogonality.quantized_sigma_min,
+        r.orthogonality.quantized_sigma_max,
+        r.seconds
+    )
+}
+
+impl Observer for Progress {
+    fn on_step(&mut self, step: u64, loss: f32) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step);
+            bar.set_message(format!("loss {loss:.4}"));
+        }
+    }
+
+    fn on_eval(&mut self, record: &EvalRecord) {
+        match &self.bar {
+            Some(bar) => bar.println(describe(record)),
+            None => eprintln!("{}", describe(record)),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Checkpoints: one safetensors file with the parameters (PyTorch-style names), the
+//! optimiser moments, the power-iteration vector, and the step and bookkeeping in its
+//! string metadata. Written to a temporary file, synced, then renamed: a run killed at
+//! any moment leaves either the old checkpoint or the new one, never half of one.
+
+use crate::error::{Error, Result};
+use crate::model::{ModelSpec, Tensors};
+use crate::optim::Moments;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+const FORMAT: &str = "qornn-checkpoint";
+const VERSION: &str = "1";
+
+/// Everything needed to continue a run exactly where it stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Training steps completed.
+    pub step: u64,
+    pub params: Tensors,
+    /// Björck models: the persistent power-iteration vector.
+    pub spectral_u: Option<Vec<f32>>,
+    /// One per tensor of `Tensors::NAMES`.
+    pub moments: Vec<Moments>,
+    pub updates: u64,
+    pub best_val_loss: f64,
+    pub best_step: u64,
+    /// Wall time spent training before this checkpoint.
+    pub seconds: f64,
+    /// Mean training loss accumulated since the last evaluation, and its count.
+    pub pending_loss: f64,
+    pub pending_count: u64,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
+    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in Tensors::NAMES.iter().zip(ckpt.params.all()) {
+        named.push((format!("param.{name}"), vec![t.len()], f32_bytes(t)));
+    }
+    for (name, m) in Tensors::NAMES.iter().zip(&ckpt.moments) {
+        named.push((format!("optim.m.{name}"), vec![m.m.len()], f32_bytes(&m.m)));
+        named.push((format!("optim.v.{name}"), vec![m.v.len()], f32_bytes(&m.v)));
+    }
+    if let Some(u) = &ckpt.spectral_u {
+        named.push(("spectral.u".into(), vec![u.len()], f32_bytes(u)));
+    }
+    let views: Vec<(String, TensorView<'_>)> = named
+        .iter()
+        .map(|(k, shape, bytes)| {
+            (
+                k.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches bytes"),
+            )
+        })
+        .collect();
+    let meta: HashMap<String, String> = [
+        ("format", FORMAT.to_string()),
+        ("version", VERSION.to_string()),
+        ("step", ckpt.step.to_string()),
+        ("updates", ckpt.updates.to_string()),
+        ("best_val_loss", format!("{:e}", ckpt.best_val_loss)),
+        ("best_step", ckpt.best_step.to_string()),
+        ("seconds", format!("{:e}", ckpt.seconds)),
+        ("pending_loss", format!("{:e}", ckpt.pending_loss)),
+        ("pending_count", ckpt.pending_count.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::bad_file(path, format!("cannot serialise checkpoint: {e}")))?;
+    write_atomically(path, &bytes)
+}
+
+/// Reads a checkpoint and checks it against the model it must fit.
+pub fn load(path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |reason: String| Error::bad_file(path, reason);
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("corrupt or truncated checkpoint ({e})")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("corrupt header ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(bad(
+            "not a qornn checkpoint (metadata `format` is missing)".into()
+        ));
+    }
+    if meta.get("version").map(String::as_str) != Some(VERSION) {
+        return Err(bad(format!(
+            "checkpoint version {:?}, this qornn reads version {VERSION}",
+            meta.get("version")
+        )));
+    }
+    let number = |key: &str| -> Result<f64> {
+        meta.get(key)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| bad(format!("metadata `{key}` is missing or not a number")))
+    };
+    let tensor = |name: &str, len: usize| -> Result<Vec<f32>> {
+        let view = st
+            .tensor(name)
+            .map_err(|_| bad(format!("tensor `{name}` is missing")))?;
+        if view.dtype() != Dtype::F32 || view.data().len() != len * 4 {
+            return Err(bad(format!(
+                "tensor `{name}` should hold {len} f32 values, has shape {:?} {:?}",
+                view.shape(),
+                view.dtype()
+            )));
+        }
+        let v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(bad(format!("tensor `{name}` holds NaN or infinite values")));
+        }
+        Ok(v)
+    };
+    let mut params = Tensors::zeros(spec);
+    let mut moments = Vec::new();
+    for (name, t) in Tensors::NAMES.iter().zip(params.all_mut()) {
+        let len = t.len();
+        *t = tensor(&format!("param.{name}"), len)?;
+        moments.push(Moments {
+            m: tensor(&format!("optim.m.{name}"), len)?,
+            v: tensor(&format!("optim.v.{name}"), len)?,
+        });
+    }
+    let spectral_u = match spec.parametrisation {
+        crate::model::Parametrisation::Bjorck => Some(tensor("spectral.u", spec.hidden)?),
+        crate::model::Parametrisation::ProjUnn(_) => None,
+    };
+    Ok(Checkpoint {
+        step: number("step")? as u64,
+        params,
+        spectral_u,
+        moments,
+        updates: number("updates")? as u64,
+        best_val_loss: number("best_val_loss")?,
+        best_step: number("best_step")? as u64,
+        seconds: number("seconds")?,
+        pending_loss: number("pending_loss")?,
+        pending_count: number("pending_count")? as u64,
+    })
+}

@@ -1,0 +1,309 @@
+//! The run configuration: one flat TOML table whose `Default` is `qornn train` with no
+//! flags. Every field is also a CLI flag of the same name (`_` written `-`).
+
+use crate::bjorck::BjorckConfig;
+use crate::error::{Error, Result};
+use crate::init::Init;
+use crate::model::{ModelSpec, Parametrisation};
+use crate::optim::{OptimizerKind, Schedule};
+use crate::ornn::Activation;
+use crate::projunn::ProjUnnKind;
+use crate::quant::{Granularity, Quantizer};
+use crate::tasks::{AddingTask, CopyTask, Task};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Model names accepted by `--model`.
+pub const MODELS: [&str; 6] = [
+    "qornn-bjorck",
+    "qornn-projunn-d",
+    "qornn-projunn-t",
+    "ornn-bjorck",
+    "ornn-projunn-d",
+    "ornn-projunn-t",
+];
+/// Task names accepted by `--task`.
+pub const TASKS: [&str; 2] = ["copy", "adding"];
+/// `--bits` value meaning full precision.
+pub const FULL_PRECISION_BITS: u32 = 32;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `copy` or `adding`.
+    pub task: String,
+    /// Copy task: the delay T0 (sequences are T0 + 20 long).
+    pub delay: usize,
+    /// Adding task: the sequence length T.
+    pub length: usize,
+    /// One of [`MODELS`].
+    pub model: String,
+    /// Weight bits k in 2..=8, or 32 for full precision.
+    pub bits: u32,
+    /// Quantizer scale per tensor (the paper) or per row.
+    pub granularity: Granularity,
+    pub hidden: usize,
+    pub act: Activation,
+    pub init: Init,
+    pub bjorck_iterations: usize,
+    /// projUNN: rank of the approximated step.
+    pub rank: usize,
+    /// projUNN: re-orthonormalise W when `||W^T W - I||_F` exceeds this (checked every
+    /// `eval_every` steps and every 100 steps).
+    pub orthogonality_tolerance: f64,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    /// Learning rate of the recurrent matrix (`A` or `W`); defaults to `lr`.
+    pub orthogonal_lr: Option<f64>,
+    /// Gradient-norm clipping threshold; 0 disables it.
+    pub clip: f64,
+    /// `constant`, `step` (times `lr_gamma` every `lr_every` steps) or `exponential`
+    /// (times `lr_gamma` each step).
+    pub schedule: String,
+    pub lr_gamma: f64,
+    pub lr_every: u64,
+    pub steps: u64,
+    pub batch: usize,
+    pub eval_every: u64,
+    /// Sequences in each of the validation and test sets.
+    pub eval_sequences: usize,
+    pub seed: u64,
+    /// Threads for matrix products; 0 uses every core.
+    pub threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            task: "copy".into(),
+            delay: 100,
+            length: 200,
+            model: "qornn-bjorck".into(),
+            bits: 6,
+            granularity: Granularity::PerTensor,
+            hidden: 128,
+            act: Activation::Relu,
+            init: Init::Henaff,
+            bjorck_iterations: BjorckConfig::default().iterations,
+            rank: 1,
+            orthogonality_tolerance: 1e-5,
+            optimizer: OptimizerKind::Rmsprop,
+            lr: 1e-3,
+            orthogonal_lr: None,
+            clip: 0.0,
+            schedule: "constant".into(),
+            lr_gamma: 0.5,
+            lr_every: 1000,
+            steps: 2000,
+            batch: 128,
+            eval_every: 100,
+            eval_sequences: 512,
+            seed: 1,
+            threads: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys and bad values name the file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text)
+            .map_err(|e| Error::bad_file(path, format!("not a valid qornn config: {e}")))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serialises")
+    }
+
+    /// Checks every field; the error names the field (the CLI flag) to fix.
+    pub fn validate(&self) -> Result<()> {
+        if !TASKS.contains(&self.task.as_str()) {
+            return Err(Error::config(
+                "task",
+                format!(
+                    "unknown task `{}`; choose one of {}",
+                    self.task,
+                    TASKS.join(", ")
+                ),
+            ));
+        }
+        if !MODELS.contains(&self.model.as_str()) {
+            return Err(Error::config(
+                "model",
+                format!(
+                    "unknown model `{}`; choose one of {}",
+                    self.model,
+                    MODELS.join(", ")
+                ),
+            ));
+        }
+        let quantizable = (Quantizer::MIN_BITS..=Quantizer::MAX_BITS).contains(&self.bits);
+        if !quantizable && self.bits != FULL_PRECISION_BITS {
+            return Err(Error::config(
+                "bits",
+                format!(
+                    "{} is not a bit width; use 2..=8, or 32 for full precision",
+                    self.bits
+                ),
+            ));
+        }
+        if self.model.starts_with("ornn-") && self.bits != FULL_PRECISION_BITS {
+            return Err(Error::config(
+                "bits",
+                format!(
+                    "{} is full precision; use q{} to quantize to {} bits",
+                    self.model, self.model, self.bits
+                ),
+            ));
+        }
+        let positive = [
+            ("hidden", self.hidden as f64),
+            ("batch", self.batch as f64),
+            ("steps", self.steps as f64),
+            ("eval_every", self.eval_every as f64),
+            ("eval_sequences", self.eval_sequences as f64),
+            ("lr", self.lr),
+            ("rank", self.rank as f64),
+        ];
+        for (field, value) in positive {
+            if !(value > 0.0) || !value.is_finite() {
+                return Err(Error::config(
+                    field,
+                    format!("must be positive, got {value}"),
+                ));
+            }
+        }
+        if self.task == "copy" && self.delay == 0 {
+            return Err(Error::config(
+                "delay",
+                "the copy task needs a delay of at least 1",
+            ));
+        }
+        if self.task == "adding" && self.length < 2 {
+            return Err(Error::config(
+                "length",
+                "the adding task needs at least 2 steps",
+            ));
+        }
+        if self.rank > self.hidden {
+            return Err(Error::config(
+                "rank",
+                format!("{} exceeds --hidden {}", self.rank, self.hidden),
+            ));
+        }
+        if let Some(lr) = self.orthogonal_lr {
+            if !(lr > 0.0) {
+                return Err(Error::config(
+                    "orthogonal_lr",
+                    format!("must be positive, got {lr}"),
+                ));
+            }
+        }
+        if !(self.clip >= 0.0) {
+            return Err(Error::config("clip", "must be 0 (off) or positive"));
+        }
+        self.lr_schedule()?;
+        Ok(())
+    }
+
+    pub fn lr_schedule(&self) -> Result<Schedule> {
+        match self.schedule.as_str() {
+            "constant" => Ok(Schedule::Constant),
+            "step" => Ok(Schedule::Step {
+                every: self.lr_every,
+                gamma: self.lr_gamma,
+            }),
+            "exponential" => Ok(Schedule::Exponential {
+                gamma: self.lr_gamma,
+            }),
+            other => Err(Error::config(
+                "schedule",
+                format!("unknown schedule `{other}`; choose constant, step or exponential"),
+            )),
+        }
+    }
+
+    pub fn task(&self) -> Task {
+        match self.task.as_str() {
+            "adding" => Task::Adding(AddingTask::new(self.length)),
+            _ => Task::Copy(CopyTask::new(self.delay)),
+        }
+    }
+
+    pub fn full_precision(&self) -> bool {
+        self.bits == FULL_PRECISION_BITS
+    }
+
+    /// The model's shape and arithmetic for the configured task (call after `validate`).
+    pub fn model_spec(&self) -> ModelSpec {
+        self.model_spec_for(&self.task())
+    }
+
+    /// The model's shape and arithmetic for `task`.
+    pub fn model_spec_for(&self, task: &Task) -> ModelSpec {
+        let parametrisation = match self.model.trim_start_matches('q') {
+            "ornn-projunn-d" => Parametrisation::ProjUnn(ProjUnnKind::Direct),
+            "ornn-projunn-t" => Parametrisation::ProjUnn(ProjUnnKind::Tangent),
+            _ => Parametrisation::Bjorck,
+        };
+        ModelSpec {
+            parametrisation,
+            hidden: self.hidden,
+            input: task.input_size(),
+            outputs: task.output_size(),
+            activation: self.act,
+            readout: task.readout(),
+            quantizer: (!self.full_precision())
+                .then(|| Quantizer::new(self.bits, self.granularity)),
+            bjorck: BjorckConfig {
+                iterations: self.bjorck_iterations,
+                ..BjorckConfig::default()
+            },
+            init: self.init,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_round_trips_through_toml() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: [(fn(&mut Config), &str); 5] = [
+            (|c| c.bits = 9, "bits"),
+            (|c| c.model = "lstm9".into(), "model"),
+            (|c| c.task = "sort".into(), "task"),
+            (|c| c.lr = f64::NAN, "lr"),
+            (|c| c.schedule = "cosine".into(), "schedule"),
+        ];
+        for (mutate, field) in cases {
+            let mut c = Config::default();
+            mutate(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{err}");
+        }
+        let mut c = Config::default();
+        c.model = "ornn-bjorck".into();
+        c.bits = 4;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("qornn-bjorck"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("hiden = 3").is_err());
+    }
+}

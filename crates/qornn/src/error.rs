@@ -1,0 +1,42 @@
+//! The one error type of the library: what was expected, what was found, where.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid setting `{field}`: {reason}")]
+    Config { field: String, reason: String },
+    #[error("{}: {reason}", path.display())]
+    BadFile { path: PathBuf, reason: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("training diverged at step {step}: loss is {loss} (try a lower --lr or --clip)")]
+    Diverged { step: u64, loss: f64 },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn config(field: &str, reason: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+    pub fn bad_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::BadFile {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! A run folder: `config.toml`, `metrics.jsonl` (one line per evaluation),
+//! `checkpoint.safetensors` (latest), `best.safetensors` (best validation loss) and
+//! `summary.json`. Results are written as the run goes, so a crash keeps them.
+
+use crate::checkpoint::{self, write_atomically, Checkpoint};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::train::{Evaluation, Orthogonality, Trainer};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const BEST_FILE: &str = "best.safetensors";
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub step: u64,
+    pub lr: f64,
+    /// Mean training loss since the previous evaluation.
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_accuracy: Option<f64>,
+    pub baseline_loss: f64,
+    pub orthogonality: Orthogonality,
+    pub seconds: f64,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub task: String,
+    pub model: String,
+    pub bits: u32,
+    pub hidden: usize,
+    pub steps: u64,
+    pub params: usize,
+    /// The best model (by validation loss) on the test set.
+    pub test: Evaluation,
+    pub validation: Evaluation,
+    pub best_step: u64,
+    pub baseline_loss: f64,
+    pub seconds: f64,
+}
+
+/// What the caller sees while a run goes (a progress bar, or nothing).
+pub trait Observer {
+    fn on_step(&mut self, _step: u64, _loss: f32) {}
+    fn on_eval(&mut self, _record: &EvalRecord) {}
+}
+
+impl Observer for () {}
+
+/// Starts a run in `dir` (which must not hold one already).
+pub fn start(config: Config, dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
+    config.validate()?;
+    if dir.join(CHECKPOINT_FILE).exists() {
+        return Err(Error::config(
+            "out",
+            format!(
+                "{} already holds a run; use --resume {0} or another --out",
+                dir.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_atomically(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+    std::fs::write(dir.join(METRICS_FILE), b"")
+        .map_err(|e| Error::io(dir.join(METRICS_FILE), e))?;
+    let trainer = Trainer::new(config)?;
+    let state = Bookkeeping {
+        best_val_loss: f64::INFINITY,
+        best_step: 0,
+        seconds: 0.0,
+        pending_loss: 0.0,
+        pending_count: 0,
+    };
+    drive(trainer, state, dir, observer)
+}
+
+/// Continues the run in `dir` from its last checkpoint.
+pub fn resume(dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
+    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    config.validate()?;
+    let ckpt = checkpoint::load(&dir.join(CHECKPOINT_FILE), &config.model_spec())?;
+    truncate_metrics(&dir.join(METRICS_FILE), ckpt.step)?;
+    let state = Bookkeeping {
+        best_val_loss: ckpt.best_val_loss,
+        best_step: ckpt.best_step,
+        seconds: ckpt.seconds,
+        pending_loss: ckpt.pending_loss,
+        pending_count: ckpt.pending_count,
+    };
+    let trainer = Trainer::resume(config, ckpt)?;
+    drive(trainer, state, dir, observer)
+}
+
+/// Loads the best model of a finished (or interrupted) run and evaluates it on the test set.
+pub fn evaluate(dir: &Path) -> Result<Summary> {
+    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    config.validate()?;
+    let best = checkpoint::load(&dir.join(BEST_FILE), &config.model_spec())?;
+    let (best_step, seconds) = (best.step, best.seconds);
+    let mut trainer = Trainer::resume(config, best)?;
+    let validation = trainer.evaluate(false);
+    let test = trainer.evaluate(true);
+    Ok(summary(&trainer, test, validation, best_step, seconds))
+}
+
+struct Bookkeeping {
+    best_val_loss: f64,
+    best_step: u64,
+    seconds: f64,
+    pending_loss: f64,
+    pending_count: u64,
+}
+
+fn drive(
+    mut trainer: Trainer,
+    mut state: Bookkeeping,
+    dir: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Summary> {
+    let metrics_path = dir.join(METRICS_FILE);
+    let mut metrics = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
+    let total = trainer.config.steps;
+    let eval_every = trainer.config.eval_every;
+    let mut clock = Instant::now();
+    while trainer.step < total {
+        let (loss, _) = trainer.train_step()?;
+        state.pending_loss += loss as f64;
+        state.pending_count += 1;
+        observer.on_step(trainer.step, loss);
+        if trainer.step % eval_every == 0 || trainer.step == total {
+            state.seconds += clock.elapsed().as_secs_f64();
+            let lr = trainer.lr();
+            let val = trainer.evaluate(false);
+            let record = EvalRecord {
+                step: trainer.step,
+                lr,
+                train_loss: state.pending_loss / state.pending_count.max(1) as f64,
+                val_loss: val.loss,
+                val_accuracy: val.accuracy,
+                baseline_loss: trainer.task.baseline_loss(),
+                orthogonality: trainer.orthogonality(),
+                seconds: state.seconds,
+            };
+            let line = serde_json::to_string(&record).expect("records serialise");
+            writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
+            metrics.flush().map_err(|e| Error::io(&metrics_path, e))?;
+            observer.on_eval(&record);
+            state.pending_loss = 0.0;
+            state.pending_count = 0;
+            let improved = val.loss < state.best_val_loss;
+            if improved {
+                state.best_val_loss = val.loss;
+                state.best_step = trainer.step;
+            }
+            let ckpt = with_bookkeeping(trainer.checkpoint(), &state);
+            if improved {
+                checkpoint::save(&dir.join(BEST_FILE), &ckpt)?;
+            }
+            checkpoint::save(&dir.join(CHECKPOINT_FILE), &ckpt)?;
+            clock = Instant::now();
+        }
+    }
+    let summary = Summary {
+        seconds: state.seconds,
+        ..evaluate(dir)?
+    };
+    let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
+    write_atomically(&dir.join(SUMMARY_FILE), json.as_bytes())?;
+    Ok(summary)
+}
+
+fn with_bookkeeping(ckpt: Checkpoint, state: &Bookkeeping) -> Checkpoint {
+    Checkpoint {
+        best_val_loss: state.best_val_loss,
+        best_step: state.best_step,
+        seconds: state.seconds,
+        pending_loss: state.pending_loss,
+        pending_count: state.pending_count,
+        ..ckpt
+    }
+}
+
+fn summary(
+    trainer: &Trainer,
+    test: Evaluation,
+    validation: Evaluation,
+    best_step: u64,
+    seconds: f64,
+) -> Summary {
+    let c = &trainer.config;
+    Summary {
+        task: c.task.clone(),
+        model: c.model.clone(),
+        bits: c.bits,
+        hidden: c.hidden,
+        steps: c.steps,
+        params: trainer.model.num_params(),
+        test,
+        validation,
+        best_step,
+        baseline_loss: trainer.task.baseline_loss(),
+        seconds,
+    }
+}
+
+/// Drops metric lines written after the checkpoint a resumed run restarts from.
+fn truncate_metrics(path: &PathBuf, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<EvalRecord>(line)
+                .map(|r| r.step <= step)
+                .unwrap_or(false)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomically(path, kept.as_bytes())
+}

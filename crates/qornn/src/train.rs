@@ -1,0 +1,277 @@
+//! One training run in memory: batches, the model, the optimiser and its schedule.
+//! Every random draw is a function of `(seed, step)`, so a resumed run sees the same
+//! batches and sketches as an uninterrupted one.
+
+use crate::checkpoint::Checkpoint;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::linalg::{extreme_singular_values, orthogonality_defect};
+use crate::model::{Model, Parametrisation, Tensors, Workspace};
+use crate::optim::{clip_grad_norm, Optimizer, OptimizerConfig, Schedule};
+use crate::projunn::{apply_low_rank_step, low_rank_sketch, reorthonormalize};
+use crate::tasks::{Batch, Task};
+use faer::Par;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroUsize;
+use std::time::Instant;
+
+/// Stream numbers of the seeded generator: training steps use their step number.
+const STREAM_VALIDATION: u64 = u64::MAX;
+const STREAM_TEST: u64 = u64::MAX - 1;
+const STREAM_INIT: u64 = u64::MAX - 2;
+/// Salt of the generator behind projUNN's sketches (distinct from the data's).
+const SKETCH_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
+/// projUNN: steps between orthogonality checks.
+const ORTHOGONALITY_CHECK_EVERY: u64 = 100;
+
+pub fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+/// The parallelism for matrix products: `threads == 0` uses every core.
+pub fn parallelism(threads: usize) -> Par {
+    let n = if threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        threads
+    };
+    if n <= 1 {
+        Par::Seq
+    } else {
+        Par::Rayon(NonZeroUsize::new(n).expect("n > 1"))
+    }
+}
+
+/// Seconds spent in each phase of one training step.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct StepTimes {
+    pub parametrise: f64,
+    pub forward: f64,
+    pub backward: f64,
+    pub optimiser: f64,
+}
+
+/// Loss and (for classification) accuracy over a set of sequences.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: Option<f64>,
+}
+
+/// `||q(W) q(W)^T - I||_F` and the extreme singular values of `q(W)` and of `W`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Orthogonality {
+    pub quantized_defect: f64,
+    pub quantized_sigma_min: f64,
+    pub quantized_sigma_max: f64,
+    pub defect: f64,
+    pub sigma_min: f64,
+    pub sigma_max: f64,
+}
+
+pub struct Trainer {
+    pub config: Config,
+    pub task: Task,
+    pub model: Model,
+    optimizer: Optimizer,
+    schedule: Schedule,
+    ws: Workspace,
+    validation: Vec<Batch>,
+    test: Vec<Batch>,
+    /// Steps completed.
+    pub step: u64,
+    par: Par,
+    delta: Vec<f32>,
+}
+
+impl Trainer {
+    /// A fresh run on the configured task.
+    pub fn new(config: Config) -> Result<Self> {
+        let task = config.task();
+        Self::for_task(config, task)
+    }
+
+    /// A fresh run on any task (benchmarks use `Task::Random`).
+    pub fn for_task(config: Config, task: Task) -> Result<Self> {
+        let spec = config.model_spec_for(&task);
+        let model = Model::new(spec, &mut rng_for(config.seed, STREAM_INIT));
+        Self::with_model(config, task, model, 0)
+    }
+
+    /// A run continued from a checkpoint.
+    pub fn resume(config: Config, ckpt: Checkpoint) -> Result<Self> {
+        let spec = config.model_spec();
+        let model = Model::from_params(spec, ckpt.params, ckpt.spectral_u);
+        let task = config.task();
+        let mut trainer = Self::with_model(config, task, model, ckpt.step)?;
+        trainer.optimizer.moments = ckpt.moments;
+        trainer.optimizer.updates = ckpt.updates;
+        Ok(trainer)
+    }
+
+    fn with_model(config: Config, task: Task, model: Model, step: u64) -> Result<Self> {
+        config.validate()?;
+        let sizes: Vec<usize> = model.params.all().iter().map(|t| t.len()).collect();
+        let optimizer = Optimizer::new(OptimizerConfig::new(config.optimizer), &sizes);
+        let ws = Workspace::new(&model.spec, task.steps(), config.batch);
+        let sets = |stream| {
+            let mut rng = rng_for(config.seed, stream);
+            let batches = config.eval_sequences.div_ceil(config.batch);
+            (0..batches)
+                .map(|_| task.sample(config.batch, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        Ok(Self {
+            validation: sets(STREAM_VALIDATION),
+            test: sets(STREAM_TEST),
+            schedule: config.lr_schedule()?,
+            par: parallelism(config.threads),
+            delta: vec![0.0; sizes.iter().copied().max().unwrap_or(0)],
+            config,
+            task,
+            model,
+            optimizer,
+            ws,
+            step,
+        })
+    }
+
+    pub fn lr(&self) -> f64 {
+        self.config.lr * self.schedule.factor(self.step)
+    }
+
+    /// One step on the batch of `(seed, step)`: returns its loss and phase times.
+    pub fn train_step(&mut self) -> Result<(f32, StepTimes)> {
+        let batch = self
+            .task
+            .sample(self.config.batch, &mut rng_for(self.config.seed, self.step));
+        let mut times = StepTimes::default();
+        let t0 = Instant::now();
+        self.model.parametrise(true, self.par);
+        let t1 = Instant::now();
+        let loss = self
+            .model
+            .forward(&mut self.ws, &batch.x, &batch.targets, self.par);
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                step: self.step,
+                loss: loss as f64,
+            });
+        }
+        let t2 = Instant::now();
+        self.model.grads.fill_zero();
+        self.model.backward(&mut self.ws, &batch.x, self.par);
+        let t3 = Instant::now();
+        self.apply_optimizer();
+        let t4 = Instant::now();
+        times.parametrise = (t1 - t0).as_secs_f64();
+        times.forward = (t2 - t1).as_secs_f64();
+        times.backward = (t3 - t2).as_secs_f64();
+        times.optimiser = (t4 - t3).as_secs_f64();
+        self.step += 1;
+        Ok((loss, times))
+    }
+
+    fn apply_optimizer(&mut self) {
+        if self.config.clip > 0.0 {
+            clip_grad_norm(&mut self.model.grads.all_mut(), self.config.clip as f32);
+        }
+        let factor = self.schedule.factor(self.step);
+        let lr = (self.config.lr * factor) as f32;
+        let orthogonal_lr = (self.config.orthogonal_lr.unwrap_or(self.config.lr) * factor) as f32;
+        self.optimizer.begin_step();
+        let n = self.model.spec.hidden;
+        let Model {
+            params,
+            grads,
+            spec,
+            ..
+        } = &mut self.model;
+        for (index, (param, grad)) in params.all_mut().into_iter().zip(grads.all()).enumerate() {
+            let delta = &mut self.delta[..param.len()];
+            let lr = if index == 0 { orthogonal_lr } else { lr };
+            self.optimizer.step(index, grad, lr, delta);
+            match (index, spec.parametrisation) {
+                (0, Parametrisation::ProjUnn(kind)) => {
+                    let mut rng = rng_for(self.config.seed ^ SKETCH_SALT, self.step);
+                    let (a, b, r) = low_rank_sketch(delta, n, self.config.rank, &mut rng);
+                    apply_low_rank_step(kind, param, n, &a, &b, r);
+                    if (self.step + 1) % ORTHOGONALITY_CHECK_EVERY == 0
+                        && orthogonality_defect(param, n) > self.config.orthogonality_tolerance
+                    {
+                        reorthonormalize(param, n);
+                    }
+                }
+                _ => param
+                    .iter_mut()
+                    .zip(delta.iter())
+                    .for_each(|(p, d)| *p += d),
+            }
+        }
+    }
+
+    /// Loss and accuracy of the current parameters on the validation or test set.
+    pub fn evaluate(&mut self, test: bool) -> Evaluation {
+        self.model.parametrise(false, self.par);
+        let batches = if test { &self.test } else { &self.validation };
+        let (mut loss, mut hits, mut total, mut scored) = (0.0, 0usize, 0usize, false);
+        for batch in batches {
+            loss += self
+                .model
+                .forward(&mut self.ws, &batch.x, &batch.targets, self.par)
+                as f64;
+            if let Some((h, t)) = self.task.accuracy(self.ws.head.logits(), &batch.targets) {
+                hits += h;
+                total += t;
+                scored = true;
+            }
+        }
+        Evaluation {
+            loss: loss / batches.len() as f64,
+            accuracy: scored.then(|| hits as f64 / total.max(1) as f64),
+        }
+    }
+
+    /// Orthogonality of the recurrent matrix (valid after `evaluate` or a step).
+    pub fn orthogonality(&self) -> Orthogonality {
+        let n = self.model.spec.hidden;
+        let (qw, w) = (self.model.w_used(), self.model.w_orthogonal());
+        let (qmin, qmax) = extreme_singular_values(qw, n, n);
+        let (min, max) = extreme_singular_values(w, n, n);
+        Orthogonality {
+            quantized_defect: orthogonality_defect(qw, n),
+            quantized_sigma_min: qmin,
+            quantized_sigma_max: qmax,
+            defect: orthogonality_defect(w, n),
+            sigma_min: min,
+            sigma_max: max,
+        }
+    }
+
+    /// The state to write to disk (bookkeeping fields are the caller's).
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            step: self.step,
+            params: self.model.params.clone(),
+            spectral_u: self.model.spectral.as_ref().map(|s| s.u.clone()),
+            moments: self.optimizer.moments.clone(),
+            updates: self.optimizer.updates,
+            best_val_loss: f64::INFINITY,
+            best_step: 0,
+            seconds: 0.0,
+            pending_loss: 0.0,
+            pending_count: 0,
+        }
+    }
+
+    /// Replaces the parameters (e.g. with the best ones, for the test evaluation).
+    pub fn load_params(&mut self, params: Tensors, spectral_u: Option<Vec<f32>>) {
+        self.model = Model::from_params(self.model.spec.clone(), params, spectral_u);
+    }
+}
