@@ -235,12 +235,12 @@ impl<T: Real> SpectralNorm<T> {
     /// One power iteration, then `w0 = A / sigma`.
     pub fn forward(&mut self, a: &[T], w0: &mut [T]) {
         self.power_iteration(a);
-        self.update_sigma(a);
         self.normalize_into(a, w0);
     }
 
-    /// `w0 = A / sigma` with the current vectors (no power iteration).
-    pub fn normalize_into(&self, a: &[T], w0: &mut [T]) {
+    /// `w0 = A / sigma` with `sigma = u^T A v` for the current vectors (no power iteration).
+    pub fn normalize_into(&mut self, a: &[T], w0: &mut [T]) {
+        self.update_sigma(a);
         let inv = T::one() / self.sigma;
         for (o, &x) in w0.iter_mut().zip(a) {
             *o = x * inv;

@@ -49,7 +49,7 @@ pub struct Config {
     /// projUNN: rank of the approximated step.
     pub rank: usize,
     /// projUNN: re-orthonormalise W when `||W^T W - I||_F` exceeds this (checked every
-    /// `eval_every` steps and every 100 steps).
+    /// 100 steps).
     pub orthogonality_tolerance: f64,
     pub optimizer: OptimizerKind,
     pub lr: f64,

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::linalg::{extreme_singular_values, orthogonality_defect};
 use crate::model::{Model, Parametrisation, Tensors, Workspace};
 use crate::optim::{clip_grad_norm, Optimizer, OptimizerConfig, Schedule};
-use crate::projunn::{apply_low_rank_step, low_rank_sketch, reorthonormalize};
+use crate::projunn::retract;
 use crate::tasks::{Batch, Task};
 use faer::Par;
 use rand::SeedableRng;
@@ -23,8 +23,6 @@ const STREAM_TEST: u64 = u64::MAX - 1;
 const STREAM_INIT: u64 = u64::MAX - 2;
 /// Salt of the generator behind projUNN's sketches (distinct from the data's).
 const SKETCH_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
-/// projUNN: steps between orthogonality checks.
-const ORTHOGONALITY_CHECK_EVERY: u64 = 100;
 
 pub fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -200,13 +198,17 @@ impl Trainer {
             match (index, spec.parametrisation) {
                 (0, Parametrisation::ProjUnn(kind)) => {
                     let mut rng = rng_for(self.config.seed ^ SKETCH_SALT, self.step);
-                    let (a, b, r) = low_rank_sketch(delta, n, self.config.rank, &mut rng);
-                    apply_low_rank_step(kind, param, n, &a, &b, r);
-                    if (self.step + 1) % ORTHOGONALITY_CHECK_EVERY == 0
-                        && orthogonality_defect(param, n) > self.config.orthogonality_tolerance
-                    {
-                        reorthonormalize(param, n);
-                    }
+                    let c = &self.config;
+                    retract(
+                        kind,
+                        param,
+                        n,
+                        delta,
+                        c.rank,
+                        &mut rng,
+                        self.step,
+                        c.orthogonality_tolerance,
+                    );
                 }
                 _ => param
                     .iter_mut()

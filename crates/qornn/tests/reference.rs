@@ -125,14 +125,14 @@ fn run_ornn<T: Real>(
         vec![T::zero(); hidden],
     );
     let (mut gv, mut gc) = (vec![T::zero(); v.len()], vec![T::zero(); classes]);
-    let outputs = cell.outputs().to_vec();
+    let (outputs, grad_outputs) = cell.outputs_and_grads_mut();
     head.backward(
-        &outputs,
+        outputs,
         hidden,
         &v,
         &mut gv,
         &mut gc,
-        cell.output_grads_mut(),
+        grad_outputs,
         Par::Seq,
     );
     let mut grads = CellGrads {
