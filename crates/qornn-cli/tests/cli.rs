@@ -1,0 +1,196 @@
+//! The binary end to end: bad input gives one clear error and a non-zero exit (never a
+//! panic), and a run killed mid-way resumes to the same result.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn qornn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qornn"))
+        .args(args)
+        .output()
+        .expect("the qornn binary runs")
+}
+
+/// Asserts a failure whose message contains every one of `needles`.
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = qornn(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr lacks {needle:?}: {stderr}"
+        );
+    }
+}
+
+const SMALL: [&str; 16] = [
+    "--delay",
+    "10",
+    "--hidden",
+    "32",
+    "--batch",
+    "16",
+    "--eval-sequences",
+    "64",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "3e-3",
+    "--threads",
+    "1",
+    "--bits",
+    "6",
+];
+
+#[test]
+fn bad_flags_and_files_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    fails_with(
+        &["train", "--bits", "9", "--out", &out("a")],
+        &["bits", "2..=8"],
+    );
+    fails_with(&["train", "--bits", "1", "--out", &out("a")], &["bits"]);
+    fails_with(
+        &["train", "--model", "qornn-magic", "--out", &out("a")],
+        &["model", "qornn-magic"],
+    );
+    fails_with(
+        &["train", "--task", "sorting", "--out", &out("a")],
+        &["task", "sorting"],
+    );
+    fails_with(
+        &[
+            "train",
+            "--model",
+            "ornn-bjorck",
+            "--bits",
+            "4",
+            "--out",
+            &out("a"),
+        ],
+        &["qornn-bjorck"],
+    );
+    fails_with(&["train", "--act", "gelu", "--out", &out("a")], &["act"]);
+    fails_with(
+        &["train", "--config", &out("missing.toml")],
+        &["missing.toml"],
+    );
+    let bad_toml = dir.path().join("bad.toml");
+    std::fs::write(&bad_toml, "hidden = [oops").unwrap();
+    fails_with(
+        &["train", "--config", bad_toml.to_str().unwrap()],
+        &["bad.toml"],
+    );
+    let unknown_key = dir.path().join("unknown.toml");
+    std::fs::write(&unknown_key, "hiden = 12\n").unwrap();
+    fails_with(
+        &["train", "--config", unknown_key.to_str().unwrap()],
+        &["hiden"],
+    );
+    fails_with(&["eval", "--run", &out("nowhere")], &["config.toml"]);
+}
+
+#[test]
+fn corrupt_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = vec![
+        "train",
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(SMALL);
+    assert!(qornn(&args).status.success());
+    let ckpt = run.join("checkpoint.safetensors");
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(
+        &["train", "--resume", run.to_str().unwrap()],
+        &["checkpoint.safetensors", "truncated"],
+    );
+    std::fs::write(&ckpt, b"not a checkpoint at all").unwrap();
+    fails_with(
+        &["train", "--resume", run.to_str().unwrap()],
+        &["checkpoint.safetensors"],
+    );
+    // Starting over an existing run is refused rather than overwriting it.
+    fails_with(&args, &["already holds a run", "--resume"]);
+}
+
+#[test]
+fn diverging_loss_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = vec!["train", "--steps", "200", "--out", run.to_str().unwrap()];
+    args.extend(SMALL.iter().map(|&a| if a == "3e-3" { "1e30" } else { a }));
+    fails_with(&args, &["diverged", "--lr"]);
+}
+
+fn metric_lines(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn test_result(stdout: &[u8]) -> serde_json::Value {
+    let summary: serde_json::Value =
+        serde_json::from_slice(stdout).expect("train prints its summary as JSON");
+    summary["test"].clone()
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
+    let common = |out: &Path| {
+        let mut a: Vec<String> = ["train", "--steps", "600", "--eval-every", "50"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(SMALL.iter().map(|s| s.to_string()));
+        a.extend(["--out".to_string(), out.to_string_lossy().into_owned()]);
+        a
+    };
+    let reference = Command::new(env!("CARGO_BIN_EXE_qornn"))
+        .args(common(&whole))
+        .output()
+        .unwrap();
+    assert!(reference.status.success());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qornn"))
+        .args(common(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while metric_lines(&killed) < 4 {
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        metric_lines(&killed) < 12,
+        "the run finished before it was killed"
+    );
+    let resumed = qornn(&["train", "--resume", killed.to_str().unwrap()]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(test_result(&resumed.stdout), test_result(&reference.stdout));
+    assert_eq!(metric_lines(&killed), 12);
+}
