@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model (no flags: a 6-bit STE-Björck QORNN on the copy task, T0 = 100).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate the best model of a run on its test set.
     Eval(EvalArgs),
     /// Time one full training step (parametrise, forward, backward, optimiser).
@@ -240,7 +240,7 @@ fn eval(args: EvalArgs) -> Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(args) => train(args),
+        Command::Train(args) => train(*args),
         Command::Eval(args) => eval(args),
         Command::Bench(args) => bench::run(args),
     };

@@ -265,6 +265,6 @@ fn normalize<T: Real>(x: &mut [T]) {
     let norm = x.iter().map(|&v| v * v).sum::<T>().sqrt();
     let norm = if norm > T::zero() { norm } else { T::one() };
     for v in x {
-        *v = *v / norm;
+        *v /= norm;
     }
 }

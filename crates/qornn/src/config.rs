@@ -167,7 +167,7 @@ impl Config {
             ("rank", self.rank as f64),
         ];
         for (field, value) in positive {
-            if !(value > 0.0) || !value.is_finite() {
+            if value.is_nan() || value <= 0.0 || value.is_infinite() {
                 return Err(Error::config(
                     field,
                     format!("must be positive, got {value}"),
@@ -193,14 +193,14 @@ impl Config {
             ));
         }
         if let Some(lr) = self.orthogonal_lr {
-            if !(lr > 0.0) {
+            if lr.is_nan() || lr <= 0.0 {
                 return Err(Error::config(
                     "orthogonal_lr",
                     format!("must be positive, got {lr}"),
                 ));
             }
         }
-        if !(self.clip >= 0.0) {
+        if self.clip.is_nan() || self.clip < 0.0 {
             return Err(Error::config("clip", "must be 0 (off) or positive"));
         }
         self.lr_schedule()?;
@@ -279,7 +279,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let cases: [(fn(&mut Config), &str); 5] = [
+        type Mutation = fn(&mut Config);
+        let cases: [(Mutation, &str); 5] = [
             (|c| c.bits = 9, "bits"),
             (|c| c.model = "lstm9".into(), "model"),
             (|c| c.task = "sort".into(), "task"),
@@ -292,9 +293,11 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(&format!("`{field}`")), "{err}");
         }
-        let mut c = Config::default();
-        c.model = "ornn-bjorck".into();
-        c.bits = 4;
+        let c = Config {
+            model: "ornn-bjorck".into(),
+            bits: 4,
+            ..Config::default()
+        };
         assert!(c
             .validate()
             .unwrap_err()

@@ -85,6 +85,7 @@ impl<T: Real> Head<T> {
     }
 
     /// Adds `dV`, `dc` and writes `dL/dh_t` into `grad_outputs: (T, B, n)`.
+    #[allow(clippy::too_many_arguments)] // destination-first, like faer's matmul
     pub fn backward(
         &self,
         outputs: &[T],

@@ -211,7 +211,7 @@ impl<T: Real> OrnnCell<T> {
                 for (j, (dzi, &zi)) in row_dz.iter_mut().zip(row_z).enumerate() {
                     let (_, dact, dbm) = self.activation.eval(zi, p.bm[j]);
                     g.bm[j] += *dzi * dbm;
-                    *dzi = *dzi * dact;
+                    *dzi *= dact;
                 }
             }
         }

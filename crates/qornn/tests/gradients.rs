@@ -85,6 +85,7 @@ impl Problem {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn loss(
         &self,
         act: Activation,
@@ -147,7 +148,7 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
     let mut failures = Vec::new();
     let mut check = |name: &str, analytic: &[f64], numeric: Vec<f64>| {
         let err = relative_error(analytic, &numeric);
-        if !(err < TOL) {
+        if err.is_nan() || err >= TOL {
             failures.push(format!(
                 "{act:?} {readout:?} {name}: relative error {err:.2e}"
             ));

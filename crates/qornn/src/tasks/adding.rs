@@ -61,14 +61,14 @@ mod tests {
         let Targets::Values(y) = &batch.targets else {
             panic!("values expected")
         };
-        for b in 0..4 {
+        for (b, &target) in y.iter().enumerate() {
             let marked: Vec<usize> = (0..20)
                 .filter(|&t| batch.x[(t * 4 + b) * 2 + 1] == 1.0)
                 .collect();
             assert_eq!(marked.len(), 2);
             assert!(marked[0] < 10 && marked[1] >= 10);
             let sum: f32 = marked.iter().map(|&t| batch.x[(t * 4 + b) * 2]).sum();
-            assert_eq!(y[b], sum);
+            assert_eq!(target, sum);
         }
     }
 }

@@ -110,7 +110,7 @@ impl Checks {
         tol: f64,
     ) {
         let err = relative_error(ours, reference);
-        if !(err <= tol) {
+        if err.is_nan() || err > tol {
             self.failures
                 .push(format!("{what}: relative error {err:.3e} above {tol:.0e}"));
         }
