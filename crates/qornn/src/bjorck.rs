@@ -202,10 +202,6 @@ impl<T: Real> SpectralNorm<T> {
         s
     }
 
-    pub fn sigma(&self) -> T {
-        self.sigma
-    }
-
     fn update_v(&mut self, a: &[T]) {
         let n = self.n;
         // v = normalize(A^T u)

@@ -120,10 +120,6 @@ impl Workspace {
             head: Head::new(spec.readout, steps, batch, spec.outputs),
         }
     }
-
-    pub fn fits(&self, steps: usize, batch: usize) -> bool {
-        self.cell.shape.steps == steps && self.cell.shape.batch == batch
-    }
 }
 
 pub struct Model {

@@ -112,20 +112,9 @@ impl<T: Real> OrnnCell<T> {
         self.shape.batch * self.shape.hidden
     }
 
-    /// All hidden states `h_0 .. h_T`, `(T + 1, B, n)`.
-    pub fn hidden_states(&self) -> &[T] {
-        &self.h
-    }
-
     /// `h_{s+1}` for `s` in `0..T`, i.e. the states the read-out sees, `(T, B, n)`.
     pub fn outputs(&self) -> &[T] {
         &self.h[self.block()..]
-    }
-
-    /// The initial state `h_0` (zero unless the caller carries a state over).
-    pub fn initial_state_mut(&mut self) -> &mut [T] {
-        let block = self.block();
-        &mut self.h[..block]
     }
 
     /// The states the read-out sees, `(T, B, n)`, and the gradient buffer `dL/dh_t`
