@@ -52,9 +52,14 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     a.iter().zip(b).map(|(&x, &y)| x * y).sum()
 }
 
+/// A copy in f64 (for small dense work done in double precision).
+pub fn to_f64_vec<T: Real>(x: &[T]) -> Vec<f64> {
+    x.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect()
+}
+
 /// `||M M^T - I||_F` for a row-major n x n matrix (computed in f64).
 pub fn orthogonality_defect<T: Real>(m: &[T], n: usize) -> f64 {
-    let m64: Vec<f64> = m.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect();
+    let m64 = to_f64_vec(m);
     let mut g = vec![0.0f64; n * n];
     gemm(
         mat_mut(&mut g, n, n),
@@ -72,7 +77,7 @@ pub fn orthogonality_defect<T: Real>(m: &[T], n: usize) -> f64 {
 
 /// Smallest and largest singular values of a row-major `rows x cols` matrix (in f64).
 pub fn extreme_singular_values<T: Real>(m: &[T], rows: usize, cols: usize) -> (f64, f64) {
-    let m64: Vec<f64> = m.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect();
+    let m64 = to_f64_vec(m);
     match mat(&m64, rows, cols).singular_values() {
         Ok(s) if !s.is_empty() => {
             let max = s.iter().cloned().fold(f64::MIN, f64::max);
