@@ -112,6 +112,16 @@ fn corrupt_checkpoint_is_refused() {
     ];
     args.extend(SMALL);
     assert!(qornn(&args).status.success());
+    let eval = qornn(&["eval", "--run", run.to_str().unwrap()]);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let loss = test_result(&eval.stdout)["loss"]
+        .as_f64()
+        .expect("eval reports a test loss");
+    assert!(loss.is_finite() && loss > 0.0, "test loss {loss}");
     let ckpt = run.join("checkpoint.safetensors");
     let bytes = std::fs::read(&ckpt).unwrap();
     std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();

@@ -52,3 +52,44 @@ impl Init {
         w
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linalg::orthogonality_defect;
+    use rand::SeedableRng;
+
+    #[test]
+    fn every_initialisation_is_orthogonal() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for init in [Init::Orthogonal, Init::Henaff, Init::Identity] {
+            for n in [1, 2, 15, 16, 17] {
+                let w = init.sample(n, &mut rng);
+                let defect = orthogonality_defect(&w, n);
+                assert!(
+                    defect < 1e-5,
+                    "{init:?} n={n}: ||W W^T - I||_F = {defect:.2e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn henaff_is_block_diagonal_rotations() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let n = 6;
+        let w = Init::Henaff.sample(n, &mut rng);
+        for i in 0..n {
+            for j in 0..n {
+                if i / 2 != j / 2 {
+                    assert_eq!(w[i * n + j], 0.0, "entry ({i}, {j}) outside the 2x2 blocks");
+                }
+            }
+        }
+        for k in 0..n / 2 {
+            let i = 2 * k;
+            assert_eq!(w[i * n + i], w[(i + 1) * n + i + 1], "cos on the diagonal");
+            assert_eq!(w[i * n + i + 1], -w[(i + 1) * n + i], "antisymmetric sines");
+        }
+    }
+}
