@@ -39,7 +39,7 @@ struct TrainArgs {
     /// Continue the run in DIR from its last checkpoint (its config.toml is used).
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
-    /// Run folder [default: runs/<task>-<model>-<bits>b-n<hidden>-s<seed>].
+    /// Run folder [default: runs/<task>-<model>-<k>b-n<hidden>-s<seed>, `fp` for 32 bits].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Task: copy or adding [default: copy].

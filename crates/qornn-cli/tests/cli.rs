@@ -204,3 +204,44 @@ fn killed_run_resumes_to_the_same_result() {
     assert_eq!(test_result(&resumed.stdout), test_result(&reference.stdout));
     assert_eq!(metric_lines(&killed), 12);
 }
+
+/// Every `[default: V]` that `qornn train --help` states is the value training uses.
+#[test]
+fn help_states_the_real_defaults() {
+    let help = String::from_utf8(qornn(&["train", "--help"]).stdout).unwrap();
+    let defaults: toml::Table = toml::from_str(&qornn_default_config()).unwrap();
+    let mut checked = 0;
+    let mut flag = String::new();
+    for line in help.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("--") {
+            flag = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .replace('-', "_");
+        } else if let Some(start) = line.find("[default: ") {
+            let stated = &line[start + 10..line[start..].find(']').map(|e| start + e).unwrap()];
+            if let Some(value) = defaults.get(&flag) {
+                let actual = match value {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let same = match (stated.parse::<f64>(), actual.parse::<f64>()) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => stated == actual,
+                };
+                assert!(
+                    same,
+                    "--{flag}: help says {stated}, the default is {actual}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} defaults found in --help");
+}
+
+fn qornn_default_config() -> String {
+    qornn::config::Config::default().to_toml()
+}
