@@ -92,7 +92,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         input: args.input,
         classes: args.classes,
     });
-    let mut trainer = Trainer::for_task(config, task)?;
+    let mut trainer = Trainer::new(config, task)?;
     trainer.train_step()?;
     let mut totals = Vec::new();
     let mut phases = Vec::new();

@@ -42,9 +42,12 @@ struct TrainArgs {
     /// Run folder [default: runs/<task>-<model>-<k>b-n<hidden>-s<seed>, `fp` for 32 bits].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Task: copy or adding [default: copy].
+    /// Task: copy, adding, smnist or pmnist [default: copy].
     #[arg(long)]
     task: Option<String>,
+    /// Folder with MNIST's IDX files (plain or .gz) [default: $QORNN_DATA, else ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Copy task delay T0 [default: 100].
     #[arg(long)]
     delay: Option<usize>,
@@ -99,6 +102,10 @@ struct TrainArgs {
     /// Training steps [default: 2000].
     #[arg(long)]
     steps: Option<u64>,
+    /// Data sets: epochs to train instead of --steps, evaluating after each; --lr-every then
+    /// counts epochs, 0 uses --steps [default: 0].
+    #[arg(long)]
+    epochs: Option<u64>,
     /// Sequences per batch [default: 128].
     #[arg(long)]
     batch: Option<usize>,
@@ -146,6 +153,7 @@ impl TrainArgs {
             table.extend(file);
         }
         set(&mut table, "task", self.task.clone());
+        set(&mut table, "data_dir", self.data_dir.clone());
         set(&mut table, "delay", self.delay);
         set(&mut table, "length", self.length);
         set(&mut table, "model", self.model.clone());
@@ -164,6 +172,7 @@ impl TrainArgs {
         set(&mut table, "lr_gamma", self.lr_gamma);
         set(&mut table, "lr_every", self.lr_every);
         set(&mut table, "steps", self.steps);
+        set(&mut table, "epochs", self.epochs);
         set(&mut table, "batch", self.batch);
         set(&mut table, "eval_every", self.eval_every);
         set(&mut table, "eval_sequences", self.eval_sequences);
@@ -222,7 +231,7 @@ fn train(args: TrainArgs) -> Result<()> {
             config.task,
             config.steps,
             out.display(),
-            config.task().baseline_loss()
+            config.task()?.baseline_loss()
         );
         let mut observer = progress::Progress::new(config.steps);
         run::start(config, &out, &mut observer)?

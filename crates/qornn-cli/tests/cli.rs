@@ -95,6 +95,22 @@ fn bad_flags_and_files_are_refused_clearly() {
         &["hiden"],
     );
     fails_with(&["eval", "--run", &out("nowhere")], &["config.toml"]);
+    fails_with(
+        &[
+            "train",
+            "--task",
+            "pmnist",
+            "--data-dir",
+            &out("no-data"),
+            "--out",
+            &out("a"),
+        ],
+        &["train-images-idx3-ubyte", "--data-dir"],
+    );
+    fails_with(
+        &["train", "--epochs", "3", "--out", &out("a")],
+        &["epochs", "--steps"],
+    );
 }
 
 #[test]

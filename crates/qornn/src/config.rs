@@ -9,7 +9,7 @@ use crate::optim::{OptimizerKind, Schedule};
 use crate::ornn::Activation;
 use crate::projunn::ProjUnnKind;
 use crate::quant::{Granularity, Quantizer};
-use crate::tasks::{AddingTask, CopyTask, Task};
+use crate::tasks::{AddingTask, CopyTask, MnistTask, Task};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -23,15 +23,17 @@ pub const MODELS: [&str; 6] = [
     "ornn-projunn-t",
 ];
 /// Task names accepted by `--task`.
-pub const TASKS: [&str; 2] = ["copy", "adding"];
+pub const TASKS: [&str; 4] = ["copy", "adding", "smnist", "pmnist"];
 /// `--bits` value meaning full precision.
 pub const FULL_PRECISION_BITS: u32 = 32;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// `copy` or `adding`.
+    /// `copy`, `adding`, `smnist` or `pmnist`.
     pub task: String,
+    /// Folder of the data sets (MNIST's IDX files); unset: `QORNN_DATA`, else `data`.
+    pub data_dir: Option<std::path::PathBuf>,
     /// Copy task: the delay T0 (sequences are T0 + 20 long).
     pub delay: usize,
     /// Adding task: the sequence length T.
@@ -63,6 +65,10 @@ pub struct Config {
     pub lr_gamma: f64,
     pub lr_every: u64,
     pub steps: u64,
+    /// Data sets: train this many epochs instead of `steps`, evaluating and checkpointing
+    /// after each; `lr_every` then counts epochs and `exponential` decays per epoch.
+    /// 0: use `steps`.
+    pub epochs: u64,
     pub batch: usize,
     pub eval_every: u64,
     /// Sequences in each of the validation and test sets.
@@ -76,6 +82,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             task: "copy".into(),
+            data_dir: None,
             delay: 100,
             length: 200,
             model: "qornn-bjorck".into(),
@@ -95,6 +102,7 @@ impl Default for Config {
             lr_gamma: 0.5,
             lr_every: 1000,
             steps: 2000,
+            epochs: 0,
             batch: 128,
             eval_every: 100,
             eval_sequences: 512,
@@ -203,6 +211,12 @@ impl Config {
         if self.clip.is_nan() || self.clip < 0.0 {
             return Err(Error::config("clip", "must be 0 (off) or positive"));
         }
+        if self.epochs > 0 && !self.task.ends_with("mnist") {
+            return Err(Error::config(
+                "epochs",
+                format!("the {} task is generated; give --steps instead", self.task),
+            ));
+        }
         self.lr_schedule()?;
         Ok(())
     }
@@ -224,20 +238,21 @@ impl Config {
         }
     }
 
-    pub fn task(&self) -> Task {
-        match self.task.as_str() {
+    /// The task, with its data read and checked (call after `validate`).
+    pub fn task(&self) -> Result<Task> {
+        Ok(match self.task.as_str() {
             "adding" => Task::Adding(AddingTask::new(self.length)),
+            "smnist" | "pmnist" => {
+                let dir = crate::data::data_dir(self.data_dir.as_deref());
+                let mnist = crate::data::mnist::Mnist::load(&dir, crate::data::Checksums::Verify)?;
+                Task::Mnist(MnistTask::new(mnist, self.task == "pmnist"))
+            }
             _ => Task::Copy(CopyTask::new(self.delay)),
-        }
+        })
     }
 
     pub fn full_precision(&self) -> bool {
         self.bits == FULL_PRECISION_BITS
-    }
-
-    /// The model's shape and arithmetic for the configured task (call after `validate`).
-    pub fn model_spec(&self) -> ModelSpec {
-        self.model_spec_for(&self.task())
     }
 
     /// The model's shape and arithmetic for `task`.

@@ -6,6 +6,7 @@
 pub mod bjorck;
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod head;
 pub mod init;

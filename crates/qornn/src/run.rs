@@ -72,7 +72,8 @@ pub fn start(config: Config, dir: &Path, observer: &mut dyn Observer) -> Result<
     write_atomically(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     std::fs::write(dir.join(METRICS_FILE), b"")
         .map_err(|e| Error::io(dir.join(METRICS_FILE), e))?;
-    let trainer = Trainer::new(config)?;
+    let task = config.task()?;
+    let trainer = Trainer::new(config, task)?;
     let state = Bookkeeping {
         best_val_loss: f64::INFINITY,
         best_step: 0,
@@ -87,7 +88,8 @@ pub fn start(config: Config, dir: &Path, observer: &mut dyn Observer) -> Result<
 pub fn resume(dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
     let config = Config::from_file(&dir.join(CONFIG_FILE))?;
     config.validate()?;
-    let ckpt = checkpoint::load(&dir.join(CHECKPOINT_FILE), &config.model_spec())?;
+    let task = config.task()?;
+    let ckpt = checkpoint::load(&dir.join(CHECKPOINT_FILE), &config.model_spec_for(&task))?;
     truncate_metrics(&dir.join(METRICS_FILE), ckpt.step)?;
     let state = Bookkeeping {
         best_val_loss: ckpt.best_val_loss,
@@ -96,7 +98,7 @@ pub fn resume(dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
         pending_loss: ckpt.pending_loss,
         pending_count: ckpt.pending_count,
     };
-    let trainer = Trainer::resume(config, ckpt)?;
+    let trainer = Trainer::resume(config, task, ckpt)?;
     drive(trainer, state, dir, observer)
 }
 
@@ -104,9 +106,10 @@ pub fn resume(dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
 pub fn evaluate(dir: &Path) -> Result<Summary> {
     let config = Config::from_file(&dir.join(CONFIG_FILE))?;
     config.validate()?;
-    let best = checkpoint::load(&dir.join(BEST_FILE), &config.model_spec())?;
+    let task = config.task()?;
+    let best = checkpoint::load(&dir.join(BEST_FILE), &config.model_spec_for(&task))?;
     let (best_step, seconds) = (best.step, best.seconds);
-    let mut trainer = Trainer::resume(config, best)?;
+    let mut trainer = Trainer::resume(config, task, best)?;
     let validation = trainer.evaluate(false);
     let test = trainer.evaluate(true);
     Ok(summary(&trainer, test, validation, best_step, seconds))
@@ -132,8 +135,7 @@ fn drive(
         .create(true)
         .open(&metrics_path)
         .map_err(|e| Error::io(&metrics_path, e))?;
-    let total = trainer.config.steps;
-    let eval_every = trainer.config.eval_every;
+    let (total, eval_every) = (trainer.total_steps, trainer.eval_every);
     let mut clock = Instant::now();
     while trainer.step < total {
         let (loss, _) = trainer.train_step()?;
@@ -173,10 +175,12 @@ fn drive(
             clock = Instant::now();
         }
     }
-    let summary = Summary {
-        seconds: state.seconds,
-        ..evaluate(dir)?
-    };
+    // The test set is scored on the best model by validation loss.
+    let best = checkpoint::load(&dir.join(BEST_FILE), &trainer.model.spec)?;
+    trainer.load_params(best.params, best.spectral_u);
+    let validation = trainer.evaluate(false);
+    let test = trainer.evaluate(true);
+    let summary = summary(&trainer, test, validation, best.step, state.seconds);
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomically(&dir.join(SUMMARY_FILE), json.as_bytes())?;
     Ok(summary)
@@ -206,7 +210,7 @@ fn summary(
         model: c.model.clone(),
         bits: c.bits,
         hidden: c.hidden,
-        steps: c.steps,
+        steps: trainer.total_steps,
         params: trainer.model.num_params(),
         test,
         validation,

@@ -9,26 +9,16 @@ use crate::linalg::{extreme_singular_values, orthogonality_defect};
 use crate::model::{Model, Parametrisation, Tensors, Workspace};
 use crate::optim::{clip_grad_norm, Optimizer, OptimizerConfig, Schedule};
 use crate::projunn::retract;
-use crate::tasks::{Batch, Task};
+use crate::tasks::{rng_for, Batch, Task};
 use faer::Par;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
-/// Stream numbers of the seeded generator: training steps use their step number.
-const STREAM_VALIDATION: u64 = u64::MAX;
-const STREAM_TEST: u64 = u64::MAX - 1;
+/// Stream of the seeded generator that initialises the model (see `tasks::rng_for`).
 const STREAM_INIT: u64 = u64::MAX - 2;
 /// Salt of the generator behind projUNN's sketches (distinct from the data's).
 const SKETCH_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
-
-pub fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
-}
 
 /// The parallelism for matrix products: `threads == 0` uses every core.
 pub fn parallelism(threads: usize) -> Par {
@@ -80,33 +70,34 @@ pub struct Trainer {
     optimizer: Optimizer,
     schedule: Schedule,
     ws: Workspace,
+    /// For an evaluation batch smaller than the training batch (a data set's remainder).
+    remainder_ws: Option<Workspace>,
     validation: Vec<Batch>,
     test: Vec<Batch>,
     /// Steps completed.
     pub step: u64,
+    /// Steps of the whole run (`steps`, or `epochs` times the steps of one epoch).
+    pub total_steps: u64,
+    /// Steps between evaluations (`eval_every`, or one epoch).
+    pub eval_every: u64,
+    /// Data sets trained by epochs: steps per epoch (the schedule's unit).
+    epoch_steps: Option<u64>,
     par: Par,
     delta: Vec<f32>,
 }
 
 impl Trainer {
-    /// A fresh run on the configured task.
-    pub fn new(config: Config) -> Result<Self> {
-        let task = config.task();
-        Self::for_task(config, task)
-    }
-
-    /// A fresh run on any task (benchmarks use `Task::Random`).
-    pub fn for_task(config: Config, task: Task) -> Result<Self> {
+    /// A fresh run on `task` (`config.task()`, or `Task::Random` for benchmarks).
+    pub fn new(config: Config, task: Task) -> Result<Self> {
         let spec = config.model_spec_for(&task);
         let model = Model::new(spec, &mut rng_for(config.seed, STREAM_INIT));
         Self::with_model(config, task, model, 0)
     }
 
     /// A run continued from a checkpoint.
-    pub fn resume(config: Config, ckpt: Checkpoint) -> Result<Self> {
-        let spec = config.model_spec();
+    pub fn resume(config: Config, task: Task, ckpt: Checkpoint) -> Result<Self> {
+        let spec = config.model_spec_for(&task);
         let model = Model::from_params(spec, ckpt.params, ckpt.spectral_u);
-        let task = config.task();
         let mut trainer = Self::with_model(config, task, model, ckpt.step)?;
         trainer.optimizer.moments = ckpt.moments;
         trainer.optimizer.updates = ckpt.updates;
@@ -118,16 +109,21 @@ impl Trainer {
         let sizes: Vec<usize> = model.params.all().iter().map(|t| t.len()).collect();
         let optimizer = Optimizer::new(OptimizerConfig::new(config.optimizer), &sizes);
         let ws = Workspace::new(&model.spec, task.steps(), config.batch);
-        let sets = |stream| {
-            let mut rng = rng_for(config.seed, stream);
-            let batches = config.eval_sequences.div_ceil(config.batch);
-            (0..batches)
-                .map(|_| task.sample(config.batch, &mut rng))
-                .collect::<Vec<_>>()
+        let sets = |test| task.eval_batches(test, config.batch, config.eval_sequences, config.seed);
+        let epoch_steps = (config.epochs > 0)
+            .then(|| task.steps_per_epoch(config.batch))
+            .flatten();
+        let (total_steps, eval_every) = match epoch_steps {
+            Some(per_epoch) => (config.epochs * per_epoch, per_epoch),
+            None => (config.steps, config.eval_every),
         };
         Ok(Self {
-            validation: sets(STREAM_VALIDATION),
-            test: sets(STREAM_TEST),
+            validation: sets(false),
+            test: sets(true),
+            remainder_ws: None,
+            total_steps,
+            eval_every,
+            epoch_steps,
             schedule: config.lr_schedule()?,
             par: parallelism(config.threads),
             delta: vec![0.0; sizes.iter().copied().max().unwrap_or(0)],
@@ -140,15 +136,23 @@ impl Trainer {
         })
     }
 
+    /// The schedule's factor now: its unit is the step, or the epoch with `--epochs`.
+    fn lr_factor(&self) -> f64 {
+        self.schedule.factor(match self.epoch_steps {
+            Some(per_epoch) => self.step / per_epoch,
+            None => self.step,
+        })
+    }
+
     pub fn lr(&self) -> f64 {
-        self.config.lr * self.schedule.factor(self.step)
+        self.config.lr * self.lr_factor()
     }
 
     /// One step on the batch of `(seed, step)`: returns its loss and phase times.
     pub fn train_step(&mut self) -> Result<(f32, StepTimes)> {
         let batch = self
             .task
-            .sample(self.config.batch, &mut rng_for(self.config.seed, self.step));
+            .train_batch(self.step, self.config.batch, self.config.seed);
         let mut times = StepTimes::default();
         let t0 = Instant::now();
         self.model.parametrise(true, self.par);
@@ -180,7 +184,7 @@ impl Trainer {
         if self.config.clip > 0.0 {
             clip_grad_norm(&mut self.model.grads.all_mut(), self.config.clip as f32);
         }
-        let factor = self.schedule.factor(self.step);
+        let factor = self.lr_factor();
         let lr = (self.config.lr * factor) as f32;
         let orthogonal_lr = (self.config.orthogonal_lr.unwrap_or(self.config.lr) * factor) as f32;
         self.optimizer.begin_step();
@@ -222,20 +226,27 @@ impl Trainer {
     pub fn evaluate(&mut self, test: bool) -> Evaluation {
         self.model.parametrise(false, self.par);
         let batches = if test { &self.test } else { &self.validation };
-        let (mut loss, mut hits, mut total, mut scored) = (0.0, 0usize, 0usize, false);
+        let (mut loss, mut sequences) = (0.0, 0usize);
+        let (mut hits, mut total, mut scored) = (0usize, 0usize, false);
         for batch in batches {
-            loss += self
-                .model
-                .forward(&mut self.ws, &batch.x, &batch.targets, self.par)
-                as f64;
-            if let Some((h, t)) = self.task.accuracy(self.ws.head.logits(), &batch.targets) {
+            let ws = if batch.batch == self.config.batch {
+                &mut self.ws
+            } else {
+                let spec = &self.model.spec;
+                self.remainder_ws
+                    .get_or_insert_with(|| Workspace::new(spec, batch.steps, batch.batch))
+            };
+            let batch_loss = self.model.forward(ws, &batch.x, &batch.targets, self.par) as f64;
+            loss += batch_loss * batch.batch as f64;
+            sequences += batch.batch;
+            if let Some((h, t)) = self.task.accuracy(ws.head.logits(), &batch.targets) {
                 hits += h;
                 total += t;
                 scored = true;
             }
         }
         Evaluation {
-            loss: loss / batches.len() as f64,
+            loss: loss / sequences.max(1) as f64,
             accuracy: scored.then(|| hits as f64 / total.max(1) as f64),
         }
     }

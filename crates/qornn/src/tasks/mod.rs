@@ -1,15 +1,20 @@
-//! Synthetic long-memory tasks: each makes batches `x: (T, B, d)` with their targets.
+//! Tasks: each makes batches `x: (T, B, d)` with their targets, for training (a function
+//! of the seed and the step, so resumed runs see the same data) and for evaluation.
 
 mod adding;
 mod copy;
+mod mnist;
 mod random;
 
 pub use adding::AddingTask;
 pub use copy::CopyTask;
+pub use mnist::{MnistTask, PMNIST_PERMUTATION};
 pub use random::RandomTask;
 
 use crate::head::{Readout, Targets};
-use rand::Rng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// One batch of sequences.
 #[derive(Clone, Debug)]
@@ -30,6 +35,20 @@ pub enum Task {
     Adding(AddingTask),
     /// Random data of a fixed shape, read out at the last step (benchmarks only).
     Random(RandomTask),
+    /// Sequential (`smnist`) or permuted (`pmnist`) MNIST.
+    Mnist(MnistTask),
+}
+
+/// Stream numbers of the seeded generator; training steps (synthetic tasks) or epochs
+/// (data sets) use their own number.
+const STREAM_VALIDATION: u64 = u64::MAX;
+const STREAM_TEST: u64 = u64::MAX - 1;
+
+/// The generator of `stream` under `seed`.
+pub fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
 }
 
 impl Task {
@@ -38,6 +57,8 @@ impl Task {
             Task::Copy(_) => "copy",
             Task::Adding(_) => "adding",
             Task::Random(_) => "random",
+            Task::Mnist(t) if t.permuted => "pmnist",
+            Task::Mnist(_) => "smnist",
         }
     }
     pub fn input_size(&self) -> usize {
@@ -45,6 +66,7 @@ impl Task {
             Task::Copy(_) => CopyTask::ALPHABET,
             Task::Adding(_) => 2,
             Task::Random(t) => t.input,
+            Task::Mnist(_) => 1,
         }
     }
     /// Classes of a classification task, or outputs of a regression task.
@@ -53,12 +75,13 @@ impl Task {
             Task::Copy(_) => CopyTask::ALPHABET - 1,
             Task::Adding(_) => 1,
             Task::Random(t) => t.classes,
+            Task::Mnist(_) => 10,
         }
     }
     pub fn readout(&self) -> Readout {
         match self {
             Task::Copy(_) => Readout::Every,
-            Task::Adding(_) | Task::Random(_) => Readout::Last,
+            Task::Adding(_) | Task::Random(_) | Task::Mnist(_) => Readout::Last,
         }
     }
     pub fn steps(&self) -> usize {
@@ -66,6 +89,7 @@ impl Task {
             Task::Copy(t) => t.steps(),
             Task::Adding(t) => t.length,
             Task::Random(t) => t.steps,
+            Task::Mnist(_) => crate::data::mnist::PIXELS,
         }
     }
     /// The loss of the best input-blind predictor.
@@ -74,19 +98,84 @@ impl Task {
             Task::Copy(t) => t.baseline_loss(),
             Task::Adding(_) => AddingTask::BASELINE_LOSS,
             Task::Random(t) => (t.classes as f64).ln(),
+            Task::Mnist(_) => 10f64.ln(),
         }
     }
-    pub fn sample(&self, batch: usize, rng: &mut impl Rng) -> Batch {
+    /// Training steps in one pass over a data set (`None` for generated tasks); the last
+    /// incomplete batch of an epoch is dropped.
+    pub fn steps_per_epoch(&self, batch: usize) -> Option<u64> {
+        match self {
+            Task::Mnist(t) => Some((t.train.len() / batch).max(1) as u64),
+            _ => None,
+        }
+    }
+
+    /// The training batch of `step`: generated from `(seed, step)`, or the step's slice of
+    /// the epoch's shuffle of a data set (shuffled by `(seed, epoch)`).
+    pub fn train_batch(&self, step: u64, batch: usize, seed: u64) -> Batch {
+        match self {
+            Task::Mnist(t) => {
+                let per_epoch = self.steps_per_epoch(batch).expect("a data set has epochs");
+                let (epoch, within) = (step / per_epoch, (step % per_epoch) as usize);
+                let mut order: Vec<usize> = (0..t.train.len()).collect();
+                order.shuffle(&mut rng_for(seed, epoch));
+                t.batch(&t.train, &order[within * batch..(within + 1) * batch])
+            }
+            _ => self.sample(batch, &mut rng_for(seed, step)),
+        }
+    }
+
+    /// The validation or test set in batches of at most `batch`: a data set's whole split,
+    /// or `sequences` generated ones (a fixed stream per split).
+    pub fn eval_batches(
+        &self,
+        test: bool,
+        batch: usize,
+        sequences: usize,
+        seed: u64,
+    ) -> Vec<Batch> {
+        match self {
+            Task::Mnist(t) => {
+                let split = if test { &t.test } else { &t.validation };
+                let indices: Vec<usize> = (0..split.len()).collect();
+                indices
+                    .chunks(batch)
+                    .map(|chunk| t.batch(split, chunk))
+                    .collect()
+            }
+            _ => {
+                let mut rng = rng_for(seed, if test { STREAM_TEST } else { STREAM_VALIDATION });
+                (0..sequences.div_ceil(batch))
+                    .map(|_| self.sample(batch, &mut rng))
+                    .collect()
+            }
+        }
+    }
+
+    fn sample(&self, batch: usize, rng: &mut impl Rng) -> Batch {
         match self {
             Task::Copy(t) => t.sample(batch, rng),
             Task::Adding(t) => t.sample(batch, rng),
             Task::Random(t) => t.sample(batch, rng),
+            Task::Mnist(_) => {
+                unreachable!("data-set batches come from train_batch and eval_batches")
+            }
         }
     }
+
     /// Fraction of correct predictions where the task scores them (none for regression).
     pub fn accuracy(&self, logits: &[f32], targets: &Targets) -> Option<(usize, usize)> {
         match (self, targets) {
             (Task::Copy(t), Targets::Classes(y)) => Some(t.recall_hits(logits, y)),
+            (_, Targets::Classes(y)) => {
+                let classes = logits.len() / y.len().max(1);
+                let hits = y
+                    .iter()
+                    .enumerate()
+                    .filter(|&(r, &label)| argmax(&logits[r * classes..(r + 1) * classes]) == label)
+                    .count();
+                Some((hits, y.len()))
+            }
             _ => None,
         }
     }
