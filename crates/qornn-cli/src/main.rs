@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model (no flags: a 6-bit STE-Björck QORNN on the copy task, T0 = 100).
+    /// Train a model (no flags: an 8-bit STE-Björck QORNN on the copy task, T0 = 100).
     Train(Box<TrainArgs>),
     /// Evaluate the best model of a run on its test set.
     Eval(EvalArgs),
@@ -57,7 +57,7 @@ struct TrainArgs {
     /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, or their full-precision twins ornn-* [default: qornn-bjorck].
     #[arg(long)]
     model: Option<String>,
-    /// Weight bits for W and U: 2..=8, or 32 for full precision [default: 6].
+    /// Weight bits for W and U: 2..=8, or 32 for full precision [default: 8].
     #[arg(long)]
     bits: Option<u32>,
     /// Quantizer scale: per-tensor or per-row [default: per-tensor].
@@ -84,7 +84,7 @@ struct TrainArgs {
     /// Learning rate [default: 0.001].
     #[arg(long)]
     lr: Option<f64>,
-    /// Learning rate of the recurrent matrix [default: --lr].
+    /// Learning rate of the recurrent matrix (A or W) [default: --lr / 32].
     #[arg(long)]
     orthogonal_lr: Option<f64>,
     /// Gradient-norm clipping threshold, 0 for none [default: 0].

@@ -55,7 +55,8 @@ pub struct Config {
     pub orthogonality_tolerance: f64,
     pub optimizer: OptimizerKind,
     pub lr: f64,
-    /// Learning rate of the recurrent matrix (`A` or `W`); defaults to `lr`.
+    /// Learning rate of the recurrent matrix (`A` or `W`); unset: `lr / 32`, as in the
+    /// orthogonal-RNN literature (expRNN, projUNN).
     pub orthogonal_lr: Option<f64>,
     /// Gradient-norm clipping threshold; 0 disables it.
     pub clip: f64,
@@ -86,7 +87,7 @@ impl Default for Config {
             delay: 100,
             length: 200,
             model: "qornn-bjorck".into(),
-            bits: 6,
+            bits: 8,
             granularity: Granularity::PerTensor,
             hidden: 128,
             act: Activation::Relu,
@@ -250,6 +251,15 @@ impl Config {
             _ => Task::Copy(CopyTask::new(self.delay)),
         })
     }
+
+    /// The recurrent matrix's learning rate before any schedule.
+    pub fn recurrent_lr(&self) -> f64 {
+        self.orthogonal_lr
+            .unwrap_or(self.lr / Self::ORTHOGONAL_LR_DIVISOR)
+    }
+
+    /// `orthogonal_lr = lr / 32` unless set.
+    pub const ORTHOGONAL_LR_DIVISOR: f64 = 32.0;
 
     pub fn full_precision(&self) -> bool {
         self.bits == FULL_PRECISION_BITS

@@ -186,7 +186,7 @@ impl Trainer {
         }
         let factor = self.lr_factor();
         let lr = (self.config.lr * factor) as f32;
-        let orthogonal_lr = (self.config.orthogonal_lr.unwrap_or(self.config.lr) * factor) as f32;
+        let orthogonal_lr = (self.config.recurrent_lr() * factor) as f32;
         self.optimizer.begin_step();
         let n = self.model.spec.hidden;
         let Model {

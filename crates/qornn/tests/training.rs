@@ -14,6 +14,7 @@ fn small_copy(model: &str, bits: u32) -> Config {
         eval_sequences: 256,
         optimizer: qornn::optim::OptimizerKind::Adam,
         lr: 3e-3,
+        orthogonal_lr: Some(3e-3),
         model: model.into(),
         bits,
         threads: 1,
@@ -67,6 +68,7 @@ fn adding_task_lowers_its_loss() {
         eval_sequences: 256,
         optimizer: qornn::optim::OptimizerKind::Adam,
         lr: 3e-3,
+        orthogonal_lr: Some(3e-3),
         bits: 8,
         threads: 1,
         ..Config::default()
