@@ -42,18 +42,24 @@ struct TrainArgs {
     /// Run folder [default: runs/<task>-<model>-<k>b-n<hidden>-s<seed>, `fp` for 32 bits].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Task: copy, adding, smnist or pmnist [default: copy].
+    /// Task: copy, adding, smnist, pmnist or ptb-char [default: copy].
     #[arg(long)]
     task: Option<String>,
-    /// Folder with MNIST's IDX files (plain or .gz) [default: $QORNN_DATA, else ./data].
+    /// Folder with MNIST's IDX files and the PTB text files (plain or .gz) [default: $QORNN_DATA, else ./data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Check the SHA-256 of data files with their usual names: true or false [default: true].
+    #[arg(long)]
+    verify_data: Option<bool>,
     /// Copy task delay T0 [default: 100].
     #[arg(long)]
     delay: Option<usize>,
     /// Adding task length T [default: 200].
     #[arg(long)]
     length: Option<usize>,
+    /// Language modelling: truncated-BPTT segment length [default: 150].
+    #[arg(long)]
+    seq: Option<usize>,
     /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, or their full-precision twins ornn-* [default: qornn-bjorck].
     #[arg(long)]
     model: Option<String>,
@@ -154,8 +160,10 @@ impl TrainArgs {
         }
         set(&mut table, "task", self.task.clone());
         set(&mut table, "data_dir", self.data_dir.clone());
+        set(&mut table, "verify_data", self.verify_data);
         set(&mut table, "delay", self.delay);
         set(&mut table, "length", self.length);
+        set(&mut table, "seq", self.seq);
         set(&mut table, "model", self.model.clone());
         set(&mut table, "bits", self.bits);
         set(&mut table, "granularity", self.granularity.clone());

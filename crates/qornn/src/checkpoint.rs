@@ -23,6 +23,8 @@ pub struct Checkpoint {
     pub params: Tensors,
     /// Björck models: the persistent power-iteration vector.
     pub spectral_u: Option<Vec<f32>>,
+    /// Language models: the hidden state carried into the next batch, `(B, n)`.
+    pub carried_state: Option<Vec<f32>>,
     /// One per tensor of `Tensors::NAMES`.
     pub moments: Vec<Moments>,
     pub updates: u64,
@@ -59,6 +61,9 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
     }
     if let Some(u) = &ckpt.spectral_u {
         named.push(("spectral.u".into(), vec![u.len()], f32_bytes(u)));
+    }
+    if let Some(h) = &ckpt.carried_state {
+        named.push(("state.h".into(), vec![h.len()], f32_bytes(h)));
     }
     let views: Vec<(String, TensorView<'_>)> = named
         .iter()
@@ -148,10 +153,15 @@ pub fn load(path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
         crate::model::Parametrisation::Bjorck => Some(tensor("spectral.u", spec.hidden)?),
         crate::model::Parametrisation::ProjUnn(_) => None,
     };
+    let carried_state = match st.tensor("state.h") {
+        Ok(view) => Some(tensor("state.h", view.data().len() / 4)?),
+        Err(_) => None,
+    };
     Ok(Checkpoint {
         step: number("step")? as u64,
         params,
         spectral_u,
+        carried_state,
         moments,
         updates: number("updates")? as u64,
         best_val_loss: number("best_val_loss")?,

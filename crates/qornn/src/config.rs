@@ -2,6 +2,8 @@
 //! flags. Every field is also a CLI flag of the same name (`_` written `-`).
 
 use crate::bjorck::BjorckConfig;
+use crate::data::ptb::{Level, Ptb};
+use crate::data::Checksums;
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::model::{ModelSpec, Parametrisation};
@@ -9,7 +11,7 @@ use crate::optim::{OptimizerKind, Schedule};
 use crate::ornn::Activation;
 use crate::projunn::ProjUnnKind;
 use crate::quant::{Granularity, Quantizer};
-use crate::tasks::{AddingTask, CopyTask, MnistTask, Task};
+use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbCharTask, Task};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -23,21 +25,27 @@ pub const MODELS: [&str; 6] = [
     "ornn-projunn-t",
 ];
 /// Task names accepted by `--task`.
-pub const TASKS: [&str; 4] = ["copy", "adding", "smnist", "pmnist"];
+pub const TASKS: [&str; 5] = ["copy", "adding", "smnist", "pmnist", "ptb-char"];
 /// `--bits` value meaning full precision.
 pub const FULL_PRECISION_BITS: u32 = 32;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// `copy`, `adding`, `smnist` or `pmnist`.
+    /// `copy`, `adding`, `smnist`, `pmnist` or `ptb-char`.
     pub task: String,
-    /// Folder of the data sets (MNIST's IDX files); unset: `QORNN_DATA`, else `data`.
+    /// Folder of the data sets (MNIST's IDX files, the PTB text files); unset:
+    /// `QORNN_DATA`, else `data`.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Check the SHA-256 of data files under their usual names (turn off for your own
+    /// variants of the files).
+    pub verify_data: bool,
     /// Copy task: the delay T0 (sequences are T0 + 20 long).
     pub delay: usize,
     /// Adding task: the sequence length T.
     pub length: usize,
+    /// Language modelling: the truncated-BPTT segment length.
+    pub seq: usize,
     /// One of [`MODELS`].
     pub model: String,
     /// Weight bits k in 2..=8, or 32 for full precision.
@@ -84,8 +92,10 @@ impl Default for Config {
         Self {
             task: "copy".into(),
             data_dir: None,
+            verify_data: true,
             delay: 100,
             length: 200,
+            seq: 150,
             model: "qornn-bjorck".into(),
             bits: 8,
             granularity: Granularity::PerTensor,
@@ -212,7 +222,13 @@ impl Config {
         if self.clip.is_nan() || self.clip < 0.0 {
             return Err(Error::config("clip", "must be 0 (off) or positive"));
         }
-        if self.epochs > 0 && !self.task.ends_with("mnist") {
+        if self.task.starts_with("ptb") && self.seq == 0 {
+            return Err(Error::config(
+                "seq",
+                "the segment length must be at least 1",
+            ));
+        }
+        if self.epochs > 0 && !self.is_data_set() {
             return Err(Error::config(
                 "epochs",
                 format!("the {} task is generated; give --steps instead", self.task),
@@ -243,9 +259,17 @@ impl Config {
     pub fn task(&self) -> Result<Task> {
         Ok(match self.task.as_str() {
             "adding" => Task::Adding(AddingTask::new(self.length)),
+            "ptb-char" => {
+                let dir = crate::data::data_dir(self.data_dir.as_deref());
+                let ptb = Ptb::load(&dir, Level::Char, self.checksums())?;
+                Task::PtbChar(PtbCharTask {
+                    data: std::sync::Arc::new(ptb),
+                    steps: self.seq,
+                })
+            }
             "smnist" | "pmnist" => {
                 let dir = crate::data::data_dir(self.data_dir.as_deref());
-                let mnist = crate::data::mnist::Mnist::load(&dir, crate::data::Checksums::Verify)?;
+                let mnist = crate::data::mnist::Mnist::load(&dir, self.checksums())?;
                 Task::Mnist(MnistTask::new(mnist, self.task == "pmnist"))
             }
             _ => Task::Copy(CopyTask::new(self.delay)),
@@ -260,6 +284,19 @@ impl Config {
 
     /// `orthogonal_lr = lr / 32` unless set.
     pub const ORTHOGONAL_LR_DIVISOR: f64 = 32.0;
+
+    fn checksums(&self) -> Checksums {
+        if self.verify_data {
+            Checksums::Verify
+        } else {
+            Checksums::Skip
+        }
+    }
+
+    /// Whether the task reads a data set (and can train by `epochs`).
+    pub fn is_data_set(&self) -> bool {
+        matches!(self.task.as_str(), "smnist" | "pmnist" | "ptb-char")
+    }
 
     pub fn full_precision(&self) -> bool {
         self.bits == FULL_PRECISION_BITS

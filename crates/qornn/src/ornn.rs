@@ -117,6 +117,17 @@ impl<T: Real> OrnnCell<T> {
         &self.h[self.block()..]
     }
 
+    /// The initial state `h_0`, `(B, n)`: zero unless the caller carries a state over.
+    pub fn initial_state_mut(&mut self) -> &mut [T] {
+        let block = self.block();
+        &mut self.h[..block]
+    }
+
+    /// The last state `h_T`, `(B, n)`.
+    pub fn final_state(&self) -> &[T] {
+        &self.h[self.h.len() - self.block()..]
+    }
+
     /// The states the read-out sees, `(T, B, n)`, and the gradient buffer `dL/dh_t`
     /// of the same shape, for the head to fill.
     pub fn outputs_and_grads_mut(&mut self) -> (&[T], &mut [T]) {

@@ -50,6 +50,8 @@ pub struct StepTimes {
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: Option<f64>,
+    /// Character-level language modelling: the loss in bits (`loss / ln 2`).
+    pub bits_per_char: Option<f64>,
 }
 
 /// `||q(W) q(W)^T - I||_F` and the extreme singular values of `q(W)` and of `W`.
@@ -76,6 +78,8 @@ pub struct Trainer {
     test: Vec<Batch>,
     /// Steps completed.
     pub step: u64,
+    /// `(B, n)`: the hidden state carried from one batch to the next (language models).
+    pub carried_state: Option<Vec<f32>>,
     /// Steps of the whole run (`steps`, or `epochs` times the steps of one epoch).
     pub total_steps: u64,
     /// Steps between evaluations (`eval_every`, or one epoch).
@@ -100,6 +104,19 @@ impl Trainer {
         let model = Model::from_params(spec, ckpt.params, ckpt.spectral_u);
         let mut trainer = Self::with_model(config, task, model, ckpt.step)?;
         trainer.optimizer.moments = ckpt.moments;
+        if let (Some(state), Some(saved)) = (&mut trainer.carried_state, ckpt.carried_state) {
+            if saved.len() != state.len() {
+                return Err(Error::config(
+                    "batch",
+                    format!(
+                        "the checkpoint carries a state of {} values, this run needs {}",
+                        saved.len(),
+                        state.len()
+                    ),
+                ));
+            }
+            *state = saved;
+        }
         trainer.optimizer.updates = ckpt.updates;
         Ok(trainer)
     }
@@ -121,6 +138,9 @@ impl Trainer {
             validation: sets(false),
             test: sets(true),
             remainder_ws: None,
+            carried_state: task
+                .carries_state()
+                .then(|| vec![0.0; config.batch * model.spec.hidden]),
             total_steps,
             eval_every,
             epoch_steps,
@@ -153,6 +173,16 @@ impl Trainer {
         let batch = self
             .task
             .train_batch(self.step, self.config.batch, self.config.seed);
+        if let Some(state) = &mut self.carried_state {
+            let per_epoch = self
+                .task
+                .steps_per_epoch(self.config.batch)
+                .unwrap_or(u64::MAX);
+            if self.step % per_epoch == 0 {
+                state.fill(0.0);
+            }
+            self.ws.cell.initial_state_mut().copy_from_slice(state);
+        }
         let mut times = StepTimes::default();
         let t0 = Instant::now();
         self.model.parametrise(true, self.par);
@@ -165,6 +195,9 @@ impl Trainer {
                 step: self.step,
                 loss: loss as f64,
             });
+        }
+        if let Some(state) = &mut self.carried_state {
+            state.copy_from_slice(self.ws.cell.final_state());
         }
         let t2 = Instant::now();
         self.model.grads.fill_zero();
@@ -228,6 +261,8 @@ impl Trainer {
         let batches = if test { &self.test } else { &self.validation };
         let (mut loss, mut sequences) = (0.0, 0usize);
         let (mut hits, mut total, mut scored) = (0usize, 0usize, false);
+        // A carried state starts from zero and runs through the split in order.
+        let mut eval_state = self.carried_state.as_ref().map(|s| vec![0.0f32; s.len()]);
         for batch in batches {
             let ws = if batch.batch == self.config.batch {
                 &mut self.ws
@@ -236,7 +271,13 @@ impl Trainer {
                 self.remainder_ws
                     .get_or_insert_with(|| Workspace::new(spec, batch.steps, batch.batch))
             };
+            if let Some(state) = &eval_state {
+                ws.cell.initial_state_mut().copy_from_slice(state);
+            }
             let batch_loss = self.model.forward(ws, &batch.x, &batch.targets, self.par) as f64;
+            if let Some(state) = &mut eval_state {
+                state.copy_from_slice(ws.cell.final_state());
+            }
             loss += batch_loss * batch.batch as f64;
             sequences += batch.batch;
             if let Some((h, t)) = self.task.accuracy(ws.head.logits(), &batch.targets) {
@@ -245,9 +286,12 @@ impl Trainer {
                 scored = true;
             }
         }
+        let loss = loss / sequences.max(1) as f64;
         Evaluation {
-            loss: loss / sequences.max(1) as f64,
+            loss,
             accuracy: scored.then(|| hits as f64 / total.max(1) as f64),
+            bits_per_char: matches!(self.task, Task::PtbChar(_))
+                .then(|| loss / std::f64::consts::LN_2),
         }
     }
 
@@ -273,6 +317,7 @@ impl Trainer {
             step: self.step,
             params: self.model.params.clone(),
             spectral_u: self.model.spectral.as_ref().map(|s| s.u.clone()),
+            carried_state: self.carried_state.clone(),
             moments: self.optimizer.moments.clone(),
             updates: self.optimizer.updates,
             best_val_loss: f64::INFINITY,

@@ -2,6 +2,7 @@
 //! gzip-compressed, checked against the SHA-256 of the known files.
 
 pub mod mnist;
+pub mod ptb;
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};

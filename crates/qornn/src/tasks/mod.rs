@@ -4,11 +4,13 @@
 mod adding;
 mod copy;
 mod mnist;
+mod ptb;
 mod random;
 
 pub use adding::AddingTask;
 pub use copy::CopyTask;
 pub use mnist::{MnistTask, PMNIST_PERMUTATION};
+pub use ptb::PtbCharTask;
 pub use random::RandomTask;
 
 use crate::head::{Readout, Targets};
@@ -37,6 +39,8 @@ pub enum Task {
     Random(RandomTask),
     /// Sequential (`smnist`) or permuted (`pmnist`) MNIST.
     Mnist(MnistTask),
+    /// Next-character prediction on the Penn Treebank (`ptb-char`).
+    PtbChar(PtbCharTask),
 }
 
 /// Stream numbers of the seeded generator; training steps (synthetic tasks) or epochs
@@ -59,6 +63,7 @@ impl Task {
             Task::Random(_) => "random",
             Task::Mnist(t) if t.permuted => "pmnist",
             Task::Mnist(_) => "smnist",
+            Task::PtbChar(_) => "ptb-char",
         }
     }
     pub fn input_size(&self) -> usize {
@@ -67,6 +72,7 @@ impl Task {
             Task::Adding(_) => 2,
             Task::Random(t) => t.input,
             Task::Mnist(_) => 1,
+            Task::PtbChar(t) => t.vocabulary(),
         }
     }
     /// Classes of a classification task, or outputs of a regression task.
@@ -76,11 +82,12 @@ impl Task {
             Task::Adding(_) => 1,
             Task::Random(t) => t.classes,
             Task::Mnist(_) => 10,
+            Task::PtbChar(t) => t.vocabulary(),
         }
     }
     pub fn readout(&self) -> Readout {
         match self {
-            Task::Copy(_) => Readout::Every,
+            Task::Copy(_) | Task::PtbChar(_) => Readout::Every,
             Task::Adding(_) | Task::Random(_) | Task::Mnist(_) => Readout::Last,
         }
     }
@@ -90,6 +97,7 @@ impl Task {
             Task::Adding(t) => t.length,
             Task::Random(t) => t.steps,
             Task::Mnist(_) => crate::data::mnist::PIXELS,
+            Task::PtbChar(t) => t.steps,
         }
     }
     /// The loss of the best input-blind predictor.
@@ -99,6 +107,7 @@ impl Task {
             Task::Adding(_) => AddingTask::BASELINE_LOSS,
             Task::Random(t) => (t.classes as f64).ln(),
             Task::Mnist(_) => 10f64.ln(),
+            Task::PtbChar(t) => (t.vocabulary() as f64).ln(),
         }
     }
     /// Training steps in one pass over a data set (`None` for generated tasks); the last
@@ -106,6 +115,7 @@ impl Task {
     pub fn steps_per_epoch(&self, batch: usize) -> Option<u64> {
         match self {
             Task::Mnist(t) => Some((t.train.len() / batch).max(1) as u64),
+            Task::PtbChar(t) => Some(t.segments(&t.data.train, batch).max(1) as u64),
             _ => None,
         }
     }
@@ -120,6 +130,10 @@ impl Task {
                 let mut order: Vec<usize> = (0..t.train.len()).collect();
                 order.shuffle(&mut rng_for(seed, epoch));
                 t.batch(&t.train, &order[within * batch..(within + 1) * batch])
+            }
+            Task::PtbChar(t) => {
+                let per_epoch = self.steps_per_epoch(batch).expect("a data set has epochs");
+                t.batch(&t.data.train, batch, (step % per_epoch) as usize)
             }
             _ => self.sample(batch, &mut rng_for(seed, step)),
         }
@@ -143,6 +157,11 @@ impl Task {
                     .map(|chunk| t.batch(split, chunk))
                     .collect()
             }
+            Task::PtbChar(t) => {
+                let tokens = if test { &t.data.test } else { &t.data.valid };
+                let segments = t.segments(tokens, batch);
+                (0..segments).map(|s| t.batch(tokens, batch, s)).collect()
+            }
             _ => {
                 let mut rng = rng_for(seed, if test { STREAM_TEST } else { STREAM_VALIDATION });
                 (0..sequences.div_ceil(batch))
@@ -157,10 +176,16 @@ impl Task {
             Task::Copy(t) => t.sample(batch, rng),
             Task::Adding(t) => t.sample(batch, rng),
             Task::Random(t) => t.sample(batch, rng),
-            Task::Mnist(_) => {
+            Task::Mnist(_) | Task::PtbChar(_) => {
                 unreachable!("data-set batches come from train_batch and eval_batches")
             }
         }
+    }
+
+    /// Whether the hidden state carries over from one batch to the next (truncated
+    /// backpropagation through time over contiguous streams).
+    pub fn carries_state(&self) -> bool {
+        matches!(self, Task::PtbChar(_))
     }
 
     /// Fraction of correct predictions where the task scores them (none for regression).
