@@ -42,7 +42,7 @@ struct TrainArgs {
     /// Run folder [default: runs/<task>-<model>-<k>b-n<hidden>-s<seed>, `fp` for 32 bits].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Task: copy, adding, smnist, pmnist or ptb-char [default: copy].
+    /// Task: copy, adding, smnist, pmnist, ptb-char or ptb-word [default: copy].
     #[arg(long)]
     task: Option<String>,
     /// Folder with MNIST's IDX files and the PTB text files (plain or .gz) [default: $QORNN_DATA, else ./data].
@@ -60,6 +60,9 @@ struct TrainArgs {
     /// Language modelling: truncated-BPTT segment length [default: 150].
     #[arg(long)]
     seq: Option<usize>,
+    /// ptb-word: size of the float word embedding [default: 128].
+    #[arg(long)]
+    embedding: Option<usize>,
     /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, or their full-precision twins ornn-* [default: qornn-bjorck].
     #[arg(long)]
     model: Option<String>,
@@ -164,6 +167,7 @@ impl TrainArgs {
         set(&mut table, "delay", self.delay);
         set(&mut table, "length", self.length);
         set(&mut table, "seq", self.seq);
+        set(&mut table, "embedding", self.embedding);
         set(&mut table, "model", self.model.clone());
         set(&mut table, "bits", self.bits);
         set(&mut table, "granularity", self.granularity.clone());

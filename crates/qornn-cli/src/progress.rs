@@ -33,8 +33,12 @@ fn describe(r: &EvalRecord) -> String {
         .val_bits_per_char
         .map(|b| format!("  val bpc {b:.3}"))
         .unwrap_or_default();
+    let ppl = r
+        .val_perplexity
+        .map(|p| format!("  val ppl {p:.1}"))
+        .unwrap_or_default();
     format!(
-        "step {}  train {:.4}  val {:.4}{acc}{bpc}  baseline {:.4}  |q(W)q(W)^T-I| {:.3}  sigma(q(W)) [{:.3}, {:.3}]  {:.0}s",
+        "step {}  train {:.4}  val {:.4}{acc}{bpc}{ppl}  baseline {:.4}  |q(W)q(W)^T-I| {:.3}  sigma(q(W)) [{:.3}, {:.3}]  {:.0}s",
         r.step,
         r.train_loss,
         r.val_loss,

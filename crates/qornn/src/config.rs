@@ -11,7 +11,7 @@ use crate::optim::{OptimizerKind, Schedule};
 use crate::ornn::Activation;
 use crate::projunn::ProjUnnKind;
 use crate::quant::{Granularity, Quantizer};
-use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbCharTask, Task};
+use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbTask, Task};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -25,14 +25,14 @@ pub const MODELS: [&str; 6] = [
     "ornn-projunn-t",
 ];
 /// Task names accepted by `--task`.
-pub const TASKS: [&str; 5] = ["copy", "adding", "smnist", "pmnist", "ptb-char"];
+pub const TASKS: [&str; 6] = ["copy", "adding", "smnist", "pmnist", "ptb-char", "ptb-word"];
 /// `--bits` value meaning full precision.
 pub const FULL_PRECISION_BITS: u32 = 32;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// `copy`, `adding`, `smnist`, `pmnist` or `ptb-char`.
+    /// `copy`, `adding`, `smnist`, `pmnist`, `ptb-char` or `ptb-word`.
     pub task: String,
     /// Folder of the data sets (MNIST's IDX files, the PTB text files); unset:
     /// `QORNN_DATA`, else `data`.
@@ -46,6 +46,8 @@ pub struct Config {
     pub length: usize,
     /// Language modelling: the truncated-BPTT segment length.
     pub seq: usize,
+    /// `ptb-word`: the size of the (float, trained) word embedding.
+    pub embedding: usize,
     /// One of [`MODELS`].
     pub model: String,
     /// Weight bits k in 2..=8, or 32 for full precision.
@@ -96,6 +98,7 @@ impl Default for Config {
             delay: 100,
             length: 200,
             seq: 150,
+            embedding: 128,
             model: "qornn-bjorck".into(),
             bits: 8,
             granularity: Granularity::PerTensor,
@@ -228,6 +231,12 @@ impl Config {
                 "the segment length must be at least 1",
             ));
         }
+        if self.task == "ptb-word" && self.embedding == 0 {
+            return Err(Error::config(
+                "embedding",
+                "the word embedding needs at least 1 dimension",
+            ));
+        }
         if self.epochs > 0 && !self.is_data_set() {
             return Err(Error::config(
                 "epochs",
@@ -259,12 +268,18 @@ impl Config {
     pub fn task(&self) -> Result<Task> {
         Ok(match self.task.as_str() {
             "adding" => Task::Adding(AddingTask::new(self.length)),
-            "ptb-char" => {
+            "ptb-char" | "ptb-word" => {
                 let dir = crate::data::data_dir(self.data_dir.as_deref());
-                let ptb = Ptb::load(&dir, Level::Char, self.checksums())?;
-                Task::PtbChar(PtbCharTask {
-                    data: std::sync::Arc::new(ptb),
+                let level = if self.task == "ptb-char" {
+                    Level::Char
+                } else {
+                    Level::Word
+                };
+                Task::Ptb(PtbTask {
+                    level,
+                    data: std::sync::Arc::new(Ptb::load(&dir, level, self.checksums())?),
                     steps: self.seq,
+                    embedding: self.embedding,
                 })
             }
             "smnist" | "pmnist" => {
@@ -295,7 +310,10 @@ impl Config {
 
     /// Whether the task reads a data set (and can train by `epochs`).
     pub fn is_data_set(&self) -> bool {
-        matches!(self.task.as_str(), "smnist" | "pmnist" | "ptb-char")
+        matches!(
+            self.task.as_str(),
+            "smnist" | "pmnist" | "ptb-char" | "ptb-word"
+        )
     }
 
     pub fn full_precision(&self) -> bool {
@@ -323,6 +341,7 @@ impl Config {
                 ..BjorckConfig::default()
             },
             init: self.init,
+            vocabulary: task.embedding_vocabulary(),
         }
     }
 }

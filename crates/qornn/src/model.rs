@@ -3,11 +3,12 @@
 //! `(T, B)` live in a [`Workspace`].
 
 use crate::bjorck::{Bjorck, BjorckConfig, SpectralNorm};
-use crate::head::{Head, Readout, Targets};
+use crate::head::{Head, Readout};
 use crate::init::Init;
 use crate::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell};
 use crate::projunn::ProjUnnKind;
 use crate::quant::{maybe_fake_quantize, Quantizer};
+use crate::tasks::Batch;
 use faer::Par;
 use rand::Rng;
 
@@ -33,6 +34,9 @@ pub struct ModelSpec {
     pub quantizer: Option<Quantizer>,
     pub bjorck: BjorckConfig,
     pub init: Init,
+    /// Token inputs: the vocabulary of a float embedding `(V, d)` whose rows feed U
+    /// (`input` is then the embedding size d). `None`: dense inputs.
+    pub vocabulary: Option<usize>,
 }
 
 /// The trainable tensors, row-major, named as in checkpoints.
@@ -50,16 +54,19 @@ pub struct Tensors {
     pub readout: Vec<f32>,
     /// `c: (C)`
     pub readout_bias: Vec<f32>,
+    /// `E: (V, d)`, token models only (empty otherwise); float, never quantized.
+    pub embedding: Vec<f32>,
 }
 
 impl Tensors {
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "weight_hh",
         "weight_ih",
         "bias",
         "bias_mod",
         "readout.weight",
         "readout.bias",
+        "embedding.weight",
     ];
 
     pub fn zeros(spec: &ModelSpec) -> Self {
@@ -71,10 +78,11 @@ impl Tensors {
             bias_mod: vec![0.0; n],
             readout: vec![0.0; c * n],
             readout_bias: vec![0.0; c],
+            embedding: vec![0.0; spec.vocabulary.unwrap_or(0) * d],
         }
     }
 
-    pub fn all(&self) -> [&Vec<f32>; 6] {
+    pub fn all(&self) -> [&Vec<f32>; 7] {
         [
             &self.recurrent,
             &self.input,
@@ -82,10 +90,11 @@ impl Tensors {
             &self.bias_mod,
             &self.readout,
             &self.readout_bias,
+            &self.embedding,
         ]
     }
 
-    pub fn all_mut(&mut self) -> [&mut Vec<f32>; 6] {
+    pub fn all_mut(&mut self) -> [&mut Vec<f32>; 7] {
         [
             &mut self.recurrent,
             &mut self.input,
@@ -93,6 +102,7 @@ impl Tensors {
             &mut self.bias_mod,
             &mut self.readout,
             &mut self.readout_bias,
+            &mut self.embedding,
         ]
     }
 
@@ -105,6 +115,9 @@ impl Tensors {
 pub struct Workspace {
     pub cell: OrnnCell<f32>,
     pub head: Head<f32>,
+    /// Token models: `embedded: (T, B, d)`, the gathered embedding rows, and its gradient.
+    embedded: Vec<f32>,
+    grad_embedded: Vec<f32>,
 }
 
 impl Workspace {
@@ -118,6 +131,22 @@ impl Workspace {
         Self {
             cell: OrnnCell::new(shape, spec.activation),
             head: Head::new(spec.readout, steps, batch, spec.outputs),
+            embedded: vec![
+                0.0;
+                if spec.vocabulary.is_some() {
+                    steps * batch * spec.input
+                } else {
+                    0
+                }
+            ],
+            grad_embedded: vec![
+                0.0;
+                if spec.vocabulary.is_some() {
+                    steps * batch * spec.input
+                } else {
+                    0
+                }
+            ],
         }
     }
 }
@@ -151,6 +180,11 @@ impl Model {
             .input
             .iter_mut()
             .for_each(|u| *u = rng.gen_range(-bound_in..bound_in));
+        // Embeddings as in Zaremba et al. (2014): uniform in [-0.1, 0.1].
+        params
+            .embedding
+            .iter_mut()
+            .for_each(|e| *e = rng.gen_range(-0.1..0.1));
         let bound_out = 1.0 / (spec.hidden as f32).sqrt();
         params
             .readout
@@ -206,6 +240,7 @@ impl Model {
             + bm
             + p.readout.len()
             + p.readout_bias.len()
+            + p.embedding.len()
     }
 
     /// The orthogonalised recurrent matrix before quantization (valid after `parametrise`).
@@ -247,21 +282,36 @@ impl Model {
         maybe_fake_quantize(q, &self.params.input, n, self.spec.input, &mut self.u_used);
     }
 
-    /// Forward pass over `x: (T, B, d)`; returns the mean loss (logits stay in `ws.head`).
-    pub fn forward(&self, ws: &mut Workspace, x: &[f32], targets: &Targets, par: Par) -> f32 {
+    /// The recurrence's input for `batch`: its dense `x`, or (with an embedding) the
+    /// embedding rows of its tokens gathered into `embedded: (T, B, d)`.
+    fn input<'a>(&self, embedded: &'a mut [f32], batch: &'a Batch) -> &'a [f32] {
+        if self.spec.vocabulary.is_none() {
+            return &batch.x;
+        }
+        let d = self.spec.input;
+        for (row, &token) in embedded.chunks_mut(d).zip(&batch.tokens) {
+            let t = token as usize;
+            row.copy_from_slice(&self.params.embedding[t * d..(t + 1) * d]);
+        }
+        embedded
+    }
+
+    /// Forward pass over `batch`; returns the mean loss (logits stay in `ws.head`).
+    pub fn forward(&self, ws: &mut Workspace, batch: &Batch, par: Par) -> f32 {
         let params = CellParams {
             w: &self.w_used,
             u: &self.u_used,
             b: &self.params.bias,
             bm: &self.params.bias_mod,
         };
+        let x = self.input(&mut ws.embedded, batch);
         ws.cell.forward(&params, x, par);
         ws.head.forward(
             ws.cell.outputs(),
             self.spec.hidden,
             &self.params.readout,
             &self.params.readout_bias,
-            targets,
+            &batch.targets,
             par,
         )
     }
@@ -270,7 +320,8 @@ impl Model {
     ///
     /// The quantizer's gradient is the identity (STE): `dL/dW = dL/dq(W)`, `dL/dU = dL/dq(U)`.
     /// For Björck, `dL/dW` then flows back through the iterations and the normalisation.
-    pub fn backward(&mut self, ws: &mut Workspace, x: &[f32], par: Par) {
+    /// With an embedding, `dL/dx` is scattered back onto the rows of its tokens.
+    pub fn backward(&mut self, ws: &mut Workspace, batch: &Batch, par: Par) {
         let n = self.spec.hidden;
         let (outputs, grad_outputs) = ws.cell.outputs_and_grads_mut();
         ws.head.backward(
@@ -295,7 +346,18 @@ impl Model {
             b: &mut self.grads.bias,
             bm: &mut self.grads.bias_mod,
         };
-        ws.cell.backward(&params, x, &mut grads, par);
+        let embedding = self.spec.vocabulary.is_some();
+        let x = if embedding { &ws.embedded } else { &batch.x };
+        let grad_x = embedding.then_some(&mut ws.grad_embedded[..]);
+        ws.cell.backward(&params, x, &mut grads, grad_x, par);
+        if embedding {
+            let d = self.spec.input;
+            for (row, &token) in ws.grad_embedded.chunks(d).zip(&batch.tokens) {
+                let t = token as usize;
+                let dst = &mut self.grads.embedding[t * d..(t + 1) * d];
+                dst.iter_mut().zip(row).for_each(|(g, &v)| *g += v);
+            }
+        }
         if self.spec.activation == Activation::Relu {
             self.grads.bias_mod.fill(0.0);
         }

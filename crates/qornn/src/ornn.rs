@@ -180,11 +180,19 @@ impl<T: Real> OrnnCell<T> {
         }
     }
 
-    /// Backpropagates `dh` (filled by the head) through time; adds into `g`.
+    /// Backpropagates `dh` (filled by the head) through time; adds into `g`, and writes
+    /// `dL/dx: (T, B, d)` into `grad_x` when given.
     ///
     /// `dz_t = (dh_t + dz_{t+1} W) * act'(z_t)`, then
-    /// `dW = sum_t dz_t^T h_{t-1}`, `dU = sum_t dz_t^T x_t`, `db = sum_t dz_t`.
-    pub fn backward(&mut self, p: &CellParams<'_, T>, x: &[T], g: &mut CellGrads<'_, T>, par: Par) {
+    /// `dW = sum_t dz_t^T h_{t-1}`, `dU = sum_t dz_t^T x_t`, `db = sum_t dz_t`, `dx_t = dz_t U`.
+    pub fn backward(
+        &mut self,
+        p: &CellParams<'_, T>,
+        x: &[T],
+        g: &mut CellGrads<'_, T>,
+        grad_x: Option<&mut [T]>,
+        par: Par,
+    ) {
         let CellShape {
             hidden: n,
             input: d,
@@ -236,6 +244,16 @@ impl<T: Real> OrnnCell<T> {
             for (gb, &v) in g.b.iter_mut().zip(row) {
                 *gb += v;
             }
+        }
+        if let Some(grad_x) = grad_x {
+            gemm(
+                mat_mut(grad_x, rows, d),
+                Accum::Replace,
+                mat(&self.dz, rows, n),
+                mat(p.u, n, d),
+                T::one(),
+                par,
+            );
         }
     }
 }

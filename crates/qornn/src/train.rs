@@ -52,6 +52,8 @@ pub struct Evaluation {
     pub accuracy: Option<f64>,
     /// Character-level language modelling: the loss in bits (`loss / ln 2`).
     pub bits_per_char: Option<f64>,
+    /// Word-level language modelling: `exp(loss)`.
+    pub perplexity: Option<f64>,
 }
 
 /// `||q(W) q(W)^T - I||_F` and the extreme singular values of `q(W)` and of `W`.
@@ -187,9 +189,7 @@ impl Trainer {
         let t0 = Instant::now();
         self.model.parametrise(true, self.par);
         let t1 = Instant::now();
-        let loss = self
-            .model
-            .forward(&mut self.ws, &batch.x, &batch.targets, self.par);
+        let loss = self.model.forward(&mut self.ws, &batch, self.par);
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 step: self.step,
@@ -201,7 +201,7 @@ impl Trainer {
         }
         let t2 = Instant::now();
         self.model.grads.fill_zero();
-        self.model.backward(&mut self.ws, &batch.x, self.par);
+        self.model.backward(&mut self.ws, &batch, self.par);
         let t3 = Instant::now();
         self.apply_optimizer();
         let t4 = Instant::now();
@@ -274,7 +274,7 @@ impl Trainer {
             if let Some(state) = &eval_state {
                 ws.cell.initial_state_mut().copy_from_slice(state);
             }
-            let batch_loss = self.model.forward(ws, &batch.x, &batch.targets, self.par) as f64;
+            let batch_loss = self.model.forward(ws, batch, self.par) as f64;
             if let Some(state) = &mut eval_state {
                 state.copy_from_slice(ws.cell.final_state());
             }
@@ -290,8 +290,11 @@ impl Trainer {
         Evaluation {
             loss,
             accuracy: scored.then(|| hits as f64 / total.max(1) as f64),
-            bits_per_char: matches!(self.task, Task::PtbChar(_))
+            bits_per_char: self
+                .task
+                .reports_bits_per_char()
                 .then(|| loss / std::f64::consts::LN_2),
+            perplexity: self.task.embedding_vocabulary().map(|_| loss.exp()),
         }
     }
 

@@ -34,6 +34,7 @@ fn numeric_grad(p: &[f64], mut loss: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
         .collect()
 }
 
+#[derive(Clone)]
 struct Problem {
     shape: CellShape,
     classes: usize,
@@ -133,6 +134,7 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
         vec![0.0; n],
         vec![0.0; n],
     );
+    let mut gx = vec![0.0; p.x.len()];
     cell.backward(
         &params,
         &p.x,
@@ -142,6 +144,7 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
             b: &mut gb,
             bm: &mut gbm,
         },
+        Some(&mut gx),
         Par::Seq,
     );
 
@@ -167,6 +170,12 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
         &gu,
         numeric_grad(&p.u, |u| l(&p.w, u, &p.b, &p.bm, &p.v, &p.c)),
     );
+    let loss_of_x = |x: &[f64]| {
+        let mut q = p.clone();
+        q.x = x.to_vec();
+        q.loss(act, readout, &p.w, &p.u, &p.b, &p.bm, &p.v, &p.c)
+    };
+    check("x", &gx, numeric_grad(&p.x, loss_of_x));
     check(
         "b",
         &gb,

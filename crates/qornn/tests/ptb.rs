@@ -1,4 +1,5 @@
-//! Character-level Penn Treebank on small text files written here: reading, refusals,
+//! The Penn Treebank on small text files written here (characters, and words through an
+//! embedding): reading, refusals,
 //! batches of contiguous streams, training with a carried state, and an exact resume from
 //! the middle of an epoch (the carried state travels in the checkpoint).
 
@@ -6,7 +7,7 @@ use qornn::config::Config;
 use qornn::data::ptb::{Level, Ptb, END_OF_LINE};
 use qornn::data::Checksums;
 use qornn::run;
-use qornn::tasks::{PtbCharTask, Task};
+use qornn::tasks::{PtbTask, Task};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -78,9 +79,11 @@ fn batches_are_segments_of_contiguous_streams() {
     let dir = tempfile::tempdir().unwrap();
     write_corpus(dir.path());
     let ptb = Arc::new(Ptb::load(dir.path(), Level::Char, Checksums::Skip).unwrap());
-    let task = PtbCharTask {
+    let task = PtbTask {
+        level: Level::Char,
         data: ptb.clone(),
         steps: 7,
+        embedding: 0,
     };
     let (batch, v) = (3, task.vocabulary());
     let stream = ptb.train.len() / batch;
@@ -128,7 +131,7 @@ fn training_lowers_bits_per_char_and_resumes_mid_epoch_exactly() {
     write_corpus(data.path());
     let task = small_ptb(data.path(), 1).task().unwrap();
     let per_epoch = task.steps_per_epoch(8).unwrap();
-    assert!(matches!(task, Task::PtbChar(_)));
+    assert!(matches!(task, Task::Ptb(_)));
     assert!(per_epoch > 10, "several segments per epoch");
     let total = per_epoch * 2 + 5;
     let config = small_ptb(data.path(), total);
@@ -158,4 +161,33 @@ fn training_lowers_bits_per_char_and_resumes_mid_epoch_exactly() {
     std::fs::write(split.path().join(run::CONFIG_FILE), config.to_toml()).unwrap();
     let resumed = run::resume(split.path(), &mut ()).unwrap();
     assert_eq!(resumed.test, expected.test, "resumed run differs");
+}
+
+/// Words: the same corpus at word level, through a trained float embedding.
+#[test]
+fn word_level_training_lowers_perplexity() {
+    let data = tempfile::tempdir().unwrap();
+    let words = |count, shift| sentences(count, shift).replace(' ', "").replace('_', " ");
+    std::fs::write(data.path().join("ptb.train.txt"), words(300, 0)).unwrap();
+    std::fs::write(data.path().join("ptb.valid.txt"), words(60, 3)).unwrap();
+    std::fs::write(data.path().join("ptb.test.txt"), words(60, 5)).unwrap();
+    let config = Config {
+        task: "ptb-word".into(),
+        embedding: 16,
+        seq: 10,
+        steps: 150,
+        eval_every: 50,
+        ..small_ptb(data.path(), 0)
+    };
+    let task = config.task().unwrap();
+    assert_eq!(task.output_size(), 9, "8 words and the end of line");
+    assert_eq!(task.input_size(), 16, "the recurrence reads the embedding");
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run::start(config, dir.path(), &mut ()).unwrap();
+    let perplexity = summary.test.perplexity.unwrap();
+    assert!(
+        perplexity < 3.0,
+        "test perplexity {perplexity:.2} (uniform: 9)"
+    );
+    assert!(summary.test.bits_per_char.is_none());
 }

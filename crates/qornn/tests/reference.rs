@@ -141,7 +141,7 @@ fn run_ornn<T: Real>(
         b: &mut gb,
         bm: &mut gbm,
     };
-    cell.backward(&params, &x, &mut grads, Par::Seq);
+    cell.backward(&params, &x, &mut grads, None, Par::Seq);
     OrnnOut {
         h: back(cell.outputs()),
         logits: back(head.logits()),

@@ -39,6 +39,7 @@ impl AddingTask {
             }
         }
         Batch {
+            tokens: Vec::new(),
             steps,
             batch,
             input: 2,

@@ -53,6 +53,7 @@ impl CopyTask {
             }
         }
         Batch {
+            tokens: Vec::new(),
             steps,
             batch,
             input: d,

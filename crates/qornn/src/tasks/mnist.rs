@@ -60,6 +60,7 @@ impl MnistTask {
             }
         }
         Batch {
+            tokens: Vec::new(),
             steps: PIXELS,
             batch: b,
             input: 1,

@@ -10,9 +10,10 @@ mod random;
 pub use adding::AddingTask;
 pub use copy::CopyTask;
 pub use mnist::{MnistTask, PMNIST_PERMUTATION};
-pub use ptb::PtbCharTask;
+pub use ptb::PtbTask;
 pub use random::RandomTask;
 
+use crate::data::ptb::Level;
 use crate::head::{Readout, Targets};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -24,8 +25,10 @@ pub struct Batch {
     pub steps: usize,
     pub batch: usize,
     pub input: usize,
-    /// `x: (T, B, d)`
+    /// `x: (T, B, d)` (empty for token inputs)
     pub x: Vec<f32>,
+    /// Token inputs `(T, B)` for a model with an embedding (empty for dense inputs).
+    pub tokens: Vec<u32>,
     /// `(T, B)` for a many-to-many task, `(B)` (or `(B, outputs)`) for a many-to-one task.
     pub targets: Targets,
 }
@@ -39,8 +42,8 @@ pub enum Task {
     Random(RandomTask),
     /// Sequential (`smnist`) or permuted (`pmnist`) MNIST.
     Mnist(MnistTask),
-    /// Next-character prediction on the Penn Treebank (`ptb-char`).
-    PtbChar(PtbCharTask),
+    /// Next-token prediction on the Penn Treebank (`ptb-char`, `ptb-word`).
+    Ptb(PtbTask),
 }
 
 /// Stream numbers of the seeded generator; training steps (synthetic tasks) or epochs
@@ -63,7 +66,8 @@ impl Task {
             Task::Random(_) => "random",
             Task::Mnist(t) if t.permuted => "pmnist",
             Task::Mnist(_) => "smnist",
-            Task::PtbChar(_) => "ptb-char",
+            Task::Ptb(t) if t.level == Level::Char => "ptb-char",
+            Task::Ptb(_) => "ptb-word",
         }
     }
     pub fn input_size(&self) -> usize {
@@ -72,7 +76,7 @@ impl Task {
             Task::Adding(_) => 2,
             Task::Random(t) => t.input,
             Task::Mnist(_) => 1,
-            Task::PtbChar(t) => t.vocabulary(),
+            Task::Ptb(t) => t.input_size(),
         }
     }
     /// Classes of a classification task, or outputs of a regression task.
@@ -82,12 +86,12 @@ impl Task {
             Task::Adding(_) => 1,
             Task::Random(t) => t.classes,
             Task::Mnist(_) => 10,
-            Task::PtbChar(t) => t.vocabulary(),
+            Task::Ptb(t) => t.vocabulary(),
         }
     }
     pub fn readout(&self) -> Readout {
         match self {
-            Task::Copy(_) | Task::PtbChar(_) => Readout::Every,
+            Task::Copy(_) | Task::Ptb(_) => Readout::Every,
             Task::Adding(_) | Task::Random(_) | Task::Mnist(_) => Readout::Last,
         }
     }
@@ -97,7 +101,7 @@ impl Task {
             Task::Adding(t) => t.length,
             Task::Random(t) => t.steps,
             Task::Mnist(_) => crate::data::mnist::PIXELS,
-            Task::PtbChar(t) => t.steps,
+            Task::Ptb(t) => t.steps,
         }
     }
     /// The loss of the best input-blind predictor.
@@ -107,7 +111,7 @@ impl Task {
             Task::Adding(_) => AddingTask::BASELINE_LOSS,
             Task::Random(t) => (t.classes as f64).ln(),
             Task::Mnist(_) => 10f64.ln(),
-            Task::PtbChar(t) => (t.vocabulary() as f64).ln(),
+            Task::Ptb(t) => (t.vocabulary() as f64).ln(),
         }
     }
     /// Training steps in one pass over a data set (`None` for generated tasks); the last
@@ -115,7 +119,7 @@ impl Task {
     pub fn steps_per_epoch(&self, batch: usize) -> Option<u64> {
         match self {
             Task::Mnist(t) => Some((t.train.len() / batch).max(1) as u64),
-            Task::PtbChar(t) => Some(t.segments(&t.data.train, batch).max(1) as u64),
+            Task::Ptb(t) => Some(t.segments(&t.data.train, batch).max(1) as u64),
             _ => None,
         }
     }
@@ -131,7 +135,7 @@ impl Task {
                 order.shuffle(&mut rng_for(seed, epoch));
                 t.batch(&t.train, &order[within * batch..(within + 1) * batch])
             }
-            Task::PtbChar(t) => {
+            Task::Ptb(t) => {
                 let per_epoch = self.steps_per_epoch(batch).expect("a data set has epochs");
                 t.batch(&t.data.train, batch, (step % per_epoch) as usize)
             }
@@ -157,7 +161,7 @@ impl Task {
                     .map(|chunk| t.batch(split, chunk))
                     .collect()
             }
-            Task::PtbChar(t) => {
+            Task::Ptb(t) => {
                 let tokens = if test { &t.data.test } else { &t.data.valid };
                 let segments = t.segments(tokens, batch);
                 (0..segments).map(|s| t.batch(tokens, batch, s)).collect()
@@ -176,7 +180,7 @@ impl Task {
             Task::Copy(t) => t.sample(batch, rng),
             Task::Adding(t) => t.sample(batch, rng),
             Task::Random(t) => t.sample(batch, rng),
-            Task::Mnist(_) | Task::PtbChar(_) => {
+            Task::Mnist(_) | Task::Ptb(_) => {
                 unreachable!("data-set batches come from train_batch and eval_batches")
             }
         }
@@ -185,7 +189,20 @@ impl Task {
     /// Whether the hidden state carries over from one batch to the next (truncated
     /// backpropagation through time over contiguous streams).
     pub fn carries_state(&self) -> bool {
-        matches!(self, Task::PtbChar(_))
+        matches!(self, Task::Ptb(_))
+    }
+
+    /// Whether the metric is bits per character.
+    pub fn reports_bits_per_char(&self) -> bool {
+        matches!(self, Task::Ptb(t) if t.level == Level::Char)
+    }
+
+    /// Token inputs: the vocabulary of the model's embedding.
+    pub fn embedding_vocabulary(&self) -> Option<usize> {
+        match self {
+            Task::Ptb(t) if t.level == Level::Word => Some(t.vocabulary()),
+            _ => None,
+        }
     }
 
     /// Fraction of correct predictions where the task scores them (none for regression).

@@ -14,6 +14,7 @@ pub struct RandomTask {
 impl RandomTask {
     pub fn sample(&self, batch: usize, rng: &mut impl Rng) -> Batch {
         Batch {
+            tokens: Vec::new(),
             steps: self.steps,
             batch,
             input: self.input,
