@@ -41,7 +41,10 @@ pub struct Summary {
     pub bits: u32,
     pub hidden: usize,
     pub steps: u64,
+    /// Trainable parameters, the embedding included.
     pub params: usize,
+    /// Of which in the word embedding (0 without one): FastGRNN reports sizes without it.
+    pub embedding_params: usize,
     /// The best model (by validation loss) on the test set.
     pub test: Evaluation,
     pub validation: Evaluation,
@@ -216,6 +219,7 @@ fn summary(
         hidden: c.hidden,
         steps: trainer.total_steps,
         params: trainer.model.num_params(),
+        embedding_params: trainer.model.params.embedding.len(),
         test,
         validation,
         best_step,
