@@ -4,6 +4,7 @@
 //! -> loss -> backward -> optimiser -> metrics and checkpoint.
 
 pub mod bjorck;
+pub mod cells;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -1,0 +1,190 @@
+//! GRU with PyTorch's equations, gate order (r, z, n) and parameters
+//! `weight_ih (3n, d)`, `weight_hh (3n, n)`, `bias_ih (3n)`, `bias_hh (3n)`:
+//!
+//! `A = x W_ih^T + b_ih`, `B = h_{t-1} W_hh^T + b_hh`, `r = sigmoid(A_r + B_r)`,
+//! `z = sigmoid(A_z + B_z)`, `m = tanh(A_n + r B_n)`, `h_t = (1 - z) m + z h_{t-1}`.
+
+use super::{add_column_sums, sigmoid};
+use crate::linalg::{gemm, mat, mat_mut};
+use crate::ornn::CellShape;
+use crate::Real;
+use faer::{Accum, Par};
+
+pub struct GruParams<'a, T> {
+    pub weight_ih: &'a [T],
+    pub weight_hh: &'a [T],
+    pub bias_ih: &'a [T],
+    pub bias_hh: &'a [T],
+}
+
+pub struct GruGrads<'a, T> {
+    pub weight_ih: &'a mut [T],
+    pub weight_hh: &'a mut [T],
+    pub bias_ih: &'a mut [T],
+    pub bias_hh: &'a mut [T],
+}
+
+pub struct GruCell<T> {
+    pub shape: CellShape,
+    /// `input_gates: (T, B, 3n)`: `A`, then (in place) `r, z, m` in its three blocks.
+    input_gates: Vec<T>,
+    /// `hidden_gates: (T, B, 3n)`: `B = h_{t-1} W_hh^T + b_hh` (its `B_n` block is reused).
+    hidden_gates: Vec<T>,
+    /// `h: (T + 1, B, n)`; block 0 is the initial state.
+    h: Vec<T>,
+    /// `dinput: (T, B, 3n)` and `dhidden: (T, B, 3n)`: gradients of `A` and `B`.
+    dinput: Vec<T>,
+    dhidden: Vec<T>,
+    /// `(B, n)`: `dL/dh_{t-1}` carried to the previous step.
+    dh_carry: Vec<T>,
+}
+
+impl<T: Real> GruCell<T> {
+    pub fn new(shape: CellShape) -> Self {
+        let block = shape.batch * shape.hidden;
+        let steps = shape.steps;
+        Self {
+            shape,
+            input_gates: vec![T::zero(); steps * 3 * block],
+            hidden_gates: vec![T::zero(); steps * 3 * block],
+            h: vec![T::zero(); (steps + 1) * block],
+            dinput: vec![T::zero(); steps * 3 * block],
+            dhidden: vec![T::zero(); steps * 3 * block],
+            dh_carry: vec![T::zero(); block],
+        }
+    }
+
+    /// `h_1 .. h_T`, `(T, B, n)`.
+    pub fn outputs(&self) -> &[T] {
+        &self.h[self.shape.batch * self.shape.hidden..]
+    }
+
+    pub fn forward(&mut self, p: &GruParams<'_, T>, x: &[T], par: Par) {
+        let CellShape {
+            hidden: n,
+            input: d,
+            steps,
+            batch,
+        } = self.shape;
+        let block = batch * n;
+        let rows = steps * batch;
+        gemm(
+            mat_mut(&mut self.input_gates, rows, 3 * n),
+            Accum::Replace,
+            mat(x, rows, d),
+            mat(p.weight_ih, 3 * n, d).transpose(),
+            T::one(),
+            par,
+        );
+        for row in self.input_gates.chunks_mut(3 * n) {
+            row.iter_mut().zip(p.bias_ih).for_each(|(a, &b)| *a += b);
+        }
+        for s in 0..steps {
+            let hg = &mut self.hidden_gates[s * 3 * block..(s + 1) * 3 * block];
+            for row in hg.chunks_mut(3 * n) {
+                row.copy_from_slice(p.bias_hh);
+            }
+            let (h_done, h_rest) = self.h.split_at_mut((s + 1) * block);
+            let h_prev = &h_done[s * block..];
+            gemm(
+                mat_mut(hg, batch, 3 * n),
+                Accum::Add,
+                mat(h_prev, batch, n),
+                mat(p.weight_hh, 3 * n, n).transpose(),
+                T::one(),
+                par,
+            );
+            let ig = &mut self.input_gates[s * 3 * block..(s + 1) * 3 * block];
+            let h_next = &mut h_rest[..block];
+            for b in 0..batch {
+                let (a, bh) = (
+                    &mut ig[b * 3 * n..(b + 1) * 3 * n],
+                    &hg[b * 3 * n..(b + 1) * 3 * n],
+                );
+                for j in 0..n {
+                    let r = sigmoid(a[j] + bh[j]);
+                    let z = sigmoid(a[n + j] + bh[n + j]);
+                    let m = (a[2 * n + j] + r * bh[2 * n + j]).tanh();
+                    a[j] = r;
+                    a[n + j] = z;
+                    a[2 * n + j] = m;
+                    let k = b * n + j;
+                    h_next[k] = (T::one() - z) * m + z * h_prev[k];
+                }
+            }
+        }
+    }
+
+    /// Backward through time given `dh: (T, B, n)`; adds into `g`.
+    pub fn backward(
+        &mut self,
+        p: &GruParams<'_, T>,
+        x: &[T],
+        dh: &[T],
+        g: &mut GruGrads<'_, T>,
+        par: Par,
+    ) {
+        let CellShape {
+            hidden: n,
+            input: d,
+            steps,
+            batch,
+        } = self.shape;
+        let block = batch * n;
+        self.dh_carry.fill(T::zero());
+        for s in (0..steps).rev() {
+            let gates = &self.input_gates[s * 3 * block..(s + 1) * 3 * block];
+            let hg = &self.hidden_gates[s * 3 * block..(s + 1) * 3 * block];
+            let di = &mut self.dinput[s * 3 * block..(s + 1) * 3 * block];
+            let dhg = &mut self.dhidden[s * 3 * block..(s + 1) * 3 * block];
+            let h_prev = &self.h[s * block..(s + 1) * block];
+            let dh_t = &dh[s * block..(s + 1) * block];
+            for b in 0..batch {
+                let o = b * 3 * n;
+                for j in 0..n {
+                    let k = b * n + j;
+                    let (r, z, m) = (gates[o + j], gates[o + n + j], gates[o + 2 * n + j]);
+                    let dh_total = dh_t[k] + self.dh_carry[k];
+                    let da_n = dh_total * (T::one() - z) * (T::one() - m * m);
+                    let dr = da_n * hg[o + 2 * n + j] * r * (T::one() - r);
+                    let dz = dh_total * (h_prev[k] - m) * z * (T::one() - z);
+                    di[o + j] = dr;
+                    di[o + n + j] = dz;
+                    di[o + 2 * n + j] = da_n;
+                    dhg[o + j] = dr;
+                    dhg[o + n + j] = dz;
+                    dhg[o + 2 * n + j] = da_n * r;
+                    // The direct path h_t = ... + z h_{t-1}; the matrix path is added below.
+                    self.dh_carry[k] = dh_total * z;
+                }
+            }
+            gemm(
+                mat_mut(&mut self.dh_carry, batch, n),
+                Accum::Add,
+                mat(dhg, batch, 3 * n),
+                mat(p.weight_hh, 3 * n, n),
+                T::one(),
+                par,
+            );
+        }
+        let rows = steps * batch;
+        gemm(
+            mat_mut(g.weight_ih, 3 * n, d),
+            Accum::Add,
+            mat(&self.dinput, rows, 3 * n).transpose(),
+            mat(x, rows, d),
+            T::one(),
+            par,
+        );
+        gemm(
+            mat_mut(g.weight_hh, 3 * n, n),
+            Accum::Add,
+            mat(&self.dhidden, rows, 3 * n).transpose(),
+            mat(&self.h[..rows * n], rows, n),
+            T::one(),
+            par,
+        );
+        add_column_sums(&self.dinput, 3 * n, g.bias_ih);
+        add_column_sums(&self.dhidden, 3 * n, g.bias_hh);
+    }
+}

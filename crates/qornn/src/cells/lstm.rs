@@ -1,0 +1,192 @@
+//! LSTM with PyTorch's equations, gate order (i, f, g, o) and parameters
+//! `weight_ih (4n, d)`, `weight_hh (4n, n)`, `bias_ih (4n)`, `bias_hh (4n)`:
+//!
+//! `G = x W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh`, `i, f, o = sigmoid(G_i, G_f, G_o)`,
+//! `g = tanh(G_g)`, `c_t = f c_{t-1} + i g`, `h_t = o tanh(c_t)`.
+
+use super::{add_column_sums, sigmoid};
+use crate::linalg::{gemm, mat, mat_mut};
+use crate::ornn::CellShape;
+use crate::Real;
+use faer::{Accum, Par};
+
+pub struct LstmParams<'a, T> {
+    pub weight_ih: &'a [T],
+    pub weight_hh: &'a [T],
+    pub bias_ih: &'a [T],
+    pub bias_hh: &'a [T],
+}
+
+pub struct LstmGrads<'a, T> {
+    pub weight_ih: &'a mut [T],
+    pub weight_hh: &'a mut [T],
+    pub bias_ih: &'a mut [T],
+    pub bias_hh: &'a mut [T],
+}
+
+pub struct LstmCell<T> {
+    pub shape: CellShape,
+    /// `gates: (T, B, 4n)`: pre-activations, then (in place) `i, f, g, o`.
+    gates: Vec<T>,
+    /// `c: (T + 1, B, n)`, `h: (T + 1, B, n)`; block 0 is the initial state.
+    c: Vec<T>,
+    h: Vec<T>,
+    /// `tanh_c: (T, B, n)`
+    tanh_c: Vec<T>,
+    /// `dgates: (T, B, 4n)`
+    dgates: Vec<T>,
+    /// `(B, n)` carries of the backward pass: `dL/dh_{t-1}` from the recurrence, `dL/dc_t`.
+    dh_carry: Vec<T>,
+    dc_carry: Vec<T>,
+}
+
+impl<T: Real> LstmCell<T> {
+    pub fn new(shape: CellShape) -> Self {
+        let block = shape.batch * shape.hidden;
+        let steps = shape.steps;
+        Self {
+            shape,
+            gates: vec![T::zero(); steps * 4 * block],
+            c: vec![T::zero(); (steps + 1) * block],
+            h: vec![T::zero(); (steps + 1) * block],
+            tanh_c: vec![T::zero(); steps * block],
+            dgates: vec![T::zero(); steps * 4 * block],
+            dh_carry: vec![T::zero(); block],
+            dc_carry: vec![T::zero(); block],
+        }
+    }
+
+    /// `h_1 .. h_T`, `(T, B, n)`.
+    pub fn outputs(&self) -> &[T] {
+        &self.h[self.shape.batch * self.shape.hidden..]
+    }
+
+    pub fn forward(&mut self, p: &LstmParams<'_, T>, x: &[T], par: Par) {
+        let CellShape {
+            hidden: n,
+            input: d,
+            steps,
+            batch,
+        } = self.shape;
+        let block = batch * n;
+        let rows = steps * batch;
+        gemm(
+            mat_mut(&mut self.gates, rows, 4 * n),
+            Accum::Replace,
+            mat(x, rows, d),
+            mat(p.weight_ih, 4 * n, d).transpose(),
+            T::one(),
+            par,
+        );
+        for row in self.gates.chunks_mut(4 * n) {
+            for ((g, &bi), &bh) in row.iter_mut().zip(p.bias_ih).zip(p.bias_hh) {
+                *g += bi + bh;
+            }
+        }
+        for s in 0..steps {
+            let gates = &mut self.gates[s * 4 * block..(s + 1) * 4 * block];
+            gemm(
+                mat_mut(gates, batch, 4 * n),
+                Accum::Add,
+                mat(&self.h[s * block..(s + 1) * block], batch, n),
+                mat(p.weight_hh, 4 * n, n).transpose(),
+                T::one(),
+                par,
+            );
+            let (c_prev, c_next) = self.c.split_at_mut((s + 1) * block);
+            let c_prev = &c_prev[s * block..];
+            let h_next = &mut self.h[(s + 1) * block..(s + 2) * block];
+            let tanh_c = &mut self.tanh_c[s * block..(s + 1) * block];
+            for b in 0..batch {
+                let row = &mut gates[b * 4 * n..(b + 1) * 4 * n];
+                for j in 0..n {
+                    let (i, f, g, o) = (
+                        sigmoid(row[j]),
+                        sigmoid(row[n + j]),
+                        row[2 * n + j].tanh(),
+                        sigmoid(row[3 * n + j]),
+                    );
+                    row[j] = i;
+                    row[n + j] = f;
+                    row[2 * n + j] = g;
+                    row[3 * n + j] = o;
+                    let k = b * n + j;
+                    let c = f * c_prev[k] + i * g;
+                    c_next[k] = c;
+                    tanh_c[k] = c.tanh();
+                    h_next[k] = o * tanh_c[k];
+                }
+            }
+        }
+    }
+
+    /// Backward through time given `dh: (T, B, n)`; adds into `g`.
+    pub fn backward(
+        &mut self,
+        p: &LstmParams<'_, T>,
+        x: &[T],
+        dh: &[T],
+        g: &mut LstmGrads<'_, T>,
+        par: Par,
+    ) {
+        let CellShape {
+            hidden: n,
+            input: d,
+            steps,
+            batch,
+        } = self.shape;
+        let block = batch * n;
+        self.dh_carry.fill(T::zero());
+        self.dc_carry.fill(T::zero());
+        for s in (0..steps).rev() {
+            let gates = &self.gates[s * 4 * block..(s + 1) * 4 * block];
+            let dgates = &mut self.dgates[s * 4 * block..(s + 1) * 4 * block];
+            let c_prev = &self.c[s * block..(s + 1) * block];
+            let tanh_c = &self.tanh_c[s * block..(s + 1) * block];
+            let dh_t = &dh[s * block..(s + 1) * block];
+            for b in 0..batch {
+                let row = &gates[b * 4 * n..(b + 1) * 4 * n];
+                let drow = &mut dgates[b * 4 * n..(b + 1) * 4 * n];
+                for j in 0..n {
+                    let k = b * n + j;
+                    let (i, f, gg, o) = (row[j], row[n + j], row[2 * n + j], row[3 * n + j]);
+                    let dh_total = dh_t[k] + self.dh_carry[k];
+                    let dc = self.dc_carry[k] + dh_total * o * (T::one() - tanh_c[k] * tanh_c[k]);
+                    drow[j] = dc * gg * i * (T::one() - i);
+                    drow[n + j] = dc * c_prev[k] * f * (T::one() - f);
+                    drow[2 * n + j] = dc * i * (T::one() - gg * gg);
+                    drow[3 * n + j] = dh_total * tanh_c[k] * o * (T::one() - o);
+                    self.dc_carry[k] = dc * f;
+                }
+            }
+            // dL/dh_{t-1} through the recurrence: dG W_hh.
+            gemm(
+                mat_mut(&mut self.dh_carry, batch, n),
+                Accum::Replace,
+                mat(dgates, batch, 4 * n),
+                mat(p.weight_hh, 4 * n, n),
+                T::one(),
+                par,
+            );
+        }
+        let rows = steps * batch;
+        gemm(
+            mat_mut(g.weight_ih, 4 * n, d),
+            Accum::Add,
+            mat(&self.dgates, rows, 4 * n).transpose(),
+            mat(x, rows, d),
+            T::one(),
+            par,
+        );
+        gemm(
+            mat_mut(g.weight_hh, 4 * n, n),
+            Accum::Add,
+            mat(&self.dgates, rows, 4 * n).transpose(),
+            mat(&self.h[..rows * n], rows, n),
+            T::one(),
+            par,
+        );
+        add_column_sums(&self.dgates, 4 * n, g.bias_ih);
+        add_column_sums(&self.dgates, 4 * n, g.bias_hh);
+    }
+}
