@@ -79,7 +79,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
     let config = Config {
         model: args.model.clone(),
-        bits: args.bits,
+        bits: Some(args.bits),
         hidden: args.hidden,
         batch: args.batch,
         threads: args.threads,

@@ -63,10 +63,12 @@ struct TrainArgs {
     /// ptb-word: size of the float word embedding [default: 128].
     #[arg(long)]
     embedding: Option<usize>,
-    /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, or their full-precision twins ornn-* [default: qornn-bjorck].
+    /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, their full-precision twins ornn-*, or a
+    /// baseline: rnn, lstm, gru, fastrnn, fastgrnn [default: qornn-bjorck].
     #[arg(long)]
     model: Option<String>,
-    /// Weight bits for W and U: 2..=8, or 32 for full precision [default: 8].
+    /// Weight bits of every weight matrix (W and U of an ORNN): 2..=8, or 32 for full
+    /// precision [default: 8 for qornn-*, 32 otherwise].
     #[arg(long)]
     bits: Option<u32>,
     /// Quantizer scale: per-tensor or per-row [default: per-tensor].
@@ -75,7 +77,7 @@ struct TrainArgs {
     /// Hidden units n [default: 128].
     #[arg(long)]
     hidden: Option<usize>,
-    /// Activation: relu or modrelu [default: relu].
+    /// ORNN and RNN activation: relu, modrelu or tanh [default: relu].
     #[arg(long)]
     act: Option<String>,
     /// Recurrent initialisation: henaff, orthogonal or identity [default: henaff].
@@ -215,7 +217,7 @@ fn default_out(c: &Config) -> PathBuf {
     let bits = if c.full_precision() {
         "fp".to_string()
     } else {
-        format!("{}b", c.bits)
+        format!("{}b", c.bits())
     };
     PathBuf::from("runs").join(format!(
         "{}-{}-{bits}-n{}-s{}",
@@ -238,7 +240,7 @@ fn train(args: TrainArgs) -> Result<()> {
             if config.full_precision() {
                 "32".to_string()
             } else {
-                config.bits.to_string()
+                config.bits().to_string()
             },
             config.task,
             config.steps,

@@ -37,16 +37,18 @@ fn describe(r: &EvalRecord) -> String {
         .val_perplexity
         .map(|p| format!("  val ppl {p:.1}"))
         .unwrap_or_default();
+    let orthogonality = r
+        .orthogonality
+        .map(|o| {
+            format!(
+                "  |q(W)q(W)^T-I| {:.3}  sigma(q(W)) [{:.3}, {:.3}]",
+                o.quantized_defect, o.quantized_sigma_min, o.quantized_sigma_max
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "step {}  train {:.4}  val {:.4}{acc}{bpc}{ppl}  baseline {:.4}  |q(W)q(W)^T-I| {:.3}  sigma(q(W)) [{:.3}, {:.3}]  {:.0}s",
-        r.step,
-        r.train_loss,
-        r.val_loss,
-        r.baseline_loss,
-        r.orthogonality.quantized_defect,
-        r.orthogonality.quantized_sigma_min,
-        r.orthogonality.quantized_sigma_max,
-        r.seconds
+        "step {}  train {:.4}  val {:.4}{acc}{bpc}{ppl}  baseline {:.4}{orthogonality}  {:.0}s",
+        r.step, r.train_loss, r.val_loss, r.baseline_loss, r.seconds
     )
 }
 

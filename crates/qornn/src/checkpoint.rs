@@ -4,8 +4,9 @@
 //! any moment leaves either the old checkpoint or the new one, never half of one.
 
 use crate::error::{Error, Result};
-use crate::model::{ModelSpec, Tensors};
+use crate::model::{Architecture, ModelSpec, Parametrisation};
 use crate::optim::Moments;
+use crate::params::Tensor;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -20,12 +21,12 @@ const VERSION: &str = "1";
 pub struct Checkpoint {
     /// Training steps completed.
     pub step: u64,
-    pub params: Tensors,
+    pub params: Vec<Tensor>,
     /// Björck models: the persistent power-iteration vector.
     pub spectral_u: Option<Vec<f32>>,
     /// Language models: the hidden state carried into the next batch, `(B, n)`.
     pub carried_state: Option<Vec<f32>>,
-    /// One per tensor of `Tensors::NAMES`.
+    /// One per tensor of `params`.
     pub moments: Vec<Moments>,
     pub updates: u64,
     pub best_val_loss: f64,
@@ -52,12 +53,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, t) in Tensors::NAMES.iter().zip(ckpt.params.all()) {
-        named.push((format!("param.{name}"), vec![t.len()], f32_bytes(t)));
-    }
-    for (name, m) in Tensors::NAMES.iter().zip(&ckpt.moments) {
-        named.push((format!("optim.m.{name}"), vec![m.m.len()], f32_bytes(&m.m)));
-        named.push((format!("optim.v.{name}"), vec![m.v.len()], f32_bytes(&m.v)));
+    for (t, m) in ckpt.params.iter().zip(&ckpt.moments) {
+        let (name, shape) = (t.name, vec![t.rows, t.cols]);
+        named.push((format!("param.{name}"), shape.clone(), f32_bytes(&t.data)));
+        named.push((format!("optim.m.{name}"), shape.clone(), f32_bytes(&m.m)));
+        named.push((format!("optim.v.{name}"), shape, f32_bytes(&m.v)));
     }
     if let Some(u) = &ckpt.spectral_u {
         named.push(("spectral.u".into(), vec![u.len()], f32_bytes(u)));
@@ -139,19 +139,19 @@ pub fn load(path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
         }
         Ok(v)
     };
-    let mut params = Tensors::zeros(spec);
+    let mut params = spec.tensors();
     let mut moments = Vec::new();
-    for (name, t) in Tensors::NAMES.iter().zip(params.all_mut()) {
-        let len = t.len();
-        *t = tensor(&format!("param.{name}"), len)?;
+    for t in params.iter_mut() {
+        let (name, len) = (t.name, t.len());
+        t.data = tensor(&format!("param.{name}"), len)?;
         moments.push(Moments {
             m: tensor(&format!("optim.m.{name}"), len)?,
             v: tensor(&format!("optim.v.{name}"), len)?,
         });
     }
-    let spectral_u = match spec.parametrisation {
-        crate::model::Parametrisation::Bjorck => Some(tensor("spectral.u", spec.hidden)?),
-        crate::model::Parametrisation::ProjUnn(_) => None,
+    let spectral_u = match spec.architecture {
+        Architecture::Ornn(Parametrisation::Bjorck) => Some(tensor("spectral.u", spec.hidden)?),
+        _ => None,
     };
     let carried_state = match st.tensor("state.h") {
         Ok(view) => Some(tensor("state.h", view.data().len() / 4)?),

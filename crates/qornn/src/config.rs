@@ -6,7 +6,7 @@ use crate::data::ptb::{Level, Ptb};
 use crate::data::Checksums;
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::model::{ModelSpec, Parametrisation};
+use crate::model::{Architecture, ModelSpec, Parametrisation};
 use crate::optim::{OptimizerKind, Schedule};
 use crate::ornn::Activation;
 use crate::projunn::ProjUnnKind;
@@ -16,13 +16,18 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Model names accepted by `--model`.
-pub const MODELS: [&str; 6] = [
+pub const MODELS: [&str; 11] = [
     "qornn-bjorck",
     "qornn-projunn-d",
     "qornn-projunn-t",
     "ornn-bjorck",
     "ornn-projunn-d",
     "ornn-projunn-t",
+    "rnn",
+    "lstm",
+    "gru",
+    "fastrnn",
+    "fastgrnn",
 ];
 /// Task names accepted by `--task`.
 pub const TASKS: [&str; 6] = ["copy", "adding", "smnist", "pmnist", "ptb-char", "ptb-word"];
@@ -50,8 +55,9 @@ pub struct Config {
     pub embedding: usize,
     /// One of [`MODELS`].
     pub model: String,
-    /// Weight bits k in 2..=8, or 32 for full precision.
-    pub bits: u32,
+    /// Weight bits k in 2..=8, or 32 for full precision; unset: 8 for `qornn-*`, full
+    /// precision for every other model.
+    pub bits: Option<u32>,
     /// Quantizer scale per tensor (the paper) or per row.
     pub granularity: Granularity,
     pub hidden: usize,
@@ -100,7 +106,7 @@ impl Default for Config {
             seq: 150,
             embedding: 128,
             model: "qornn-bjorck".into(),
-            bits: 8,
+            bits: None,
             granularity: Granularity::PerTensor,
             hidden: 128,
             act: Activation::Relu,
@@ -160,22 +166,23 @@ impl Config {
                 ),
             ));
         }
-        let quantizable = (Quantizer::MIN_BITS..=Quantizer::MAX_BITS).contains(&self.bits);
-        if !quantizable && self.bits != FULL_PRECISION_BITS {
+        let bits = self.bits();
+        let quantizable = (Quantizer::MIN_BITS..=Quantizer::MAX_BITS).contains(&bits);
+        if !quantizable && bits != FULL_PRECISION_BITS {
             return Err(Error::config(
                 "bits",
                 format!(
                     "{} is not a bit width; use 2..=8, or 32 for full precision",
-                    self.bits
+                    bits
                 ),
             ));
         }
-        if self.model.starts_with("ornn-") && self.bits != FULL_PRECISION_BITS {
+        if self.model.starts_with("ornn-") && bits != FULL_PRECISION_BITS {
             return Err(Error::config(
                 "bits",
                 format!(
                     "{} is full precision; use q{} to quantize to {} bits",
-                    self.model, self.model, self.bits
+                    self.model, self.model, bits
                 ),
             ));
         }
@@ -229,6 +236,16 @@ impl Config {
             return Err(Error::config(
                 "seq",
                 "the segment length must be at least 1",
+            ));
+        }
+        let elman = self.model.contains("ornn") || self.model == "rnn";
+        if !elman && self.act != Activation::Relu {
+            return Err(Error::config(
+                "act",
+                format!(
+                    "{} has its own nonlinearities; --act applies to ornn and rnn models",
+                    self.model
+                ),
             ));
         }
         if self.task == "ptb-word" && self.embedding == 0 {
@@ -316,26 +333,43 @@ impl Config {
         )
     }
 
+    /// The weight bits: as set, else 8 for `qornn-*` and 32 (full precision) otherwise.
+    pub fn bits(&self) -> u32 {
+        self.bits.unwrap_or(if self.model.starts_with("qornn-") {
+            Self::QORNN_BITS
+        } else {
+            FULL_PRECISION_BITS
+        })
+    }
+
+    /// Default bits of the `qornn-*` models.
+    pub const QORNN_BITS: u32 = 8;
+
     pub fn full_precision(&self) -> bool {
-        self.bits == FULL_PRECISION_BITS
+        self.bits() == FULL_PRECISION_BITS
     }
 
     /// The model's shape and arithmetic for `task`.
     pub fn model_spec_for(&self, task: &Task) -> ModelSpec {
-        let parametrisation = match self.model.trim_start_matches('q') {
-            "ornn-projunn-d" => Parametrisation::ProjUnn(ProjUnnKind::Direct),
-            "ornn-projunn-t" => Parametrisation::ProjUnn(ProjUnnKind::Tangent),
-            _ => Parametrisation::Bjorck,
+        let architecture = match self.model.trim_start_matches('q') {
+            "ornn-projunn-d" => Architecture::Ornn(Parametrisation::ProjUnn(ProjUnnKind::Direct)),
+            "ornn-projunn-t" => Architecture::Ornn(Parametrisation::ProjUnn(ProjUnnKind::Tangent)),
+            "ornn-bjorck" => Architecture::Ornn(Parametrisation::Bjorck),
+            "rnn" => Architecture::Rnn,
+            "lstm" => Architecture::Lstm,
+            "gru" => Architecture::Gru,
+            "fastrnn" => Architecture::FastRnn,
+            _ => Architecture::FastGrnn,
         };
         ModelSpec {
-            parametrisation,
+            architecture,
             hidden: self.hidden,
             input: task.input_size(),
             outputs: task.output_size(),
             activation: self.act,
             readout: task.readout(),
             quantizer: (!self.full_precision())
-                .then(|| Quantizer::new(self.bits, self.granularity)),
+                .then(|| Quantizer::new(self.bits(), self.granularity)),
             bjorck: BjorckConfig {
                 iterations: self.bjorck_iterations,
                 ..BjorckConfig::default()
@@ -362,7 +396,7 @@ mod tests {
     fn bad_values_name_their_field() {
         type Mutation = fn(&mut Config);
         let cases: [(Mutation, &str); 5] = [
-            (|c| c.bits = 9, "bits"),
+            (|c| c.bits = Some(9), "bits"),
             (|c| c.model = "lstm9".into(), "model"),
             (|c| c.task = "sort".into(), "task"),
             (|c| c.lr = f64::NAN, "lr"),
@@ -376,7 +410,7 @@ mod tests {
         }
         let c = Config {
             model: "ornn-bjorck".into(),
-            bits: 4,
+            bits: Some(4),
             ..Config::default()
         };
         assert!(c

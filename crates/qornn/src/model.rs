@@ -1,18 +1,25 @@
-//! A QORNN: parametrise the recurrent matrix (Björck or projUNN), quantize W and U,
-//! recur, read out. Holds the parameters and their gradients; buffers that depend on
-//! `(T, B)` live in a [`Workspace`].
+//! A model: a recurrent core (the ORNN with its parametrisation, or a baseline cell), its
+//! weight matrices quantized to k bits with a straight-through estimator, an optional
+//! float embedding below it and a float read-out above it. Holds the parameters and their
+//! gradients; buffers that depend on `(T, B)` live in a [`Workspace`].
 
 use crate::bjorck::{Bjorck, BjorckConfig, SpectralNorm};
+use crate::cells::fastgrnn::{self, FastGrnnCell, FastGrnnGrads, FastGrnnParams};
+use crate::cells::fastrnn::{FastRnnCell, FastRnnGrads, FastRnnParams};
+use crate::cells::gru::{GruCell, GruGrads, GruParams};
+use crate::cells::lstm::{LstmCell, LstmGrads, LstmParams};
 use crate::head::{Head, Readout};
 use crate::init::Init;
 use crate::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell};
+use crate::params::{stored_bits, zeros_like, Kind, Tensor};
 use crate::projunn::ProjUnnKind;
-use crate::quant::{maybe_fake_quantize, Quantizer};
+use crate::quant::{Granularity, Quantizer};
 use crate::tasks::Batch;
 use faer::Par;
 use rand::Rng;
+use rand_distr::StandardNormal;
 
-/// How the recurrent matrix is kept (approximately) orthogonal.
+/// How the ORNN's recurrent matrix is kept (approximately) orthogonal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parametrisation {
     /// Free `A` -> spectral normalisation -> Björck iterations (gradients flow through).
@@ -21,100 +28,157 @@ pub enum Parametrisation {
     ProjUnn(ProjUnnKind),
 }
 
+/// The recurrent core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    /// The (quantized) orthogonal RNN.
+    Ornn(Parametrisation),
+    /// Elman RNN with an unconstrained `W` (ReLU or tanh): the ORNN cell without a constraint.
+    Rnn,
+    Lstm,
+    Gru,
+    FastRnn,
+    FastGrnn,
+}
+
 /// Everything that fixes a model's shape and arithmetic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
-    pub parametrisation: Parametrisation,
+    pub architecture: Architecture,
     pub hidden: usize,
     pub input: usize,
     pub outputs: usize,
+    /// ORNN and RNN only.
     pub activation: Activation,
     pub readout: Readout,
     /// `None`: full precision.
     pub quantizer: Option<Quantizer>,
     pub bjorck: BjorckConfig,
     pub init: Init,
-    /// Token inputs: the vocabulary of a float embedding `(V, d)` whose rows feed U
+    /// Token inputs: the vocabulary of a float embedding `(V, d)` whose rows feed the core
     /// (`input` is then the embedding size d). `None`: dense inputs.
     pub vocabulary: Option<usize>,
 }
 
-/// The trainable tensors, row-major, named as in checkpoints.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Tensors {
-    /// `(n, n)`: the free `A` (Björck) or the orthogonal `W` (projUNN).
-    pub recurrent: Vec<f32>,
-    /// `U: (n, d)`
-    pub input: Vec<f32>,
-    /// `b: (n)`
-    pub bias: Vec<f32>,
-    /// `bm: (n)`, modReLU only (zeros and frozen for ReLU)
-    pub bias_mod: Vec<f32>,
-    /// `V: (C, n)`
-    pub readout: Vec<f32>,
-    /// `c: (C)`
-    pub readout_bias: Vec<f32>,
-    /// `E: (V, d)`, token models only (empty otherwise); float, never quantized.
-    pub embedding: Vec<f32>,
+impl ModelSpec {
+    /// The tensors of the core, then `readout.weight`, `readout.bias` and (for token
+    /// inputs) `embedding.weight`, all zero.
+    pub fn tensors(&self) -> Vec<Tensor> {
+        let (n, d, c) = (self.hidden, self.input, self.outputs);
+        use Kind::{Float, Quantized, Recurrent};
+        let mut t = match self.architecture {
+            Architecture::Ornn(_) | Architecture::Rnn => {
+                let w_kind = if matches!(self.architecture, Architecture::Rnn) {
+                    Quantized
+                } else {
+                    Recurrent
+                };
+                let mut t = vec![
+                    Tensor::zeros("weight_hh", n, n, w_kind),
+                    Tensor::zeros("weight_ih", n, d, Quantized),
+                    Tensor::zeros("bias", 1, n, Float),
+                ];
+                if self.activation == Activation::Modrelu {
+                    t.push(Tensor::zeros("bias_mod", 1, n, Float));
+                }
+                t
+            }
+            Architecture::Lstm | Architecture::Gru => {
+                let g = if self.architecture == Architecture::Lstm {
+                    4
+                } else {
+                    3
+                };
+                vec![
+                    Tensor::zeros("weight_ih_l0", g * n, d, Quantized),
+                    Tensor::zeros("weight_hh_l0", g * n, n, Quantized),
+                    Tensor::zeros("bias_ih_l0", 1, g * n, Float),
+                    Tensor::zeros("bias_hh_l0", 1, g * n, Float),
+                ]
+            }
+            Architecture::FastRnn => vec![
+                Tensor::zeros("W", n, d, Quantized),
+                Tensor::zeros("U", n, n, Quantized),
+                Tensor::zeros("b_h", 1, n, Float),
+                Tensor::zeros("alpha", 1, 1, Float),
+                Tensor::zeros("beta", 1, 1, Float),
+            ],
+            Architecture::FastGrnn => vec![
+                Tensor::zeros("W", n, d, Quantized),
+                Tensor::zeros("U", n, n, Quantized),
+                Tensor::zeros("b_z", 1, n, Float),
+                Tensor::zeros("b_h", 1, n, Float),
+                Tensor::zeros("zeta", 1, 1, Float),
+                Tensor::zeros("nu", 1, 1, Float),
+            ],
+        };
+        t.push(Tensor::zeros("readout.weight", c, n, Float));
+        t.push(Tensor::zeros("readout.bias", 1, c, Float));
+        if let Some(v) = self.vocabulary {
+            t.push(Tensor::zeros("embedding.weight", v, d, Float));
+        }
+        t
+    }
+
+    /// Floats carried from one batch to the next: `h` (and `c` for the LSTM), `(B, n)` each.
+    pub fn state_len(&self, batch: usize) -> usize {
+        let copies = if self.architecture == Architecture::Lstm {
+            2
+        } else {
+            1
+        };
+        copies * batch * self.hidden
+    }
 }
 
-impl Tensors {
-    pub const NAMES: [&'static str; 7] = [
-        "weight_hh",
-        "weight_ih",
-        "bias",
-        "bias_mod",
-        "readout.weight",
-        "readout.bias",
-        "embedding.weight",
-    ];
+/// The core's activations for one `(T, B)`.
+pub enum Core {
+    Ornn(OrnnCell<f32>),
+    Lstm(LstmCell<f32>),
+    Gru(GruCell<f32>),
+    FastRnn(FastRnnCell<f32>),
+    FastGrnn(FastGrnnCell<f32>),
+}
 
-    pub fn zeros(spec: &ModelSpec) -> Self {
-        let (n, d, c) = (spec.hidden, spec.input, spec.outputs);
-        Self {
-            recurrent: vec![0.0; n * n],
-            input: vec![0.0; n * d],
-            bias: vec![0.0; n],
-            bias_mod: vec![0.0; n],
-            readout: vec![0.0; c * n],
-            readout_bias: vec![0.0; c],
-            embedding: vec![0.0; spec.vocabulary.unwrap_or(0) * d],
+impl Core {
+    /// `h_1 .. h_T`, `(T, B, n)`.
+    pub fn outputs(&self) -> &[f32] {
+        match self {
+            Core::Ornn(c) => c.outputs(),
+            Core::Lstm(c) => c.outputs(),
+            Core::Gru(c) => c.outputs(),
+            Core::FastRnn(c) => c.outputs(),
+            Core::FastGrnn(c) => c.outputs(),
         }
     }
 
-    pub fn all(&self) -> [&Vec<f32>; 7] {
-        [
-            &self.recurrent,
-            &self.input,
-            &self.bias,
-            &self.bias_mod,
-            &self.readout,
-            &self.readout_bias,
-            &self.embedding,
-        ]
+    pub fn set_initial_state(&mut self, state: &[f32]) {
+        match self {
+            Core::Ornn(c) => c.set_initial_state(state),
+            Core::Lstm(c) => c.set_initial_state(state),
+            Core::Gru(c) => c.set_initial_state(state),
+            Core::FastRnn(c) => c.set_initial_state(state),
+            Core::FastGrnn(c) => c.set_initial_state(state),
+        }
     }
 
-    pub fn all_mut(&mut self) -> [&mut Vec<f32>; 7] {
-        [
-            &mut self.recurrent,
-            &mut self.input,
-            &mut self.bias,
-            &mut self.bias_mod,
-            &mut self.readout,
-            &mut self.readout_bias,
-            &mut self.embedding,
-        ]
-    }
-
-    pub fn fill_zero(&mut self) {
-        self.all_mut().into_iter().for_each(|t| t.fill(0.0));
+    pub fn final_state_into(&self, state: &mut [f32]) {
+        match self {
+            Core::Ornn(c) => c.final_state_into(state),
+            Core::Lstm(c) => c.final_state_into(state),
+            Core::Gru(c) => c.final_state_into(state),
+            Core::FastRnn(c) => c.final_state_into(state),
+            Core::FastGrnn(c) => c.final_state_into(state),
+        }
     }
 }
 
-/// Per-`(T, B)` activations: the cell's and the head's.
+/// Per-`(T, B)` activations: the core's, the head's, and the gradient between them.
 pub struct Workspace {
-    pub cell: OrnnCell<f32>,
+    pub core: Core,
     pub head: Head<f32>,
+    /// `dh: (T, B, n)`: `dL/dh_t` from the read-out.
+    dh: Vec<f32>,
     /// Token models: `embedded: (T, B, d)`, the gathered embedding rows, and its gradient.
     embedded: Vec<f32>,
     grad_embedded: Vec<f32>,
@@ -128,189 +192,327 @@ impl Workspace {
             steps,
             batch,
         };
+        let core = match spec.architecture {
+            Architecture::Ornn(_) | Architecture::Rnn => {
+                Core::Ornn(OrnnCell::new(shape, spec.activation))
+            }
+            Architecture::Lstm => Core::Lstm(LstmCell::new(shape)),
+            Architecture::Gru => Core::Gru(GruCell::new(shape)),
+            Architecture::FastRnn => Core::FastRnn(FastRnnCell::new(shape)),
+            Architecture::FastGrnn => Core::FastGrnn(FastGrnnCell::new(shape)),
+        };
+        let embedded = if spec.vocabulary.is_some() {
+            steps * batch * spec.input
+        } else {
+            0
+        };
         Self {
-            cell: OrnnCell::new(shape, spec.activation),
+            core,
             head: Head::new(spec.readout, steps, batch, spec.outputs),
-            embedded: vec![
-                0.0;
-                if spec.vocabulary.is_some() {
-                    steps * batch * spec.input
-                } else {
-                    0
-                }
-            ],
-            grad_embedded: vec![
-                0.0;
-                if spec.vocabulary.is_some() {
-                    steps * batch * spec.input
-                } else {
-                    0
-                }
-            ],
+            dh: vec![0.0; steps * batch * spec.hidden],
+            embedded: vec![0.0; embedded],
+            grad_embedded: vec![0.0; embedded],
         }
     }
 }
 
 pub struct Model {
     pub spec: ModelSpec,
-    pub params: Tensors,
-    pub grads: Tensors,
-    /// Björck only: the power-iteration state.
+    /// The core's tensors, then the read-out's, then the embedding (see `ModelSpec::tensors`).
+    pub params: Vec<Tensor>,
+    /// One gradient per tensor of `params`.
+    pub grads: Vec<Vec<f32>>,
+    /// ORNN with Björck: the power-iteration state.
     pub spectral: Option<SpectralNorm<f32>>,
     bjorck: Option<Bjorck<f32>>,
-    /// `(n, n)`: the orthogonalised matrix before quantization (Björck output, or W).
+    /// What the forward pass uses in place of each tensor: `q(.)` of a quantized matrix,
+    /// `q(W)` of the orthogonalised recurrent matrix; empty where the tensor is used as is.
+    used: Vec<Vec<f32>>,
+    /// ORNN: `(n, n)`, the orthogonalised recurrent matrix before quantization.
     w_orth: Vec<f32>,
-    /// `(n, n)`: what the recurrence uses, `q(w_orth)`.
-    w_used: Vec<f32>,
-    /// `(n, d)`: `q(U)`.
-    u_used: Vec<f32>,
-    /// `(n, n)` scratch: spectrally normalised `A`, then `dL/dW_used`.
+    /// ORNN and RNN: `(n, n)` scratch: the spectrally normalised `A`, then `dL/dq(W)`.
     scratch: Vec<f32>,
+    /// ReLU cores: `(n)` zeros standing for the absent modReLU bias, and a sink for its
+    /// (unused) gradient.
+    zero_bias_mod: Vec<f32>,
+    unused_grad: Vec<f32>,
+}
+
+/// Indices of the read-out and embedding tensors, which follow the core's.
+struct HeadIndex {
+    readout: usize,
+    readout_bias: usize,
+    embedding: Option<usize>,
 }
 
 impl Model {
-    /// A freshly initialised model: W from `spec.init` (for Björck, `A = W`, a fixed
-    /// point), U and V uniform in `+-1/sqrt(fan_in)` as `nn.Linear`, biases zero,
-    /// modReLU biases uniform in [-0.01, 0.01].
+    /// A freshly initialised model:
+    /// - ORNN: W from `spec.init` (for Björck, `A = W`, a fixed point); RNN likewise;
+    /// - LSTM, GRU: PyTorch's uniform `+-1/sqrt(n)` for every tensor;
+    /// - FastRNN, FastGRNN: EdgeML's `0.1 N(0, 1)` matrices, biases 1, `alpha = -3`,
+    ///   `beta = 3`, `zeta = 1`, `nu = -4`;
+    /// - input matrices of the ORNN/RNN and the read-out: `nn.Linear`'s `+-1/sqrt(fan_in)`,
+    ///   biases zero, modReLU biases in `+-0.01`, embeddings in `+-0.1` (Zaremba et al.).
     pub fn new(spec: ModelSpec, rng: &mut impl Rng) -> Self {
-        let mut params = Tensors::zeros(&spec);
-        params.recurrent = spec.init.sample(spec.hidden, rng);
-        let bound_in = 1.0 / (spec.input as f32).sqrt();
-        params
-            .input
-            .iter_mut()
-            .for_each(|u| *u = rng.gen_range(-bound_in..bound_in));
-        // Embeddings as in Zaremba et al. (2014): uniform in [-0.1, 0.1].
-        params
-            .embedding
-            .iter_mut()
-            .for_each(|e| *e = rng.gen_range(-0.1..0.1));
-        let bound_out = 1.0 / (spec.hidden as f32).sqrt();
-        params
-            .readout
-            .iter_mut()
-            .for_each(|v| *v = rng.gen_range(-bound_out..bound_out));
-        if spec.activation == Activation::Modrelu {
-            params
-                .bias_mod
+        let mut params = spec.tensors();
+        let uniform = |t: &mut Tensor, bound: f32, rng: &mut dyn rand::RngCore| {
+            t.data
                 .iter_mut()
-                .for_each(|v| *v = rng.gen_range(-0.01..0.01));
+                .for_each(|v| *v = rng.gen_range(-bound..bound));
+        };
+        let n = spec.hidden;
+        let pytorch_bound = 1.0 / (n as f32).sqrt();
+        for t in params.iter_mut() {
+            match t.name {
+                "weight_hh" => t.data = spec.init.sample(n, rng),
+                "weight_ih" => uniform(t, 1.0 / (spec.input as f32).sqrt(), rng),
+                "bias_mod" => uniform(t, 0.01, rng),
+                "weight_ih_l0" | "weight_hh_l0" | "bias_ih_l0" | "bias_hh_l0" => {
+                    uniform(t, pytorch_bound, rng)
+                }
+                "W" | "U" => t
+                    .data
+                    .iter_mut()
+                    .for_each(|v| *v = 0.1 * rng.sample::<f32, _>(StandardNormal)),
+                "b_h" | "b_z" => t.data.fill(1.0),
+                "alpha" => t.data.fill(-3.0),
+                "beta" => t.data.fill(3.0),
+                "zeta" => t.data.fill(fastgrnn::ZETA_INIT as f32),
+                "nu" => t.data.fill(fastgrnn::NU_INIT as f32),
+                "readout.weight" => uniform(t, pytorch_bound, rng),
+                "embedding.weight" => uniform(t, 0.1, rng),
+                _ => {}
+            }
         }
         Self::from_params(spec, params, None)
     }
 
     /// A model around given tensors; `spectral_u` restores the power-iteration vector.
-    pub fn from_params(spec: ModelSpec, params: Tensors, spectral_u: Option<Vec<f32>>) -> Self {
+    pub fn from_params(spec: ModelSpec, params: Vec<Tensor>, spectral_u: Option<Vec<f32>>) -> Self {
         let n = spec.hidden;
-        let (spectral, bjorck) = match spec.parametrisation {
-            Parametrisation::Bjorck => {
+        let (spectral, bjorck) = match spec.architecture {
+            Architecture::Ornn(Parametrisation::Bjorck) => {
+                let a = &params[0].data;
                 let s = match spectral_u {
-                    Some(u) => SpectralNorm::with_u(&params.recurrent, n, u),
-                    None => SpectralNorm::new(&params.recurrent, n, 50),
+                    Some(u) => SpectralNorm::with_u(a, n, u),
+                    None => SpectralNorm::new(a, n, 50),
                 };
                 (Some(s), Some(Bjorck::new(spec.bjorck, n)))
             }
-            Parametrisation::ProjUnn(_) => (None, None),
+            _ => (None, None),
         };
-        let grads = Tensors::zeros(&spec);
+        let quantized = spec.quantizer.is_some();
+        let used = params
+            .iter()
+            .map(|t| match t.kind {
+                Kind::Recurrent => vec![0.0; t.len()],
+                Kind::Quantized if quantized => vec![0.0; t.len()],
+                _ => Vec::new(),
+            })
+            .collect();
+        let ornn = matches!(spec.architecture, Architecture::Ornn(_));
+        let elman = ornn || spec.architecture == Architecture::Rnn;
         Self {
-            u_used: vec![0.0; params.input.len()],
-            w_orth: vec![0.0; n * n],
-            w_used: vec![0.0; n * n],
-            scratch: vec![0.0; n * n],
+            grads: zeros_like(&params),
+            used,
+            w_orth: vec![0.0; if ornn { n * n } else { 0 }],
+            scratch: vec![0.0; if elman { n * n } else { 0 }],
+            zero_bias_mod: vec![0.0; if elman { n } else { 0 }],
+            unused_grad: vec![0.0; if elman { n } else { 0 }],
             spec,
             params,
-            grads,
             spectral,
             bjorck,
         }
     }
 
-    /// Number of trainable scalars (the modReLU bias counts only with modReLU).
+    /// Number of trainable scalars, the embedding included.
     pub fn num_params(&self) -> usize {
-        let p = &self.params;
-        let bm = if self.spec.activation == Activation::Modrelu {
-            p.bias_mod.len()
+        self.params.iter().map(Tensor::len).sum()
+    }
+
+    /// Scalars in the word embedding (0 without one).
+    pub fn embedding_params(&self) -> usize {
+        self.head_index()
+            .embedding
+            .map_or(0, |i| self.params[i].len())
+    }
+
+    /// The weights as stored: k bits per quantized entry plus a 32-bit step per tensor
+    /// (or row), 32 bits per float entry; in bytes, rounded up.
+    pub fn size_bytes(&self) -> u64 {
+        let bits = self.spec.quantizer.map(|q| q.bits);
+        let per_row = self
+            .spec
+            .quantizer
+            .is_some_and(|q| q.granularity == Granularity::PerRow);
+        self.params
+            .iter()
+            .map(|t| stored_bits(t, bits, per_row))
+            .sum::<u64>()
+            .div_ceil(8)
+    }
+
+    fn head_index(&self) -> HeadIndex {
+        let embedding = self.spec.vocabulary.map(|_| self.params.len() - 1);
+        let readout = self.params.len() - 2 - embedding.map_or(0, |_| 1);
+        HeadIndex {
+            readout,
+            readout_bias: readout + 1,
+            embedding,
+        }
+    }
+
+    /// What the forward pass uses for tensor `i` (its quantized form where it has one).
+    fn used(&self, i: usize) -> &[f32] {
+        if self.used[i].is_empty() {
+            &self.params[i].data
         } else {
-            0
-        };
-        p.recurrent.len()
-            + p.input.len()
-            + p.bias.len()
-            + bm
-            + p.readout.len()
-            + p.readout_bias.len()
-            + p.embedding.len()
+            &self.used[i]
+        }
     }
 
-    /// The orthogonalised recurrent matrix before quantization (valid after `parametrise`).
-    pub fn w_orthogonal(&self) -> &[f32] {
-        &self.w_orth
+    /// The ORNN's orthogonalised recurrent matrix before quantization (valid after
+    /// `parametrise`); `None` for other cores.
+    pub fn w_orthogonal(&self) -> Option<&[f32]> {
+        (!self.w_orth.is_empty()).then_some(&self.w_orth[..])
     }
 
-    /// The recurrent matrix the recurrence uses, `q(W)` (valid after `parametrise`).
-    pub fn w_used(&self) -> &[f32] {
-        &self.w_used
+    /// The recurrent matrix the recurrence uses, `q(W)`, for ORNN and RNN cores.
+    pub fn w_used(&self) -> Option<&[f32]> {
+        match self.spec.architecture {
+            Architecture::Ornn(_) | Architecture::Rnn => Some(self.used(0)),
+            _ => None,
+        }
     }
 
-    /// Computes `W` from the parameters and quantizes W and U. In training the power
-    /// iteration advances one step; in evaluation its state is left as it is.
+    /// Computes the ORNN's `W` from its parameters, and quantizes the weight matrices.
+    /// In training the power iteration advances one step; in evaluation it stays.
     pub fn parametrise(&mut self, training: bool, par: Par) {
         let n = self.spec.hidden;
-        match self.spec.parametrisation {
-            Parametrisation::Bjorck => {
-                let spectral = self
-                    .spectral
-                    .as_mut()
-                    .expect("Björck model has a spectral norm");
-                if training {
-                    spectral.forward(&self.params.recurrent, &mut self.scratch);
-                } else {
-                    spectral.normalize_into(&self.params.recurrent, &mut self.scratch);
+        if let Architecture::Ornn(parametrisation) = self.spec.architecture {
+            match parametrisation {
+                Parametrisation::Bjorck => {
+                    let spectral = self
+                        .spectral
+                        .as_mut()
+                        .expect("Björck model has a spectral norm");
+                    if training {
+                        spectral.forward(&self.params[0].data, &mut self.scratch);
+                    } else {
+                        spectral.normalize_into(&self.params[0].data, &mut self.scratch);
+                    }
+                    let bjorck = self
+                        .bjorck
+                        .as_mut()
+                        .expect("Björck model has its iterations");
+                    self.w_orth
+                        .copy_from_slice(bjorck.forward(&self.scratch, par));
                 }
-                let bjorck = self
-                    .bjorck
-                    .as_mut()
-                    .expect("Björck model has its iterations");
-                self.w_orth
-                    .copy_from_slice(bjorck.forward(&self.scratch, par));
+                Parametrisation::ProjUnn(_) => self.w_orth.copy_from_slice(&self.params[0].data),
             }
-            Parametrisation::ProjUnn(_) => self.w_orth.copy_from_slice(&self.params.recurrent),
+            match &self.spec.quantizer {
+                Some(q) => {
+                    q.fake_quantize_into(&self.w_orth, n, n, &mut self.used[0]);
+                }
+                None => self.used[0].copy_from_slice(&self.w_orth),
+            }
         }
-        let q = self.spec.quantizer.as_ref();
-        maybe_fake_quantize(q, &self.w_orth, n, n, &mut self.w_used);
-        maybe_fake_quantize(q, &self.params.input, n, self.spec.input, &mut self.u_used);
+        if let Some(q) = &self.spec.quantizer {
+            for (t, used) in self.params.iter().zip(self.used.iter_mut()) {
+                if t.kind == Kind::Quantized {
+                    q.fake_quantize_into(&t.data, t.rows, t.cols, used);
+                }
+            }
+        }
     }
 
     /// The recurrence's input for `batch`: its dense `x`, or (with an embedding) the
     /// embedding rows of its tokens gathered into `embedded: (T, B, d)`.
     fn input<'a>(&self, embedded: &'a mut [f32], batch: &'a Batch) -> &'a [f32] {
-        if self.spec.vocabulary.is_none() {
+        let Some(e) = self.head_index().embedding else {
             return &batch.x;
-        }
+        };
         let d = self.spec.input;
+        let table = &self.params[e].data;
         for (row, &token) in embedded.chunks_mut(d).zip(&batch.tokens) {
             let t = token as usize;
-            row.copy_from_slice(&self.params.embedding[t * d..(t + 1) * d]);
+            row.copy_from_slice(&table[t * d..(t + 1) * d]);
         }
         embedded
     }
 
+    fn scalar(&self, i: usize) -> f32 {
+        self.params[i].data[0]
+    }
+
     /// Forward pass over `batch`; returns the mean loss (logits stay in `ws.head`).
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch, par: Par) -> f32 {
-        let params = CellParams {
-            w: &self.w_used,
-            u: &self.u_used,
-            b: &self.params.bias,
-            bm: &self.params.bias_mod,
-        };
         let x = self.input(&mut ws.embedded, batch);
-        ws.cell.forward(&params, x, par);
+        let u = |i| self.used(i);
+        match &mut ws.core {
+            Core::Ornn(cell) => {
+                let bm = if self.spec.activation == Activation::Modrelu {
+                    u(3)
+                } else {
+                    &self.zero_bias_mod[..]
+                };
+                let p = CellParams {
+                    w: u(0),
+                    u: u(1),
+                    b: u(2),
+                    bm,
+                };
+                cell.forward(&p, x, par);
+            }
+            Core::Lstm(cell) => cell.forward(
+                &LstmParams {
+                    weight_ih: u(0),
+                    weight_hh: u(1),
+                    bias_ih: u(2),
+                    bias_hh: u(3),
+                },
+                x,
+                par,
+            ),
+            Core::Gru(cell) => cell.forward(
+                &GruParams {
+                    weight_ih: u(0),
+                    weight_hh: u(1),
+                    bias_ih: u(2),
+                    bias_hh: u(3),
+                },
+                x,
+                par,
+            ),
+            Core::FastRnn(cell) => {
+                let p = FastRnnParams {
+                    w: u(0),
+                    u: u(1),
+                    b_h: u(2),
+                    alpha: self.scalar(3),
+                    beta: self.scalar(4),
+                };
+                cell.forward(&p, x, par);
+            }
+            Core::FastGrnn(cell) => {
+                let p = FastGrnnParams {
+                    w: u(0),
+                    u: u(1),
+                    b_z: u(2),
+                    b_h: u(3),
+                    zeta: self.scalar(4),
+                    nu: self.scalar(5),
+                };
+                cell.forward(&p, x, par);
+            }
+        }
+        let h = self.head_index();
         ws.head.forward(
-            ws.cell.outputs(),
+            ws.core.outputs(),
             self.spec.hidden,
-            &self.params.readout,
-            &self.params.readout_bias,
+            &self.params[h.readout].data,
+            &self.params[h.readout_bias].data,
             &batch.targets,
             par,
         )
@@ -318,51 +520,183 @@ impl Model {
 
     /// Backward pass after `forward`; adds into `self.grads`.
     ///
-    /// The quantizer's gradient is the identity (STE): `dL/dW = dL/dq(W)`, `dL/dU = dL/dq(U)`.
-    /// For Björck, `dL/dW` then flows back through the iterations and the normalisation.
-    /// With an embedding, `dL/dx` is scattered back onto the rows of its tokens.
+    /// Quantizers pass gradients straight through (STE): `dL/dW = dL/dq(W)`. The ORNN's
+    /// recurrent gradient then flows back through Björck and the normalisation (or, for
+    /// projUNN, is left to the optimiser's retraction). With an embedding, `dL/dx` is
+    /// scattered back onto the rows of its tokens.
     pub fn backward(&mut self, ws: &mut Workspace, batch: &Batch, par: Par) {
         let n = self.spec.hidden;
-        let (outputs, grad_outputs) = ws.cell.outputs_and_grads_mut();
+        let h = self.head_index();
+        let [grad_v, grad_c] = self
+            .grads
+            .get_disjoint_mut([h.readout, h.readout_bias])
+            .expect("distinct indices");
         ws.head.backward(
-            outputs,
+            ws.core.outputs(),
             n,
-            &self.params.readout,
-            &mut self.grads.readout,
-            &mut self.grads.readout_bias,
-            grad_outputs,
+            &self.params[h.readout].data,
+            grad_v,
+            grad_c,
+            &mut ws.dh,
             par,
         );
-        self.scratch.fill(0.0);
-        let params = CellParams {
-            w: &self.w_used,
-            u: &self.u_used,
-            b: &self.params.bias,
-            bm: &self.params.bias_mod,
+        let embedding = h.embedding.is_some();
+        let x = if embedding {
+            &ws.embedded[..]
+        } else {
+            &batch.x[..]
         };
-        let mut grads = CellGrads {
-            w: &mut self.scratch,
-            u: &mut self.grads.input,
-            b: &mut self.grads.bias,
-            bm: &mut self.grads.bias_mod,
-        };
-        let embedding = self.spec.vocabulary.is_some();
-        let x = if embedding { &ws.embedded } else { &batch.x };
         let grad_x = embedding.then_some(&mut ws.grad_embedded[..]);
-        ws.cell.backward(&params, x, &mut grads, grad_x, par);
-        if embedding {
+        let dh = &ws.dh;
+        let used = |i: usize| -> &[f32] {
+            if self.used[i].is_empty() {
+                &self.params[i].data
+            } else {
+                &self.used[i]
+            }
+        };
+        match &mut ws.core {
+            Core::Ornn(cell) => {
+                // The recurrent matrix's gradient goes to `scratch`: `recurrent_backward`
+                // takes it on to the parameter.
+                self.scratch.fill(0.0);
+                let modrelu = self.spec.activation == Activation::Modrelu;
+                let bm = if modrelu {
+                    used(3)
+                } else {
+                    &self.zero_bias_mod[..]
+                };
+                let p = CellParams {
+                    w: used(0),
+                    u: used(1),
+                    b: used(2),
+                    bm,
+                };
+                let (g_core, g_rest) = self.grads.split_at_mut(3);
+                let g_bm = if modrelu {
+                    &mut g_rest[0][..]
+                } else {
+                    &mut self.unused_grad[..]
+                };
+                let [g_u, g_b] = g_core.get_disjoint_mut([1, 2]).expect("distinct indices");
+                let mut g = CellGrads {
+                    w: &mut self.scratch,
+                    u: g_u,
+                    b: g_b,
+                    bm: g_bm,
+                };
+                cell.backward(&p, x, dh, &mut g, grad_x, par);
+            }
+            Core::Lstm(cell) => {
+                let p = LstmParams {
+                    weight_ih: used(0),
+                    weight_hh: used(1),
+                    bias_ih: used(2),
+                    bias_hh: used(3),
+                };
+                let [a, b, c, d] = self
+                    .grads
+                    .get_disjoint_mut([0, 1, 2, 3])
+                    .expect("distinct indices");
+                cell.backward(
+                    &p,
+                    x,
+                    dh,
+                    &mut LstmGrads {
+                        weight_ih: a,
+                        weight_hh: b,
+                        bias_ih: c,
+                        bias_hh: d,
+                    },
+                    grad_x,
+                    par,
+                );
+            }
+            Core::Gru(cell) => {
+                let p = GruParams {
+                    weight_ih: used(0),
+                    weight_hh: used(1),
+                    bias_ih: used(2),
+                    bias_hh: used(3),
+                };
+                let [a, b, c, d] = self
+                    .grads
+                    .get_disjoint_mut([0, 1, 2, 3])
+                    .expect("distinct indices");
+                cell.backward(
+                    &p,
+                    x,
+                    dh,
+                    &mut GruGrads {
+                        weight_ih: a,
+                        weight_hh: b,
+                        bias_ih: c,
+                        bias_hh: d,
+                    },
+                    grad_x,
+                    par,
+                );
+            }
+            Core::FastRnn(cell) => {
+                let p = FastRnnParams {
+                    w: used(0),
+                    u: used(1),
+                    b_h: used(2),
+                    alpha: self.params[3].data[0],
+                    beta: self.params[4].data[0],
+                };
+                let [w, u, b, alpha, beta] = self
+                    .grads
+                    .get_disjoint_mut([0, 1, 2, 3, 4])
+                    .expect("distinct indices");
+                let mut g = FastRnnGrads {
+                    w,
+                    u,
+                    b_h: b,
+                    alpha: &mut alpha[0],
+                    beta: &mut beta[0],
+                };
+                cell.backward(&p, x, dh, &mut g, grad_x, par);
+            }
+            Core::FastGrnn(cell) => {
+                let p = FastGrnnParams {
+                    w: used(0),
+                    u: used(1),
+                    b_z: used(2),
+                    b_h: used(3),
+                    zeta: self.params[4].data[0],
+                    nu: self.params[5].data[0],
+                };
+                let [w, u, bz, bh, zeta, nu] = self
+                    .grads
+                    .get_disjoint_mut([0, 1, 2, 3, 4, 5])
+                    .expect("distinct indices");
+                let mut g = FastGrnnGrads {
+                    w,
+                    u,
+                    b_z: bz,
+                    b_h: bh,
+                    zeta: &mut zeta[0],
+                    nu: &mut nu[0],
+                };
+                cell.backward(&p, x, dh, &mut g, grad_x, par);
+            }
+        }
+        self.recurrent_backward(par);
+        if let Some(e) = h.embedding {
             let d = self.spec.input;
             for (row, &token) in ws.grad_embedded.chunks(d).zip(&batch.tokens) {
                 let t = token as usize;
-                let dst = &mut self.grads.embedding[t * d..(t + 1) * d];
+                let dst = &mut self.grads[e][t * d..(t + 1) * d];
                 dst.iter_mut().zip(row).for_each(|(g, &v)| *g += v);
             }
         }
-        if self.spec.activation == Activation::Relu {
-            self.grads.bias_mod.fill(0.0);
-        }
-        match self.spec.parametrisation {
-            Parametrisation::Bjorck => {
+    }
+
+    /// ORNN: `dL/dq(W)` (in `scratch`) to the recurrent parameter's gradient.
+    fn recurrent_backward(&mut self, par: Par) {
+        match self.spec.architecture {
+            Architecture::Ornn(Parametrisation::Bjorck) => {
                 let bjorck = self
                     .bjorck
                     .as_mut()
@@ -372,13 +706,15 @@ impl Model {
                     .spectral
                     .as_ref()
                     .expect("Björck model has a spectral norm");
-                spectral.backward(&self.params.recurrent, grad_w0, &mut self.grads.recurrent);
+                spectral.backward(&self.params[0].data, grad_w0, &mut self.grads[0]);
             }
-            Parametrisation::ProjUnn(_) => {
-                for (g, &d) in self.grads.recurrent.iter_mut().zip(&self.scratch) {
-                    *g += d;
-                }
+            Architecture::Ornn(Parametrisation::ProjUnn(_)) | Architecture::Rnn => {
+                self.grads[0]
+                    .iter_mut()
+                    .zip(&self.scratch)
+                    .for_each(|(g, &d)| *g += d);
             }
+            _ => {}
         }
     }
 }

@@ -18,6 +18,8 @@ pub enum Activation {
     Relu,
     /// `modrelu(z) = sign(z) relu(|z| + bm)` with a learned bias `bm` per unit.
     Modrelu,
+    /// The Elman RNN's classic nonlinearity.
+    Tanh,
 }
 
 impl Activation {
@@ -31,6 +33,10 @@ impl Activation {
                 } else {
                     (T::zero(), T::zero(), T::zero())
                 }
+            }
+            Activation::Tanh => {
+                let h = z.tanh();
+                (h, T::one() - h * h, T::zero())
             }
             Activation::Modrelu => {
                 let sign = if z > T::zero() {
@@ -89,8 +95,6 @@ pub struct OrnnCell<T> {
     z: Vec<T>,
     /// `h: (T + 1, B, n)`; block 0 is `h_0`.
     h: Vec<T>,
-    /// `dh: (T, B, n)`; block `s` is `dL/dh_{s+1}` from the read-out (filled by the head).
-    dh: Vec<T>,
     /// `dz: (T, B, n)`; block `s` is `dL/dz_{s+1}`.
     dz: Vec<T>,
 }
@@ -103,7 +107,6 @@ impl<T: Real> OrnnCell<T> {
             activation,
             z: vec![T::zero(); shape.steps * block],
             h: vec![T::zero(); (shape.steps + 1) * block],
-            dh: vec![T::zero(); shape.steps * block],
             dz: vec![T::zero(); shape.steps * block],
         }
     }
@@ -117,22 +120,15 @@ impl<T: Real> OrnnCell<T> {
         &self.h[self.block()..]
     }
 
-    /// The initial state `h_0`, `(B, n)`: zero unless the caller carries a state over.
-    pub fn initial_state_mut(&mut self) -> &mut [T] {
+    /// Sets the initial state `h_0`, `(B, n)` (zero unless a state is carried over).
+    pub fn set_initial_state(&mut self, state: &[T]) {
         let block = self.block();
-        &mut self.h[..block]
+        self.h[..block].copy_from_slice(state);
     }
 
-    /// The last state `h_T`, `(B, n)`.
-    pub fn final_state(&self) -> &[T] {
-        &self.h[self.h.len() - self.block()..]
-    }
-
-    /// The states the read-out sees, `(T, B, n)`, and the gradient buffer `dL/dh_t`
-    /// of the same shape, for the head to fill.
-    pub fn outputs_and_grads_mut(&mut self) -> (&[T], &mut [T]) {
-        let block = self.block();
-        (&self.h[block..], &mut self.dh)
+    /// Copies the last state `h_T`, `(B, n)`, into `state`.
+    pub fn final_state_into(&self, state: &mut [T]) {
+        state.copy_from_slice(&self.h[self.h.len() - self.block()..]);
     }
 
     /// Runs the recurrence over `x: (T, B, d)`.
@@ -180,8 +176,8 @@ impl<T: Real> OrnnCell<T> {
         }
     }
 
-    /// Backpropagates `dh` (filled by the head) through time; adds into `g`, and writes
-    /// `dL/dx: (T, B, d)` into `grad_x` when given.
+    /// Backpropagates `dh: (T, B, n)`, the read-out's `dL/dh_t`, through time; adds into
+    /// `g`, and writes `dL/dx: (T, B, d)` into `grad_x` when given.
     ///
     /// `dz_t = (dh_t + dz_{t+1} W) * act'(z_t)`, then
     /// `dW = sum_t dz_t^T h_{t-1}`, `dU = sum_t dz_t^T x_t`, `db = sum_t dz_t`, `dx_t = dz_t U`.
@@ -189,6 +185,7 @@ impl<T: Real> OrnnCell<T> {
         &mut self,
         p: &CellParams<'_, T>,
         x: &[T],
+        dh: &[T],
         g: &mut CellGrads<'_, T>,
         grad_x: Option<&mut [T]>,
         par: Par,
@@ -203,7 +200,7 @@ impl<T: Real> OrnnCell<T> {
         for s in (0..steps).rev() {
             let (cur, later) = self.dz.split_at_mut((s + 1) * block);
             let dz = &mut cur[s * block..];
-            dz.copy_from_slice(&self.dh[s * block..(s + 1) * block]);
+            dz.copy_from_slice(&dh[s * block..(s + 1) * block]);
             if s + 1 < steps {
                 gemm(
                     mat_mut(dz, batch, n),

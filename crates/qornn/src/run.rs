@@ -29,7 +29,8 @@ pub struct EvalRecord {
     pub val_bits_per_char: Option<f64>,
     pub val_perplexity: Option<f64>,
     pub baseline_loss: f64,
-    pub orthogonality: Orthogonality,
+    /// ORNN and RNN cores only.
+    pub orthogonality: Option<Orthogonality>,
     pub seconds: f64,
 }
 
@@ -45,6 +46,9 @@ pub struct Summary {
     pub params: usize,
     /// Of which in the word embedding (0 without one): FastGRNN reports sizes without it.
     pub embedding_params: usize,
+    /// The weights as stored: k bits per quantized entry, a 32-bit step per tensor (or
+    /// row), 32 bits per float entry.
+    pub size_bytes: u64,
     /// The best model (by validation loss) on the test set.
     pub test: Evaluation,
     pub validation: Evaluation,
@@ -215,11 +219,12 @@ fn summary(
     Summary {
         task: c.task.clone(),
         model: c.model.clone(),
-        bits: c.bits,
+        bits: c.bits(),
         hidden: c.hidden,
         steps: trainer.total_steps,
         params: trainer.model.num_params(),
-        embedding_params: trainer.model.params.embedding.len(),
+        embedding_params: trainer.model.embedding_params(),
+        size_bytes: trainer.model.size_bytes(),
         test,
         validation,
         best_step,

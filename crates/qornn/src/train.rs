@@ -6,8 +6,9 @@ use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::linalg::{extreme_singular_values, orthogonality_defect};
-use crate::model::{Model, Parametrisation, Tensors, Workspace};
+use crate::model::{Architecture, Model, Parametrisation, Workspace};
 use crate::optim::{clip_grad_norm, Optimizer, OptimizerConfig, Schedule};
+use crate::params::{Kind, Tensor};
 use crate::projunn::retract;
 use crate::tasks::{rng_for, Batch, Task};
 use faer::Par;
@@ -125,7 +126,7 @@ impl Trainer {
 
     fn with_model(config: Config, task: Task, model: Model, step: u64) -> Result<Self> {
         config.validate()?;
-        let sizes: Vec<usize> = model.params.all().iter().map(|t| t.len()).collect();
+        let sizes: Vec<usize> = model.params.iter().map(Tensor::len).collect();
         let optimizer = Optimizer::new(OptimizerConfig::new(config.optimizer), &sizes);
         let ws = Workspace::new(&model.spec, task.steps(), config.batch);
         let sets = |test| task.eval_batches(test, config.batch, config.eval_sequences, config.seed);
@@ -142,7 +143,7 @@ impl Trainer {
             remainder_ws: None,
             carried_state: task
                 .carries_state()
-                .then(|| vec![0.0; config.batch * model.spec.hidden]),
+                .then(|| vec![0.0; model.spec.state_len(config.batch)]),
             total_steps,
             eval_every,
             epoch_steps,
@@ -183,7 +184,7 @@ impl Trainer {
             if self.step % per_epoch == 0 {
                 state.fill(0.0);
             }
-            self.ws.cell.initial_state_mut().copy_from_slice(state);
+            self.ws.core.set_initial_state(state);
         }
         let mut times = StepTimes::default();
         let t0 = Instant::now();
@@ -197,10 +198,10 @@ impl Trainer {
             });
         }
         if let Some(state) = &mut self.carried_state {
-            state.copy_from_slice(self.ws.cell.final_state());
+            self.ws.core.final_state_into(state);
         }
         let t2 = Instant::now();
-        self.model.grads.fill_zero();
+        self.model.grads.iter_mut().for_each(|g| g.fill(0.0));
         self.model.backward(&mut self.ws, &batch, self.par);
         let t3 = Instant::now();
         self.apply_optimizer();
@@ -215,7 +216,7 @@ impl Trainer {
 
     fn apply_optimizer(&mut self) {
         if self.config.clip > 0.0 {
-            clip_grad_norm(&mut self.model.grads.all_mut(), self.config.clip as f32);
+            clip_grad_norm(&mut self.model.grads, self.config.clip as f32);
         }
         let factor = self.lr_factor();
         let lr = (self.config.lr * factor) as f32;
@@ -228,12 +229,18 @@ impl Trainer {
             spec,
             ..
         } = &mut self.model;
-        for (index, (param, grad)) in params.all_mut().into_iter().zip(grads.all()).enumerate() {
+        for (index, (tensor, grad)) in params.iter_mut().zip(grads.iter()).enumerate() {
+            let param = &mut tensor.data;
             let delta = &mut self.delta[..param.len()];
-            let lr = if index == 0 { orthogonal_lr } else { lr };
-            self.optimizer.step(index, grad, lr, delta);
-            match (index, spec.parametrisation) {
-                (0, Parametrisation::ProjUnn(kind)) => {
+            let recurrent = tensor.kind == Kind::Recurrent;
+            self.optimizer.step(
+                index,
+                grad,
+                if recurrent { orthogonal_lr } else { lr },
+                delta,
+            );
+            match (recurrent, spec.architecture) {
+                (true, Architecture::Ornn(Parametrisation::ProjUnn(kind))) => {
                     let mut rng = rng_for(self.config.seed ^ SKETCH_SALT, self.step);
                     let c = &self.config;
                     retract(
@@ -272,11 +279,11 @@ impl Trainer {
                     .get_or_insert_with(|| Workspace::new(spec, batch.steps, batch.batch))
             };
             if let Some(state) = &eval_state {
-                ws.cell.initial_state_mut().copy_from_slice(state);
+                ws.core.set_initial_state(state);
             }
             let batch_loss = self.model.forward(ws, batch, self.par) as f64;
             if let Some(state) = &mut eval_state {
-                state.copy_from_slice(ws.cell.final_state());
+                ws.core.final_state_into(state);
             }
             loss += batch_loss * batch.batch as f64;
             sequences += batch.batch;
@@ -298,20 +305,25 @@ impl Trainer {
         }
     }
 
-    /// Orthogonality of the recurrent matrix (valid after `evaluate` or a step).
-    pub fn orthogonality(&self) -> Orthogonality {
+    /// Orthogonality of the recurrent matrix of an ORNN or RNN core (valid after
+    /// `evaluate` or a step): of `q(W)` and of `W` before quantization.
+    pub fn orthogonality(&self) -> Option<Orthogonality> {
         let n = self.model.spec.hidden;
-        let (qw, w) = (self.model.w_used(), self.model.w_orthogonal());
+        let qw = self.model.w_used()?;
+        let w = self
+            .model
+            .w_orthogonal()
+            .unwrap_or(&self.model.params[0].data);
         let (qmin, qmax) = extreme_singular_values(qw, n, n);
         let (min, max) = extreme_singular_values(w, n, n);
-        Orthogonality {
+        Some(Orthogonality {
             quantized_defect: orthogonality_defect(qw, n),
             quantized_sigma_min: qmin,
             quantized_sigma_max: qmax,
             defect: orthogonality_defect(w, n),
             sigma_min: min,
             sigma_max: max,
-        }
+        })
     }
 
     /// The state to write to disk (bookkeeping fields are the caller's).
@@ -332,7 +344,7 @@ impl Trainer {
     }
 
     /// Replaces the parameters (e.g. with the best ones, for the test evaluation).
-    pub fn load_params(&mut self, params: Tensors, spectral_u: Option<Vec<f32>>) {
+    pub fn load_params(&mut self, params: Vec<Tensor>, spectral_u: Option<Vec<f32>>) {
         self.model = Model::from_params(self.model.spec.clone(), params, spectral_u);
     }
 }

@@ -94,7 +94,7 @@ fn run_pytorch_cell<T: Real>(
             bias_ih: &mut gbi,
             bias_hh: &mut gbh,
         };
-        cell.backward(&p, &x, &dh, &mut g, Par::Seq);
+        cell.backward(&p, &x, &dh, &mut g, None, Par::Seq);
         back(cell.outputs())
     } else {
         let p = GruParams {
@@ -111,7 +111,7 @@ fn run_pytorch_cell<T: Real>(
             bias_ih: &mut gbi,
             bias_hh: &mut gbh,
         };
-        cell.backward(&p, &x, &dh, &mut g, Par::Seq);
+        cell.backward(&p, &x, &dh, &mut g, None, Par::Seq);
         back(cell.outputs())
     };
     (h, [back(&gwi), back(&gwh), back(&gbi), back(&gbh)])
@@ -158,7 +158,7 @@ fn fastrnn_case<T: Real>(r: &Reference, checks: &mut Checks, label: &str, tol: f
         alpha: &mut ga,
         beta: &mut gbeta,
     };
-    cell.backward(&p, &x, &dh, &mut g, Par::Seq);
+    cell.backward(&p, &x, &dh, &mut g, None, Par::Seq);
     checks.close(
         &format!("fastrnn {label} h"),
         &back(cell.outputs()),
@@ -236,7 +236,7 @@ fn fastgrnn_case<T: Real>(r: &Reference, checks: &mut Checks, label: &str, tol: 
         zeta: &mut gzeta,
         nu: &mut gnu,
     };
-    cell.backward(&p, &x, &dh, &mut g, Par::Seq);
+    cell.backward(&p, &x, &dh, &mut g, None, Par::Seq);
     checks.close(
         &format!("fastgrnn {label} h"),
         &back(cell.outputs()),

@@ -166,7 +166,7 @@ fn a_few_epochs_of_toy_pmnist_lower_the_loss() {
         optimizer: qornn::optim::OptimizerKind::Adam,
         lr: 3e-3,
         orthogonal_lr: Some(3e-3),
-        bits: 8,
+        bits: Some(8),
         threads: 1,
         ..Config::default()
     };

@@ -126,8 +126,8 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
     cell.forward(&params, &p.x, Par::Seq);
     head.forward(cell.outputs(), n, &p.v, &p.c, &p.targets, Par::Seq);
     let (mut gv, mut gc) = (vec![0.0; p.v.len()], vec![0.0; p.c.len()]);
-    let (outputs, grad_outputs) = cell.outputs_and_grads_mut();
-    head.backward(outputs, n, &p.v, &mut gv, &mut gc, grad_outputs, Par::Seq);
+    let mut dh = vec![0.0; cell.outputs().len()];
+    head.backward(cell.outputs(), n, &p.v, &mut gv, &mut gc, &mut dh, Par::Seq);
     let (mut gw, mut gu, mut gb, mut gbm) = (
         vec![0.0; n * n],
         vec![0.0; p.u.len()],
@@ -138,6 +138,7 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
     cell.backward(
         &params,
         &p.x,
+        &dh,
         &mut CellGrads {
             w: &mut gw,
             u: &mut gu,

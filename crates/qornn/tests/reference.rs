@@ -102,7 +102,7 @@ fn run_ornn<T: Real>(
     };
     let bm = match act {
         Activation::Modrelu => to::<T>(&r.f64("bm")),
-        Activation::Relu => vec![T::zero(); hidden],
+        Activation::Relu | Activation::Tanh => vec![T::zero(); hidden],
     };
     let (w, u, b) = (to::<T>(w), to::<T>(u), to::<T>(&r.f64("b")));
     let (v, c) = (to::<T>(&r.f64("V")), to::<T>(&r.f64("c")));
@@ -125,14 +125,14 @@ fn run_ornn<T: Real>(
         vec![T::zero(); hidden],
     );
     let (mut gv, mut gc) = (vec![T::zero(); v.len()], vec![T::zero(); classes]);
-    let (outputs, grad_outputs) = cell.outputs_and_grads_mut();
+    let mut dh = vec![T::zero(); cell.outputs().len()];
     head.backward(
-        outputs,
+        cell.outputs(),
         hidden,
         &v,
         &mut gv,
         &mut gc,
-        grad_outputs,
+        &mut dh,
         Par::Seq,
     );
     let mut grads = CellGrads {
@@ -141,7 +141,7 @@ fn run_ornn<T: Real>(
         b: &mut gb,
         bm: &mut gbm,
     };
-    cell.backward(&params, &x, &mut grads, None, Par::Seq);
+    cell.backward(&params, &x, &dh, &mut grads, None, Par::Seq);
     OrnnOut {
         h: back(cell.outputs()),
         logits: back(head.logits()),

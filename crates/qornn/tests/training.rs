@@ -16,7 +16,7 @@ fn small_copy(model: &str, bits: u32) -> Config {
         lr: 3e-3,
         orthogonal_lr: Some(3e-3),
         model: model.into(),
-        bits,
+        bits: Some(bits),
         threads: 1,
         ..Config::default()
     }
@@ -69,7 +69,7 @@ fn adding_task_lowers_its_loss() {
         optimizer: qornn::optim::OptimizerKind::Adam,
         lr: 3e-3,
         orthogonal_lr: Some(3e-3),
-        bits: 8,
+        bits: Some(8),
         threads: 1,
         ..Config::default()
     };
@@ -135,4 +135,65 @@ fn resumed_run_matches_uninterrupted_run() {
             "{model}: metrics differ after resume"
         );
     }
+}
+
+/// Every baseline cell, quantized to 8 bits, learns the adding task (T = 20).
+#[test]
+fn baselines_learn_the_adding_task() {
+    for model in ["rnn", "lstm", "gru", "fastrnn", "fastgrnn"] {
+        let config = Config {
+            task: "adding".into(),
+            model: model.into(),
+            bits: Some(8),
+            length: 20,
+            hidden: 32,
+            batch: 32,
+            steps: 1500,
+            eval_every: 500,
+            eval_sequences: 256,
+            optimizer: qornn::optim::OptimizerKind::Adam,
+            lr: 3e-3,
+            threads: 1,
+            ..Config::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let summary = run::start(config, dir.path(), &mut ()).unwrap();
+        let ratio = summary.test.loss / summary.baseline_loss;
+        assert!(
+            ratio < 0.6,
+            "{model}: test MSE {:.4} vs baseline {:.4}",
+            summary.test.loss,
+            summary.baseline_loss
+        );
+    }
+}
+
+/// Sizes count k bits per quantized weight, one 32-bit step per tensor (or row), and 32
+/// bits per float: for n = 64 on the copy task (d = 10, C = 9).
+#[test]
+fn model_sizes_count_bits_as_stored() {
+    let spec = |bits: Option<u32>, granularity| {
+        let config = Config {
+            hidden: 64,
+            bits,
+            granularity,
+            ..Config::default()
+        };
+        config.model_spec_for(&config.task().unwrap())
+    };
+    use qornn::quant::Granularity::{PerRow, PerTensor};
+    let size = |bits, granularity| {
+        let model = qornn::Model::new(spec(bits, granularity), &mut rand::thread_rng());
+        (model.num_params(), model.size_bytes())
+    };
+    let floats = 64 + 9 * 64 + 9; // b, V, c
+    let quantized = 64 * 64 + 64 * 10; // W, U
+    assert_eq!(
+        size(Some(32), PerTensor),
+        (quantized + floats, 4 * (quantized + floats) as u64)
+    );
+    let bits = quantized * 4 + 2 * 32 + floats * 32;
+    assert_eq!(size(Some(4), PerTensor).1, bits.div_ceil(8) as u64);
+    let bits = quantized * 4 + 2 * 64 * 32 + floats * 32;
+    assert_eq!(size(Some(4), PerRow).1, bits.div_ceil(8) as u64);
 }

@@ -59,6 +59,18 @@ impl<T: Real> GruCell<T> {
         &self.h[self.shape.batch * self.shape.hidden..]
     }
 
+    /// Sets the initial state `h_0`, `(B, n)` (zero unless a state is carried over).
+    pub fn set_initial_state(&mut self, state: &[T]) {
+        let block = self.shape.batch * self.shape.hidden;
+        self.h[..block].copy_from_slice(state);
+    }
+
+    /// Copies the last state `h_T`, `(B, n)`, into `state`.
+    pub fn final_state_into(&self, state: &mut [T]) {
+        let block = self.shape.batch * self.shape.hidden;
+        state.copy_from_slice(&self.h[self.h.len() - block..]);
+    }
+
     pub fn forward(&mut self, p: &GruParams<'_, T>, x: &[T], par: Par) {
         let CellShape {
             hidden: n,
@@ -122,6 +134,7 @@ impl<T: Real> GruCell<T> {
         x: &[T],
         dh: &[T],
         g: &mut GruGrads<'_, T>,
+        grad_x: Option<&mut [T]>,
         par: Par,
     ) {
         let CellShape {
@@ -168,6 +181,17 @@ impl<T: Real> GruCell<T> {
             );
         }
         let rows = steps * batch;
+        if let Some(grad_x) = grad_x {
+            // dL/dx_t = dG_t W_ih: the input's gradient, for an embedding below the cell.
+            gemm(
+                mat_mut(grad_x, rows, d),
+                Accum::Replace,
+                mat(&self.dinput, rows, 3 * n),
+                mat(p.weight_ih, 3 * n, d),
+                T::one(),
+                par,
+            );
+        }
         gemm(
             mat_mut(g.weight_ih, 3 * n, d),
             Accum::Add,

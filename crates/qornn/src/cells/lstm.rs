@@ -61,6 +61,20 @@ impl<T: Real> LstmCell<T> {
         &self.h[self.shape.batch * self.shape.hidden..]
     }
 
+    /// Sets the initial state `(h_0, c_0)`, `2 x (B, n)` (zero unless carried over).
+    pub fn set_initial_state(&mut self, state: &[T]) {
+        let block = self.shape.batch * self.shape.hidden;
+        self.h[..block].copy_from_slice(&state[..block]);
+        self.c[..block].copy_from_slice(&state[block..]);
+    }
+
+    /// Copies the last state `(h_T, c_T)`, `2 x (B, n)`, into `state`.
+    pub fn final_state_into(&self, state: &mut [T]) {
+        let block = self.shape.batch * self.shape.hidden;
+        state[..block].copy_from_slice(&self.h[self.h.len() - block..]);
+        state[block..].copy_from_slice(&self.c[self.c.len() - block..]);
+    }
+
     pub fn forward(&mut self, p: &LstmParams<'_, T>, x: &[T], par: Par) {
         let CellShape {
             hidden: n,
@@ -127,6 +141,7 @@ impl<T: Real> LstmCell<T> {
         x: &[T],
         dh: &[T],
         g: &mut LstmGrads<'_, T>,
+        grad_x: Option<&mut [T]>,
         par: Par,
     ) {
         let CellShape {
@@ -170,6 +185,17 @@ impl<T: Real> LstmCell<T> {
             );
         }
         let rows = steps * batch;
+        if let Some(grad_x) = grad_x {
+            // dL/dx_t = dG_t W_ih: the input's gradient, for an embedding below the cell.
+            gemm(
+                mat_mut(grad_x, rows, d),
+                Accum::Replace,
+                mat(&self.dgates, rows, 4 * n),
+                mat(p.weight_ih, 4 * n, d),
+                T::one(),
+                par,
+            );
+        }
         gemm(
             mat_mut(g.weight_ih, 4 * n, d),
             Accum::Add,
