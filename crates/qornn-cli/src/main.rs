@@ -26,6 +26,8 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Evaluate the best model of a run on its test set.
     Eval(EvalArgs),
+    /// Write a run's best weights under PyTorch's names (a safetensors file).
+    Weights(WeightsArgs),
     /// Time one full training step (parametrise, forward, backward, optimiser).
     Bench(bench::BenchArgs),
 }
@@ -48,6 +50,10 @@ struct TrainArgs {
     /// Folder with MNIST's IDX files and the PTB text files (plain or .gz) [default: $QORNN_DATA, else ./data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Start from these weights (a safetensors file from `qornn weights`, or PyTorch's
+    /// state_dict under the same names) instead of a random initialisation.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
     /// Check the SHA-256 of data files with their usual names: true or false [default: true].
     #[arg(long)]
     verify_data: Option<bool>,
@@ -135,6 +141,16 @@ struct TrainArgs {
 }
 
 #[derive(Args)]
+struct WeightsArgs {
+    /// A run folder written by `qornn train`.
+    #[arg(long, value_name = "DIR")]
+    run: PathBuf,
+    /// The safetensors file to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
 struct EvalArgs {
     /// A run folder written by `qornn train`.
     #[arg(long, value_name = "DIR")]
@@ -166,6 +182,7 @@ impl TrainArgs {
         set(&mut table, "task", self.task.clone());
         set(&mut table, "data_dir", self.data_dir.clone());
         set(&mut table, "verify_data", self.verify_data);
+        set(&mut table, "weights", self.weights.clone());
         set(&mut table, "delay", self.delay);
         set(&mut table, "length", self.length);
         set(&mut table, "seq", self.seq);
@@ -254,6 +271,14 @@ fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+fn weights(args: WeightsArgs) -> Result<()> {
+    let tensors = run::best_weights(&args.run)?;
+    qornn::weights::save(&args.out, &tensors)?;
+    let names: Vec<&str> = tensors.iter().map(|t| t.name).collect();
+    eprintln!("wrote {} ({})", args.out.display(), names.join(", "));
+    Ok(())
+}
+
 fn eval(args: EvalArgs) -> Result<()> {
     let summary = run::evaluate(&args.run)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -265,6 +290,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Train(args) => train(*args),
         Command::Eval(args) => eval(args),
+        Command::Weights(args) => weights(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -261,3 +261,68 @@ fn help_states_the_real_defaults() {
 fn qornn_default_config() -> String {
     qornn::config::Config::default().to_toml()
 }
+
+/// `qornn weights` writes PyTorch-named tensors that `--weights` reads back; a file for
+/// another model is refused, naming it.
+#[test]
+fn weights_export_and_start_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, file) = (dir.path().join("run"), dir.path().join("lstm.safetensors"));
+    let mut args = vec![
+        "train",
+        "--model",
+        "lstm",
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(SMALL.iter().filter(|a| !["--bits", "6"].contains(a)));
+    assert!(qornn(&args).status.success());
+    let out = qornn(&[
+        "weights",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("weight_ih_l0"));
+    let again = dir.path().join("again");
+    let mut args = vec![
+        "train",
+        "--model",
+        "lstm",
+        "--weights",
+        file.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--eval-every",
+        "10",
+    ];
+    args.extend(["--out", again.to_str().unwrap()]);
+    args.extend(SMALL.iter().filter(|a| !["--bits", "6"].contains(a)));
+    let out = qornn(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gru = dir.path().join("gru");
+    let args = [
+        "train",
+        "--model",
+        "gru",
+        "--weights",
+        file.to_str().unwrap(),
+        "--out",
+        gru.to_str().unwrap(),
+    ];
+    fails_with(&args, &["lstm.safetensors", "weight_ih_l0"]);
+}

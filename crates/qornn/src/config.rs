@@ -42,6 +42,9 @@ pub struct Config {
     /// Folder of the data sets (MNIST's IDX files, the PTB text files); unset:
     /// `QORNN_DATA`, else `data`.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Initial weights: a safetensors file with the model's tensors under PyTorch's (or
+    /// EdgeML's) names, as `qornn weights` writes them.
+    pub weights: Option<std::path::PathBuf>,
     /// Check the SHA-256 of data files under their usual names (turn off for your own
     /// variants of the files).
     pub verify_data: bool,
@@ -101,6 +104,7 @@ impl Default for Config {
             task: "copy".into(),
             data_dir: None,
             verify_data: true,
+            weights: None,
             delay: 100,
             length: 200,
             seq: 150,

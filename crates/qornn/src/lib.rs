@@ -22,6 +22,7 @@ pub mod real;
 pub mod run;
 pub mod tasks;
 pub mod train;
+pub mod weights;
 
 pub use bjorck::{Bjorck, BjorckConfig, SpectralNorm};
 pub use error::{Error, Result};

@@ -111,6 +111,14 @@ pub fn resume(dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
     drive(trainer, state, dir, observer)
 }
 
+/// The tensors of the best model of a run.
+pub fn best_weights(dir: &Path) -> Result<Vec<crate::params::Tensor>> {
+    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    config.validate()?;
+    let task = config.task()?;
+    Ok(checkpoint::load(&dir.join(BEST_FILE), &config.model_spec_for(&task))?.params)
+}
+
 /// Loads the best model of a finished (or interrupted) run and evaluates it on the test set.
 pub fn evaluate(dir: &Path) -> Result<Summary> {
     let config = Config::from_file(&dir.join(CONFIG_FILE))?;

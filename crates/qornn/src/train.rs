@@ -97,7 +97,18 @@ impl Trainer {
     /// A fresh run on `task` (`config.task()`, or `Task::Random` for benchmarks).
     pub fn new(config: Config, task: Task) -> Result<Self> {
         let spec = config.model_spec_for(&task);
-        let model = Model::new(spec, &mut rng_for(config.seed, STREAM_INIT));
+        let mut model = Model::new(spec.clone(), &mut rng_for(config.seed, STREAM_INIT));
+        if let Some(path) = &config.weights {
+            // Start from saved weights (ours, or PyTorch's under the same names); tensors
+            // the file lacks (an optional read-out) keep their initial values.
+            let (loaded, read) = crate::weights::load(path, &spec)?;
+            for (t, new) in model.params.iter_mut().zip(loaded) {
+                if read.contains(&t.name) {
+                    *t = new;
+                }
+            }
+            model = Model::from_params(spec, model.params, None);
+        }
         Self::with_model(config, task, model, 0)
     }
 
