@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Times one STE-Björck training step in qornn and in PyTorch (CPU) on this machine, in one
-# command, and prints the ratios. Usage: bench/compare.sh [HIDDEN ...]   (default: 170 512)
-# Needs: a release build (cargo build --release) and `pip install torch numpy`.
+# Times one training step in qornn and in PyTorch (CPU) on this machine, in one command,
+# and prints the ratios. Usage: bench/compare.sh [MODEL:HIDDEN:BITS ...]
+# Default: the QORNN step at n = 170 and 512 (4 bits), and LSTM, GRU, FastGRNN at n = 170
+# in full precision. T = 784, batch 128, input 1, 10 classes (the sMNIST shape).
+# Needs: `pip install torch numpy`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
-sizes=("${@:-170 512}")
-[ $# -eq 0 ] && sizes=(170 512)
-printf '%-6s %-12s %-12s %-10s %-14s %-14s %-10s\n' hidden qornn_s torch_s speedup qornn_rss_MiB torch_rss_MiB mem_ratio
-for n in "${sizes[@]}"; do
+cases=("$@")
+[ ${#cases[@]} -eq 0 ] && cases=(qornn-bjorck:170:4 qornn-bjorck:512:4 lstm:170:32 gru:170:32 fastgrnn:170:32)
+printf '%-14s %-6s %-5s %-10s %-10s %-9s %-13s %-13s %-9s\n' model hidden bits qornn_s torch_s speedup qornn_MiB torch_MiB mem_ratio
+for case in "${cases[@]}"; do
+  IFS=: read -r model n bits <<<"$case"
   repeats=5; [ "$n" -ge 400 ] && repeats=3
-  ours=$(./target/release/qornn bench --model qornn-bjorck --hidden "$n" --batch 128 --seq 784 --bits 4 --repeats $repeats --json)
-  theirs=$(python3 bench/pytorch_step.py --hidden "$n" --batch 128 --seq 784 --bits 4 --repeats $repeats)
+  ours=$(./target/release/qornn bench --model "$model" --hidden "$n" --batch 128 --seq 784 --bits "$bits" --repeats $repeats --json)
+  theirs=$(python3 bench/pytorch_step.py --model "$model" --hidden "$n" --batch 128 --seq 784 --bits "$bits" --repeats $repeats)
   python3 - "$ours" "$theirs" <<'PY'
 import json, sys
 o, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"{o['hidden']:<6} {o['seconds_per_step']:<12.4f} {t['seconds_per_step']:<12.4f} "
-      f"{t['seconds_per_step'] / o['seconds_per_step']:<10.2f} {o['peak_rss_bytes'] / 2**20:<14.1f} "
-      f"{t['peak_rss_bytes'] / 2**20:<14.1f} {o['peak_rss_bytes'] / t['peak_rss_bytes']:<10.2f}")
+print(f"{o['model']:<14} {o['hidden']:<6} {o['bits']:<5} {o['seconds_per_step']:<10.4f} {t['seconds_per_step']:<10.4f} "
+      f"{t['seconds_per_step'] / o['seconds_per_step']:<9.2f} {o['peak_rss_bytes'] / 2**20:<13.1f} "
+      f"{t['peak_rss_bytes'] / 2**20:<13.1f} {o['peak_rss_bytes'] / t['peak_rss_bytes']:<9.2f}")
 PY
 done

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""One full STE-Björck QORNN training step in PyTorch on CPU, the same step `qornn bench`
-times: spectral normalisation (one power iteration), 15 Björck iterations, the paper's
-per-tensor quantizer with a straight-through estimator on W and U, a ReLU recurrence over
-T steps, a last-step read-out with cross-entropy, backward through all of it, RMSprop.
+"""One full training step in PyTorch on CPU, the same step `qornn bench` times.
+
+--model qornn-bjorck: spectral normalisation (one power iteration), 15 Björck iterations,
+the paper's per-tensor quantizer with a straight-through estimator on W and U, a ReLU
+recurrence over T steps. --model lstm / gru: torch.nn.LSTM / torch.nn.GRU (their fused
+kernels; with --bits 32, as qornn's baselines are timed). --model fastgrnn: EdgeML's
+FastGRNN cell, scripted step by step. Then a last-step read-out with cross-entropy,
+backward through all of it, RMSprop.
 
 Prints one JSON object: {"seconds_per_step", "phases": {...}, "peak_rss_bytes"}.
 """
@@ -32,6 +36,7 @@ def bjorck(w, iterations=15, beta=0.5):
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--model", default="qornn-bjorck", choices=["qornn-bjorck", "lstm", "gru", "fastgrnn"])
     p.add_argument("--hidden", type=int, default=170)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seq", type=int, default=784)
@@ -49,32 +54,71 @@ def main():
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n, d, c = args.hidden, args.input, args.classes
-    A = torch.nn.Parameter(torch.linalg.qr(torch.randn(n, n))[0])
-    U = torch.nn.Parameter(torch.empty(n, d).uniform_(-d ** -0.5, d ** -0.5))
-    b = torch.nn.Parameter(torch.zeros(n))
     V = torch.nn.Parameter(torch.empty(c, n).uniform_(-n ** -0.5, n ** -0.5))
     cb = torch.nn.Parameter(torch.zeros(c))
-    opt = torch.optim.RMSprop([A, U, b, V, cb], lr=1e-3)
-    u = torch.nn.functional.normalize(torch.randn(n), dim=0)
     x = torch.rand(args.seq, args.batch, d)
     y = torch.randint(0, c, (args.batch,))
 
+    if args.model == "qornn-bjorck":
+        A = torch.nn.Parameter(torch.linalg.qr(torch.randn(n, n))[0])
+        U = torch.nn.Parameter(torch.empty(n, d).uniform_(-d ** -0.5, d ** -0.5))
+        b = torch.nn.Parameter(torch.zeros(n))
+        core_params = [A, U, b]
+        state = {"u": torch.nn.functional.normalize(torch.randn(n), dim=0)}
+
+        def parametrise():
+            with torch.no_grad():
+                v = torch.nn.functional.normalize(A.t() @ state["u"], dim=0)
+                state["u"] = torch.nn.functional.normalize(A @ v, dim=0)
+            sigma = state["u"] @ A @ v
+            return quantize_ste(bjorck(A / sigma), args.bits), quantize_ste(U, args.bits)
+
+        def recur(weights):
+            W, Uq = weights
+            xu = (x.reshape(-1, d) @ Uq.t() + b).reshape(args.seq, args.batch, n)
+            h = torch.zeros(args.batch, n)
+            # unbind, not xu[t]: indexing's backward would build a full-size gradient per step
+            for xu_t in xu.unbind(0):
+                h = torch.relu(h @ W.t() + xu_t)
+            return h
+    elif args.model in ("lstm", "gru"):
+        rnn = (torch.nn.LSTM if args.model == "lstm" else torch.nn.GRU)(d, n)
+        core_params = list(rnn.parameters())
+
+        def parametrise():
+            return None
+
+        def recur(_):
+            return rnn(x)[0][-1]
+    else:
+        W = torch.nn.Parameter(0.1 * torch.randn(n, d))
+        U = torch.nn.Parameter(0.1 * torch.randn(n, n))
+        b_z = torch.nn.Parameter(torch.ones(n))
+        b_h = torch.nn.Parameter(torch.ones(n))
+        zeta = torch.nn.Parameter(torch.tensor(1.0))
+        nu = torch.nn.Parameter(torch.tensor(-4.0))
+        core_params = [W, U, b_z, b_h, zeta, nu]
+
+        def parametrise():
+            return None
+
+        def recur(_):
+            xw = (x.reshape(-1, d) @ W.t()).reshape(args.seq, args.batch, n)
+            h = torch.zeros(args.batch, n)
+            for xw_t in xw.unbind(0):
+                pre = xw_t + h @ U.t()
+                z = torch.sigmoid(pre + b_z)
+                cand = torch.tanh(pre + b_h)
+                h = z * h + (torch.sigmoid(zeta) * (1 - z) + torch.sigmoid(nu)) * cand
+            return h
+
+    opt = torch.optim.RMSprop(core_params + [V, cb], lr=1e-3)
+
     def step():
-        nonlocal u
         t0 = time.perf_counter()
-        with torch.no_grad():
-            v = torch.nn.functional.normalize(A.t() @ u, dim=0)
-            u = torch.nn.functional.normalize(A @ v, dim=0)
-        sigma = u @ A @ v
-        W = quantize_ste(bjorck(A / sigma), args.bits)
-        Uq = quantize_ste(U, args.bits)
+        weights = parametrise()
         t1 = time.perf_counter()
-        xu = (x.reshape(-1, d) @ Uq.t() + b).reshape(args.seq, args.batch, n)
-        h = torch.zeros(args.batch, n)
-        # unbind, not xu[t]: indexing's backward would build a full-size gradient per step
-        for xu_t in xu.unbind(0):
-            h = torch.relu(h @ W.t() + xu_t)
-        loss = torch.nn.functional.cross_entropy(h @ V.t() + cb, y)
+        loss = torch.nn.functional.cross_entropy(recur(weights) @ V.t() + cb, y)
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=False)
         loss.backward()
@@ -92,6 +136,7 @@ def main():
     med = lambda i: statistics.median(p[i] for p in phases)
     print(json.dumps({
         "framework": "pytorch " + torch.__version__,
+        "model": args.model,
         "flush_denormal": not args.keep_denormals,
         "threads": torch.get_num_threads(),
         "hidden": n, "batch": args.batch, "seq": args.seq, "bits": args.bits,
