@@ -95,6 +95,12 @@ struct TrainArgs {
     /// projUNN: rank of the approximated step [default: 1].
     #[arg(long)]
     rank: Option<usize>,
+    /// FastRNN/FastGRNN: rank of W = W1 W2, 0 for a full matrix [default: 0].
+    #[arg(long)]
+    rank_w: Option<usize>,
+    /// FastRNN/FastGRNN: rank of U = U1 U2, 0 for a full matrix [default: 0].
+    #[arg(long)]
+    rank_u: Option<usize>,
     /// Optimiser: rmsprop or adam [default: rmsprop].
     #[arg(long)]
     optimizer: Option<String>,
@@ -195,6 +201,8 @@ impl TrainArgs {
         set(&mut table, "init", self.init.clone());
         set(&mut table, "bjorck_iterations", self.bjorck_iterations);
         set(&mut table, "rank", self.rank);
+        set(&mut table, "rank_w", self.rank_w);
+        set(&mut table, "rank_u", self.rank_u);
         set(&mut table, "optimizer", self.optimizer.clone());
         set(&mut table, "lr", self.lr);
         set(&mut table, "orthogonal_lr", self.orthogonal_lr);

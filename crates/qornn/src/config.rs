@@ -69,6 +69,9 @@ pub struct Config {
     pub bjorck_iterations: usize,
     /// projUNN: rank of the approximated step.
     pub rank: usize,
+    /// FastRNN/FastGRNN: rank of `W = W1 W2` and of `U = U1 U2`; 0 keeps full matrices.
+    pub rank_w: usize,
+    pub rank_u: usize,
     /// projUNN: re-orthonormalise W when `||W^T W - I||_F` exceeds this (checked every
     /// 100 steps).
     pub orthogonality_tolerance: f64,
@@ -117,6 +120,8 @@ impl Default for Config {
             init: Init::Henaff,
             bjorck_iterations: BjorckConfig::default().iterations,
             rank: 1,
+            rank_w: 0,
+            rank_u: 0,
             orthogonality_tolerance: 1e-5,
             optimizer: OptimizerKind::Rmsprop,
             lr: 1e-3,
@@ -240,6 +245,16 @@ impl Config {
             return Err(Error::config(
                 "seq",
                 "the segment length must be at least 1",
+            ));
+        }
+        if (self.rank_w > 0 || self.rank_u > 0) && !self.model.starts_with("fast") {
+            let field = if self.rank_w > 0 { "rank_w" } else { "rank_u" };
+            return Err(Error::config(
+                field,
+                format!(
+                    "low-rank matrices are FastRNN's and FastGRNN's, not {}'s",
+                    self.model
+                ),
             ));
         }
         let elman = self.model.contains("ornn") || self.model == "rnn";
@@ -380,6 +395,8 @@ impl Config {
             },
             init: self.init,
             vocabulary: task.embedding_vocabulary(),
+            rank_w: (self.rank_w > 0).then_some(self.rank_w),
+            rank_u: (self.rank_u > 0).then_some(self.rank_u),
         }
     }
 }

@@ -10,12 +10,13 @@ use crate::cells::gru::{GruCell, GruGrads, GruParams};
 use crate::cells::lstm::{LstmCell, LstmGrads, LstmParams};
 use crate::head::{Head, Readout};
 use crate::init::Init;
+use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell};
 use crate::params::{stored_bits, zeros_like, Kind, Tensor};
 use crate::projunn::ProjUnnKind;
 use crate::quant::{Granularity, Quantizer};
 use crate::tasks::Batch;
-use faer::Par;
+use faer::{Accum, Par};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
@@ -58,6 +59,27 @@ pub struct ModelSpec {
     /// Token inputs: the vocabulary of a float embedding `(V, d)` whose rows feed the core
     /// (`input` is then the embedding size d). `None`: dense inputs.
     pub vocabulary: Option<usize>,
+    /// FastRNN/FastGRNN: `W = W1 W2` of rank `rank_w` and `U = U1 U2` of rank `rank_u`
+    /// (EdgeML's low-rank option); `None`: full matrices.
+    pub rank_w: Option<usize>,
+    pub rank_u: Option<usize>,
+}
+
+/// FastRNN/FastGRNN: where the cell's `W` or `U` comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// The tensor at this index.
+    Full(usize),
+    /// The product of the tensors at these indices (`left (n x r)`, `right (r x cols)`).
+    LowRank { left: usize, right: usize },
+}
+
+/// FastRNN/FastGRNN: the sources of `W` and `U`, and the index of the first other tensor.
+#[derive(Clone, Copy, Debug)]
+struct FastLayout {
+    w: Source,
+    u: Source,
+    rest: usize,
 }
 
 impl ModelSpec {
@@ -96,21 +118,38 @@ impl ModelSpec {
                     Tensor::zeros("bias_hh_l0", 1, g * n, Float),
                 ]
             }
-            Architecture::FastRnn => vec![
-                Tensor::zeros("W", n, d, Quantized),
-                Tensor::zeros("U", n, n, Quantized),
-                Tensor::zeros("b_h", 1, n, Float),
-                Tensor::zeros("alpha", 1, 1, Float),
-                Tensor::zeros("beta", 1, 1, Float),
-            ],
-            Architecture::FastGrnn => vec![
-                Tensor::zeros("W", n, d, Quantized),
-                Tensor::zeros("U", n, n, Quantized),
-                Tensor::zeros("b_z", 1, n, Float),
-                Tensor::zeros("b_h", 1, n, Float),
-                Tensor::zeros("zeta", 1, 1, Float),
-                Tensor::zeros("nu", 1, 1, Float),
-            ],
+            Architecture::FastRnn | Architecture::FastGrnn => {
+                let mut t = Vec::new();
+                match self.rank_w {
+                    Some(r) => t.extend([
+                        Tensor::zeros("W1", n, r, Quantized),
+                        Tensor::zeros("W2", r, d, Quantized),
+                    ]),
+                    None => t.push(Tensor::zeros("W", n, d, Quantized)),
+                }
+                match self.rank_u {
+                    Some(r) => t.extend([
+                        Tensor::zeros("U1", n, r, Quantized),
+                        Tensor::zeros("U2", r, n, Quantized),
+                    ]),
+                    None => t.push(Tensor::zeros("U", n, n, Quantized)),
+                }
+                if self.architecture == Architecture::FastRnn {
+                    t.extend([
+                        Tensor::zeros("b_h", 1, n, Float),
+                        Tensor::zeros("alpha", 1, 1, Float),
+                        Tensor::zeros("beta", 1, 1, Float),
+                    ]);
+                } else {
+                    t.extend([
+                        Tensor::zeros("b_z", 1, n, Float),
+                        Tensor::zeros("b_h", 1, n, Float),
+                        Tensor::zeros("zeta", 1, 1, Float),
+                        Tensor::zeros("nu", 1, 1, Float),
+                    ]);
+                }
+                t
+            }
         };
         t.push(Tensor::zeros("readout.weight", c, n, Float));
         t.push(Tensor::zeros("readout.bias", 1, c, Float));
@@ -118,6 +157,24 @@ impl ModelSpec {
             t.push(Tensor::zeros("embedding.weight", v, d, Float));
         }
         t
+    }
+
+    fn fast_layout(&self) -> FastLayout {
+        let (w, next) = match self.rank_w {
+            Some(_) => (Source::LowRank { left: 0, right: 1 }, 2),
+            None => (Source::Full(0), 1),
+        };
+        let (u, rest) = match self.rank_u {
+            Some(_) => (
+                Source::LowRank {
+                    left: next,
+                    right: next + 1,
+                },
+                next + 2,
+            ),
+            None => (Source::Full(next), next + 1),
+        };
+        FastLayout { w, u, rest }
     }
 
     /// Floats carried from one batch to the next: `h` (and `c` for the LSTM), `(B, n)` each.
@@ -236,6 +293,12 @@ pub struct Model {
     /// (unused) gradient.
     zero_bias_mod: Vec<f32>,
     unused_grad: Vec<f32>,
+    /// Low-rank FastRNN/FastGRNN: the products `W = q(W1) q(W2)`, `U = q(U1) q(U2)` and
+    /// their gradients (empty for full matrices).
+    low_rank_w: Vec<f32>,
+    low_rank_u: Vec<f32>,
+    grad_low_rank_w: Vec<f32>,
+    grad_low_rank_u: Vec<f32>,
 }
 
 /// Indices of the read-out and embedding tensors, which follow the core's.
@@ -270,7 +333,7 @@ impl Model {
                 "weight_ih_l0" | "weight_hh_l0" | "bias_ih_l0" | "bias_hh_l0" => {
                     uniform(t, pytorch_bound, rng)
                 }
-                "W" | "U" => t
+                "W" | "U" | "W1" | "W2" | "U1" | "U2" => t
                     .data
                     .iter_mut()
                     .for_each(|v| *v = 0.1 * rng.sample::<f32, _>(StandardNormal)),
@@ -319,6 +382,10 @@ impl Model {
             scratch: vec![0.0; if elman { n * n } else { 0 }],
             zero_bias_mod: vec![0.0; if elman { n } else { 0 }],
             unused_grad: vec![0.0; if elman { n } else { 0 }],
+            low_rank_w: vec![0.0; spec.rank_w.map_or(0, |_| n * spec.input)],
+            low_rank_u: vec![0.0; spec.rank_u.map_or(0, |_| n * n)],
+            grad_low_rank_w: vec![0.0; spec.rank_w.map_or(0, |_| n * spec.input)],
+            grad_low_rank_u: vec![0.0; spec.rank_u.map_or(0, |_| n * n)],
             spec,
             params,
             spectral,
@@ -425,6 +492,47 @@ impl Model {
                 }
             }
         }
+        if self.spec.rank_w.is_some() || self.spec.rank_u.is_some() {
+            self.compose_low_rank(par);
+        }
+    }
+
+    /// Low-rank FastRNN/FastGRNN: `W = q(W1) q(W2)`, `U = q(U1) q(U2)`.
+    fn compose_low_rank(&mut self, par: Par) {
+        let layout = self.spec.fast_layout();
+        for (source, is_w) in [(layout.w, true), (layout.u, false)] {
+            if let Source::LowRank { left, right } = source {
+                let (l, r) = (&self.params[left], &self.params[right]);
+                let (rows, rank, cols) = (l.rows, l.cols, r.cols);
+                let mut out = std::mem::take(if is_w {
+                    &mut self.low_rank_w
+                } else {
+                    &mut self.low_rank_u
+                });
+                gemm(
+                    mat_mut(&mut out, rows, cols),
+                    Accum::Replace,
+                    mat(self.used(left), rows, rank),
+                    mat(self.used(right), rank, cols),
+                    1.0,
+                    par,
+                );
+                *(if is_w {
+                    &mut self.low_rank_w
+                } else {
+                    &mut self.low_rank_u
+                }) = out;
+            }
+        }
+    }
+
+    /// What a FastRNN/FastGRNN uses as `W` or `U`.
+    fn fast_matrix(&self, source: Source, is_w: bool) -> &[f32] {
+        match source {
+            Source::Full(i) => self.used(i),
+            Source::LowRank { .. } if is_w => &self.low_rank_w,
+            Source::LowRank { .. } => &self.low_rank_u,
+        }
     }
 
     /// The recurrence's input for `batch`: its dense `x`, or (with an embedding) the
@@ -486,23 +594,25 @@ impl Model {
                 par,
             ),
             Core::FastRnn(cell) => {
+                let f = self.spec.fast_layout();
                 let p = FastRnnParams {
-                    w: u(0),
-                    u: u(1),
-                    b_h: u(2),
-                    alpha: self.scalar(3),
-                    beta: self.scalar(4),
+                    w: self.fast_matrix(f.w, true),
+                    u: self.fast_matrix(f.u, false),
+                    b_h: u(f.rest),
+                    alpha: self.scalar(f.rest + 1),
+                    beta: self.scalar(f.rest + 2),
                 };
                 cell.forward(&p, x, par);
             }
             Core::FastGrnn(cell) => {
+                let f = self.spec.fast_layout();
                 let p = FastGrnnParams {
-                    w: u(0),
-                    u: u(1),
-                    b_z: u(2),
-                    b_h: u(3),
-                    zeta: self.scalar(4),
-                    nu: self.scalar(5),
+                    w: self.fast_matrix(f.w, true),
+                    u: self.fast_matrix(f.u, false),
+                    b_z: u(f.rest),
+                    b_h: u(f.rest + 1),
+                    zeta: self.scalar(f.rest + 2),
+                    nu: self.scalar(f.rest + 3),
                 };
                 cell.forward(&p, x, par);
             }
@@ -637,49 +747,8 @@ impl Model {
                     par,
                 );
             }
-            Core::FastRnn(cell) => {
-                let p = FastRnnParams {
-                    w: used(0),
-                    u: used(1),
-                    b_h: used(2),
-                    alpha: self.params[3].data[0],
-                    beta: self.params[4].data[0],
-                };
-                let [w, u, b, alpha, beta] = self
-                    .grads
-                    .get_disjoint_mut([0, 1, 2, 3, 4])
-                    .expect("distinct indices");
-                let mut g = FastRnnGrads {
-                    w,
-                    u,
-                    b_h: b,
-                    alpha: &mut alpha[0],
-                    beta: &mut beta[0],
-                };
-                cell.backward(&p, x, dh, &mut g, grad_x, par);
-            }
-            Core::FastGrnn(cell) => {
-                let p = FastGrnnParams {
-                    w: used(0),
-                    u: used(1),
-                    b_z: used(2),
-                    b_h: used(3),
-                    zeta: self.params[4].data[0],
-                    nu: self.params[5].data[0],
-                };
-                let [w, u, bz, bh, zeta, nu] = self
-                    .grads
-                    .get_disjoint_mut([0, 1, 2, 3, 4, 5])
-                    .expect("distinct indices");
-                let mut g = FastGrnnGrads {
-                    w,
-                    u,
-                    b_z: bz,
-                    b_h: bh,
-                    zeta: &mut zeta[0],
-                    nu: &mut nu[0],
-                };
-                cell.backward(&p, x, dh, &mut g, grad_x, par);
+            Core::FastRnn(_) | Core::FastGrnn(_) => {
+                self.fast_backward(&mut ws.core, x, dh, grad_x, par);
             }
         }
         self.recurrent_backward(par);
@@ -691,6 +760,113 @@ impl Model {
                 dst.iter_mut().zip(row).for_each(|(g, &v)| *g += v);
             }
         }
+    }
+
+    /// FastRNN/FastGRNN backward; a low-rank `W = W1 W2` passes `dL/dW` on as
+    /// `dL/dW1 = dL/dW q(W2)^T` and `dL/dW2 = q(W1)^T dL/dW` (likewise `U`).
+    fn fast_backward(
+        &mut self,
+        core: &mut Core,
+        x: &[f32],
+        dh: &[f32],
+        grad_x: Option<&mut [f32]>,
+        par: Par,
+    ) {
+        let f = self.spec.fast_layout();
+        let mut grads = std::mem::take(&mut self.grads);
+        let mut grad_w = std::mem::take(&mut self.grad_low_rank_w);
+        let mut grad_u = std::mem::take(&mut self.grad_low_rank_u);
+        grad_w.fill(0.0);
+        grad_u.fill(0.0);
+        {
+            let (factors, rest) = grads.split_at_mut(f.rest);
+            let (gw, gu): (&mut [f32], &mut [f32]) = match (f.w, f.u) {
+                (Source::Full(a), Source::Full(b)) => {
+                    let [gw, gu] = factors.get_disjoint_mut([a, b]).expect("distinct indices");
+                    (gw, gu)
+                }
+                (Source::Full(a), Source::LowRank { .. }) => (&mut factors[a], &mut grad_u),
+                (Source::LowRank { .. }, Source::Full(b)) => (&mut grad_w, &mut factors[b]),
+                (Source::LowRank { .. }, Source::LowRank { .. }) => (&mut grad_w, &mut grad_u),
+            };
+            let (w, u) = (self.fast_matrix(f.w, true), self.fast_matrix(f.u, false));
+            let used = |i: usize| self.used(i);
+            match core {
+                Core::FastRnn(cell) => {
+                    let p = FastRnnParams {
+                        w,
+                        u,
+                        b_h: used(f.rest),
+                        alpha: self.scalar(f.rest + 1),
+                        beta: self.scalar(f.rest + 2),
+                    };
+                    let [b_h, alpha, beta] =
+                        rest.get_disjoint_mut([0, 1, 2]).expect("distinct indices");
+                    let mut g = FastRnnGrads {
+                        w: gw,
+                        u: gu,
+                        b_h,
+                        alpha: &mut alpha[0],
+                        beta: &mut beta[0],
+                    };
+                    cell.backward(&p, x, dh, &mut g, grad_x, par);
+                }
+                Core::FastGrnn(cell) => {
+                    let p = FastGrnnParams {
+                        w,
+                        u,
+                        b_z: used(f.rest),
+                        b_h: used(f.rest + 1),
+                        zeta: self.scalar(f.rest + 2),
+                        nu: self.scalar(f.rest + 3),
+                    };
+                    let [b_z, b_h, zeta, nu] = rest
+                        .get_disjoint_mut([0, 1, 2, 3])
+                        .expect("distinct indices");
+                    let mut g = FastGrnnGrads {
+                        w: gw,
+                        u: gu,
+                        b_z,
+                        b_h,
+                        zeta: &mut zeta[0],
+                        nu: &mut nu[0],
+                    };
+                    cell.backward(&p, x, dh, &mut g, grad_x, par);
+                }
+                _ => unreachable!("fast_backward serves FastRNN and FastGRNN"),
+            }
+        }
+        for (source, grad) in [(f.w, &grad_w), (f.u, &grad_u)] {
+            if let Source::LowRank { left, right } = source {
+                let (rows, rank, cols) = (
+                    self.params[left].rows,
+                    self.params[left].cols,
+                    self.params[right].cols,
+                );
+                let [gl, gr] = grads
+                    .get_disjoint_mut([left, right])
+                    .expect("distinct indices");
+                gemm(
+                    mat_mut(gl, rows, rank),
+                    Accum::Add,
+                    mat(grad, rows, cols),
+                    mat(self.used(right), rank, cols).transpose(),
+                    1.0,
+                    par,
+                );
+                gemm(
+                    mat_mut(gr, rank, cols),
+                    Accum::Add,
+                    mat(self.used(left), rows, rank).transpose(),
+                    mat(grad, rows, cols),
+                    1.0,
+                    par,
+                );
+            }
+        }
+        self.grads = grads;
+        self.grad_low_rank_w = grad_w;
+        self.grad_low_rank_u = grad_u;
     }
 
     /// ORNN: `dL/dq(W)` (in `scratch`) to the recurrent parameter's gradient.

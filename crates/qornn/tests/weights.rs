@@ -22,6 +22,8 @@ fn spec(architecture: Architecture, hidden: usize, input: usize) -> ModelSpec {
         bjorck: BjorckConfig::default(),
         init: Init::Henaff,
         vocabulary: None,
+        rank_w: None,
+        rank_u: None,
     }
 }
 
