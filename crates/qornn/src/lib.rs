@@ -11,6 +11,7 @@ pub mod data;
 pub mod error;
 pub mod head;
 pub mod init;
+pub mod integer;
 pub mod linalg;
 pub mod model;
 pub mod optim;

@@ -1,0 +1,247 @@
+//! Integer-only inference of a quantized orthogonal RNN: `no_std`, no allocation, no
+//! dependencies. Weights are k-bit codes with a per-tensor step `M 2^-S` (an integer
+//! mantissa and a shift), activations are A-bit codes with power-of-two scales `2^-f`.
+//! One step of the recurrence, for one sequence, is integer multiply-adds into 64-bit
+//! accumulators, shifts, saturation and an integer ReLU or modReLU:
+//!
+//! ```text
+//! num_i = sum_j W_ij H_j M_w 2^(S - S_w) + sum_j U_ij X_j M_u 2^(S + f_h - S_u - f_x) + B_i
+//! Z_i   = (num_i + 2^(S - 1)) >> S                        (round half up)
+//! H'_i  = clamp(act(Z_i), range(A))
+//! ```
+//!
+//! so that `h = H 2^-f_h` follows `h' = act(q(W) h + q(U) x + b)` with every product and
+//! sum exact. Overflow bound: with k <= 8, A <= 16, a 12-bit mantissa and n, d <= 2^12
+//! (checked by `validate`), an accumulator `sum_j W_ij H_j` is below 2^(12 + 7 + 16) =
+//! 2^35 in magnitude, its product with the mantissa below 2^47, and after its left shift
+//! (`S - S_w` or `S + f_h - S_u - f_x`, at most `MAX_ALIGN` = 14) below 2^61: the two
+//! terms and the bias stay inside `i64`.
+#![no_std]
+
+/// The hidden nonlinearity, in integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntActivation {
+    /// `max(Z, 0)`; hidden codes are unsigned, `0 ..= 2^A - 1`.
+    Relu,
+    /// `sign(Z) max(|Z| + BM, 0)`; hidden codes are signed, `-2^(A-1) ..= 2^(A-1) - 1`.
+    Modrelu,
+}
+
+/// A matrix of k-bit codes (row-major, one `i8` each) and its step `mantissa 2^-shift`.
+#[derive(Clone, Copy, Debug)]
+pub struct IntMatrix<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub codes: &'a [i8],
+    pub mantissa: i32,
+    pub shift: u32,
+}
+
+/// Why a model was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// A slice's length disagrees with the sizes (which slice, expected, found).
+    Length {
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    /// A shift or bit width outside what the overflow bound covers.
+    Range { what: &'static str },
+}
+
+/// The recurrence `h' = act(W h + U x + b)` in integers.
+#[derive(Clone, Copy, Debug)]
+pub struct IntRecurrence<'a> {
+    pub hidden: usize,
+    pub input: usize,
+    pub w: IntMatrix<'a>,
+    pub u: IntMatrix<'a>,
+    /// `b` in units of `2^-(S + f_h)`, one per unit.
+    pub bias: &'a [i64],
+    /// modReLU: `bm` in units of `2^-f_h` (empty for ReLU).
+    pub bias_mod: &'a [i32],
+    pub activation: IntActivation,
+    /// A, the activation bits.
+    pub act_bits: u32,
+    /// `f_h`, `f_x`: hidden and input codes are `h 2^f_h`, `x 2^f_x`.
+    pub hidden_frac: i32,
+    pub input_frac: i32,
+    /// S, the accumulator's extra fraction bits.
+    pub shift: u32,
+}
+
+impl<'a> IntRecurrence<'a> {
+    /// Largest left shift that aligns a product to the accumulator's unit.
+    pub const MAX_ALIGN: u32 = 14;
+    /// Largest rounding shift S.
+    pub const MAX_SHIFT: u32 = 62;
+
+    /// Checks every length and range.
+    pub fn validate(&self) -> Result<(), Error> {
+        let (n, d) = (self.hidden, self.input);
+        let check = |what, expected, found| {
+            if expected == found {
+                Ok(())
+            } else {
+                Err(Error::Length {
+                    what,
+                    expected,
+                    found,
+                })
+            }
+        };
+        check("w codes", n * n, self.w.codes.len())?;
+        check("u codes", n * d, self.u.codes.len())?;
+        check("w rows", n, self.w.rows)?;
+        check("u cols", d, self.u.cols)?;
+        check("bias", n, self.bias.len())?;
+        if self.activation == IntActivation::Modrelu {
+            check("bias_mod", n, self.bias_mod.len())?;
+        }
+        if n > 1 << 12 || d > 1 << 12 {
+            return Err(Error::Range {
+                what: "hidden or input size above 4096",
+            });
+        }
+        if !(2..=16).contains(&self.act_bits) {
+            return Err(Error::Range { what: "act_bits" });
+        }
+        if self.shift > Self::MAX_SHIFT || self.w_shift().is_none() || self.u_shift().is_none() {
+            return Err(Error::Range { what: "shift" });
+        }
+        Ok(())
+    }
+
+    /// `S - S_w`, the left shift of the recurrent products.
+    fn w_shift(&self) -> Option<u32> {
+        let s = self.shift as i64 - self.w.shift as i64;
+        (0..=Self::MAX_ALIGN as i64)
+            .contains(&s)
+            .then_some(s as u32)
+    }
+
+    /// `S + f_h - S_u - f_x`, the left shift of the input products.
+    fn u_shift(&self) -> Option<u32> {
+        let s = self.shift as i64 + self.hidden_frac as i64
+            - self.u.shift as i64
+            - self.input_frac as i64;
+        (0..=Self::MAX_ALIGN as i64)
+            .contains(&s)
+            .then_some(s as u32)
+    }
+
+    /// The range of hidden codes.
+    pub fn hidden_range(&self) -> (i32, i32) {
+        match self.activation {
+            IntActivation::Relu => (0, (1 << self.act_bits) - 1),
+            IntActivation::Modrelu => (-(1 << (self.act_bits - 1)), (1 << (self.act_bits - 1)) - 1),
+        }
+    }
+
+    /// One step for one sequence: `h` and `x` in, `out` the next hidden codes.
+    /// Call `validate` once first; lengths are then `hidden`, `input`, `hidden`.
+    pub fn step(&self, h: &[i32], x: &[i32], out: &mut [i32]) {
+        let (n, d) = (self.hidden, self.input);
+        let (w_shift, u_shift) = (self.w_shift().unwrap_or(0), self.u_shift().unwrap_or(0));
+        let (lo, hi) = self.hidden_range();
+        for i in 0..n {
+            let w_row = &self.w.codes[i * n..(i + 1) * n];
+            let u_row = &self.u.codes[i * d..(i + 1) * d];
+            let acc_w: i64 = w_row
+                .iter()
+                .zip(h)
+                .map(|(&c, &v)| c as i64 * v as i64)
+                .sum();
+            let acc_u: i64 = u_row
+                .iter()
+                .zip(x)
+                .map(|(&c, &v)| c as i64 * v as i64)
+                .sum();
+            let num = ((acc_w * self.w.mantissa as i64) << w_shift)
+                + ((acc_u * self.u.mantissa as i64) << u_shift)
+                + self.bias[i];
+            let z = if self.shift == 0 {
+                num
+            } else {
+                (num + (1i64 << (self.shift - 1))) >> self.shift
+            };
+            let a = match self.activation {
+                IntActivation::Relu => z.max(0),
+                IntActivation::Modrelu => {
+                    let m = (z.abs() + self.bias_mod[i] as i64).max(0);
+                    z.signum() * m
+                }
+            };
+            out[i] = a.clamp(lo as i64, hi as i64) as i32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model<'a>(w: &'a [i8], u: &'a [i8], bias: &'a [i64]) -> IntRecurrence<'a> {
+        IntRecurrence {
+            hidden: 2,
+            input: 1,
+            w: IntMatrix {
+                rows: 2,
+                cols: 2,
+                codes: w,
+                mantissa: 1,
+                shift: 0,
+            },
+            u: IntMatrix {
+                rows: 2,
+                cols: 1,
+                codes: u,
+                mantissa: 1,
+                shift: 0,
+            },
+            bias,
+            bias_mod: &[],
+            activation: IntActivation::Relu,
+            act_bits: 4,
+            hidden_frac: 0,
+            input_frac: 0,
+            shift: 1,
+        }
+    }
+
+    #[test]
+    fn one_step_by_hand_and_saturation() {
+        // S = 1: num = 2 (W h + U x) + B; Z = (num + 1) >> 1.
+        let m = model(&[1, 2, -1, 3], &[5, -7], &[1, 0]);
+        assert_eq!(m.validate(), Ok(()));
+        let mut out = [0; 2];
+        m.step(&[1, 2], &[1], &mut out);
+        // unit 0: 2 (1 + 4 + 5) + 1 = 21 -> 11; unit 1: 2 (-1 + 6 - 7) = -4 -> -2 -> relu 0.
+        assert_eq!(out, [11, 0]);
+        m.step(&[7, 7], &[3], &mut out);
+        assert_eq!(out[0], 15, "saturates at 2^4 - 1");
+    }
+
+    #[test]
+    fn wrong_lengths_are_refused() {
+        let m = model(&[1, 2, 3], &[5, -7], &[1, 0]);
+        assert_eq!(
+            m.validate(),
+            Err(Error::Length {
+                what: "w codes",
+                expected: 4,
+                found: 3
+            })
+        );
+        let m = model(&[1, 2, 3, 4], &[5, -7], &[1]);
+        assert_eq!(
+            m.validate(),
+            Err(Error::Length {
+                what: "bias",
+                expected: 2,
+                found: 1
+            })
+        );
+    }
+}

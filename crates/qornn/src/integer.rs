@@ -1,0 +1,233 @@
+//! Post-training activation quantization: a model's recurrence as integer codes with
+//! power-of-two activation scales (run by `qornn-infer`), and its simulated twin, the
+//! same fake-quantized model computed in `f64`. Every value of the twin is a dyadic
+//! rational that `f64` holds exactly, so the two agree bit for bit (property-tested).
+
+use crate::quant::Quantizer;
+use qornn_infer::{IntActivation, IntMatrix, IntRecurrence};
+
+/// Bits of the mantissa of a weight step `M 2^-S`.
+pub const STEP_MANTISSA_BITS: u32 = 12;
+
+/// A positive step as `(M, S)` with `M` of [`STEP_MANTISSA_BITS`] bits: `step ~ M 2^-S`.
+pub fn dyadic(step: f64) -> (i32, u32) {
+    let shift = (STEP_MANTISSA_BITS as i32 - 1 - step.log2().floor() as i32).max(0) as u32;
+    let mantissa = (step * 2f64.powi(shift as i32)).round() as i32;
+    (mantissa.max(1), shift)
+}
+
+/// The integer recurrence with its owned tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedRecurrence {
+    pub hidden: usize,
+    pub input: usize,
+    pub w_codes: Vec<i8>,
+    pub w_step: (i32, u32),
+    pub u_codes: Vec<i8>,
+    pub u_step: (i32, u32),
+    /// In units of `2^-(S + f_h)`.
+    pub bias: Vec<i64>,
+    /// modReLU only, in units of `2^-f_h`.
+    pub bias_mod: Vec<i32>,
+    pub activation: IntActivation,
+    pub act_bits: u32,
+    pub hidden_frac: i32,
+    pub input_frac: i32,
+    pub shift: u32,
+}
+
+/// The float recurrence to convert, and the fraction bits chosen for its activations.
+pub struct FloatRecurrence<'a> {
+    pub hidden: usize,
+    pub input: usize,
+    /// `(n, n)` and `(n, d)`, before quantization.
+    pub w: &'a [f32],
+    pub u: &'a [f32],
+    pub bias: &'a [f32],
+    pub bias_mod: Option<&'a [f32]>,
+    pub weight_bits: u32,
+    pub act_bits: u32,
+    pub hidden_frac: i32,
+    pub input_frac: i32,
+}
+
+fn codes_and_step(q: &Quantizer, m: &[f32], rows: usize, cols: usize) -> (Vec<i8>, (i32, u32)) {
+    let t = q.quantize(m, rows, cols);
+    (
+        t.codes.iter().map(|&c| c as i8).collect(),
+        dyadic(t.steps[0] as f64),
+    )
+}
+
+impl QuantizedRecurrence {
+    /// Quantizes W and U with the paper's per-tensor quantizer, the bias to the
+    /// accumulator's unit; `S` is the smallest shift that keeps both products exact.
+    pub fn new(f: &FloatRecurrence<'_>) -> Self {
+        let q = Quantizer::new(f.weight_bits, crate::quant::Granularity::PerTensor);
+        let (w_codes, w_step) = codes_and_step(&q, f.w, f.hidden, f.hidden);
+        let (u_codes, u_step) = codes_and_step(&q, f.u, f.hidden, f.input);
+        let shift = (w_step.1 as i64)
+            .max(u_step.1 as i64 + f.input_frac as i64 - f.hidden_frac as i64)
+            .max(1) as u32;
+        let unit = 2f64.powi(shift as i32 + f.hidden_frac);
+        Self {
+            hidden: f.hidden,
+            input: f.input,
+            w_codes,
+            w_step,
+            u_codes,
+            u_step,
+            bias: f
+                .bias
+                .iter()
+                .map(|&b| (b as f64 * unit).round() as i64)
+                .collect(),
+            bias_mod: f.bias_mod.map_or(Vec::new(), |bm| {
+                bm.iter()
+                    .map(|&v| (v as f64 * 2f64.powi(f.hidden_frac)).round() as i32)
+                    .collect()
+            }),
+            activation: if f.bias_mod.is_some() {
+                IntActivation::Modrelu
+            } else {
+                IntActivation::Relu
+            },
+            act_bits: f.act_bits,
+            hidden_frac: f.hidden_frac,
+            input_frac: f.input_frac,
+            shift,
+        }
+    }
+
+    /// The borrowed view the integer engine runs.
+    pub fn as_int(&self) -> IntRecurrence<'_> {
+        fn matrix(
+            codes: &[i8],
+            rows: usize,
+            cols: usize,
+            (mantissa, shift): (i32, u32),
+        ) -> IntMatrix<'_> {
+            IntMatrix {
+                rows,
+                cols,
+                codes,
+                mantissa,
+                shift,
+            }
+        }
+        IntRecurrence {
+            hidden: self.hidden,
+            input: self.input,
+            w: matrix(&self.w_codes, self.hidden, self.hidden, self.w_step),
+            u: matrix(&self.u_codes, self.hidden, self.input, self.u_step),
+            bias: &self.bias,
+            bias_mod: &self.bias_mod,
+            activation: self.activation,
+            act_bits: self.act_bits,
+            hidden_frac: self.hidden_frac,
+            input_frac: self.input_frac,
+            shift: self.shift,
+        }
+    }
+
+    /// Input codes `round(x 2^f_x)`, saturated to A bits (signed).
+    pub fn quantize_input(&self, x: &[f32], out: &mut [i32]) {
+        let hi = (1i64 << (self.act_bits - 1)) - 1;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = ((v as f64 * 2f64.powi(self.input_frac)).round() as i64).clamp(-hi - 1, hi) as i32;
+        }
+    }
+
+    /// The simulated twin of one step: the fake-quantized model in `f64`, dequantized
+    /// weights `q(W) = W_c M 2^-S` and activations `h = H 2^-f_h`, re-quantized to codes.
+    pub fn simulated_step(&self, h: &[i32], x: &[i32], out: &mut [i32]) {
+        let (n, d) = (self.hidden, self.input);
+        let step = |(m, s): (i32, u32)| m as f64 * 2f64.powi(-(s as i32));
+        let (sw, su) = (step(self.w_step), step(self.u_step));
+        let (h_unit, x_unit) = (2f64.powi(-self.hidden_frac), 2f64.powi(-self.input_frac));
+        let bias_unit = 2f64.powi(-(self.shift as i32 + self.hidden_frac));
+        let (lo, hi) = self.as_int().hidden_range();
+        for i in 0..n {
+            let mut z = 0.0f64;
+            for j in 0..n {
+                z += (self.w_codes[i * n + j] as f64 * sw) * (h[j] as f64 * h_unit);
+            }
+            for j in 0..d {
+                z += (self.u_codes[i * d + j] as f64 * su) * (x[j] as f64 * x_unit);
+            }
+            z += self.bias[i] as f64 * bias_unit;
+            let code = (z / h_unit + 0.5).floor();
+            let a = match self.activation {
+                IntActivation::Relu => code.max(0.0),
+                IntActivation::Modrelu => {
+                    // sign(0) = 0, as in the engine (f64::signum would give 1 for +0).
+                    let sign = if code > 0.0 {
+                        1.0
+                    } else if code < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    };
+                    sign * (code.abs() + self.bias_mod[i] as f64).max(0.0)
+                }
+            };
+            out[i] = a.clamp(lo as f64, hi as f64) as i32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn dyadic_steps_keep_twelve_bits() {
+        for step in [1.0, 0.3, 1.0 / 64.0, 0.0123, 3.7] {
+            let (m, s) = dyadic(step);
+            assert!((1 << 11..1 << 12).contains(&m), "{step}: mantissa {m}");
+            assert!((m as f64 * 2f64.powi(-(s as i32)) / step - 1.0).abs() < 1.0 / 2048.0);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// On random models and inputs, k = 2..8 and A = 4..16, the integer engine and the
+        /// simulated twin give the same hidden codes at every step.
+        #[test]
+        fn integer_engine_is_bit_exact_with_its_twin(
+            seed in any::<u64>(),
+            n in 1usize..64,
+            d in 1usize..6,
+            k in 2u32..=8,
+            a in 4u32..=16,
+            modrelu in any::<bool>(),
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut draw = |len: usize, scale: f32| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-scale..scale)).collect() };
+            let (w, u, b, bm) = (draw(n * n, 1.0), draw(n * d, 2.0), draw(n, 0.5), draw(n, 0.3));
+            let xs = draw(10 * d, 1.5);
+            // Fraction bits that give the codes room: |h| up to about 4, |x| up to 1.5.
+            let hidden_frac = a as i32 - 4;
+            let input_frac = a as i32 - 2;
+            let model = QuantizedRecurrence::new(&FloatRecurrence {
+                hidden: n, input: d, w: &w, u: &u, bias: &b, bias_mod: modrelu.then_some(&bm[..]),
+                weight_bits: k, act_bits: a, hidden_frac, input_frac,
+            });
+            let engine = model.as_int();
+            prop_assert!(engine.validate().is_ok(), "{:?}", engine.validate());
+            let (mut h_int, mut h_sim) = (vec![0i32; n], vec![0i32; n]);
+            let (mut next_int, mut next_sim) = (vec![0i32; n], vec![0i32; n]);
+            let mut x = vec![0i32; d];
+            for t in 0..10 {
+                model.quantize_input(&xs[t * d..(t + 1) * d], &mut x);
+                engine.step(&h_int, &x, &mut next_int);
+                model.simulated_step(&h_sim, &x, &mut next_sim);
+                prop_assert_eq!(&next_int, &next_sim, "step {}", t);
+                std::mem::swap(&mut h_int, &mut next_int);
+                std::mem::swap(&mut h_sim, &mut next_sim);
+            }
+        }
+    }
+}
