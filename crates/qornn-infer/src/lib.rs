@@ -145,7 +145,7 @@ impl<'a> IntRecurrence<'a> {
         let (n, d) = (self.hidden, self.input);
         let (w_shift, u_shift) = (self.w_shift().unwrap_or(0), self.u_shift().unwrap_or(0));
         let (lo, hi) = self.hidden_range();
-        for i in 0..n {
+        for (i, out_i) in out.iter_mut().enumerate().take(n) {
             let w_row = &self.w.codes[i * n..(i + 1) * n];
             let u_row = &self.u.codes[i * d..(i + 1) * d];
             let acc_w: i64 = w_row
@@ -173,7 +173,7 @@ impl<'a> IntRecurrence<'a> {
                     z.signum() * m
                 }
             };
-            out[i] = a.clamp(lo as i64, hi as i64) as i32;
+            *out_i = a.clamp(lo as i64, hi as i64) as i32;
         }
     }
 }
