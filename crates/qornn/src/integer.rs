@@ -147,13 +147,13 @@ impl QuantizedRecurrence {
         let (h_unit, x_unit) = (2f64.powi(-self.hidden_frac), 2f64.powi(-self.input_frac));
         let bias_unit = 2f64.powi(-(self.shift as i32 + self.hidden_frac));
         let (lo, hi) = self.as_int().hidden_range();
-        for i in 0..n {
+        for (i, out_i) in out.iter_mut().enumerate().take(n) {
             let mut z = 0.0f64;
-            for j in 0..n {
-                z += (self.w_codes[i * n + j] as f64 * sw) * (h[j] as f64 * h_unit);
+            for (&c, &v) in self.w_codes[i * n..(i + 1) * n].iter().zip(h) {
+                z += (c as f64 * sw) * (v as f64 * h_unit);
             }
-            for j in 0..d {
-                z += (self.u_codes[i * d + j] as f64 * su) * (x[j] as f64 * x_unit);
+            for (&c, &v) in self.u_codes[i * d..(i + 1) * d].iter().zip(x) {
+                z += (c as f64 * su) * (v as f64 * x_unit);
             }
             z += self.bias[i] as f64 * bias_unit;
             let code = (z / h_unit + 0.5).floor();
@@ -171,7 +171,7 @@ impl QuantizedRecurrence {
                     sign * (code.abs() + self.bias_mod[i] as f64).max(0.0)
                 }
             };
-            out[i] = a.clamp(lo as f64, hi as f64) as i32;
+            *out_i = a.clamp(lo as f64, hi as f64) as i32;
         }
     }
 }
