@@ -26,6 +26,9 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Evaluate the best model of a run on its test set.
     Eval(EvalArgs),
+    /// Post-training integer quantization of a run's recurrence; compares float, simulated
+    /// and integer inference on the test set.
+    Quantize(QuantizeArgs),
     /// Write a run's best weights under PyTorch's names (a safetensors file).
     Weights(WeightsArgs),
     /// Time one full training step (parametrise, forward, backward, optimiser).
@@ -144,6 +147,22 @@ struct TrainArgs {
     /// Threads for matrix products, 0 for every core [default: 0].
     #[arg(long)]
     threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    /// A run folder written by `qornn train` (an ORNN or RNN with ReLU or modReLU).
+    #[arg(long, value_name = "DIR")]
+    run: PathBuf,
+    /// Activation bits A (4..=16).
+    #[arg(long, default_value_t = 8)]
+    act_bits: u32,
+    /// Training sequences for calibrating the activation ranges.
+    #[arg(long, default_value_t = 512)]
+    calib: usize,
+    /// Weight bits for a full-precision model (weight PTQ); a QORNN keeps its own.
+    #[arg(long)]
+    bits: Option<u32>,
 }
 
 #[derive(Args)]
@@ -279,6 +298,13 @@ fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+fn quantize(args: QuantizeArgs) -> Result<()> {
+    let report = qornn::ptq::quantize_run(&args.run, args.act_bits, args.calib, args.bits)
+        .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 fn weights(args: WeightsArgs) -> Result<()> {
     let tensors = run::best_weights(&args.run)?;
     qornn::weights::save(&args.out, &tensors)?;
@@ -299,6 +325,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train(*args),
         Command::Eval(args) => eval(args),
         Command::Weights(args) => weights(args),
+        Command::Quantize(args) => quantize(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

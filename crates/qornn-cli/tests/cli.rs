@@ -326,3 +326,61 @@ fn weights_export_and_start_from_them() {
     ];
     fails_with(&args, &["lstm.safetensors", "weight_ih_l0"]);
 }
+
+/// `qornn quantize` runs a trained QORNN in integers, bit-exact with its simulated twin,
+/// and refuses what it cannot do, naming the flag.
+#[test]
+fn quantize_reports_bit_exact_integer_inference() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = vec![
+        "train",
+        "--steps",
+        "40",
+        "--eval-every",
+        "20",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(SMALL);
+    assert!(qornn(&args).status.success());
+    let out = qornn(&[
+        "quantize",
+        "--run",
+        run.to_str().unwrap(),
+        "--act-bits",
+        "10",
+        "--calib",
+        "32",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["bit_exact"], true);
+    assert_eq!(report["weight_bits"], 6);
+    assert_eq!(
+        report["simulated"], report["integer"],
+        "same codes, same metrics"
+    );
+    assert!(report["bytes"].as_u64().unwrap() > 0);
+    for key in ["float", "simulated", "integer"] {
+        assert!(report[key]["loss"].as_f64().unwrap().is_finite(), "{key}");
+    }
+    fails_with(
+        &[
+            "quantize",
+            "--run",
+            run.to_str().unwrap(),
+            "--act-bits",
+            "3",
+        ],
+        &["act-bits"],
+    );
+    fails_with(
+        &["quantize", "--run", run.to_str().unwrap(), "--bits", "4"],
+        &["bits", "6"],
+    );
+}

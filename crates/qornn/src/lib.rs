@@ -18,6 +18,7 @@ pub mod optim;
 pub mod ornn;
 pub mod params;
 pub mod projunn;
+pub mod ptq;
 pub mod quant;
 pub mod real;
 pub mod run;

@@ -111,6 +111,16 @@ pub fn resume(dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
     drive(trainer, state, dir, observer)
 }
 
+/// A trainer around the best model of a run, with that model's step and training time.
+pub fn load_best(dir: &Path) -> Result<(Trainer, u64, f64)> {
+    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    config.validate()?;
+    let task = config.task()?;
+    let best = checkpoint::load(&dir.join(BEST_FILE), &config.model_spec_for(&task))?;
+    let (step, seconds) = (best.step, best.seconds);
+    Ok((Trainer::resume(config, task, best)?, step, seconds))
+}
+
 /// The tensors of the best model of a run.
 pub fn best_weights(dir: &Path) -> Result<Vec<crate::params::Tensor>> {
     let config = Config::from_file(&dir.join(CONFIG_FILE))?;
@@ -121,12 +131,7 @@ pub fn best_weights(dir: &Path) -> Result<Vec<crate::params::Tensor>> {
 
 /// Loads the best model of a finished (or interrupted) run and evaluates it on the test set.
 pub fn evaluate(dir: &Path) -> Result<Summary> {
-    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
-    config.validate()?;
-    let task = config.task()?;
-    let best = checkpoint::load(&dir.join(BEST_FILE), &config.model_spec_for(&task))?;
-    let (best_step, seconds) = (best.step, best.seconds);
-    let mut trainer = Trainer::resume(config, task, best)?;
+    let (mut trainer, best_step, seconds) = load_best(dir)?;
     let validation = trainer.evaluate(false);
     let test = trainer.evaluate(true);
     Ok(summary(&trainer, test, validation, best_step, seconds))

@@ -316,6 +316,15 @@ impl Trainer {
         }
     }
 
+    /// The validation or test batches.
+    pub fn eval_set(&self, test: bool) -> &[Batch] {
+        if test {
+            &self.test
+        } else {
+            &self.validation
+        }
+    }
+
     /// Orthogonality of the recurrent matrix of an ORNN or RNN core (valid after
     /// `evaluate` or a step): of `q(W)` and of `W` before quantization.
     pub fn orthogonality(&self) -> Option<Orthogonality> {

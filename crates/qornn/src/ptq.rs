@@ -1,0 +1,225 @@
+//! `qornn quantize`: post-training quantization of a trained ORNN or RNN's recurrence to
+//! integers. Activation ranges are calibrated on training sequences and rounded to
+//! power-of-two scales; weight codes come from the model's own quantizer (or, for a
+//! full-precision model, the paper's per-tensor quantizer at `--bits`). The test set is
+//! then run three ways: the float model, the simulated (fake-quantized) twin, and the
+//! integer engine, which must agree with the twin bit for bit.
+
+use crate::error::{Error, Result};
+use crate::head::Head;
+use crate::integer::{FloatRecurrence, QuantizedRecurrence};
+use crate::model::{Architecture, Workspace};
+use crate::ornn::Activation;
+use crate::run::load_best;
+use crate::tasks::Batch;
+use crate::train::{Evaluation, Trainer};
+use serde::Serialize;
+use std::path::Path;
+
+/// What `qornn quantize` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct PtqReport {
+    pub weight_bits: u32,
+    pub act_bits: u32,
+    pub hidden_frac: i32,
+    pub input_frac: i32,
+    pub float: Evaluation,
+    pub simulated: Evaluation,
+    pub integer: Evaluation,
+    /// Whether integer and simulated hidden codes agreed at every step of every sequence.
+    pub bit_exact: bool,
+    /// Weight codes at k bits, steps, integer biases, float read-out.
+    pub bytes: u64,
+}
+
+/// The largest power-of-two fraction `f` with `max |v| 2^f <= limit`.
+fn fraction_bits(max_abs: f32, limit: i64) -> i32 {
+    if max_abs <= 0.0 {
+        return 0;
+    }
+    (limit as f64 / max_abs as f64).log2().floor() as i32
+}
+
+pub fn quantize_run(
+    dir: &Path,
+    act_bits: u32,
+    calibration: usize,
+    bits: Option<u32>,
+) -> Result<PtqReport> {
+    if !(4..=16).contains(&act_bits) {
+        return Err(Error::config(
+            "act_bits",
+            format!("{act_bits} is outside 4..=16"),
+        ));
+    }
+    let (mut trainer, _, _) = load_best(dir)?;
+    let spec = trainer.model.spec.clone();
+    if !matches!(spec.architecture, Architecture::Ornn(_) | Architecture::Rnn)
+        || spec.activation == Activation::Tanh
+    {
+        return Err(Error::config(
+            "run",
+            "integer inference covers ReLU/modReLU ORNN and RNN models",
+        ));
+    }
+    if spec.vocabulary.is_some() {
+        return Err(Error::config(
+            "run",
+            "integer inference of embedding models is not supported",
+        ));
+    }
+    let weight_bits = match (spec.quantizer, bits) {
+        (Some(q), None) => q.bits,
+        (Some(q), Some(b)) if b == q.bits => b,
+        (Some(q), Some(b)) => {
+            return Err(Error::config(
+                "bits",
+                format!("the model was trained at {} bits, not {b}", q.bits),
+            ))
+        }
+        (None, Some(b)) if (2..=8).contains(&b) => b,
+        (None, _) => {
+            return Err(Error::config(
+                "bits",
+                "a full-precision model needs --bits 2..=8 for its weights",
+            ))
+        }
+    };
+    let par = crate::train::parallelism(trainer.config.threads);
+    trainer.model.parametrise(false, par);
+    let float = trainer.evaluate(true);
+
+    // Calibration: the largest |h| and |x| over `calibration` training sequences.
+    let batch_size = trainer.config.batch;
+    let mut ws = Workspace::new(&spec, trainer.task.steps(), batch_size);
+    let (mut max_h, mut max_x) = (0.0f32, 0.0f32);
+    for step in 0..calibration.div_ceil(batch_size) as u64 {
+        let batch = trainer
+            .task
+            .train_batch(step, batch_size, trainer.config.seed);
+        trainer.model.forward(&mut ws, &batch, par);
+        max_h = ws.core.outputs().iter().fold(max_h, |m, v| m.max(v.abs()));
+        max_x = batch.x.iter().fold(max_x, |m, v| m.max(v.abs()));
+    }
+    let modrelu = spec.activation == Activation::Modrelu;
+    let hidden_limit = if modrelu {
+        (1i64 << (act_bits - 1)) - 1
+    } else {
+        (1i64 << act_bits) - 1
+    };
+    let hidden_frac = fraction_bits(max_h, hidden_limit);
+    let input_frac = fraction_bits(max_x, (1i64 << (act_bits - 1)) - 1);
+
+    let m = &trainer.model;
+    let w = match spec.architecture {
+        Architecture::Ornn(_) => m.w_orthogonal().expect("ORNN has W").to_vec(),
+        _ => m.params[0].data.clone(),
+    };
+    let recurrence = QuantizedRecurrence::new(&FloatRecurrence {
+        hidden: spec.hidden,
+        input: spec.input,
+        w: &w,
+        u: &m.params[1].data,
+        bias: &m.params[2].data,
+        bias_mod: modrelu.then(|| &m.params[3].data[..]),
+        weight_bits,
+        act_bits,
+        hidden_frac,
+        input_frac,
+    });
+    recurrence.as_int().validate().map_err(|e| {
+        Error::config(
+            "act_bits",
+            format!("the integer model is out of range: {e:?}"),
+        )
+    })?;
+    let (simulated, integer, bit_exact) = run_integer(&trainer, &recurrence);
+    let readout: usize = m
+        .params
+        .iter()
+        .filter(|t| t.name.starts_with("readout"))
+        .map(|t| t.len() * 4)
+        .sum();
+    let bytes = (recurrence.w_codes.len() + recurrence.u_codes.len()) as u64 * weight_bits as u64
+        / 8
+        + 2 * 8
+        + recurrence.bias.len() as u64 * 8
+        + recurrence.bias_mod.len() as u64 * 4
+        + readout as u64;
+    Ok(PtqReport {
+        weight_bits,
+        act_bits,
+        hidden_frac,
+        input_frac,
+        float,
+        simulated,
+        integer,
+        bit_exact,
+        bytes,
+    })
+}
+
+/// The test set through the simulated twin and the integer engine; the float read-out
+/// reads the dequantized hidden codes `H 2^-f_h`.
+fn run_integer(trainer: &Trainer, q: &QuantizedRecurrence) -> (Evaluation, Evaluation, bool) {
+    let engine = q.as_int();
+    let m = &trainer.model;
+    let spec = &m.spec;
+    let (n, d) = (spec.hidden, spec.input);
+    let readout = m
+        .params
+        .iter()
+        .position(|t| t.name == "readout.weight")
+        .expect("a read-out");
+    let (v, c) = (&m.params[readout].data, &m.params[readout + 1].data);
+    let unit = 2f32.powi(-q.hidden_frac);
+    let mut bit_exact = true;
+    let mut totals = [(0.0f64, 0usize, 0usize, 0usize); 2];
+    for batch in trainer.eval_set(true) {
+        let Batch {
+            steps, batch: b, ..
+        } = *batch;
+        let mut states = [vec![0.0f32; steps * b * n], vec![0.0f32; steps * b * n]];
+        let (mut x_codes, mut next) = (vec![0i32; d], vec![0i32; n]);
+        for seq in 0..b {
+            let (mut h_int, mut h_sim) = (vec![0i32; n], vec![0i32; n]);
+            for t in 0..steps {
+                q.quantize_input(
+                    &batch.x[(t * b + seq) * d..(t * b + seq + 1) * d],
+                    &mut x_codes,
+                );
+                engine.step(&h_int, &x_codes, &mut next);
+                std::mem::swap(&mut h_int, &mut next);
+                q.simulated_step(&h_sim, &x_codes, &mut next);
+                std::mem::swap(&mut h_sim, &mut next);
+                bit_exact &= h_int == h_sim;
+                for (state, h) in states.iter_mut().zip([&h_int, &h_sim]) {
+                    let row = &mut state[(t * b + seq) * n..(t * b + seq + 1) * n];
+                    row.iter_mut()
+                        .zip(h.iter())
+                        .for_each(|(o, &code)| *o = code as f32 * unit);
+                }
+            }
+        }
+        for (total, state) in totals.iter_mut().zip(&states) {
+            let mut head = Head::<f32>::new(spec.readout, steps, b, spec.outputs);
+            let loss = head.forward(state, n, v, c, &batch.targets, faer::Par::Seq) as f64;
+            total.0 += loss * b as f64;
+            total.1 += b;
+            if let Some((hits, count)) = trainer.task.accuracy(head.logits(), &batch.targets) {
+                total.2 += hits;
+                total.3 += count;
+            }
+        }
+    }
+    let evaluation = |(loss, sequences, hits, count): (f64, usize, usize, usize)| {
+        let loss = loss / sequences.max(1) as f64;
+        Evaluation {
+            loss,
+            accuracy: (count > 0).then(|| hits as f64 / count as f64),
+            bits_per_char: None,
+            perplexity: None,
+        }
+    };
+    (evaluation(totals[1]), evaluation(totals[0]), bit_exact)
+}
