@@ -163,6 +163,9 @@ struct QuantizeArgs {
     /// Weight bits for a full-precision model (weight PTQ); a QORNN keeps its own.
     #[arg(long)]
     bits: Option<u32>,
+    /// The integer model file to write [default: DIR/model.qornn].
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -177,9 +180,24 @@ struct WeightsArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// A run folder written by `qornn train`.
+    /// A run folder written by `qornn train`: its best model on the test set.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "model",
+        conflicts_with = "model"
+    )]
+    run: Option<PathBuf>,
+    /// An integer model (`.qornn`, from `qornn quantize`): integer and simulated inference
+    /// on the test set of its task, beside the float model's metrics.
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// MNIST models: the folder with MNIST's files [default: $QORNN_DATA, else ./data].
     #[arg(long, value_name = "DIR")]
-    run: PathBuf,
+    data_dir: Option<PathBuf>,
+    /// With --model: print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Parses a flag's text as the TOML value of its config field.
@@ -299,8 +317,15 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 fn quantize(args: QuantizeArgs) -> Result<()> {
-    let report = qornn::ptq::quantize_run(&args.run, args.act_bits, args.calib, args.bits)
-        .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
+    let (report, path) = qornn::ptq::quantize_run(
+        &args.run,
+        args.act_bits,
+        args.calib,
+        args.bits,
+        args.output.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
+    eprintln!("wrote {} ({} bytes)", path.display(), report.bytes);
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
@@ -314,8 +339,37 @@ fn weights(args: WeightsArgs) -> Result<()> {
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    let summary = run::evaluate(&args.run)?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    let Some(model) = &args.model else {
+        let dir = args.run.as_ref().expect("clap requires --run or --model");
+        println!("{}", serde_json::to_string_pretty(&run::evaluate(dir)?)?);
+        return Ok(());
+    };
+    let r = qornn::ptq::evaluate_file(model, args.data_dir.as_deref())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let line = |name: &str, e: &qornn::train::Evaluation| {
+            let acc = e
+                .accuracy
+                .map(|a| format!("  accuracy {:.4}", a))
+                .unwrap_or_default();
+            println!("{name:<10} loss {:.5}{acc}", e.loss);
+        };
+        println!(
+            "{}: {}-bit weights, {}-bit activations, {} bytes",
+            model.display(),
+            r.weight_bits,
+            r.act_bits,
+            r.bytes
+        );
+        line("float", &r.float);
+        line("simulated", &r.simulated);
+        line("integer", &r.integer);
+        println!(
+            "integer and simulated bit-exact on every sequence: {}",
+            r.bit_exact
+        );
+    }
     Ok(())
 }
 

@@ -18,6 +18,8 @@
 //! terms and the bias stay inside `i64`.
 #![no_std]
 
+pub mod format;
+
 /// The hidden nonlinearity, in integers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IntActivation {
@@ -27,14 +29,51 @@ pub enum IntActivation {
     Modrelu,
 }
 
-/// A matrix of k-bit codes (row-major, one `i8` each) and its step `mantissa 2^-shift`.
+/// A matrix of k-bit two's-complement codes, row-major, packed little-endian (code `i`
+/// occupies bits `i k .. i k + k` of the byte string), and its step `mantissa 2^-shift`.
 #[derive(Clone, Copy, Debug)]
 pub struct IntMatrix<'a> {
     pub rows: usize,
     pub cols: usize,
-    pub codes: &'a [i8],
+    pub bits: u32,
+    pub packed: &'a [u8],
     pub mantissa: i32,
     pub shift: u32,
+}
+
+impl IntMatrix<'_> {
+    /// Bytes that `rows x cols` codes of `bits` bits occupy.
+    pub const fn packed_len(rows: usize, cols: usize, bits: u32) -> usize {
+        (rows * cols * bits as usize).div_ceil(8)
+    }
+
+    /// Code `index` (row-major), sign-extended.
+    #[inline(always)]
+    pub fn code(&self, index: usize) -> i32 {
+        let bit = index * self.bits as usize;
+        let (byte, offset) = (bit / 8, bit % 8);
+        let mut word = self.packed[byte] as u32;
+        if offset + self.bits as usize > 8 {
+            word |= (self.packed[byte + 1] as u32) << 8;
+        }
+        let raw = (word >> offset) & ((1 << self.bits) - 1);
+        // Sign-extend the k-bit two's-complement value.
+        ((raw << (32 - self.bits)) as i32) >> (32 - self.bits)
+    }
+}
+
+/// Packs k-bit codes (each in `-2^(k-1) ..= 2^(k-1) - 1`) into `out`
+/// (`IntMatrix::packed_len` bytes, zeroed by the caller).
+pub fn pack_codes(codes: impl Iterator<Item = i32>, bits: u32, out: &mut [u8]) {
+    for (index, code) in codes.enumerate() {
+        let raw = (code as u32) & ((1 << bits) - 1);
+        let bit = index * bits as usize;
+        let (byte, offset) = (bit / 8, bit % 8);
+        out[byte] |= (raw << offset) as u8;
+        if offset + bits as usize > 8 {
+            out[byte + 1] |= (raw >> (8 - offset)) as u8;
+        }
+    }
 }
 
 /// Why a model was refused.
@@ -91,8 +130,21 @@ impl<'a> IntRecurrence<'a> {
                 })
             }
         };
-        check("w codes", n * n, self.w.codes.len())?;
-        check("u codes", n * d, self.u.codes.len())?;
+        if !(2..=8).contains(&self.w.bits) || !(2..=8).contains(&self.u.bits) {
+            return Err(Error::Range {
+                what: "weight bits",
+            });
+        }
+        check(
+            "w codes",
+            IntMatrix::packed_len(n, n, self.w.bits),
+            self.w.packed.len(),
+        )?;
+        check(
+            "u codes",
+            IntMatrix::packed_len(n, d, self.u.bits),
+            self.u.packed.len(),
+        )?;
         check("w rows", n, self.w.rows)?;
         check("u cols", d, self.u.cols)?;
         check("bias", n, self.bias.len())?;
@@ -146,17 +198,15 @@ impl<'a> IntRecurrence<'a> {
         let (w_shift, u_shift) = (self.w_shift().unwrap_or(0), self.u_shift().unwrap_or(0));
         let (lo, hi) = self.hidden_range();
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
-            let w_row = &self.w.codes[i * n..(i + 1) * n];
-            let u_row = &self.u.codes[i * d..(i + 1) * d];
-            let acc_w: i64 = w_row
+            let acc_w: i64 = h
                 .iter()
-                .zip(h)
-                .map(|(&c, &v)| c as i64 * v as i64)
+                .enumerate()
+                .map(|(j, &v)| self.w.code(i * n + j) as i64 * v as i64)
                 .sum();
-            let acc_u: i64 = u_row
+            let acc_u: i64 = x
                 .iter()
-                .zip(x)
-                .map(|(&c, &v)| c as i64 * v as i64)
+                .enumerate()
+                .map(|(j, &v)| self.u.code(i * d + j) as i64 * v as i64)
                 .sum();
             let num = ((acc_w * self.w.mantissa as i64) << w_shift)
                 + ((acc_u * self.u.mantissa as i64) << u_shift)
@@ -182,21 +232,23 @@ impl<'a> IntRecurrence<'a> {
 mod tests {
     use super::*;
 
-    fn model<'a>(w: &'a [i8], u: &'a [i8], bias: &'a [i64]) -> IntRecurrence<'a> {
+    fn model<'a>(w: &'a [u8], u: &'a [u8], bias: &'a [i64]) -> IntRecurrence<'a> {
         IntRecurrence {
             hidden: 2,
             input: 1,
             w: IntMatrix {
                 rows: 2,
                 cols: 2,
-                codes: w,
+                bits: 8,
+                packed: w,
                 mantissa: 1,
                 shift: 0,
             },
             u: IntMatrix {
                 rows: 2,
                 cols: 1,
-                codes: u,
+                bits: 8,
+                packed: u,
                 mantissa: 1,
                 shift: 0,
             },
@@ -213,7 +265,7 @@ mod tests {
     #[test]
     fn one_step_by_hand_and_saturation() {
         // S = 1: num = 2 (W h + U x) + B; Z = (num + 1) >> 1.
-        let m = model(&[1, 2, -1, 3], &[5, -7], &[1, 0]);
+        let m = model(&[1, 2, 0xff, 3], &[5, 0xf9], &[1, 0]);
         assert_eq!(m.validate(), Ok(()));
         let mut out = [0; 2];
         m.step(&[1, 2], &[1], &mut out);
@@ -224,8 +276,33 @@ mod tests {
     }
 
     #[test]
+    fn codes_pack_and_unpack_at_every_width() {
+        for bits in 2..=8u32 {
+            let lo = -(1i32 << (bits - 1));
+            let codes: [i32; 11] = core::array::from_fn(|i| lo + (i as i32 * 7) % (1 << bits));
+            let mut packed = [0u8; 11];
+            pack_codes(
+                codes.iter().copied(),
+                bits,
+                &mut packed[..IntMatrix::packed_len(1, 11, bits)],
+            );
+            let m = IntMatrix {
+                rows: 1,
+                cols: 11,
+                bits,
+                packed: &packed,
+                mantissa: 1,
+                shift: 0,
+            };
+            for (i, &c) in codes.iter().enumerate() {
+                assert_eq!(m.code(i), c, "bits {bits}, code {i}");
+            }
+        }
+    }
+
+    #[test]
     fn wrong_lengths_are_refused() {
-        let m = model(&[1, 2, 3], &[5, -7], &[1, 0]);
+        let m = model(&[1, 2, 3], &[5, 0xf9], &[1, 0]);
         assert_eq!(
             m.validate(),
             Err(Error::Length {
@@ -234,7 +311,7 @@ mod tests {
                 found: 3
             })
         );
-        let m = model(&[1, 2, 3, 4], &[5, -7], &[1]);
+        let m = model(&[1, 2, 3, 4], &[5, 0xf9], &[1]);
         assert_eq!(
             m.validate(),
             Err(Error::Length {

@@ -4,7 +4,7 @@
 //! rational that `f64` holds exactly, so the two agree bit for bit (property-tested).
 
 use crate::quant::Quantizer;
-use qornn_infer::{IntActivation, IntMatrix, IntRecurrence};
+use qornn_infer::{pack_codes, IntActivation, IntMatrix, IntRecurrence};
 
 /// Bits of the mantissa of a weight step `M 2^-S`.
 pub const STEP_MANTISSA_BITS: u32 = 12;
@@ -21,10 +21,14 @@ pub fn dyadic(step: f64) -> (i32, u32) {
 pub struct QuantizedRecurrence {
     pub hidden: usize,
     pub input: usize,
+    pub weight_bits: u32,
     pub w_codes: Vec<i8>,
     pub w_step: (i32, u32),
     pub u_codes: Vec<i8>,
     pub u_step: (i32, u32),
+    /// The codes packed at `weight_bits` bits, as the engine and the file hold them.
+    pub w_packed: Vec<u8>,
+    pub u_packed: Vec<u8>,
     /// In units of `2^-(S + f_h)`.
     pub bias: Vec<i64>,
     /// modReLU only, in units of `2^-f_h`.
@@ -70,9 +74,17 @@ impl QuantizedRecurrence {
             .max(u_step.1 as i64 + f.input_frac as i64 - f.hidden_frac as i64)
             .max(1) as u32;
         let unit = 2f64.powi(shift as i32 + f.hidden_frac);
+        let pack = |codes: &[i8]| {
+            let mut out = vec![0u8; IntMatrix::packed_len(1, codes.len(), f.weight_bits)];
+            pack_codes(codes.iter().map(|&c| c as i32), f.weight_bits, &mut out);
+            out
+        };
         Self {
             hidden: f.hidden,
             input: f.input,
+            weight_bits: f.weight_bits,
+            w_packed: pack(&w_codes),
+            u_packed: pack(&u_codes),
             w_codes,
             w_step,
             u_codes,
@@ -101,25 +113,19 @@ impl QuantizedRecurrence {
 
     /// The borrowed view the integer engine runs.
     pub fn as_int(&self) -> IntRecurrence<'_> {
-        fn matrix(
-            codes: &[i8],
-            rows: usize,
-            cols: usize,
-            (mantissa, shift): (i32, u32),
-        ) -> IntMatrix<'_> {
-            IntMatrix {
-                rows,
-                cols,
-                codes,
-                mantissa,
-                shift,
-            }
-        }
+        let matrix = |packed, rows, cols, (mantissa, shift): (i32, u32)| IntMatrix {
+            rows,
+            cols,
+            bits: self.weight_bits,
+            packed,
+            mantissa,
+            shift,
+        };
         IntRecurrence {
             hidden: self.hidden,
             input: self.input,
-            w: matrix(&self.w_codes, self.hidden, self.hidden, self.w_step),
-            u: matrix(&self.u_codes, self.hidden, self.input, self.u_step),
+            w: matrix(&self.w_packed, self.hidden, self.hidden, self.w_step),
+            u: matrix(&self.u_packed, self.hidden, self.input, self.u_step),
             bias: &self.bias,
             bias_mod: &self.bias_mod,
             activation: self.activation,

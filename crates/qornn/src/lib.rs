@@ -14,6 +14,7 @@ pub mod init;
 pub mod integer;
 pub mod linalg;
 pub mod model;
+pub mod model_file;
 pub mod optim;
 pub mod ornn;
 pub mod params;

@@ -9,10 +9,13 @@ use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::integer::{FloatRecurrence, QuantizedRecurrence};
 use crate::model::{Architecture, Workspace};
+use crate::model_file::IntegerModel;
 use crate::ornn::Activation;
 use crate::run::load_best;
 use crate::tasks::Batch;
-use crate::train::{Evaluation, Trainer};
+use crate::tasks::Task;
+use crate::train::Evaluation;
+use qornn_infer::format::TaskInfo;
 use serde::Serialize;
 use std::path::Path;
 
@@ -28,7 +31,8 @@ pub struct PtqReport {
     pub integer: Evaluation,
     /// Whether integer and simulated hidden codes agreed at every step of every sequence.
     pub bit_exact: bool,
-    /// Weight codes at k bits, steps, integer biases, float read-out.
+    /// The size of the `.qornn` file: packed k-bit codes, integer biases, float read-out,
+    /// header and checksum.
     pub bytes: u64,
 }
 
@@ -40,12 +44,15 @@ fn fraction_bits(max_abs: f32, limit: i64) -> i32 {
     (limit as f64 / max_abs as f64).log2().floor() as i32
 }
 
+/// Quantizes the best model of the run in `dir`, writes it (`output`, else
+/// `DIR/model.qornn`), and reports the three inferences on the test set.
 pub fn quantize_run(
     dir: &Path,
     act_bits: u32,
     calibration: usize,
     bits: Option<u32>,
-) -> Result<PtqReport> {
+    output: Option<&Path>,
+) -> Result<(PtqReport, std::path::PathBuf)> {
     if !(4..=16).contains(&act_bits) {
         return Err(Error::config(
             "act_bits",
@@ -133,49 +140,43 @@ pub fn quantize_run(
             format!("the integer model is out of range: {e:?}"),
         )
     })?;
-    let (simulated, integer, bit_exact) = run_integer(&trainer, &recurrence);
-    let readout: usize = m
-        .params
-        .iter()
-        .filter(|t| t.name.starts_with("readout"))
-        .map(|t| t.len() * 4)
-        .sum();
-    let bytes = (recurrence.w_codes.len() + recurrence.u_codes.len()) as u64 * weight_bits as u64
-        / 8
-        + 2 * 8
-        + recurrence.bias.len() as u64 * 8
-        + recurrence.bias_mod.len() as u64 * 4
-        + readout as u64;
-    Ok(PtqReport {
-        weight_bits,
-        act_bits,
-        hidden_frac,
-        input_frac,
-        float,
-        simulated,
-        integer,
-        bit_exact,
-        bytes,
-    })
-}
-
-/// The test set through the simulated twin and the integer engine; the float read-out
-/// reads the dequantized hidden codes `H 2^-f_h`.
-fn run_integer(trainer: &Trainer, q: &QuantizedRecurrence) -> (Evaluation, Evaluation, bool) {
-    let engine = q.as_int();
-    let m = &trainer.model;
-    let spec = &m.spec;
-    let (n, d) = (spec.hidden, spec.input);
     let readout = m
         .params
         .iter()
         .position(|t| t.name == "readout.weight")
         .expect("a read-out");
-    let (v, c) = (&m.params[readout].data, &m.params[readout + 1].data);
+    let model = IntegerModel {
+        recurrence,
+        outputs: spec.outputs,
+        readout: spec.readout,
+        readout_weight: m.params[readout].data.clone(),
+        readout_bias: m.params[readout + 1].data.clone(),
+        task: task_info(&trainer.task, &trainer.config)?,
+        float_loss: float.loss,
+        float_accuracy: float.accuracy.unwrap_or(f64::NAN),
+    };
+    let (simulated, integer, bit_exact) =
+        run_integer(&model, &trainer.task, trainer.eval_set(true));
+    let output = output.map_or_else(|| dir.join("model.qornn"), Path::to_path_buf);
+    model.save(&output)?;
+    Ok((report(&model, float, simulated, integer, bit_exact), output))
+}
+
+/// The test set through the simulated twin and the integer engine; the float read-out
+/// reads the dequantized hidden codes `H 2^-f_h`.
+pub fn run_integer(
+    model: &IntegerModel,
+    task: &Task,
+    batches: &[Batch],
+) -> (Evaluation, Evaluation, bool) {
+    let q = &model.recurrence;
+    let engine = q.as_int();
+    let (n, d) = (q.hidden, q.input);
+    let (v, c) = (&model.readout_weight, &model.readout_bias);
     let unit = 2f32.powi(-q.hidden_frac);
     let mut bit_exact = true;
     let mut totals = [(0.0f64, 0usize, 0usize, 0usize); 2];
-    for batch in trainer.eval_set(true) {
+    for batch in batches {
         let Batch {
             steps, batch: b, ..
         } = *batch;
@@ -202,11 +203,11 @@ fn run_integer(trainer: &Trainer, q: &QuantizedRecurrence) -> (Evaluation, Evalu
             }
         }
         for (total, state) in totals.iter_mut().zip(&states) {
-            let mut head = Head::<f32>::new(spec.readout, steps, b, spec.outputs);
+            let mut head = Head::<f32>::new(model.readout, steps, b, model.outputs);
             let loss = head.forward(state, n, v, c, &batch.targets, faer::Par::Seq) as f64;
             total.0 += loss * b as f64;
             total.1 += b;
-            if let Some((hits, count)) = trainer.task.accuracy(head.logits(), &batch.targets) {
+            if let Some((hits, count)) = task.accuracy(head.logits(), &batch.targets) {
                 total.2 += hits;
                 total.3 += count;
             }
@@ -222,4 +223,86 @@ fn run_integer(trainer: &Trainer, q: &QuantizedRecurrence) -> (Evaluation, Evalu
         }
     };
     (evaluation(totals[1]), evaluation(totals[0]), bit_exact)
+}
+
+/// The task record of a `.qornn` file, for the tasks integer inference covers.
+fn task_info(task: &Task, config: &crate::config::Config) -> Result<TaskInfo> {
+    let (kind, parameter) = match task {
+        Task::Copy(t) => (0, t.delay as u32),
+        Task::Adding(t) => (1, t.length as u32),
+        Task::Mnist(t) => (if t.permuted { 3 } else { 2 }, 0),
+        _ => {
+            return Err(Error::config(
+                "run",
+                format!(
+                    "integer inference of the {} task is not supported",
+                    task.name()
+                ),
+            ))
+        }
+    };
+    Ok(TaskInfo {
+        kind,
+        parameter,
+        seed: config.seed,
+        sequences: config.eval_sequences as u32,
+        batch: config.batch as u32,
+    })
+}
+
+/// The task a `.qornn` file was trained on (MNIST is read from `data_dir`).
+pub fn task_of(info: &TaskInfo, data_dir: Option<&Path>) -> Result<Task> {
+    use crate::data::{data_dir as resolve, mnist::Mnist, Checksums};
+    Ok(match info.kind {
+        0 => Task::Copy(crate::tasks::CopyTask::new(info.parameter.max(1) as usize)),
+        1 => Task::Adding(crate::tasks::AddingTask::new(info.parameter.max(2) as usize)),
+        2 | 3 => Task::Mnist(crate::tasks::MnistTask::new(
+            Mnist::load(&resolve(data_dir), Checksums::Verify)?,
+            info.kind == 3,
+        )),
+        other => {
+            return Err(Error::config(
+                "model",
+                format!("unknown task id {other} in the model file"),
+            ))
+        }
+    })
+}
+
+/// `qornn eval --model M.qornn`: the integer model (and its simulated twin) on the test
+/// set of the task it records, beside the float metrics stored when it was written.
+pub fn evaluate_file(path: &Path, data_dir: Option<&Path>) -> Result<PtqReport> {
+    let model = IntegerModel::load(path)?;
+    let task = task_of(&model.task, data_dir)?;
+    let t = &model.task;
+    let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);
+    let (simulated, integer, bit_exact) = run_integer(&model, &task, &batches);
+    let float = Evaluation {
+        loss: model.float_loss,
+        accuracy: (!model.float_accuracy.is_nan()).then_some(model.float_accuracy),
+        bits_per_char: None,
+        perplexity: None,
+    };
+    Ok(report(&model, float, simulated, integer, bit_exact))
+}
+
+fn report(
+    model: &IntegerModel,
+    float: Evaluation,
+    simulated: Evaluation,
+    integer: Evaluation,
+    bit_exact: bool,
+) -> PtqReport {
+    let q = &model.recurrence;
+    PtqReport {
+        weight_bits: q.weight_bits,
+        act_bits: q.act_bits,
+        hidden_frac: q.hidden_frac,
+        input_frac: q.input_frac,
+        float,
+        simulated,
+        integer,
+        bit_exact,
+        bytes: model.to_bytes().len() as u64,
+    }
 }

@@ -1,0 +1,241 @@
+//! The `.qornn` integer model file, version 1 (layout in `docs/format.md`): parsed from a
+//! byte slice without allocation; every length is checked and the FNV-1a checksum too.
+
+use crate::{IntActivation, IntMatrix, IntRecurrence};
+
+pub const MAGIC: [u8; 8] = *b"QORNNINT";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 112;
+pub const CHECKSUM_LEN: usize = 4;
+
+/// Why a file was refused.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FormatError {
+    BadMagic,
+    UnsupportedVersion {
+        found: u32,
+    },
+    Truncated {
+        needed: usize,
+        found: usize,
+    },
+    Checksum {
+        stored: u32,
+        computed: u32,
+    },
+    /// A header field out of range (which one).
+    Invalid(&'static str),
+}
+
+/// The read-out after the recurrence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadoutKind {
+    Last,
+    Every,
+}
+
+/// The task the model was trained on, and how its evaluation data is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// 0 copy, 1 adding, 2 smnist, 3 pmnist.
+    pub kind: u32,
+    /// Copy: the delay T0; adding: the length T; 0 otherwise.
+    pub parameter: u32,
+    pub seed: u64,
+    pub sequences: u32,
+    pub batch: u32,
+}
+
+/// A parsed model: views into the file's bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelFile<'a> {
+    pub recurrence: IntRecurrence<'a>,
+    pub outputs: usize,
+    pub readout: ReadoutKind,
+    /// `V: (C, n)` and `c: (C)` as little-endian f32 bytes.
+    readout_weight: &'a [u8],
+    readout_bias: &'a [u8],
+    pub task: TaskInfo,
+    /// The float model's test metrics, measured when the file was written (NaN: none).
+    pub float_loss: f64,
+    pub float_accuracy: f64,
+    /// The biases in their own (8-byte) section, kept as bytes to avoid alignment needs.
+    bias: &'a [u8],
+    bias_mod: &'a [u8],
+}
+
+/// FNV-1a, 32 bits.
+pub fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn f32_at(b: &[u8], index: usize) -> f32 {
+    f32::from_le_bytes([
+        b[4 * index],
+        b[4 * index + 1],
+        b[4 * index + 2],
+        b[4 * index + 3],
+    ])
+}
+
+fn f64_at(b: &[u8], at: usize) -> f64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    f64::from_le_bytes(x)
+}
+
+impl<'a> ModelFile<'a> {
+    /// `V_ij`.
+    pub fn readout_weight(&self, i: usize, j: usize) -> f32 {
+        f32_at(self.readout_weight, i * self.recurrence.hidden + j)
+    }
+
+    /// `c_i`.
+    pub fn readout_bias(&self, i: usize) -> f32 {
+        f32_at(self.readout_bias, i)
+    }
+
+    /// The bias of unit `i` in accumulator units.
+    pub fn bias(&self, i: usize) -> i64 {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&self.bias[8 * i..8 * i + 8]);
+        i64::from_le_bytes(x)
+    }
+
+    /// The modReLU bias of unit `i` in hidden-code units (0 for ReLU).
+    pub fn bias_mod(&self, i: usize) -> i32 {
+        if self.bias_mod.is_empty() {
+            0
+        } else {
+            u32_at(self.bias_mod, 4 * i) as i32
+        }
+    }
+
+    /// Parses and checks a whole file. The recurrence's `bias` and `bias_mod` slices are
+    /// empty: read them with [`ModelFile::bias`] / [`ModelFile::bias_mod`] into buffers
+    /// the caller owns (`IntRecurrence` wants aligned `i64`s).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+            return Err(FormatError::Truncated {
+                needed: HEADER_LEN + CHECKSUM_LEN,
+                found: bytes.len(),
+            });
+        }
+        if bytes[..8] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let field = |at: usize| u32_at(bytes, at);
+        if field(8) != VERSION {
+            return Err(FormatError::UnsupportedVersion { found: field(8) });
+        }
+        let (n, d, c, k, a) = (
+            field(16) as usize,
+            field(20) as usize,
+            field(24) as usize,
+            field(28),
+            field(32),
+        );
+        if n == 0 || d == 0 || c == 0 || n > 1 << 12 || d > 1 << 12 || c > 1 << 16 {
+            return Err(FormatError::Invalid("sizes"));
+        }
+        if !(2..=8).contains(&k) {
+            return Err(FormatError::Invalid("weight bits"));
+        }
+        let activation = match field(36) {
+            0 => IntActivation::Relu,
+            1 => IntActivation::Modrelu,
+            _ => return Err(FormatError::Invalid("activation")),
+        };
+        let readout = match field(40) {
+            0 => ReadoutKind::Last,
+            1 => ReadoutKind::Every,
+            _ => return Err(FormatError::Invalid("readout")),
+        };
+        let w_len = IntMatrix::packed_len(n, n, k);
+        let u_len = IntMatrix::packed_len(n, d, k);
+        let bm_len = if activation == IntActivation::Modrelu {
+            4 * n
+        } else {
+            0
+        };
+        let sections = [w_len, u_len, 8 * n, bm_len, 4 * c * n, 4 * c];
+        let needed = HEADER_LEN + sections.iter().sum::<usize>() + CHECKSUM_LEN;
+        if bytes.len() != needed {
+            return Err(FormatError::Truncated {
+                needed,
+                found: bytes.len(),
+            });
+        }
+        let body = &bytes[..needed - CHECKSUM_LEN];
+        let (stored, computed) = (u32_at(bytes, needed - CHECKSUM_LEN), fnv1a(body));
+        if stored != computed {
+            return Err(FormatError::Checksum { stored, computed });
+        }
+        let mut offset = HEADER_LEN;
+        let mut take = |len: usize| {
+            let s = &bytes[offset..offset + len];
+            offset += len;
+            s
+        };
+        let (w, u, bias, bias_mod, v, cb) = (
+            take(w_len),
+            take(u_len),
+            take(8 * n),
+            take(bm_len),
+            take(4 * c * n),
+            take(4 * c),
+        );
+        let recurrence = IntRecurrence {
+            hidden: n,
+            input: d,
+            w: IntMatrix {
+                rows: n,
+                cols: n,
+                bits: k,
+                packed: w,
+                mantissa: field(56) as i32,
+                shift: field(60),
+            },
+            u: IntMatrix {
+                rows: n,
+                cols: d,
+                bits: k,
+                packed: u,
+                mantissa: field(64) as i32,
+                shift: field(68),
+            },
+            bias: &[],
+            bias_mod: &[],
+            activation,
+            act_bits: a,
+            hidden_frac: field(44) as i32,
+            input_frac: field(48) as i32,
+            shift: field(52),
+        };
+        let task = TaskInfo {
+            kind: field(72),
+            parameter: field(76),
+            seed: u32_at(bytes, 80) as u64 | (u32_at(bytes, 84) as u64) << 32,
+            sequences: field(88),
+            batch: field(92),
+        };
+        Ok(Self {
+            recurrence,
+            outputs: c,
+            readout,
+            readout_weight: v,
+            readout_bias: cb,
+            task,
+            float_loss: f64_at(bytes, 96),
+            float_accuracy: f64_at(bytes, 104),
+            bias,
+            bias_mod,
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! Writing and reading `.qornn` integer model files (layout: `docs/format.md`; the
+//! parser is `qornn_infer::format`, shared with the `no_std` runtime).
+
+use crate::error::{Error, Result};
+use crate::head::Readout;
+use crate::integer::QuantizedRecurrence;
+use qornn_infer::format::{fnv1a, ModelFile, TaskInfo, HEADER_LEN, MAGIC, VERSION};
+use qornn_infer::IntActivation;
+use std::path::Path;
+
+/// An integer model with its float read-out and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntegerModel {
+    pub recurrence: QuantizedRecurrence,
+    pub outputs: usize,
+    pub readout: Readout,
+    /// `V: (C, n)`, `c: (C)`.
+    pub readout_weight: Vec<f32>,
+    pub readout_bias: Vec<f32>,
+    pub task: TaskInfo,
+    pub float_loss: f64,
+    pub float_accuracy: f64,
+}
+
+impl IntegerModel {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let q = &self.recurrence;
+        let mut b = Vec::with_capacity(HEADER_LEN);
+        b.extend(MAGIC);
+        let activation = match q.activation {
+            IntActivation::Relu => 0u32,
+            IntActivation::Modrelu => 1,
+        };
+        let readout = match self.readout {
+            Readout::Last => 0u32,
+            Readout::Every => 1,
+        };
+        let fields: [u32; 16] = [
+            VERSION,
+            HEADER_LEN as u32,
+            q.hidden as u32,
+            q.input as u32,
+            self.outputs as u32,
+            q.weight_bits,
+            q.act_bits,
+            activation,
+            readout,
+            q.hidden_frac as u32,
+            q.input_frac as u32,
+            q.shift,
+            q.w_step.0 as u32,
+            q.w_step.1,
+            q.u_step.0 as u32,
+            q.u_step.1,
+        ];
+        fields.iter().for_each(|f| b.extend(f.to_le_bytes()));
+        for f in [self.task.kind, self.task.parameter] {
+            b.extend(f.to_le_bytes());
+        }
+        b.extend(self.task.seed.to_le_bytes());
+        for f in [self.task.sequences, self.task.batch] {
+            b.extend(f.to_le_bytes());
+        }
+        b.extend(self.float_loss.to_le_bytes());
+        b.extend(self.float_accuracy.to_le_bytes());
+        debug_assert_eq!(b.len(), HEADER_LEN);
+        b.extend(&q.w_packed);
+        b.extend(&q.u_packed);
+        q.bias.iter().for_each(|v| b.extend(v.to_le_bytes()));
+        q.bias_mod.iter().for_each(|v| b.extend(v.to_le_bytes()));
+        self.readout_weight
+            .iter()
+            .for_each(|v| b.extend(v.to_le_bytes()));
+        self.readout_bias
+            .iter()
+            .for_each(|v| b.extend(v.to_le_bytes()));
+        let checksum = fnv1a(&b);
+        b.extend(checksum.to_le_bytes());
+        b
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::checkpoint::write_atomically(path, &self.to_bytes())
+    }
+
+    /// Reads a file; a corrupt, truncated or wrong-version one is refused, naming it.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes).map_err(|e| Error::bad_file(path, e))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let f = ModelFile::parse(bytes).map_err(|e| format!("not a valid .qornn model: {e:?}"))?;
+        let r = f.recurrence;
+        let (n, d, c) = (r.hidden, r.input, f.outputs);
+        let unpack = |m: &qornn_infer::IntMatrix<'_>| {
+            (0..m.rows * m.cols)
+                .map(|i| m.code(i) as i8)
+                .collect::<Vec<_>>()
+        };
+        let recurrence = QuantizedRecurrence {
+            hidden: n,
+            input: d,
+            weight_bits: r.w.bits,
+            w_codes: unpack(&r.w),
+            w_step: (r.w.mantissa, r.w.shift),
+            u_codes: unpack(&r.u),
+            u_step: (r.u.mantissa, r.u.shift),
+            w_packed: r.w.packed.to_vec(),
+            u_packed: r.u.packed.to_vec(),
+            bias: (0..n).map(|i| f.bias(i)).collect(),
+            bias_mod: match r.activation {
+                IntActivation::Modrelu => (0..n).map(|i| f.bias_mod(i)).collect(),
+                IntActivation::Relu => Vec::new(),
+            },
+            activation: r.activation,
+            act_bits: r.act_bits,
+            hidden_frac: r.hidden_frac,
+            input_frac: r.input_frac,
+            shift: r.shift,
+        };
+        recurrence
+            .as_int()
+            .validate()
+            .map_err(|e| format!("the integer model is out of range: {e:?}"))?;
+        Ok(Self {
+            recurrence,
+            outputs: c,
+            readout: match f.readout {
+                qornn_infer::format::ReadoutKind::Last => Readout::Last,
+                qornn_infer::format::ReadoutKind::Every => Readout::Every,
+            },
+            readout_weight: (0..c * n).map(|k| f.readout_weight(k / n, k % n)).collect(),
+            readout_bias: (0..c).map(|i| f.readout_bias(i)).collect(),
+            task: f.task,
+            float_loss: f.float_loss,
+            float_accuracy: f.float_accuracy,
+        })
+    }
+}

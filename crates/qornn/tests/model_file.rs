@@ -1,0 +1,103 @@
+//! The `.qornn` format: a round trip through bytes, and clear refusals of corrupt,
+//! truncated and wrong-version files.
+
+use qornn::head::Readout;
+use qornn::integer::{FloatRecurrence, QuantizedRecurrence};
+use qornn::model_file::IntegerModel;
+use qornn_infer::format::{FormatError, ModelFile, TaskInfo};
+use rand::{Rng, SeedableRng};
+
+fn model(modrelu: bool, bits: u32) -> IntegerModel {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(bits as u64);
+    let (n, d, c) = (5, 3, 4);
+    let mut draw =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+    let (w, u, b, bm, v, cb) = (
+        draw(n * n),
+        draw(n * d),
+        draw(n),
+        draw(n),
+        draw(c * n),
+        draw(c),
+    );
+    IntegerModel {
+        recurrence: QuantizedRecurrence::new(&FloatRecurrence {
+            hidden: n,
+            input: d,
+            w: &w,
+            u: &u,
+            bias: &b,
+            bias_mod: modrelu.then_some(&bm[..]),
+            weight_bits: bits,
+            act_bits: 10,
+            hidden_frac: 6,
+            input_frac: 8,
+        }),
+        outputs: c,
+        readout: Readout::Every,
+        readout_weight: v,
+        readout_bias: cb,
+        task: TaskInfo {
+            kind: 0,
+            parameter: 10,
+            seed: u64::MAX - 3,
+            sequences: 64,
+            batch: 32,
+        },
+        float_loss: 0.25,
+        float_accuracy: f64::NAN,
+    }
+}
+
+#[test]
+fn round_trip_at_every_width() {
+    for bits in 2..=8 {
+        for modrelu in [false, true] {
+            let m = model(modrelu, bits);
+            let bytes = m.to_bytes();
+            let back = IntegerModel::from_bytes(&bytes).unwrap();
+            assert_eq!(back.recurrence, m.recurrence, "bits {bits}");
+            assert_eq!(
+                (back.readout_weight, back.readout_bias, back.task),
+                (m.readout_weight.clone(), m.readout_bias.clone(), m.task)
+            );
+            assert!(back.float_accuracy.is_nan() && back.float_loss == 0.25);
+        }
+    }
+}
+
+#[test]
+fn corrupt_truncated_and_foreign_files_are_refused() {
+    let bytes = model(true, 4).to_bytes();
+    let mut flipped = bytes.clone();
+    flipped[130] ^= 0x10;
+    assert!(matches!(
+        ModelFile::parse(&flipped),
+        Err(FormatError::Checksum { .. })
+    ));
+    assert!(matches!(
+        ModelFile::parse(&bytes[..bytes.len() - 1]),
+        Err(FormatError::Truncated { .. })
+    ));
+    assert!(matches!(
+        ModelFile::parse(&bytes[..50]),
+        Err(FormatError::Truncated { .. })
+    ));
+    let mut version = bytes.clone();
+    version[8] = 2;
+    assert_eq!(
+        ModelFile::parse(&version).unwrap_err(),
+        FormatError::UnsupportedVersion { found: 2 }
+    );
+    let mut magic = bytes.clone();
+    magic[0] = b'X';
+    assert_eq!(ModelFile::parse(&magic).unwrap_err(), FormatError::BadMagic);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.qornn");
+    std::fs::write(&path, &flipped).unwrap();
+    let msg = IntegerModel::load(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("broken.qornn") && msg.contains("Checksum"),
+        "{msg}"
+    );
+}
