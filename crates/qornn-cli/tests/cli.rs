@@ -369,6 +369,26 @@ fn quantize_reports_bit_exact_integer_inference() {
     for key in ["float", "simulated", "integer"] {
         assert!(report[key]["loss"].as_f64().unwrap().is_finite(), "{key}");
     }
+    // The file it wrote evaluates to the same integer result on its own.
+    let file = run.join("model.qornn");
+    let out = qornn(&["eval", "--model", file.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["integer"], report["integer"]);
+    assert_eq!(again["float"]["loss"], report["float"]["loss"]);
+    assert_eq!(again["bit_exact"], true);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    fails_with(
+        &["eval", "--model", file.to_str().unwrap()],
+        &["model.qornn", "Checksum"],
+    );
     fails_with(
         &[
             "quantize",
