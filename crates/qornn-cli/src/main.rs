@@ -29,6 +29,8 @@ enum Command {
     /// Post-training integer quantization of a run's recurrence; compares float, simulated
     /// and integer inference on the test set.
     Quantize(QuantizeArgs),
+    /// Write an integer model as a C header with a reference trace (`qornn_model.h`).
+    Export(ExportArgs),
     /// Write a run's best weights under PyTorch's names (a safetensors file).
     Weights(WeightsArgs),
     /// Time one full training step (parametrise, forward, backward, optimiser).
@@ -166,6 +168,19 @@ struct QuantizeArgs {
     /// The integer model file to write [default: DIR/model.qornn].
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// An integer model file from `qornn quantize`.
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// The folder to write `qornn_model.h` into.
+    #[arg(long = "c", value_name = "DIR")]
+    c_dir: PathBuf,
+    /// MNIST models: the folder with MNIST's files [default: $QORNN_DATA, else ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -330,6 +345,27 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
+fn export(args: ExportArgs) -> Result<()> {
+    let model = qornn::model_file::IntegerModel::load(&args.model)?;
+    let task = qornn::ptq::task_of(&model.task, args.data_dir.as_deref())?;
+    let t = &model.task;
+    let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);
+    let first = batches
+        .first()
+        .context("the task has no test sequence for the trace")?;
+    std::fs::create_dir_all(&args.c_dir)
+        .with_context(|| format!("cannot create --c {}", args.c_dir.display()))?;
+    let path = args.c_dir.join("qornn_model.h");
+    std::fs::write(&path, qornn::export_c::header(&model, first))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "wrote {} (check it with: cc -I {} c/qornn.c -lm && ./a.out)",
+        path.display(),
+        args.c_dir.display()
+    );
+    Ok(())
+}
+
 fn weights(args: WeightsArgs) -> Result<()> {
     let tensors = run::best_weights(&args.run)?;
     qornn::weights::save(&args.out, &tensors)?;
@@ -380,6 +416,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => eval(args),
         Command::Weights(args) => weights(args),
         Command::Quantize(args) => quantize(args),
+        Command::Export(args) => export(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

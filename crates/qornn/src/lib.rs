@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod export_c;
 pub mod head;
 pub mod init;
 pub mod integer;
