@@ -34,6 +34,10 @@ pub struct PtqReport {
     /// The size of the `.qornn` file: packed k-bit codes, integer biases, float read-out,
     /// header and checksum.
     pub bytes: u64,
+    /// Test sequences per second: the integer engine (one sequence at a time, one core)
+    /// and, when the float model was run here, batched float inference (all cores).
+    pub integer_sequences_per_second: f64,
+    pub float_sequences_per_second: Option<f64>,
 }
 
 /// The largest power-of-two fraction `f` with `max |v| 2^f <= limit`.
@@ -94,7 +98,9 @@ pub fn quantize_run(
     };
     let par = crate::train::parallelism(trainer.config.threads);
     trainer.model.parametrise(false, par);
+    let clock = std::time::Instant::now();
     let float = trainer.evaluate(true);
+    let float_seconds = clock.elapsed().as_secs_f64();
 
     // Calibration: the largest |h| and |x| over `calibration` training sequences.
     let batch_size = trainer.config.batch;
@@ -155,26 +161,33 @@ pub fn quantize_run(
         float_loss: float.loss,
         float_accuracy: float.accuracy.unwrap_or(f64::NAN),
     };
-    let (simulated, integer, bit_exact) =
-        run_integer(&model, &trainer.task, trainer.eval_set(true));
+    let run = run_integer(&model, &trainer.task, trainer.eval_set(true));
     let output = output.map_or_else(|| dir.join("model.qornn"), Path::to_path_buf);
     model.save(&output)?;
-    Ok((report(&model, float, simulated, integer, bit_exact), output))
+    let sequences: usize = trainer.eval_set(true).iter().map(|b| b.batch).sum();
+    let float_speed = sequences as f64 / float_seconds.max(1e-12);
+    Ok((report(&model, float, run, Some(float_speed)), output))
+}
+
+/// What the integer engine and its twin did on a test set.
+pub struct IntegerRun {
+    pub simulated: Evaluation,
+    pub integer: Evaluation,
+    pub bit_exact: bool,
+    /// The engine alone, one sequence after another on one core.
+    pub sequences_per_second: f64,
 }
 
 /// The test set through the simulated twin and the integer engine; the float read-out
 /// reads the dequantized hidden codes `H 2^-f_h`.
-pub fn run_integer(
-    model: &IntegerModel,
-    task: &Task,
-    batches: &[Batch],
-) -> (Evaluation, Evaluation, bool) {
+pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> IntegerRun {
     let q = &model.recurrence;
     let engine = q.as_int();
     let (n, d) = (q.hidden, q.input);
     let (v, c) = (&model.readout_weight, &model.readout_bias);
     let unit = 2f32.powi(-q.hidden_frac);
     let mut bit_exact = true;
+    let mut integer_seconds = 0.0f64;
     let mut totals = [(0.0f64, 0usize, 0usize, 0usize); 2];
     for batch in batches {
         let Batch {
@@ -189,7 +202,9 @@ pub fn run_integer(
                     &batch.x[(t * b + seq) * d..(t * b + seq + 1) * d],
                     &mut x_codes,
                 );
+                let clock = std::time::Instant::now();
                 engine.step(&h_int, &x_codes, &mut next);
+                integer_seconds += clock.elapsed().as_secs_f64();
                 std::mem::swap(&mut h_int, &mut next);
                 q.simulated_step(&h_sim, &x_codes, &mut next);
                 std::mem::swap(&mut h_sim, &mut next);
@@ -222,7 +237,13 @@ pub fn run_integer(
             perplexity: None,
         }
     };
-    (evaluation(totals[1]), evaluation(totals[0]), bit_exact)
+    let sequences = totals[0].1 as f64;
+    IntegerRun {
+        simulated: evaluation(totals[1]),
+        integer: evaluation(totals[0]),
+        bit_exact,
+        sequences_per_second: sequences / integer_seconds.max(1e-12),
+    }
 }
 
 /// The task record of a `.qornn` file, for the tasks integer inference covers.
@@ -276,22 +297,21 @@ pub fn evaluate_file(path: &Path, data_dir: Option<&Path>) -> Result<PtqReport> 
     let task = task_of(&model.task, data_dir)?;
     let t = &model.task;
     let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);
-    let (simulated, integer, bit_exact) = run_integer(&model, &task, &batches);
+    let run = run_integer(&model, &task, &batches);
     let float = Evaluation {
         loss: model.float_loss,
         accuracy: (!model.float_accuracy.is_nan()).then_some(model.float_accuracy),
         bits_per_char: None,
         perplexity: None,
     };
-    Ok(report(&model, float, simulated, integer, bit_exact))
+    Ok(report(&model, float, run, None))
 }
 
 fn report(
     model: &IntegerModel,
     float: Evaluation,
-    simulated: Evaluation,
-    integer: Evaluation,
-    bit_exact: bool,
+    run: IntegerRun,
+    float_speed: Option<f64>,
 ) -> PtqReport {
     let q = &model.recurrence;
     PtqReport {
@@ -300,9 +320,11 @@ fn report(
         hidden_frac: q.hidden_frac,
         input_frac: q.input_frac,
         float,
-        simulated,
-        integer,
-        bit_exact,
+        simulated: run.simulated,
+        integer: run.integer,
+        bit_exact: run.bit_exact,
         bytes: model.to_bytes().len() as u64,
+        integer_sequences_per_second: run.sequences_per_second,
+        float_sequences_per_second: float_speed,
     }
 }
