@@ -45,6 +45,8 @@ def main():
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--inference", action="store_true",
+                   help="time float inference (forward only, no gradients) and print sequences per second")
     p.add_argument("--keep-denormals", action="store_true",
                    help="leave subnormal floats on (PyTorch's default); by default they are "
                         "flushed, which is PyTorch's fastest setting on CPU")
@@ -126,6 +128,20 @@ def main():
         opt.step()
         t4 = time.perf_counter()
         return t4 - t0, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+
+    if args.inference:
+        with torch.no_grad():
+            weights = parametrise()
+            recur(weights)
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                (recur(weights) @ V.t() + cb).argmax(1)
+                times.append(time.perf_counter() - t0)
+        print(json.dumps({"framework": "pytorch " + torch.__version__, "model": args.model, "threads": torch.get_num_threads(),
+                          "hidden": n, "batch": args.batch, "seq": args.seq,
+                          "sequences_per_second": args.batch / statistics.median(times)}))
+        return
 
     step()
     totals, phases = [], []

@@ -405,6 +405,10 @@ fn eval(args: EvalArgs) -> Result<()> {
             "integer and simulated bit-exact on every sequence: {}",
             r.bit_exact
         );
+        println!(
+            "integer engine: {:.1} sequences/s (one core)",
+            r.integer_sequences_per_second
+        );
     }
     Ok(())
 }
