@@ -5,6 +5,7 @@
 //! The recurrent weight gradient is one `(n x T*B) * (T*B x n)` product after the time
 //! loop; only the `dz_{t+1} W` carry is a per-step product.
 
+use crate::cells::{add_column_sums, TimeLoopGrads};
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::Real;
 use faer::{Accum, Par};
@@ -192,9 +193,9 @@ impl<T: Real> OrnnCell<T> {
     ) {
         let CellShape {
             hidden: n,
-            input: d,
             steps,
             batch,
+            ..
         } = self.shape;
         let block = self.block();
         for s in (0..steps).rev() {
@@ -221,36 +222,15 @@ impl<T: Real> OrnnCell<T> {
             }
         }
         let rows = steps * batch;
-        gemm(
-            mat_mut(g.w, n, n),
-            Accum::Add,
-            mat(&self.dz, rows, n).transpose(),
-            mat(&self.h[..rows * n], rows, n),
-            T::one(),
-            par,
-        );
-        gemm(
-            mat_mut(g.u, n, d),
-            Accum::Add,
-            mat(&self.dz, rows, n).transpose(),
-            mat(x, rows, d),
-            T::one(),
-            par,
-        );
-        for row in self.dz.chunks(n) {
-            for (gb, &v) in g.b.iter_mut().zip(row) {
-                *gb += v;
-            }
+        TimeLoopGrads {
+            d_input: &self.dz,
+            d_recurrent: &self.dz,
+            width: n,
+            x,
+            h_prev: &self.h[..rows * n],
+            w_input: p.u,
         }
-        if let Some(grad_x) = grad_x {
-            gemm(
-                mat_mut(grad_x, rows, d),
-                Accum::Replace,
-                mat(&self.dz, rows, n),
-                mat(p.u, n, d),
-                T::one(),
-                par,
-            );
-        }
+        .apply(g.u, g.w, grad_x, par);
+        add_column_sums(&self.dz, n, g.b);
     }
 }

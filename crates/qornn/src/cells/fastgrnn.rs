@@ -5,7 +5,7 @@
 //! `p = x W^T + h_{t-1} U^T`, `z = sigmoid(p + b_z)`, `c = tanh(p + b_h)`,
 //! `h_t = z h_{t-1} + (sigmoid(zeta) (1 - z) + sigmoid(nu)) c`.
 
-use super::{add_column_sums, sigmoid};
+use super::{add_column_sums, sigmoid, TimeLoopGrads};
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
@@ -135,9 +135,9 @@ impl<T: Real> FastGrnnCell<T> {
     ) {
         let CellShape {
             hidden: n,
-            input: d,
             steps,
             batch,
+            ..
         } = self.shape;
         let block = batch * n;
         let (zeta, nu) = (sigmoid(p.zeta), sigmoid(p.nu));
@@ -174,33 +174,15 @@ impl<T: Real> FastGrnnCell<T> {
         *g.zeta += dzeta * zeta * (T::one() - zeta);
         *g.nu += dnu * nu * (T::one() - nu);
         let rows = steps * batch;
-        if let Some(grad_x) = grad_x {
-            // dL/dx_t = dG_t W_ih: the input's gradient, for an embedding below the cell.
-            gemm(
-                mat_mut(grad_x, rows, d),
-                Accum::Replace,
-                mat(&self.dpre, rows, n),
-                mat(p.w, n, d),
-                T::one(),
-                par,
-            );
+        TimeLoopGrads {
+            d_input: &self.dpre,
+            d_recurrent: &self.dpre,
+            width: n,
+            x,
+            h_prev: &self.h[..rows * n],
+            w_input: p.w,
         }
-        gemm(
-            mat_mut(g.w, n, d),
-            Accum::Add,
-            mat(&self.dpre, rows, n).transpose(),
-            mat(x, rows, d),
-            T::one(),
-            par,
-        );
-        gemm(
-            mat_mut(g.u, n, n),
-            Accum::Add,
-            mat(&self.dpre, rows, n).transpose(),
-            mat(&self.h[..rows * n], rows, n),
-            T::one(),
-            par,
-        );
+        .apply(g.w, g.u, grad_x, par);
         add_column_sums(&self.dgate, n, g.b_z);
         add_column_sums(&self.dcandidate, n, g.b_h);
     }

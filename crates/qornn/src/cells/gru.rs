@@ -4,7 +4,7 @@
 //! `A = x W_ih^T + b_ih`, `B = h_{t-1} W_hh^T + b_hh`, `r = sigmoid(A_r + B_r)`,
 //! `z = sigmoid(A_z + B_z)`, `m = tanh(A_n + r B_n)`, `h_t = (1 - z) m + z h_{t-1}`.
 
-use super::{add_column_sums, sigmoid};
+use super::{add_column_sums, sigmoid, TimeLoopGrads};
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
@@ -139,9 +139,9 @@ impl<T: Real> GruCell<T> {
     ) {
         let CellShape {
             hidden: n,
-            input: d,
             steps,
             batch,
+            ..
         } = self.shape;
         let block = batch * n;
         self.dh_carry.fill(T::zero());
@@ -181,33 +181,15 @@ impl<T: Real> GruCell<T> {
             );
         }
         let rows = steps * batch;
-        if let Some(grad_x) = grad_x {
-            // dL/dx_t = dG_t W_ih: the input's gradient, for an embedding below the cell.
-            gemm(
-                mat_mut(grad_x, rows, d),
-                Accum::Replace,
-                mat(&self.dinput, rows, 3 * n),
-                mat(p.weight_ih, 3 * n, d),
-                T::one(),
-                par,
-            );
+        TimeLoopGrads {
+            d_input: &self.dinput,
+            d_recurrent: &self.dhidden,
+            width: 3 * n,
+            x,
+            h_prev: &self.h[..rows * n],
+            w_input: p.weight_ih,
         }
-        gemm(
-            mat_mut(g.weight_ih, 3 * n, d),
-            Accum::Add,
-            mat(&self.dinput, rows, 3 * n).transpose(),
-            mat(x, rows, d),
-            T::one(),
-            par,
-        );
-        gemm(
-            mat_mut(g.weight_hh, 3 * n, n),
-            Accum::Add,
-            mat(&self.dhidden, rows, 3 * n).transpose(),
-            mat(&self.h[..rows * n], rows, n),
-            T::one(),
-            par,
-        );
+        .apply(g.weight_ih, g.weight_hh, grad_x, par);
         add_column_sums(&self.dinput, 3 * n, g.bias_ih);
         add_column_sums(&self.dhidden, 3 * n, g.bias_hh);
     }

@@ -4,7 +4,7 @@
 //! `G = x W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh`, `i, f, o = sigmoid(G_i, G_f, G_o)`,
 //! `g = tanh(G_g)`, `c_t = f c_{t-1} + i g`, `h_t = o tanh(c_t)`.
 
-use super::{add_column_sums, sigmoid};
+use super::{add_column_sums, sigmoid, TimeLoopGrads};
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
@@ -146,9 +146,9 @@ impl<T: Real> LstmCell<T> {
     ) {
         let CellShape {
             hidden: n,
-            input: d,
             steps,
             batch,
+            ..
         } = self.shape;
         let block = batch * n;
         self.dh_carry.fill(T::zero());
@@ -185,33 +185,15 @@ impl<T: Real> LstmCell<T> {
             );
         }
         let rows = steps * batch;
-        if let Some(grad_x) = grad_x {
-            // dL/dx_t = dG_t W_ih: the input's gradient, for an embedding below the cell.
-            gemm(
-                mat_mut(grad_x, rows, d),
-                Accum::Replace,
-                mat(&self.dgates, rows, 4 * n),
-                mat(p.weight_ih, 4 * n, d),
-                T::one(),
-                par,
-            );
+        TimeLoopGrads {
+            d_input: &self.dgates,
+            d_recurrent: &self.dgates,
+            width: 4 * n,
+            x,
+            h_prev: &self.h[..rows * n],
+            w_input: p.weight_ih,
         }
-        gemm(
-            mat_mut(g.weight_ih, 4 * n, d),
-            Accum::Add,
-            mat(&self.dgates, rows, 4 * n).transpose(),
-            mat(x, rows, d),
-            T::one(),
-            par,
-        );
-        gemm(
-            mat_mut(g.weight_hh, 4 * n, n),
-            Accum::Add,
-            mat(&self.dgates, rows, 4 * n).transpose(),
-            mat(&self.h[..rows * n], rows, n),
-            T::one(),
-            par,
-        );
+        .apply(g.weight_ih, g.weight_hh, grad_x, par);
         add_column_sums(&self.dgates, 4 * n, g.bias_ih);
         add_column_sums(&self.dgates, 4 * n, g.bias_hh);
     }

@@ -9,7 +9,9 @@ pub mod fastrnn;
 pub mod gru;
 pub mod lstm;
 
+use crate::linalg::{gemm, mat, mat_mut};
 use crate::Real;
+use faer::{Accum, Par};
 
 #[inline(always)]
 pub(crate) fn sigmoid<T: Real>(x: T) -> T {
@@ -20,5 +22,59 @@ pub(crate) fn sigmoid<T: Real>(x: T) -> T {
 pub(crate) fn add_column_sums<T: Real>(m: &[T], cols: usize, out: &mut [T]) {
     for row in m.chunks(cols) {
         out.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+    }
+}
+
+/// The weight gradients after a backward time loop, each one product over all
+/// `rows = T B` rows: `dW_in += D_in^T X`, `dW_rec += D_rec^T H_prev` and, when asked,
+/// `dX = D_in W_in` (the input's gradient, for an embedding below the cell).
+pub(crate) struct TimeLoopGrads<'a, T> {
+    /// `(rows, width)`: the gradients of the input projection's and of the recurrent
+    /// projection's outputs (the same buffer where the cell adds the two).
+    pub d_input: &'a [T],
+    pub d_recurrent: &'a [T],
+    pub width: usize,
+    /// `x: (rows, d)`, `h_prev: (rows, n)`, `w_input: (width, d)`.
+    pub x: &'a [T],
+    pub h_prev: &'a [T],
+    pub w_input: &'a [T],
+}
+
+impl<T: Real> TimeLoopGrads<'_, T> {
+    pub fn apply(
+        &self,
+        grad_w_input: &mut [T],
+        grad_w_recurrent: &mut [T],
+        grad_x: Option<&mut [T]>,
+        par: Par,
+    ) {
+        let rows = self.d_input.len() / self.width;
+        let (d, n) = (self.x.len() / rows, self.h_prev.len() / rows);
+        if let Some(grad_x) = grad_x {
+            gemm(
+                mat_mut(grad_x, rows, d),
+                Accum::Replace,
+                mat(self.d_input, rows, self.width),
+                mat(self.w_input, self.width, d),
+                T::one(),
+                par,
+            );
+        }
+        gemm(
+            mat_mut(grad_w_input, self.width, d),
+            Accum::Add,
+            mat(self.d_input, rows, self.width).transpose(),
+            mat(self.x, rows, d),
+            T::one(),
+            par,
+        );
+        gemm(
+            mat_mut(grad_w_recurrent, self.width, n),
+            Accum::Add,
+            mat(self.d_recurrent, rows, self.width).transpose(),
+            mat(self.h_prev, rows, n),
+            T::one(),
+            par,
+        );
     }
 }
