@@ -5,10 +5,11 @@
 //! The recurrent weight gradient is one `(n x T*B) * (T*B x n)` product after the time
 //! loop; only the `dz_{t+1} W` carry is a per-step product.
 
-use crate::cells::{add_column_sums, TimeLoopGrads};
+use crate::cells::{add_column_sums, batch_parts, part_rows, split_batch_rows, TimeLoopGrads};
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::Real;
 use faer::{Accum, Par};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// The hidden nonlinearity.
@@ -55,6 +56,93 @@ impl Activation {
                     (T::zero(), T::zero(), T::zero())
                 }
             }
+        }
+    }
+}
+
+impl Activation {
+    /// `z += b`, then `h = act(z)`, over rows of `z, h: (rows, n)`; one loop per
+    /// activation so that the compiler can vectorise each.
+    fn forward_rows<T: Real>(self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
+        match self {
+            Activation::Relu => {
+                forward_rows_with(z, h, b, bm, |z, bm| Activation::Relu.eval(z, bm).0)
+            }
+            Activation::Tanh => {
+                forward_rows_with(z, h, b, bm, |z, bm| Activation::Tanh.eval(z, bm).0)
+            }
+            Activation::Modrelu => {
+                forward_rows_with(z, h, b, bm, |z, bm| Activation::Modrelu.eval(z, bm).0)
+            }
+        }
+    }
+
+    /// `dz = (dz + dh) act'(z)` over rows of `(rows, n)`, adding `dz` into `grads.b` and
+    /// `(dz + dh) d act / d bm` into `grads.bm` (modReLU only).
+    fn backward_rows<T: Real>(
+        self,
+        dz: &mut [T],
+        z: &[T],
+        dh: &[T],
+        bm: &[T],
+        grads: BiasGrads<'_, T>,
+    ) {
+        match self {
+            Activation::Relu => backward_rows_with::<false, T>(dz, z, dh, bm, grads, |z, bm| {
+                Activation::Relu.eval(z, bm)
+            }),
+            Activation::Tanh => backward_rows_with::<false, T>(dz, z, dh, bm, grads, |z, bm| {
+                Activation::Tanh.eval(z, bm)
+            }),
+            Activation::Modrelu => backward_rows_with::<true, T>(dz, z, dh, bm, grads, |z, bm| {
+                Activation::Modrelu.eval(z, bm)
+            }),
+        }
+    }
+}
+
+/// One thread's sums of the bias gradients, `(n)` each.
+struct BiasGrads<'a, T> {
+    b: &'a mut [T],
+    bm: &'a mut [T],
+}
+
+#[inline(always)]
+fn forward_rows_with<T: Real>(
+    z: &mut [T],
+    h: &mut [T],
+    b: &[T],
+    bm: &[T],
+    act: impl Fn(T, T) -> T,
+) {
+    let n = b.len();
+    for (row_h, row_z) in h.chunks_mut(n).zip(z.chunks_mut(n)) {
+        for (((hi, zi), &bi), &bmi) in row_h.iter_mut().zip(row_z).zip(b).zip(bm) {
+            *zi += bi;
+            *hi = act(*zi, bmi);
+        }
+    }
+}
+
+#[inline(always)]
+fn backward_rows_with<const MODULUS_BIAS: bool, T: Real>(
+    dz: &mut [T],
+    z: &[T],
+    dh: &[T],
+    bm: &[T],
+    grads: BiasGrads<'_, T>,
+    act: impl Fn(T, T) -> (T, T, T),
+) {
+    let n = bm.len();
+    for ((row_dz, row_z), row_dh) in dz.chunks_mut(n).zip(z.chunks(n)).zip(dh.chunks(n)) {
+        for j in 0..n {
+            let (_, dact, dbm) = act(row_z[j], bm[j]);
+            let upstream = row_dz[j] + row_dh[j];
+            if MODULUS_BIAS {
+                grads.bm[j] += upstream * dbm;
+            }
+            row_dz[j] = upstream * dact;
+            grads.b[j] += row_dz[j];
         }
     }
 }
@@ -133,6 +221,9 @@ impl<T: Real> OrnnCell<T> {
     }
 
     /// Runs the recurrence over `x: (T, B, d)`.
+    ///
+    /// The batch is cut into one row range per thread; each thread runs all `T` steps on
+    /// its rows with sequential products (see [`batch_parts`]).
     pub fn forward(&mut self, p: &CellParams<'_, T>, x: &[T], par: Par) {
         let CellShape {
             hidden: n,
@@ -140,40 +231,46 @@ impl<T: Real> OrnnCell<T> {
             steps,
             batch,
         } = self.shape;
-        let block = self.block();
         assert_eq!(x.len(), steps * batch * d, "forward: x is not (T, B, d)");
-        // All input projections at once: z = X U^T + b.
-        gemm(
-            mat_mut(&mut self.z, steps * batch, n),
-            Accum::Replace,
-            mat(x, steps * batch, d),
-            mat(p.u, n, d).transpose(),
-            T::one(),
-            par,
-        );
-        for row in self.z.chunks_mut(n) {
-            for (zi, &bi) in row.iter_mut().zip(p.b) {
-                *zi += bi;
+        let parts = batch_parts(par, batch);
+        let activation = self.activation;
+        let zs = split_batch_rows(&mut self.z, batch, n, parts);
+        let hs = split_batch_rows(&mut self.h, batch, n, parts);
+        let run = |part: usize, mut z: Vec<&mut [T]>, mut h: Vec<&mut [T]>| {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            for s in 0..steps {
+                let z = &mut *z[s];
+                let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
+                // z_t = x_t U^T + h_{t-1} W^T + b, then h_t = act(z_t)
+                gemm(
+                    mat_mut(z, nb, n),
+                    Accum::Replace,
+                    mat(x_s, nb, d),
+                    mat(p.u, n, d).transpose(),
+                    T::one(),
+                    Par::Seq,
+                );
+                let (done, next) = h.split_at_mut(s + 1);
+                gemm(
+                    mat_mut(z, nb, n),
+                    Accum::Add,
+                    mat(done[s], nb, n),
+                    mat(p.w, n, n).transpose(),
+                    T::one(),
+                    Par::Seq,
+                );
+                activation.forward_rows(z, next[0], p.b, p.bm);
             }
-        }
-        for s in 0..steps {
-            let (prev, next) = self.h.split_at_mut((s + 1) * block);
-            let h_prev = &prev[s * block..];
-            let z = &mut self.z[s * block..(s + 1) * block];
-            gemm(
-                mat_mut(z, batch, n),
-                Accum::Add,
-                mat(h_prev, batch, n),
-                mat(p.w, n, n).transpose(),
-                T::one(),
-                par,
-            );
-            let h = &mut next[..block];
-            for (row_h, row_z) in h.chunks_mut(n).zip(z.chunks(n)) {
-                for ((hi, &zi), &bmi) in row_h.iter_mut().zip(row_z).zip(p.bm) {
-                    *hi = self.activation.eval(zi, bmi).0;
-                }
-            }
+        };
+        if parts == 1 {
+            let (z, h) = (zs.into_iter().next(), hs.into_iter().next());
+            run(0, z.expect("one part"), h.expect("one part"));
+        } else {
+            zs.into_par_iter()
+                .zip(hs)
+                .enumerate()
+                .for_each(|(part, (z, h))| run(part, z, h));
         }
     }
 
@@ -182,6 +279,8 @@ impl<T: Real> OrnnCell<T> {
     ///
     /// `dz_t = (dh_t + dz_{t+1} W) * act'(z_t)`, then
     /// `dW = sum_t dz_t^T h_{t-1}`, `dU = sum_t dz_t^T x_t`, `db = sum_t dz_t`, `dx_t = dz_t U`.
+    /// The time loop runs batch-parallel like `forward`; `db` and `dbm` are summed per
+    /// thread inside it, the weight gradients are one product each after it.
     pub fn backward(
         &mut self,
         p: &CellParams<'_, T>,
@@ -197,29 +296,49 @@ impl<T: Real> OrnnCell<T> {
             batch,
             ..
         } = self.shape;
-        let block = self.block();
-        for s in (0..steps).rev() {
-            let (cur, later) = self.dz.split_at_mut((s + 1) * block);
-            let dz = &mut cur[s * block..];
-            dz.copy_from_slice(&dh[s * block..(s + 1) * block]);
-            if s + 1 < steps {
-                gemm(
-                    mat_mut(dz, batch, n),
-                    Accum::Add,
-                    mat(&later[..block], batch, n),
-                    mat(p.w, n, n),
-                    T::one(),
-                    par,
-                );
-            }
-            let z = &self.z[s * block..(s + 1) * block];
-            for (row_dz, row_z) in dz.chunks_mut(n).zip(z.chunks(n)) {
-                for (j, (dzi, &zi)) in row_dz.iter_mut().zip(row_z).enumerate() {
-                    let (_, dact, dbm) = self.activation.eval(zi, p.bm[j]);
-                    g.bm[j] += *dzi * dbm;
-                    *dzi *= dact;
+        let parts = batch_parts(par, batch);
+        let activation = self.activation;
+        let z = &self.z;
+        let dzs = split_batch_rows(&mut self.dz, batch, n, parts);
+        let run = |part: usize, mut dz: Vec<&mut [T]>| -> (Vec<T>, Vec<T>) {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            let (mut db, mut dbm) = (vec![T::zero(); n], vec![T::zero(); n]);
+            for s in (0..steps).rev() {
+                let (now, later) = dz.split_at_mut(s + 1);
+                let dz_s = &mut *now[s];
+                if s + 1 < steps {
+                    gemm(
+                        mat_mut(dz_s, nb, n),
+                        Accum::Replace,
+                        mat(later[0], nb, n),
+                        mat(p.w, n, n),
+                        T::one(),
+                        Par::Seq,
+                    );
+                } else {
+                    dz_s.fill(T::zero());
                 }
+                let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
+                let grads = BiasGrads {
+                    b: &mut db,
+                    bm: &mut dbm,
+                };
+                activation.backward_rows(dz_s, &z[at.clone()], &dh[at], p.bm, grads);
             }
+            (db, dbm)
+        };
+        let sums: Vec<(Vec<T>, Vec<T>)> = if parts == 1 {
+            vec![run(0, dzs.into_iter().next().expect("one part"))]
+        } else {
+            dzs.into_par_iter()
+                .enumerate()
+                .map(|(part, dz)| run(part, dz))
+                .collect()
+        };
+        for (db, dbm) in &sums {
+            add_column_sums(db, n, g.b);
+            add_column_sums(dbm, n, g.bm);
         }
         let rows = steps * batch;
         TimeLoopGrads {
@@ -231,6 +350,5 @@ impl<T: Real> OrnnCell<T> {
             w_input: p.u,
         }
         .apply(g.u, g.w, grad_x, par);
-        add_column_sums(&self.dz, n, g.b);
     }
 }

@@ -5,11 +5,15 @@
 //! `p = x W^T + h_{t-1} U^T`, `z = sigmoid(p + b_z)`, `c = tanh(p + b_h)`,
 //! `h_t = z h_{t-1} + (sigmoid(zeta) (1 - z) + sigmoid(nu)) c`.
 
-use super::{add_column_sums, sigmoid, TimeLoopGrads};
+use super::{
+    add_column_sums, batch_parts, part_rows, sigmoid, split_batch_rows, Buffers4, Rows,
+    TimeLoopGrads,
+};
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
+use rayon::prelude::*;
 
 /// EdgeML's initial values of the pre-sigmoid scalars.
 pub const ZETA_INIT: f64 = 1.0;
@@ -41,10 +45,8 @@ pub struct FastGrnnCell<T> {
     candidate: Vec<T>,
     /// `h: (T + 1, B, n)`; block 0 is the initial state.
     h: Vec<T>,
-    /// `dpre: (T, B, n)`: `dL/dp`; and the gradients of `b_z`, `b_h` before summing.
+    /// `dpre: (T, B, n)`: `dL/dp`.
     dpre: Vec<T>,
-    dgate: Vec<T>,
-    dcandidate: Vec<T>,
     dh_carry: Vec<T>,
 }
 
@@ -59,8 +61,6 @@ impl<T: Real> FastGrnnCell<T> {
             candidate: vec![T::zero(); all],
             h: vec![T::zero(); all + block],
             dpre: vec![T::zero(); all],
-            dgate: vec![T::zero(); all],
-            dcandidate: vec![T::zero(); all],
             dh_carry: vec![T::zero(); block],
         }
     }
@@ -81,6 +81,7 @@ impl<T: Real> FastGrnnCell<T> {
         state.copy_from_slice(&self.h[self.h.len() - block..]);
     }
 
+    /// Runs the recurrence over `x: (T, B, d)`, batch-parallel like the ORNN cell.
     pub fn forward(&mut self, p: &FastGrnnParams<'_, T>, x: &[T], par: Par) {
         let CellShape {
             hidden: n,
@@ -88,42 +89,61 @@ impl<T: Real> FastGrnnCell<T> {
             steps,
             batch,
         } = self.shape;
-        let block = batch * n;
-        let rows = steps * batch;
+        let parts = batch_parts(par, batch);
         let (zeta, nu) = (sigmoid(p.zeta), sigmoid(p.nu));
-        gemm(
-            mat_mut(&mut self.pre, rows, n),
-            Accum::Replace,
-            mat(x, rows, d),
-            mat(p.w, n, d).transpose(),
-            T::one(),
-            par,
-        );
-        for s in 0..steps {
-            let (done, rest) = self.h.split_at_mut((s + 1) * block);
-            let h_prev = &done[s * block..];
-            let range = s * block..(s + 1) * block;
-            let pre = &mut self.pre[range.clone()];
-            gemm(
-                mat_mut(pre, batch, n),
-                Accum::Add,
-                mat(h_prev, batch, n),
-                mat(p.u, n, n).transpose(),
-                T::one(),
-                par,
-            );
-            let (gate, cand) = (&mut self.gate[range.clone()], &mut self.candidate[range]);
-            for k in 0..block {
-                let j = k % n;
-                let z = sigmoid(pre[k] + p.b_z[j]);
-                let c = (pre[k] + p.b_h[j]).tanh();
-                gate[k] = z;
-                cand[k] = c;
-                rest[k] = z * h_prev[k] + (zeta * (T::one() - z) + nu) * c;
+        let pre = split_batch_rows(&mut self.pre, batch, n, parts);
+        let gate = split_batch_rows(&mut self.gate, batch, n, parts);
+        let candidate = split_batch_rows(&mut self.candidate, batch, n, parts);
+        let hs = split_batch_rows(&mut self.h, batch, n, parts);
+        let run = |part: usize, (((mut pre, mut gate), mut cand), mut h): Buffers4<'_, T>| {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            for s in 0..steps {
+                let pre = &mut *pre[s];
+                let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
+                gemm(
+                    mat_mut(pre, nb, n),
+                    Accum::Replace,
+                    mat(x_s, nb, d),
+                    mat(p.w, n, d).transpose(),
+                    T::one(),
+                    Par::Seq,
+                );
+                let (h_done, h_next) = h.split_at_mut(s + 1);
+                let (h_prev, h_next) = (&*h_done[s], &mut *h_next[0]);
+                gemm(
+                    mat_mut(pre, nb, n),
+                    Accum::Add,
+                    mat(h_prev, nb, n),
+                    mat(p.u, n, n).transpose(),
+                    T::one(),
+                    Par::Seq,
+                );
+                let (gate, cand) = (&mut *gate[s], &mut *cand[s]);
+                for k in 0..nb * n {
+                    let j = k % n;
+                    let z = sigmoid(pre[k] + p.b_z[j]);
+                    let c = (pre[k] + p.b_h[j]).tanh();
+                    gate[k] = z;
+                    cand[k] = c;
+                    h_next[k] = z * h_prev[k] + (zeta * (T::one() - z) + nu) * c;
+                }
             }
+        };
+        let buffers = pre.into_iter().zip(gate).zip(candidate).zip(hs);
+        if parts == 1 {
+            buffers.for_each(|b| run(0, b));
+        } else {
+            buffers
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(part, b)| run(part, b));
         }
     }
 
+    /// Backward through time given `dh: (T, B, n)`; adds into `g`. Batch-parallel like
+    /// `forward`; the gradients of the biases and scalars are summed per thread.
     pub fn backward(
         &mut self,
         p: &FastGrnnParams<'_, T>,
@@ -139,40 +159,62 @@ impl<T: Real> FastGrnnCell<T> {
             batch,
             ..
         } = self.shape;
-        let block = batch * n;
+        let parts = batch_parts(par, batch);
         let (zeta, nu) = (sigmoid(p.zeta), sigmoid(p.nu));
-        let (mut dzeta, mut dnu) = (T::zero(), T::zero());
         self.dh_carry.fill(T::zero());
-        for s in (0..steps).rev() {
-            let range = s * block..(s + 1) * block;
-            let h_prev = &self.h[range.clone()];
-            let (gate, cand) = (&self.gate[range.clone()], &self.candidate[range.clone()]);
-            let (dpre, dgate, dcand) = (
-                &mut self.dpre[range.clone()],
-                &mut self.dgate[range.clone()],
-                &mut self.dcandidate[range],
-            );
-            for k in 0..block {
-                let (z, c) = (gate[k], cand[k]);
-                let dh_total = dh[s * block + k] + self.dh_carry[k];
-                dzeta += dh_total * (T::one() - z) * c;
-                dnu += dh_total * c;
-                dgate[k] = dh_total * (h_prev[k] - zeta * c) * z * (T::one() - z);
-                dcand[k] = dh_total * (zeta * (T::one() - z) + nu) * (T::one() - c * c);
-                dpre[k] = dgate[k] + dcand[k];
-                self.dh_carry[k] = dh_total * z;
+        let (gate, cand, h) = (&self.gate, &self.candidate, &self.h);
+        let dpre = split_batch_rows(&mut self.dpre, batch, n, parts);
+        let dh_carry = split_batch_rows(&mut self.dh_carry, batch, n, parts);
+        let run = |part: usize, (mut dpre, mut carry): (Rows<'_, T>, Rows<'_, T>)| {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            let carry = &mut *carry[0];
+            let mut sums = ScalarSums::new(n);
+            for s in (0..steps).rev() {
+                let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
+                let (h_prev, dh_t) = (&h[at.clone()], &dh[at.clone()]);
+                let (gate, cand) = (&gate[at.clone()], &cand[at]);
+                let dpre = &mut *dpre[s];
+                for k in 0..nb * n {
+                    let (j, z, c) = (k % n, gate[k], cand[k]);
+                    let dh_total = dh_t[k] + carry[k];
+                    sums.zeta += dh_total * (T::one() - z) * c;
+                    sums.nu += dh_total * c;
+                    let dgate = dh_total * (h_prev[k] - zeta * c) * z * (T::one() - z);
+                    let dcand = dh_total * (zeta * (T::one() - z) + nu) * (T::one() - c * c);
+                    sums.b_z[j] += dgate;
+                    sums.b_h[j] += dcand;
+                    dpre[k] = dgate + dcand;
+                    carry[k] = dh_total * z;
+                }
+                gemm(
+                    mat_mut(carry, nb, n),
+                    Accum::Add,
+                    mat(dpre, nb, n),
+                    mat(p.u, n, n),
+                    T::one(),
+                    Par::Seq,
+                );
             }
-            gemm(
-                mat_mut(&mut self.dh_carry, batch, n),
-                Accum::Add,
-                mat(dpre, batch, n),
-                mat(p.u, n, n),
-                T::one(),
-                par,
-            );
+            sums
+        };
+        let buffers = dpre.into_iter().zip(dh_carry);
+        let sums: Vec<ScalarSums<T>> = if parts == 1 {
+            buffers.map(|b| run(0, b)).collect()
+        } else {
+            buffers
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .enumerate()
+                .map(|(part, b)| run(part, b))
+                .collect()
+        };
+        for part in &sums {
+            *g.zeta += part.zeta * zeta * (T::one() - zeta);
+            *g.nu += part.nu * nu * (T::one() - nu);
+            add_column_sums(&part.b_z, n, g.b_z);
+            add_column_sums(&part.b_h, n, g.b_h);
         }
-        *g.zeta += dzeta * zeta * (T::one() - zeta);
-        *g.nu += dnu * nu * (T::one() - nu);
         let rows = steps * batch;
         TimeLoopGrads {
             d_input: &self.dpre,
@@ -183,7 +225,24 @@ impl<T: Real> FastGrnnCell<T> {
             w_input: p.w,
         }
         .apply(g.w, g.u, grad_x, par);
-        add_column_sums(&self.dgate, n, g.b_z);
-        add_column_sums(&self.dcandidate, n, g.b_h);
+    }
+}
+
+/// One thread's sums of the gradients of the biases and of the (pre-sigmoid) scalars.
+struct ScalarSums<T> {
+    b_z: Vec<T>,
+    b_h: Vec<T>,
+    zeta: T,
+    nu: T,
+}
+
+impl<T: Real> ScalarSums<T> {
+    fn new(n: usize) -> Self {
+        Self {
+            b_z: vec![T::zero(); n],
+            b_h: vec![T::zero(); n],
+            zeta: T::zero(),
+            nu: T::zero(),
+        }
     }
 }

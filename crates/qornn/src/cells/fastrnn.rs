@@ -3,11 +3,14 @@
 //!
 //! `h~ = tanh(x W^T + h_{t-1} U^T + b_h)`, `h_t = sigmoid(alpha) h~ + sigmoid(beta) h_{t-1}`.
 
-use super::{add_column_sums, sigmoid, TimeLoopGrads};
+use super::{
+    add_column_sums, batch_parts, part_rows, sigmoid, split_batch_rows, Rows, TimeLoopGrads,
+};
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
+use rayon::prelude::*;
 
 pub struct FastRnnParams<'a, T> {
     pub w: &'a [T],
@@ -27,7 +30,7 @@ pub struct FastRnnGrads<'a, T> {
 
 pub struct FastRnnCell<T> {
     pub shape: CellShape,
-    /// `candidate: (T, B, n)`: the pre-activation, then (in place) `h~`.
+    /// `candidate: (T, B, n)`: the pre-activation without `b_h`, then (in place) `h~`.
     candidate: Vec<T>,
     /// `h: (T + 1, B, n)`; block 0 is the initial state.
     h: Vec<T>,
@@ -64,6 +67,7 @@ impl<T: Real> FastRnnCell<T> {
         state.copy_from_slice(&self.h[self.h.len() - block..]);
     }
 
+    /// Runs the recurrence over `x: (T, B, d)`, batch-parallel like the ORNN cell.
     pub fn forward(&mut self, p: &FastRnnParams<'_, T>, x: &[T], par: Par) {
         let CellShape {
             hidden: n,
@@ -71,39 +75,54 @@ impl<T: Real> FastRnnCell<T> {
             steps,
             batch,
         } = self.shape;
-        let block = batch * n;
-        let rows = steps * batch;
+        let parts = batch_parts(par, batch);
         let (a, b) = (sigmoid(p.alpha), sigmoid(p.beta));
-        gemm(
-            mat_mut(&mut self.candidate, rows, n),
-            Accum::Replace,
-            mat(x, rows, d),
-            mat(p.w, n, d).transpose(),
-            T::one(),
-            par,
-        );
-        for row in self.candidate.chunks_mut(n) {
-            row.iter_mut().zip(p.b_h).for_each(|(c, &bh)| *c += bh);
-        }
-        for s in 0..steps {
-            let (done, rest) = self.h.split_at_mut((s + 1) * block);
-            let h_prev = &done[s * block..];
-            let cand = &mut self.candidate[s * block..(s + 1) * block];
-            gemm(
-                mat_mut(cand, batch, n),
-                Accum::Add,
-                mat(h_prev, batch, n),
-                mat(p.u, n, n).transpose(),
-                T::one(),
-                par,
-            );
-            for ((h, c), &hp) in rest[..block].iter_mut().zip(cand.iter_mut()).zip(h_prev) {
-                *c = c.tanh();
-                *h = a * *c + b * hp;
+        let candidate = split_batch_rows(&mut self.candidate, batch, n, parts);
+        let hs = split_batch_rows(&mut self.h, batch, n, parts);
+        let run = |part: usize, (mut cand, mut h): (Rows<'_, T>, Rows<'_, T>)| {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            for s in 0..steps {
+                let cand = &mut *cand[s];
+                let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
+                gemm(
+                    mat_mut(cand, nb, n),
+                    Accum::Replace,
+                    mat(x_s, nb, d),
+                    mat(p.w, n, d).transpose(),
+                    T::one(),
+                    Par::Seq,
+                );
+                let (h_done, h_next) = h.split_at_mut(s + 1);
+                let (h_prev, h_next) = (&*h_done[s], &mut *h_next[0]);
+                gemm(
+                    mat_mut(cand, nb, n),
+                    Accum::Add,
+                    mat(h_prev, nb, n),
+                    mat(p.u, n, n).transpose(),
+                    T::one(),
+                    Par::Seq,
+                );
+                for (k, (h, c)) in h_next.iter_mut().zip(cand.iter_mut()).enumerate() {
+                    *c = (*c + p.b_h[k % n]).tanh();
+                    *h = a * *c + b * h_prev[k];
+                }
             }
+        };
+        let buffers = candidate.into_iter().zip(hs);
+        if parts == 1 {
+            buffers.for_each(|b| run(0, b));
+        } else {
+            buffers
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(part, b)| run(part, b));
         }
     }
 
+    /// Backward through time given `dh: (T, B, n)`; adds into `g`. Batch-parallel like
+    /// `forward`; the gradients of the bias and scalars are summed per thread.
     pub fn backward(
         &mut self,
         p: &FastRnnParams<'_, T>,
@@ -119,33 +138,57 @@ impl<T: Real> FastRnnCell<T> {
             batch,
             ..
         } = self.shape;
-        let block = batch * n;
+        let parts = batch_parts(par, batch);
         let (a, b) = (sigmoid(p.alpha), sigmoid(p.beta));
-        let (mut da, mut db) = (T::zero(), T::zero());
         self.dh_carry.fill(T::zero());
-        for s in (0..steps).rev() {
-            let cand = &self.candidate[s * block..(s + 1) * block];
-            let h_prev = &self.h[s * block..(s + 1) * block];
-            let dpre = &mut self.dpre[s * block..(s + 1) * block];
-            for k in 0..block {
-                let dh_total = dh[s * block + k] + self.dh_carry[k];
-                da += dh_total * cand[k];
-                db += dh_total * h_prev[k];
-                dpre[k] = dh_total * a * (T::one() - cand[k] * cand[k]);
-                self.dh_carry[k] = dh_total * b;
+        let (candidate, h) = (&self.candidate, &self.h);
+        let dpre = split_batch_rows(&mut self.dpre, batch, n, parts);
+        let dh_carry = split_batch_rows(&mut self.dh_carry, batch, n, parts);
+        let run = |part: usize, (mut dpre, mut carry): (Rows<'_, T>, Rows<'_, T>)| {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            let carry = &mut *carry[0];
+            let (mut da, mut db, mut db_h) = (T::zero(), T::zero(), vec![T::zero(); n]);
+            for s in (0..steps).rev() {
+                let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
+                let (cand, h_prev, dh_t) = (&candidate[at.clone()], &h[at.clone()], &dh[at]);
+                let dpre = &mut *dpre[s];
+                for k in 0..nb * n {
+                    let dh_total = dh_t[k] + carry[k];
+                    da += dh_total * cand[k];
+                    db += dh_total * h_prev[k];
+                    dpre[k] = dh_total * a * (T::one() - cand[k] * cand[k]);
+                    db_h[k % n] += dpre[k];
+                    carry[k] = dh_total * b;
+                }
+                gemm(
+                    mat_mut(carry, nb, n),
+                    Accum::Add,
+                    mat(dpre, nb, n),
+                    mat(p.u, n, n),
+                    T::one(),
+                    Par::Seq,
+                );
             }
-            gemm(
-                mat_mut(&mut self.dh_carry, batch, n),
-                Accum::Add,
-                mat(dpre, batch, n),
-                mat(p.u, n, n),
-                T::one(),
-                par,
-            );
+            (da, db, db_h)
+        };
+        let buffers = dpre.into_iter().zip(dh_carry);
+        let sums: Vec<(T, T, Vec<T>)> = if parts == 1 {
+            buffers.map(|b| run(0, b)).collect()
+        } else {
+            buffers
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .enumerate()
+                .map(|(part, b)| run(part, b))
+                .collect()
+        };
+        for (da, db, db_h) in &sums {
+            // d sigmoid(v) / dv = sigmoid(v) (1 - sigmoid(v))
+            *g.alpha += *da * a * (T::one() - a);
+            *g.beta += *db * b * (T::one() - b);
+            add_column_sums(db_h, n, g.b_h);
         }
-        // d sigmoid(v) / dv = sigmoid(v) (1 - sigmoid(v))
-        *g.alpha += da * a * (T::one() - a);
-        *g.beta += db * b * (T::one() - b);
         let rows = steps * batch;
         TimeLoopGrads {
             d_input: &self.dpre,
@@ -156,6 +199,5 @@ impl<T: Real> FastRnnCell<T> {
             w_input: p.w,
         }
         .apply(g.w, g.u, grad_x, par);
-        add_column_sums(&self.dpre, n, g.b_h);
     }
 }

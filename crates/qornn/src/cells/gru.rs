@@ -4,11 +4,14 @@
 //! `A = x W_ih^T + b_ih`, `B = h_{t-1} W_hh^T + b_hh`, `r = sigmoid(A_r + B_r)`,
 //! `z = sigmoid(A_z + B_z)`, `m = tanh(A_n + r B_n)`, `h_t = (1 - z) m + z h_{t-1}`.
 
-use super::{add_column_sums, sigmoid, TimeLoopGrads};
+use super::{
+    add_column_sums, batch_parts, part_rows, sigmoid, split_batch_rows, Buffers3, TimeLoopGrads,
+};
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
+use rayon::prelude::*;
 
 pub struct GruParams<'a, T> {
     pub weight_ih: &'a [T],
@@ -71,6 +74,7 @@ impl<T: Real> GruCell<T> {
         state.copy_from_slice(&self.h[self.h.len() - block..]);
     }
 
+    /// Runs the recurrence over `x: (T, B, d)`, batch-parallel like the ORNN cell.
     pub fn forward(&mut self, p: &GruParams<'_, T>, x: &[T], par: Par) {
         let CellShape {
             hidden: n,
@@ -78,56 +82,70 @@ impl<T: Real> GruCell<T> {
             steps,
             batch,
         } = self.shape;
-        let block = batch * n;
-        let rows = steps * batch;
-        gemm(
-            mat_mut(&mut self.input_gates, rows, 3 * n),
-            Accum::Replace,
-            mat(x, rows, d),
-            mat(p.weight_ih, 3 * n, d).transpose(),
-            T::one(),
-            par,
-        );
-        for row in self.input_gates.chunks_mut(3 * n) {
-            row.iter_mut().zip(p.bias_ih).for_each(|(a, &b)| *a += b);
-        }
-        for s in 0..steps {
-            let hg = &mut self.hidden_gates[s * 3 * block..(s + 1) * 3 * block];
-            for row in hg.chunks_mut(3 * n) {
-                row.copy_from_slice(p.bias_hh);
-            }
-            let (h_done, h_rest) = self.h.split_at_mut((s + 1) * block);
-            let h_prev = &h_done[s * block..];
-            gemm(
-                mat_mut(hg, batch, 3 * n),
-                Accum::Add,
-                mat(h_prev, batch, n),
-                mat(p.weight_hh, 3 * n, n).transpose(),
-                T::one(),
-                par,
-            );
-            let ig = &mut self.input_gates[s * 3 * block..(s + 1) * 3 * block];
-            let h_next = &mut h_rest[..block];
-            for b in 0..batch {
-                let (a, bh) = (
-                    &mut ig[b * 3 * n..(b + 1) * 3 * n],
-                    &hg[b * 3 * n..(b + 1) * 3 * n],
+        let parts = batch_parts(par, batch);
+        let input_gates = split_batch_rows(&mut self.input_gates, batch, 3 * n, parts);
+        let hidden_gates = split_batch_rows(&mut self.hidden_gates, batch, 3 * n, parts);
+        let hs = split_batch_rows(&mut self.h, batch, n, parts);
+        let run = |part: usize, ((mut ig, mut hg), mut h): Buffers3<'_, T>| {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            for s in 0..steps {
+                let (ig, hg) = (&mut *ig[s], &mut *hg[s]);
+                let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
+                gemm(
+                    mat_mut(ig, nb, 3 * n),
+                    Accum::Replace,
+                    mat(x_s, nb, d),
+                    mat(p.weight_ih, 3 * n, d).transpose(),
+                    T::one(),
+                    Par::Seq,
                 );
-                for j in 0..n {
-                    let r = sigmoid(a[j] + bh[j]);
-                    let z = sigmoid(a[n + j] + bh[n + j]);
-                    let m = (a[2 * n + j] + r * bh[2 * n + j]).tanh();
-                    a[j] = r;
-                    a[n + j] = z;
-                    a[2 * n + j] = m;
-                    let k = b * n + j;
-                    h_next[k] = (T::one() - z) * m + z * h_prev[k];
+                for row in hg.chunks_mut(3 * n) {
+                    row.copy_from_slice(p.bias_hh);
+                }
+                let (h_done, h_next) = h.split_at_mut(s + 1);
+                let (h_prev, h_next) = (&*h_done[s], &mut *h_next[0]);
+                gemm(
+                    mat_mut(hg, nb, 3 * n),
+                    Accum::Add,
+                    mat(h_prev, nb, n),
+                    mat(p.weight_hh, 3 * n, n).transpose(),
+                    T::one(),
+                    Par::Seq,
+                );
+                for b in 0..nb {
+                    let (a, bh) = (
+                        &mut ig[b * 3 * n..(b + 1) * 3 * n],
+                        &hg[b * 3 * n..(b + 1) * 3 * n],
+                    );
+                    a.iter_mut().zip(p.bias_ih).for_each(|(a, &bi)| *a += bi);
+                    for j in 0..n {
+                        let r = sigmoid(a[j] + bh[j]);
+                        let z = sigmoid(a[n + j] + bh[n + j]);
+                        let m = (a[2 * n + j] + r * bh[2 * n + j]).tanh();
+                        a[j] = r;
+                        a[n + j] = z;
+                        a[2 * n + j] = m;
+                        let k = b * n + j;
+                        h_next[k] = (T::one() - z) * m + z * h_prev[k];
+                    }
                 }
             }
+        };
+        let buffers = input_gates.into_iter().zip(hidden_gates).zip(hs);
+        if parts == 1 {
+            buffers.for_each(|b| run(0, b));
+        } else {
+            buffers
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(part, b)| run(part, b));
         }
     }
 
-    /// Backward through time given `dh: (T, B, n)`; adds into `g`.
+    /// Backward through time given `dh: (T, B, n)`; adds into `g`. Batch-parallel like
+    /// `forward`; the bias gradients are summed per thread inside the time loop.
     pub fn backward(
         &mut self,
         p: &GruParams<'_, T>,
@@ -143,42 +161,76 @@ impl<T: Real> GruCell<T> {
             batch,
             ..
         } = self.shape;
-        let block = batch * n;
+        let parts = batch_parts(par, batch);
         self.dh_carry.fill(T::zero());
-        for s in (0..steps).rev() {
-            let gates = &self.input_gates[s * 3 * block..(s + 1) * 3 * block];
-            let hg = &self.hidden_gates[s * 3 * block..(s + 1) * 3 * block];
-            let di = &mut self.dinput[s * 3 * block..(s + 1) * 3 * block];
-            let dhg = &mut self.dhidden[s * 3 * block..(s + 1) * 3 * block];
-            let h_prev = &self.h[s * block..(s + 1) * block];
-            let dh_t = &dh[s * block..(s + 1) * block];
-            for b in 0..batch {
-                let o = b * 3 * n;
-                for j in 0..n {
-                    let k = b * n + j;
-                    let (r, z, m) = (gates[o + j], gates[o + n + j], gates[o + 2 * n + j]);
-                    let dh_total = dh_t[k] + self.dh_carry[k];
-                    let da_n = dh_total * (T::one() - z) * (T::one() - m * m);
-                    let dr = da_n * hg[o + 2 * n + j] * r * (T::one() - r);
-                    let dz = dh_total * (h_prev[k] - m) * z * (T::one() - z);
-                    di[o + j] = dr;
-                    di[o + n + j] = dz;
-                    di[o + 2 * n + j] = da_n;
-                    dhg[o + j] = dr;
-                    dhg[o + n + j] = dz;
-                    dhg[o + 2 * n + j] = da_n * r;
-                    // The direct path h_t = ... + z h_{t-1}; the matrix path is added below.
-                    self.dh_carry[k] = dh_total * z;
+        let (input_gates, hidden_gates, h) = (&self.input_gates, &self.hidden_gates, &self.h);
+        let dinput = split_batch_rows(&mut self.dinput, batch, 3 * n, parts);
+        let dhidden = split_batch_rows(&mut self.dhidden, batch, 3 * n, parts);
+        let dh_carry = split_batch_rows(&mut self.dh_carry, batch, n, parts);
+        let run = |part: usize, ((mut di, mut dhg), mut carry): Buffers3<'_, T>| {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            let carry = &mut *carry[0];
+            let (mut dbias_ih, mut dbias_hh) = (vec![T::zero(); 3 * n], vec![T::zero(); 3 * n]);
+            for s in (0..steps).rev() {
+                let at =
+                    |width: usize| (s * batch + rows.start) * width..(s * batch + rows.end) * width;
+                let (gates, hg) = (&input_gates[at(3 * n)], &hidden_gates[at(3 * n)]);
+                let (h_prev, dh_t) = (&h[at(n)], &dh[at(n)]);
+                let (di, dhg) = (&mut *di[s], &mut *dhg[s]);
+                for b in 0..nb {
+                    let o = b * 3 * n;
+                    for j in 0..n {
+                        let k = b * n + j;
+                        let (r, z, m) = (gates[o + j], gates[o + n + j], gates[o + 2 * n + j]);
+                        let dh_total = dh_t[k] + carry[k];
+                        let da_n = dh_total * (T::one() - z) * (T::one() - m * m);
+                        let dr = da_n * hg[o + 2 * n + j] * r * (T::one() - r);
+                        let dz = dh_total * (h_prev[k] - m) * z * (T::one() - z);
+                        di[o + j] = dr;
+                        di[o + n + j] = dz;
+                        di[o + 2 * n + j] = da_n;
+                        dhg[o + j] = dr;
+                        dhg[o + n + j] = dz;
+                        dhg[o + 2 * n + j] = da_n * r;
+                        // The direct path h_t = ... + z h_{t-1}; the matrix path is added below.
+                        carry[k] = dh_total * z;
+                    }
+                    let row = o..o + 3 * n;
+                    dbias_ih
+                        .iter_mut()
+                        .zip(&di[row.clone()])
+                        .for_each(|(acc, &v)| *acc += v);
+                    dbias_hh
+                        .iter_mut()
+                        .zip(&dhg[row])
+                        .for_each(|(acc, &v)| *acc += v);
                 }
+                gemm(
+                    mat_mut(carry, nb, n),
+                    Accum::Add,
+                    mat(dhg, nb, 3 * n),
+                    mat(p.weight_hh, 3 * n, n),
+                    T::one(),
+                    Par::Seq,
+                );
             }
-            gemm(
-                mat_mut(&mut self.dh_carry, batch, n),
-                Accum::Add,
-                mat(dhg, batch, 3 * n),
-                mat(p.weight_hh, 3 * n, n),
-                T::one(),
-                par,
-            );
+            (dbias_ih, dbias_hh)
+        };
+        let buffers = dinput.into_iter().zip(dhidden).zip(dh_carry);
+        let sums: Vec<(Vec<T>, Vec<T>)> = if parts == 1 {
+            buffers.map(|b| run(0, b)).collect()
+        } else {
+            buffers
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .enumerate()
+                .map(|(part, b)| run(part, b))
+                .collect()
+        };
+        for (dbias_ih, dbias_hh) in &sums {
+            add_column_sums(dbias_ih, 3 * n, g.bias_ih);
+            add_column_sums(dbias_hh, 3 * n, g.bias_hh);
         }
         let rows = steps * batch;
         TimeLoopGrads {
@@ -190,7 +242,5 @@ impl<T: Real> GruCell<T> {
             w_input: p.weight_ih,
         }
         .apply(g.weight_ih, g.weight_hh, grad_x, par);
-        add_column_sums(&self.dinput, 3 * n, g.bias_ih);
-        add_column_sums(&self.dhidden, 3 * n, g.bias_hh);
     }
 }

@@ -4,11 +4,15 @@
 //! `G = x W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh`, `i, f, o = sigmoid(G_i, G_f, G_o)`,
 //! `g = tanh(G_g)`, `c_t = f c_{t-1} + i g`, `h_t = o tanh(c_t)`.
 
-use super::{add_column_sums, sigmoid, TimeLoopGrads};
+use super::{
+    add_column_sums, batch_parts, part_rows, sigmoid, split_batch_rows, Buffers3, Buffers4,
+    TimeLoopGrads,
+};
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
+use rayon::prelude::*;
 
 pub struct LstmParams<'a, T> {
     pub weight_ih: &'a [T],
@@ -75,6 +79,7 @@ impl<T: Real> LstmCell<T> {
         state[block..].copy_from_slice(&self.c[self.c.len() - block..]);
     }
 
+    /// Runs the recurrence over `x: (T, B, d)`, batch-parallel like the ORNN cell.
     pub fn forward(&mut self, p: &LstmParams<'_, T>, x: &[T], par: Par) {
         let CellShape {
             hidden: n,
@@ -82,59 +87,76 @@ impl<T: Real> LstmCell<T> {
             steps,
             batch,
         } = self.shape;
-        let block = batch * n;
-        let rows = steps * batch;
-        gemm(
-            mat_mut(&mut self.gates, rows, 4 * n),
-            Accum::Replace,
-            mat(x, rows, d),
-            mat(p.weight_ih, 4 * n, d).transpose(),
-            T::one(),
-            par,
-        );
-        for row in self.gates.chunks_mut(4 * n) {
-            for ((g, &bi), &bh) in row.iter_mut().zip(p.bias_ih).zip(p.bias_hh) {
-                *g += bi + bh;
-            }
-        }
-        for s in 0..steps {
-            let gates = &mut self.gates[s * 4 * block..(s + 1) * 4 * block];
-            gemm(
-                mat_mut(gates, batch, 4 * n),
-                Accum::Add,
-                mat(&self.h[s * block..(s + 1) * block], batch, n),
-                mat(p.weight_hh, 4 * n, n).transpose(),
-                T::one(),
-                par,
-            );
-            let (c_prev, c_next) = self.c.split_at_mut((s + 1) * block);
-            let c_prev = &c_prev[s * block..];
-            let h_next = &mut self.h[(s + 1) * block..(s + 2) * block];
-            let tanh_c = &mut self.tanh_c[s * block..(s + 1) * block];
-            for b in 0..batch {
-                let row = &mut gates[b * 4 * n..(b + 1) * 4 * n];
-                for j in 0..n {
-                    let (i, f, g, o) = (
-                        sigmoid(row[j]),
-                        sigmoid(row[n + j]),
-                        row[2 * n + j].tanh(),
-                        sigmoid(row[3 * n + j]),
-                    );
-                    row[j] = i;
-                    row[n + j] = f;
-                    row[2 * n + j] = g;
-                    row[3 * n + j] = o;
-                    let k = b * n + j;
-                    let c = f * c_prev[k] + i * g;
-                    c_next[k] = c;
-                    tanh_c[k] = c.tanh();
-                    h_next[k] = o * tanh_c[k];
+        let parts = batch_parts(par, batch);
+        let gates = split_batch_rows(&mut self.gates, batch, 4 * n, parts);
+        let cs = split_batch_rows(&mut self.c, batch, n, parts);
+        let hs = split_batch_rows(&mut self.h, batch, n, parts);
+        let tanh_cs = split_batch_rows(&mut self.tanh_c, batch, n, parts);
+        let run = |part: usize, (((mut gates, mut c), mut h), mut tanh_c): Buffers4<'_, T>| {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            for s in 0..steps {
+                let gates = &mut *gates[s];
+                let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
+                gemm(
+                    mat_mut(gates, nb, 4 * n),
+                    Accum::Replace,
+                    mat(x_s, nb, d),
+                    mat(p.weight_ih, 4 * n, d).transpose(),
+                    T::one(),
+                    Par::Seq,
+                );
+                let (h_done, h_next) = h.split_at_mut(s + 1);
+                gemm(
+                    mat_mut(gates, nb, 4 * n),
+                    Accum::Add,
+                    mat(h_done[s], nb, n),
+                    mat(p.weight_hh, 4 * n, n).transpose(),
+                    T::one(),
+                    Par::Seq,
+                );
+                let (c_done, c_next) = c.split_at_mut(s + 1);
+                let (c_prev, c_next, h_next) = (&*c_done[s], &mut *c_next[0], &mut *h_next[0]);
+                let tanh_c = &mut *tanh_c[s];
+                for b in 0..nb {
+                    let row = &mut gates[b * 4 * n..(b + 1) * 4 * n];
+                    for ((g, &bi), &bh) in row.iter_mut().zip(p.bias_ih).zip(p.bias_hh) {
+                        *g += bi + bh;
+                    }
+                    for j in 0..n {
+                        let (i, f, g, o) = (
+                            sigmoid(row[j]),
+                            sigmoid(row[n + j]),
+                            row[2 * n + j].tanh(),
+                            sigmoid(row[3 * n + j]),
+                        );
+                        row[j] = i;
+                        row[n + j] = f;
+                        row[2 * n + j] = g;
+                        row[3 * n + j] = o;
+                        let k = b * n + j;
+                        let c = f * c_prev[k] + i * g;
+                        c_next[k] = c;
+                        tanh_c[k] = c.tanh();
+                        h_next[k] = o * tanh_c[k];
+                    }
                 }
             }
+        };
+        let buffers = gates.into_iter().zip(cs).zip(hs).zip(tanh_cs);
+        if parts == 1 {
+            buffers.for_each(|b| run(0, b));
+        } else {
+            buffers
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(part, b)| run(part, b));
         }
     }
 
-    /// Backward through time given `dh: (T, B, n)`; adds into `g`.
+    /// Backward through time given `dh: (T, B, n)`; adds into `g`. Batch-parallel like
+    /// `forward`; the bias gradients are summed per thread inside the time loop.
     pub fn backward(
         &mut self,
         p: &LstmParams<'_, T>,
@@ -150,39 +172,68 @@ impl<T: Real> LstmCell<T> {
             batch,
             ..
         } = self.shape;
-        let block = batch * n;
+        let parts = batch_parts(par, batch);
         self.dh_carry.fill(T::zero());
         self.dc_carry.fill(T::zero());
-        for s in (0..steps).rev() {
-            let gates = &self.gates[s * 4 * block..(s + 1) * 4 * block];
-            let dgates = &mut self.dgates[s * 4 * block..(s + 1) * 4 * block];
-            let c_prev = &self.c[s * block..(s + 1) * block];
-            let tanh_c = &self.tanh_c[s * block..(s + 1) * block];
-            let dh_t = &dh[s * block..(s + 1) * block];
-            for b in 0..batch {
-                let row = &gates[b * 4 * n..(b + 1) * 4 * n];
-                let drow = &mut dgates[b * 4 * n..(b + 1) * 4 * n];
-                for j in 0..n {
-                    let k = b * n + j;
-                    let (i, f, gg, o) = (row[j], row[n + j], row[2 * n + j], row[3 * n + j]);
-                    let dh_total = dh_t[k] + self.dh_carry[k];
-                    let dc = self.dc_carry[k] + dh_total * o * (T::one() - tanh_c[k] * tanh_c[k]);
-                    drow[j] = dc * gg * i * (T::one() - i);
-                    drow[n + j] = dc * c_prev[k] * f * (T::one() - f);
-                    drow[2 * n + j] = dc * i * (T::one() - gg * gg);
-                    drow[3 * n + j] = dh_total * tanh_c[k] * o * (T::one() - o);
-                    self.dc_carry[k] = dc * f;
+        let (gates, c, tanh_c) = (&self.gates, &self.c, &self.tanh_c);
+        let dgates = split_batch_rows(&mut self.dgates, batch, 4 * n, parts);
+        let dh_carry = split_batch_rows(&mut self.dh_carry, batch, n, parts);
+        let dc_carry = split_batch_rows(&mut self.dc_carry, batch, n, parts);
+        let run = |part: usize, ((mut dgates, mut dh_carry), mut dc_carry): Buffers3<'_, T>| {
+            let rows = part_rows(batch, parts, part);
+            let nb = rows.len();
+            let (dh_carry, dc_carry) = (&mut *dh_carry[0], &mut *dc_carry[0]);
+            let mut dbias = vec![T::zero(); 4 * n];
+            for s in (0..steps).rev() {
+                let at =
+                    |width: usize| (s * batch + rows.start) * width..(s * batch + rows.end) * width;
+                let gates = &gates[at(4 * n)];
+                let c_prev = &c[at(n)];
+                let tanh_c = &tanh_c[at(n)];
+                let dh_t = &dh[at(n)];
+                let dgates = &mut *dgates[s];
+                for b in 0..nb {
+                    let row = &gates[b * 4 * n..(b + 1) * 4 * n];
+                    let drow = &mut dgates[b * 4 * n..(b + 1) * 4 * n];
+                    for j in 0..n {
+                        let k = b * n + j;
+                        let (i, f, gg, o) = (row[j], row[n + j], row[2 * n + j], row[3 * n + j]);
+                        let dh_total = dh_t[k] + dh_carry[k];
+                        let dc = dc_carry[k] + dh_total * o * (T::one() - tanh_c[k] * tanh_c[k]);
+                        drow[j] = dc * gg * i * (T::one() - i);
+                        drow[n + j] = dc * c_prev[k] * f * (T::one() - f);
+                        drow[2 * n + j] = dc * i * (T::one() - gg * gg);
+                        drow[3 * n + j] = dh_total * tanh_c[k] * o * (T::one() - o);
+                        dc_carry[k] = dc * f;
+                    }
+                    dbias.iter_mut().zip(&*drow).for_each(|(acc, &v)| *acc += v);
                 }
+                // dL/dh_{t-1} through the recurrence: dG W_hh.
+                gemm(
+                    mat_mut(dh_carry, nb, n),
+                    Accum::Replace,
+                    mat(dgates, nb, 4 * n),
+                    mat(p.weight_hh, 4 * n, n),
+                    T::one(),
+                    Par::Seq,
+                );
             }
-            // dL/dh_{t-1} through the recurrence: dG W_hh.
-            gemm(
-                mat_mut(&mut self.dh_carry, batch, n),
-                Accum::Replace,
-                mat(dgates, batch, 4 * n),
-                mat(p.weight_hh, 4 * n, n),
-                T::one(),
-                par,
-            );
+            dbias
+        };
+        let buffers = dgates.into_iter().zip(dh_carry).zip(dc_carry);
+        let sums: Vec<Vec<T>> = if parts == 1 {
+            buffers.map(|b| run(0, b)).collect()
+        } else {
+            buffers
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .enumerate()
+                .map(|(part, b)| run(part, b))
+                .collect()
+        };
+        for dbias in &sums {
+            add_column_sums(dbias, 4 * n, g.bias_ih);
+            add_column_sums(dbias, 4 * n, g.bias_hh);
         }
         let rows = steps * batch;
         TimeLoopGrads {
@@ -194,7 +245,5 @@ impl<T: Real> LstmCell<T> {
             w_input: p.weight_ih,
         }
         .apply(g.weight_ih, g.weight_hh, grad_x, par);
-        add_column_sums(&self.dgates, 4 * n, g.bias_ih);
-        add_column_sums(&self.dgates, 4 * n, g.bias_hh);
     }
 }

@@ -78,3 +78,46 @@ impl<T: Real> TimeLoopGrads<'_, T> {
         );
     }
 }
+
+/// How many threads a batch-parallel time loop uses. The rows of a batch are independent
+/// through the whole recurrence, so each thread runs every time step on its own rows and
+/// the threads meet only once, after the loop (not at every step, as a parallel matrix
+/// product per step would).
+pub(crate) fn batch_parts(par: Par, batch: usize) -> usize {
+    match par {
+        Par::Seq => 1,
+        Par::Rayon(threads) => threads.get().clamp(1, batch.max(1)),
+    }
+}
+
+/// The rows `start..end` of a batch that part `p` of `parts` owns.
+pub(crate) fn part_rows(batch: usize, parts: usize, p: usize) -> std::ops::Range<usize> {
+    p * batch / parts..(p + 1) * batch / parts
+}
+
+/// Cuts every `(batch, width)` block of `buf` (blocks stored one after another) into the
+/// row ranges of [`part_rows`]: `result[p][t]` is part `p`'s rows of block `t`.
+pub(crate) fn split_batch_rows<T>(
+    buf: &mut [T],
+    batch: usize,
+    width: usize,
+    parts: usize,
+) -> Vec<Vec<&mut [T]>> {
+    let blocks = buf.len() / (batch * width).max(1);
+    let mut out: Vec<Vec<&mut [T]>> = (0..parts).map(|_| Vec::with_capacity(blocks)).collect();
+    for block in buf.chunks_mut(batch * width) {
+        let mut rest = block;
+        for (p, rows) in out.iter_mut().enumerate() {
+            let (mine, tail) = rest.split_at_mut(part_rows(batch, parts, p).len() * width);
+            rows.push(mine);
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// One thread's rows of a buffer, one slice per time block (from [`split_batch_rows`]).
+pub(crate) type Rows<'a, T> = Vec<&'a mut [T]>;
+/// Three and four buffers' rows of one thread, as `zip` pairs them.
+pub(crate) type Buffers3<'a, T> = ((Rows<'a, T>, Rows<'a, T>), Rows<'a, T>);
+pub(crate) type Buffers4<'a, T> = (Buffers3<'a, T>, Rows<'a, T>);
