@@ -37,7 +37,7 @@ impl Activation {
                 }
             }
             Activation::Tanh => {
-                let h = z.tanh();
+                let h = z.tanh_fast();
                 (h, T::one() - h * h, T::zero())
             }
             Activation::Modrelu => {

@@ -120,13 +120,16 @@ impl<T: Real> FastGrnnCell<T> {
                     Par::Seq,
                 );
                 let (gate, cand) = (&mut *gate[s], &mut *cand[s]);
-                for k in 0..nb * n {
-                    let j = k % n;
-                    let z = sigmoid(pre[k] + p.b_z[j]);
-                    let c = (pre[k] + p.b_h[j]).tanh();
-                    gate[k] = z;
-                    cand[k] = c;
-                    h_next[k] = z * h_prev[k] + (zeta * (T::one() - z) + nu) * c;
+                for row in 0..nb {
+                    let k0 = row * n;
+                    for j in 0..n {
+                        let k = k0 + j;
+                        let z = sigmoid(pre[k] + p.b_z[j]);
+                        let c = (pre[k] + p.b_h[j]).tanh_fast();
+                        gate[k] = z;
+                        cand[k] = c;
+                        h_next[k] = z * h_prev[k] + (zeta * (T::one() - z) + nu) * c;
+                    }
                 }
             }
         };
@@ -175,17 +178,20 @@ impl<T: Real> FastGrnnCell<T> {
                 let (h_prev, dh_t) = (&h[at.clone()], &dh[at.clone()]);
                 let (gate, cand) = (&gate[at.clone()], &cand[at]);
                 let dpre = &mut *dpre[s];
-                for k in 0..nb * n {
-                    let (j, z, c) = (k % n, gate[k], cand[k]);
-                    let dh_total = dh_t[k] + carry[k];
-                    sums.zeta += dh_total * (T::one() - z) * c;
-                    sums.nu += dh_total * c;
-                    let dgate = dh_total * (h_prev[k] - zeta * c) * z * (T::one() - z);
-                    let dcand = dh_total * (zeta * (T::one() - z) + nu) * (T::one() - c * c);
-                    sums.b_z[j] += dgate;
-                    sums.b_h[j] += dcand;
-                    dpre[k] = dgate + dcand;
-                    carry[k] = dh_total * z;
+                for row in 0..nb {
+                    for j in 0..n {
+                        let k = row * n + j;
+                        let (z, c) = (gate[k], cand[k]);
+                        let dh_total = dh_t[k] + carry[k];
+                        sums.zeta[j] += dh_total * (T::one() - z) * c;
+                        sums.nu[j] += dh_total * c;
+                        let dgate = dh_total * (h_prev[k] - zeta * c) * z * (T::one() - z);
+                        let dcand = dh_total * (zeta * (T::one() - z) + nu) * (T::one() - c * c);
+                        sums.b_z[j] += dgate;
+                        sums.b_h[j] += dcand;
+                        dpre[k] = dgate + dcand;
+                        carry[k] = dh_total * z;
+                    }
                 }
                 gemm(
                     mat_mut(carry, nb, n),
@@ -210,8 +216,8 @@ impl<T: Real> FastGrnnCell<T> {
                 .collect()
         };
         for part in &sums {
-            *g.zeta += part.zeta * zeta * (T::one() - zeta);
-            *g.nu += part.nu * nu * (T::one() - nu);
+            *g.zeta += part.zeta.iter().copied().sum::<T>() * zeta * (T::one() - zeta);
+            *g.nu += part.nu.iter().copied().sum::<T>() * nu * (T::one() - nu);
             add_column_sums(&part.b_z, n, g.b_z);
             add_column_sums(&part.b_h, n, g.b_h);
         }
@@ -232,8 +238,9 @@ impl<T: Real> FastGrnnCell<T> {
 struct ScalarSums<T> {
     b_z: Vec<T>,
     b_h: Vec<T>,
-    zeta: T,
-    nu: T,
+    /// Per unit, so that the loop has no serial dependency and vectorises.
+    zeta: Vec<T>,
+    nu: Vec<T>,
 }
 
 impl<T: Real> ScalarSums<T> {
@@ -241,8 +248,8 @@ impl<T: Real> ScalarSums<T> {
         Self {
             b_z: vec![T::zero(); n],
             b_h: vec![T::zero(); n],
-            zeta: T::zero(),
-            nu: T::zero(),
+            zeta: vec![T::zero(); n],
+            nu: vec![T::zero(); n],
         }
     }
 }

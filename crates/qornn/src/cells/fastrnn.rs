@@ -103,9 +103,13 @@ impl<T: Real> FastRnnCell<T> {
                     T::one(),
                     Par::Seq,
                 );
-                for (k, (h, c)) in h_next.iter_mut().zip(cand.iter_mut()).enumerate() {
-                    *c = (*c + p.b_h[k % n]).tanh();
-                    *h = a * *c + b * h_prev[k];
+                for ((h, c), (&hp, &bh)) in h_next
+                    .iter_mut()
+                    .zip(cand.iter_mut())
+                    .zip(h_prev.iter().zip(p.b_h.iter().cycle()))
+                {
+                    *c = (*c + bh).tanh_fast();
+                    *h = a * *c + b * hp;
                 }
             }
         };
@@ -148,18 +152,23 @@ impl<T: Real> FastRnnCell<T> {
             let rows = part_rows(batch, parts, part);
             let nb = rows.len();
             let carry = &mut *carry[0];
-            let (mut da, mut db, mut db_h) = (T::zero(), T::zero(), vec![T::zero(); n]);
+            // Per unit, so that the loop has no serial dependency and vectorises.
+            let (mut da, mut db, mut db_h) =
+                (vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); n]);
             for s in (0..steps).rev() {
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
                 let (cand, h_prev, dh_t) = (&candidate[at.clone()], &h[at.clone()], &dh[at]);
                 let dpre = &mut *dpre[s];
-                for k in 0..nb * n {
-                    let dh_total = dh_t[k] + carry[k];
-                    da += dh_total * cand[k];
-                    db += dh_total * h_prev[k];
-                    dpre[k] = dh_total * a * (T::one() - cand[k] * cand[k]);
-                    db_h[k % n] += dpre[k];
-                    carry[k] = dh_total * b;
+                for row in 0..nb {
+                    for j in 0..n {
+                        let k = row * n + j;
+                        let dh_total = dh_t[k] + carry[k];
+                        da[j] += dh_total * cand[k];
+                        db[j] += dh_total * h_prev[k];
+                        dpre[k] = dh_total * a * (T::one() - cand[k] * cand[k]);
+                        db_h[j] += dpre[k];
+                        carry[k] = dh_total * b;
+                    }
                 }
                 gemm(
                     mat_mut(carry, nb, n),
@@ -173,7 +182,7 @@ impl<T: Real> FastRnnCell<T> {
             (da, db, db_h)
         };
         let buffers = dpre.into_iter().zip(dh_carry);
-        let sums: Vec<(T, T, Vec<T>)> = if parts == 1 {
+        let sums: Vec<(Vec<T>, Vec<T>, Vec<T>)> = if parts == 1 {
             buffers.map(|b| run(0, b)).collect()
         } else {
             buffers
@@ -185,8 +194,8 @@ impl<T: Real> FastRnnCell<T> {
         };
         for (da, db, db_h) in &sums {
             // d sigmoid(v) / dv = sigmoid(v) (1 - sigmoid(v))
-            *g.alpha += *da * a * (T::one() - a);
-            *g.beta += *db * b * (T::one() - b);
+            *g.alpha += da.iter().copied().sum::<T>() * a * (T::one() - a);
+            *g.beta += db.iter().copied().sum::<T>() * b * (T::one() - b);
             add_column_sums(db_h, n, g.b_h);
         }
         let rows = steps * batch;

@@ -122,7 +122,7 @@ impl<T: Real> GruCell<T> {
                     for j in 0..n {
                         let r = sigmoid(a[j] + bh[j]);
                         let z = sigmoid(a[n + j] + bh[n + j]);
-                        let m = (a[2 * n + j] + r * bh[2 * n + j]).tanh();
+                        let m = (a[2 * n + j] + r * bh[2 * n + j]).tanh_fast();
                         a[j] = r;
                         a[n + j] = z;
                         a[2 * n + j] = m;

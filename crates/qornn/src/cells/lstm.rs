@@ -127,7 +127,7 @@ impl<T: Real> LstmCell<T> {
                         let (i, f, g, o) = (
                             sigmoid(row[j]),
                             sigmoid(row[n + j]),
-                            row[2 * n + j].tanh(),
+                            row[2 * n + j].tanh_fast(),
                             sigmoid(row[3 * n + j]),
                         );
                         row[j] = i;
@@ -137,7 +137,7 @@ impl<T: Real> LstmCell<T> {
                         let k = b * n + j;
                         let c = f * c_prev[k] + i * g;
                         c_next[k] = c;
-                        tanh_c[k] = c.tanh();
+                        tanh_c[k] = c.tanh_fast();
                         h_next[k] = o * tanh_c[k];
                     }
                 }

@@ -15,7 +15,7 @@ use faer::{Accum, Par};
 
 #[inline(always)]
 pub(crate) fn sigmoid<T: Real>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
+    x.sigmoid()
 }
 
 /// Adds the column sums of the row-major `rows x cols` matrix `m` into `out`.
