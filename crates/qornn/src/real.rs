@@ -38,10 +38,10 @@ impl Real for f32 {
         // both are computed and one is selected, so there is no branch.
         let a = self.abs();
         let z = self * self;
-        let small = ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z
+        let small = ((((-5.704_988_7e-3 * z + 2.063_909e-2) * z - 5.373_971_6e-2) * z
             + 1.333_144_2e-1)
             * z
-            - 3.333_328_2e-1)
+            - 3.333_328e-1)
             * z
             * self
             + self;
@@ -70,7 +70,7 @@ fn exp_f32(x: f32) -> f32 {
         * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1)
+        + 5e-1)
         * r
         * r
         + r
