@@ -193,10 +193,9 @@ impl<'a> IntRecurrence<'a> {
 
     /// One step for one sequence: `h` and `x` in, `out` the next hidden codes.
     /// Call `validate` once first; lengths are then `hidden`, `input`, `hidden`.
+    /// Reads the packed codes directly (no memory beyond the model's bytes).
     pub fn step(&self, h: &[i32], x: &[i32], out: &mut [i32]) {
         let (n, d) = (self.hidden, self.input);
-        let (w_shift, u_shift) = (self.w_shift().unwrap_or(0), self.u_shift().unwrap_or(0));
-        let (lo, hi) = self.hidden_range();
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
             let acc_w: i64 = h
                 .iter()
@@ -208,24 +207,80 @@ impl<'a> IntRecurrence<'a> {
                 .enumerate()
                 .map(|(j, &v)| self.u.code(i * d + j) as i64 * v as i64)
                 .sum();
-            let num = ((acc_w * self.w.mantissa as i64) << w_shift)
-                + ((acc_u * self.u.mantissa as i64) << u_shift)
-                + self.bias[i];
-            let z = if self.shift == 0 {
-                num
-            } else {
-                (num + (1i64 << (self.shift - 1))) >> self.shift
-            };
-            let a = match self.activation {
-                IntActivation::Relu => z.max(0),
-                IntActivation::Modrelu => {
-                    let m = (z.abs() + self.bias_mod[i] as i64).max(0);
-                    z.signum() * m
-                }
-            };
-            *out_i = a.clamp(lo as i64, hi as i64) as i32;
+            *out_i = self.finish(i, acc_w, acc_u);
         }
     }
+
+    /// Writes the codes of `W` and `U`, one byte each, into `w_codes: (hidden * hidden)`
+    /// and `u_codes: (hidden * input)`, for [`IntRecurrence::step_unpacked`].
+    pub fn unpack(&self, w_codes: &mut [i8], u_codes: &mut [i8]) {
+        for (i, c) in w_codes.iter_mut().enumerate() {
+            *c = self.w.code(i) as i8;
+        }
+        for (i, c) in u_codes.iter_mut().enumerate() {
+            *c = self.u.code(i) as i8;
+        }
+    }
+
+    /// [`IntRecurrence::step`] on codes unpacked once by [`IntRecurrence::unpack`] (a byte
+    /// per weight instead of k bits): the same result, several times faster.
+    #[inline(always)]
+    pub fn step_unpacked(
+        &self,
+        w_codes: &[i8],
+        u_codes: &[i8],
+        h: &[i32],
+        x: &[i32],
+        out: &mut [i32],
+    ) {
+        let (n, d) = (self.hidden, self.input);
+        for (i, out_i) in out.iter_mut().enumerate().take(n) {
+            let acc_w = dot_codes(&w_codes[i * n..(i + 1) * n], h);
+            let acc_u = dot_codes(&u_codes[i * d..(i + 1) * d], x);
+            *out_i = self.finish(i, acc_w, acc_u);
+        }
+    }
+
+    /// Rescales unit `i`'s two accumulators, adds the bias, rounds, applies the
+    /// activation and saturates to A bits.
+    #[inline(always)]
+    fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
+        let (w_shift, u_shift) = (self.w_shift().unwrap_or(0), self.u_shift().unwrap_or(0));
+        let (lo, hi) = self.hidden_range();
+        let num = ((acc_w * self.w.mantissa as i64) << w_shift)
+            + ((acc_u * self.u.mantissa as i64) << u_shift)
+            + self.bias[i];
+        let z = if self.shift == 0 {
+            num
+        } else {
+            (num + (1i64 << (self.shift - 1))) >> self.shift
+        };
+        let a = match self.activation {
+            IntActivation::Relu => z.max(0),
+            IntActivation::Modrelu => {
+                let m = (z.abs() + self.bias_mod[i] as i64).max(0);
+                z.signum() * m
+            }
+        };
+        a.clamp(lo as i64, hi as i64) as i32
+    }
+}
+
+/// `sum_j codes_j values_j` exactly, in 32-bit partial sums of 256 terms: a code is at
+/// most 2^7 in magnitude and an activation code below 2^16, so 256 products stay below
+/// 2^31 (and the loop vectorises), then widen to 64 bits.
+#[inline(always)]
+fn dot_codes(codes: &[i8], values: &[i32]) -> i64 {
+    codes
+        .chunks(256)
+        .zip(values.chunks(256))
+        .map(|(c, v)| {
+            c.iter()
+                .zip(v)
+                .map(|(&c, &v)| c as i32 * v)
+                .fold(0i32, i32::wrapping_add) as i64
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ use crate::tasks::Batch;
 use crate::tasks::Task;
 use crate::train::Evaluation;
 use qornn_infer::format::TaskInfo;
+use qornn_infer::IntRecurrence;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::path::Path;
 
@@ -179,20 +181,21 @@ pub struct IntegerRun {
 }
 
 /// The test set through the simulated twin and the integer engine; the float read-out
-/// reads the dequantized hidden codes `H 2^-f_h`.
+/// reads the dequantized hidden codes `H 2^-f_h`. Batches run in parallel; the engine's
+/// speed is its own time per sequence on one core (unpacked codes, `step_unpacked`).
 pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> IntegerRun {
     let q = &model.recurrence;
     let engine = q.as_int();
     let (n, d) = (q.hidden, q.input);
+    let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
+    engine.unpack(&mut w_codes, &mut u_codes);
     let (v, c) = (&model.readout_weight, &model.readout_bias);
     let unit = 2f32.powi(-q.hidden_frac);
-    let mut bit_exact = true;
-    let mut integer_seconds = 0.0f64;
-    let mut totals = [(0.0f64, 0usize, 0usize, 0usize); 2];
-    for batch in batches {
+    let per_batch = |batch: &Batch| -> BatchResult {
         let Batch {
             steps, batch: b, ..
         } = *batch;
+        let mut result = BatchResult::default();
         let mut states = [vec![0.0f32; steps * b * n], vec![0.0f32; steps * b * n]];
         let (mut x_codes, mut next) = (vec![0i32; d], vec![0i32; n]);
         for seq in 0..b {
@@ -203,12 +206,12 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
                     &mut x_codes,
                 );
                 let clock = std::time::Instant::now();
-                engine.step(&h_int, &x_codes, &mut next);
-                integer_seconds += clock.elapsed().as_secs_f64();
+                engine_step(&engine, &w_codes, &u_codes, &h_int, &x_codes, &mut next);
+                result.integer_seconds += clock.elapsed().as_secs_f64();
                 std::mem::swap(&mut h_int, &mut next);
-                q.simulated_step(&h_sim, &x_codes, &mut next);
+                twin_step(q, &h_sim, &x_codes, &mut next);
                 std::mem::swap(&mut h_sim, &mut next);
-                bit_exact &= h_int == h_sim;
+                result.mismatched_steps += usize::from(h_int != h_sim);
                 for (state, h) in states.iter_mut().zip([&h_int, &h_sim]) {
                     let row = &mut state[(t * b + seq) * n..(t * b + seq + 1) * n];
                     row.iter_mut()
@@ -217,32 +220,117 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
                 }
             }
         }
-        for (total, state) in totals.iter_mut().zip(&states) {
+        for (total, state) in result.totals.iter_mut().zip(&states) {
             let mut head = Head::<f32>::new(model.readout, steps, b, model.outputs);
             let loss = head.forward(state, n, v, c, &batch.targets, faer::Par::Seq) as f64;
-            total.0 += loss * b as f64;
-            total.1 += b;
+            total.loss += loss * b as f64;
+            total.sequences += b;
             if let Some((hits, count)) = task.accuracy(head.logits(), &batch.targets) {
-                total.2 += hits;
-                total.3 += count;
+                total.hits += hits;
+                total.count += count;
             }
         }
-    }
-    let evaluation = |(loss, sequences, hits, count): (f64, usize, usize, usize)| {
-        let loss = loss / sequences.max(1) as f64;
-        Evaluation {
-            loss,
-            accuracy: (count > 0).then(|| hits as f64 / count as f64),
-            bits_per_char: None,
-            perplexity: None,
-        }
+        result
     };
-    let sequences = totals[0].1 as f64;
+    let total = batches
+        .par_iter()
+        .map(per_batch)
+        .reduce(BatchResult::default, BatchResult::merge);
+    let evaluation = |t: Totals| Evaluation {
+        loss: t.loss / t.sequences.max(1) as f64,
+        accuracy: (t.count > 0).then(|| t.hits as f64 / t.count as f64),
+        bits_per_char: None,
+        perplexity: None,
+    };
+    let [integer, simulated] = total.totals;
     IntegerRun {
-        simulated: evaluation(totals[1]),
-        integer: evaluation(totals[0]),
-        bit_exact,
-        sequences_per_second: sequences / integer_seconds.max(1e-12),
+        simulated: evaluation(simulated),
+        integer: evaluation(integer),
+        bit_exact: total.mismatched_steps == 0,
+        sequences_per_second: integer.sequences as f64 / total.integer_seconds.max(1e-12),
+    }
+}
+
+/// `step_unpacked` compiled for AVX2 where the CPU has it: SSE2, the x86-64 baseline that
+/// the binary is built for, has no 32-bit vector multiply, so its integer dot products
+/// run one element at a time. The arithmetic, and so the result, is the same.
+fn engine_step(
+    engine: &IntRecurrence<'_>,
+    w: &[i8],
+    u: &[i8],
+    h: &[i32],
+    x: &[i32],
+    out: &mut [i32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { engine_step_avx2(engine, w, u, h, x, out) };
+    }
+    engine.step_unpacked(w, u, h, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn engine_step_avx2(
+    engine: &IntRecurrence<'_>,
+    w: &[i8],
+    u: &[i8],
+    h: &[i32],
+    x: &[i32],
+    out: &mut [i32],
+) {
+    engine.step_unpacked(w, u, h, x, out)
+}
+
+/// The simulated twin's step, compiled for AVX2 where the CPU has it, like `engine_step`.
+fn twin_step(q: &QuantizedRecurrence, h: &[i32], x: &[i32], out: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { twin_step_avx2(q, h, x, out) };
+    }
+    q.simulated_step(h, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn twin_step_avx2(q: &QuantizedRecurrence, h: &[i32], x: &[i32], out: &mut [i32]) {
+    q.simulated_step(h, x, out)
+}
+
+/// Loss summed over sequences, and accuracy hits over counts.
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    loss: f64,
+    sequences: usize,
+    hits: usize,
+    count: usize,
+}
+
+/// One batch (or several, merged) through the engine and the twin: `totals` is
+/// `[integer, simulated]`.
+#[derive(Default)]
+struct BatchResult {
+    totals: [Totals; 2],
+    /// Steps where the engine's hidden codes differ from the twin's.
+    mismatched_steps: usize,
+    integer_seconds: f64,
+}
+
+impl BatchResult {
+    fn merge(a: Self, b: Self) -> Self {
+        let add = |x: Totals, y: Totals| Totals {
+            loss: x.loss + y.loss,
+            sequences: x.sequences + y.sequences,
+            hits: x.hits + y.hits,
+            count: x.count + y.count,
+        };
+        Self {
+            totals: [add(a.totals[0], b.totals[0]), add(a.totals[1], b.totals[1])],
+            mismatched_steps: a.mismatched_steps + b.mismatched_steps,
+            integer_seconds: a.integer_seconds + b.integer_seconds,
+        }
     }
 }
 
