@@ -165,6 +165,10 @@ struct QuantizeArgs {
     /// Weight bits for a full-precision model (weight PTQ); a QORNN keeps its own.
     #[arg(long)]
     bits: Option<u32>,
+    /// Quantize the read-out V to this many bits (2..=16; its output is then an exact
+    /// integer sum scaled once) [default: float read-out].
+    #[arg(long)]
+    readout_bits: Option<u32>,
     /// The integer model file to write [default: DIR/model.qornn].
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -337,6 +341,7 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
         args.act_bits,
         args.calib,
         args.bits,
+        args.readout_bits,
         args.output.as_deref(),
     )
     .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
@@ -391,8 +396,11 @@ fn eval(args: EvalArgs) -> Result<()> {
                 .unwrap_or_default();
             println!("{name:<10} loss {:.5}{acc}", e.loss);
         };
+        let readout = r
+            .readout_bits
+            .map_or("float".to_string(), |b| format!("{b}-bit"));
         println!(
-            "{}: {}-bit weights, {}-bit activations, {} bytes",
+            "{}: {}-bit weights, {}-bit activations, {readout} read-out, {} bytes",
             model.display(),
             r.weight_bits,
             r.act_bits,

@@ -440,4 +440,44 @@ fn quantize_reports_bit_exact_integer_inference() {
         &["quantize", "--run", run.to_str().unwrap(), "--bits", "4"],
         &["bits", "6"],
     );
+    fails_with(
+        &[
+            "quantize",
+            "--run",
+            run.to_str().unwrap(),
+            "--readout-bits",
+            "17",
+        ],
+        &["readout-bits", "17"],
+    );
+    // A read-out quantized to 12 bits: still bit-exact, smaller, and the file alone
+    // gives the same integer result.
+    let small = dir.path().join("readout12.qornn");
+    let out = qornn(&[
+        "quantize",
+        "--run",
+        run.to_str().unwrap(),
+        "--act-bits",
+        "10",
+        "--calib",
+        "32",
+        "--readout-bits",
+        "12",
+        "--output",
+        small.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let quantized: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(quantized["bit_exact"], true);
+    assert_eq!(quantized["readout_bits"], 12);
+    assert!(quantized["bytes"].as_u64() < report["bytes"].as_u64());
+    assert!(quantized["integer"]["loss"].as_f64().unwrap().is_finite());
+    let out = qornn(&["eval", "--model", small.to_str().unwrap(), "--json"]);
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["integer"], quantized["integer"]);
+    assert_eq!(again["readout_bits"], 12);
 }

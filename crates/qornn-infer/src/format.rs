@@ -1,11 +1,11 @@
-//! The `.qornn` integer model file, version 1 (layout in `docs/format.md`): parsed from a
+//! The `.qornn` integer model file, version 2 (layout in `docs/format.md`): parsed from a
 //! byte slice without allocation; every length is checked and the FNV-1a checksum too.
 
 use crate::{IntActivation, IntMatrix, IntRecurrence};
 
 pub const MAGIC: [u8; 8] = *b"QORNNINT";
-pub const VERSION: u32 = 1;
-pub const HEADER_LEN: usize = 112;
+pub const VERSION: u32 = 2;
+pub const HEADER_LEN: usize = 128;
 pub const CHECKSUM_LEN: usize = 4;
 
 /// Why a file was refused.
@@ -52,7 +52,10 @@ pub struct ModelFile<'a> {
     pub recurrence: IntRecurrence<'a>,
     pub outputs: usize,
     pub readout: ReadoutKind,
-    /// `V: (C, n)` and `c: (C)` as little-endian f32 bytes.
+    /// `V: (C, n)` as codes when the read-out is quantized (see
+    /// [`ModelFile::readout_accumulate`]), else `None` and `V` is float.
+    pub readout_codes: Option<IntMatrix<'a>>,
+    /// `V: (C, n)` (float read-out only) and `c: (C)` as little-endian f32 bytes.
     readout_weight: &'a [u8],
     readout_bias: &'a [u8],
     pub task: TaskInfo,
@@ -91,9 +94,30 @@ fn f64_at(b: &[u8], at: usize) -> f64 {
 }
 
 impl<'a> ModelFile<'a> {
-    /// `V_ij`.
+    /// `V_ij` of a float read-out (0 when the read-out is quantized).
     pub fn readout_weight(&self, i: usize, j: usize) -> f32 {
+        if self.readout_codes.is_some() {
+            return 0.0;
+        }
         f32_at(self.readout_weight, i * self.recurrence.hidden + j)
+    }
+
+    /// A quantized read-out in integers: `out_i = sum_j V_ij H_j` for the hidden codes `H`
+    /// (exact in `i64`: a code below 2^15 times one below 2^16, at most 4096 terms), so that
+    /// the output is `y_i = out_i M_v 2^-(S_v + f_h) + c_i`. Returns `false` (and leaves
+    /// `out` alone) when the read-out is float.
+    pub fn readout_accumulate(&self, h: &[i32], out: &mut [i64]) -> bool {
+        let Some(v) = self.readout_codes else {
+            return false;
+        };
+        for (i, o) in out.iter_mut().enumerate().take(v.rows) {
+            *o = h
+                .iter()
+                .enumerate()
+                .map(|(j, &x)| v.code(i * v.cols + j) as i64 * x as i64)
+                .sum();
+        }
+        true
     }
 
     /// `c_i`.
@@ -157,6 +181,15 @@ impl<'a> ModelFile<'a> {
             1 => ReadoutKind::Every,
             _ => return Err(FormatError::Invalid("readout")),
         };
+        let readout_bits = field(112);
+        if readout_bits != 0 && !(2..=16).contains(&readout_bits) {
+            return Err(FormatError::Invalid("read-out bits"));
+        }
+        let v_len = if readout_bits == 0 {
+            4 * c * n
+        } else {
+            IntMatrix::packed_len(c, n, readout_bits)
+        };
         let w_len = IntMatrix::packed_len(n, n, k);
         let u_len = IntMatrix::packed_len(n, d, k);
         let bm_len = if activation == IntActivation::Modrelu {
@@ -164,7 +197,7 @@ impl<'a> ModelFile<'a> {
         } else {
             0
         };
-        let sections = [w_len, u_len, 8 * n, bm_len, 4 * c * n, 4 * c];
+        let sections = [w_len, u_len, 8 * n, bm_len, v_len, 4 * c];
         let needed = HEADER_LEN + sections.iter().sum::<usize>() + CHECKSUM_LEN;
         if bytes.len() != needed {
             return Err(FormatError::Truncated {
@@ -188,7 +221,7 @@ impl<'a> ModelFile<'a> {
             take(u_len),
             take(8 * n),
             take(bm_len),
-            take(4 * c * n),
+            take(v_len),
             take(4 * c),
         );
         let recurrence = IntRecurrence {
@@ -225,10 +258,19 @@ impl<'a> ModelFile<'a> {
             sequences: field(88),
             batch: field(92),
         };
+        let readout_codes = (readout_bits != 0).then_some(IntMatrix {
+            rows: c,
+            cols: n,
+            bits: readout_bits,
+            packed: v,
+            mantissa: field(116) as i32,
+            shift: field(120),
+        });
         Ok(Self {
             recurrence,
             outputs: c,
             readout,
+            readout_codes,
             readout_weight: v,
             readout_bias: cb,
             task,

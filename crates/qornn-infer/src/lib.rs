@@ -29,8 +29,9 @@ pub enum IntActivation {
     Modrelu,
 }
 
-/// A matrix of k-bit two's-complement codes, row-major, packed little-endian (code `i`
-/// occupies bits `i k .. i k + k` of the byte string), and its step `mantissa 2^-shift`.
+/// A matrix of k-bit two's-complement codes (k = 2..=16), row-major, packed
+/// little-endian (code `i` occupies bits `i k .. i k + k` of the byte string), and its
+/// step `mantissa 2^-shift`.
 #[derive(Clone, Copy, Debug)]
 pub struct IntMatrix<'a> {
     pub rows: usize,
@@ -52,9 +53,10 @@ impl IntMatrix<'_> {
     pub fn code(&self, index: usize) -> i32 {
         let bit = index * self.bits as usize;
         let (byte, offset) = (bit / 8, bit % 8);
-        let mut word = self.packed[byte] as u32;
-        if offset + self.bits as usize > 8 {
-            word |= (self.packed[byte + 1] as u32) << 8;
+        // A code of up to 16 bits spans at most three bytes.
+        let mut word = 0u32;
+        for k in 0..(offset + self.bits as usize).div_ceil(8) {
+            word |= (self.packed[byte + k] as u32) << (8 * k);
         }
         let raw = (word >> offset) & ((1 << self.bits) - 1);
         // Sign-extend the k-bit two's-complement value.
@@ -62,16 +64,14 @@ impl IntMatrix<'_> {
     }
 }
 
-/// Packs k-bit codes (each in `-2^(k-1) ..= 2^(k-1) - 1`) into `out`
+/// Packs k-bit codes (k = 2..=16, each in `-2^(k-1) ..= 2^(k-1) - 1`) into `out`
 /// (`IntMatrix::packed_len` bytes, zeroed by the caller).
 pub fn pack_codes(codes: impl Iterator<Item = i32>, bits: u32, out: &mut [u8]) {
     for (index, code) in codes.enumerate() {
-        let raw = (code as u32) & ((1 << bits) - 1);
-        let bit = index * bits as usize;
-        let (byte, offset) = (bit / 8, bit % 8);
-        out[byte] |= (raw << offset) as u8;
-        if offset + bits as usize > 8 {
-            out[byte + 1] |= (raw >> (8 - offset)) as u8;
+        let raw = ((code as u32) & ((1 << bits) - 1)) << ((index * bits as usize) % 8);
+        let byte = index * bits as usize / 8;
+        for k in 0..((index * bits as usize) % 8 + bits as usize).div_ceil(8) {
+            out[byte + k] |= (raw >> (8 * k)) as u8;
         }
     }
 }
@@ -332,10 +332,10 @@ mod tests {
 
     #[test]
     fn codes_pack_and_unpack_at_every_width() {
-        for bits in 2..=8u32 {
+        for bits in 2..=16u32 {
             let lo = -(1i32 << (bits - 1));
-            let codes: [i32; 11] = core::array::from_fn(|i| lo + (i as i32 * 7) % (1 << bits));
-            let mut packed = [0u8; 11];
+            let codes: [i32; 11] = core::array::from_fn(|i| lo + (i as i32 * 7919) % (1 << bits));
+            let mut packed = [0u8; 22];
             pack_codes(
                 codes.iter().copied(),
                 bits,

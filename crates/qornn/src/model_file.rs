@@ -3,23 +3,55 @@
 
 use crate::error::{Error, Result};
 use crate::head::Readout;
-use crate::integer::QuantizedRecurrence;
+use crate::integer::{dyadic, QuantizedRecurrence};
+use crate::quant::{Granularity, Quantizer};
 use qornn_infer::format::{fnv1a, ModelFile, TaskInfo, HEADER_LEN, MAGIC, VERSION};
-use qornn_infer::IntActivation;
+use qornn_infer::{pack_codes, IntActivation, IntMatrix};
 use std::path::Path;
 
-/// An integer model with its float read-out and where it came from.
+/// An integer model with its read-out and where it came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IntegerModel {
     pub recurrence: QuantizedRecurrence,
     pub outputs: usize,
     pub readout: Readout,
-    /// `V: (C, n)`, `c: (C)`.
+    /// `V: (C, n)` (float; when `readout_codes` is set, its dequantized values), `c: (C)`.
     pub readout_weight: Vec<f32>,
     pub readout_bias: Vec<f32>,
+    /// `V` quantized (`--readout-bits`), or `None` for a float read-out.
+    pub readout_codes: Option<QuantizedReadout>,
     pub task: TaskInfo,
     pub float_loss: f64,
     pub float_accuracy: f64,
+}
+
+/// A read-out `V: (C, n)` quantized per tensor like the weights, `V = codes M 2^-S`: the
+/// output `y = V h + c` is then `(sum_j codes_ij H_j) M 2^-(S + f_h) + c_i`, an exact
+/// integer sum scaled once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedReadout {
+    pub bits: u32,
+    pub codes: Vec<i32>,
+    pub step: (i32, u32),
+}
+
+impl QuantizedReadout {
+    /// The paper's min-max quantizer at `bits` (2..=16), its step rounded to 12 bits.
+    pub fn new(v: &[f32], rows: usize, cols: usize, bits: u32) -> Self {
+        let q = Quantizer::post_training(bits, Granularity::PerTensor);
+        let t = q.quantize(v, rows, cols);
+        Self {
+            bits,
+            codes: t.codes,
+            step: dyadic(t.steps[0] as f64),
+        }
+    }
+
+    /// `codes M 2^-S` in `f64` (exact: a 16-bit code times a 12-bit mantissa).
+    pub fn dequantized(&self) -> Vec<f64> {
+        let step = self.step.0 as f64 * 2f64.powi(-(self.step.1 as i32));
+        self.codes.iter().map(|&c| c as f64 * step).collect()
+    }
 }
 
 impl IntegerModel {
@@ -63,14 +95,29 @@ impl IntegerModel {
         }
         b.extend(self.float_loss.to_le_bytes());
         b.extend(self.float_accuracy.to_le_bytes());
+        let (readout_bits, (mantissa, shift)) = self
+            .readout_codes
+            .as_ref()
+            .map_or((0, (0, 0)), |r| (r.bits, r.step));
+        for f in [readout_bits, mantissa as u32, shift, 0] {
+            b.extend(f.to_le_bytes());
+        }
         debug_assert_eq!(b.len(), HEADER_LEN);
         b.extend(&q.w_packed);
         b.extend(&q.u_packed);
         q.bias.iter().for_each(|v| b.extend(v.to_le_bytes()));
         q.bias_mod.iter().for_each(|v| b.extend(v.to_le_bytes()));
-        self.readout_weight
-            .iter()
-            .for_each(|v| b.extend(v.to_le_bytes()));
+        match &self.readout_codes {
+            Some(r) => {
+                let mut packed = vec![0u8; IntMatrix::packed_len(1, r.codes.len(), r.bits)];
+                pack_codes(r.codes.iter().copied(), r.bits, &mut packed);
+                b.extend(packed);
+            }
+            None => self
+                .readout_weight
+                .iter()
+                .for_each(|v| b.extend(v.to_le_bytes())),
+        }
         self.readout_bias
             .iter()
             .for_each(|v| b.extend(v.to_le_bytes()));
@@ -119,6 +166,11 @@ impl IntegerModel {
             input_frac: r.input_frac,
             shift: r.shift,
         };
+        let readout_codes = f.readout_codes.map(|v| QuantizedReadout {
+            bits: v.bits,
+            codes: (0..c * n).map(|k| v.code(k)).collect(),
+            step: (v.mantissa, v.shift),
+        });
         recurrence
             .as_int()
             .validate()
@@ -130,7 +182,11 @@ impl IntegerModel {
                 qornn_infer::format::ReadoutKind::Last => Readout::Last,
                 qornn_infer::format::ReadoutKind::Every => Readout::Every,
             },
-            readout_weight: (0..c * n).map(|k| f.readout_weight(k / n, k % n)).collect(),
+            readout_codes: readout_codes.clone(),
+            readout_weight: match &readout_codes {
+                Some(r) => r.dequantized().iter().map(|&v| v as f32).collect(),
+                None => (0..c * n).map(|k| f.readout_weight(k / n, k % n)).collect(),
+            },
             readout_bias: (0..c).map(|i| f.readout_bias(i)).collect(),
             task: f.task,
             float_loss: f.float_loss,

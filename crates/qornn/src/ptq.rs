@@ -8,8 +8,9 @@
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::integer::{FloatRecurrence, QuantizedRecurrence};
+use crate::linalg::to_f64_vec;
 use crate::model::{Architecture, Workspace};
-use crate::model_file::IntegerModel;
+use crate::model_file::{IntegerModel, QuantizedReadout};
 use crate::ornn::Activation;
 use crate::run::load_best;
 use crate::tasks::Batch;
@@ -26,6 +27,8 @@ use std::path::Path;
 pub struct PtqReport {
     pub weight_bits: u32,
     pub act_bits: u32,
+    /// The read-out's bits, `None` for a float read-out.
+    pub readout_bits: Option<u32>,
     pub hidden_frac: i32,
     pub input_frac: i32,
     pub float: Evaluation,
@@ -33,8 +36,8 @@ pub struct PtqReport {
     pub integer: Evaluation,
     /// Whether integer and simulated hidden codes agreed at every step of every sequence.
     pub bit_exact: bool,
-    /// The size of the `.qornn` file: packed k-bit codes, integer biases, float read-out,
-    /// header and checksum.
+    /// The size of the `.qornn` file: packed k-bit codes, integer biases, the read-out
+    /// (float or packed codes), header and checksum.
     pub bytes: u64,
     /// Test sequences per second: the integer engine (one sequence at a time, one core)
     /// and, when the float model was run here, batched float inference (all cores).
@@ -57,12 +60,19 @@ pub fn quantize_run(
     act_bits: u32,
     calibration: usize,
     bits: Option<u32>,
+    readout_bits: Option<u32>,
     output: Option<&Path>,
 ) -> Result<(PtqReport, std::path::PathBuf)> {
     if !(4..=16).contains(&act_bits) {
         return Err(Error::config(
             "act_bits",
             format!("{act_bits} is outside 4..=16"),
+        ));
+    }
+    if let Some(r) = readout_bits.filter(|r| !(2..=16).contains(r)) {
+        return Err(Error::config(
+            "readout_bits",
+            format!("{r} is outside 2..=16"),
         ));
     }
     let (mut trainer, _, _) = load_best(dir)?;
@@ -153,11 +163,17 @@ pub fn quantize_run(
         .iter()
         .position(|t| t.name == "readout.weight")
         .expect("a read-out");
+    let readout_codes = readout_bits
+        .map(|r| QuantizedReadout::new(&m.params[readout].data, spec.outputs, spec.hidden, r));
     let model = IntegerModel {
         recurrence,
         outputs: spec.outputs,
         readout: spec.readout,
-        readout_weight: m.params[readout].data.clone(),
+        readout_weight: match &readout_codes {
+            Some(r) => r.dequantized().iter().map(|&v| v as f32).collect(),
+            None => m.params[readout].data.clone(),
+        },
+        readout_codes,
         readout_bias: m.params[readout + 1].data.clone(),
         task: task_info(&trainer.task, &trainer.config)?,
         float_loss: float.loss,
@@ -189,14 +205,19 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
     let (n, d) = (q.hidden, q.input);
     let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
     engine.unpack(&mut w_codes, &mut u_codes);
-    let (v, c) = (&model.readout_weight, &model.readout_bias);
-    let unit = 2f32.powi(-q.hidden_frac);
+    let unit = 2f64.powi(-q.hidden_frac);
+    // A quantized read-out in f64 is exactly the integer one: every product of a code
+    // with a hidden value and every partial sum is a multiple of one unit below 2^53.
+    let readout_f64 = model
+        .readout_codes
+        .as_ref()
+        .map(|r| (r.dequantized(), to_f64_vec(&model.readout_bias)));
     let per_batch = |batch: &Batch| -> BatchResult {
         let Batch {
             steps, batch: b, ..
         } = *batch;
         let mut result = BatchResult::default();
-        let mut states = [vec![0.0f32; steps * b * n], vec![0.0f32; steps * b * n]];
+        let mut states = [vec![0.0f64; steps * b * n], vec![0.0f64; steps * b * n]];
         let (mut x_codes, mut next) = (vec![0i32; d], vec![0i32; n]);
         for seq in 0..b {
             let (mut h_int, mut h_sim) = (vec![0i32; n], vec![0i32; n]);
@@ -216,16 +237,30 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
                     let row = &mut state[(t * b + seq) * n..(t * b + seq + 1) * n];
                     row.iter_mut()
                         .zip(h.iter())
-                        .for_each(|(o, &code)| *o = code as f32 * unit);
+                        .for_each(|(o, &code)| *o = code as f64 * unit);
                 }
             }
         }
         for (total, state) in result.totals.iter_mut().zip(&states) {
-            let mut head = Head::<f32>::new(model.readout, steps, b, model.outputs);
-            let loss = head.forward(state, n, v, c, &batch.targets, faer::Par::Seq) as f64;
+            let (loss, accuracy) = match &readout_f64 {
+                Some((v, c)) => {
+                    let mut head = Head::<f64>::new(model.readout, steps, b, model.outputs);
+                    let loss = head.forward(state, n, v, c, &batch.targets, faer::Par::Seq);
+                    let logits: Vec<f32> = head.logits().iter().map(|&l| l as f32).collect();
+                    (loss, task.accuracy(&logits, &batch.targets))
+                }
+                None => {
+                    // Hidden codes times 2^-f_h are exact in f32 (codes below 2^16).
+                    let state: Vec<f32> = state.iter().map(|&h| h as f32).collect();
+                    let (v, c) = (&model.readout_weight, &model.readout_bias);
+                    let mut head = Head::<f32>::new(model.readout, steps, b, model.outputs);
+                    let loss = head.forward(&state, n, v, c, &batch.targets, faer::Par::Seq);
+                    (loss as f64, task.accuracy(head.logits(), &batch.targets))
+                }
+            };
             total.loss += loss * b as f64;
             total.sequences += b;
-            if let Some((hits, count)) = task.accuracy(head.logits(), &batch.targets) {
+            if let Some((hits, count)) = accuracy {
                 total.hits += hits;
                 total.count += count;
             }
@@ -405,6 +440,7 @@ fn report(
     PtqReport {
         weight_bits: q.weight_bits,
         act_bits: q.act_bits,
+        readout_bits: model.readout_codes.as_ref().map(|r| r.bits),
         hidden_frac: q.hidden_frac,
         input_frac: q.input_frac,
         float,

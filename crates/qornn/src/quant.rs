@@ -76,6 +76,18 @@ impl Quantizer {
         Self { bits, granularity }
     }
 
+    /// The widest post-training quantizer: an integer read-out at up to A = 16 bits.
+    pub const MAX_POST_TRAINING_BITS: u32 = 16;
+
+    /// The same quantizer for post-training use, where up to 16 bits are allowed.
+    pub fn post_training(bits: u32, granularity: Granularity) -> Self {
+        assert!(
+            (Self::MIN_BITS..=Self::MAX_POST_TRAINING_BITS).contains(&bits),
+            "post-training quantizer bits must be in 2..=16, got {bits}"
+        );
+        Self { bits, granularity }
+    }
+
     /// Number of positive levels `s = 2^(k-1)`.
     pub fn levels(&self) -> i32 {
         1 << (self.bits - 1)

@@ -3,7 +3,7 @@
 
 use qornn::head::Readout;
 use qornn::integer::{FloatRecurrence, QuantizedRecurrence};
-use qornn::model_file::IntegerModel;
+use qornn::model_file::{IntegerModel, QuantizedReadout};
 use qornn_infer::format::{FormatError, ModelFile, TaskInfo};
 use rand::{Rng, SeedableRng};
 
@@ -37,6 +37,7 @@ fn model(modrelu: bool, bits: u32) -> IntegerModel {
         readout: Readout::Every,
         readout_weight: v,
         readout_bias: cb,
+        readout_codes: None,
         task: TaskInfo {
             kind: 0,
             parameter: 10,
@@ -84,10 +85,10 @@ fn corrupt_truncated_and_foreign_files_are_refused() {
         Err(FormatError::Truncated { .. })
     ));
     let mut version = bytes.clone();
-    version[8] = 2;
+    version[8] = 1;
     assert_eq!(
         ModelFile::parse(&version).unwrap_err(),
-        FormatError::UnsupportedVersion { found: 2 }
+        FormatError::UnsupportedVersion { found: 1 }
     );
     let mut magic = bytes.clone();
     magic[0] = b'X';
@@ -100,4 +101,45 @@ fn corrupt_truncated_and_foreign_files_are_refused() {
         msg.contains("broken.qornn") && msg.contains("Checksum"),
         "{msg}"
     );
+}
+
+/// A read-out quantized to R bits survives the round trip as codes, and the runtime's
+/// integer sums, scaled once, are exactly the dequantized read-out computed in f64.
+#[test]
+fn quantized_readout_round_trips_and_is_exact() {
+    for readout_bits in [2, 5, 8, 12, 16] {
+        let mut m = model(false, 4);
+        let (n, c) = (m.recurrence.hidden, m.outputs);
+        let r = QuantizedReadout::new(&m.readout_weight, c, n, readout_bits);
+        let limit = 1i32 << (readout_bits - 1);
+        assert!(r.codes.iter().all(|&k| (-limit..limit).contains(&k)));
+        assert!(
+            r.codes.iter().any(|&k| k.abs() >= limit - 1),
+            "uses its range"
+        );
+        m.readout_codes = Some(r.clone());
+        let bytes = m.to_bytes();
+        let back = IntegerModel::from_bytes(&bytes).unwrap();
+        assert_eq!(back.readout_codes.as_ref(), Some(&r), "R = {readout_bits}");
+
+        let file = ModelFile::parse(&bytes).unwrap();
+        let h: Vec<i32> = (0..n as i32).map(|j| (j * 37 + 5) % 1024).collect();
+        let mut acc = vec![0i64; c];
+        assert!(file.readout_accumulate(&h, &mut acc));
+        let v = r.dequantized();
+        let (mantissa, shift) = r.step;
+        let f_h = m.recurrence.hidden_frac;
+        for (i, &a) in acc.iter().enumerate() {
+            let by_integers = a as f64 * mantissa as f64 * 2f64.powi(-(shift as i32) - f_h);
+            let in_f64: f64 = (0..n)
+                .map(|j| v[i * n + j] * (h[j] as f64 * 2f64.powi(-f_h)))
+                .sum();
+            assert_eq!(by_integers, in_f64, "output {i}, R = {readout_bits}");
+        }
+    }
+    // A float read-out has no integer sums.
+    let bytes = model(false, 4).to_bytes();
+    assert!(!ModelFile::parse(&bytes)
+        .unwrap()
+        .readout_accumulate(&[0; 5], &mut [0; 4]));
 }
