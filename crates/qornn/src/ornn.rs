@@ -5,11 +5,12 @@
 //! The recurrent weight gradient is one `(n x T*B) * (T*B x n)` product after the time
 //! loop; only the `dz_{t+1} W` carry is a per-step product.
 
-use crate::cells::{add_column_sums, batch_parts, part_rows, split_batch_rows, TimeLoopGrads};
-use crate::linalg::{gemm, mat, mat_mut};
+use crate::cells::{
+    add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts,
+    split_batch_rows, TimeLoopGrads,
+};
 use crate::Real;
 use faer::{Accum, Par};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// The hidden nonlinearity.
@@ -238,40 +239,18 @@ impl<T: Real> OrnnCell<T> {
         let hs = split_batch_rows(&mut self.h, batch, n, parts);
         let run = |part: usize, mut z: Vec<&mut [T]>, mut h: Vec<&mut [T]>| {
             let rows = part_rows(batch, parts, part);
-            let nb = rows.len();
             for s in 0..steps {
                 let z = &mut *z[s];
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                 // z_t = x_t U^T + h_{t-1} W^T + b, then h_t = act(z_t)
-                gemm(
-                    mat_mut(z, nb, n),
-                    Accum::Replace,
-                    mat(x_s, nb, d),
-                    mat(p.u, n, d).transpose(),
-                    T::one(),
-                    Par::Seq,
-                );
                 let (done, next) = h.split_at_mut(s + 1);
-                gemm(
-                    mat_mut(z, nb, n),
-                    Accum::Add,
-                    mat(done[s], nb, n),
-                    mat(p.w, n, n).transpose(),
-                    T::one(),
-                    Par::Seq,
-                );
+                project_step(z, n, (x_s, p.u), (done[s], p.w));
                 activation.forward_rows(z, next[0], p.b, p.bm);
             }
         };
-        if parts == 1 {
-            let (z, h) = (zs.into_iter().next(), hs.into_iter().next());
-            run(0, z.expect("one part"), h.expect("one part"));
-        } else {
-            zs.into_par_iter()
-                .zip(hs)
-                .enumerate()
-                .for_each(|(part, (z, h))| run(part, z, h));
-        }
+        run_parts(zs.into_iter().zip(hs).collect(), |part, (z, h)| {
+            run(part, z, h)
+        });
     }
 
     /// Backpropagates `dh: (T, B, n)`, the read-out's `dL/dh_t`, through time; adds into
@@ -308,14 +287,7 @@ impl<T: Real> OrnnCell<T> {
                 let (now, later) = dz.split_at_mut(s + 1);
                 let dz_s = &mut *now[s];
                 if s + 1 < steps {
-                    gemm(
-                        mat_mut(dz_s, nb, n),
-                        Accum::Replace,
-                        mat(later[0], nb, n),
-                        mat(p.w, n, n),
-                        T::one(),
-                        Par::Seq,
-                    );
+                    backprop_step(dz_s, Accum::Replace, later[0], p.w, nb);
                 } else {
                     dz_s.fill(T::zero());
                 }
@@ -328,14 +300,7 @@ impl<T: Real> OrnnCell<T> {
             }
             (db, dbm)
         };
-        let sums: Vec<(Vec<T>, Vec<T>)> = if parts == 1 {
-            vec![run(0, dzs.into_iter().next().expect("one part"))]
-        } else {
-            dzs.into_par_iter()
-                .enumerate()
-                .map(|(part, dz)| run(part, dz))
-                .collect()
-        };
+        let sums = run_parts(dzs, run);
         for (db, dbm) in &sums {
             add_column_sums(db, n, g.b);
             add_column_sums(dbm, n, g.bm);

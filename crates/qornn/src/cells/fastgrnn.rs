@@ -6,14 +6,12 @@
 //! `h_t = z h_{t-1} + (sigmoid(zeta) (1 - z) + sigmoid(nu)) c`.
 
 use super::{
-    add_column_sums, batch_parts, part_rows, sigmoid, split_batch_rows, Buffers4, Rows,
-    TimeLoopGrads,
+    add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts, sigmoid,
+    split_batch_rows, Buffers4, Rows, TimeLoopGrads,
 };
-use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
-use rayon::prelude::*;
 
 /// EdgeML's initial values of the pre-sigmoid scalars.
 pub const ZETA_INIT: f64 = 1.0;
@@ -101,24 +99,9 @@ impl<T: Real> FastGrnnCell<T> {
             for s in 0..steps {
                 let pre = &mut *pre[s];
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
-                gemm(
-                    mat_mut(pre, nb, n),
-                    Accum::Replace,
-                    mat(x_s, nb, d),
-                    mat(p.w, n, d).transpose(),
-                    T::one(),
-                    Par::Seq,
-                );
                 let (h_done, h_next) = h.split_at_mut(s + 1);
                 let (h_prev, h_next) = (&*h_done[s], &mut *h_next[0]);
-                gemm(
-                    mat_mut(pre, nb, n),
-                    Accum::Add,
-                    mat(h_prev, nb, n),
-                    mat(p.u, n, n).transpose(),
-                    T::one(),
-                    Par::Seq,
-                );
+                project_step(pre, n, (x_s, p.w), (h_prev, p.u));
                 let (gate, cand) = (&mut *gate[s], &mut *cand[s]);
                 for row in 0..nb {
                     let k0 = row * n;
@@ -133,16 +116,10 @@ impl<T: Real> FastGrnnCell<T> {
                 }
             }
         };
-        let buffers = pre.into_iter().zip(gate).zip(candidate).zip(hs);
-        if parts == 1 {
-            buffers.for_each(|b| run(0, b));
-        } else {
-            buffers
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(part, b)| run(part, b));
-        }
+        run_parts(
+            pre.into_iter().zip(gate).zip(candidate).zip(hs).collect(),
+            run,
+        );
     }
 
     /// Backward through time given `dh: (T, B, n)`; adds into `g`. Batch-parallel like
@@ -193,28 +170,11 @@ impl<T: Real> FastGrnnCell<T> {
                         carry[k] = dh_total * z;
                     }
                 }
-                gemm(
-                    mat_mut(carry, nb, n),
-                    Accum::Add,
-                    mat(dpre, nb, n),
-                    mat(p.u, n, n),
-                    T::one(),
-                    Par::Seq,
-                );
+                backprop_step(carry, Accum::Add, dpre, p.u, nb);
             }
             sums
         };
-        let buffers = dpre.into_iter().zip(dh_carry);
-        let sums: Vec<ScalarSums<T>> = if parts == 1 {
-            buffers.map(|b| run(0, b)).collect()
-        } else {
-            buffers
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .map(|(part, b)| run(part, b))
-                .collect()
-        };
+        let sums: Vec<ScalarSums<T>> = run_parts(dpre.into_iter().zip(dh_carry).collect(), run);
         for part in &sums {
             *g.zeta += part.zeta.iter().copied().sum::<T>() * zeta * (T::one() - zeta);
             *g.nu += part.nu.iter().copied().sum::<T>() * nu * (T::one() - nu);

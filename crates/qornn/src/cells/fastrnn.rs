@@ -4,13 +4,12 @@
 //! `h~ = tanh(x W^T + h_{t-1} U^T + b_h)`, `h_t = sigmoid(alpha) h~ + sigmoid(beta) h_{t-1}`.
 
 use super::{
-    add_column_sums, batch_parts, part_rows, sigmoid, split_batch_rows, Rows, TimeLoopGrads,
+    add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts, sigmoid,
+    split_batch_rows, Rows, TimeLoopGrads,
 };
-use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
-use rayon::prelude::*;
 
 pub struct FastRnnParams<'a, T> {
     pub w: &'a [T],
@@ -81,28 +80,12 @@ impl<T: Real> FastRnnCell<T> {
         let hs = split_batch_rows(&mut self.h, batch, n, parts);
         let run = |part: usize, (mut cand, mut h): (Rows<'_, T>, Rows<'_, T>)| {
             let rows = part_rows(batch, parts, part);
-            let nb = rows.len();
             for s in 0..steps {
                 let cand = &mut *cand[s];
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
-                gemm(
-                    mat_mut(cand, nb, n),
-                    Accum::Replace,
-                    mat(x_s, nb, d),
-                    mat(p.w, n, d).transpose(),
-                    T::one(),
-                    Par::Seq,
-                );
                 let (h_done, h_next) = h.split_at_mut(s + 1);
                 let (h_prev, h_next) = (&*h_done[s], &mut *h_next[0]);
-                gemm(
-                    mat_mut(cand, nb, n),
-                    Accum::Add,
-                    mat(h_prev, nb, n),
-                    mat(p.u, n, n).transpose(),
-                    T::one(),
-                    Par::Seq,
-                );
+                project_step(cand, n, (x_s, p.w), (h_prev, p.u));
                 for ((h, c), (&hp, &bh)) in h_next
                     .iter_mut()
                     .zip(cand.iter_mut())
@@ -113,16 +96,7 @@ impl<T: Real> FastRnnCell<T> {
                 }
             }
         };
-        let buffers = candidate.into_iter().zip(hs);
-        if parts == 1 {
-            buffers.for_each(|b| run(0, b));
-        } else {
-            buffers
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(part, b)| run(part, b));
-        }
+        run_parts(candidate.into_iter().zip(hs).collect(), run);
     }
 
     /// Backward through time given `dh: (T, B, n)`; adds into `g`. Batch-parallel like
@@ -170,28 +144,12 @@ impl<T: Real> FastRnnCell<T> {
                         carry[k] = dh_total * b;
                     }
                 }
-                gemm(
-                    mat_mut(carry, nb, n),
-                    Accum::Add,
-                    mat(dpre, nb, n),
-                    mat(p.u, n, n),
-                    T::one(),
-                    Par::Seq,
-                );
+                backprop_step(carry, Accum::Add, dpre, p.u, nb);
             }
             (da, db, db_h)
         };
-        let buffers = dpre.into_iter().zip(dh_carry);
-        let sums: Vec<(Vec<T>, Vec<T>, Vec<T>)> = if parts == 1 {
-            buffers.map(|b| run(0, b)).collect()
-        } else {
-            buffers
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .map(|(part, b)| run(part, b))
-                .collect()
-        };
+        let sums: Vec<(Vec<T>, Vec<T>, Vec<T>)> =
+            run_parts(dpre.into_iter().zip(dh_carry).collect(), run);
         for (da, db, db_h) in &sums {
             // d sigmoid(v) / dv = sigmoid(v) (1 - sigmoid(v))
             *g.alpha += da.iter().copied().sum::<T>() * a * (T::one() - a);

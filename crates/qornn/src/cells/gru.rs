@@ -5,13 +5,13 @@
 //! `z = sigmoid(A_z + B_z)`, `m = tanh(A_n + r B_n)`, `h_t = (1 - z) m + z h_{t-1}`.
 
 use super::{
-    add_column_sums, batch_parts, part_rows, sigmoid, split_batch_rows, Buffers3, TimeLoopGrads,
+    add_column_sums, backprop_step, batch_parts, part_rows, run_parts, sigmoid, split_batch_rows,
+    Buffers3, TimeLoopGrads,
 };
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
-use rayon::prelude::*;
 
 pub struct GruParams<'a, T> {
     pub weight_ih: &'a [T],
@@ -132,16 +132,10 @@ impl<T: Real> GruCell<T> {
                 }
             }
         };
-        let buffers = input_gates.into_iter().zip(hidden_gates).zip(hs);
-        if parts == 1 {
-            buffers.for_each(|b| run(0, b));
-        } else {
-            buffers
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(part, b)| run(part, b));
-        }
+        run_parts(
+            input_gates.into_iter().zip(hidden_gates).zip(hs).collect(),
+            run,
+        );
     }
 
     /// Backward through time given `dh: (T, B, n)`; adds into `g`. Batch-parallel like
@@ -206,28 +200,12 @@ impl<T: Real> GruCell<T> {
                         .zip(&dhg[row])
                         .for_each(|(acc, &v)| *acc += v);
                 }
-                gemm(
-                    mat_mut(carry, nb, n),
-                    Accum::Add,
-                    mat(dhg, nb, 3 * n),
-                    mat(p.weight_hh, 3 * n, n),
-                    T::one(),
-                    Par::Seq,
-                );
+                backprop_step(carry, Accum::Add, dhg, p.weight_hh, nb);
             }
             (dbias_ih, dbias_hh)
         };
-        let buffers = dinput.into_iter().zip(dhidden).zip(dh_carry);
-        let sums: Vec<(Vec<T>, Vec<T>)> = if parts == 1 {
-            buffers.map(|b| run(0, b)).collect()
-        } else {
-            buffers
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .map(|(part, b)| run(part, b))
-                .collect()
-        };
+        let sums: Vec<(Vec<T>, Vec<T>)> =
+            run_parts(dinput.into_iter().zip(dhidden).zip(dh_carry).collect(), run);
         for (dbias_ih, dbias_hh) in &sums {
             add_column_sums(dbias_ih, 3 * n, g.bias_ih);
             add_column_sums(dbias_hh, 3 * n, g.bias_hh);

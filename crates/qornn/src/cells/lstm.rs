@@ -5,14 +5,12 @@
 //! `g = tanh(G_g)`, `c_t = f c_{t-1} + i g`, `h_t = o tanh(c_t)`.
 
 use super::{
-    add_column_sums, batch_parts, part_rows, sigmoid, split_batch_rows, Buffers3, Buffers4,
-    TimeLoopGrads,
+    add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts, sigmoid,
+    split_batch_rows, Buffers3, Buffers4, TimeLoopGrads,
 };
-use crate::linalg::{gemm, mat, mat_mut};
 use crate::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
-use rayon::prelude::*;
 
 pub struct LstmParams<'a, T> {
     pub weight_ih: &'a [T],
@@ -98,23 +96,8 @@ impl<T: Real> LstmCell<T> {
             for s in 0..steps {
                 let gates = &mut *gates[s];
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
-                gemm(
-                    mat_mut(gates, nb, 4 * n),
-                    Accum::Replace,
-                    mat(x_s, nb, d),
-                    mat(p.weight_ih, 4 * n, d).transpose(),
-                    T::one(),
-                    Par::Seq,
-                );
                 let (h_done, h_next) = h.split_at_mut(s + 1);
-                gemm(
-                    mat_mut(gates, nb, 4 * n),
-                    Accum::Add,
-                    mat(h_done[s], nb, n),
-                    mat(p.weight_hh, 4 * n, n).transpose(),
-                    T::one(),
-                    Par::Seq,
-                );
+                project_step(gates, 4 * n, (x_s, p.weight_ih), (h_done[s], p.weight_hh));
                 let (c_done, c_next) = c.split_at_mut(s + 1);
                 let (c_prev, c_next, h_next) = (&*c_done[s], &mut *c_next[0], &mut *h_next[0]);
                 let tanh_c = &mut *tanh_c[s];
@@ -143,16 +126,10 @@ impl<T: Real> LstmCell<T> {
                 }
             }
         };
-        let buffers = gates.into_iter().zip(cs).zip(hs).zip(tanh_cs);
-        if parts == 1 {
-            buffers.for_each(|b| run(0, b));
-        } else {
-            buffers
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(part, b)| run(part, b));
-        }
+        run_parts(
+            gates.into_iter().zip(cs).zip(hs).zip(tanh_cs).collect(),
+            run,
+        );
     }
 
     /// Backward through time given `dh: (T, B, n)`; adds into `g`. Batch-parallel like
@@ -209,28 +186,14 @@ impl<T: Real> LstmCell<T> {
                     dbias.iter_mut().zip(&*drow).for_each(|(acc, &v)| *acc += v);
                 }
                 // dL/dh_{t-1} through the recurrence: dG W_hh.
-                gemm(
-                    mat_mut(dh_carry, nb, n),
-                    Accum::Replace,
-                    mat(dgates, nb, 4 * n),
-                    mat(p.weight_hh, 4 * n, n),
-                    T::one(),
-                    Par::Seq,
-                );
+                backprop_step(dh_carry, Accum::Replace, dgates, p.weight_hh, nb);
             }
             dbias
         };
-        let buffers = dgates.into_iter().zip(dh_carry).zip(dc_carry);
-        let sums: Vec<Vec<T>> = if parts == 1 {
-            buffers.map(|b| run(0, b)).collect()
-        } else {
-            buffers
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .map(|(part, b)| run(part, b))
-                .collect()
-        };
+        let sums: Vec<Vec<T>> = run_parts(
+            dgates.into_iter().zip(dh_carry).zip(dc_carry).collect(),
+            run,
+        );
         for dbias in &sums {
             add_column_sums(dbias, 4 * n, g.bias_ih);
             add_column_sums(dbias, 4 * n, g.bias_hh);

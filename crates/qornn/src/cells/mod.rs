@@ -12,6 +12,7 @@ pub mod lstm;
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::Real;
 use faer::{Accum, Par};
+use rayon::prelude::*;
 
 #[inline(always)]
 pub(crate) fn sigmoid<T: Real>(x: T) -> T {
@@ -121,3 +122,73 @@ pub(crate) type Rows<'a, T> = Vec<&'a mut [T]>;
 /// Three and four buffers' rows of one thread, as `zip` pairs them.
 pub(crate) type Buffers3<'a, T> = ((Rows<'a, T>, Rows<'a, T>), Rows<'a, T>);
 pub(crate) type Buffers4<'a, T> = (Buffers3<'a, T>, Rows<'a, T>);
+
+/// Runs `run(p, buffers_p)` for every part `p`: on this thread when there is one part,
+/// else one rayon task per part. The results come back in part order.
+pub(crate) fn run_parts<B: Send, R: Send>(
+    parts: Vec<B>,
+    run: impl Fn(usize, B) -> R + Sync + Send,
+) -> Vec<R> {
+    if parts.len() == 1 {
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(p, b)| run(p, b))
+            .collect()
+    } else {
+        parts
+            .into_par_iter()
+            .enumerate()
+            .map(|(p, b)| run(p, b))
+            .collect()
+    }
+}
+
+/// One step of one part's pre-activations, `out = x W_in^T + h W_rec^T`, with
+/// `x: (rows, d)`, `h: (rows, n)`, `W_in: (width, d)`, `W_rec: (width, n)` and
+/// `out: (rows, width)`; a sequential product (the parts are the parallelism).
+pub(crate) fn project_step<T: Real>(
+    out: &mut [T],
+    width: usize,
+    (x, w_input): (&[T], &[T]),
+    (h, w_recurrent): (&[T], &[T]),
+) {
+    let rows = out.len() / width;
+    let (d, n) = (x.len() / rows, h.len() / rows);
+    gemm(
+        mat_mut(out, rows, width),
+        Accum::Replace,
+        mat(x, rows, d),
+        mat(w_input, width, d).transpose(),
+        T::one(),
+        Par::Seq,
+    );
+    gemm(
+        mat_mut(out, rows, width),
+        Accum::Add,
+        mat(h, rows, n),
+        mat(w_recurrent, width, n).transpose(),
+        T::one(),
+        Par::Seq,
+    );
+}
+
+/// One step of the backward recurrence for one part: `carry (+)= d W_rec`, with
+/// `d: (rows, width)`, `W_rec: (width, n)` and `carry: (rows, n)`; sequential.
+pub(crate) fn backprop_step<T: Real>(
+    carry: &mut [T],
+    accum: Accum,
+    d: &[T],
+    w_recurrent: &[T],
+    rows: usize,
+) {
+    let (n, width) = (carry.len() / rows, d.len() / rows);
+    gemm(
+        mat_mut(carry, rows, n),
+        accum,
+        mat(d, rows, width),
+        mat(w_recurrent, width, n),
+        T::one(),
+        Par::Seq,
+    );
+}
