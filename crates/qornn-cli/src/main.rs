@@ -85,6 +85,10 @@ struct TrainArgs {
     /// Quantizer scale: per-tensor or per-row [default: per-tensor].
     #[arg(long)]
     granularity: Option<String>,
+    /// Quantizer range: max (a = max |w|, the paper) or mse (the range with the least
+    /// squared error, which clips a few weights) [default: max].
+    #[arg(long)]
+    range: Option<String>,
     /// Hidden units n [default: 128].
     #[arg(long)]
     hidden: Option<usize>,
@@ -252,6 +256,7 @@ impl TrainArgs {
         set(&mut table, "model", self.model.clone());
         set(&mut table, "bits", self.bits);
         set(&mut table, "granularity", self.granularity.clone());
+        set(&mut table, "range", self.range.clone());
         set(&mut table, "hidden", self.hidden);
         set(&mut table, "act", self.act.clone());
         set(&mut table, "init", self.init.clone());

@@ -10,7 +10,7 @@ use crate::model::{Architecture, ModelSpec, Parametrisation};
 use crate::optim::{OptimizerKind, Schedule};
 use crate::ornn::Activation;
 use crate::projunn::ProjUnnKind;
-use crate::quant::{Granularity, Quantizer};
+use crate::quant::{Granularity, Quantizer, RangeRule};
 use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbTask, Task};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -63,6 +63,8 @@ pub struct Config {
     pub bits: Option<u32>,
     /// Quantizer scale per tensor (the paper) or per row.
     pub granularity: Granularity,
+    /// Quantizer range: `max` (max |w|, the paper) or `mse` (the least squared error).
+    pub range: RangeRule,
     pub hidden: usize,
     pub act: Activation,
     pub init: Init,
@@ -115,6 +117,7 @@ impl Default for Config {
             model: "qornn-bjorck".into(),
             bits: None,
             granularity: Granularity::PerTensor,
+            range: RangeRule::Max,
             hidden: 128,
             act: Activation::Relu,
             init: Init::Henaff,
@@ -388,7 +391,7 @@ impl Config {
             activation: self.act,
             readout: task.readout(),
             quantizer: (!self.full_precision())
-                .then(|| Quantizer::new(self.bits(), self.granularity)),
+                .then(|| Quantizer::new(self.bits(), self.granularity).with_range(self.range)),
             bjorck: BjorckConfig {
                 iterations: self.bjorck_iterations,
                 ..BjorckConfig::default()

@@ -3,7 +3,7 @@
 //! same fake-quantized model computed in `f64`. Every value of the twin is a dyadic
 //! rational that `f64` holds exactly, so the two agree bit for bit (property-tested).
 
-use crate::quant::Quantizer;
+use crate::quant::{Granularity, Quantizer, RangeRule};
 use qornn_infer::{pack_codes, IntActivation, IntMatrix, IntRecurrence};
 
 /// Bits of the mantissa of a weight step `M 2^-S`.
@@ -50,6 +50,8 @@ pub struct FloatRecurrence<'a> {
     pub bias: &'a [f32],
     pub bias_mod: Option<&'a [f32]>,
     pub weight_bits: u32,
+    /// The weight quantizer's range rule (the model's own; per tensor).
+    pub range: RangeRule,
     pub act_bits: u32,
     pub hidden_frac: i32,
     pub input_frac: i32,
@@ -67,7 +69,7 @@ impl QuantizedRecurrence {
     /// Quantizes W and U with the paper's per-tensor quantizer, the bias to the
     /// accumulator's unit; `S` is the smallest shift that keeps both products exact.
     pub fn new(f: &FloatRecurrence<'_>) -> Self {
-        let q = Quantizer::new(f.weight_bits, crate::quant::Granularity::PerTensor);
+        let q = Quantizer::new(f.weight_bits, Granularity::PerTensor).with_range(f.range);
         let (w_codes, w_step) = codes_and_step(&q, f.w, f.hidden, f.hidden);
         let (u_codes, u_step) = codes_and_step(&q, f.u, f.hidden, f.input);
         let shift = (w_step.1 as i64)
@@ -236,7 +238,7 @@ mod tests {
             let input_frac = a as i32 - 2;
             let model = QuantizedRecurrence::new(&FloatRecurrence {
                 hidden: n, input: d, w: &w, u: &u, bias: &b, bias_mod: modrelu.then_some(&bm[..]),
-                weight_bits: k, act_bits: a, hidden_frac, input_frac,
+                weight_bits: k, range: RangeRule::Max, act_bits: a, hidden_frac, input_frac,
             });
             let engine = model.as_int();
             prop_assert!(engine.validate().is_ok(), "{:?}", engine.validate());

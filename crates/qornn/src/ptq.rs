@@ -12,6 +12,7 @@ use crate::linalg::to_f64_vec;
 use crate::model::{Architecture, Workspace};
 use crate::model_file::{IntegerModel, QuantizedReadout};
 use crate::ornn::Activation;
+use crate::quant::{Granularity, RangeRule};
 use crate::run::load_best;
 use crate::tasks::Batch;
 use crate::tasks::Task;
@@ -91,6 +92,16 @@ pub fn quantize_run(
             "integer inference of embedding models is not supported",
         ));
     }
+    if spec
+        .quantizer
+        .is_some_and(|q| q.granularity == Granularity::PerRow)
+    {
+        return Err(Error::config(
+            "run",
+            "the integer engine takes one step per tensor; this model was trained per row",
+        ));
+    }
+    let range = spec.quantizer.map_or(RangeRule::Max, |q| q.range);
     let weight_bits = match (spec.quantizer, bits) {
         (Some(q), None) => q.bits,
         (Some(q), Some(b)) if b == q.bits => b,
@@ -148,6 +159,7 @@ pub fn quantize_run(
         bias: &m.params[2].data,
         bias_mod: modrelu.then(|| &m.params[3].data[..]),
         weight_bits,
+        range,
         act_bits,
         hidden_frac,
         input_frac,

@@ -1,4 +1,5 @@
-//! The paper's symmetric min-max weight quantizer, per tensor or per row.
+//! The paper's symmetric min-max weight quantizer, per tensor or per row, and the same
+//! quantizer with an MSE-optimal range.
 //!
 //! With `a = max |w|` (1 when the tensor is all zeros) and `s = 2^(k-1)`:
 //! `code = clamp(round(w s / a), -s, s - 1)` (ties to even) and `q(w) = code * a / s`.
@@ -19,11 +20,26 @@ pub enum Granularity {
     PerRow,
 }
 
+/// How the range `a` of a scale is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RangeRule {
+    /// `a = max |w|` (the paper): no weight is clipped.
+    #[default]
+    Max,
+    /// The `a` in `{max|w| i / 64 : i = 16..=64}` with the smallest squared error
+    /// `||w - q_a(w)||^2`: a few large weights are clipped so that the others get finer
+    /// steps (the choice that matters at 2 to 4 bits). Ties go to the larger range.
+    Mse,
+}
+
 /// A k-bit symmetric quantizer; `bits == None` means full precision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quantizer {
     pub bits: u32,
     pub granularity: Granularity,
+    #[serde(default)]
+    pub range: RangeRule,
 }
 
 /// Integer codes and the step between two codes (`a / s`), one step per tensor or per row.
@@ -73,7 +89,16 @@ impl Quantizer {
             (Self::MIN_BITS..=Self::MAX_BITS).contains(&bits),
             "quantizer bits must be in 2..=8, got {bits}"
         );
-        Self { bits, granularity }
+        Self {
+            bits,
+            granularity,
+            range: RangeRule::Max,
+        }
+    }
+
+    /// The same quantizer with its range chosen by `range`.
+    pub fn with_range(self, range: RangeRule) -> Self {
+        Self { range, ..self }
     }
 
     /// The widest post-training quantizer: an integer read-out at up to A = 16 bits.
@@ -85,7 +110,11 @@ impl Quantizer {
             (Self::MIN_BITS..=Self::MAX_POST_TRAINING_BITS).contains(&bits),
             "post-training quantizer bits must be in 2..=16, got {bits}"
         );
-        Self { bits, granularity }
+        Self {
+            bits,
+            granularity,
+            range: RangeRule::Max,
+        }
     }
 
     /// Number of positive levels `s = 2^(k-1)`.
@@ -101,9 +130,13 @@ impl Quantizer {
             "quantize: tensor length vs {rows}x{cols}"
         );
         let s = self.levels();
+        let range_of = |w: &[T]| match self.range {
+            RangeRule::Max => max_abs(w),
+            RangeRule::Mse => mse_range(w, s),
+        };
         let ranges: Vec<T> = match self.granularity {
-            Granularity::PerTensor => vec![max_abs(w)],
-            Granularity::PerRow => w.chunks(cols.max(1)).map(max_abs).collect(),
+            Granularity::PerTensor => vec![range_of(w)],
+            Granularity::PerRow => w.chunks(cols.max(1)).map(range_of).collect(),
         };
         let steps: Vec<T> = ranges
             .iter()
@@ -124,11 +157,8 @@ impl Quantizer {
             };
             let range = if range == T::zero() { T::one() } else { range };
             // round(w s / a), computed as the reference does (multiply, then divide).
-            let s_t = T::of(s as f64);
             for (c, &x) in code_row.iter_mut().zip(w_row) {
-                let v = (x * s_t / range).round_even();
-                let v = v.to_f64().unwrap_or(0.0) as i64;
-                *c = v.clamp(-(s as i64), s as i64 - 1) as i32;
+                *c = code_of(x, s, range) as i32;
             }
         }
         QuantizedTensor {
@@ -159,6 +189,38 @@ fn max_abs<T: Real>(w: &[T]) -> T {
     w.iter().fold(T::zero(), |m, &x| m.max(x.abs()))
 }
 
+/// The code of `x` for the range `a` with `s` positive levels, as in `quantize`.
+fn code_of<T: Real>(x: T, s: i32, a: T) -> i64 {
+    let v = (x * T::of(s as f64) / a).round_even();
+    (v.to_f64().unwrap_or(0.0) as i64).clamp(-(s as i64), s as i64 - 1)
+}
+
+/// [`RangeRule::Mse`]: the candidate range with the smallest squared error.
+fn mse_range<T: Real>(w: &[T], s: i32) -> T {
+    let top = max_abs(w);
+    if top == T::zero() {
+        return top;
+    }
+    let error = |a: T| -> f64 {
+        let step = a.to_f64().unwrap_or(1.0) / s as f64;
+        w.iter()
+            .map(|&x| {
+                let e = x.to_f64().unwrap_or(0.0) - code_of(x, s, a) as f64 * step;
+                e * e
+            })
+            .sum()
+    };
+    let mut best = (error(top), top);
+    for i in (16..64).rev() {
+        let a = top * T::of(i as f64 / 64.0);
+        let e = error(a);
+        if e < best.0 {
+            best = (e, a);
+        }
+    }
+    best.1
+}
+
 /// Applies an optional quantizer: `q(w)` into `out`, or a plain copy at full precision.
 pub fn maybe_fake_quantize<T: Real>(
     quantizer: Option<&Quantizer>,
@@ -186,6 +248,50 @@ mod tests {
         let t = q.quantize(&[0.25f64, 0.75, -1.0, 0.5], 1, 4);
         assert_eq!(t.codes, vec![0, 1, -2, 1]);
         assert_eq!(t.steps, vec![0.5]);
+    }
+
+    /// The MSE range never does worse than max |w| (it is a candidate) and does better on
+    /// a heavy-tailed tensor at 3 bits; with `Max` nothing is clipped.
+    #[test]
+    fn mse_range_lowers_the_error() {
+        let mut w: Vec<f64> = (0..400)
+            .map(|i| ((i * 7919) % 401) as f64 / 400.0 - 0.5)
+            .collect();
+        w[17] = 4.0; // one outlier
+        let error = |q: &Quantizer| {
+            let mut out = vec![0.0; w.len()];
+            q.fake_quantize_into(&w, 20, 20, &mut out);
+            w.iter()
+                .zip(&out)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+        };
+        for granularity in [Granularity::PerTensor, Granularity::PerRow] {
+            let max = Quantizer::new(3, granularity);
+            let mse = max.with_range(RangeRule::Mse);
+            // Per tensor the outlier coarsens every step; per row only its own row's.
+            let factor = match granularity {
+                Granularity::PerTensor => 0.5,
+                Granularity::PerRow => 1.0,
+            };
+            assert!(error(&mse) < factor * error(&max), "{granularity:?}");
+            let t = mse.quantize(&w, 20, 20);
+            assert!(t.steps.iter().all(|&st| st * 4.0 <= 4.0 + 1e-12));
+        }
+        let t = Quantizer::new(3, Granularity::PerTensor).quantize(&w, 20, 20);
+        assert_eq!(t.steps, vec![4.0 / 4.0]);
+        // A tensor without outliers: the MSE range is never worse.
+        let flat: Vec<f64> = (0..64).map(|i| (i as f64 - 31.5) / 32.0).collect();
+        let e = |q: Quantizer| {
+            let mut out = vec![0.0; 64];
+            q.fake_quantize_into(&flat, 8, 8, &mut out);
+            flat.iter()
+                .zip(&out)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+        };
+        let max = Quantizer::new(4, Granularity::PerTensor);
+        assert!(e(max.with_range(RangeRule::Mse)) <= e(max));
     }
 
     #[test]

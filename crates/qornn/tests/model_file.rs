@@ -4,6 +4,7 @@
 use qornn::head::Readout;
 use qornn::integer::{FloatRecurrence, QuantizedRecurrence};
 use qornn::model_file::{IntegerModel, QuantizedReadout};
+use qornn::quant::RangeRule;
 use qornn_infer::format::{FormatError, ModelFile, TaskInfo};
 use rand::{Rng, SeedableRng};
 
@@ -29,6 +30,7 @@ fn model(modrelu: bool, bits: u32) -> IntegerModel {
             bias: &b,
             bias_mod: modrelu.then_some(&bm[..]),
             weight_bits: bits,
+            range: RangeRule::Max,
             act_bits: 10,
             hidden_frac: 6,
             input_frac: 8,
