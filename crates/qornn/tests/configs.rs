@@ -23,3 +23,16 @@ fn every_shipped_config_is_valid() {
         dir.display()
     );
 }
+
+/// The README says `qornn train` with no flags is `configs/copy-t100-qornn-bjorck-8b.toml`.
+#[test]
+fn the_default_run_is_the_8_bit_copy_config() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs/copy-t100-qornn-bjorck-8b.toml");
+    let from_file = Config::from_file(&path).unwrap();
+    // The file spells out what the default leaves to rules (8 bits, recurrent lr = lr / 32).
+    let mut default = Config::default();
+    default.bits = Some(default.bits());
+    default.orthogonal_lr = Some(default.recurrent_lr());
+    assert_eq!(from_file, default);
+}
