@@ -327,6 +327,27 @@ fn weights_export_and_start_from_them() {
     fails_with(&args, &["lstm.safetensors", "weight_ih_l0"]);
 }
 
+/// `qornn quantize --run RUN --act-bits 10 --calib 32 EXTRA`, which must succeed; its report.
+fn quantize_json(run: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "quantize",
+        "--run",
+        run.to_str().unwrap(),
+        "--act-bits",
+        "10",
+        "--calib",
+        "32",
+    ];
+    args.extend(extra);
+    let out = qornn(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `qornn quantize` runs a trained QORNN in integers, bit-exact with its simulated twin,
 /// and refuses what it cannot do, naming the flag.
 #[test]
@@ -344,21 +365,7 @@ fn quantize_reports_bit_exact_integer_inference() {
     ];
     args.extend(SMALL);
     assert!(qornn(&args).status.success());
-    let out = qornn(&[
-        "quantize",
-        "--run",
-        run.to_str().unwrap(),
-        "--act-bits",
-        "10",
-        "--calib",
-        "32",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = quantize_json(&run, &[]);
     assert_eq!(report["bit_exact"], true);
     assert_eq!(report["weight_bits"], 6);
     assert_eq!(
@@ -453,25 +460,10 @@ fn quantize_reports_bit_exact_integer_inference() {
     // A read-out quantized to 12 bits: still bit-exact, smaller, and the file alone
     // gives the same integer result.
     let small = dir.path().join("readout12.qornn");
-    let out = qornn(&[
-        "quantize",
-        "--run",
-        run.to_str().unwrap(),
-        "--act-bits",
-        "10",
-        "--calib",
-        "32",
-        "--readout-bits",
-        "12",
-        "--output",
-        small.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let quantized = quantize_json(
+        &run,
+        &["--readout-bits", "12", "--output", small.to_str().unwrap()],
     );
-    let quantized: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(quantized["bit_exact"], true);
     assert_eq!(quantized["readout_bits"], 12);
     assert!(quantized["bytes"].as_u64() < report["bytes"].as_u64());
