@@ -52,6 +52,11 @@ impl QuantizedReadout {
         let step = self.step.0 as f64 * 2f64.powi(-(self.step.1 as i32));
         self.codes.iter().map(|&c| c as f64 * step).collect()
     }
+
+    /// The dequantized `V` as the float read-out stores it (`IntegerModel::readout_weight`).
+    pub fn dequantized_f32(&self) -> Vec<f32> {
+        self.dequantized().iter().map(|&v| v as f32).collect()
+    }
 }
 
 impl IntegerModel {
@@ -184,7 +189,7 @@ impl IntegerModel {
             },
             readout_codes: readout_codes.clone(),
             readout_weight: match &readout_codes {
-                Some(r) => r.dequantized().iter().map(|&v| v as f32).collect(),
+                Some(r) => r.dequantized_f32(),
                 None => (0..c * n).map(|k| f.readout_weight(k / n, k % n)).collect(),
             },
             readout_bias: (0..c).map(|i| f.readout_bias(i)).collect(),

@@ -7,7 +7,7 @@
 
 use crate::cells::{
     add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts,
-    split_batch_rows, TimeLoopGrads,
+    split_batch_rows, Rows, TimeLoopGrads,
 };
 use crate::Real;
 use faer::{Accum, Par};
@@ -237,7 +237,7 @@ impl<T: Real> OrnnCell<T> {
         let activation = self.activation;
         let zs = split_batch_rows(&mut self.z, batch, n, parts);
         let hs = split_batch_rows(&mut self.h, batch, n, parts);
-        let run = |part: usize, mut z: Vec<&mut [T]>, mut h: Vec<&mut [T]>| {
+        let run = |part: usize, (mut z, mut h): (Rows<'_, T>, Rows<'_, T>)| {
             let rows = part_rows(batch, parts, part);
             for s in 0..steps {
                 let z = &mut *z[s];
@@ -248,9 +248,7 @@ impl<T: Real> OrnnCell<T> {
                 activation.forward_rows(z, next[0], p.b, p.bm);
             }
         };
-        run_parts(zs.into_iter().zip(hs).collect(), |part, (z, h)| {
-            run(part, z, h)
-        });
+        run_parts(zs.into_iter().zip(hs).collect(), run);
     }
 
     /// Backpropagates `dh: (T, B, n)`, the read-out's `dL/dh_t`, through time; adds into
@@ -279,7 +277,7 @@ impl<T: Real> OrnnCell<T> {
         let activation = self.activation;
         let z = &self.z;
         let dzs = split_batch_rows(&mut self.dz, batch, n, parts);
-        let run = |part: usize, mut dz: Vec<&mut [T]>| -> (Vec<T>, Vec<T>) {
+        let run = |part: usize, mut dz: Rows<'_, T>| -> (Vec<T>, Vec<T>) {
             let rows = part_rows(batch, parts, part);
             let nb = rows.len();
             let (mut db, mut dbm) = (vec![T::zero(); n], vec![T::zero(); n]);

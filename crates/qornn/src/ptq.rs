@@ -182,7 +182,7 @@ pub fn quantize_run(
         outputs: spec.outputs,
         readout: spec.readout,
         readout_weight: match &readout_codes {
-            Some(r) => r.dequantized().iter().map(|&v| v as f32).collect(),
+            Some(r) => r.dequantized_f32(),
             None => m.params[readout].data.clone(),
         },
         readout_codes,

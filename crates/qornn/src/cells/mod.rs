@@ -103,9 +103,9 @@ pub(crate) fn split_batch_rows<T>(
     batch: usize,
     width: usize,
     parts: usize,
-) -> Vec<Vec<&mut [T]>> {
+) -> Vec<Rows<'_, T>> {
     let blocks = buf.len() / (batch * width).max(1);
-    let mut out: Vec<Vec<&mut [T]>> = (0..parts).map(|_| Vec::with_capacity(blocks)).collect();
+    let mut out: Vec<Rows<'_, T>> = (0..parts).map(|_| Vec::with_capacity(blocks)).collect();
     for block in buf.chunks_mut(batch * width) {
         let mut rest = block;
         for (p, rows) in out.iter_mut().enumerate() {
