@@ -74,12 +74,14 @@ struct TrainArgs {
     /// ptb-word: size of the float word embedding [default: 128].
     #[arg(long)]
     embedding: Option<usize>,
-    /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, their full-precision twins ornn-*, or a
-    /// baseline: rnn, lstm, gru, fastrnn, fastgrnn [default: qornn-bjorck].
+    /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, their full-precision twins ornn-*, the
+    /// Hadamard recurrences hadamrnn and block-hadamrnn (binary or ternary W, exactly
+    /// orthogonal), or a baseline: rnn, lstm, gru, fastrnn, fastgrnn [default: qornn-bjorck].
     #[arg(long)]
     model: Option<String>,
     /// Weight bits of every weight matrix (W and U of an ORNN): 2..=8, or 32 for full
-    /// precision [default: 8 for qornn-*, 32 otherwise].
+    /// precision [default: 8 for qornn-*, 4 for *hadamrnn (U only: W is binary or ternary), 32
+    /// otherwise].
     #[arg(long)]
     bits: Option<u32>,
     /// Quantizer scale: per-tensor or per-row [default: per-tensor].
@@ -104,6 +106,9 @@ struct TrainArgs {
     /// projUNN: rank of the approximated step [default: 1].
     #[arg(long)]
     rank: Option<usize>,
+    /// block-hadamrnn: Hadamard block size, a power of two dividing --hidden [default: 16].
+    #[arg(long)]
+    block: Option<usize>,
     /// FastRNN/FastGRNN: rank of W = W1 W2, 0 for a full matrix [default: 0].
     #[arg(long)]
     rank_w: Option<usize>,
@@ -262,6 +267,7 @@ impl TrainArgs {
         set(&mut table, "init", self.init.clone());
         set(&mut table, "bjorck_iterations", self.bjorck_iterations);
         set(&mut table, "rank", self.rank);
+        set(&mut table, "block", self.block);
         set(&mut table, "rank_w", self.rank_w);
         set(&mut table, "rank_u", self.rank_u);
         set(&mut table, "optimizer", self.optimizer.clone());

@@ -16,13 +16,15 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Model names accepted by `--model`.
-pub const MODELS: [&str; 11] = [
+pub const MODELS: [&str; 13] = [
     "qornn-bjorck",
     "qornn-projunn-d",
     "qornn-projunn-t",
     "ornn-bjorck",
     "ornn-projunn-d",
     "ornn-projunn-t",
+    "hadamrnn",
+    "block-hadamrnn",
     "rnn",
     "lstm",
     "gru",
@@ -71,6 +73,9 @@ pub struct Config {
     pub bjorck_iterations: usize,
     /// projUNN: rank of the approximated step.
     pub rank: usize,
+    /// `block-hadamrnn`: the Hadamard block size m (a power of two dividing `hidden`);
+    /// `hadamrnn` uses one block of size `hidden`.
+    pub block: usize,
     /// FastRNN/FastGRNN: rank of `W = W1 W2` and of `U = U1 U2`; 0 keeps full matrices.
     pub rank_w: usize,
     pub rank_u: usize,
@@ -123,6 +128,7 @@ impl Default for Config {
             init: Init::Henaff,
             bjorck_iterations: BjorckConfig::default().iterations,
             rank: 1,
+            block: 16,
             rank_w: 0,
             rank_u: 0,
             orthogonality_tolerance: 1e-5,
@@ -227,6 +233,27 @@ impl Config {
                 "the adding task needs at least 2 steps",
             ));
         }
+        if self.model.ends_with("hadamrnn") {
+            if !self.hidden.is_power_of_two() {
+                return Err(Error::config(
+                    "hidden",
+                    format!(
+                        "{} needs a power of two (a Sylvester Hadamard matrix), got {}",
+                        self.model, self.hidden
+                    ),
+                ));
+            }
+            let block = self.hadamard_block();
+            if block < 2 || !block.is_power_of_two() || self.hidden % block != 0 {
+                return Err(Error::config(
+                    "block",
+                    format!(
+                        "{block} is not a power of two from 2 to --hidden {}",
+                        self.hidden
+                    ),
+                ));
+            }
+        }
         if self.rank > self.hidden {
             return Err(Error::config(
                 "rank",
@@ -260,7 +287,9 @@ impl Config {
                 ),
             ));
         }
-        let elman = self.model.contains("ornn") || self.model == "rnn";
+        let elman = self.model.contains("ornn")
+            || self.model == "rnn"
+            || self.model.ends_with("hadamrnn");
         if !elman && self.act != Activation::Relu {
             return Err(Error::config(
                 "act",
@@ -355,13 +384,28 @@ impl Config {
         )
     }
 
-    /// The weight bits: as set, else 8 for `qornn-*` and 32 (full precision) otherwise.
+    /// The weight bits: as set, else 8 for `qornn-*`, 4 for the Hadamard recurrences (their
+    /// authors' setting for U and V) and 32 (full precision) otherwise.
     pub fn bits(&self) -> u32 {
         self.bits.unwrap_or(if self.model.starts_with("qornn-") {
             Self::QORNN_BITS
+        } else if self.model.ends_with("hadamrnn") {
+            Self::HADAMRNN_BITS
         } else {
             FULL_PRECISION_BITS
         })
+    }
+
+    /// Default bits of the Hadamard recurrences' input matrix.
+    pub const HADAMRNN_BITS: u32 = 4;
+
+    /// The Hadamard block size: `block` for `block-hadamrnn`, `hidden` for `hadamrnn`.
+    pub fn hadamard_block(&self) -> usize {
+        if self.model == "hadamrnn" {
+            self.hidden
+        } else {
+            self.block
+        }
     }
 
     /// Default bits of the `qornn-*` models.
@@ -377,6 +421,9 @@ impl Config {
             "ornn-projunn-d" => Architecture::Ornn(Parametrisation::ProjUnn(ProjUnnKind::Direct)),
             "ornn-projunn-t" => Architecture::Ornn(Parametrisation::ProjUnn(ProjUnnKind::Tangent)),
             "ornn-bjorck" => Architecture::Ornn(Parametrisation::Bjorck),
+            "hadamrnn" | "block-hadamrnn" => Architecture::Ornn(Parametrisation::Hadamard {
+                block: self.hadamard_block(),
+            }),
             "rnn" => Architecture::Rnn,
             "lstm" => Architecture::Lstm,
             "gru" => Architecture::Gru,

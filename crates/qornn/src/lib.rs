@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod export_c;
+pub mod hadamard;
 pub mod head;
 pub mod init;
 pub mod integer;

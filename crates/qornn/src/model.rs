@@ -8,6 +8,7 @@ use crate::cells::fastgrnn::{self, FastGrnnCell, FastGrnnGrads, FastGrnnParams};
 use crate::cells::fastrnn::{FastRnnCell, FastRnnGrads, FastRnnParams};
 use crate::cells::gru::{GruCell, GruGrads, GruParams};
 use crate::cells::lstm::{LstmCell, LstmGrads, LstmParams};
+use crate::hadamard;
 use crate::head::{Head, Readout};
 use crate::init::Init;
 use crate::linalg::{gemm, mat, mat_mut};
@@ -27,6 +28,9 @@ pub enum Parametrisation {
     Bjorck,
     /// `W` itself kept orthogonal by projUNN retractions of the optimiser's step.
     ProjUnn(ProjUnnKind),
+    /// `W = diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, exactly orthogonal, only the signs `v`
+    /// learned (HadamRNN; `block = n` binary, `block < n` ternary): see `hadamard.rs`.
+    Hadamard { block: usize },
 }
 
 /// The recurrent core.
@@ -95,8 +99,10 @@ impl ModelSpec {
                 } else {
                     Recurrent
                 };
+                // A Hadamard recurrence learns only its `n` signs.
+                let w_rows = if self.hadamard_block().is_some() { 1 } else { n };
                 let mut t = vec![
-                    Tensor::zeros("weight_hh", n, n, w_kind),
+                    Tensor::zeros("weight_hh", w_rows, n, w_kind),
                     Tensor::zeros("weight_ih", n, d, Quantized),
                     Tensor::zeros("bias", 1, n, Float),
                 ];
@@ -157,6 +163,14 @@ impl ModelSpec {
             t.push(Tensor::zeros("embedding.weight", v, d, Float));
         }
         t
+    }
+
+    /// The block size `m` of a Hadamard recurrence.
+    pub fn hadamard_block(&self) -> Option<usize> {
+        match self.architecture {
+            Architecture::Ornn(Parametrisation::Hadamard { block }) => Some(block),
+            _ => None,
+        }
     }
 
     fn fast_layout(&self) -> FastLayout {
@@ -327,6 +341,8 @@ impl Model {
         let pytorch_bound = 1.0 / (n as f32).sqrt();
         for t in params.iter_mut() {
             match t.name {
+                // HadamRNN's sign vector: Xavier-uniform on a (1, n) tensor, as its authors.
+                "weight_hh" if t.rows == 1 => uniform(t, (6.0 / (n as f32 + 1.0)).sqrt(), rng),
                 "weight_hh" => t.data = spec.init.sample(n, rng),
                 "weight_ih" => uniform(t, 1.0 / (spec.input as f32).sqrt(), rng),
                 "bias_mod" => uniform(t, 0.01, rng),
@@ -368,7 +384,7 @@ impl Model {
         let used = params
             .iter()
             .map(|t| match t.kind {
-                Kind::Recurrent => vec![0.0; t.len()],
+                Kind::Recurrent => vec![0.0; n * n],
                 Kind::Quantized if quantized => vec![0.0; t.len()],
                 _ => Vec::new(),
             })
@@ -415,7 +431,11 @@ impl Model {
             .is_some_and(|q| q.granularity == Granularity::PerRow);
         self.params
             .iter()
-            .map(|t| stored_bits(t, bits, per_row))
+            .map(|t| match (t.kind, self.spec.hadamard_block()) {
+                // One sign bit per row; the block size is part of the architecture.
+                (Kind::Recurrent, Some(_)) => t.len() as u64,
+                _ => stored_bits(t, bits, per_row),
+            })
             .sum::<u64>()
             .div_ceil(8)
     }
@@ -477,8 +497,15 @@ impl Model {
                         .copy_from_slice(bjorck.forward(&self.scratch, par));
                 }
                 Parametrisation::ProjUnn(_) => self.w_orth.copy_from_slice(&self.params[0].data),
+                Parametrisation::Hadamard { block } => {
+                    hadamard::dense_into(&self.params[0].data, block, &mut self.w_orth)
+                }
             }
             match &self.spec.quantizer {
+                // Exactly representable: `W` is its own quantized form.
+                _ if self.spec.hadamard_block().is_some() => {
+                    self.used[0].copy_from_slice(&self.w_orth)
+                }
                 Some(q) => {
                     q.fake_quantize_into(&self.w_orth, n, n, &mut self.used[0]);
                 }
@@ -883,6 +910,9 @@ impl Model {
                     .as_ref()
                     .expect("Björck model has a spectral norm");
                 spectral.backward(&self.params[0].data, grad_w0, &mut self.grads[0]);
+            }
+            Architecture::Ornn(Parametrisation::Hadamard { block }) => {
+                hadamard::sign_gradient(&self.scratch, block, &mut self.grads[0]);
             }
             Architecture::Ornn(Parametrisation::ProjUnn(_)) | Architecture::Rnn => {
                 self.grads[0]

@@ -265,6 +265,11 @@ impl Trainer {
                         c.orthogonality_tolerance,
                     );
                 }
+                // HadamRNN's authors clamp the sign vector to [-1, 1] after each step.
+                (true, Architecture::Ornn(Parametrisation::Hadamard { .. })) => param
+                    .iter_mut()
+                    .zip(delta.iter())
+                    .for_each(|(p, d)| *p = (*p + d).clamp(-1.0, 1.0)),
                 _ => param
                     .iter_mut()
                     .zip(delta.iter())

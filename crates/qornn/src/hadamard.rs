@@ -1,0 +1,132 @@
+//! Hadamard recurrences (HadamRNN, Foucault, Malgouyres & Mamalet, ICLR 2025):
+//! `W = diag(sign(v)) (I_{n/m} ⊗ H_m) / sqrt(m)`, with `H_m` the Sylvester Hadamard matrix
+//! (`H_{2m} = [[H_m, H_m], [H_m, -H_m]]`, so `H_m[i][j] = (-1)^popcount(i & j)`).
+//!
+//! `W` is exactly orthogonal for every `v`: only the `n` signs are learned, through an
+//! identity straight-through gradient on `sign` (no clipping mask), and `v` is clamped to
+//! `[-1, 1]` after each step as in the authors' code. With `m = n` the entries are binary
+//! (`±1/sqrt(n)`); with `m < n` they are ternary (`0, ±1/sqrt(m)`), `1 - m/n` of them zero.
+//! `W h` costs `n log2 m` additions with the fast Walsh-Hadamard transform.
+
+use crate::Real;
+
+/// `sign(v)` with `sign(0) = +1`, so that every row keeps a nonzero sign.
+#[inline]
+pub fn sign(v: f32) -> f32 {
+    if v < 0.0 {
+        -1.0
+    } else {
+        1.0
+    }
+}
+
+/// The entry `(i, j)` of `I_{n/m} ⊗ H_m` (unnormalised: 0 or ±1).
+#[inline]
+pub fn block_entry(i: usize, j: usize, block: usize) -> f32 {
+    if i / block != j / block {
+        0.0
+    } else if ((i % block) & (j % block)).count_ones() % 2 == 0 {
+        1.0
+    } else {
+        -1.0
+    }
+}
+
+/// Writes the dense `W = diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, `(n, n)` row-major.
+pub fn dense_into(v: &[f32], block: usize, w: &mut [f32]) {
+    let n = v.len();
+    assert_eq!(w.len(), n * n, "hadamard: W is not (n, n)");
+    let scale = 1.0 / (block as f32).sqrt();
+    for (i, row) in w.chunks_mut(n).enumerate() {
+        let s = sign(v[i]) * scale;
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = s * block_entry(i, j, block);
+        }
+    }
+}
+
+/// Adds `dL/dv` to `grad_v` from `dL/dW` (`(n, n)`): the identity straight-through
+/// estimator of `sign` gives `dL/dv_i = sum_j dL/dW_ij (I ⊗ H_m)_ij / sqrt(m)`.
+pub fn sign_gradient(grad_w: &[f32], block: usize, grad_v: &mut [f32]) {
+    let n = grad_v.len();
+    let scale = 1.0 / (block as f32).sqrt();
+    for (i, (g, row)) in grad_v.iter_mut().zip(grad_w.chunks(n)).enumerate() {
+        let start = (i / block) * block;
+        let sum: f32 = (start..start + block)
+            .map(|j| row[j] * block_entry(i, j, block))
+            .sum();
+        *g += sum * scale;
+    }
+}
+
+/// The unnormalised fast Walsh-Hadamard transform of each block of `m` entries of `x`
+/// in place: `x <- (I ⊗ H_m) x`, `len(x) log2(m)` additions and subtractions.
+pub fn fwht_blocks<T: Real>(x: &mut [T], block: usize) {
+    debug_assert!(block.is_power_of_two() && x.len() % block == 0);
+    for chunk in x.chunks_mut(block) {
+        let mut half = 1;
+        while half < block {
+            for pair in chunk.chunks_mut(2 * half) {
+                let (a, b) = pair.split_at_mut(half);
+                for (p, q) in a.iter_mut().zip(b.iter_mut()) {
+                    let (s, d) = (*p + *q, *p - *q);
+                    *p = s;
+                    *q = d;
+                }
+            }
+            half *= 2;
+        }
+    }
+}
+
+/// How many of the signs differ between `before` and `after`.
+pub fn sign_flips(before: &[f32], after: &[f32]) -> usize {
+    before
+        .iter()
+        .zip(after)
+        .filter(|(&a, &b)| sign(a) != sign(b))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_matrix_is_orthogonal_and_matches_the_transform() {
+        for (n, block) in [(8, 8), (16, 4), (32, 2), (64, 64)] {
+            let v: Vec<f32> = (0..n)
+                .map(|i| if (i * 7) % 3 == 0 { -0.3 } else { 0.2 })
+                .collect();
+            let mut w = vec![0.0; n * n];
+            dense_into(&v, block, &mut w);
+            let defect = crate::linalg::orthogonality_defect(&w, n);
+            assert!(defect < 1e-5, "n {n} block {block}: {defect}");
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut fast = x.clone();
+            fwht_blocks(&mut fast, block);
+            let scale = 1.0 / (block as f32).sqrt();
+            for i in 0..n {
+                let dense: f32 = (0..n).map(|j| w[i * n + j] * x[j]).sum();
+                let via_transform = sign(v[i]) * scale * fast[i];
+                assert!((dense - via_transform).abs() < 1e-5, "{dense} {via_transform}");
+            }
+        }
+    }
+
+    #[test]
+    fn sign_gradient_is_the_straight_through_derivative() {
+        // d/dv_i of sum_ij G_ij W_ij with sign's derivative taken as 1.
+        let (n, block) = (16, 4);
+        let g: Vec<f32> = (0..n * n).map(|k| ((k * 13) % 7) as f32 - 3.0).collect();
+        let mut grad_v = vec![0.0; n];
+        sign_gradient(&g, block, &mut grad_v);
+        for i in 0..n {
+            let expect: f32 = (0..n)
+                .map(|j| g[i * n + j] * block_entry(i, j, block) / 2.0)
+                .sum();
+            assert!((grad_v[i] - expect).abs() < 1e-5);
+        }
+        assert_eq!(sign_flips(&[1.0, -1.0, 0.5], &[-1.0, -2.0, 0.0]), 1);
+    }
+}
