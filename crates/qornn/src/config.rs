@@ -287,9 +287,8 @@ impl Config {
                 ),
             ));
         }
-        let elman = self.model.contains("ornn")
-            || self.model == "rnn"
-            || self.model.ends_with("hadamrnn");
+        let elman =
+            self.model.contains("ornn") || self.model == "rnn" || self.model.ends_with("hadamrnn");
         if !elman && self.act != Activation::Relu {
             return Err(Error::config(
                 "act",

@@ -34,7 +34,7 @@ pub use error::{Error, Result};
 pub use head::{Head, Readout, Targets};
 pub use init::Init;
 pub use model::{Architecture, Model, ModelSpec, Parametrisation, Workspace};
-pub use ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell};
+pub use ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell, Recurrence};
 pub use params::{Kind, Tensor};
 pub use projunn::ProjUnnKind;
 pub use quant::{Granularity, QuantizedTensor, Quantizer};

@@ -12,7 +12,7 @@ use crate::hadamard;
 use crate::head::{Head, Readout};
 use crate::init::Init;
 use crate::linalg::{gemm, mat, mat_mut};
-use crate::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell};
+use crate::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell, Recurrence};
 use crate::params::{stored_bits, zeros_like, Kind, Tensor};
 use crate::projunn::ProjUnnKind;
 use crate::quant::{Granularity, Quantizer};
@@ -100,7 +100,11 @@ impl ModelSpec {
                     Recurrent
                 };
                 // A Hadamard recurrence learns only its `n` signs.
-                let w_rows = if self.hadamard_block().is_some() { 1 } else { n };
+                let w_rows = if self.hadamard_block().is_some() {
+                    1
+                } else {
+                    n
+                };
                 let mut t = vec![
                     Tensor::zeros("weight_hh", w_rows, n, w_kind),
                     Tensor::zeros("weight_ih", n, d, Quantized),
@@ -301,6 +305,8 @@ pub struct Model {
     used: Vec<Vec<f32>>,
     /// ORNN: `(n, n)`, the orthogonalised recurrent matrix before quantization.
     w_orth: Vec<f32>,
+    /// Hadamard recurrence: `sign(v_i) / sqrt(m)`, `(n)`, what the cell applies.
+    row_scale: Vec<f32>,
     /// ORNN and RNN: `(n, n)` scratch: the spectrally normalised `A`, then `dL/dq(W)`.
     scratch: Vec<f32>,
     /// ReLU cores: `(n)` zeros standing for the absent modReLU bias, and a sink for its
@@ -395,6 +401,14 @@ impl Model {
             grads: zeros_like(&params),
             used,
             w_orth: vec![0.0; if ornn { n * n } else { 0 }],
+            row_scale: vec![
+                0.0;
+                if spec.hadamard_block().is_some() {
+                    n
+                } else {
+                    0
+                }
+            ],
             scratch: vec![0.0; if elman { n * n } else { 0 }],
             zero_bias_mod: vec![0.0; if elman { n } else { 0 }],
             unused_grad: vec![0.0; if elman { n } else { 0 }],
@@ -498,7 +512,12 @@ impl Model {
                 }
                 Parametrisation::ProjUnn(_) => self.w_orth.copy_from_slice(&self.params[0].data),
                 Parametrisation::Hadamard { block } => {
-                    hadamard::dense_into(&self.params[0].data, block, &mut self.w_orth)
+                    let v = &self.params[0].data;
+                    let scale = 1.0 / (block as f32).sqrt();
+                    for (r, &vi) in self.row_scale.iter_mut().zip(v) {
+                        *r = hadamard::sign(vi) * scale;
+                    }
+                    hadamard::dense_into(v, block, &mut self.w_orth)
                 }
             }
             match &self.spec.quantizer {
@@ -577,6 +596,17 @@ impl Model {
         embedded
     }
 
+    /// How the ORNN/RNN cell applies the recurrent matrix.
+    fn recurrence(&self) -> Recurrence<'_, f32> {
+        match self.spec.hadamard_block() {
+            Some(block) => Recurrence::Hadamard {
+                row_scale: &self.row_scale,
+                block,
+            },
+            None => Recurrence::Dense(self.used(0)),
+        }
+    }
+
     fn scalar(&self, i: usize) -> f32 {
         self.params[i].data[0]
     }
@@ -593,7 +623,7 @@ impl Model {
                     &self.zero_bias_mod[..]
                 };
                 let p = CellParams {
-                    w: u(0),
+                    w: self.recurrence(),
                     u: u(1),
                     b: u(2),
                     bm,
@@ -692,6 +722,13 @@ impl Model {
                 &self.used[i]
             }
         };
+        let recurrence = match self.spec.hadamard_block() {
+            Some(block) => Recurrence::Hadamard {
+                row_scale: &self.row_scale,
+                block,
+            },
+            None => Recurrence::Dense(used(0)),
+        };
         match &mut ws.core {
             Core::Ornn(cell) => {
                 // The recurrent matrix's gradient goes to `scratch`: `recurrent_backward`
@@ -704,7 +741,7 @@ impl Model {
                     &self.zero_bias_mod[..]
                 };
                 let p = CellParams {
-                    w: used(0),
+                    w: recurrence,
                     u: used(1),
                     b: used(2),
                     bm,
@@ -911,8 +948,14 @@ impl Model {
                     .expect("Björck model has a spectral norm");
                 spectral.backward(&self.params[0].data, grad_w0, &mut self.grads[0]);
             }
+            // The cell left dL/d row_scale in `scratch[..n]`; row_scale_i = sign(v_i) / sqrt(m)
+            // with the identity straight-through gradient on sign.
             Architecture::Ornn(Parametrisation::Hadamard { block }) => {
-                hadamard::sign_gradient(&self.scratch, block, &mut self.grads[0]);
+                let scale = 1.0 / (block as f32).sqrt();
+                self.grads[0]
+                    .iter_mut()
+                    .zip(&self.scratch[..self.spec.hidden])
+                    .for_each(|(g, &d)| *g += d * scale);
             }
             Architecture::Ornn(Parametrisation::ProjUnn(_)) | Architecture::Rnn => {
                 self.grads[0]

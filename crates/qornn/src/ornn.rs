@@ -6,9 +6,10 @@
 //! loop; only the `dz_{t+1} W` carry is a per-step product.
 
 use crate::cells::{
-    add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts,
+    add_column_sums, backprop_step, batch_parts, part_rows, project_input, project_step, run_parts,
     split_batch_rows, Rows, TimeLoopGrads,
 };
+use crate::hadamard::fwht_blocks;
 use crate::Real;
 use faer::{Accum, Par};
 use serde::{Deserialize, Serialize};
@@ -157,10 +158,19 @@ pub struct CellShape {
     pub batch: usize,
 }
 
+/// The recurrent matrix as the cell applies it.
+#[derive(Clone, Copy)]
+pub enum Recurrence<'a, T> {
+    /// A dense `(n, n)` matrix: one product per step.
+    Dense(&'a [T]),
+    /// `W = diag(row_scale) (I ⊗ H_m)`, applied with the fast Walsh-Hadamard transform
+    /// (`n log2 m` additions per row); `row_scale: (n)`, `sign(v_i) / sqrt(m)` for HadamRNN.
+    Hadamard { row_scale: &'a [T], block: usize },
+}
+
 /// Parameters of the cell as the recurrence sees them (already parametrised/quantized).
 pub struct CellParams<'a, T> {
-    /// `(n, n)`
-    pub w: &'a [T],
+    pub w: Recurrence<'a, T>,
     /// `(n, d)`
     pub u: &'a [T],
     /// `(n)`
@@ -171,6 +181,8 @@ pub struct CellParams<'a, T> {
 
 /// Gradients of the cell parameters; `backward` adds into them.
 pub struct CellGrads<'a, T> {
+    /// The recurrence's parameter: `dL/dW`, `(n, n)`, for a dense matrix; `dL/d row_scale`
+    /// in the first `n` entries for a Hadamard one.
     pub w: &'a mut [T],
     pub u: &'a mut [T],
     pub b: &'a mut [T],
@@ -239,12 +251,26 @@ impl<T: Real> OrnnCell<T> {
         let hs = split_batch_rows(&mut self.h, batch, n, parts);
         let run = |part: usize, (mut z, mut h): (Rows<'_, T>, Rows<'_, T>)| {
             let rows = part_rows(batch, parts, part);
+            let mut transform = vec![T::zero(); n];
             for s in 0..steps {
                 let z = &mut *z[s];
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                 // z_t = x_t U^T + h_{t-1} W^T + b, then h_t = act(z_t)
                 let (done, next) = h.split_at_mut(s + 1);
-                project_step(z, n, (x_s, p.u), (done[s], p.w));
+                match p.w {
+                    Recurrence::Dense(w) => project_step(z, n, (x_s, p.u), (done[s], w)),
+                    Recurrence::Hadamard { row_scale, block } => {
+                        project_input(z, n, x_s, p.u);
+                        for (z_row, h_row) in z.chunks_mut(n).zip(done[s].chunks(n)) {
+                            transform.copy_from_slice(h_row);
+                            fwht_blocks(&mut transform, block);
+                            for ((zi, &ti), &si) in z_row.iter_mut().zip(&transform).zip(row_scale)
+                            {
+                                *zi += si * ti;
+                            }
+                        }
+                    }
+                }
                 activation.forward_rows(z, next[0], p.b, p.bm);
             }
         };
@@ -275,33 +301,56 @@ impl<T: Real> OrnnCell<T> {
         } = self.shape;
         let parts = batch_parts(par, batch);
         let activation = self.activation;
-        let z = &self.z;
+        let (z, h) = (&self.z, &self.h);
         let dzs = split_batch_rows(&mut self.dz, batch, n, parts);
-        let run = |part: usize, mut dz: Rows<'_, T>| -> (Vec<T>, Vec<T>) {
+        let run = |part: usize, mut dz: Rows<'_, T>| -> [Vec<T>; 3] {
             let rows = part_rows(batch, parts, part);
             let nb = rows.len();
             let (mut db, mut dbm) = (vec![T::zero(); n], vec![T::zero(); n]);
+            // Hadamard: dL/d row_scale_i = sum_t dz_t,i (H h_{t-1})_i, summed here.
+            let mut d_scale = vec![T::zero(); n];
+            let mut transform = vec![T::zero(); n];
             for s in (0..steps).rev() {
                 let (now, later) = dz.split_at_mut(s + 1);
                 let dz_s = &mut *now[s];
-                if s + 1 < steps {
-                    backprop_step(dz_s, Accum::Replace, later[0], p.w, nb);
-                } else {
-                    dz_s.fill(T::zero());
+                match p.w {
+                    _ if s + 1 == steps => dz_s.fill(T::zero()),
+                    Recurrence::Dense(w) => backprop_step(dz_s, Accum::Replace, later[0], w, nb),
+                    // dz_t W = (H (row_scale * dz_t))^T: H is symmetric.
+                    Recurrence::Hadamard { row_scale, block } => {
+                        for (out, d) in dz_s.chunks_mut(n).zip(later[0].chunks(n)) {
+                            for ((o, &di), &si) in out.iter_mut().zip(d).zip(row_scale) {
+                                *o = di * si;
+                            }
+                            fwht_blocks(out, block);
+                        }
+                    }
                 }
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
                 let grads = BiasGrads {
                     b: &mut db,
                     bm: &mut dbm,
                 };
-                activation.backward_rows(dz_s, &z[at.clone()], &dh[at], p.bm, grads);
+                activation.backward_rows(dz_s, &z[at.clone()], &dh[at.clone()], p.bm, grads);
+                if let Recurrence::Hadamard { block, .. } = p.w {
+                    for (d_row, h_row) in dz_s.chunks(n).zip(h[at].chunks(n)) {
+                        transform.copy_from_slice(h_row);
+                        fwht_blocks(&mut transform, block);
+                        for ((g, &di), &ti) in d_scale.iter_mut().zip(d_row).zip(&transform) {
+                            *g += di * ti;
+                        }
+                    }
+                }
             }
-            (db, dbm)
+            [db, dbm, d_scale]
         };
         let sums = run_parts(dzs, run);
-        for (db, dbm) in &sums {
+        for [db, dbm, d_scale] in &sums {
             add_column_sums(db, n, g.b);
             add_column_sums(dbm, n, g.bm);
+            if matches!(p.w, Recurrence::Hadamard { .. }) {
+                add_column_sums(d_scale, n, &mut g.w[..n]);
+            }
         }
         let rows = steps * batch;
         TimeLoopGrads {
@@ -312,6 +361,11 @@ impl<T: Real> OrnnCell<T> {
             h_prev: &self.h[..rows * n],
             w_input: p.u,
         }
-        .apply(g.u, g.w, grad_x, par);
+        .apply(
+            g.u,
+            matches!(p.w, Recurrence::Dense(_)).then_some(&mut *g.w),
+            grad_x,
+            par,
+        );
     }
 }

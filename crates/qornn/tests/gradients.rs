@@ -100,7 +100,16 @@ impl Problem {
     ) -> f64 {
         let mut cell = OrnnCell::<f64>::new(self.shape, act);
         let mut head = Head::<f64>::new(readout, self.shape.steps, self.shape.batch, self.classes);
-        cell.forward(&CellParams { w, u, b, bm }, &self.x, Par::Seq);
+        cell.forward(
+            &CellParams {
+                w: Recurrence::Dense(w),
+                u,
+                b,
+                bm,
+            },
+            &self.x,
+            Par::Seq,
+        );
         head.forward(
             cell.outputs(),
             self.shape.hidden,
@@ -118,7 +127,7 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
     let mut cell = OrnnCell::<f64>::new(p.shape, act);
     let mut head = Head::<f64>::new(readout, p.shape.steps, p.shape.batch, p.classes);
     let params = CellParams {
-        w: &p.w,
+        w: Recurrence::Dense(&p.w),
         u: &p.u,
         b: &p.b,
         bm: &p.bm,

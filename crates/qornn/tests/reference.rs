@@ -108,7 +108,7 @@ fn run_ornn<T: Real>(
     let (v, c) = (to::<T>(&r.f64("V")), to::<T>(&r.f64("c")));
     let x = to::<T>(&r.f64("x"));
     let params = CellParams {
-        w: &w,
+        w: Recurrence::Dense(&w),
         u: &u,
         b: &b,
         bm: &bm,

@@ -190,7 +190,7 @@ impl<T: Real> FastGrnnCell<T> {
             h_prev: &self.h[..rows * n],
             w_input: p.w,
         }
-        .apply(g.w, g.u, grad_x, par);
+        .apply(g.w, Some(&mut *g.u), grad_x, par);
     }
 }
 

@@ -165,6 +165,6 @@ impl<T: Real> FastRnnCell<T> {
             h_prev: &self.h[..rows * n],
             w_input: p.w,
         }
-        .apply(g.w, g.u, grad_x, par);
+        .apply(g.w, Some(&mut *g.u), grad_x, par);
     }
 }

@@ -207,6 +207,6 @@ impl<T: Real> LstmCell<T> {
             h_prev: &self.h[..rows * n],
             w_input: p.weight_ih,
         }
-        .apply(g.weight_ih, g.weight_hh, grad_x, par);
+        .apply(g.weight_ih, Some(&mut *g.weight_hh), grad_x, par);
     }
 }

@@ -42,10 +42,11 @@ pub(crate) struct TimeLoopGrads<'a, T> {
 }
 
 impl<T: Real> TimeLoopGrads<'_, T> {
+    /// `grad_w_recurrent: None` skips `dW_rec` (a recurrence that sums its own gradient).
     pub fn apply(
         &self,
         grad_w_input: &mut [T],
-        grad_w_recurrent: &mut [T],
+        grad_w_recurrent: Option<&mut [T]>,
         grad_x: Option<&mut [T]>,
         par: Par,
     ) {
@@ -69,14 +70,16 @@ impl<T: Real> TimeLoopGrads<'_, T> {
             T::one(),
             par,
         );
-        gemm(
-            mat_mut(grad_w_recurrent, self.width, n),
-            Accum::Add,
-            mat(self.d_recurrent, rows, self.width).transpose(),
-            mat(self.h_prev, rows, n),
-            T::one(),
-            par,
-        );
+        if let Some(grad_w_recurrent) = grad_w_recurrent {
+            gemm(
+                mat_mut(grad_w_recurrent, self.width, n),
+                Accum::Add,
+                mat(self.d_recurrent, rows, self.width).transpose(),
+                mat(self.h_prev, rows, n),
+                T::one(),
+                par,
+            );
+        }
     }
 }
 
@@ -154,20 +157,27 @@ pub(crate) fn project_step<T: Real>(
     (h, w_recurrent): (&[T], &[T]),
 ) {
     let rows = out.len() / width;
-    let (d, n) = (x.len() / rows, h.len() / rows);
-    gemm(
-        mat_mut(out, rows, width),
-        Accum::Replace,
-        mat(x, rows, d),
-        mat(w_input, width, d).transpose(),
-        T::one(),
-        Par::Seq,
-    );
+    let n = h.len() / rows;
+    project_input(out, width, x, w_input);
     gemm(
         mat_mut(out, rows, width),
         Accum::Add,
         mat(h, rows, n),
         mat(w_recurrent, width, n).transpose(),
+        T::one(),
+        Par::Seq,
+    );
+}
+
+/// The input half of [`project_step`]: `out = x W_in^T`; sequential.
+pub(crate) fn project_input<T: Real>(out: &mut [T], width: usize, x: &[T], w_input: &[T]) {
+    let rows = out.len() / width;
+    let d = x.len() / rows;
+    gemm(
+        mat_mut(out, rows, width),
+        Accum::Replace,
+        mat(x, rows, d),
+        mat(w_input, width, d).transpose(),
         T::one(),
         Par::Seq,
     );

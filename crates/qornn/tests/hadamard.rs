@@ -1,0 +1,98 @@
+//! The Hadamard recurrence (HadamRNN): the cell's fast Walsh-Hadamard path against the same
+//! cell with the dense `W = diag(row_scale) (I ⊗ H_m)`, in f64, forward and backward, for
+//! binary (m = n) and ternary (m < n) blocks and for every activation, on 1 and 3 threads.
+
+use faer::Par;
+use qornn::hadamard::{block_entry, dense_into};
+use qornn::*;
+use rand::{Rng, SeedableRng};
+use std::num::NonZeroUsize;
+
+fn random(rng: &mut impl Rng, len: usize) -> Vec<f64> {
+    (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect()
+}
+
+#[test]
+fn transform_path_matches_the_dense_matrix() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for (n, block) in [(16, 16), (16, 4), (32, 2)] {
+        for activation in [Activation::Relu, Activation::Modrelu, Activation::Tanh] {
+            for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(3).unwrap())] {
+                let shape = CellShape {
+                    hidden: n,
+                    input: 3,
+                    steps: 9,
+                    batch: 5,
+                };
+                let signs = random(&mut rng, n);
+                // The f32 scale, as `dense_into` builds the dense matrix in f32.
+                let scale = (1.0 / (block as f32).sqrt()) as f64;
+                let row_scale: Vec<f64> = signs
+                    .iter()
+                    .map(|&v| if v < 0.0 { -scale } else { scale })
+                    .collect();
+                let mut w32 = vec![0.0f32; n * n];
+                let signs32: Vec<f32> = signs.iter().map(|&v| v as f32).collect();
+                dense_into(&signs32, block, &mut w32);
+                let w: Vec<f64> = w32.iter().map(|&v| v as f64).collect();
+                let u = random(&mut rng, n * 3);
+                let b = random(&mut rng, n);
+                let bm = random(&mut rng, n);
+                let x = random(&mut rng, 9 * 5 * 3);
+                let dh = random(&mut rng, 9 * 5 * n);
+                let run = |recurrence: Recurrence<'_, f64>| {
+                    let p = CellParams {
+                        w: recurrence,
+                        u: &u,
+                        b: &b,
+                        bm: &bm,
+                    };
+                    let mut cell = OrnnCell::<f64>::new(shape, activation);
+                    cell.forward(&p, &x, par);
+                    let (mut gw, mut gu, mut gb, mut gbm) = (
+                        vec![0.0; n * n],
+                        vec![0.0; n * 3],
+                        vec![0.0; n],
+                        vec![0.0; n],
+                    );
+                    let mut g = CellGrads {
+                        w: &mut gw,
+                        u: &mut gu,
+                        b: &mut gb,
+                        bm: &mut gbm,
+                    };
+                    cell.backward(&p, &x, &dh, &mut g, None, par);
+                    (cell.outputs().to_vec(), gw, gu, gb, gbm)
+                };
+                let dense = run(Recurrence::Dense(&w));
+                let fast = run(Recurrence::Hadamard {
+                    row_scale: &row_scale,
+                    block,
+                });
+                let close = |a: &[f64], b: &[f64], what: &str| {
+                    assert_eq!(a.len(), b.len());
+                    for (x, y) in a.iter().zip(b) {
+                        assert!(
+                            (x - y).abs() <= 1e-10 * (1.0 + x.abs()),
+                            "n {n} m {block} {activation:?} {par:?} {what}: {x} vs {y}"
+                        );
+                    }
+                };
+                close(&dense.0, &fast.0, "h");
+                close(&dense.2, &fast.2, "dU");
+                close(&dense.3, &fast.3, "db");
+                close(&dense.4, &fast.4, "dbm");
+                // dL/d row_scale_i = sum_j dL/dW_ij (I ⊗ H_m)_ij.
+                let contracted: Vec<f64> = (0..n)
+                    .map(|i| {
+                        (0..n)
+                            .map(|j| dense.1[i * n + j] * block_entry(i, j, block) as f64)
+                            .sum()
+                    })
+                    .collect();
+                close(&contracted, &fast.1[..n], "d row_scale");
+                assert!(fast.1[n..].iter().all(|&v| v == 0.0));
+            }
+        }
+    }
+}
