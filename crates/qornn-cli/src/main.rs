@@ -87,10 +87,18 @@ struct TrainArgs {
     /// Quantizer scale: per-tensor or per-row [default: per-tensor].
     #[arg(long)]
     granularity: Option<String>,
-    /// Quantizer range: max (a = max |w|, the paper) or mse (the range with the least
-    /// squared error, which clips a few weights) [default: max].
-    #[arg(long)]
+    /// Quantizer range: max (a = max |w|, the paper), mse (the range with the least
+    /// squared error, which clips a few weights) or lsq (a learned step, LSQ); also
+    /// --quantizer [default: max].
+    #[arg(long, alias = "quantizer")]
     range: Option<String>,
+    /// --range lsq: initial step, max (the paper's), mse or lsq (2 mean|w| / sqrt(Q_P))
+    /// [default: max].
+    #[arg(long)]
+    lsq_init: Option<String>,
+    /// --range lsq: learning rate of the learned steps [default: --lr].
+    #[arg(long)]
+    step_lr: Option<f64>,
     /// Hidden units n [default: 128].
     #[arg(long)]
     hidden: Option<usize>,
@@ -262,6 +270,8 @@ impl TrainArgs {
         set(&mut table, "bits", self.bits);
         set(&mut table, "granularity", self.granularity.clone());
         set(&mut table, "range", self.range.clone());
+        set(&mut table, "lsq_init", self.lsq_init.clone());
+        set(&mut table, "step_lr", self.step_lr);
         set(&mut table, "hidden", self.hidden);
         set(&mut table, "act", self.act.clone());
         set(&mut table, "init", self.init.clone());

@@ -46,8 +46,12 @@ fn describe(r: &EvalRecord) -> String {
             )
         })
         .unwrap_or_default();
+    let flips = r
+        .sign_flips
+        .map(|f| format!("  sign flips {f}"))
+        .unwrap_or_default();
     format!(
-        "step {}  train {:.4}  val {:.4}{acc}{bpc}{ppl}  baseline {:.4}{orthogonality}  {:.0}s",
+        "step {}  train {:.4}  val {:.4}{acc}{bpc}{ppl}  baseline {:.4}{orthogonality}{flips}  {:.0}s",
         r.step, r.train_loss, r.val_loss, r.baseline_loss, r.seconds
     )
 }

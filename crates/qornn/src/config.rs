@@ -6,6 +6,7 @@ use crate::data::ptb::{Level, Ptb};
 use crate::data::Checksums;
 use crate::error::{Error, Result};
 use crate::init::Init;
+use crate::lsq::LsqInit;
 use crate::model::{Architecture, ModelSpec, Parametrisation};
 use crate::optim::{OptimizerKind, Schedule};
 use crate::ornn::Activation;
@@ -65,8 +66,15 @@ pub struct Config {
     pub bits: Option<u32>,
     /// Quantizer scale per tensor (the paper) or per row.
     pub granularity: Granularity,
-    /// Quantizer range: `max` (max |w|, the paper) or `mse` (the least squared error).
+    /// Quantizer range: `max` (max |w|, the paper), `mse` (the least squared error) or
+    /// `lsq` (a learned step per tensor or row); `quantizer` is accepted for the same key.
+    #[serde(alias = "quantizer")]
     pub range: RangeRule,
+    /// `range = "lsq"`: the initial step, `max` (the paper's step), `mse` or `lsq`
+    /// (LSQ's `2 mean|w| / sqrt(Q_P)`, which clips most of a sparse orthogonal W).
+    pub lsq_init: LsqInit,
+    /// `range = "lsq"`: the learned steps' learning rate; unset: `lr`.
+    pub step_lr: Option<f64>,
     pub hidden: usize,
     pub act: Activation,
     pub init: Init,
@@ -123,6 +131,8 @@ impl Default for Config {
             bits: None,
             granularity: Granularity::PerTensor,
             range: RangeRule::Max,
+            lsq_init: LsqInit::Max,
+            step_lr: None,
             hidden: 128,
             act: Activation::Relu,
             init: Init::Henaff,
@@ -260,11 +270,25 @@ impl Config {
                 format!("{} exceeds --hidden {}", self.rank, self.hidden),
             ));
         }
-        if let Some(lr) = self.orthogonal_lr {
-            if lr.is_nan() || lr <= 0.0 {
+        for (field, lr) in [
+            ("orthogonal_lr", self.orthogonal_lr),
+            ("step_lr", self.step_lr),
+        ] {
+            if let Some(lr) = lr.filter(|lr| !lr.is_finite() || *lr <= 0.0) {
+                return Err(Error::config(field, format!("must be positive, got {lr}")));
+            }
+        }
+        if self.range == RangeRule::Lsq {
+            let elman = self.model.contains("ornn") || self.model.ends_with("rnn");
+            if !elman || self.model.starts_with("fast") || self.full_precision() {
                 return Err(Error::config(
-                    "orthogonal_lr",
-                    format!("must be positive, got {lr}"),
+                    "range",
+                    format!(
+                        "learned steps (lsq) quantize the W and U of a quantized ORNN, RNN or \
+                         HadamRNN; {} at {} bits has none",
+                        self.model,
+                        self.bits()
+                    ),
                 ));
             }
         }
@@ -436,8 +460,10 @@ impl Config {
             outputs: task.output_size(),
             activation: self.act,
             readout: task.readout(),
-            quantizer: (!self.full_precision())
-                .then(|| Quantizer::new(self.bits(), self.granularity).with_range(self.range)),
+            quantizer: (!self.full_precision()).then(|| Quantizer {
+                lsq_init: self.lsq_init,
+                ..Quantizer::new(self.bits(), self.granularity).with_range(self.range)
+            }),
             bjorck: BjorckConfig {
                 iterations: self.bjorck_iterations,
                 ..BjorckConfig::default()

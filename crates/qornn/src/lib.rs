@@ -15,6 +15,7 @@ pub mod head;
 pub mod init;
 pub mod integer;
 pub mod linalg;
+pub mod lsq;
 pub mod model;
 pub mod model_file;
 pub mod optim;

@@ -12,10 +12,11 @@ use crate::hadamard;
 use crate::head::{Head, Readout};
 use crate::init::Init;
 use crate::linalg::{gemm, mat, mat_mut};
+use crate::lsq;
 use crate::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell, Recurrence};
 use crate::params::{stored_bits, zeros_like, Kind, Tensor};
 use crate::projunn::ProjUnnKind;
-use crate::quant::{Granularity, Quantizer};
+use crate::quant::{Granularity, Quantizer, RangeRule};
 use crate::tasks::Batch;
 use faer::{Accum, Par};
 use rand::Rng;
@@ -112,6 +113,16 @@ impl ModelSpec {
                 ];
                 if self.activation == Activation::Modrelu {
                     t.push(Tensor::zeros("bias_mod", 1, n, Float));
+                }
+                if let Some(q) = self.quantizer.filter(|q| q.range == RangeRule::Lsq) {
+                    let steps = |rows| match q.granularity {
+                        Granularity::PerTensor => 1,
+                        Granularity::PerRow => rows,
+                    };
+                    if self.hadamard_block().is_none() {
+                        t.push(Tensor::zeros("weight_hh.step", steps(n), 1, Kind::Step));
+                    }
+                    t.push(Tensor::zeros("weight_ih.step", steps(n), 1, Kind::Step));
                 }
                 t
             }
@@ -313,12 +324,21 @@ pub struct Model {
     /// (unused) gradient.
     zero_bias_mod: Vec<f32>,
     unused_grad: Vec<f32>,
+    /// LSQ: each quantized tensor with the index of its learned step.
+    learned_steps: Vec<LearnedStep>,
     /// Low-rank FastRNN/FastGRNN: the products `W = q(W1) q(W2)`, `U = q(U1) q(U2)` and
     /// their gradients (empty for full matrices).
     low_rank_w: Vec<f32>,
     low_rank_u: Vec<f32>,
     grad_low_rank_w: Vec<f32>,
     grad_low_rank_u: Vec<f32>,
+}
+
+/// A quantized tensor and its learned step (LSQ), as indices into `Model::params`.
+#[derive(Clone, Copy, Debug)]
+struct LearnedStep {
+    tensor: usize,
+    step: usize,
 }
 
 /// Indices of the read-out and embedding tensors, which follow the core's.
@@ -397,7 +417,20 @@ impl Model {
             .collect();
         let ornn = matches!(spec.architecture, Architecture::Ornn(_));
         let elman = ornn || spec.architecture == Architecture::Rnn;
-        Self {
+        let learned_steps = params
+            .iter()
+            .enumerate()
+            .filter_map(|(step, t)| {
+                let name = t
+                    .name
+                    .strip_suffix(".step")
+                    .filter(|_| t.kind == Kind::Step)?;
+                let tensor = params.iter().position(|p| p.name == name)?;
+                Some(LearnedStep { tensor, step })
+            })
+            .collect();
+        let mut model = Self {
+            learned_steps,
             grads: zeros_like(&params),
             used,
             w_orth: vec![0.0; if ornn { n * n } else { 0 }],
@@ -420,6 +453,38 @@ impl Model {
             params,
             spectral,
             bjorck,
+        };
+        model.init_unset_steps();
+        model
+    }
+
+    /// LSQ: gives every learned step that is not yet set (zero: a fresh model, or weights
+    /// without steps) its initial value from the tensor it quantizes.
+    fn init_unset_steps(&mut self) {
+        let unset = |m: &Self| {
+            m.learned_steps
+                .iter()
+                .any(|l| m.params[l.step].data.iter().any(|&s| s <= 0.0))
+        };
+        let Some(q) = self.spec.quantizer.filter(|_| unset(self)) else {
+            return;
+        };
+        self.orthogonalise(false, Par::Seq);
+        for l in self.learned_steps.clone() {
+            let t = &self.params[l.tensor];
+            let source = if t.kind == Kind::Recurrent {
+                &self.w_orth
+            } else {
+                &t.data
+            };
+            let cols = if t.kind == Kind::Recurrent {
+                self.spec.hidden
+            } else {
+                t.cols
+            };
+            let rows = source.len() / cols;
+            let init = lsq::initial_steps(source, rows, cols, q.bits, q.granularity, q.lsq_init);
+            self.params[l.step].data.copy_from_slice(&init);
         }
     }
 
@@ -490,7 +555,12 @@ impl Model {
     /// Computes the ORNN's `W` from its parameters, and quantizes the weight matrices.
     /// In training the power iteration advances one step; in evaluation it stays.
     pub fn parametrise(&mut self, training: bool, par: Par) {
-        let n = self.spec.hidden;
+        self.orthogonalise(training, par);
+        self.quantize_weights(par);
+    }
+
+    /// The ORNN's orthogonal `W` (before quantization) into `w_orth`.
+    fn orthogonalise(&mut self, training: bool, par: Par) {
         if let Architecture::Ornn(parametrisation) = self.spec.architecture {
             match parametrisation {
                 Parametrisation::Bjorck => {
@@ -520,22 +590,56 @@ impl Model {
                     hadamard::dense_into(v, block, &mut self.w_orth)
                 }
             }
+        }
+    }
+
+    /// `used`: the quantized forms of the recurrent matrix and of the weight matrices.
+    fn quantize_weights(&mut self, par: Par) {
+        let n = self.spec.hidden;
+        let step_of = |m: &Self, tensor: usize| {
+            m.learned_steps
+                .iter()
+                .find(|l| l.tensor == tensor)
+                .map(|l| l.step)
+        };
+        if let Architecture::Ornn(_) = self.spec.architecture {
+            let learned = step_of(self, 0);
             match &self.spec.quantizer {
                 // Exactly representable: `W` is its own quantized form.
                 _ if self.spec.hadamard_block().is_some() => {
                     self.used[0].copy_from_slice(&self.w_orth)
                 }
-                Some(q) => {
-                    q.fake_quantize_into(&self.w_orth, n, n, &mut self.used[0]);
-                }
+                Some(q) => match learned {
+                    Some(step) => lsq::forward(
+                        &self.w_orth,
+                        n,
+                        &self.params[step].data,
+                        q.bits,
+                        &mut self.used[0],
+                    ),
+                    None => {
+                        q.fake_quantize_into(&self.w_orth, n, n, &mut self.used[0]);
+                    }
+                },
                 None => self.used[0].copy_from_slice(&self.w_orth),
             }
         }
-        if let Some(q) = &self.spec.quantizer {
-            for (t, used) in self.params.iter().zip(self.used.iter_mut()) {
-                if t.kind == Kind::Quantized {
-                    q.fake_quantize_into(&t.data, t.rows, t.cols, used);
+        if let Some(q) = self.spec.quantizer {
+            for i in 0..self.params.len() {
+                if self.params[i].kind != Kind::Quantized {
+                    continue;
                 }
+                let mut used = std::mem::take(&mut self.used[i]);
+                let t = &self.params[i];
+                match step_of(self, i) {
+                    Some(step) => {
+                        lsq::forward(&t.data, t.cols, &self.params[step].data, q.bits, &mut used)
+                    }
+                    None => {
+                        q.fake_quantize_into(&t.data, t.rows, t.cols, &mut used);
+                    }
+                }
+                self.used[i] = used;
             }
         }
         if self.spec.rank_w.is_some() || self.spec.rank_u.is_some() {
@@ -815,6 +919,7 @@ impl Model {
                 self.fast_backward(&mut ws.core, x, dh, grad_x, par);
             }
         }
+        self.learned_steps_backward();
         self.recurrent_backward(par);
         if let Some(e) = h.embedding {
             let d = self.spec.input;
@@ -931,6 +1036,36 @@ impl Model {
         self.grads = grads;
         self.grad_low_rank_w = grad_w;
         self.grad_low_rank_u = grad_u;
+    }
+
+    /// LSQ: `dL/dq(.)` to `dL/d.` (zero where clipped) and to the learned steps' gradients;
+    /// the recurrent matrix's `dL/dq(W)` is in `scratch`.
+    fn learned_steps_backward(&mut self) {
+        let Some(q) = self.spec.quantizer else {
+            return;
+        };
+        for l in &self.learned_steps {
+            let t = &self.params[l.tensor];
+            let steps = &self.params[l.step].data;
+            if t.kind == Kind::Recurrent {
+                let grad_steps = &mut self.grads[l.step];
+                let n = self.spec.hidden;
+                lsq::backward(
+                    &self.w_orth,
+                    n,
+                    steps,
+                    q.bits,
+                    &mut self.scratch,
+                    grad_steps,
+                );
+            } else {
+                let [grad, grad_steps] = self
+                    .grads
+                    .get_disjoint_mut([l.tensor, l.step])
+                    .expect("distinct indices");
+                lsq::backward(&t.data, t.cols, steps, q.bits, grad, grad_steps);
+            }
+        }
     }
 
     /// ORNN: `dL/dq(W)` (in `scratch`) to the recurrent parameter's gradient.

@@ -11,6 +11,9 @@ pub enum Kind {
     Quantized,
     /// Kept in float: biases, scalars, the read-out, the embedding.
     Float,
+    /// A learned quantizer step (LSQ) of the tensor it is named after, with its own
+    /// learning rate; stored as the quantized tensor's step, not counted again.
+    Step,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +56,7 @@ pub fn zeros_like(tensors: &[Tensor]) -> Vec<Vec<f32>> {
 /// per row) when quantized, 32 bits per entry otherwise.
 pub fn stored_bits(t: &Tensor, bits: Option<u32>, per_row: bool) -> u64 {
     match (t.kind, bits) {
+        (Kind::Step, _) => 0,
         (Kind::Recurrent | Kind::Quantized, Some(k)) => {
             let steps = if per_row { t.rows } else { 1 };
             t.len() as u64 * k as u64 + 32 * steps as u64

@@ -31,6 +31,10 @@ pub enum RangeRule {
     /// `||w - q_a(w)||^2`: a few large weights are clipped so that the others get finer
     /// steps (the choice that matters at 2 to 4 bits). Ties go to the larger range.
     Mse,
+    /// A learned step per tensor (or row), trained with the model (LSQ, `lsq.rs`); the
+    /// step starts from `Quantizer::lsq_init`. Where no learned step is at hand (a fresh
+    /// tensor) this quantizer uses the max range.
+    Lsq,
 }
 
 /// A k-bit symmetric quantizer; `bits == None` means full precision.
@@ -40,6 +44,9 @@ pub struct Quantizer {
     pub granularity: Granularity,
     #[serde(default)]
     pub range: RangeRule,
+    /// `RangeRule::Lsq`: how the learned step starts.
+    #[serde(default)]
+    pub lsq_init: crate::lsq::LsqInit,
 }
 
 /// Integer codes and the step between two codes (`a / s`), one step per tensor or per row.
@@ -93,6 +100,7 @@ impl Quantizer {
             bits,
             granularity,
             range: RangeRule::Max,
+            lsq_init: crate::lsq::LsqInit::Max,
         }
     }
 
@@ -114,6 +122,7 @@ impl Quantizer {
             bits,
             granularity,
             range: RangeRule::Max,
+            lsq_init: crate::lsq::LsqInit::Max,
         }
     }
 
@@ -131,7 +140,7 @@ impl Quantizer {
         );
         let s = self.levels();
         let range_of = |w: &[T]| match self.range {
-            RangeRule::Max => max_abs(w),
+            RangeRule::Max | RangeRule::Lsq => max_abs(w),
             RangeRule::Mse => mse_range(w, s),
         };
         let ranges: Vec<T> = match self.granularity {
@@ -168,6 +177,24 @@ impl Quantizer {
             granularity: self.granularity,
             codes,
             steps,
+        }
+    }
+
+    /// Codes and steps of `w` with given (learned) steps, one or one per row (LSQ).
+    pub fn quantize_with_steps<T: Real>(
+        &self,
+        w: &[T],
+        rows: usize,
+        cols: usize,
+        steps: &[T],
+    ) -> QuantizedTensor<T> {
+        QuantizedTensor {
+            rows,
+            cols,
+            bits: self.bits,
+            granularity: self.granularity,
+            codes: crate::lsq::codes(w, cols, steps, self.bits),
+            steps: steps.to_vec(),
         }
     }
 

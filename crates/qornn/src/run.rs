@@ -31,6 +31,9 @@ pub struct EvalRecord {
     pub baseline_loss: f64,
     /// ORNN and RNN cores only.
     pub orthogonality: Option<Orthogonality>,
+    /// Hadamard recurrences: how many signs of `W` changed since the previous evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_flips: Option<usize>,
     pub seconds: f64,
 }
 
@@ -178,6 +181,7 @@ fn drive(
                 val_perplexity: val.perplexity,
                 baseline_loss: trainer.task.baseline_loss(),
                 orthogonality: trainer.orthogonality(),
+                sign_flips: trainer.take_sign_flips(),
                 seconds: state.seconds,
             };
             let line = serde_json::to_string(&record).expect("records serialise");

@@ -21,6 +21,9 @@ const STREAM_INIT: u64 = u64::MAX - 2;
 /// Salt of the generator behind projUNN's sketches (distinct from the data's).
 const SKETCH_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// The smallest learned quantizer step (LSQ) an update may leave.
+const MIN_STEP: f32 = 1e-8;
+
 /// The parallelism for matrix products: `threads == 0` uses every core.
 pub fn parallelism(threads: usize) -> Par {
     let n = if threads == 0 {
@@ -91,6 +94,9 @@ pub struct Trainer {
     epoch_steps: Option<u64>,
     par: Par,
     delta: Vec<f32>,
+    /// Hadamard recurrences: the sign vector at the previous evaluation (a checkpoint is
+    /// written at each, so a resumed run starts from the right one).
+    signs_at_last_eval: Option<Vec<f32>>,
 }
 
 impl Trainer {
@@ -161,6 +167,10 @@ impl Trainer {
             schedule: config.lr_schedule()?,
             par: parallelism(config.threads),
             delta: vec![0.0; sizes.iter().copied().max().unwrap_or(0)],
+            signs_at_last_eval: model
+                .spec
+                .hadamard_block()
+                .map(|_| model.params[0].data.clone()),
             config,
             task,
             model,
@@ -232,6 +242,7 @@ impl Trainer {
         let factor = self.lr_factor();
         let lr = (self.config.lr * factor) as f32;
         let orthogonal_lr = (self.config.recurrent_lr() * factor) as f32;
+        let step_lr = (self.config.step_lr.unwrap_or(self.config.lr) * factor) as f32;
         self.optimizer.begin_step();
         let n = self.model.spec.hidden;
         let Model {
@@ -244,13 +255,18 @@ impl Trainer {
             let param = &mut tensor.data;
             let delta = &mut self.delta[..param.len()];
             let recurrent = tensor.kind == Kind::Recurrent;
-            self.optimizer.step(
-                index,
-                grad,
-                if recurrent { orthogonal_lr } else { lr },
-                delta,
-            );
+            let tensor_lr = match tensor.kind {
+                Kind::Recurrent => orthogonal_lr,
+                Kind::Step => step_lr,
+                Kind::Quantized | Kind::Float => lr,
+            };
+            self.optimizer.step(index, grad, tensor_lr, delta);
             match (recurrent, spec.architecture) {
+                // A learned quantizer step stays positive.
+                _ if tensor.kind == Kind::Step => param
+                    .iter_mut()
+                    .zip(delta.iter())
+                    .for_each(|(p, d)| *p = (*p + d).max(MIN_STEP)),
                 (true, Architecture::Ornn(Parametrisation::ProjUnn(kind))) => {
                     let mut rng = rng_for(self.config.seed ^ SKETCH_SALT, self.step);
                     let c = &self.config;
@@ -349,6 +365,15 @@ impl Trainer {
             sigma_min: min,
             sigma_max: max,
         })
+    }
+
+    /// Hadamard recurrences: the sign flips since the previous call (one per evaluation).
+    pub fn take_sign_flips(&mut self) -> Option<usize> {
+        let previous = self.signs_at_last_eval.as_mut()?;
+        let now = &self.model.params[0].data;
+        let flips = crate::hadamard::sign_flips(previous, now);
+        previous.copy_from_slice(now);
+        Some(flips)
     }
 
     /// The state to write to disk (bookkeeping fields are the caller's).

@@ -302,3 +302,31 @@ fn projunn_matches_reference() {
     }
     checks.finish();
 }
+
+/// LSQ (Esser et al. 2020) at 4 bits: codes exactly, `v_hat`, `dL/dv` and `dL/ds` (with
+/// `L = sum(v_hat * r)`) to 1e-12 relative.
+#[test]
+fn lsq_k4_matches_reference() {
+    let r = load("lsq_k4");
+    let shape = r.shape("v");
+    let (rows, cols) = (shape[0], shape[1]);
+    let (v, s) = (r.f64("v"), r.f64("s"));
+    let bits = 4;
+    let mut checks = Checks::default();
+    let codes = qornn::lsq::codes(&v, cols, &s, bits);
+    let reference_codes: Vec<f64> = r.f64("v_hat").iter().map(|x| (x / s[0]).round()).collect();
+    checks.exact(
+        "codes",
+        &codes.iter().map(|&c| c as f64).collect::<Vec<_>>(),
+        &reference_codes,
+    );
+    let mut v_hat = vec![0.0; rows * cols];
+    qornn::lsq::forward(&v, cols, &s, bits, &mut v_hat);
+    checks.close("v_hat", &v_hat, &r.f64("v_hat"), 1e-12);
+    let mut grad = r.f64("r");
+    let mut grad_s = vec![0.0];
+    qornn::lsq::backward(&v, cols, &s, bits, &mut grad, &mut grad_s);
+    checks.close("grad_v", &grad, &r.f64("grad_v"), 1e-12);
+    checks.close("grad_s", &grad_s, &r.f64("grad_s"), 1e-12);
+    checks.finish();
+}
