@@ -56,6 +56,74 @@ fn small_copy_task_ends_well_below_its_baseline() {
     }
 }
 
+/// HadamRNN (binary W) and Block-HadamRNN (ternary W), U at 4 bits, modReLU: exactly
+/// orthogonal recurrences learn the small copy task; every evaluation logs its sign flips.
+#[test]
+fn hadamard_recurrences_learn_the_small_copy_task() {
+    for model in ["hadamrnn", "block-hadamrnn"] {
+        let config = Config {
+            act: qornn::Activation::Modrelu,
+            block: 8,
+            ..small_copy(model, 4)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let summary = run::start(config, dir.path(), &mut ()).unwrap();
+        let ratio = summary.test.loss / summary.baseline_loss;
+        assert!(ratio < 0.6, "{model}: test loss {:.4}", summary.test.loss);
+        let lines = std::fs::read_to_string(dir.path().join(run::METRICS_FILE)).unwrap();
+        for line in lines.lines() {
+            let record: run::EvalRecord = serde_json::from_str(line).unwrap();
+            assert!(record.sign_flips.is_some(), "{model}: no sign flips logged");
+            let o = record.orthogonality.unwrap();
+            assert!(o.quantized_defect < 1e-4, "{model}: W is not orthogonal");
+        }
+        // n sign bits for W, 4 bits per U entry + its step, floats for the rest.
+        let (n, d, c) = (64u64, 10u64, 9u64);
+        let bits = n + n * d * 4 + 32 + 32 * (2 * n + c * n + c);
+        assert_eq!(summary.size_bytes, bits.div_ceil(8), "{model}: size");
+    }
+}
+
+/// Learned steps (LSQ) train: they move away from their initial value and the loss falls.
+#[test]
+fn learned_steps_train_and_are_stored_once() {
+    let config = Config {
+        range: qornn::quant::RangeRule::Lsq,
+        ..small_copy("qornn-bjorck", 4)
+    };
+    let mut trainer = qornn::train::Trainer::new(config.clone(), config.task().unwrap()).unwrap();
+    let step_of = |t: &qornn::train::Trainer, name: &str| {
+        t.model
+            .params
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .data[0]
+    };
+    let initial = step_of(&trainer, "weight_ih.step");
+    // The paper's step: max |U| / 2^(k-1).
+    let u = &trainer.model.params[1].data;
+    let max = u.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert_eq!(initial, max / 8.0);
+    let first = trainer.train_step().unwrap().0;
+    let mut last = first;
+    for _ in 0..200 {
+        last = trainer.train_step().unwrap().0;
+    }
+    assert!(last < first, "loss {first} -> {last}");
+    assert_ne!(step_of(&trainer, "weight_ih.step"), initial);
+    assert!(step_of(&trainer, "weight_hh.step") > 0.0);
+    let paper = Config {
+        range: qornn::quant::RangeRule::Max,
+        ..config.clone()
+    };
+    let size = |c: &Config| {
+        qornn::Model::new(c.model_spec_for(&c.task().unwrap()), &mut rand::thread_rng())
+            .size_bytes()
+    };
+    assert_eq!(size(&config), size(&paper), "a learned step is stored once");
+}
+
 #[test]
 fn adding_task_lowers_its_loss() {
     let config = Config {
@@ -91,11 +159,16 @@ fn adding_task_lowers_its_loss() {
 /// every evaluation with an uninterrupted run: equal to the last bit.
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
-    for model in ["qornn-bjorck", "qornn-projunn-t"] {
+    for (model, range) in [
+        ("qornn-bjorck", qornn::quant::RangeRule::Max),
+        ("qornn-projunn-t", qornn::quant::RangeRule::Max),
+        ("qornn-bjorck", qornn::quant::RangeRule::Lsq),
+    ] {
         let config = Config {
             steps: 400,
             eval_every: 100,
             threads: 2,
+            range,
             ..small_copy(model, 4)
         };
         let whole = tempfile::tempdir().unwrap();
