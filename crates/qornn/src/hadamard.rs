@@ -52,18 +52,46 @@ pub fn dense_into(v: &[f32], block: usize, w: &mut [f32]) {
 pub fn fwht_blocks<T: Real>(x: &mut [T], block: usize) {
     debug_assert!(block.is_power_of_two() && x.len() % block == 0);
     for chunk in x.chunks_mut(block) {
-        let mut half = 1;
-        while half < block {
-            for pair in chunk.chunks_mut(2 * half) {
-                let (a, b) = pair.split_at_mut(half);
-                for (p, q) in a.iter_mut().zip(b.iter_mut()) {
-                    let (s, d) = (*p + *q, *p - *q);
-                    *p = s;
-                    *q = d;
-                }
-            }
-            half *= 2;
+        fwht(chunk);
+    }
+}
+
+/// One block: the first three butterfly stages as an unrolled 8-point transform, then one
+/// pass per stage over halves of 8 or more, whose loops vectorise.
+fn fwht<T: Real>(x: &mut [T]) {
+    let n = x.len();
+    let mut half = 1;
+    if n >= 8 {
+        for c in x.chunks_exact_mut(8) {
+            let (a0, a1) = (c[0] + c[1], c[0] - c[1]);
+            let (a2, a3) = (c[2] + c[3], c[2] - c[3]);
+            let (a4, a5) = (c[4] + c[5], c[4] - c[5]);
+            let (a6, a7) = (c[6] + c[7], c[6] - c[7]);
+            let (b0, b2) = (a0 + a2, a0 - a2);
+            let (b1, b3) = (a1 + a3, a1 - a3);
+            let (b4, b6) = (a4 + a6, a4 - a6);
+            let (b5, b7) = (a5 + a7, a5 - a7);
+            c[0] = b0 + b4;
+            c[4] = b0 - b4;
+            c[1] = b1 + b5;
+            c[5] = b1 - b5;
+            c[2] = b2 + b6;
+            c[6] = b2 - b6;
+            c[3] = b3 + b7;
+            c[7] = b3 - b7;
         }
+        half = 8;
+    }
+    while half < n {
+        for pair in x.chunks_exact_mut(2 * half) {
+            let (a, b) = pair.split_at_mut(half);
+            for (p, q) in a.iter_mut().zip(b.iter_mut()) {
+                let (s, d) = (*p + *q, *p - *q);
+                *p = s;
+                *q = d;
+            }
+        }
+        half *= 2;
     }
 }
 

@@ -118,8 +118,11 @@ fn learned_steps_train_and_are_stored_once() {
         ..config.clone()
     };
     let size = |c: &Config| {
-        qornn::Model::new(c.model_spec_for(&c.task().unwrap()), &mut rand::thread_rng())
-            .size_bytes()
+        qornn::Model::new(
+            c.model_spec_for(&c.task().unwrap()),
+            &mut rand::thread_rng(),
+        )
+        .size_bytes()
     };
     assert_eq!(size(&config), size(&paper), "a learned step is stored once");
 }
