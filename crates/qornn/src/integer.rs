@@ -3,7 +3,7 @@
 //! same fake-quantized model computed in `f64`. Every value of the twin is a dyadic
 //! rational that `f64` holds exactly, so the two agree bit for bit (property-tested).
 
-use crate::quant::{Granularity, Quantizer, RangeRule};
+use crate::quant::{Granularity, QuantizedTensor, Quantizer, RangeRule};
 use qornn_infer::{pack_codes, IntActivation, IntMatrix, IntRecurrence};
 
 /// Bits of the mantissa of a weight step `M 2^-S`.
@@ -57,21 +57,37 @@ pub struct FloatRecurrence<'a> {
     pub input_frac: i32,
 }
 
-fn codes_and_step(q: &Quantizer, m: &[f32], rows: usize, cols: usize) -> (Vec<i8>, (i32, u32)) {
-    let t = q.quantize(m, rows, cols);
-    (
-        t.codes.iter().map(|&c| c as i8).collect(),
-        dyadic(t.steps[0] as f64),
-    )
-}
-
 impl QuantizedRecurrence {
-    /// Quantizes W and U with the paper's per-tensor quantizer, the bias to the
-    /// accumulator's unit; `S` is the smallest shift that keeps both products exact.
+    /// Quantizes W and U with the paper's per-tensor quantizer (the range rule of `f`),
+    /// then as [`QuantizedRecurrence::from_codes`].
     pub fn new(f: &FloatRecurrence<'_>) -> Self {
         let q = Quantizer::new(f.weight_bits, Granularity::PerTensor).with_range(f.range);
-        let (w_codes, w_step) = codes_and_step(&q, f.w, f.hidden, f.hidden);
-        let (u_codes, u_step) = codes_and_step(&q, f.u, f.hidden, f.input);
+        let w = q.quantize(f.w, f.hidden, f.hidden);
+        let u = q.quantize(f.u, f.hidden, f.input);
+        Self::from_codes(f, &w, &u)
+    }
+
+    /// The recurrence with W's and U's codes and (per-tensor) steps as given (the model's
+    /// own: learned steps, a Hadamard matrix's `±1 / sqrt(m)`), the bias in the
+    /// accumulator's unit; `S` is the smallest shift that keeps both products exact.
+    pub fn from_codes(
+        f: &FloatRecurrence<'_>,
+        w: &QuantizedTensor<f32>,
+        u: &QuantizedTensor<f32>,
+    ) -> Self {
+        let codes_and_step = |t: &QuantizedTensor<f32>| -> (Vec<i8>, (i32, u32)) {
+            assert_eq!(
+                t.steps.len(),
+                1,
+                "the integer engine takes one step per tensor"
+            );
+            (
+                t.codes.iter().map(|&c| c as i8).collect(),
+                dyadic(t.steps[0] as f64),
+            )
+        };
+        let (w_codes, w_step) = codes_and_step(w);
+        let (u_codes, u_step) = codes_and_step(u);
         let shift = (w_step.1 as i64)
             .max(u_step.1 as i64 + f.input_frac as i64 - f.hidden_frac as i64)
             .max(1) as u32;

@@ -16,7 +16,7 @@ use crate::lsq;
 use crate::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell, Recurrence};
 use crate::params::{stored_bits, zeros_like, Kind, Tensor};
 use crate::projunn::ProjUnnKind;
-use crate::quant::{Granularity, Quantizer, RangeRule};
+use crate::quant::{Granularity, QuantizedTensor, Quantizer, RangeRule};
 use crate::tasks::Batch;
 use faer::{Accum, Par};
 use rand::Rng;
@@ -698,6 +698,53 @@ impl Model {
             row.copy_from_slice(&table[t * d..(t + 1) * d]);
         }
         embedded
+    }
+
+    /// The codes and steps of a quantized ORNN's or RNN's `W` and `U`, as the forward pass
+    /// uses them (valid after `parametrise`): the model's own quantizer with its learned
+    /// steps if any, and for a Hadamard recurrence the exact codes `sign(v_i) H_ij` with the
+    /// step `1 / sqrt(m)`. `None` for a full-precision model or another core.
+    pub fn weight_codes(&self) -> Option<(QuantizedTensor<f32>, QuantizedTensor<f32>)> {
+        let q = self.spec.quantizer?;
+        if !matches!(
+            self.spec.architecture,
+            Architecture::Ornn(_) | Architecture::Rnn
+        ) {
+            return None;
+        }
+        let n = self.spec.hidden;
+        let learned = |tensor: usize| {
+            self.learned_steps
+                .iter()
+                .find(|l| l.tensor == tensor)
+                .map(|l| &self.params[l.step].data[..])
+        };
+        let quantize = |w: &[f32], cols: usize, tensor: usize| match learned(tensor) {
+            Some(steps) => q.quantize_with_steps(w, w.len() / cols, cols, steps),
+            None => q.quantize(w, w.len() / cols, cols),
+        };
+        let w = match self.spec.hadamard_block() {
+            Some(block) => QuantizedTensor {
+                rows: n,
+                cols: n,
+                bits: q.bits,
+                granularity: Granularity::PerTensor,
+                codes: (0..n * n)
+                    .map(|k| {
+                        let (i, j) = (k / n, k % n);
+                        let sign = hadamard::sign(self.params[0].data[i]);
+                        (sign * hadamard::block_entry(i, j, block)) as i32
+                    })
+                    .collect(),
+                steps: vec![1.0 / (block as f32).sqrt()],
+            },
+            None if matches!(self.spec.architecture, Architecture::Ornn(_)) => {
+                quantize(&self.w_orth, n, 0)
+            }
+            None => quantize(&self.params[0].data, n, 0),
+        };
+        let u = quantize(&self.params[1].data, self.params[1].cols, 1);
+        Some((w, u))
     }
 
     /// How the ORNN/RNN cell applies the recurrent matrix.

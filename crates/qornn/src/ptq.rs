@@ -151,7 +151,7 @@ pub fn quantize_run(
         Architecture::Ornn(_) => m.w_orthogonal().expect("ORNN has W").to_vec(),
         _ => m.params[0].data.clone(),
     };
-    let recurrence = QuantizedRecurrence::new(&FloatRecurrence {
+    let float_recurrence = FloatRecurrence {
         hidden: spec.hidden,
         input: spec.input,
         w: &w,
@@ -163,7 +163,13 @@ pub fn quantize_run(
         act_bits,
         hidden_frac,
         input_frac,
-    });
+    };
+    // A quantized model's own codes (its learned steps, a Hadamard matrix's exact codes);
+    // a full-precision one is quantized here at --bits.
+    let recurrence = match m.weight_codes() {
+        Some((w, u)) => QuantizedRecurrence::from_codes(&float_recurrence, &w, &u),
+        None => QuantizedRecurrence::new(&float_recurrence),
+    };
     recurrence.as_int().validate().map_err(|e| {
         Error::config(
             "act_bits",
