@@ -258,6 +258,56 @@ impl TrainArgs {
                 .with_context(|| format!("--config {} is not valid TOML", path.display()))?;
             table.extend(file);
         }
+        table.extend(self.flag_settings());
+        let source = match &self.config {
+            Some(path) => format!("--config {} or a flag", path.display()),
+            None => "a flag".to_string(),
+        };
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("invalid setting in {source}: {e}"))?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
+        Ok(config)
+    }
+
+    /// `--resume DIR`: the run's own config.toml with the flags that may change in a
+    /// continued run (`--steps`, `--epochs` to train longer, `--threads`, `--data-dir`);
+    /// any other flag is refused, as it would silently not apply.
+    fn resumed_config(&self, dir: &std::path::Path) -> Result<Config> {
+        const CHANGEABLE: [&str; 4] = ["steps", "epochs", "threads", "data_dir"];
+        let flags = self.flag_settings();
+        let fixed: Vec<String> = flags
+            .keys()
+            .filter(|k| !CHANGEABLE.contains(&k.as_str()))
+            .map(|k| format!("--{}", k.replace('_', "-")))
+            .chain(self.out.as_ref().map(|_| "--out".to_string()))
+            .collect();
+        if !fixed.is_empty() {
+            anyhow::bail!(
+                "--resume {} continues the run as its config.toml says; {} cannot change in a \
+                 resumed run (only --steps, --epochs, --threads and --data-dir can)",
+                dir.display(),
+                fixed.join(", ")
+            );
+        }
+        let path = dir.join(run::CONFIG_FILE);
+        let mut table =
+            toml::Table::try_from(Config::from_file(&path)?).expect("Config is a table");
+        table.extend(flags);
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("invalid flag for --resume: {e}"))?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
+        Ok(config)
+    }
+
+    /// The settings given as flags, as config keys.
+    fn flag_settings(&self) -> toml::Table {
+        let mut table = toml::Table::new();
         set(&mut table, "task", self.task.clone());
         set(&mut table, "data_dir", self.data_dir.clone());
         set(&mut table, "verify_data", self.verify_data);
@@ -294,17 +344,7 @@ impl TrainArgs {
         set(&mut table, "eval_sequences", self.eval_sequences);
         set(&mut table, "seed", self.seed);
         set(&mut table, "threads", self.threads);
-        let source = match &self.config {
-            Some(path) => format!("--config {} or a flag", path.display()),
-            None => "a flag".to_string(),
-        };
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| anyhow::anyhow!("invalid setting in {source}: {e}"))?;
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
-        Ok(config)
+        table
     }
 }
 
@@ -329,15 +369,14 @@ fn default_out(c: &Config) -> PathBuf {
 
 fn train(args: TrainArgs) -> Result<()> {
     let summary = if let Some(dir) = &args.resume {
-        let config = Config::from_file(&dir.join(run::CONFIG_FILE))?;
-        let mut observer = progress::Progress::new(config.steps);
-        eprintln!("resuming {}", dir.display());
-        run::resume(dir, &mut observer)?
+        let config = args.resumed_config(dir)?;
+        let mut observer = progress::Progress::new(format!("resuming {}", dir.display()));
+        run::resume_with(dir, config, &mut observer)?
     } else {
         let config = args.config()?;
         let out = args.out.clone().unwrap_or_else(|| default_out(&config));
-        eprintln!(
-            "training {} ({} bits) on {} for {} steps; run folder {}; baseline loss {:.4}",
+        let banner = format!(
+            "training {} ({} bits) on {}; run folder {}",
             config.model,
             if config.full_precision() {
                 "32".to_string()
@@ -345,11 +384,9 @@ fn train(args: TrainArgs) -> Result<()> {
                 config.bits().to_string()
             },
             config.task,
-            config.steps,
             out.display(),
-            config.task()?.baseline_loss()
         );
-        let mut observer = progress::Progress::new(config.steps);
+        let mut observer = progress::Progress::new(banner);
         run::start(config, &out, &mut observer)?
     };
     println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -1,26 +1,18 @@
 //! Progress on screen: a bar with loss and speed on a terminal, plain lines otherwise.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use qornn::run::{EvalRecord, Observer};
+use qornn::run::{EvalRecord, Observer, RunStart};
 use std::io::IsTerminal;
 
 pub struct Progress {
+    /// Printed when the run starts, with its step count and baseline.
+    banner: String,
     bar: Option<ProgressBar>,
 }
 
 impl Progress {
-    pub fn new(steps: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
-                )
-                .expect("valid template"),
-            );
-            bar
-        });
-        Self { bar }
+    pub fn new(banner: String) -> Self {
+        Self { banner, bar: None }
     }
 }
 
@@ -57,6 +49,27 @@ fn describe(r: &EvalRecord) -> String {
 }
 
 impl Observer for Progress {
+    fn on_start(&mut self, start: &RunStart) {
+        eprintln!(
+            "{}; steps {}..{}; baseline loss {:.4}",
+            self.banner, start.step, start.total_steps, start.baseline_loss
+        );
+        self.bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(
+                Some(start.total_steps),
+                ProgressDrawTarget::stderr(),
+            );
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar.set_position(start.step);
+            bar
+        });
+    }
+
     fn on_step(&mut self, step: u64, loss: f32) {
         if let Some(bar) = &self.bar {
             bar.set_position(step);

@@ -473,3 +473,40 @@ fn quantize_reports_bit_exact_integer_inference() {
     assert_eq!(again["integer"], quantized["integer"]);
     assert_eq!(again["readout_bits"], 12);
 }
+
+/// `--resume` applies the flags a continued run can change (`--steps` trains longer) and
+/// refuses the others instead of silently ignoring them; the banner counts the real steps.
+#[test]
+fn resume_extends_a_run_and_refuses_fixed_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = vec![
+        "train",
+        "--steps",
+        "40",
+        "--eval-every",
+        "20",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(SMALL);
+    let first = qornn(&args);
+    assert!(first.status.success());
+    assert!(String::from_utf8_lossy(&first.stderr).contains("steps 0..40"));
+    let resume = run.to_str().unwrap();
+    fails_with(
+        &["train", "--resume", resume, "--hidden", "64", "--lr", "1"],
+        &["--hidden", "--lr", "cannot change"],
+    );
+    fails_with(
+        &["train", "--resume", resume, "--steps", "0"],
+        &["steps", "positive"],
+    );
+    let longer = qornn(&["train", "--resume", resume, "--steps", "80"]);
+    let stderr = String::from_utf8_lossy(&longer.stderr);
+    assert!(longer.status.success(), "{stderr}");
+    assert!(stderr.contains("steps 40..80"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&longer.stdout).unwrap();
+    assert_eq!(summary["steps"], 80);
+    assert_eq!(metric_lines(&run), 4);
+}

@@ -60,8 +60,18 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+/// Where a run (re)starts: its first step, its last, and the task's memoryless baseline.
+#[derive(Clone, Copy, Debug)]
+pub struct RunStart {
+    pub step: u64,
+    /// `steps`, or `epochs` times the steps of one epoch.
+    pub total_steps: u64,
+    pub baseline_loss: f64,
+}
+
 /// What the caller sees while a run goes (a progress bar, or nothing).
 pub trait Observer {
+    fn on_start(&mut self, _start: &RunStart) {}
     fn on_step(&mut self, _step: u64, _loss: f32) {}
     fn on_eval(&mut self, _record: &EvalRecord) {}
 }
@@ -99,7 +109,18 @@ pub fn start(config: Config, dir: &Path, observer: &mut dyn Observer) -> Result<
 /// Continues the run in `dir` from its last checkpoint.
 pub fn resume(dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
     let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    resume_with(dir, config, observer)
+}
+
+/// Continues the run in `dir` with `config`, its own with the settings that may change in
+/// a continued run (more steps or epochs, threads, the data folder; the caller refuses
+/// others), which is written back to its `config.toml`.
+pub fn resume_with(dir: &Path, config: Config, observer: &mut dyn Observer) -> Result<Summary> {
     config.validate()?;
+    let saved = Config::from_file(&dir.join(CONFIG_FILE))?;
+    if saved != config {
+        write_atomically(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+    }
     let task = config.task()?;
     let ckpt = checkpoint::load(&dir.join(CHECKPOINT_FILE), &config.model_spec_for(&task))?;
     truncate_metrics(&dir.join(METRICS_FILE), ckpt.step)?;
@@ -161,6 +182,11 @@ fn drive(
         .open(&metrics_path)
         .map_err(|e| Error::io(&metrics_path, e))?;
     let (total, eval_every) = (trainer.total_steps, trainer.eval_every);
+    observer.on_start(&RunStart {
+        step: trainer.step,
+        total_steps: total,
+        baseline_loss: trainer.task.baseline_loss(),
+    });
     let mut clock = Instant::now();
     while trainer.step < total {
         let (loss, _) = trainer.train_step()?;
