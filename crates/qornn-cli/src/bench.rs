@@ -87,6 +87,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ..Config::default()
     };
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (flag, value) in [
+        ("seq", args.seq),
+        ("input", args.input),
+        ("classes", args.classes),
+    ] {
+        anyhow::ensure!(value > 0, "--{flag} must be at least 1, got 0");
+    }
     let task = Task::Random(RandomTask {
         steps: args.seq,
         input: args.input,

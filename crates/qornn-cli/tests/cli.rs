@@ -57,6 +57,16 @@ fn bad_flags_and_files_are_refused_clearly() {
         &["bits", "2..=8"],
     );
     fails_with(&["train", "--bits", "1", "--out", &out("a")], &["bits"]);
+    fails_with(&["bench", "--classes", "0"], &["--classes"]);
+    fails_with(&["bench", "--seq", "0"], &["--seq"]);
+    fails_with(
+        &["train", "--bjorck-iterations", "0", "--out", &out("a")],
+        &["--bjorck-iterations"],
+    );
+    fails_with(
+        &["train", "--lr-gamma", "nan", "--out", &out("a")],
+        &["--lr-gamma"],
+    );
     fails_with(
         &["train", "--model", "qornn-magic", "--out", &out("a")],
         &["model", "qornn-magic"],

@@ -231,6 +231,30 @@ impl Config {
                 ));
             }
         }
+        if self.bjorck_iterations == 0 && self.model.ends_with("bjorck") {
+            return Err(Error::config(
+                "bjorck_iterations",
+                "Björck needs at least 1 iteration (the paper uses 15)",
+            ));
+        }
+        if !self.lr_gamma.is_finite() || self.lr_gamma <= 0.0 || self.lr_gamma > 1.0 {
+            return Err(Error::config(
+                "lr_gamma",
+                format!("the decay factor must be in (0, 1], got {}", self.lr_gamma),
+            ));
+        }
+        if self.schedule == "step" && self.lr_every == 0 {
+            return Err(Error::config(
+                "lr_every",
+                "the step schedule needs lr_every >= 1",
+            ));
+        }
+        if !self.clip.is_finite() {
+            return Err(Error::config(
+                "clip",
+                "must be 0 (off) or a finite threshold",
+            ));
+        }
         if self.task == "copy" && self.delay == 0 {
             return Err(Error::config(
                 "delay",
@@ -491,16 +515,34 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         type Mutation = fn(&mut Config);
-        let cases: [(Mutation, &str); 5] = [
+        let cases: [(Mutation, &str); 14] = [
             (|c| c.bits = Some(9), "bits"),
             (|c| c.model = "lstm9".into(), "model"),
             (|c| c.task = "sort".into(), "task"),
             (|c| c.lr = f64::NAN, "lr"),
+            (|c| c.lr = f64::INFINITY, "lr"),
+            (|c| c.orthogonal_lr = Some(f64::INFINITY), "orthogonal_lr"),
+            (|c| c.step_lr = Some(-1.0), "step_lr"),
             (|c| c.schedule = "cosine".into(), "schedule"),
+            (|c| c.bjorck_iterations = 0, "bjorck_iterations"),
+            (|c| c.lr_gamma = 0.0, "lr_gamma"),
+            (|c| c.lr_gamma = f64::NAN, "lr_gamma"),
+            (|c| c.clip = f64::INFINITY, "clip"),
+            (|c| c.range = RangeRule::Lsq, "range"),
+            (
+                |c| {
+                    c.model = "block-hadamrnn".into();
+                    c.block = 3;
+                },
+                "block",
+            ),
         ];
         for (mutate, field) in cases {
             let mut c = Config::default();
             mutate(&mut c);
+            if field == "range" {
+                c.model = "lstm".into();
+            }
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(&format!("`{field}`")), "{err}");
         }

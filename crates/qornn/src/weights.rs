@@ -94,6 +94,12 @@ pub fn load(path: &Path, spec: &ModelSpec) -> Result<(Vec<Tensor>, Vec<&'static 
                 ))
             }
         };
+        if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
+            return Err(Error::bad_file(
+                path,
+                format!("tensor `{}` holds a non-finite value ({bad})", t.name),
+            ));
+        }
         read.push(t.name);
     }
     Ok((tensors, read))

@@ -91,3 +91,21 @@ fn weights_round_trip_and_refuse_wrong_shapes() {
         );
     }
 }
+
+/// A weights file with a NaN or an infinity is refused, naming the file and the tensor.
+#[test]
+fn non_finite_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(Architecture::Rnn, 6, 3);
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut model = Model::new(spec.clone(), &mut rand::thread_rng());
+        model.params[1].data[2] = bad;
+        let path = dir.path().join("bad.safetensors");
+        qornn::weights::save(&path, &model.params).unwrap();
+        let msg = qornn::weights::load(&path, &spec).unwrap_err().to_string();
+        assert!(
+            msg.contains("bad.safetensors") && msg.contains("non-finite"),
+            "{msg}"
+        );
+    }
+}
