@@ -268,9 +268,17 @@ pub struct Workspace {
     /// Token models: `embedded: (T, B, d)`, the gathered embedding rows, and its gradient.
     embedded: Vec<f32>,
     grad_embedded: Vec<f32>,
+    /// `(T, B)`.
+    steps: usize,
+    batch: usize,
 }
 
 impl Workspace {
+    /// The `(steps, batch)` this workspace holds.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.steps, self.batch)
+    }
+
     pub fn new(spec: &ModelSpec, steps: usize, batch: usize) -> Self {
         let shape = CellShape {
             hidden: spec.hidden,
@@ -298,6 +306,8 @@ impl Workspace {
             dh: vec![0.0; steps * batch * spec.hidden],
             embedded: vec![0.0; embedded],
             grad_embedded: vec![0.0; embedded],
+            steps,
+            batch,
         }
     }
 }

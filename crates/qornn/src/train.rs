@@ -143,6 +143,7 @@ impl Trainer {
 
     fn with_model(config: Config, task: Task, model: Model, step: u64) -> Result<Self> {
         config.validate()?;
+        task.check_sizes(config.batch)?;
         let sizes: Vec<usize> = model.params.iter().map(Tensor::len).collect();
         let optimizer = Optimizer::new(OptimizerConfig::new(config.optimizer), &sizes);
         let ws = Workspace::new(&model.spec, task.steps(), config.batch);
@@ -303,12 +304,16 @@ impl Trainer {
         // A carried state starts from zero and runs through the split in order.
         let mut eval_state = self.carried_state.as_ref().map(|s| vec![0.0f32; s.len()]);
         for batch in batches {
-            let ws = if batch.batch == self.config.batch {
+            let ws = if (batch.steps, batch.batch) == self.ws.shape() {
                 &mut self.ws
             } else {
+                // A split's last, smaller batch; the validation and test splits may leave
+                // different remainders.
                 let spec = &self.model.spec;
-                self.remainder_ws
-                    .get_or_insert_with(|| Workspace::new(spec, batch.steps, batch.batch))
+                match &mut self.remainder_ws {
+                    Some(ws) if ws.shape() == (batch.steps, batch.batch) => ws,
+                    slot => slot.insert(Workspace::new(spec, batch.steps, batch.batch)),
+                }
             };
             if let Some(state) = &eval_state {
                 ws.core.set_initial_state(state);

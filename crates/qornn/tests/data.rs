@@ -190,3 +190,34 @@ fn a_few_epochs_of_toy_pmnist_lower_the_loss() {
     );
     assert!(after.accuracy.unwrap() > before.accuracy.unwrap());
 }
+
+/// Validation and test splits that leave different remainders are both evaluated (one
+/// workspace per batch shape) and give the same result as batches that divide them; a
+/// training split smaller than one batch is refused, naming `batch`.
+#[test]
+fn uneven_remainders_evaluate_and_small_splits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_toy_mnist(dir.path(), 192, 40);
+    let task = Task::Mnist(MnistTask::new(
+        Mnist::load(dir.path(), Checksums::Skip).unwrap(),
+        false,
+    ));
+    let config = |batch| Config {
+        task: "smnist".into(),
+        hidden: 16,
+        batch,
+        bits: Some(8),
+        threads: 1,
+        ..Config::default()
+    };
+    // 32 validation and 40 test images: batches of 24 leave 8 and 16, batches of 8 none.
+    let mut uneven = Trainer::new(config(24), task.clone()).unwrap();
+    let mut even = Trainer::new(config(8), task.clone()).unwrap();
+    for test in [false, true] {
+        let (a, b) = (uneven.evaluate(test), even.evaluate(test));
+        assert!((a.loss - b.loss).abs() < 1e-5 * b.loss, "{a:?} vs {b:?}");
+        assert_eq!(a.accuracy, b.accuracy);
+    }
+    let err = Trainer::new(config(200), task).err().unwrap().to_string();
+    assert!(err.contains("`batch`") && err.contains("160"), "{err}");
+}

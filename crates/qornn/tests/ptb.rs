@@ -191,3 +191,19 @@ fn word_level_training_lowers_perplexity() {
     );
     assert!(summary.test.bits_per_char.is_none());
 }
+
+/// A split too short for one segment is refused, naming `seq`, instead of a loss of 0.
+#[test]
+fn splits_shorter_than_one_segment_are_refused() {
+    let data = tempfile::tempdir().unwrap();
+    write_corpus(data.path());
+    let config = Config {
+        seq: 100_000,
+        ..small_ptb(data.path(), 10)
+    };
+    let err = qornn::train::Trainer::new(config.clone(), config.task().unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("`seq`") && err.contains("too short"), "{err}");
+}

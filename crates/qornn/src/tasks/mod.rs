@@ -14,6 +14,7 @@ pub use ptb::PtbTask;
 pub use random::RandomTask;
 
 use crate::data::ptb::Level;
+use crate::error::{Error, Result};
 use crate::head::{Readout, Targets};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -114,6 +115,54 @@ impl Task {
             Task::Ptb(t) => (t.vocabulary() as f64).ln(),
         }
     }
+    /// Checks that every split of a data set holds at least one batch of `batch` (MNIST's
+    /// training split; one segment of `batch` streams for PTB), so that no split is read
+    /// out of bounds or averaged over nothing.
+    pub fn check_sizes(&self, batch: usize) -> Result<()> {
+        match self {
+            Task::Mnist(t) => {
+                for (name, len) in [
+                    ("training", t.train.len()),
+                    ("validation", t.validation.len()),
+                    ("test", t.test.len()),
+                ] {
+                    let needed = if name == "training" { batch } else { 1 };
+                    if len < needed {
+                        return Err(Error::config(
+                            "batch",
+                            format!(
+                                "the MNIST {name} split has {len} images, fewer than {needed} \
+                                 (one batch of --batch {batch} for training, one image to \
+                                 evaluate)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Task::Ptb(t) => {
+                for (name, tokens) in [
+                    ("train", &t.data.train),
+                    ("valid", &t.data.valid),
+                    ("test", &t.data.test),
+                ] {
+                    if t.segments(tokens, batch) == 0 {
+                        return Err(Error::config(
+                            "seq",
+                            format!(
+                                "the PTB {name} split ({} tokens) is too short for one segment \
+                                 of --seq {} in --batch {batch} streams",
+                                tokens.len(),
+                                t.steps
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Training steps in one pass over a data set (`None` for generated tasks); the last
     /// incomplete batch of an epoch is dropped.
     pub fn steps_per_epoch(&self, batch: usize) -> Option<u64> {
