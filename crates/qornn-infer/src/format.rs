@@ -158,6 +158,9 @@ impl<'a> ModelFile<'a> {
         if field(8) != VERSION {
             return Err(FormatError::UnsupportedVersion { found: field(8) });
         }
+        if field(12) as usize != HEADER_LEN {
+            return Err(FormatError::Invalid("header length"));
+        }
         let (n, d, c, k, a) = (
             field(16) as usize,
             field(20) as usize,
@@ -258,6 +261,9 @@ impl<'a> ModelFile<'a> {
             sequences: field(88),
             batch: field(92),
         };
+        if task.sequences == 0 || task.batch == 0 {
+            return Err(FormatError::Invalid("evaluation sequences or batch of 0"));
+        }
         let readout_codes = (readout_bits != 0).then_some(IntMatrix {
             rows: c,
             cols: n,

@@ -15,7 +15,9 @@
 //! (checked by `validate`), an accumulator `sum_j W_ij H_j` is below 2^(12 + 7 + 16) =
 //! 2^35 in magnitude, its product with the mantissa below 2^47, and after its left shift
 //! (`S - S_w` or `S + f_h - S_u - f_x`, at most `MAX_ALIGN` = 14) below 2^61: the two
-//! terms and the bias stay inside `i64`.
+//! terms and the bias (`|B| < 2^61`, checked) stay inside `i64`. Every premise of this
+//! bound (bit widths, sizes, mantissas of at most 12 bits, shifts, bias) is checked by
+//! `validate`, so a model it accepts cannot overflow, whatever file it came from.
 #![no_std]
 
 pub mod format;
@@ -115,6 +117,10 @@ impl<'a> IntRecurrence<'a> {
     pub const MAX_ALIGN: u32 = 14;
     /// Largest rounding shift S.
     pub const MAX_SHIFT: u32 = 62;
+    /// Largest weight step mantissa (12 bits, `dyadic` rounds up to 2^12 at most).
+    pub const MAX_MANTISSA: i32 = 1 << 12;
+    /// Bound on `|B|`: with both product terms below 2^61 the sum stays below 2^63.
+    pub const BIAS_LIMIT: u64 = 1 << 61;
 
     /// Checks every length and range.
     pub fn validate(&self) -> Result<(), Error> {
@@ -161,6 +167,21 @@ impl<'a> IntRecurrence<'a> {
         }
         if self.shift > Self::MAX_SHIFT || self.w_shift().is_none() || self.u_shift().is_none() {
             return Err(Error::Range { what: "shift" });
+        }
+        let mantissa_ok = |m: i32| (1..=Self::MAX_MANTISSA).contains(&m);
+        if !mantissa_ok(self.w.mantissa) || !mantissa_ok(self.u.mantissa) {
+            return Err(Error::Range {
+                what: "weight step mantissa outside 1..=4096",
+            });
+        }
+        if self
+            .bias
+            .iter()
+            .any(|b| b.unsigned_abs() >= Self::BIAS_LIMIT)
+        {
+            return Err(Error::Range {
+                what: "bias of 2^61 or more",
+            });
         }
         Ok(())
     }

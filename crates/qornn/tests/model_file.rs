@@ -145,3 +145,42 @@ fn quantized_readout_round_trips_and_is_exact() {
         .unwrap()
         .readout_accumulate(&[0; 5], &mut [0; 4]));
 }
+
+/// Files whose checksum is valid but whose fields break the engine's premises are refused:
+/// a wrong header length, an evaluation batch or sequence count of 0 (a division by zero
+/// in `qornn eval --model`), a weight step mantissa wider than 12 bits or a bias of 2^61
+/// (either could overflow `i64` in the engine).
+#[test]
+fn crafted_files_with_valid_checksums_are_refused() {
+    let bytes = model(false, 4).to_bytes();
+    let reseal = |mut b: Vec<u8>| {
+        let end = b.len() - 4;
+        let sum = qornn_infer::format::fnv1a(&b[..end]);
+        b[end..].copy_from_slice(&sum.to_le_bytes());
+        b
+    };
+    let with = |at: usize, value: u32| {
+        let mut b = bytes.clone();
+        b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        reseal(b)
+    };
+    assert!(IntegerModel::from_bytes(&reseal(bytes.clone())).is_ok());
+    for (at, value, needle) in [
+        (12, 64, "header length"),
+        (88, 0, "batch of 0"),
+        (92, 0, "batch of 0"),
+        (56, 1 << 20, "mantissa"),
+        (64, 0, "mantissa"),
+    ] {
+        let err = IntegerModel::from_bytes(&with(at, value)).unwrap_err();
+        assert!(err.contains(needle), "offset {at}: {err}");
+    }
+    // The first bias (after the header and the packed W and U), set to 2^61.
+    let m = model(false, 4);
+    let at =
+        qornn_infer::format::HEADER_LEN + m.recurrence.w_packed.len() + m.recurrence.u_packed.len();
+    let mut b = bytes.clone();
+    b[at..at + 8].copy_from_slice(&(1i64 << 61).to_le_bytes());
+    let err = IntegerModel::from_bytes(&reseal(b)).unwrap_err();
+    assert!(err.contains("bias"), "{err}");
+}
