@@ -179,10 +179,17 @@ fn metric_lines(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// The summary's test evaluation; a summary without one (or without a numeric loss) fails
+/// here, so that two missing results never compare equal.
 fn test_result(stdout: &[u8]) -> serde_json::Value {
     let summary: serde_json::Value =
         serde_json::from_slice(stdout).expect("train prints its summary as JSON");
-    summary["test"].clone()
+    let test = summary
+        .get("test")
+        .cloned()
+        .expect("the summary has a test evaluation");
+    assert!(test["loss"].is_f64(), "test loss missing: {test}");
+    test
 }
 
 #[test]

@@ -134,8 +134,8 @@ fn adding_task_lowers_its_loss() {
         length: 30,
         hidden: 32,
         batch: 32,
-        steps: 300,
-        eval_every: 100,
+        steps: 1200,
+        eval_every: 400,
         eval_sequences: 256,
         optimizer: qornn::optim::OptimizerKind::Adam,
         lr: 3e-3,
@@ -150,8 +150,9 @@ fn adding_task_lowers_its_loss() {
         summary.test.accuracy.is_none(),
         "regression has no accuracy"
     );
+    // Measured: 0.0074 against the baseline 1/6.
     assert!(
-        summary.test.loss < summary.baseline_loss,
+        summary.test.loss < 0.2 * summary.baseline_loss,
         "test MSE {} vs baseline {}",
         summary.test.loss,
         summary.baseline_loss

@@ -109,6 +109,14 @@ impl Checks {
         reference: &[f64],
         tol: f64,
     ) {
+        if ours.len() != reference.len() {
+            self.failures.push(format!(
+                "{what}: {} values, the reference has {}",
+                ours.len(),
+                reference.len()
+            ));
+            return;
+        }
         let err = relative_error(ours, reference);
         if err.is_nan() || err > tol {
             self.failures
@@ -116,6 +124,14 @@ impl Checks {
         }
     }
     pub fn exact<T: Copy + Into<f64>>(&mut self, what: &str, ours: &[T], reference: &[f64]) {
+        if ours.len() != reference.len() {
+            self.failures.push(format!(
+                "{what}: {} values, the reference has {}",
+                ours.len(),
+                reference.len()
+            ));
+            return;
+        }
         if let Some((i, (a, b))) = ours
             .iter()
             .zip(reference)
@@ -128,6 +144,24 @@ impl Checks {
             ));
         }
     }
+    /// The integer codes of a quantized tensor against the reference's dequantized values
+    /// divided by our step (exact: a code is an integer, a last-ulp step difference does
+    /// not change the quotient's rounding).
+    pub fn codes(
+        &mut self,
+        what: &str,
+        ours: &qornn::quant::QuantizedTensor<f64>,
+        reference_values: &[f64],
+    ) {
+        let step = ours.steps[0];
+        let reference: Vec<f64> = reference_values
+            .iter()
+            .map(|v| (v / step).round())
+            .collect();
+        let codes: Vec<f64> = ours.codes.iter().map(|&c| c as f64).collect();
+        self.exact(what, &codes, &reference);
+    }
+
     pub fn finish(self) {
         assert!(self.failures.is_empty(), "{}", self.failures.join("\n"));
     }
