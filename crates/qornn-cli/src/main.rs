@@ -123,6 +123,16 @@ struct TrainArgs {
     /// FastRNN/FastGRNN: rank of U = U1 U2, 0 for a full matrix [default: 0].
     #[arg(long)]
     rank_u: Option<usize>,
+    /// Linear learning-rate warm-up over this many steps, 0 for none [default: 0].
+    #[arg(long)]
+    warmup_steps: Option<u64>,
+    /// Bit-width schedule within the run, STEP:BITS pairs from step 0, the last at --bits,
+    /// e.g. 0:8,1000:6,2000:4 (empty: --bits throughout).
+    #[arg(long, value_name = "STEP:BITS,...")]
+    bits_schedule: Option<String>,
+    /// Start from the best model of this run folder (tensors of the same name and shape).
+    #[arg(long, value_name = "RUN")]
+    init_from: Option<PathBuf>,
     /// Optimiser: rmsprop or adam [default: rmsprop].
     #[arg(long)]
     optimizer: Option<String>,
@@ -344,8 +354,30 @@ impl TrainArgs {
         set(&mut table, "eval_sequences", self.eval_sequences);
         set(&mut table, "seed", self.seed);
         set(&mut table, "threads", self.threads);
+        set(&mut table, "warmup_steps", self.warmup_steps);
+        set(&mut table, "init_from", self.init_from.clone());
+        if let Some(text) = &self.bits_schedule {
+            let pairs: Vec<toml::Value> = text
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| {
+                    let (step, bits) = p.split_once(':').unwrap_or((p, ""));
+                    toml::Value::Array(vec![
+                        schedule_number(step).into(),
+                        schedule_number(bits).into(),
+                    ])
+                })
+                .collect();
+            table.insert("bits_schedule".into(), toml::Value::Array(pairs));
+        }
         table
     }
+}
+
+/// A schedule entry's number; text that is not one becomes -1, which the config refuses
+/// with a message naming --bits-schedule.
+fn schedule_number(text: &str) -> i64 {
+    text.trim().parse().unwrap_or(-1)
 }
 
 fn flag_of(e: &qornn::Error) -> String {

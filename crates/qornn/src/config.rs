@@ -102,6 +102,16 @@ pub struct Config {
     pub schedule: String,
     pub lr_gamma: f64,
     pub lr_every: u64,
+    /// Linear learning-rate warm-up over this many steps (0: none); multiplies the
+    /// schedule's factor.
+    pub warmup_steps: u64,
+    /// A bit-width schedule within one run: `[[step, bits], ...]`, from each step on the
+    /// weights train at that width (e.g. `[[0, 8], [1000, 6], [2000, 4]]`); the last entry's
+    /// width must be `bits`, the width the model is stored at. Empty: `bits` throughout.
+    pub bits_schedule: Vec<(u64, u32)>,
+    /// Start from the best model of this run folder (its tensors with the same names and
+    /// shapes, e.g. a full-precision or 8-bit run of the same architecture).
+    pub init_from: Option<std::path::PathBuf>,
     pub steps: u64,
     /// Data sets: train this many epochs instead of `steps`, evaluating and checkpointing
     /// after each; `lr_every` then counts epochs and `exponential` decays per epoch.
@@ -149,6 +159,9 @@ impl Default for Config {
             schedule: "constant".into(),
             lr_gamma: 0.5,
             lr_every: 1000,
+            warmup_steps: 0,
+            bits_schedule: Vec::new(),
+            init_from: None,
             steps: 2000,
             epochs: 0,
             batch: 128,
@@ -241,6 +254,36 @@ impl Config {
             return Err(Error::config(
                 "lr_gamma",
                 format!("the decay factor must be in (0, 1], got {}", self.lr_gamma),
+            ));
+        }
+        if !self.bits_schedule.is_empty() {
+            let widths_ok = self
+                .bits_schedule
+                .iter()
+                .all(|&(_, b)| (Quantizer::MIN_BITS..=Quantizer::MAX_BITS).contains(&b));
+            let ordered = self.bits_schedule.windows(2).all(|w| w[0].0 < w[1].0);
+            let last = self.bits_schedule.last().map(|&(_, b)| b);
+            if !widths_ok || !ordered || self.bits_schedule[0].0 != 0 || last != Some(bits) {
+                return Err(Error::config(
+                    "bits_schedule",
+                    format!(
+                        "needs [step, bits] pairs with steps rising from 0, widths in 2..=8 and \
+                         the last width equal to --bits {bits}, got {:?}",
+                        self.bits_schedule
+                    ),
+                ));
+            }
+            if self.range == RangeRule::Lsq {
+                return Err(Error::config(
+                    "bits_schedule",
+                    "learned steps (lsq) are trained for one width; use range max or mse",
+                ));
+            }
+        }
+        if self.weights.is_some() && self.init_from.is_some() {
+            return Err(Error::config(
+                "init_from",
+                "give --weights or --init-from, not both",
             ));
         }
         if self.schedule == "step" && self.lr_every == 0 {
@@ -406,6 +449,25 @@ impl Config {
         })
     }
 
+    /// The weights' width at `step` (the bit-width schedule, else `bits`).
+    pub fn bits_at(&self, step: u64) -> u32 {
+        self.bits_schedule
+            .iter()
+            .rev()
+            .find(|&&(from, _)| from <= step)
+            .map_or(self.bits(), |&(_, b)| b)
+    }
+
+    /// The warm-up's factor on the learning rate at `step`: `(step + 1) / warmup_steps`
+    /// until it reaches 1.
+    pub fn warmup_factor(&self, step: u64) -> f64 {
+        if step >= self.warmup_steps {
+            1.0
+        } else {
+            (step + 1) as f64 / self.warmup_steps as f64
+        }
+    }
+
     /// The recurrent matrix's learning rate before any schedule.
     pub fn recurrent_lr(&self) -> f64 {
         self.orthogonal_lr
@@ -556,6 +618,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("qornn-bjorck"));
+    }
+
+    #[test]
+    fn bit_width_schedule_and_warm_up() {
+        let c = Config {
+            bits: Some(4),
+            bits_schedule: vec![(0, 8), (100, 6), (200, 4)],
+            warmup_steps: 10,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        let widths: Vec<u32> = [0, 99, 100, 199, 200, 5000].map(|s| c.bits_at(s)).to_vec();
+        assert_eq!(widths, [8, 8, 6, 6, 4, 4]);
+        assert_eq!(c.warmup_factor(0), 0.1);
+        assert_eq!(c.warmup_factor(9), 1.0);
+        assert_eq!(c.warmup_factor(500), 1.0);
+        for bad in [
+            vec![(0, 8), (100, 6)],           // ends at 6, not --bits 4
+            vec![(10, 8), (100, 4)],          // does not start at 0
+            vec![(0, 8), (200, 6), (100, 4)], // steps not rising
+            vec![(0, 9), (100, 4)],           // 9 bits
+        ] {
+            let c = Config {
+                bits_schedule: bad,
+                ..c.clone()
+            };
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("`bits_schedule`"), "{err}");
+        }
     }
 
     #[test]

@@ -216,7 +216,9 @@ fn drive(
             observer.on_eval(&record);
             state.pending_loss = 0.0;
             state.pending_count = 0;
-            let improved = val.loss < state.best_val_loss;
+            // With a bit-width schedule, only models at the final width may be the best.
+            let final_width = trainer.config.bits_at(trainer.step - 1) == trainer.config.bits();
+            let improved = final_width && val.loss < state.best_val_loss;
             if improved {
                 state.best_val_loss = val.loss;
                 state.best_step = trainer.step;

@@ -115,6 +115,27 @@ impl Trainer {
             }
             model = Model::from_params(spec, model.params, None);
         }
+        if let Some(run) = &config.init_from {
+            // The best model of another run: every tensor with this model's name and shape.
+            let source = crate::run::best_weights(run)?;
+            let mut copied = 0;
+            for t in model.params.iter_mut() {
+                if let Some(s) = source
+                    .iter()
+                    .find(|s| s.name == t.name && s.len() == t.len())
+                {
+                    t.data.copy_from_slice(&s.data);
+                    copied += 1;
+                }
+            }
+            if copied == 0 {
+                return Err(Error::config(
+                    "init_from",
+                    format!("{} holds no tensor of this model", run.display()),
+                ));
+            }
+            model = Model::from_params(model.spec.clone(), model.params, None);
+        }
         Self::with_model(config, task, model, 0)
     }
 
@@ -181,12 +202,14 @@ impl Trainer {
         })
     }
 
-    /// The schedule's factor now: its unit is the step, or the epoch with `--epochs`.
+    /// The schedule's factor now (its unit is the step, or the epoch with `--epochs`),
+    /// times the warm-up's.
     fn lr_factor(&self) -> f64 {
-        self.schedule.factor(match self.epoch_steps {
+        let schedule = self.schedule.factor(match self.epoch_steps {
             Some(per_epoch) => self.step / per_epoch,
             None => self.step,
-        })
+        });
+        schedule * self.config.warmup_factor(self.step)
     }
 
     pub fn lr(&self) -> f64 {
@@ -210,6 +233,9 @@ impl Trainer {
         }
         let mut times = StepTimes::default();
         let t0 = Instant::now();
+        if let Some(q) = &mut self.model.spec.quantizer {
+            q.bits = self.config.bits_at(self.step);
+        }
         self.model.parametrise(true, self.par);
         let t1 = Instant::now();
         let loss = self.model.forward(&mut self.ws, &batch, self.par);
@@ -297,6 +323,10 @@ impl Trainer {
 
     /// Loss and accuracy of the current parameters on the validation or test set.
     pub fn evaluate(&mut self, test: bool) -> Evaluation {
+        if let Some(q) = &mut self.model.spec.quantizer {
+            // The width of the last step taken (of the next one before any).
+            q.bits = self.config.bits_at(self.step.saturating_sub(1));
+        }
         self.model.parametrise(false, self.par);
         let batches = if test { &self.test } else { &self.validation };
         let (mut loss, mut sequences) = (0.0, 0usize);

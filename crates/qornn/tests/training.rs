@@ -305,3 +305,55 @@ fn hadamard_and_learned_step_models_run_in_integers() {
         );
     }
 }
+
+/// Schedules a user can combine: a bit-width schedule (8 bits, then 4; only models at the
+/// final width can be the best), a linear warm-up, and a start from another run's best
+/// model (`init_from`).
+#[test]
+fn bit_width_schedule_warm_up_and_init_from() {
+    let config = Config {
+        steps: 400,
+        eval_every: 100,
+        warmup_steps: 200,
+        bits_schedule: vec![(0, 8), (200, 4)],
+        ..small_copy("qornn-bjorck", 4)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run::start(config.clone(), dir.path(), &mut ()).unwrap();
+    assert!(
+        summary.best_step >= 300,
+        "best at step {}",
+        summary.best_step
+    );
+    let records: Vec<run::EvalRecord> = std::fs::read_to_string(dir.path().join(run::METRICS_FILE))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Warm-up: the learning rate at step 100 is (100 + 1) / 200 of lr.
+    assert!((records[0].lr - config.lr * 101.0 / 200.0).abs() < 1e-12);
+    assert_eq!(records[3].lr, config.lr);
+    // q(W) at 8 bits (steps 100, 200) is closer to orthogonal than at 4 (300, 400).
+    let defect = |r: &run::EvalRecord| r.orthogonality.unwrap().quantized_defect;
+    assert!(defect(&records[1]) < 0.5 * defect(&records[2]));
+
+    // A 4-bit run started from this run's best model holds its tensors at step 0.
+    let source = run::best_weights(dir.path()).unwrap();
+    let from = Config {
+        init_from: Some(dir.path().to_path_buf()),
+        bits_schedule: Vec::new(),
+        warmup_steps: 0,
+        ..config
+    };
+    let trainer = qornn::train::Trainer::new(from.clone(), from.task().unwrap()).unwrap();
+    assert_eq!(trainer.model.params, source);
+    let missing = Config {
+        init_from: Some(dir.path().join("nowhere")),
+        ..from
+    };
+    let err = qornn::train::Trainer::new(missing.clone(), missing.task().unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("nowhere"), "{err}");
+}
