@@ -96,6 +96,10 @@ struct TrainArgs {
     /// [default: max].
     #[arg(long)]
     lsq_init: Option<String>,
+    /// Rounding of the QORNN's W: nearest (the paper) or orthogonal (down or up, towards an
+    /// orthogonal q(W)) [default: nearest].
+    #[arg(long)]
+    rounding: Option<String>,
     /// --range lsq: learning rate of the learned steps [default: --lr].
     #[arg(long)]
     step_lr: Option<f64>,
@@ -332,6 +336,7 @@ impl TrainArgs {
         set(&mut table, "range", self.range.clone());
         set(&mut table, "lsq_init", self.lsq_init.clone());
         set(&mut table, "step_lr", self.step_lr);
+        set(&mut table, "rounding", self.rounding.clone());
         set(&mut table, "hidden", self.hidden);
         set(&mut table, "act", self.act.clone());
         set(&mut table, "init", self.init.clone());

@@ -7,6 +7,7 @@ use crate::data::Checksums;
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::lsq::LsqInit;
+use crate::orthogonal_rounding::Rounding;
 use crate::model::{Architecture, ModelSpec, Parametrisation};
 use crate::optim::{OptimizerKind, Schedule};
 use crate::ornn::Activation;
@@ -75,6 +76,10 @@ pub struct Config {
     pub lsq_init: LsqInit,
     /// `range = "lsq"`: the learned steps' learning rate; unset: `lr`.
     pub step_lr: Option<f64>,
+    /// The ORNN's recurrent matrix: `nearest` (the paper) or `orthogonal` (each code rounded
+    /// down or up so that q(W) is closer to orthogonal, every step; per tensor, max or mse
+    /// range).
+    pub rounding: Rounding,
     pub hidden: usize,
     pub act: Activation,
     pub init: Init,
@@ -143,6 +148,7 @@ impl Default for Config {
             range: RangeRule::Max,
             lsq_init: LsqInit::Max,
             step_lr: None,
+            rounding: Rounding::Nearest,
             hidden: 128,
             act: Activation::Relu,
             init: Init::Henaff,
@@ -279,6 +285,17 @@ impl Config {
                     "learned steps (lsq) are trained for one width; use range max or mse",
                 ));
             }
+        }
+        if self.rounding == Rounding::Orthogonal
+            && (!self.model.starts_with("qornn-")
+                || self.range == RangeRule::Lsq
+                || self.granularity == Granularity::PerRow)
+        {
+            return Err(Error::config(
+                "rounding",
+                "orthogonal rounding applies to a qornn-* model's W with one step per tensor \
+                 and the max or mse range",
+            ));
         }
         if self.weights.is_some() && self.init_from.is_some() {
             return Err(Error::config(

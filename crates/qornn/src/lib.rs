@@ -19,6 +19,7 @@ pub mod lsq;
 pub mod model;
 pub mod model_file;
 pub mod optim;
+pub mod orthogonal_rounding;
 pub mod ornn;
 pub mod params;
 pub mod projunn;

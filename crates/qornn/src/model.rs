@@ -13,6 +13,7 @@ use crate::head::{Head, Readout};
 use crate::init::Init;
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::lsq;
+use crate::orthogonal_rounding::{round_towards_orthogonal, Rounding};
 use crate::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell, Recurrence};
 use crate::params::{stored_bits, zeros_like, Kind, Tensor};
 use crate::projunn::ProjUnnKind;
@@ -627,9 +628,7 @@ impl Model {
                         q.bits,
                         &mut self.used[0],
                     ),
-                    None => {
-                        q.fake_quantize_into(&self.w_orth, n, n, &mut self.used[0]);
-                    }
+                    None => self.recurrent_codes(q).dequantize_into(&mut self.used[0]),
                 },
                 None => self.used[0].copy_from_slice(&self.w_orth),
             }
@@ -748,13 +747,25 @@ impl Model {
                     .collect(),
                 steps: vec![1.0 / (block as f32).sqrt()],
             },
-            None if matches!(self.spec.architecture, Architecture::Ornn(_)) => {
-                quantize(&self.w_orth, n, 0)
-            }
+            None if matches!(self.spec.architecture, Architecture::Ornn(_)) => match learned(0) {
+                Some(steps) => q.quantize_with_steps(&self.w_orth, n, n, steps),
+                None => self.recurrent_codes(&q),
+            },
             None => quantize(&self.params[0].data, n, 0),
         };
         let u = quantize(&self.params[1].data, self.params[1].cols, 1);
         Some((w, u))
+    }
+
+    /// The ORNN's `q(W)` as codes and a step, rounded as the quantizer says (to nearest, or
+    /// towards orthogonality: `orthogonal_rounding.rs`).
+    fn recurrent_codes(&self, q: &Quantizer) -> QuantizedTensor<f32> {
+        let n = self.spec.hidden;
+        let mut t = q.quantize(&self.w_orth, n, n);
+        if q.rounding == Rounding::Orthogonal {
+            round_towards_orthogonal(&self.w_orth, n, t.steps[0], q.bits, &mut t.codes);
+        }
+        t
     }
 
     /// How the ORNN/RNN cell applies the recurrent matrix.

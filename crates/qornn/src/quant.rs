@@ -47,6 +47,9 @@ pub struct Quantizer {
     /// `RangeRule::Lsq`: how the learned step starts.
     #[serde(default)]
     pub lsq_init: crate::lsq::LsqInit,
+    /// How the recurrent matrix's codes are rounded (the other matrices: to nearest).
+    #[serde(default)]
+    pub rounding: crate::orthogonal_rounding::Rounding,
 }
 
 /// Integer codes and the step between two codes (`a / s`), one step per tensor or per row.
@@ -101,6 +104,7 @@ impl Quantizer {
             granularity,
             range: RangeRule::Max,
             lsq_init: crate::lsq::LsqInit::Max,
+            rounding: crate::orthogonal_rounding::Rounding::Nearest,
         }
     }
 
@@ -123,6 +127,7 @@ impl Quantizer {
             granularity,
             range: RangeRule::Max,
             lsq_init: crate::lsq::LsqInit::Max,
+            rounding: crate::orthogonal_rounding::Rounding::Nearest,
         }
     }
 
