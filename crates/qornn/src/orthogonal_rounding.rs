@@ -160,8 +160,10 @@ mod tests {
             let dq: Vec<f32> = codes.iter().map(|&c| c as f32 * t.steps[0]).collect();
             crate::linalg::orthogonality_defect(&dq, n)
         };
-        assert!((measured - after).abs() < 1e-4 * before, "{measured} vs {after}");
-        eprintln!("defect {before} -> {after}");
+        assert!(
+            (measured - after).abs() < 1e-4 * before,
+            "{measured} vs {after}"
+        );
         assert!(after < 0.6 * before, "{before} -> {after}");
         for ((&c, &c0), &x) in codes.iter().zip(&t.codes).zip(&w) {
             // Within one step of w (the clipped maximum sits exactly one step away).

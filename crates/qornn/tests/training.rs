@@ -275,20 +275,31 @@ fn model_sizes_count_bits_as_stored() {
     assert_eq!(size(Some(4), PerRow).1, bits.div_ceil(8) as u64);
 }
 
-/// `qornn quantize` of a Hadamard recurrence and of a model with learned steps: the
-/// integer engine takes the model's own codes (exact `±1 / sqrt(m)` for W, the learned
-/// steps for U), agrees with its simulated twin bit for bit, and at A = 16 keeps the float
+/// `qornn quantize` of a Hadamard recurrence, of a model with learned steps and of one with
+/// orthogonality-aware rounding: the integer engine takes the model's own codes (exact
+/// `±1 / sqrt(m)` for W, the learned steps, the rounding chosen), agrees with its simulated twin bit for bit, and at A = 16 keeps the float
 /// model's accuracy within 2 points.
 #[test]
 fn hadamard_and_learned_step_models_run_in_integers() {
-    for (model, range) in [
-        ("hadamrnn", qornn::quant::RangeRule::Max),
-        ("qornn-bjorck", qornn::quant::RangeRule::Lsq),
+    use qornn::orthogonal_rounding::Rounding;
+    for (model, range, rounding) in [
+        ("hadamrnn", qornn::quant::RangeRule::Max, Rounding::Nearest),
+        (
+            "qornn-bjorck",
+            qornn::quant::RangeRule::Lsq,
+            Rounding::Nearest,
+        ),
+        (
+            "qornn-bjorck",
+            qornn::quant::RangeRule::Max,
+            Rounding::Orthogonal,
+        ),
     ] {
         let config = Config {
             act: qornn::Activation::Modrelu,
             steps: 400,
             range,
+            rounding,
             ..small_copy(model, 4)
         };
         let dir = tempfile::tempdir().unwrap();
