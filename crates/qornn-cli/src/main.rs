@@ -447,6 +447,11 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
 
 fn export(args: ExportArgs) -> Result<()> {
     let model = qornn::model_file::IntegerModel::load(&args.model)?;
+    anyhow::ensure!(
+        model.recurrence.hadamard_block.is_none(),
+        "{} is a Hadamard recurrence; the C port (c/qornn.c) runs dense W only so far",
+        args.model.display()
+    );
     let task = qornn::ptq::task_of(&model.task, args.data_dir.as_deref())?;
     let t = &model.task;
     let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);

@@ -4,7 +4,10 @@
 use crate::{IntActivation, IntMatrix, IntRecurrence};
 
 pub const MAGIC: [u8; 8] = *b"QORNNINT";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+/// The oldest version still read: version 2 has no Hadamard recurrences (offset 124 was
+/// reserved and 0).
+pub const MIN_VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 128;
 pub const CHECKSUM_LEN: usize = 4;
 
@@ -155,7 +158,7 @@ impl<'a> ModelFile<'a> {
             return Err(FormatError::BadMagic);
         }
         let field = |at: usize| u32_at(bytes, at);
-        if field(8) != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&field(8)) {
             return Err(FormatError::UnsupportedVersion { found: field(8) });
         }
         if field(12) as usize != HEADER_LEN {
@@ -193,7 +196,12 @@ impl<'a> ModelFile<'a> {
         } else {
             IntMatrix::packed_len(c, n, readout_bits)
         };
-        let w_len = IntMatrix::packed_len(n, n, k);
+        let hadamard_block = field(124);
+        let w_len = if hadamard_block > 0 {
+            n.div_ceil(8)
+        } else {
+            IntMatrix::packed_len(n, n, k)
+        };
         let u_len = IntMatrix::packed_len(n, d, k);
         let bm_len = if activation == IntActivation::Modrelu {
             4 * n
@@ -253,6 +261,7 @@ impl<'a> ModelFile<'a> {
             hidden_frac: field(44) as i32,
             input_frac: field(48) as i32,
             shift: field(52),
+            hadamard_block,
         };
         let task = TaskInfo {
             kind: field(72),

@@ -110,6 +110,23 @@ pub struct IntRecurrence<'a> {
     pub input_frac: i32,
     /// S, the accumulator's extra fraction bits.
     pub shift: u32,
+    /// 0: `w` holds W's k-bit codes. m > 0: W is a Hadamard recurrence,
+    /// `W_ij = s_i (I ⊗ H_m)_ij` with its step `1 / sqrt(m)` in `w`'s mantissa and shift, and
+    /// `w.packed` holds the `n` signs as bits (bit i set: `s_i = -1`), `ceil(n / 8)` bytes.
+    /// Its step is multiplier-free: `sum_j W_ij H_j` is a sum of `±H_j` over i's block.
+    pub hadamard_block: u32,
+}
+
+/// The entry `(i, j)` of `I ⊗ H_m` (0 or ±1; `H_m[a][b] = (-1)^popcount(a & b)`).
+#[inline(always)]
+pub fn hadamard_entry(i: usize, j: usize, block: usize) -> i32 {
+    if i / block != j / block {
+        0
+    } else if ((i % block) & (j % block)).count_ones() % 2 == 0 {
+        1
+    } else {
+        -1
+    }
 }
 
 impl<'a> IntRecurrence<'a> {
@@ -141,11 +158,18 @@ impl<'a> IntRecurrence<'a> {
                 what: "weight bits",
             });
         }
-        check(
-            "w codes",
-            IntMatrix::packed_len(n, n, self.w.bits),
-            self.w.packed.len(),
-        )?;
+        let m = self.hadamard_block as usize;
+        if m > 0 && (!m.is_power_of_two() || m < 2 || n % m != 0) {
+            return Err(Error::Range {
+                what: "Hadamard block size",
+            });
+        }
+        let w_len = if m > 0 {
+            n.div_ceil(8)
+        } else {
+            IntMatrix::packed_len(n, n, self.w.bits)
+        };
+        check("w codes", w_len, self.w.packed.len())?;
         check(
             "u codes",
             IntMatrix::packed_len(n, d, self.u.bits),
@@ -217,12 +241,31 @@ impl<'a> IntRecurrence<'a> {
     /// Reads the packed codes directly (no memory beyond the model's bytes).
     pub fn step(&self, h: &[i32], x: &[i32], out: &mut [i32]) {
         let (n, d) = (self.hidden, self.input);
+        let m = self.hadamard_block as usize;
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
-            let acc_w: i64 = h
-                .iter()
-                .enumerate()
-                .map(|(j, &v)| self.w.code(i * n + j) as i64 * v as i64)
-                .sum();
+            let acc_w: i64 = if m > 0 {
+                // Additions and subtractions only: s_i sum_j (I ⊗ H_m)_ij H_j.
+                let start = i / m * m;
+                let sum: i64 = (start..start + m)
+                    .map(|j| {
+                        if ((i % m) & (j % m)).count_ones() % 2 == 0 {
+                            h[j] as i64
+                        } else {
+                            -(h[j] as i64)
+                        }
+                    })
+                    .sum();
+                if self.hadamard_sign_negative(i) {
+                    -sum
+                } else {
+                    sum
+                }
+            } else {
+                h.iter()
+                    .enumerate()
+                    .map(|(j, &v)| self.w.code(i * n + j) as i64 * v as i64)
+                    .sum()
+            };
             let acc_u: i64 = x
                 .iter()
                 .enumerate()
@@ -235,8 +278,8 @@ impl<'a> IntRecurrence<'a> {
     /// Writes the codes of `W` and `U`, one byte each, into `w_codes: (hidden * hidden)`
     /// and `u_codes: (hidden * input)`, for [`IntRecurrence::step_unpacked`].
     pub fn unpack(&self, w_codes: &mut [i8], u_codes: &mut [i8]) {
-        for (i, c) in w_codes.iter_mut().enumerate() {
-            *c = self.w.code(i) as i8;
+        for (k, c) in w_codes.iter_mut().enumerate() {
+            *c = self.w_code(k / self.hidden, k % self.hidden) as i8;
         }
         for (i, c) in u_codes.iter_mut().enumerate() {
             *c = self.u.code(i) as i8;
@@ -260,6 +303,27 @@ impl<'a> IntRecurrence<'a> {
             let acc_u = dot_codes(&u_codes[i * d..(i + 1) * d], x);
             *out_i = self.finish(i, acc_w, acc_u);
         }
+    }
+
+    /// W's code `(i, j)`: the packed code, or a Hadamard recurrence's `s_i (I ⊗ H_m)_ij`.
+    pub fn w_code(&self, i: usize, j: usize) -> i32 {
+        match self.hadamard_block as usize {
+            0 => self.w.code(i * self.hidden + j),
+            m => {
+                let entry = hadamard_entry(i, j, m);
+                if self.hadamard_sign_negative(i) {
+                    -entry
+                } else {
+                    entry
+                }
+            }
+        }
+    }
+
+    /// Hadamard recurrence: whether `s_i = -1` (bit i of `w.packed`).
+    #[inline(always)]
+    fn hadamard_sign_negative(&self, i: usize) -> bool {
+        self.w.packed[i / 8] >> (i % 8) & 1 == 1
     }
 
     /// Rescales unit `i`'s two accumulators, adds the bias, rounds, applies the
@@ -328,6 +392,7 @@ mod tests {
                 mantissa: 1,
                 shift: 0,
             },
+            hadamard_block: 0,
             bias,
             bias_mod: &[],
             activation: IntActivation::Relu,

@@ -38,6 +38,9 @@ pub struct QuantizedRecurrence {
     pub hidden_frac: i32,
     pub input_frac: i32,
     pub shift: u32,
+    /// A Hadamard recurrence's block size m: `w_packed` then holds W's n signs as bits
+    /// (`w_codes` keeps the dense codes `s_i (I ⊗ H_m)_ij` for the simulated twin).
+    pub hadamard_block: Option<usize>,
 }
 
 /// The float recurrence to convert, and the fraction bits chosen for its activations.
@@ -126,7 +129,32 @@ impl QuantizedRecurrence {
             hidden_frac: f.hidden_frac,
             input_frac: f.input_frac,
             shift,
+            hadamard_block: None,
         }
+    }
+
+    /// The same recurrence stored as a Hadamard one: W's codes must be `s_i (I ⊗ H_m)_ij`
+    /// (as `Model::weight_codes` gives them), kept as n sign bits.
+    pub fn into_hadamard(mut self, block: usize) -> Self {
+        let n = self.hidden;
+        let mut signs = vec![0u8; n.div_ceil(8)];
+        for i in 0..n {
+            // Row i's first entry in its block is s_i (H_m's first column is all +1).
+            let negative = self.w_codes[i * n + i / block * block] < 0;
+            for j in 0..n {
+                let entry = qornn_infer::hadamard_entry(i, j, block);
+                let code = if negative { -entry } else { entry };
+                assert_eq!(
+                    self.w_codes[i * n + j] as i32,
+                    code,
+                    "not a Hadamard matrix"
+                );
+            }
+            signs[i / 8] |= (negative as u8) << (i % 8);
+        }
+        self.w_packed = signs;
+        self.hadamard_block = Some(block);
+        self
     }
 
     /// The borrowed view the integer engine runs.
@@ -151,6 +179,7 @@ impl QuantizedRecurrence {
             hidden_frac: self.hidden_frac,
             input_frac: self.input_frac,
             shift: self.shift,
+            hadamard_block: self.hadamard_block.unwrap_or(0) as u32,
         }
     }
 

@@ -104,7 +104,8 @@ impl IntegerModel {
             .readout_codes
             .as_ref()
             .map_or((0, (0, 0)), |r| (r.bits, r.step));
-        for f in [readout_bits, mantissa as u32, shift, 0] {
+        let hadamard_block = q.hadamard_block.unwrap_or(0) as u32;
+        for f in [readout_bits, mantissa as u32, shift, hadamard_block] {
             b.extend(f.to_le_bytes());
         }
         debug_assert_eq!(b.len(), HEADER_LEN);
@@ -154,7 +155,7 @@ impl IntegerModel {
             hidden: n,
             input: d,
             weight_bits: r.w.bits,
-            w_codes: unpack(&r.w),
+            w_codes: (0..n * n).map(|k| r.w_code(k / n, k % n) as i8).collect(),
             w_step: (r.w.mantissa, r.w.shift),
             u_codes: unpack(&r.u),
             u_step: (r.u.mantissa, r.u.shift),
@@ -170,6 +171,7 @@ impl IntegerModel {
             hidden_frac: r.hidden_frac,
             input_frac: r.input_frac,
             shift: r.shift,
+            hadamard_block: (r.hadamard_block > 0).then_some(r.hadamard_block as usize),
         };
         let readout_codes = f.readout_codes.map(|v| QuantizedReadout {
             bits: v.bits,

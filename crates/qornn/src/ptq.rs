@@ -170,6 +170,11 @@ pub fn quantize_run(
         Some((w, u)) => QuantizedRecurrence::from_codes(&float_recurrence, &w, &u),
         None => QuantizedRecurrence::new(&float_recurrence),
     };
+    // A Hadamard recurrence is stored as its n signs and run multiplier-free.
+    let recurrence = match spec.hadamard_block() {
+        Some(block) => recurrence.into_hadamard(block),
+        None => recurrence,
+    };
     recurrence.as_int().validate().map_err(|e| {
         Error::config(
             "act_bits",

@@ -184,3 +184,84 @@ fn crafted_files_with_valid_checksums_are_refused() {
     let err = IntegerModel::from_bytes(&reseal(b)).unwrap_err();
     assert!(err.contains("bias"), "{err}");
 }
+
+/// A Hadamard recurrence (W = s_i (I ⊗ H_m)_ij / sqrt(m)) is stored as its n signs plus the
+/// block size (version 3), round-trips, and its multiplier-free integer step, packed or
+/// unpacked, equals the simulated twin bit for bit, for binary and ternary blocks.
+#[test]
+fn hadamard_recurrences_store_signs_and_run_multiplier_free() {
+    use qornn::quant::{Granularity, QuantizedTensor};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for (n, block, modrelu) in [(16, 16, true), (32, 4, false), (64, 64, true)] {
+        let d = 3;
+        let signs: Vec<i32> = (0..n)
+            .map(|_| if rng.gen_bool(0.5) { -1 } else { 1 })
+            .collect();
+        let w = QuantizedTensor::<f32> {
+            rows: n,
+            cols: n,
+            bits: 4,
+            granularity: Granularity::PerTensor,
+            codes: (0..n * n)
+                .map(|k| signs[k / n] * qornn_infer::hadamard_entry(k / n, k % n, block))
+                .collect(),
+            steps: vec![1.0 / (block as f32).sqrt()],
+        };
+        let draw = |rng: &mut rand_chacha::ChaCha8Rng, len: usize, scale: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
+        };
+        let (u_float, b, bm) = (
+            draw(&mut rng, n * d, 1.0),
+            draw(&mut rng, n, 0.3),
+            draw(&mut rng, n, 0.1),
+        );
+        let float = FloatRecurrence {
+            hidden: n,
+            input: d,
+            w: &[],
+            u: &u_float,
+            bias: &b,
+            bias_mod: modrelu.then_some(&bm[..]),
+            weight_bits: 4,
+            range: RangeRule::Max,
+            act_bits: 12,
+            hidden_frac: 8,
+            input_frac: 10,
+        };
+        let u = qornn::quant::Quantizer::new(4, Granularity::PerTensor).quantize(&u_float, n, d);
+        let dense = QuantizedRecurrence::from_codes(&float, &w, &u);
+        let hadamard = dense.clone().into_hadamard(block);
+        assert_eq!(hadamard.w_packed.len(), n.div_ceil(8));
+        let mut file = model(modrelu, 4);
+        file.recurrence = hadamard.clone();
+        file.readout_weight = vec![0.5; file.outputs * n];
+        let bytes = file.to_bytes();
+        let back = IntegerModel::from_bytes(&bytes).unwrap();
+        assert_eq!(back.recurrence, hadamard);
+        let mut dense_file = model(modrelu, 4);
+        dense_file.recurrence = dense;
+        dense_file.readout_weight = vec![0.5; file.outputs * n];
+        assert!(bytes.len() < dense_file.to_bytes().len());
+        let engine = back.recurrence.as_int();
+        engine.validate().unwrap();
+        let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
+        engine.unpack(&mut w_codes, &mut u_codes);
+        assert_eq!(w_codes, hadamard.w_codes);
+        let (mut h_int, mut h_sim, mut h_unpacked) = (vec![0i32; n], vec![0i32; n], vec![0i32; n]);
+        let (mut next_int, mut next_sim, mut next_unpacked) = (vec![0; n], vec![0; n], vec![0; n]);
+        let mut x = vec![0i32; d];
+        for t in 0..20 {
+            let xs = draw(&mut rng, d, 1.5);
+            back.recurrence.quantize_input(&xs, &mut x);
+            engine.step(&h_int, &x, &mut next_int);
+            engine.step_unpacked(&w_codes, &u_codes, &h_unpacked, &x, &mut next_unpacked);
+            back.recurrence.simulated_step(&h_sim, &x, &mut next_sim);
+            assert_eq!(next_int, next_sim, "n {n} m {block} step {t}");
+            assert_eq!(next_unpacked, next_sim, "n {n} m {block} step {t} unpacked");
+            std::mem::swap(&mut h_int, &mut next_int);
+            std::mem::swap(&mut h_sim, &mut next_sim);
+            std::mem::swap(&mut h_unpacked, &mut next_unpacked);
+        }
+        assert!(h_sim.iter().any(|&v| v != 0), "the state stayed at zero");
+    }
+}
