@@ -243,9 +243,10 @@ impl<'a> IntRecurrence<'a> {
         let (n, d) = (self.hidden, self.input);
         let m = self.hadamard_block as usize;
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
-            let acc_w: i64 = if m > 0 {
+            // m = 0 (a dense W) has no block: checked_div gives None.
+            let acc_w: i64 = if let Some(block_index) = i.checked_div(m) {
                 // Additions and subtractions only: s_i sum_j (I ⊗ H_m)_ij H_j.
-                let start = i / m * m;
+                let start = block_index * m;
                 let sum: i64 = (start..start + m)
                     .map(|j| {
                         if ((i % m) & (j % m)).count_ones() % 2 == 0 {
