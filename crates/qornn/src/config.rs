@@ -565,6 +565,7 @@ impl Config {
             readout: task.readout(),
             quantizer: (!self.full_precision()).then(|| Quantizer {
                 lsq_init: self.lsq_init,
+                rounding: self.rounding,
                 ..Quantizer::new(self.bits(), self.granularity).with_range(self.range)
             }),
             bjorck: BjorckConfig {

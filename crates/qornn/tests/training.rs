@@ -368,3 +368,23 @@ fn bit_width_schedule_warm_up_and_init_from() {
         .to_string();
     assert!(err.contains("nowhere"), "{err}");
 }
+
+/// `rounding = "orthogonal"` reaches the model: its q(W) is closer to orthogonal than the
+/// nearest rounding of the same W (a Haar-orthogonal init at 4 bits).
+#[test]
+fn orthogonal_rounding_reaches_the_model() {
+    use qornn::orthogonal_rounding::Rounding;
+    let defect = |rounding| {
+        let config = Config {
+            init: qornn::init::Init::Orthogonal,
+            rounding,
+            ..small_copy("qornn-bjorck", 4)
+        };
+        let mut trainer =
+            qornn::train::Trainer::new(config.clone(), config.task().unwrap()).unwrap();
+        trainer.evaluate(false);
+        trainer.orthogonality().unwrap().quantized_defect
+    };
+    let (nearest, orthogonal) = (defect(Rounding::Nearest), defect(Rounding::Orthogonal));
+    assert!(orthogonal < 0.8 * nearest, "{nearest} -> {orthogonal}");
+}
