@@ -277,13 +277,7 @@ impl TrainArgs {
             Some(path) => format!("--config {} or a flag", path.display()),
             None => "a flag".to_string(),
         };
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| anyhow::anyhow!("invalid setting in {source}: {e}"))?;
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
-        Ok(config)
+        config_of(table, &source)
     }
 
     /// `--resume DIR`: the run's own config.toml with the flags that may change in a
@@ -310,13 +304,7 @@ impl TrainArgs {
         let mut table =
             toml::Table::try_from(Config::from_file(&path)?).expect("Config is a table");
         table.extend(flags);
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| anyhow::anyhow!("invalid flag for --resume: {e}"))?;
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
-        Ok(config)
+        config_of(table, "a flag for --resume")
     }
 
     /// The settings given as flags, as config keys.
@@ -383,6 +371,17 @@ impl TrainArgs {
 /// with a message naming --bits-schedule.
 fn schedule_number(text: &str) -> i64 {
     text.trim().parse().unwrap_or(-1)
+}
+
+/// The settings of `table` as a checked `Config`; errors name `source` or the flag.
+fn config_of(table: toml::Table, source: &str) -> Result<Config> {
+    let config: Config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("invalid setting in {source}: {e}"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
+    Ok(config)
 }
 
 fn flag_of(e: &qornn::Error) -> String {

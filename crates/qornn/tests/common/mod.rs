@@ -109,12 +109,7 @@ impl Checks {
         reference: &[f64],
         tol: f64,
     ) {
-        if ours.len() != reference.len() {
-            self.failures.push(format!(
-                "{what}: {} values, the reference has {}",
-                ours.len(),
-                reference.len()
-            ));
+        if !self.same_length(what, ours.len(), reference.len()) {
             return;
         }
         let err = relative_error(ours, reference);
@@ -124,12 +119,7 @@ impl Checks {
         }
     }
     pub fn exact<T: Copy + Into<f64>>(&mut self, what: &str, ours: &[T], reference: &[f64]) {
-        if ours.len() != reference.len() {
-            self.failures.push(format!(
-                "{what}: {} values, the reference has {}",
-                ours.len(),
-                reference.len()
-            ));
+        if !self.same_length(what, ours.len(), reference.len()) {
             return;
         }
         if let Some((i, (a, b))) = ours
@@ -144,6 +134,16 @@ impl Checks {
             ));
         }
     }
+    /// Records a failure when the lengths differ.
+    fn same_length(&mut self, what: &str, ours: usize, reference: usize) -> bool {
+        if ours != reference {
+            self.failures.push(format!(
+                "{what}: {ours} values, the reference has {reference}"
+            ));
+        }
+        ours == reference
+    }
+
     /// The integer codes of a quantized tensor against the reference's dequantized values
     /// divided by our step (exact: a code is an integer, a last-ulp step difference does
     /// not change the quotient's rounding).
