@@ -365,12 +365,8 @@ fn quantize_json(run: &std::path::Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// `qornn quantize` runs a trained QORNN in integers, bit-exact with its simulated twin,
-/// and refuses what it cannot do, naming the flag.
-#[test]
-fn quantize_reports_bit_exact_integer_inference() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
+/// `qornn train` of the SMALL copy model for 40 steps (evaluated every 20) into `run`.
+fn train_small(run: &Path) -> Output {
     let mut args = vec![
         "train",
         "--steps",
@@ -381,7 +377,16 @@ fn quantize_reports_bit_exact_integer_inference() {
         run.to_str().unwrap(),
     ];
     args.extend(SMALL);
-    assert!(qornn(&args).status.success());
+    qornn(&args)
+}
+
+/// `qornn quantize` runs a trained QORNN in integers, bit-exact with its simulated twin,
+/// and refuses what it cannot do, naming the flag.
+#[test]
+fn quantize_reports_bit_exact_integer_inference() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    assert!(train_small(&run).status.success());
     let report = quantize_json(&run, &[]);
     assert_eq!(report["bit_exact"], true);
     assert_eq!(report["weight_bits"], 6);
@@ -497,17 +502,7 @@ fn quantize_reports_bit_exact_integer_inference() {
 fn resume_extends_a_run_and_refuses_fixed_flags() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut args = vec![
-        "train",
-        "--steps",
-        "40",
-        "--eval-every",
-        "20",
-        "--out",
-        run.to_str().unwrap(),
-    ];
-    args.extend(SMALL);
-    let first = qornn(&args);
+    let first = train_small(&run);
     assert!(first.status.success());
     assert!(String::from_utf8_lossy(&first.stderr).contains("steps 0..40"));
     let resume = run.to_str().unwrap();
