@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod evaluate;
 pub mod export_c;
 pub mod hadamard;
 pub mod head;

@@ -6,14 +6,15 @@
 //! integer engine, which must agree with the twin bit for bit.
 
 use crate::error::{Error, Result};
+use crate::evaluate::{evaluate, Workspaces};
 use crate::head::Head;
 use crate::integer::{FloatRecurrence, QuantizedRecurrence};
 use crate::linalg::to_f64_vec;
-use crate::model::{Architecture, Workspace};
+use crate::model::Architecture;
 use crate::model_file::{IntegerModel, QuantizedReadout};
 use crate::ornn::Activation;
 use crate::quant::{Granularity, RangeRule};
-use crate::run::load_best;
+use crate::run::load_best_model;
 use crate::tasks::Batch;
 use crate::tasks::Task;
 use crate::train::Evaluation;
@@ -76,8 +77,8 @@ pub fn quantize_run(
             format!("{r} is outside 2..=16"),
         ));
     }
-    let (mut trainer, _, _) = load_best(dir)?;
-    let spec = trainer.model.spec.clone();
+    let (config, task, mut float_model) = load_best_model(dir)?;
+    let spec = float_model.spec.clone();
     if !matches!(spec.architecture, Architecture::Ornn(_) | Architecture::Rnn)
         || spec.activation == Activation::Tanh
     {
@@ -119,21 +120,26 @@ pub fn quantize_run(
             ))
         }
     };
-    let par = crate::train::parallelism(trainer.config.threads);
-    trainer.model.parametrise(false, par);
+    let par = crate::train::parallelism(config.threads);
+    float_model.parametrise(false, par);
+    let test = task.eval_batches(true, config.batch, config.eval_sequences, config.seed);
+    let mut workspaces = Workspaces::default();
+    let carried = task.carries_state().then(|| spec.state_len(config.batch));
     let clock = std::time::Instant::now();
-    let float = trainer.evaluate(true);
+    let float = evaluate(&float_model, &task, &test, carried, &mut workspaces, par);
     let float_seconds = clock.elapsed().as_secs_f64();
 
     // Calibration: the largest |h| and |x| over `calibration` training sequences.
-    let batch_size = trainer.config.batch;
-    let mut ws = Workspace::new(&spec, trainer.task.steps(), batch_size);
+    let batch_size = config.batch;
+    let ws = workspaces.get(&spec, task.steps(), batch_size);
+    if let Some(len) = carried {
+        // Calibration starts each batch from h_0 = 0, whatever the evaluation left there.
+        ws.core.set_initial_state(&vec![0.0; len]);
+    }
     let (mut max_h, mut max_x) = (0.0f32, 0.0f32);
     for step in 0..calibration.div_ceil(batch_size) as u64 {
-        let batch = trainer
-            .task
-            .train_batch(step, batch_size, trainer.config.seed);
-        trainer.model.forward(&mut ws, &batch, par);
+        let batch = task.train_batch(step, batch_size, config.seed);
+        float_model.forward(ws, &batch, par);
         max_h = ws.core.outputs().iter().fold(max_h, |m, v| m.max(v.abs()));
         max_x = batch.x.iter().fold(max_x, |m, v| m.max(v.abs()));
     }
@@ -146,7 +152,7 @@ pub fn quantize_run(
     let hidden_frac = fraction_bits(max_h, hidden_limit);
     let input_frac = fraction_bits(max_x, (1i64 << (act_bits - 1)) - 1);
 
-    let m = &trainer.model;
+    let m = &float_model;
     let w = match spec.architecture {
         Architecture::Ornn(_) => m.w_orthogonal().expect("ORNN has W").to_vec(),
         _ => m.params[0].data.clone(),
@@ -198,14 +204,14 @@ pub fn quantize_run(
         },
         readout_codes,
         readout_bias: m.params[readout + 1].data.clone(),
-        task: task_info(&trainer.task, &trainer.config)?,
+        task: task_info(&task, &config)?,
         float_loss: float.loss,
         float_accuracy: float.accuracy.unwrap_or(f64::NAN),
     };
-    let run = run_integer(&model, &trainer.task, trainer.eval_set(true));
+    let run = run_integer(&model, &task, &test);
     let output = output.map_or_else(|| dir.join("model.qornn"), Path::to_path_buf);
     model.save(&output)?;
-    let sequences: usize = trainer.eval_set(true).iter().map(|b| b.batch).sum();
+    let sequences: usize = test.iter().map(|b| b.batch).sum();
     let float_speed = sequences as f64 / float_seconds.max(1e-12);
     Ok((report(&model, float, run, Some(float_speed)), output))
 }

@@ -5,6 +5,8 @@
 use crate::checkpoint::{self, write_atomically, Checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::tasks::Task;
 use crate::train::{Evaluation, Orthogonality, Trainer};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -133,6 +135,19 @@ pub fn resume_with(dir: &Path, config: Config, observer: &mut dyn Observer) -> R
     };
     let trainer = Trainer::resume(config, task, ckpt)?;
     drive(trainer, state, dir, observer)
+}
+
+/// The best model of a run (by validation loss) with its config and task, without a trainer
+/// (`qornn quantize`).
+pub fn load_best_model(dir: &Path) -> Result<(Config, Task, Model)> {
+    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    config.validate()?;
+    let task = config.task()?;
+    task.check_sizes(config.batch)?;
+    let spec = config.model_spec_for(&task);
+    let best = checkpoint::load(&dir.join(BEST_FILE), &spec)?;
+    let model = Model::from_params(spec, best.params, best.spectral_u);
+    Ok((config, task, model))
 }
 
 /// A trainer around the best model of a run, with that model's step and training time.

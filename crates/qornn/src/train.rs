@@ -5,8 +5,9 @@
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::evaluate::{evaluate, Workspaces};
 use crate::linalg::{extreme_singular_values, orthogonality_defect};
-use crate::model::{Architecture, Model, Parametrisation, Workspace};
+use crate::model::{Architecture, Model, Parametrisation};
 use crate::optim::{clip_grad_norm, Optimizer, OptimizerConfig, Schedule};
 use crate::params::{Kind, Tensor};
 use crate::projunn::retract;
@@ -49,16 +50,7 @@ pub struct StepTimes {
     pub optimiser: f64,
 }
 
-/// Loss and (for classification) accuracy over a set of sequences.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    pub loss: f64,
-    pub accuracy: Option<f64>,
-    /// Character-level language modelling: the loss in bits (`loss / ln 2`).
-    pub bits_per_char: Option<f64>,
-    /// Word-level language modelling: `exp(loss)`.
-    pub perplexity: Option<f64>,
-}
+pub use crate::evaluate::Evaluation;
 
 /// `||q(W) q(W)^T - I||_F` and the extreme singular values of `q(W)` and of `W`.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -77,9 +69,9 @@ pub struct Trainer {
     pub model: Model,
     optimizer: Optimizer,
     schedule: Schedule,
-    ws: Workspace,
-    /// For an evaluation batch smaller than the training batch (a data set's remainder).
-    remainder_ws: Option<Workspace>,
+    /// The training batch's workspace, and the evaluation batches' (shared where the
+    /// shapes agree).
+    workspaces: Workspaces,
     validation: Vec<Batch>,
     test: Vec<Batch>,
     /// Steps completed.
@@ -167,7 +159,6 @@ impl Trainer {
         task.check_sizes(config.batch)?;
         let sizes: Vec<usize> = model.params.iter().map(Tensor::len).collect();
         let optimizer = Optimizer::new(OptimizerConfig::new(config.optimizer), &sizes);
-        let ws = Workspace::new(&model.spec, task.steps(), config.batch);
         let sets = |test| task.eval_batches(test, config.batch, config.eval_sequences, config.seed);
         let epoch_steps = (config.epochs > 0)
             .then(|| task.steps_per_epoch(config.batch))
@@ -179,7 +170,6 @@ impl Trainer {
         Ok(Self {
             validation: sets(false),
             test: sets(true),
-            remainder_ws: None,
             carried_state: task
                 .carries_state()
                 .then(|| vec![0.0; model.spec.state_len(config.batch)]),
@@ -197,7 +187,7 @@ impl Trainer {
             task,
             model,
             optimizer,
-            ws,
+            workspaces: Workspaces::default(),
             step,
         })
     }
@@ -221,6 +211,9 @@ impl Trainer {
         let batch = self
             .task
             .train_batch(self.step, self.config.batch, self.config.seed);
+        let ws = self
+            .workspaces
+            .get(&self.model.spec, batch.steps, batch.batch);
         if let Some(state) = &mut self.carried_state {
             let per_epoch = self
                 .task
@@ -229,7 +222,7 @@ impl Trainer {
             if self.step % per_epoch == 0 {
                 state.fill(0.0);
             }
-            self.ws.core.set_initial_state(state);
+            ws.core.set_initial_state(state);
         }
         let mut times = StepTimes::default();
         let t0 = Instant::now();
@@ -238,7 +231,7 @@ impl Trainer {
         }
         self.model.parametrise(true, self.par);
         let t1 = Instant::now();
-        let loss = self.model.forward(&mut self.ws, &batch, self.par);
+        let loss = self.model.forward(ws, &batch, self.par);
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 step: self.step,
@@ -246,11 +239,11 @@ impl Trainer {
             });
         }
         if let Some(state) = &mut self.carried_state {
-            self.ws.core.final_state_into(state);
+            ws.core.final_state_into(state);
         }
         let t2 = Instant::now();
         self.model.grads.iter_mut().for_each(|g| g.fill(0.0));
-        self.model.backward(&mut self.ws, &batch, self.par);
+        self.model.backward(ws, &batch, self.par);
         let t3 = Instant::now();
         self.apply_optimizer();
         let t4 = Instant::now();
@@ -329,47 +322,15 @@ impl Trainer {
         }
         self.model.parametrise(false, self.par);
         let batches = if test { &self.test } else { &self.validation };
-        let (mut loss, mut sequences) = (0.0, 0usize);
-        let (mut hits, mut total, mut scored) = (0usize, 0usize, false);
-        // A carried state starts from zero and runs through the split in order.
-        let mut eval_state = self.carried_state.as_ref().map(|s| vec![0.0f32; s.len()]);
-        for batch in batches {
-            let ws = if (batch.steps, batch.batch) == self.ws.shape() {
-                &mut self.ws
-            } else {
-                // A split's last, smaller batch; the validation and test splits may leave
-                // different remainders.
-                let spec = &self.model.spec;
-                match &mut self.remainder_ws {
-                    Some(ws) if ws.shape() == (batch.steps, batch.batch) => ws,
-                    slot => slot.insert(Workspace::new(spec, batch.steps, batch.batch)),
-                }
-            };
-            if let Some(state) = &eval_state {
-                ws.core.set_initial_state(state);
-            }
-            let batch_loss = self.model.forward(ws, batch, self.par) as f64;
-            if let Some(state) = &mut eval_state {
-                ws.core.final_state_into(state);
-            }
-            loss += batch_loss * batch.batch as f64;
-            sequences += batch.batch;
-            if let Some((h, t)) = self.task.accuracy(ws.head.logits(), &batch.targets) {
-                hits += h;
-                total += t;
-                scored = true;
-            }
-        }
-        let loss = loss / sequences.max(1) as f64;
-        Evaluation {
-            loss,
-            accuracy: scored.then(|| hits as f64 / total.max(1) as f64),
-            bits_per_char: self
-                .task
-                .reports_bits_per_char()
-                .then(|| loss / std::f64::consts::LN_2),
-            perplexity: self.task.embedding_vocabulary().map(|_| loss.exp()),
-        }
+        let carried = self.carried_state.as_ref().map(Vec::len);
+        evaluate(
+            &self.model,
+            &self.task,
+            batches,
+            carried,
+            &mut self.workspaces,
+            self.par,
+        )
     }
 
     /// The validation or test batches.
