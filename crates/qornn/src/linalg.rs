@@ -90,20 +90,24 @@ pub fn to_f64_vec<T: Real>(x: &[T]) -> Vec<f64> {
 
 /// `||M M^T - I||_F` for a row-major n x n matrix (computed in f64).
 pub fn orthogonality_defect<T: Real>(m: &[T], n: usize) -> f64 {
-    let m64 = to_f64_vec(m);
+    frobenius(&gram_minus_identity(&to_f64_vec(m), n))
+}
+
+/// `M M^T - I` for a row-major n x n matrix in f64.
+pub fn gram_minus_identity(m: &[f64], n: usize) -> Vec<f64> {
     let mut g = vec![0.0f64; n * n];
     gemm(
         mat_mut(&mut g, n, n),
         Accum::Replace,
-        mat(&m64, n, n),
-        mat(&m64, n, n).transpose(),
+        mat(m, n, n),
+        mat(m, n, n).transpose(),
         1.0,
         Par::Seq,
     );
     for i in 0..n {
         g[i * n + i] -= 1.0;
     }
-    frobenius(&g)
+    g
 }
 
 /// Smallest and largest singular values of a row-major `rows x cols` matrix (in f64).

@@ -10,7 +10,7 @@
 //! `f`, updating `E` and `P` in `O(n^2)` per move: `O(n^3)` per sweep, starting from the
 //! nearest rounding. The straight-through gradient is unchanged (`dL/dW = dL/dq(W)`).
 
-use crate::linalg::{gemm, mat, mat_mut};
+use crate::linalg::{frobenius, gemm, gram_minus_identity, mat, mat_mut};
 use faer::{Accum, Par};
 use serde::{Deserialize, Serialize};
 
@@ -41,16 +41,7 @@ pub fn round_towards_orthogonal(
     let s = 1i32 << (bits - 1);
     let step = step as f64;
     let mut q: Vec<f64> = codes.iter().map(|&c| c as f64 * step).collect();
-    let mut e = vec![0.0f64; n * n];
-    gemm(
-        mat_mut(&mut e, n, n),
-        Accum::Replace,
-        mat(&q, n, n),
-        mat(&q, n, n).transpose(),
-        1.0,
-        Par::Seq,
-    );
-    (0..n).for_each(|i| e[i * n + i] -= 1.0);
+    let mut e = gram_minus_identity(&q, n);
     let mut p = vec![0.0f64; n * n];
     gemm(
         mat_mut(&mut p, n, n),
@@ -63,8 +54,7 @@ pub fn round_towards_orthogonal(
     let mut column_norms: Vec<f64> = (0..n)
         .map(|j| (0..n).map(|k| q[k * n + j] * q[k * n + j]).sum())
         .collect();
-    let defect = |e: &[f64]| e.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let before = defect(&e);
+    let before = frobenius(&e);
     let mut delta_e = vec![0.0f64; n];
     for _ in 0..SWEEPS {
         let mut moved = false;
@@ -137,7 +127,7 @@ pub fn round_towards_orthogonal(
             break;
         }
     }
-    (before, defect(&e))
+    (before, frobenius(&e))
 }
 
 #[cfg(test)]
