@@ -101,18 +101,8 @@ pub fn codes<T: Real>(w: &[T], cols: usize, steps: &[T], bits: u32) -> Vec<i32> 
         .collect()
 }
 
-/// `v_hat = codes * s` into `out`.
-pub fn forward<T: Real>(w: &[T], cols: usize, steps: &[T], bits: u32, out: &mut [T]) {
-    let codes = codes(w, cols, steps, bits);
-    for (r, (o_row, c_row)) in out.chunks_mut(cols).zip(codes.chunks(cols)).enumerate() {
-        let s = step_of(steps, r);
-        for (o, &c) in o_row.iter_mut().zip(c_row) {
-            *o = T::of(c as f64) * s;
-        }
-    }
-}
-
-/// Backward of [`forward`]: `grad` holds `dL/d v_hat` and becomes `dL/dv` (zero where
+/// Backward of `v_hat = codes * s` (the forward: [`codes`], or
+/// `Quantizer::quantize_with_steps` then `dequantize_into`): `grad` holds `dL/d v_hat` and becomes `dL/dv` (zero where
 /// `v` was clipped); `dL/ds`, scaled by `1 / sqrt(N Q_P)`, is added to `grad_steps`.
 pub fn backward<T: Real>(
     w: &[T],
@@ -166,7 +156,9 @@ mod tests {
         let s = [0.61];
         let loss = |s: f64| {
             let mut out = vec![0.0; w.len()];
-            forward(&w, cols, &[s], bits, &mut out);
+            let q = Quantizer::new(bits, Granularity::PerTensor);
+            q.quantize_with_steps(&w, w.len() / cols, cols, &[s])
+                .dequantize_into(&mut out);
             out.iter().zip(&r).map(|(a, b)| a * b).sum::<f64>()
         };
         let eps = 1e-7;

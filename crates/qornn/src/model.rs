@@ -345,6 +345,20 @@ pub struct Model {
     grad_low_rank_u: Vec<f32>,
 }
 
+/// How the ORNN/RNN cell applies the recurrent matrix: the Hadamard transform with its row
+/// scale, or the dense `q(W)` (a free function: the backward pass holds the gradients
+/// mutably while it builds one).
+fn recurrence_of<'a>(
+    spec: &ModelSpec,
+    row_scale: &'a [f32],
+    dense: &'a [f32],
+) -> Recurrence<'a, f32> {
+    match spec.hadamard_block() {
+        Some(block) => Recurrence::Hadamard { row_scale, block },
+        None => Recurrence::Dense(dense),
+    }
+}
+
 /// A quantized tensor and its learned step (LSQ), as indices into `Model::params`.
 #[derive(Clone, Copy, Debug)]
 struct LearnedStep {
@@ -604,51 +618,28 @@ impl Model {
         }
     }
 
-    /// `used`: the quantized forms of the recurrent matrix and of the weight matrices.
+    /// `used`: the quantized forms of the recurrent matrix and of the weight matrices, from
+    /// the same codes that `weight_codes` gives the integer path.
     fn quantize_weights(&mut self, par: Par) {
-        let n = self.spec.hidden;
-        let step_of = |m: &Self, tensor: usize| {
-            m.learned_steps
-                .iter()
-                .find(|l| l.tensor == tensor)
-                .map(|l| l.step)
-        };
         if let Architecture::Ornn(_) = self.spec.architecture {
-            let learned = step_of(self, 0);
-            match &self.spec.quantizer {
+            match self.spec.quantizer {
                 // Exactly representable: `W` is its own quantized form.
                 _ if self.spec.hadamard_block().is_some() => {
                     self.used[0].copy_from_slice(&self.w_orth)
                 }
-                Some(q) => match learned {
-                    Some(step) => lsq::forward(
-                        &self.w_orth,
-                        n,
-                        &self.params[step].data,
-                        q.bits,
-                        &mut self.used[0],
-                    ),
-                    None => self.recurrent_codes(q).dequantize_into(&mut self.used[0]),
-                },
+                Some(q) => {
+                    let codes = self.recurrent_codes(&q);
+                    codes.dequantize_into(&mut self.used[0]);
+                }
                 None => self.used[0].copy_from_slice(&self.w_orth),
             }
         }
         if let Some(q) = self.spec.quantizer {
             for i in 0..self.params.len() {
-                if self.params[i].kind != Kind::Quantized {
-                    continue;
+                if self.params[i].kind == Kind::Quantized {
+                    let codes = self.tensor_codes(&q, i);
+                    codes.dequantize_into(&mut self.used[i]);
                 }
-                let mut used = std::mem::take(&mut self.used[i]);
-                let t = &self.params[i];
-                match step_of(self, i) {
-                    Some(step) => {
-                        lsq::forward(&t.data, t.cols, &self.params[step].data, q.bits, &mut used)
-                    }
-                    None => {
-                        q.fake_quantize_into(&t.data, t.rows, t.cols, &mut used);
-                    }
-                }
-                self.used[i] = used;
             }
         }
         if self.spec.rank_w.is_some() || self.spec.rank_u.is_some() {
@@ -722,16 +713,6 @@ impl Model {
             return None;
         }
         let n = self.spec.hidden;
-        let learned = |tensor: usize| {
-            self.learned_steps
-                .iter()
-                .find(|l| l.tensor == tensor)
-                .map(|l| &self.params[l.step].data[..])
-        };
-        let quantize = |w: &[f32], cols: usize, tensor: usize| match learned(tensor) {
-            Some(steps) => q.quantize_with_steps(w, w.len() / cols, cols, steps),
-            None => q.quantize(w, w.len() / cols, cols),
-        };
         let w = match self.spec.hadamard_block() {
             Some(block) => QuantizedTensor {
                 rows: n,
@@ -747,36 +728,43 @@ impl Model {
                     .collect(),
                 steps: vec![1.0 / (block as f32).sqrt()],
             },
-            None if matches!(self.spec.architecture, Architecture::Ornn(_)) => match learned(0) {
-                Some(steps) => q.quantize_with_steps(&self.w_orth, n, n, steps),
-                None => self.recurrent_codes(&q),
-            },
-            None => quantize(&self.params[0].data, n, 0),
+            None if matches!(self.spec.architecture, Architecture::Ornn(_)) => {
+                self.recurrent_codes(&q)
+            }
+            None => self.tensor_codes(&q, 0),
         };
-        let u = quantize(&self.params[1].data, self.params[1].cols, 1);
-        Some((w, u))
+        Some((w, self.tensor_codes(&q, 1)))
     }
 
-    /// The ORNN's `q(W)` as codes and a step, rounded as the quantizer says (to nearest, or
-    /// towards orthogonality: `orthogonal_rounding.rs`).
+    /// The index of tensor `tensor`'s learned step (LSQ), if it has one.
+    fn learned_step(&self, tensor: usize) -> Option<usize> {
+        self.learned_steps
+            .iter()
+            .find(|l| l.tensor == tensor)
+            .map(|l| l.step)
+    }
+
+    /// The codes and steps of weight tensor `i`: its learned steps, or the quantizer's range.
+    fn tensor_codes(&self, q: &Quantizer, i: usize) -> QuantizedTensor<f32> {
+        let t = &self.params[i];
+        match self.learned_step(i) {
+            Some(step) => q.quantize_with_steps(&t.data, t.rows, t.cols, &self.params[step].data),
+            None => q.quantize(&t.data, t.rows, t.cols),
+        }
+    }
+
+    /// The ORNN's `q(W)` as codes and steps: its learned steps (LSQ), or rounded as the
+    /// quantizer says (to nearest, or towards orthogonality: `orthogonal_rounding.rs`).
     fn recurrent_codes(&self, q: &Quantizer) -> QuantizedTensor<f32> {
         let n = self.spec.hidden;
+        if let Some(step) = self.learned_step(0) {
+            return q.quantize_with_steps(&self.w_orth, n, n, &self.params[step].data);
+        }
         let mut t = q.quantize(&self.w_orth, n, n);
         if q.rounding == Rounding::Orthogonal {
             round_towards_orthogonal(&self.w_orth, n, t.steps[0], q.bits, &mut t.codes);
         }
         t
-    }
-
-    /// How the ORNN/RNN cell applies the recurrent matrix.
-    fn recurrence(&self) -> Recurrence<'_, f32> {
-        match self.spec.hadamard_block() {
-            Some(block) => Recurrence::Hadamard {
-                row_scale: &self.row_scale,
-                block,
-            },
-            None => Recurrence::Dense(self.used(0)),
-        }
     }
 
     fn scalar(&self, i: usize) -> f32 {
@@ -795,7 +783,7 @@ impl Model {
                     &self.zero_bias_mod[..]
                 };
                 let p = CellParams {
-                    w: self.recurrence(),
+                    w: recurrence_of(&self.spec, &self.row_scale, u(0)),
                     u: u(1),
                     b: u(2),
                     bm,
@@ -894,13 +882,7 @@ impl Model {
                 &self.used[i]
             }
         };
-        let recurrence = match self.spec.hadamard_block() {
-            Some(block) => Recurrence::Hadamard {
-                row_scale: &self.row_scale,
-                block,
-            },
-            None => Recurrence::Dense(used(0)),
-        };
+        let recurrence = recurrence_of(&self.spec, &self.row_scale, used(0));
         match &mut ws.core {
             Core::Ornn(cell) => {
                 // The recurrent matrix's gradient goes to `scratch`: `recurrent_backward`

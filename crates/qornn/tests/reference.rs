@@ -325,7 +325,9 @@ fn lsq_k4_matches_reference() {
         &reference_codes,
     );
     let mut v_hat = vec![0.0; rows * cols];
-    qornn::lsq::forward(&v, cols, &s, bits, &mut v_hat);
+    Quantizer::new(bits, Granularity::PerTensor)
+        .quantize_with_steps(&v, rows, cols, &s)
+        .dequantize_into(&mut v_hat);
     checks.close("v_hat", &v_hat, &r.f64("v_hat"), 1e-12);
     let mut grad = r.f64("r");
     let mut grad_s = vec![0.0];
