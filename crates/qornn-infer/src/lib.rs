@@ -249,7 +249,7 @@ impl<'a> IntRecurrence<'a> {
                 let start = block_index * m;
                 let sum: i64 = (start..start + m)
                     .map(|j| {
-                        if ((i % m) & (j % m)).count_ones() % 2 == 0 {
+                        if hadamard_entry(i, j, m) > 0 {
                             h[j] as i64
                         } else {
                             -(h[j] as i64)

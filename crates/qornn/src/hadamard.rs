@@ -11,6 +11,8 @@
 //! `W h` costs `n log2 m` additions with the fast Walsh-Hadamard transform.
 
 use crate::Real;
+/// The entry `(i, j)` of `I_{n/m} ⊗ H_m` (0 or ±1), shared with the integer runtime.
+pub use qornn_infer::hadamard_entry;
 
 /// `sign(v)` with `sign(0) = +1`, so that every row keeps a nonzero sign.
 #[inline]
@@ -22,18 +24,6 @@ pub fn sign(v: f32) -> f32 {
     }
 }
 
-/// The entry `(i, j)` of `I_{n/m} ⊗ H_m` (unnormalised: 0 or ±1).
-#[inline]
-pub fn block_entry(i: usize, j: usize, block: usize) -> f32 {
-    if i / block != j / block {
-        0.0
-    } else if ((i % block) & (j % block)).count_ones() % 2 == 0 {
-        1.0
-    } else {
-        -1.0
-    }
-}
-
 /// Writes the dense `W = diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, `(n, n)` row-major.
 pub fn dense_into(v: &[f32], block: usize, w: &mut [f32]) {
     let n = v.len();
@@ -42,7 +32,7 @@ pub fn dense_into(v: &[f32], block: usize, w: &mut [f32]) {
     for (i, row) in w.chunks_mut(n).enumerate() {
         let s = sign(v[i]) * scale;
         for (j, x) in row.iter_mut().enumerate() {
-            *x = s * block_entry(i, j, block);
+            *x = s * hadamard_entry(i, j, block) as f32;
         }
     }
 }

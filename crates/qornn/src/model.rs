@@ -722,8 +722,8 @@ impl Model {
                 codes: (0..n * n)
                     .map(|k| {
                         let (i, j) = (k / n, k % n);
-                        let sign = hadamard::sign(self.params[0].data[i]);
-                        (sign * hadamard::block_entry(i, j, block)) as i32
+                        let sign = hadamard::sign(self.params[0].data[i]) as i32;
+                        sign * hadamard::hadamard_entry(i, j, block)
                     })
                     .collect(),
                 steps: vec![1.0 / (block as f32).sqrt()],

@@ -3,7 +3,7 @@
 //! binary (m = n) and ternary (m < n) blocks and for every activation, on 1 and 3 threads.
 
 use faer::Par;
-use qornn::hadamard::{block_entry, dense_into};
+use qornn::hadamard::{dense_into, hadamard_entry};
 use qornn::*;
 use rand::{Rng, SeedableRng};
 use std::num::NonZeroUsize;
@@ -86,7 +86,7 @@ fn transform_path_matches_the_dense_matrix() {
                 let contracted: Vec<f64> = (0..n)
                     .map(|i| {
                         (0..n)
-                            .map(|j| dense.1[i * n + j] * block_entry(i, j, block) as f64)
+                            .map(|j| dense.1[i * n + j] * hadamard_entry(i, j, block) as f64)
                             .sum()
                     })
                     .collect();
