@@ -309,12 +309,6 @@ impl Config {
                 "the step schedule needs lr_every >= 1",
             ));
         }
-        if !self.clip.is_finite() {
-            return Err(Error::config(
-                "clip",
-                "must be 0 (off) or a finite threshold",
-            ));
-        }
         if self.task == "copy" && self.delay == 0 {
             return Err(Error::config(
                 "delay",
@@ -362,22 +356,22 @@ impl Config {
                 return Err(Error::config(field, format!("must be positive, got {lr}")));
             }
         }
-        if self.range == RangeRule::Lsq {
-            let elman = self.model.contains("ornn") || self.model.ends_with("rnn");
-            if !elman || self.model.starts_with("fast") || self.full_precision() {
-                return Err(Error::config(
-                    "range",
-                    format!(
-                        "learned steps (lsq) quantize the W and U of a quantized ORNN, RNN or \
-                         HadamRNN; {} at {} bits has none",
-                        self.model,
-                        self.bits()
-                    ),
-                ));
-            }
+        if self.range == RangeRule::Lsq && (!self.is_elman() || self.full_precision()) {
+            return Err(Error::config(
+                "range",
+                format!(
+                    "learned steps (lsq) quantize the W and U of a quantized ORNN, RNN or \
+                     HadamRNN; {} at {} bits has none",
+                    self.model,
+                    self.bits()
+                ),
+            ));
         }
-        if self.clip.is_nan() || self.clip < 0.0 {
-            return Err(Error::config("clip", "must be 0 (off) or positive"));
+        if !self.clip.is_finite() || self.clip < 0.0 {
+            return Err(Error::config(
+                "clip",
+                "must be 0 (off) or a finite positive threshold",
+            ));
         }
         if self.task.starts_with("ptb") && self.seq == 0 {
             return Err(Error::config(
@@ -395,9 +389,7 @@ impl Config {
                 ),
             ));
         }
-        let elman =
-            self.model.contains("ornn") || self.model == "rnn" || self.model.ends_with("hadamrnn");
-        if !elman && self.act != Activation::Relu {
+        if !self.is_elman() && self.act != Activation::Relu {
             return Err(Error::config(
                 "act",
                 format!(
@@ -464,6 +456,12 @@ impl Config {
             }
             _ => Task::Copy(CopyTask::new(self.delay)),
         })
+    }
+
+    /// Whether the model is an Elman-type recurrence `act(W h + U x + b)`: an ORNN (Björck,
+    /// projUNN, Hadamard) or the plain RNN, whose `--act` and learned steps apply.
+    fn is_elman(&self) -> bool {
+        self.model.contains("ornn") || self.model == "rnn" || self.model.ends_with("hadamrnn")
     }
 
     /// The weights' width at `step` (the bit-width schedule, else `bits`).
