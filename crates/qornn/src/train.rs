@@ -22,6 +22,30 @@ const STREAM_INIT: u64 = u64::MAX - 2;
 /// Salt of the generator behind projUNN's sketches (distinct from the data's).
 const SKETCH_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// `model` around the tensors of `source` with its names and sizes, and how many it took.
+/// A learned step (LSQ) that `source` lacks starts again from the loaded tensor it
+/// quantizes (`Model::from_params` sets every unset step), not from the random one.
+fn with_tensors(mut model: Model, source: &[Tensor]) -> (Model, usize) {
+    let mut copied = 0;
+    for t in model.params.iter_mut() {
+        match source
+            .iter()
+            .find(|s| s.name == t.name && s.len() == t.len())
+        {
+            Some(s) => {
+                t.data.copy_from_slice(&s.data);
+                copied += 1;
+            }
+            None if t.kind == Kind::Step => t.data.fill(0.0),
+            None => {}
+        }
+    }
+    (
+        Model::from_params(model.spec.clone(), model.params, None),
+        copied,
+    )
+}
+
 /// The smallest learned quantizer step (LSQ) an update may leave.
 const MIN_STEP: f32 = 1e-8;
 
@@ -100,33 +124,22 @@ impl Trainer {
             // Start from saved weights (ours, or PyTorch's under the same names); tensors
             // the file lacks (an optional read-out) keep their initial values.
             let (loaded, read) = crate::weights::load(path, &spec)?;
-            for (t, new) in model.params.iter_mut().zip(loaded) {
-                if read.contains(&t.name) {
-                    *t = new;
-                }
-            }
-            model = Model::from_params(spec, model.params, None);
+            let source: Vec<Tensor> = loaded
+                .into_iter()
+                .filter(|t| read.contains(&t.name))
+                .collect();
+            model = with_tensors(model, &source).0;
         }
         if let Some(run) = &config.init_from {
             // The best model of another run: every tensor with this model's name and shape.
-            let source = crate::run::best_weights(run)?;
-            let mut copied = 0;
-            for t in model.params.iter_mut() {
-                if let Some(s) = source
-                    .iter()
-                    .find(|s| s.name == t.name && s.len() == t.len())
-                {
-                    t.data.copy_from_slice(&s.data);
-                    copied += 1;
-                }
-            }
+            let (loaded, copied) = with_tensors(model, &crate::run::best_weights(run)?);
             if copied == 0 {
                 return Err(Error::config(
                     "init_from",
                     format!("{} holds no tensor of this model", run.display()),
                 ));
             }
-            model = Model::from_params(model.spec.clone(), model.params, None);
+            model = loaded;
         }
         Self::with_model(config, task, model, 0)
     }

@@ -7,7 +7,7 @@
 use crate::checkpoint::write_atomically;
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
-use crate::params::Tensor;
+use crate::params::{Kind, Tensor};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
@@ -43,8 +43,8 @@ pub fn save(path: &Path, tensors: &[Tensor]) -> Result<()> {
 }
 
 /// Reads the tensors of `spec` from a file (f32 or f64). Every tensor of the recurrent
-/// core must be there with its shape; the read-out and the embedding are taken when
-/// present. Returns the tensors (zero where absent) and the names read.
+/// core must be there with its shape; the read-out, the embedding and learned quantizer
+/// steps are taken when present. Returns the tensors (zero where absent) and the names read.
 pub fn load(path: &Path, spec: &ModelSpec) -> Result<(Vec<Tensor>, Vec<&'static str>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -52,7 +52,10 @@ pub fn load(path: &Path, spec: &ModelSpec) -> Result<(Vec<Tensor>, Vec<&'static 
     let mut tensors = spec.tensors();
     let mut read = Vec::new();
     for t in tensors.iter_mut() {
-        let optional = t.name.starts_with("readout.") || t.name.starts_with("embedding.");
+        // A learned step (LSQ) absent from the file starts from the loaded tensor.
+        let optional = t.name.starts_with("readout.")
+            || t.name.starts_with("embedding.")
+            || t.kind == Kind::Step;
         let view = match st.tensor(t.name) {
             Ok(view) => view,
             Err(_) if optional => continue,

@@ -365,6 +365,22 @@ fn bit_width_schedule_warm_up_and_init_from() {
     };
     let trainer = qornn::train::Trainer::new(from.clone(), from.task().unwrap()).unwrap();
     assert_eq!(trainer.model.params, source);
+    // With learned steps the source lacks, they start from the loaded U (the paper's
+    // step max |U| / 2^(k-1)), not from the random initialisation's.
+    let lsq = Config {
+        range: qornn::quant::RangeRule::Lsq,
+        ..from.clone()
+    };
+    let trainer = qornn::train::Trainer::new(lsq.clone(), lsq.task().unwrap()).unwrap();
+    let u = &source.iter().find(|t| t.name == "weight_ih").unwrap().data;
+    let max = u.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let step = trainer
+        .model
+        .params
+        .iter()
+        .find(|t| t.name == "weight_ih.step")
+        .unwrap();
+    assert_eq!(step.data[0], max / 8.0);
     let missing = Config {
         init_from: Some(dir.path().join("nowhere")),
         ..from
