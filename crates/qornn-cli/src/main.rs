@@ -2,6 +2,9 @@
 
 mod bench;
 mod progress;
+mod signals;
+mod slurm;
+mod sweep;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -35,6 +38,21 @@ enum Command {
     Weights(WeightsArgs),
     /// Time one full training step (parametrise, forward, backward, optimiser).
     Bench(bench::BenchArgs),
+    /// Run a grid of configurations here (--jobs P at once) or as a Slurm job array
+    /// (--slurm); finished runs are skipped and stopped ones resume.
+    Sweep(Box<sweep::SweepArgs>),
+    /// Tables (Markdown, CSV, LaTeX) and plots (SVG, PNG) from run or sweep folders.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run folders, sweep folders, or folders of runs.
+    #[arg(value_name = "PATH", required = true)]
+    paths: Vec<PathBuf>,
+    /// The folder to write the tables and plots into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 /// Flags override `--config`, which overrides the defaults shown.
@@ -520,6 +538,24 @@ fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn report(args: ReportArgs) -> Result<()> {
+    let report = qornn::report::Report::collect(&args.paths)?;
+    let written = report.write(&args.out)?;
+    eprintln!(
+        "{} runs in {} configurations; wrote {} files in {}",
+        report.runs.len(),
+        report.groups.len(),
+        written.len(),
+        args.out.display()
+    );
+    print!(
+        "{}",
+        std::fs::read_to_string(args.out.join("results.md"))
+            .with_context(|| format!("cannot read back {}", args.out.display()))?
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -529,9 +565,15 @@ fn main() -> std::process::ExitCode {
         Command::Quantize(args) => quantize(args),
         Command::Export(args) => export(args),
         Command::Bench(args) => bench::run(args),
+        Command::Sweep(args) => sweep::run(*args),
+        Command::Report(args) => report(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if matches!(e.downcast_ref(), Some(qornn::Error::Interrupted { .. })) => {
+            eprintln!("{e:#}");
+            std::process::ExitCode::from(signals::EXIT_INTERRUPTED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -3,16 +3,24 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qornn::run::{EvalRecord, Observer, RunStart};
 use std::io::IsTerminal;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 pub struct Progress {
     /// Printed when the run starts, with its step count and baseline.
     banner: String,
     bar: Option<ProgressBar>,
+    /// Set by SIGTERM or SIGINT: checkpoint and stop.
+    stop: Arc<AtomicBool>,
 }
 
 impl Progress {
     pub fn new(banner: String) -> Self {
-        Self { banner, bar: None }
+        Self {
+            banner,
+            bar: None,
+            stop: crate::signals::stop_requested(),
+        }
     }
 }
 
@@ -82,6 +90,10 @@ impl Observer for Progress {
             Some(bar) => bar.println(describe(record)),
             None => eprintln!("{}", describe(record)),
         }
+    }
+
+    fn should_stop(&mut self) -> bool {
+        crate::signals::is_set(&self.stop)
     }
 }
 

@@ -16,6 +16,11 @@ pub enum Error {
     },
     #[error("training diverged at step {step}: loss is {loss} (try a lower --lr or --clip)")]
     Diverged { step: u64, loss: f64 },
+    #[error(
+        "stopped at step {step} on request; the checkpoint in {} continues it (--resume)",
+        dir.display()
+    )]
+    Interrupted { step: u64, dir: PathBuf },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -76,6 +76,11 @@ pub trait Observer {
     fn on_start(&mut self, _start: &RunStart) {}
     fn on_step(&mut self, _step: u64, _loss: f32) {}
     fn on_eval(&mut self, _record: &EvalRecord) {}
+    /// Checked after every step: `true` checkpoints the run where it stands and returns
+    /// [`Error::Interrupted`] (a signal from the batch system, Ctrl-C).
+    fn should_stop(&mut self) -> bool {
+        false
+    }
 }
 
 impl Observer for () {}
@@ -208,7 +213,19 @@ fn drive(
         state.pending_loss += loss as f64;
         state.pending_count += 1;
         observer.on_step(trainer.step, loss);
-        if trainer.step % eval_every == 0 || trainer.step == total {
+        let at_eval = trainer.step % eval_every == 0 || trainer.step == total;
+        if !at_eval && observer.should_stop() {
+            // Batches are a function of (seed, step), so a checkpoint between two
+            // evaluations resumes to the same result.
+            state.seconds += clock.elapsed().as_secs_f64();
+            let ckpt = with_bookkeeping(trainer.checkpoint(), &state);
+            checkpoint::save(&dir.join(CHECKPOINT_FILE), &ckpt)?;
+            return Err(Error::Interrupted {
+                step: trainer.step,
+                dir: dir.to_path_buf(),
+            });
+        }
+        if at_eval {
             state.seconds += clock.elapsed().as_secs_f64();
             let lr = trainer.lr();
             let val = trainer.evaluate(false);
@@ -244,6 +261,12 @@ fn drive(
             }
             checkpoint::save(&dir.join(CHECKPOINT_FILE), &ckpt)?;
             clock = Instant::now();
+            if trainer.step < total && observer.should_stop() {
+                return Err(Error::Interrupted {
+                    step: trainer.step,
+                    dir: dir.to_path_buf(),
+                });
+            }
         }
     }
     // The test set is scored on the best model by validation loss.
