@@ -236,6 +236,47 @@ fn killed_run_resumes_to_the_same_result() {
     );
     assert_eq!(test_result(&resumed.stdout), test_result(&reference.stdout));
     assert_eq!(metric_lines(&killed), 12);
+
+    // SIGTERM (a batch system's warning) checkpoints where the run stands, between two
+    // evaluations, and exits with 75; the resumed run gives the same losses throughout.
+    let stopped = dir.path().join("stopped");
+    let child = Command::new(env!("CARGO_BIN_EXE_qornn"))
+        .args(common(&stopped))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while metric_lines(&stopped) < 2 {
+        assert!(start.elapsed() < Duration::from_secs(240), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("stopped at step"), "{stderr}");
+    assert!(
+        metric_lines(&stopped) < 12,
+        "the run finished before SIGTERM"
+    );
+    let resumed = qornn(&["train", "--resume", stopped.to_str().unwrap()]);
+    assert!(resumed.status.success());
+    assert_eq!(test_result(&resumed.stdout), test_result(&reference.stdout));
+    let val_losses = |dir: &Path| -> Vec<f64> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["val_loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(val_losses(&stopped), val_losses(&whole));
 }
 
 /// Every `[default: V]` that `qornn train --help` states is the value training uses.

@@ -1,0 +1,254 @@
+//! `qornn sweep` and `qornn report` end to end: a local sweep, its errors, and a sweep on
+//! a real Slurm cluster (started by `scripts/test.sh`; without one the test fails and says
+//! what to install).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn qornn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qornn"))
+        .args(args)
+        .output()
+        .expect("the qornn binary runs")
+}
+
+/// The 4-run grid shipped for this purpose.
+fn smoke_grid() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sweeps/smoke.toml")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that the report in `dir` has the tables and figures of a 4-run, 2-configuration
+/// sweep.
+fn check_report(dir: &Path) {
+    let table = std::fs::read_to_string(dir.join("results.md")).unwrap();
+    assert!(table.starts_with("| bits | seeds |"), "{table}");
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.starts_with("| 4 ") || l.starts_with("| 8 "))
+            .count(),
+        2,
+        "{table}"
+    );
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(std::fs::read_to_string(dir.join("results.tex"))
+        .unwrap()
+        .contains("\\begin{tabular}"));
+    for figure in ["curves-loss", "curves-metric", "orthogonality", "frontier"] {
+        let svg = std::fs::read_to_string(dir.join(format!("{figure}.svg"))).unwrap();
+        // Lines are labelled by configuration, the frontier's points by bit width.
+        let label = if figure == "frontier" { "4b" } else { "bits=4" };
+        assert!(svg.contains("<svg") && svg.contains(label), "{figure}.svg");
+        let png = std::fs::read(dir.join(format!("{figure}.png"))).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{figure}.png"
+        );
+    }
+}
+
+#[test]
+fn local_sweep_runs_skips_finished_runs_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let grid = smoke_grid();
+    let first = qornn(&[
+        "sweep",
+        grid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+    ]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let log = text(&first.stderr);
+    assert_eq!(
+        log.matches("accuracy").count(),
+        4,
+        "one line per run: {log}"
+    );
+    for index in 0..4 {
+        assert!(out.join(index.to_string()).join("summary.json").exists());
+        assert!(out.join("logs").join(format!("{index}.out")).exists());
+    }
+    let csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    assert_eq!(
+        csv,
+        "index,folder,bits,seed\n0,0,4,1\n1,1,4,2\n2,2,8,1\n3,3,8,2\n"
+    );
+    check_report(&out.join("report"));
+
+    let again = qornn(&[
+        "sweep",
+        grid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(again.status.success());
+    assert_eq!(
+        text(&again.stderr)
+            .matches("finished before, skipped")
+            .count(),
+        4
+    );
+
+    // `qornn report` on the sweep folder gives the same table.
+    let report = dir.path().join("report");
+    let r = qornn(&[
+        "report",
+        out.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert_eq!(
+        std::fs::read_to_string(report.join("results.md")).unwrap(),
+        std::fs::read_to_string(out.join("report/results.md")).unwrap()
+    );
+}
+
+#[test]
+fn bad_sweeps_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = smoke_grid();
+    let grid = grid.to_str().unwrap();
+    let fails = |args: &[&str], needle: &str| {
+        let out = qornn(args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} not in {stderr}"
+        );
+    };
+    let out = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    fails(&["sweep", grid, "bitz=4", "--out", &out("a")], "bitz");
+    fails(&["sweep", grid, "bits=", "--out", &out("a")], "empty list");
+    fails(
+        &["sweep", grid, "bits=4,1", "--out", &out("a")],
+        "run 2 (bits=1, seed=1)",
+    );
+    fails(&["sweep", grid, "hidden", "--out", &out("a")], "KEY=VALUE");
+    assert!(
+        !dir.path().join("a").exists(),
+        "nothing is written for a bad grid"
+    );
+    let ok = qornn(&["sweep", grid, "steps=2", "--out", &out("b")]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    fails(
+        &["sweep", grid, "steps=3", "--out", &out("b")],
+        "different grid",
+    );
+    fails(&["sweep", "run", &out("b"), "--index", "9"], "no run 9");
+    fails(&["report", &out("a"), "--out", &out("r")], "a");
+    // --slurm without Slurm's commands on the PATH.
+    let no_slurm = Command::new(env!("CARGO_BIN_EXE_qornn"))
+        .args(["sweep", grid, "--out", &out("c"), "--slurm"])
+        .env("PATH", "")
+        .output()
+        .unwrap();
+    assert!(!no_slurm.status.success());
+    assert!(
+        text(&no_slurm.stderr).contains("sbatch"),
+        "{}",
+        text(&no_slurm.stderr)
+    );
+    assert!(!dir.path().join("c").exists());
+    // --dry-run writes the scripts and submits nothing.
+    let dry = qornn(&[
+        "sweep",
+        grid,
+        "--out",
+        &out("d"),
+        "--slurm",
+        "--dry-run",
+        "--jobs",
+        "3",
+    ]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let script = std::fs::read_to_string(dir.path().join("d/sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-3%3"), "{script}");
+    assert!(dir.path().join("d/report.sbatch").exists());
+    assert!(!dir.path().join("d/slurm-jobs.txt").exists());
+}
+
+/// Whether a Slurm cluster answers here, with what to do when it does not.
+fn slurm_is_up() -> Result<(), String> {
+    let hint = "no Slurm cluster answers here: run the README's test command \
+                (scripts/test.sh installs Debian's slurm-wlm and munge and starts a one-node \
+                cluster with scripts/slurm-up.sh; it needs root and apt-get)";
+    match Command::new("sinfo").args(["-h", "-o", "%t"]).output() {
+        Ok(out) if out.status.success() && !text(&out.stdout).trim().is_empty() => Ok(()),
+        Ok(out) => Err(format!("{hint}; sinfo said: {}", text(&out.stderr).trim())),
+        Err(e) => Err(format!("{hint}; sinfo: {e}")),
+    }
+}
+
+#[test]
+fn sweep_runs_as_a_job_array_on_a_real_slurm_cluster() {
+    if let Err(why) = slurm_is_up() {
+        panic!("{why}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let submitted = qornn(&[
+        "sweep",
+        smoke_grid().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--slurm",
+        "--jobs",
+        "2",
+        "--time",
+        "00:05:00",
+    ]);
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    let array = text(&submitted.stdout).trim().to_string();
+    assert!(array.parse::<u64>().is_ok(), "sbatch's job id: {array:?}");
+    let jobs = std::fs::read_to_string(out.join("slurm-jobs.txt")).unwrap();
+    assert!(
+        jobs.starts_with(&format!("sweep {array}\nreport ")),
+        "{jobs}"
+    );
+
+    // Bounded poll until both jobs have left the queue: the 4 runs take seconds, and the
+    // chained report runs after them.
+    let report_job = jobs
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("report ")
+        .to_string();
+    let start = Instant::now();
+    loop {
+        let queue = Command::new("squeue")
+            .args(["-h", "-j", &format!("{array},{report_job}")])
+            .output()
+            .unwrap();
+        if text(&queue.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the sweep did not finish in 300 s; squeue: {}",
+            text(&queue.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for index in 0..4 {
+        let summary = out.join(index.to_string()).join("summary.json");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(json["steps"], 40, "{}", summary.display());
+        let log = out.join("logs").join(format!("{array}_{index}.out"));
+        assert!(log.exists(), "the array task's log {}", log.display());
+    }
+    check_report(&out.join("report"));
+}
