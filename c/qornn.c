@@ -1,65 +1,185 @@
-/* A portable C port of the integer QORNN recurrence (docs/format.md), checked against
- * the reference trace of a header written by `qornn export --c DIR`:
- *     cc -I DIR -o check c/qornn.c && ./check
- * prints "trace ok" and exits 0 when every hidden code and the read-out match. */
-#include <stdio.h>
-#include <stdlib.h>
+/* qornn: the integer QORNN recurrence (see qornn.h and docs/format.md). */
+#include "qornn.h"
+
 #include <math.h>
-#include "qornn_model.h"
 
-static int32_t code(const uint8_t *packed, int bits, int index) {
-    int bit = index * bits, byte = bit / 8, offset = bit % 8;
+#define QORNN_MAX_SIZE 4096
+#define QORNN_MAX_ALIGN 14
+#define QORNN_MAX_SHIFT 62
+#define QORNN_MAX_MANTISSA 4096
+/* |B| below 2^61: with both product terms below 2^61 the sum stays below 2^63. */
+#define QORNN_BIAS_LIMIT ((int64_t)1 << 61)
+
+/* S - S_w and S + f_h - S_u - f_x: the left shifts that align the two products. */
+static int32_t w_align(const qornn_model *m) { return m->shift - m->w_shift; }
+static int32_t u_align(const qornn_model *m) {
+    return m->shift + m->hidden_frac - m->u_shift - m->input_frac;
+}
+
+int qornn_validate(const qornn_model *m) {
+    int32_t i;
+    if (!m || !m->u_packed || !m->w_packed || !m->bias || !m->readout_bias) return QORNN_NULL;
+    if (m->hidden < 1 || m->input < 1 || m->outputs < 1 || m->hidden > QORNN_MAX_SIZE ||
+        m->input > QORNN_MAX_SIZE)
+        return QORNN_BAD_SIZE;
+    if (m->u_bits < 2 || m->u_bits > 8 || m->act_bits < 2 || m->act_bits > 16)
+        return QORNN_BAD_BITS;
+    if (m->hadamard_block == 0) {
+        if (m->w_bits < 2 || m->w_bits > 8) return QORNN_BAD_BITS;
+    } else {
+        int32_t b = m->hadamard_block;
+        if (b < 2 || (b & (b - 1)) != 0 || m->hidden % b != 0) return QORNN_BAD_HADAMARD;
+    }
+    if (m->shift < 0 || m->shift > QORNN_MAX_SHIFT || w_align(m) < 0 ||
+        w_align(m) > QORNN_MAX_ALIGN || u_align(m) < 0 || u_align(m) > QORNN_MAX_ALIGN)
+        return QORNN_BAD_SHIFT;
+    if (m->w_mantissa < 1 || m->w_mantissa > QORNN_MAX_MANTISSA || m->u_mantissa < 1 ||
+        m->u_mantissa > QORNN_MAX_MANTISSA)
+        return QORNN_BAD_MANTISSA;
+    for (i = 0; i < m->hidden; i++)
+        if (m->bias[i] >= QORNN_BIAS_LIMIT || m->bias[i] <= -QORNN_BIAS_LIMIT)
+            return QORNN_BAD_BIAS;
+    if (m->modrelu && !m->bias_mod) return QORNN_NULL;
+    if (m->readout_bits == 0 && !m->readout_weight) return QORNN_NULL;
+    if (m->readout_bits != 0) {
+        if (m->readout_bits < 2 || m->readout_bits > 16) return QORNN_BAD_BITS;
+        if (!m->readout_codes) return QORNN_NULL;
+        if (m->readout_shift < 0 || m->readout_shift > QORNN_MAX_SHIFT) return QORNN_BAD_SHIFT;
+    }
+    return QORNN_OK;
+}
+
+void qornn_state_init(const qornn_model *m, qornn_state *state, int32_t *buffer) {
+    state->h = buffer;
+    state->scratch = buffer + m->hidden;
+    qornn_reset(m, state);
+}
+
+void qornn_reset(const qornn_model *m, qornn_state *state) {
+    int32_t i;
+    for (i = 0; i < m->hidden; i++) state->h[i] = 0;
+}
+
+/* Code `index` of a packed k-bit matrix (little-endian bit order), sign-extended. */
+static int32_t packed_code(const uint8_t *packed, int32_t bits, int32_t index) {
+    uint32_t bit = (uint32_t)index * (uint32_t)bits;
+    uint32_t byte = bit >> 3, offset = bit & 7;
     uint32_t word = packed[byte];
-    if (offset + bits > 8) word |= (uint32_t)packed[byte + 1] << 8;
-    uint32_t raw = (word >> offset) & ((1u << bits) - 1);
-    return (int32_t)(raw << (32 - bits)) >> (32 - bits); /* sign-extend */
+    uint32_t raw;
+    if (offset + (uint32_t)bits > 8) word |= (uint32_t)packed[byte + 1] << 8;
+    raw = (word >> offset) & ((1u << bits) - 1u);
+    /* Two's complement without shifting a negative value: subtract 2^k above 2^(k-1). */
+    return raw >= (1u << (bits - 1)) ? (int32_t)raw - (int32_t)(1u << bits) : (int32_t)raw;
 }
 
-static void step(const int32_t *h, const int32_t *x, int32_t *out) {
-    const int n = QORNN_HIDDEN, d = QORNN_INPUT;
-    const int64_t lo = QORNN_MODRELU ? -(1 << (QORNN_ACT_BITS - 1)) : 0;
-    const int64_t hi = QORNN_MODRELU ? (1 << (QORNN_ACT_BITS - 1)) - 1 : (1 << QORNN_ACT_BITS) - 1;
-    for (int i = 0; i < n; i++) {
-        int64_t acc_w = 0, acc_u = 0;
-        for (int j = 0; j < n; j++) acc_w += (int64_t)code(qornn_w_packed, QORNN_WEIGHT_BITS, i * n + j) * h[j];
-        for (int j = 0; j < d; j++) acc_u += (int64_t)code(qornn_u_packed, QORNN_WEIGHT_BITS, i * d + j) * x[j];
-        /* Multiplications by powers of two: left shifts of negative values are undefined in C. */
-        int64_t num = acc_w * QORNN_W_MANTISSA * ((int64_t)1 << (QORNN_SHIFT - QORNN_W_SHIFT))
-                    + acc_u * QORNN_U_MANTISSA * ((int64_t)1 << (QORNN_SHIFT + QORNN_HIDDEN_FRAC - QORNN_U_SHIFT - QORNN_INPUT_FRAC))
-                    + qornn_bias[i];
-        /* Round half up; >> of a negative value is arithmetic on every compiler we know. */
-        int64_t z = (num + ((int64_t)1 << (QORNN_SHIFT - 1))) >> QORNN_SHIFT;
-        int64_t a;
-        if (QORNN_MODRELU) {
-            int64_t m = llabs(z) + qornn_bias_mod[i];
-            a = m < 0 ? 0 : (z > 0 ? m : (z < 0 ? -m : 0));
-        } else {
-            a = z < 0 ? 0 : z;
+/* floor(v / 2^s) for any sign, without shifting a negative value. */
+static int64_t floor_shift(int64_t v, int32_t s) {
+    if (v >= 0) return v >> s;
+    return -(int64_t)(((uint64_t)(-(v + 1)) >> s)) - 1;
+}
+
+/* Rescale, add the bias, round half up, activate and saturate unit i (qornn.h). */
+static int32_t finish(const qornn_model *m, int32_t i, int64_t acc_w, int64_t acc_u) {
+    /* Multiplications by powers of two: a left shift of a negative value is undefined. */
+    int64_t num = acc_w * m->w_mantissa * ((int64_t)1 << w_align(m)) +
+                  acc_u * m->u_mantissa * ((int64_t)1 << u_align(m)) + m->bias[i];
+    int64_t z = m->shift == 0 ? num : floor_shift(num + ((int64_t)1 << (m->shift - 1)), m->shift);
+    int64_t a, lo, hi;
+    if (m->modrelu) {
+        int64_t mag = (z < 0 ? -z : z) + m->bias_mod[i];
+        if (mag < 0) mag = 0;
+        a = z > 0 ? mag : (z < 0 ? -mag : 0);
+        lo = -((int64_t)1 << (m->act_bits - 1));
+        hi = ((int64_t)1 << (m->act_bits - 1)) - 1;
+    } else {
+        a = z < 0 ? 0 : z;
+        lo = 0;
+        hi = ((int64_t)1 << m->act_bits) - 1;
+    }
+    return (int32_t)(a < lo ? lo : (a > hi ? hi : a));
+}
+
+/* scratch = (I ⊗ H_m) h by an in-place fast Walsh-Hadamard transform per block: n log2(m)
+ * additions and subtractions, no multiplication (|values| < 2^16 m fits int32). */
+static void hadamard_transform(const qornn_model *m, const int32_t *h, int32_t *out) {
+    int32_t n = m->hidden, b = m->hadamard_block, start, len, i, j;
+    for (i = 0; i < n; i++) out[i] = h[i];
+    for (start = 0; start < n; start += b)
+        for (len = 1; len < b; len <<= 1)
+            for (i = start; i < start + b; i += len << 1)
+                for (j = i; j < i + len; j++) {
+                    int32_t x = out[j], y = out[j + len];
+                    out[j] = x + y;
+                    out[j + len] = x - y;
+                }
+}
+
+static int64_t input_sum(const qornn_model *m, int32_t i, const int32_t *x) {
+    int64_t acc = 0;
+    int32_t j, d = m->input;
+    for (j = 0; j < d; j++) acc += (int64_t)packed_code(m->u_packed, m->u_bits, i * d + j) * x[j];
+    return acc;
+}
+
+void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
+    int32_t n = m->hidden, i, j;
+    int32_t *h = state->h, *next = state->scratch;
+    if (m->hadamard_block) {
+        hadamard_transform(m, h, next);
+        for (i = 0; i < n; i++) {
+            int32_t negative = (m->w_packed[i >> 3] >> (i & 7)) & 1;
+            int64_t acc_w = negative ? -(int64_t)next[i] : (int64_t)next[i];
+            next[i] = finish(m, i, acc_w, input_sum(m, i, x));
         }
-        out[i] = (int32_t)(a < lo ? lo : (a > hi ? hi : a));
+    } else {
+        for (i = 0; i < n; i++) {
+            int64_t acc_w = 0;
+            for (j = 0; j < n; j++)
+                acc_w += (int64_t)packed_code(m->w_packed, m->w_bits, i * n + j) * h[j];
+            next[i] = finish(m, i, acc_w, input_sum(m, i, x));
+        }
+    }
+    state->h = next;
+    state->scratch = h;
+}
+
+void qornn_quantize_input(const qornn_model *m, const float *x, int32_t *codes) {
+    const double hi = (double)(((int32_t)1 << (m->act_bits - 1)) - 1);
+    int32_t j;
+    for (j = 0; j < m->input; j++) {
+        /* round() is half away from zero, as the trainer's quantizer. */
+        double v = round(ldexp((double)x[j], m->input_frac));
+        codes[j] = (int32_t)(v > hi ? hi : (v < -hi - 1.0 ? -hi - 1.0 : v));
     }
 }
 
-int main(void) {
-    int32_t h[QORNN_HIDDEN] = {0}, next[QORNN_HIDDEN];
-    for (int t = 0; t < QORNN_TRACE_STEPS; t++) {
-        step(h, &qornn_trace_input[t * QORNN_INPUT], next);
-        for (int i = 0; i < QORNN_HIDDEN; i++) {
-            h[i] = next[i];
-            if (h[i] != qornn_trace_hidden[t * QORNN_HIDDEN + i]) {
-                printf("mismatch at step %d unit %d: %d vs %d\n", t, i, h[i], qornn_trace_hidden[t * QORNN_HIDDEN + i]);
-                return 1;
-            }
+/* sum_j V_ij H_j of a quantized read-out (|V_ij| < 2^15, |H_j| < 2^16: exact in int64). */
+static int64_t readout_sum(const qornn_model *m, const int32_t *h, int32_t i) {
+    int64_t acc = 0;
+    int32_t j, n = m->hidden;
+    for (j = 0; j < n; j++) acc += (int64_t)m->readout_codes[i * n + j] * h[j];
+    return acc;
+}
+
+int qornn_readout_sums(const qornn_model *m, const qornn_state *state, int64_t *sums) {
+    int32_t i;
+    if (m->readout_bits == 0) return QORNN_BAD_BITS;
+    for (i = 0; i < m->outputs; i++) sums[i] = readout_sum(m, state->h, i);
+    return QORNN_OK;
+}
+
+void qornn_readout(const qornn_model *m, const qornn_state *state, float *y) {
+    int32_t i, j, n = m->hidden;
+    if (m->readout_bits) {
+        double scale = ldexp((double)m->readout_mantissa, -(m->readout_shift + m->hidden_frac));
+        for (i = 0; i < m->outputs; i++)
+            y[i] = (float)((double)readout_sum(m, state->h, i) * scale + (double)m->readout_bias[i]);
+    } else {
+        float unit = ldexpf(1.0f, -m->hidden_frac);
+        for (i = 0; i < m->outputs; i++) {
+            float acc = m->readout_bias[i];
+            for (j = 0; j < n; j++) acc += m->readout_weight[i * n + j] * (float)state->h[j] * unit;
+            y[i] = acc;
         }
     }
-    for (int i = 0; i < QORNN_OUTPUTS; i++) {
-        float y = qornn_readout_bias[i];
-        for (int j = 0; j < QORNN_HIDDEN; j++) y += qornn_readout_weight[i * QORNN_HIDDEN + j] * (float)h[j] * ldexpf(1.0f, -QORNN_HIDDEN_FRAC);
-        if (fabsf(y - qornn_trace_output[i]) > 1e-4f * (1.0f + fabsf(y))) {
-            printf("read-out %d: %g vs %g\n", i, y, qornn_trace_output[i]);
-            return 1;
-        }
-    }
-    printf("trace ok\n");
-    return 0;
 }

@@ -32,7 +32,8 @@ enum Command {
     /// Post-training integer quantization of a run's recurrence; compares float, simulated
     /// and integer inference on the test set.
     Quantize(QuantizeArgs),
-    /// Write an integer model as a C header with a reference trace (`qornn_model.h`).
+    /// Write an integer model for the C library (`qornn_model.h`) and a reference trace
+    /// (`qornn_trace.h`).
     Export(ExportArgs),
     /// Write a run's best weights under PyTorch's names (a safetensors file).
     Weights(WeightsArgs),
@@ -228,7 +229,7 @@ struct ExportArgs {
     /// An integer model file from `qornn quantize`.
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
-    /// The folder to write `qornn_model.h` into.
+    /// The folder to write `qornn_model.h` and `qornn_trace.h` into.
     #[arg(long = "c", value_name = "DIR")]
     c_dir: PathBuf,
     /// MNIST models: the folder with MNIST's files [default: $QORNN_DATA, else ./data].
@@ -464,11 +465,6 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
 
 fn export(args: ExportArgs) -> Result<()> {
     let model = qornn::model_file::IntegerModel::load(&args.model)?;
-    anyhow::ensure!(
-        model.recurrence.hadamard_block.is_none(),
-        "{} is a Hadamard recurrence; the C port (c/qornn.c) runs dense W only so far",
-        args.model.display()
-    );
     let task = qornn::ptq::task_of(&model.task, args.data_dir.as_deref())?;
     let t = &model.task;
     let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);
@@ -477,12 +473,20 @@ fn export(args: ExportArgs) -> Result<()> {
         .context("the task has no test sequence for the trace")?;
     std::fs::create_dir_all(&args.c_dir)
         .with_context(|| format!("cannot create --c {}", args.c_dir.display()))?;
-    let path = args.c_dir.join("qornn_model.h");
-    std::fs::write(&path, qornn::export_c::header(&model, first))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let files = [
+        ("qornn_model.h", qornn::export_c::model_header(&model)),
+        (
+            "qornn_trace.h",
+            qornn::export_c::trace_header(&model, first),
+        ),
+    ];
+    for (name, text) in files {
+        let path = args.c_dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     eprintln!(
-        "wrote {} (check it with: cc -I {} c/qornn.c -lm && ./a.out)",
-        path.display(),
+        "wrote qornn_model.h and qornn_trace.h in {0} (check them with: make -C c check \
+         MODEL={0}, or check-m4 on an emulated Cortex-M4)",
         args.c_dir.display()
     );
     Ok(())

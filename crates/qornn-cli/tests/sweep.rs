@@ -252,3 +252,74 @@ fn sweep_runs_as_a_job_array_on_a_real_slurm_cluster() {
     }
     check_report(&out.join("report"));
 }
+
+/// What Slurm does before a time limit (`--signal=B:USR1@S`), sent by hand: the task's
+/// script asks the run to checkpoint, the run stops between two evaluations, and the task
+/// is requeued (Slurm holds a requeued task for about two minutes before it starts again,
+/// so the resumed run is not awaited here; resuming is tested in tests/cli.rs).
+#[test]
+fn a_signalled_slurm_task_checkpoints_and_is_requeued() {
+    if let Err(why) = slurm_is_up() {
+        panic!("{why}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let submitted = qornn(&[
+        "sweep",
+        smoke_grid().to_str().unwrap(),
+        "steps=1000000",
+        "eval_every=100000",
+        "bits=4",
+        "seed=1",
+        "--out",
+        out.to_str().unwrap(),
+        "--slurm",
+        "--time",
+        "00:10:00",
+    ]);
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    let array = text(&submitted.stdout).trim().to_string();
+    let task = format!("{array}_0");
+    let log = out.join("logs").join(format!("{array}_0.out"));
+    let start = Instant::now();
+    // Wait until the run is training (its banner is in the log).
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("steps 0..1000000")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the task did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Command::new("scancel")
+        .args(["--signal=USR1", "--batch", &task])
+        .output()
+        .unwrap();
+    assert!(signalled.status.success(), "{}", text(&signalled.stderr));
+    let mut requeued = false;
+    while start.elapsed() < Duration::from_secs(180) {
+        let job = Command::new("scontrol")
+            .args(["show", "job", &task])
+            .output()
+            .unwrap();
+        let job = text(&job.stdout);
+        if job.contains("Restarts=1") && job.contains("JobState=PENDING") {
+            requeued = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    // Clean up before asserting: the requeued task and the report job.
+    let _ = Command::new("scancel").arg(&array).output();
+    let jobs = std::fs::read_to_string(out.join("slurm-jobs.txt")).unwrap_or_default();
+    if let Some(report) = jobs.lines().nth(1) {
+        let _ = Command::new("scancel")
+            .arg(report.trim_start_matches("report "))
+            .output();
+    }
+    assert!(requeued, "the task was not requeued; log:\n{logged}");
+    assert!(logged.contains("stopped at step"), "{logged}");
+    let checkpoint = out.join("0").join("checkpoint.safetensors");
+    assert!(checkpoint.exists(), "no checkpoint at the signal");
+}

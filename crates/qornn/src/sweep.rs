@@ -89,7 +89,8 @@ impl Grid {
     }
 
     /// Applies a command-line override `key=v1,v2,...`: each value is read as TOML (a
-    /// number, `true`), else taken as a string; the key becomes (or replaces) an axis.
+    /// number, `true`), else taken as a string. Several values make (or replace) an axis;
+    /// one value sets the key for every run.
     pub fn apply_override(&mut self, text: &str) -> Result<()> {
         let (key, list) = text.split_once('=').ok_or_else(|| {
             Error::config(
@@ -97,13 +98,19 @@ impl Grid {
                 format!("`{text}` is not KEY=VALUE[,VALUE...] (e.g. bits=2,4,8)"),
             )
         })?;
-        let values = list
+        let values: Vec<toml::Value> = list
             .split(',')
             .filter(|v| !v.trim().is_empty())
             .map(|v| parse_value(v.trim()))
             .collect();
-        self.base.remove(key.trim());
-        self.set_axis(key.trim(), values, Path::new("the command line"))
+        let key = key.trim();
+        self.base.remove(key);
+        if let [value] = values.as_slice() {
+            self.axes.retain(|(k, _)| k != key);
+            self.base.insert(key.to_string(), value.clone());
+            return Ok(());
+        }
+        self.set_axis(key, values, Path::new("the command line"))
     }
 
     fn set_axis(&mut self, key: &str, values: Vec<toml::Value>, source: &Path) -> Result<()> {
@@ -338,6 +345,7 @@ mod tests {
         g.apply_override("seed=5").unwrap();
         assert_eq!(g.len(), 2);
         assert!(!g.base.contains_key("bits"));
+        assert_eq!(g.axes.len(), 1, "one value sets a key, not an axis");
         let points = g.expand().unwrap();
         assert_eq!(points[1].config.bits(), 3);
         assert_eq!(points[1].config.model, "hadamrnn");

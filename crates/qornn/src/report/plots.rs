@@ -365,6 +365,11 @@ fn orthogonality(report: &Report) -> Result<Option<String>> {
     .map(Some)
 }
 
+/// The power of ten at or below `v`: a log axis that starts there has labelled ticks.
+fn decade_below(v: f64) -> f64 {
+    10f64.powf(v.log10().floor())
+}
+
 /// Size in bytes, mean and std of the test metric, and the bit width's label.
 type FrontierPoint = (f64, f64, f64, String);
 
@@ -437,7 +442,7 @@ fn frontier(report: &Report) -> Result<Option<String>> {
             .margin(14)
             .x_label_area_size(48)
             .y_label_area_size(78)
-            .build_cartesian_2d((lo / 1.5..hi * 1.5).log_scale(), y0..y1)
+            .build_cartesian_2d((decade_below(lo / 1.3)..hi * 1.5).log_scale(), y0..y1)
             .map_err(plot_error)?;
         chart
             .configure_mesh()

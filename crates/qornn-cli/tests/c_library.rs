@@ -1,0 +1,184 @@
+//! The C library (`c/qornn.h`, `c/qornn.c`) against exported traces: built with warnings
+//! as errors and run under AddressSanitizer and UBSan on the host, and cross-compiled for
+//! a Cortex-M4 and run on QEMU's mps2-an386 (set up by `scripts/test.sh`; without the
+//! toolchain the M4 test fails and says what to install). Dense ReLU and modReLU models,
+//! a Hadamard recurrence and a quantized read-out; a corrupted trace must fail both checks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn qornn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qornn"))
+        .args(args)
+        .output()
+        .expect("the qornn binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn c_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../c")
+}
+
+/// Trains a small copy model with `extra` settings, quantizes it (with `quantize` flags)
+/// and exports it for C into `dir/c`.
+fn exported(dir: &Path, extra: &[&str], quantize: &[&str]) -> PathBuf {
+    let run = dir.join("run");
+    let mut args = vec![
+        "train",
+        "--delay",
+        "10",
+        "--hidden",
+        "32",
+        "--batch",
+        "16",
+        "--eval-sequences",
+        "32",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "3e-3",
+        "--threads",
+        "1",
+        "--steps",
+        "60",
+        "--eval-every",
+        "30",
+        "--out",
+    ];
+    let run_text = run.to_string_lossy().into_owned();
+    args.push(&run_text);
+    args.extend(extra);
+    let trained = qornn(&args);
+    assert!(trained.status.success(), "{}", text(&trained));
+    let mut q = vec!["quantize", "--run", &run_text, "--calib", "64"];
+    q.extend(quantize);
+    let quantized = qornn(&q);
+    assert!(quantized.status.success(), "{}", text(&quantized));
+    let out = dir.join("c");
+    let model = run.join("model.qornn");
+    let exported = qornn(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--c",
+        out.to_str().unwrap(),
+    ]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    out
+}
+
+fn make(target: &str, model: &Path) -> Output {
+    Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(c_dir())
+        .arg(target)
+        .arg(format!("MODEL={}", model.display()))
+        .output()
+        .expect("make runs")
+}
+
+/// Changes the first hidden code of the trace: a check that still passed would prove
+/// nothing.
+fn corrupt_trace(model: &Path) {
+    let path = model.join("qornn_trace.h");
+    let trace = std::fs::read_to_string(&path).unwrap();
+    let start = trace.find("qornn_trace_hidden[").unwrap();
+    let open = start + trace[start..].find("{\n    ").unwrap() + 6;
+    let end = open + trace[open..].find(',').unwrap();
+    let value: i64 = trace[open..end].trim().parse().unwrap();
+    let corrupted = format!("{}{}{}", &trace[..open], value + 1, &trace[end..]);
+    std::fs::write(&path, corrupted).unwrap();
+    // Rebuild from the changed trace.
+    let _ = std::fs::remove_dir_all(model.join("build"));
+}
+
+const MODELS: [(&str, &[&str], &[&str]); 4] = [
+    ("relu-6b", &["--bits", "6"], &["--act-bits", "8"]),
+    (
+        "modrelu-4b-readout",
+        &["--bits", "4", "--act", "modrelu"],
+        &["--act-bits", "12", "--readout-bits", "8"],
+    ),
+    (
+        "hadamrnn",
+        &["--model", "hadamrnn", "--bits", "4", "--act", "modrelu"],
+        &["--act-bits", "12"],
+    ),
+    (
+        "block-hadamrnn",
+        &["--model", "block-hadamrnn", "--block", "8", "--bits", "3"],
+        &["--act-bits", "8"],
+    ),
+];
+
+#[test]
+fn c_library_matches_traces_under_sanitizers() {
+    for (name, train, quantize) in MODELS {
+        let dir = tempfile::tempdir().unwrap();
+        let model = exported(dir.path(), train, quantize);
+        let header = std::fs::read_to_string(model.join("qornn_model.h")).unwrap();
+        assert!(header.contains("static const qornn_model qornn_exported_model"));
+        let checked = make("check", &model);
+        assert!(checked.status.success(), "{name}: {}", text(&checked));
+        assert!(text(&checked).contains("qornn check: PASS"), "{name}");
+        corrupt_trace(&model);
+        let failed = make("check", &model);
+        assert!(!failed.status.success(), "{name}: a corrupted trace passed");
+        assert!(
+            text(&failed).contains("qornn check: FAIL hidden code at step 0, index 0"),
+            "{name}: {}",
+            text(&failed)
+        );
+    }
+}
+
+/// The cross-compiler and the emulator, or what to install.
+fn m4_tools() -> Result<(), String> {
+    for tool in ["arm-none-eabi-gcc", "qemu-system-arm"] {
+        let found = Command::new(tool).arg("--version").output();
+        if !matches!(found, Ok(ref o) if o.status.success()) {
+            return Err(format!(
+                "{tool} is missing: run the README's test command (scripts/test.sh installs \
+                 Debian's gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm; \
+                 it needs root and apt-get)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn c_library_matches_traces_on_an_emulated_cortex_m4() {
+    if let Err(why) = m4_tools() {
+        panic!("{why}");
+    }
+    for (name, train, quantize) in [MODELS[1], MODELS[3]] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = exported(dir.path(), train, quantize);
+        let checked = make("check-m4", &model);
+        assert!(checked.status.success(), "{name}: {}", text(&checked));
+        assert!(text(&checked).contains("qornn check: PASS"), "{name}");
+        let size = make("size-m4", &model);
+        assert!(size.status.success(), "{}", text(&size));
+        assert!(text(&size).contains("check-m4.elf"));
+        corrupt_trace(&model);
+        let failed = make("check-m4", &model);
+        assert!(
+            !failed.status.success(),
+            "{name}: a corrupted trace passed on the M4"
+        );
+        assert!(
+            text(&failed).contains("qornn check: FAIL hidden code at step 0, index 0"),
+            "{name}: {}",
+            text(&failed)
+        );
+    }
+}
