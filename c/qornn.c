@@ -114,15 +114,39 @@ static void hadamard_transform(const qornn_model *m, const int32_t *h, int32_t *
                 }
 }
 
+/* sum_j C_j V_j over a row of `len` packed k-bit codes starting at code `first`. Products
+ * are below 2^23 in magnitude (|C| <= 2^7, |V| < 2^16), so 256 of them sum exactly in
+ * int32 (at most 127 * 65535 * 256 < 2^31); each chunk is then widened to int64. Byte and
+ * nibble codes are read directly. */
+static int64_t packed_dot(const uint8_t *packed, int32_t bits, int32_t first, int32_t len,
+                          const int32_t *values) {
+    int64_t total = 0;
+    int32_t start, j;
+    for (start = 0; start < len; start += 256) {
+        int32_t end = len - start > 256 ? start + 256 : len, acc = 0;
+        if (bits == 8) {
+            const int8_t *codes = (const int8_t *)(const void *)(packed + first);
+            for (j = start; j < end; j++) acc += (int32_t)codes[j] * values[j];
+        } else if (bits == 4 && (first & 1) == 0) {
+            const uint8_t *bytes = packed + (first >> 1);
+            for (j = start; j < end; j++) {
+                int32_t nibble = (bytes[j >> 1] >> ((j & 1) << 2)) & 15;
+                acc += (nibble >= 8 ? nibble - 16 : nibble) * values[j];
+            }
+        } else {
+            for (j = start; j < end; j++) acc += packed_code(packed, bits, first + j) * values[j];
+        }
+        total += acc;
+    }
+    return total;
+}
+
 static int64_t input_sum(const qornn_model *m, int32_t i, const int32_t *x) {
-    int64_t acc = 0;
-    int32_t j, d = m->input;
-    for (j = 0; j < d; j++) acc += (int64_t)packed_code(m->u_packed, m->u_bits, i * d + j) * x[j];
-    return acc;
+    return packed_dot(m->u_packed, m->u_bits, i * m->input, m->input, x);
 }
 
 void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
-    int32_t n = m->hidden, i, j;
+    int32_t n = m->hidden, i;
     int32_t *h = state->h, *next = state->scratch;
     if (m->hadamard_block) {
         hadamard_transform(m, h, next);
@@ -133,9 +157,7 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
         }
     } else {
         for (i = 0; i < n; i++) {
-            int64_t acc_w = 0;
-            for (j = 0; j < n; j++)
-                acc_w += (int64_t)packed_code(m->w_packed, m->w_bits, i * n + j) * h[j];
+            int64_t acc_w = packed_dot(m->w_packed, m->w_bits, i * n, n, h);
             next[i] = finish(m, i, acc_w, input_sum(m, i, x));
         }
     }

@@ -88,7 +88,8 @@ void qornn_state_init(const qornn_model *model, qornn_state *state, int32_t *buf
 /* The hidden state of a new sequence: all codes zero. */
 void qornn_reset(const qornn_model *model, qornn_state *state);
 
-/* One step with the input codes X (model->input values). */
+/* One step with the input codes X (model->input values, each an A-bit signed code as
+ * qornn_quantize_input writes them; the no-overflow bound assumes it). */
 void qornn_step(const qornn_model *model, qornn_state *state, const int32_t *input_codes);
 
 /* X = clamp(round(x 2^f_x), A-bit signed), rounding half away from zero: the codes of a
