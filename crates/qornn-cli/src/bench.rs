@@ -1,5 +1,6 @@
 //! `qornn bench`: the median time of one full training step on random data of a given
-//! shape, split into its four phases, and the peak resident memory.
+//! shape, split into its four phases, and the peak resident memory; with `--integer
+//! M.qornn`, the integer engines' speed on one core against qornn's float forward.
 
 use anyhow::Result;
 use clap::Args;
@@ -40,6 +41,129 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// An integer model (`.qornn`): time the batched and the scalar integer engines and
+    /// qornn's float forward of the same shape (--seq steps, --batch and 1 sequence per
+    /// call), all on one core.
+    #[arg(long, value_name = "M.qornn")]
+    integer: Option<std::path::PathBuf>,
+}
+
+#[derive(Serialize)]
+struct IntegerReport {
+    model: String,
+    kernel: String,
+    hidden: usize,
+    input: usize,
+    seq: usize,
+    batch: usize,
+    /// Sequences per second on one core.
+    sequences_per_second: f64,
+    sequences_per_second_batch_1: f64,
+    scalar_sequences_per_second: f64,
+    float_forward_sequences_per_second: f64,
+    float_forward_sequences_per_second_batch_1: f64,
+}
+
+/// Sequences per second of `f(batch)` run `repeats` times on `batch` sequences (median).
+fn rate(batch: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let times = (0..repeats)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    batch as f64 / median(times)
+}
+
+fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
+    use qornn::batched_engine::BatchedEngine;
+    let model = qornn::model_file::IntegerModel::load(path)?;
+    let q = &model.recurrence;
+    let (n, d, steps, batch) = (q.hidden, q.input, args.seq, args.batch);
+    anyhow::ensure!(
+        batch >= 1 && steps >= 1,
+        "--batch and --seq must be at least 1"
+    );
+    // Input codes spread over the A-bit range, the same for every engine.
+    let codes: Vec<i32> = (0..steps * batch * d)
+        .map(|k| ((k * 2_654_435_761) % 4096) as i32 - 2048)
+        .map(|c| c.clamp(-(1 << (q.act_bits - 1)), (1 << (q.act_bits - 1)) - 1))
+        .collect();
+    let engine = BatchedEngine::new(q.as_int());
+    let batched = |b: usize| {
+        let mut state = engine.state(b);
+        rate(b, args.repeats, || {
+            for t in 0..steps {
+                engine.step(&mut state, &codes[t * batch * d..(t * batch + b) * d]);
+            }
+        })
+    };
+    let (fast, fast_1) = (batched(batch), batched(1));
+    let scalar = q.as_int();
+    let (mut w, mut u) = (vec![0i8; n * n], vec![0i8; n * d]);
+    scalar.unpack(&mut w, &mut u);
+    let (mut h, mut next) = (vec![0i32; n], vec![0i32; n]);
+    let scalar_batch = batch.min(8);
+    let slow = rate(scalar_batch, args.repeats, || {
+        for s in 0..scalar_batch {
+            h.iter_mut().for_each(|v| *v = 0);
+            for t in 0..steps {
+                let x = &codes[(t * batch + s) * d..(t * batch + s + 1) * d];
+                scalar.step_unpacked(&w, &u, &h, x, &mut next);
+                std::mem::swap(&mut h, &mut next);
+            }
+        }
+    });
+    let float = |b: usize| -> Result<f64> {
+        let config = Config {
+            model: "ornn-bjorck".into(),
+            bits: Some(qornn::config::FULL_PRECISION_BITS),
+            hidden: n,
+            batch: b,
+            threads: 1,
+            eval_sequences: b,
+            ..Config::default()
+        };
+        let task = Task::Random(RandomTask {
+            steps,
+            input: d,
+            classes: model.outputs,
+        });
+        let mut trainer = Trainer::new(config, task)?;
+        trainer.train_step()?;
+        let forward = (0..args.repeats)
+            .map(|_| trainer.train_step().map(|(_, t)| t.forward))
+            .collect::<Result<Vec<f64>, _>>()?;
+        Ok(b as f64 / median(forward))
+    };
+    let report = IntegerReport {
+        model: path.display().to_string(),
+        kernel: format!("{:?}", engine.kernel()),
+        hidden: n,
+        input: d,
+        seq: steps,
+        batch,
+        sequences_per_second: fast,
+        sequences_per_second_batch_1: fast_1,
+        scalar_sequences_per_second: slow,
+        float_forward_sequences_per_second: float(batch)?,
+        float_forward_sequences_per_second_batch_1: float(1)?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let r = &report;
+        println!(
+            "{}: n={} d={} T={}, one core ({} kernel)\n  batched engine: {:.0} sequences/s at batch {}, {:.0} at batch 1\n  scalar engine: {:.0} sequences/s ({:.1}x slower than batched)\n  float forward: {:.0} sequences/s at batch {}, {:.0} at batch 1",
+            r.model, r.hidden, r.input, r.seq, r.kernel, r.sequences_per_second, r.batch,
+            r.sequences_per_second_batch_1, r.scalar_sequences_per_second,
+            r.sequences_per_second / r.scalar_sequences_per_second,
+            r.float_forward_sequences_per_second, r.batch, r.float_forward_sequences_per_second_batch_1
+        );
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -77,6 +201,9 @@ fn peak_rss_bytes() -> u64 {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
+    if let Some(path) = &args.integer {
+        return integer(&args, path);
+    }
     let config = Config {
         model: args.model.clone(),
         bits: Some(args.bits),

@@ -330,7 +330,7 @@ impl<'a> IntRecurrence<'a> {
     /// Rescales unit `i`'s two accumulators, adds the bias, rounds, applies the
     /// activation and saturates to A bits.
     #[inline(always)]
-    fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
+    pub fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
         let (w_shift, u_shift) = (self.w_shift().unwrap_or(0), self.u_shift().unwrap_or(0));
         let (lo, hi) = self.hidden_range();
         let num = ((acc_w * self.w.mantissa as i64) << w_shift)

@@ -3,6 +3,7 @@
 //! Data flows one way: task -> batch -> model (parametrise, quantize, recur, read out)
 //! -> loss -> backward -> optimiser -> metrics and checkpoint.
 
+pub mod batched_engine;
 pub mod bjorck;
 pub mod cells;
 pub mod checkpoint;

@@ -5,6 +5,7 @@
 //! then run three ways: the float model, the simulated (fake-quantized) twin, and the
 //! integer engine, which must agree with the twin bit for bit.
 
+use crate::batched_engine::BatchedEngine;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, Workspaces};
 use crate::head::Head;
@@ -19,7 +20,6 @@ use crate::tasks::Batch;
 use crate::tasks::Task;
 use crate::train::Evaluation;
 use qornn_infer::format::TaskInfo;
-use qornn_infer::IntRecurrence;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::path::Path;
@@ -226,14 +226,13 @@ pub struct IntegerRun {
 }
 
 /// The test set through the simulated twin and the integer engine; the float read-out
-/// reads the dequantized hidden codes `H 2^-f_h`. Batches run in parallel; the engine's
-/// speed is its own time per sequence on one core (unpacked codes, `step_unpacked`).
+/// reads the dequantized hidden codes `H 2^-f_h`. Batches run in parallel; the engine is
+/// the batched one (`batched_engine`: every sequence of a batch per call, AVX2 where the
+/// CPU has it), and its speed is its own time per sequence on one core.
 pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> IntegerRun {
     let q = &model.recurrence;
-    let engine = q.as_int();
+    let engine = BatchedEngine::new(q.as_int());
     let (n, d) = (q.hidden, q.input);
-    let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
-    engine.unpack(&mut w_codes, &mut u_codes);
     let unit = 2f64.powi(-q.hidden_frac);
     // A quantized read-out in f64 is exactly the integer one: every product of a code
     // with a hidden value and every partial sum is a multiple of one unit below 2^53.
@@ -247,22 +246,26 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
         } = *batch;
         let mut result = BatchResult::default();
         let mut states = [vec![0.0f64; steps * b * n], vec![0.0f64; steps * b * n]];
-        let (mut x_codes, mut next) = (vec![0i32; d], vec![0i32; n]);
-        for seq in 0..b {
-            let (mut h_int, mut h_sim) = (vec![0i32; n], vec![0i32; n]);
-            for t in 0..steps {
+        let mut x_codes = vec![0i32; b * d];
+        let mut int_state = engine.state(b);
+        let mut h_sim = vec![vec![0i32; n]; b];
+        let (mut h_int, mut next) = (vec![0i32; n], vec![0i32; n]);
+        for t in 0..steps {
+            for seq in 0..b {
                 q.quantize_input(
                     &batch.x[(t * b + seq) * d..(t * b + seq + 1) * d],
-                    &mut x_codes,
+                    &mut x_codes[seq * d..(seq + 1) * d],
                 );
-                let clock = std::time::Instant::now();
-                engine_step(&engine, &w_codes, &u_codes, &h_int, &x_codes, &mut next);
-                result.integer_seconds += clock.elapsed().as_secs_f64();
-                std::mem::swap(&mut h_int, &mut next);
-                twin_step(q, &h_sim, &x_codes, &mut next);
-                std::mem::swap(&mut h_sim, &mut next);
-                result.mismatched_steps += usize::from(h_int != h_sim);
-                for (state, h) in states.iter_mut().zip([&h_int, &h_sim]) {
+            }
+            let clock = std::time::Instant::now();
+            engine.step(&mut int_state, &x_codes);
+            result.integer_seconds += clock.elapsed().as_secs_f64();
+            for seq in 0..b {
+                engine.hidden(&int_state, seq, &mut h_int);
+                twin_step(q, &h_sim[seq], &x_codes[seq * d..(seq + 1) * d], &mut next);
+                std::mem::swap(&mut h_sim[seq], &mut next);
+                result.mismatched_steps += usize::from(h_int != h_sim[seq]);
+                for (state, h) in states.iter_mut().zip([&h_int, &h_sim[seq]]) {
                     let row = &mut state[(t * b + seq) * n..(t * b + seq + 1) * n];
                     row.iter_mut()
                         .zip(h.iter())
@@ -313,38 +316,6 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
         bit_exact: total.mismatched_steps == 0,
         sequences_per_second: integer.sequences as f64 / total.integer_seconds.max(1e-12),
     }
-}
-
-/// `step_unpacked` compiled for AVX2 where the CPU has it: SSE2, the x86-64 baseline that
-/// the binary is built for, has no 32-bit vector multiply, so its integer dot products
-/// run one element at a time. The arithmetic, and so the result, is the same.
-fn engine_step(
-    engine: &IntRecurrence<'_>,
-    w: &[i8],
-    u: &[i8],
-    h: &[i32],
-    x: &[i32],
-    out: &mut [i32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { engine_step_avx2(engine, w, u, h, x, out) };
-    }
-    engine.step_unpacked(w, u, h, x, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn engine_step_avx2(
-    engine: &IntRecurrence<'_>,
-    w: &[i8],
-    u: &[i8],
-    h: &[i32],
-    x: &[i32],
-    out: &mut [i32],
-) {
-    engine.step_unpacked(w, u, h, x, out)
 }
 
 /// The simulated twin's step, compiled for AVX2 where the CPU has it, like `engine_step`.

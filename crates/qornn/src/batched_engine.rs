@@ -1,0 +1,452 @@
+//! The integer recurrence for many sequences at once, bit-exact with
+//! `IntRecurrence::step` (the scalar engine).
+//!
+//! Hidden and input codes are kept as int16 pairs, `(H[2p], H[2p+1])` in one 32-bit word,
+//! for 32 sequences side by side; W's and U's codes likewise as pairs. One AVX2 `vpmaddwd`
+//! then multiplies a pair of codes of row i with the pairs of 8 sequences and adds the two
+//! products: 16 multiply-adds per instruction. Products are below 2^23 in magnitude
+//! (|code| <= 2^7, |H| <= 2^15), so 128 pairs (256 products) sum exactly in int32 lanes
+//! (below 2^31); each such chunk is widened to int64. The rescaling, rounding and
+//! activation are the scalar engine's own (`IntRecurrence::finish`). Without AVX2 a
+//! portable loop does the same arithmetic; models whose hidden codes do not fit int16
+//! (ReLU with A = 16) run one sequence at a time on the scalar engine.
+
+use qornn_infer::IntRecurrence;
+
+/// Sequences per block: four 8-lane AVX2 accumulators.
+const LANES: usize = 32;
+/// Pairs summed in int32 before widening (2 * 128 products below 2^23 each).
+const PAIRS_PER_CHUNK: usize = 128;
+
+/// Which kernel runs the products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX2 `vpmaddwd` over int16 pairs.
+    Avx2,
+    /// The same pair layout in portable Rust.
+    Portable,
+    /// One sequence at a time (`IntRecurrence::step_unpacked`): hidden codes wider than
+    /// int16.
+    PerSequence,
+}
+
+/// `IntRecurrence::finish` with its constants hoisted: `(acc M) << a` is `acc (M << a)`
+/// in int64, as neither overflows for a validated model.
+struct Finisher<'a> {
+    w_scale: i64,
+    u_scale: i64,
+    shift: u32,
+    round: i64,
+    lo: i64,
+    hi: i64,
+    modrelu: bool,
+    bias: &'a [i64],
+    bias_mod: &'a [i32],
+}
+
+impl<'a> Finisher<'a> {
+    fn new(rec: &IntRecurrence<'a>) -> Self {
+        let align = |s: i64| s.clamp(0, IntRecurrence::MAX_ALIGN as i64) as u32;
+        let w_align = align(rec.shift as i64 - rec.w.shift as i64);
+        let u_align = align(
+            rec.shift as i64 + rec.hidden_frac as i64 - rec.u.shift as i64 - rec.input_frac as i64,
+        );
+        let (lo, hi) = rec.hidden_range();
+        Self {
+            w_scale: (rec.w.mantissa as i64) << w_align,
+            u_scale: (rec.u.mantissa as i64) << u_align,
+            shift: rec.shift,
+            round: if rec.shift == 0 {
+                0
+            } else {
+                1 << (rec.shift - 1)
+            },
+            lo: lo as i64,
+            hi: hi as i64,
+            modrelu: rec.activation == qornn_infer::IntActivation::Modrelu,
+            bias: rec.bias,
+            bias_mod: rec.bias_mod,
+        }
+    }
+
+    #[inline(always)]
+    fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
+        let num = acc_w * self.w_scale + acc_u * self.u_scale + self.bias[i];
+        let z = (num + self.round) >> self.shift;
+        let a = if self.modrelu {
+            (z.abs() + self.bias_mod[i] as i64).max(0) * z.signum()
+        } else {
+            z.max(0)
+        };
+        a.clamp(self.lo, self.hi) as i32
+    }
+}
+
+pub struct BatchedEngine<'a> {
+    rec: IntRecurrence<'a>,
+    finisher: Finisher<'a>,
+    kernel: Kernel,
+    /// Rows of W (n) and U (n), each as pairs of codes.
+    w_pairs: Vec<i32>,
+    u_pairs: Vec<i32>,
+    /// `ceil(n / 2)`, `ceil(d / 2)`.
+    hidden_pairs: usize,
+    input_pairs: usize,
+    /// The codes one byte each, for `Kernel::PerSequence`.
+    w_codes: Vec<i8>,
+    u_codes: Vec<i8>,
+}
+
+/// The hidden codes of a batch of sequences.
+pub struct BatchedState {
+    batch: usize,
+    /// `batch` rounded up to whole blocks of `LANES`.
+    lanes: usize,
+    /// Pair kernels: `hidden_pairs x lanes` words; per sequence: `batch x n` codes.
+    h: Vec<i32>,
+    next: Vec<i32>,
+    /// Pair kernels: the input codes, `input_pairs x lanes` words.
+    x: Vec<i32>,
+}
+
+/// Two int16 codes in one word, `lo` in the low half.
+#[inline(always)]
+fn pair(lo: i32, hi: i32) -> i32 {
+    ((lo as u16 as u32) | ((hi as u16 as u32) << 16)) as i32
+}
+
+#[inline(always)]
+fn halves(word: i32) -> (i32, i32) {
+    (word as i16 as i32, (word >> 16) as i16 as i32)
+}
+
+/// `rows x cols` codes as rows of pairs (a zero pads an odd row).
+fn pairs_of(code: impl Fn(usize, usize) -> i32, rows: usize, cols: usize) -> Vec<i32> {
+    let p = cols.div_ceil(2);
+    let mut out = vec![0; rows * p];
+    for r in 0..rows {
+        for q in 0..p {
+            let hi = if 2 * q + 1 < cols {
+                code(r, 2 * q + 1)
+            } else {
+                0
+            };
+            out[r * p + q] = pair(code(r, 2 * q), hi);
+        }
+    }
+    out
+}
+
+impl<'a> BatchedEngine<'a> {
+    /// The engine for a validated recurrence, with the fastest kernel this CPU runs.
+    pub fn new(rec: IntRecurrence<'a>) -> Self {
+        Self::with_kernel(rec, Self::best_kernel(&rec))
+    }
+
+    /// The kernel `new` picks: AVX2 where the CPU has it, unless the hidden codes need
+    /// more than 16 bits.
+    pub fn best_kernel(rec: &IntRecurrence<'_>) -> Kernel {
+        let (lo, hi) = rec.hidden_range();
+        let input_fits = rec.act_bits <= 16;
+        if lo < i16::MIN as i32 || hi > i16::MAX as i32 || !input_fits {
+            return Kernel::PerSequence;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Kernel::Avx2;
+        }
+        Kernel::Portable
+    }
+
+    /// The engine with a given kernel (tests compare them); `Kernel::Avx2` on a CPU
+    /// without it, or a pair kernel for codes wider than int16, falls back to the best.
+    pub fn with_kernel(rec: IntRecurrence<'a>, kernel: Kernel) -> Self {
+        let best = Self::best_kernel(&rec);
+        let kernel = match (kernel, best) {
+            (_, Kernel::PerSequence) => Kernel::PerSequence,
+            (Kernel::Avx2, Kernel::Portable) => Kernel::Portable,
+            (k, _) => k,
+        };
+        let (n, d) = (rec.hidden, rec.input);
+        let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
+        rec.unpack(&mut w_codes, &mut u_codes);
+        let w_pairs = pairs_of(|i, j| w_codes[i * n + j] as i32, n, n);
+        let u_pairs = pairs_of(|i, j| u_codes[i * d + j] as i32, n, d);
+        Self {
+            finisher: Finisher::new(&rec),
+            rec,
+            kernel,
+            w_pairs,
+            u_pairs,
+            hidden_pairs: n.div_ceil(2),
+            input_pairs: d.div_ceil(2),
+            w_codes,
+            u_codes,
+        }
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// A zero state for `batch` sequences.
+    pub fn state(&self, batch: usize) -> BatchedState {
+        let lanes = batch.div_ceil(LANES) * LANES;
+        let (h_len, x_len) = match self.kernel {
+            Kernel::PerSequence => (batch * self.rec.hidden, 0),
+            _ => (self.hidden_pairs * lanes, self.input_pairs * lanes),
+        };
+        BatchedState {
+            batch,
+            lanes,
+            h: vec![0; h_len],
+            next: vec![0; h_len],
+            x: vec![0; x_len],
+        }
+    }
+
+    /// Sequence `b`'s hidden codes.
+    pub fn hidden(&self, state: &BatchedState, b: usize, out: &mut [i32]) {
+        let n = self.rec.hidden;
+        if self.kernel == Kernel::PerSequence {
+            out[..n].copy_from_slice(&state.h[b * n..(b + 1) * n]);
+            return;
+        }
+        for (i, o) in out.iter_mut().enumerate().take(n) {
+            let (lo, hi) = halves(state.h[(i / 2) * state.lanes + b]);
+            *o = if i % 2 == 0 { lo } else { hi };
+        }
+    }
+
+    /// One step of every sequence: `x_codes` holds `batch x input` input codes.
+    pub fn step(&self, state: &mut BatchedState, x_codes: &[i32]) {
+        let (n, d) = (self.rec.hidden, self.rec.input);
+        assert_eq!(x_codes.len(), state.batch * d, "input codes: batch x input");
+        if self.kernel == Kernel::PerSequence {
+            for b in 0..state.batch {
+                self.rec.step_unpacked(
+                    &self.w_codes,
+                    &self.u_codes,
+                    &state.h[b * n..(b + 1) * n],
+                    &x_codes[b * d..(b + 1) * d],
+                    &mut state.next[b * n..(b + 1) * n],
+                );
+            }
+            std::mem::swap(&mut state.h, &mut state.next);
+            return;
+        }
+        let lanes = state.lanes;
+        for b in 0..state.batch {
+            for q in 0..self.input_pairs {
+                let hi = if 2 * q + 1 < d {
+                    x_codes[b * d + 2 * q + 1]
+                } else {
+                    0
+                };
+                state.x[q * lanes + b] = pair(x_codes[b * d + 2 * q], hi);
+            }
+        }
+        let (mut acc_w, mut acc_u) = ([[0i64; LANES]; 2], [[0i64; LANES]; 2]);
+        for block in (0..lanes).step_by(LANES) {
+            for q in 0..self.hidden_pairs {
+                for half in 0..2 {
+                    let i = 2 * q + half;
+                    if i >= n {
+                        acc_w[half] = [0; LANES];
+                        acc_u[half] = [0; LANES];
+                        continue;
+                    }
+                    let w_row = &self.w_pairs[i * self.hidden_pairs..(i + 1) * self.hidden_pairs];
+                    let u_row = &self.u_pairs[i * self.input_pairs..(i + 1) * self.input_pairs];
+                    self.products(w_row, &state.h, lanes, block, &mut acc_w[half]);
+                    self.products(u_row, &state.x, lanes, block, &mut acc_u[half]);
+                }
+                for l in 0..LANES {
+                    let unit = |half: usize| {
+                        let i = 2 * q + half;
+                        if i < n {
+                            self.finisher.finish(i, acc_w[half][l], acc_u[half][l])
+                        } else {
+                            0
+                        }
+                    };
+                    state.next[q * lanes + block + l] = pair(unit(0), unit(1));
+                }
+            }
+        }
+        std::mem::swap(&mut state.h, &mut state.next);
+    }
+
+    /// `out[l] = sum_p row[p] . pairs[p][block + l]` (pairs of products) for 32 lanes.
+    #[inline(always)]
+    fn products(
+        &self,
+        row: &[i32],
+        pairs: &[i32],
+        lanes: usize,
+        block: usize,
+        out: &mut [i64; LANES],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Avx2 {
+            // SAFETY: `Kernel::Avx2` is chosen only on a CPU with AVX2; the slices hold
+            // `row.len()` rows of `lanes` words and `block + LANES <= lanes`.
+            unsafe { products_avx2(row, pairs, lanes, block, out) };
+            return;
+        }
+        products_portable(row, pairs, lanes, block, out);
+    }
+}
+
+fn products_portable(
+    row: &[i32],
+    pairs: &[i32],
+    lanes: usize,
+    block: usize,
+    out: &mut [i64; LANES],
+) {
+    *out = [0; LANES];
+    for (c, chunk) in row.chunks(PAIRS_PER_CHUNK).enumerate() {
+        let mut acc = [0i32; LANES];
+        for (k, &w) in chunk.iter().enumerate() {
+            let (w_lo, w_hi) = halves(w);
+            let p = c * PAIRS_PER_CHUNK + k;
+            let column = &pairs[p * lanes + block..p * lanes + block + LANES];
+            for (a, &h) in acc.iter_mut().zip(column) {
+                let (h_lo, h_hi) = halves(h);
+                *a += w_lo * h_lo + w_hi * h_hi;
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o += a as i64;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn products_avx2(
+    row: &[i32],
+    pairs: &[i32],
+    lanes: usize,
+    block: usize,
+    out: &mut [i64; LANES],
+) {
+    use std::arch::x86_64::*;
+    assert!(block + LANES <= lanes && pairs.len() >= row.len() * lanes);
+    let mut total = [_mm256_setzero_si256(); LANES / 4];
+    for (c, chunk) in row.chunks(PAIRS_PER_CHUNK).enumerate() {
+        let mut acc = [_mm256_setzero_si256(); LANES / 8];
+        for (k, &w) in chunk.iter().enumerate() {
+            let w = _mm256_set1_epi32(w);
+            let base = pairs
+                .as_ptr()
+                .add((c * PAIRS_PER_CHUNK + k) * lanes + block);
+            for (v, a) in acc.iter_mut().enumerate() {
+                let h = _mm256_loadu_si256(base.add(8 * v) as *const __m256i);
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(w, h));
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(*a));
+            let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(*a));
+            total[2 * v] = _mm256_add_epi64(total[2 * v], lo);
+            total[2 * v + 1] = _mm256_add_epi64(total[2 * v + 1], hi);
+        }
+    }
+    for (v, t) in total.iter().enumerate() {
+        _mm256_storeu_si256(out.as_mut_ptr().add(4 * v) as *mut __m256i, *t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integer::{FloatRecurrence, QuantizedRecurrence};
+    use crate::quant::RangeRule;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        /// On random models and inputs, k = 2..8, A = 4..16, n up to 512 and batches that
+        /// are not whole blocks, every kernel gives the scalar engine's hidden codes at
+        /// every step (widths above 256 cross the int32 chunks).
+        #[test]
+        fn batched_engine_is_bit_exact_with_the_scalar_engine(
+            seed in any::<u64>(),
+            n in prop_oneof![1usize..40, 250usize..270, 500usize..=512],
+            d in 1usize..6,
+            k in 2u32..=8,
+            a in 4u32..=16,
+            modrelu in any::<bool>(),
+            batch in prop_oneof![Just(1usize), 2usize..40],
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut draw = |len: usize, scale: f32| -> Vec<f32> {
+                (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
+            };
+            let (w, u, b, bm) = (draw(n * n, 1.0), draw(n * d, 2.0), draw(n, 0.5), draw(n, 0.3));
+            let steps = 5;
+            let xs = draw(steps * batch * d, 1.5);
+            let model = QuantizedRecurrence::new(&FloatRecurrence {
+                hidden: n, input: d, w: &w, u: &u, bias: &b, bias_mod: modrelu.then_some(&bm[..]),
+                weight_bits: k, range: RangeRule::Max, act_bits: a,
+                hidden_frac: a as i32 - 4, input_frac: a as i32 - 2,
+            });
+            let scalar = model.as_int();
+            prop_assert!(scalar.validate().is_ok());
+            let kernels = [Kernel::Avx2, Kernel::Portable];
+            let engines: Vec<BatchedEngine> =
+                kernels.iter().map(|&k| BatchedEngine::with_kernel(model.as_int(), k)).collect();
+            let mut states: Vec<BatchedState> = engines.iter().map(|e| e.state(batch)).collect();
+            let mut h = vec![vec![0i32; n]; batch];
+            let (mut next, mut x, mut got) = (vec![0i32; n], vec![0i32; batch * d], vec![0i32; n]);
+            for t in 0..steps {
+                for s in 0..batch {
+                    let at = (t * batch + s) * d;
+                    model.quantize_input(&xs[at..at + d], &mut x[s * d..(s + 1) * d]);
+                    scalar.step(&h[s], &x[s * d..(s + 1) * d], &mut next);
+                    h[s].copy_from_slice(&next);
+                }
+                for (engine, state) in engines.iter().zip(states.iter_mut()) {
+                    engine.step(state, &x);
+                    for (s, expected) in h.iter().enumerate() {
+                        engine.hidden(state, s, &mut got);
+                        prop_assert_eq!(&got, expected, "{:?} step {} sequence {}", engine.kernel(), t, s);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn relu_codes_wider_than_int16_run_one_sequence_at_a_time() {
+        let (n, d) = (4, 1);
+        let (w, u, b) = (vec![0.5f32; n * n], vec![1.0f32; n * d], vec![0.1f32; n]);
+        let model = QuantizedRecurrence::new(&FloatRecurrence {
+            hidden: n,
+            input: d,
+            w: &w,
+            u: &u,
+            bias: &b,
+            bias_mod: None,
+            weight_bits: 8,
+            range: RangeRule::Max,
+            act_bits: 16,
+            hidden_frac: 12,
+            input_frac: 12,
+        });
+        let engine = BatchedEngine::new(model.as_int());
+        assert_eq!(engine.kernel(), Kernel::PerSequence);
+        let mut state = engine.state(3);
+        let x = [4096, -4096, 2048];
+        engine.step(&mut state, &x);
+        let (mut got, mut expected) = (vec![0; n], vec![0; n]);
+        for s in 0..3 {
+            model.as_int().step(&[0; 4], &x[s..s + 1], &mut expected);
+            engine.hidden(&state, s, &mut got);
+            assert_eq!(got, expected);
+        }
+    }
+}
