@@ -78,7 +78,7 @@ fn rate(batch: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
-    use qornn::batched_engine::BatchedEngine;
+    use qornn::batched_engine::{scalar_step, BatchedEngine};
     let model = qornn::model_file::IntegerModel::load(path)?;
     let q = &model.recurrence;
     let (n, d, steps, batch) = (q.hidden, q.input, args.seq, args.batch);
@@ -111,7 +111,7 @@ fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
             h.iter_mut().for_each(|v| *v = 0);
             for t in 0..steps {
                 let x = &codes[(t * batch + s) * d..(t * batch + s + 1) * d];
-                scalar.step_unpacked(&w, &u, &h, x, &mut next);
+                scalar_step(&scalar, &w, &u, &h, x, &mut next);
                 std::mem::swap(&mut h, &mut next);
             }
         }

@@ -15,6 +15,8 @@ use qornn_infer::IntRecurrence;
 
 /// Sequences per block: four 8-lane AVX2 accumulators.
 const LANES: usize = 32;
+/// Below this many sequences a call runs them one at a time.
+const SMALL_BATCH: usize = 8;
 /// Pairs summed in int32 before widening (2 * 128 products below 2^23 each).
 const PAIRS_PER_CHUNK: usize = 128;
 
@@ -92,7 +94,7 @@ pub struct BatchedEngine<'a> {
     /// `ceil(n / 2)`, `ceil(d / 2)`.
     hidden_pairs: usize,
     input_pairs: usize,
-    /// The codes one byte each, for `Kernel::PerSequence`.
+    /// The codes one byte each, for one sequence at a time.
     w_codes: Vec<i8>,
     u_codes: Vec<i8>,
 }
@@ -100,6 +102,9 @@ pub struct BatchedEngine<'a> {
 /// The hidden codes of a batch of sequences.
 pub struct BatchedState {
     batch: usize,
+    /// One sequence at a time: `Kernel::PerSequence`, or fewer sequences than
+    /// `SMALL_BATCH`, for which a block of 32 lanes would be mostly padding.
+    per_sequence: bool,
     /// `batch` rounded up to whole blocks of `LANES`.
     lanes: usize,
     /// Pair kernels: `hidden_pairs x lanes` words; per sequence: `batch x n` codes.
@@ -192,12 +197,15 @@ impl<'a> BatchedEngine<'a> {
     /// A zero state for `batch` sequences.
     pub fn state(&self, batch: usize) -> BatchedState {
         let lanes = batch.div_ceil(LANES) * LANES;
-        let (h_len, x_len) = match self.kernel {
-            Kernel::PerSequence => (batch * self.rec.hidden, 0),
-            _ => (self.hidden_pairs * lanes, self.input_pairs * lanes),
+        let per_sequence = self.kernel == Kernel::PerSequence || batch < SMALL_BATCH;
+        let (h_len, x_len) = if per_sequence {
+            (batch * self.rec.hidden, 0)
+        } else {
+            (self.hidden_pairs * lanes, self.input_pairs * lanes)
         };
         BatchedState {
             batch,
+            per_sequence,
             lanes,
             h: vec![0; h_len],
             next: vec![0; h_len],
@@ -208,7 +216,7 @@ impl<'a> BatchedEngine<'a> {
     /// Sequence `b`'s hidden codes.
     pub fn hidden(&self, state: &BatchedState, b: usize, out: &mut [i32]) {
         let n = self.rec.hidden;
-        if self.kernel == Kernel::PerSequence {
+        if state.per_sequence {
             out[..n].copy_from_slice(&state.h[b * n..(b + 1) * n]);
             return;
         }
@@ -222,9 +230,10 @@ impl<'a> BatchedEngine<'a> {
     pub fn step(&self, state: &mut BatchedState, x_codes: &[i32]) {
         let (n, d) = (self.rec.hidden, self.rec.input);
         assert_eq!(x_codes.len(), state.batch * d, "input codes: batch x input");
-        if self.kernel == Kernel::PerSequence {
+        if state.per_sequence {
             for b in 0..state.batch {
-                self.rec.step_unpacked(
+                scalar_step(
+                    &self.rec,
                     &self.w_codes,
                     &self.u_codes,
                     &state.h[b * n..(b + 1) * n],
@@ -261,20 +270,41 @@ impl<'a> BatchedEngine<'a> {
                     self.products(w_row, &state.h, lanes, block, &mut acc_w[half]);
                     self.products(u_row, &state.x, lanes, block, &mut acc_u[half]);
                 }
-                for l in 0..LANES {
-                    let unit = |half: usize| {
-                        let i = 2 * q + half;
-                        if i < n {
-                            self.finisher.finish(i, acc_w[half][l], acc_u[half][l])
-                        } else {
-                            0
-                        }
-                    };
-                    state.next[q * lanes + block + l] = pair(unit(0), unit(1));
+                let mut codes = [[0i32; LANES]; 2];
+                for (half, codes) in codes.iter_mut().enumerate() {
+                    let i = 2 * q + half;
+                    if i < n {
+                        self.finish_lanes(i, &acc_w[half], &acc_u[half], codes);
+                    }
+                }
+                let row = &mut state.next[q * lanes + block..q * lanes + block + LANES];
+                for ((word, &lo), &hi) in row.iter_mut().zip(&codes[0]).zip(&codes[1]) {
+                    *word = pair(lo, hi);
                 }
             }
         }
         std::mem::swap(&mut state.h, &mut state.next);
+    }
+
+    /// Unit i's codes for 32 lanes from their sums: AVX2 when the sums fit int32 (n and d
+    /// at most 256: |sum| <= 256 * 2^22), else the scalar finish.
+    #[inline(always)]
+    fn finish_lanes(
+        &self,
+        i: usize,
+        acc_w: &[i64; LANES],
+        acc_u: &[i64; LANES],
+        codes: &mut [i32; LANES],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Avx2 && self.rec.hidden <= 256 && self.rec.input <= 256 {
+            // SAFETY: `Kernel::Avx2` is chosen only on a CPU with AVX2.
+            unsafe { finish_avx2(&self.finisher, i, acc_w, acc_u, codes) };
+            return;
+        }
+        for ((code, &w), &u) in codes.iter_mut().zip(acc_w).zip(acc_u) {
+            *code = self.finisher.finish(i, w, u);
+        }
     }
 
     /// `out[l] = sum_p row[p] . pairs[p][block + l]` (pairs of products) for 32 lanes.
@@ -295,6 +325,89 @@ impl<'a> BatchedEngine<'a> {
             return;
         }
         products_portable(row, pairs, lanes, block, out);
+    }
+}
+
+/// The scalar engine's `step_unpacked` (one sequence), compiled for AVX2 where the CPU has
+/// it: SSE2, the x86-64 baseline, has no 32-bit vector multiply, so its dot products would
+/// run one element at a time. The arithmetic, and so the result, is the same.
+pub fn scalar_step(
+    rec: &IntRecurrence<'_>,
+    w_codes: &[i8],
+    u_codes: &[i8],
+    h: &[i32],
+    x: &[i32],
+    out: &mut [i32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { scalar_step_avx2(rec, w_codes, u_codes, h, x, out) };
+    }
+    rec.step_unpacked(w_codes, u_codes, h, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scalar_step_avx2(
+    rec: &IntRecurrence<'_>,
+    w_codes: &[i8],
+    u_codes: &[i8],
+    h: &[i32],
+    x: &[i32],
+    out: &mut [i32],
+) {
+    rec.step_unpacked(w_codes, u_codes, h, x, out)
+}
+
+/// `Finisher::finish` on 4 int64 lanes at a time. The sums fit int32, so `vpmuldq` (the
+/// signed product of the low 32 bits) is exact; the arithmetic right shift, which AVX2
+/// lacks for 64-bit lanes, is a logical one with the sign filled in.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn finish_avx2(
+    f: &Finisher<'_>,
+    i: usize,
+    acc_w: &[i64; LANES],
+    acc_u: &[i64; LANES],
+    codes: &mut [i32; LANES],
+) {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_si256();
+    let (w_scale, u_scale) = (_mm256_set1_epi64x(f.w_scale), _mm256_set1_epi64x(f.u_scale));
+    let bias = _mm256_set1_epi64x(f.bias[i] + f.round);
+    let shift = _mm_cvtsi32_si128(f.shift as i32);
+    let fill = _mm_cvtsi32_si128(64 - f.shift as i32);
+    let (lo, hi) = (_mm256_set1_epi64x(f.lo), _mm256_set1_epi64x(f.hi));
+    let bias_mod = _mm256_set1_epi64x(if f.modrelu { f.bias_mod[i] as i64 } else { 0 });
+    // The low 32 bits of each 64-bit lane, in order, in the low half.
+    let compress = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    for l in (0..LANES).step_by(4) {
+        let aw = _mm256_loadu_si256(acc_w.as_ptr().add(l) as *const __m256i);
+        let au = _mm256_loadu_si256(acc_u.as_ptr().add(l) as *const __m256i);
+        let t = _mm256_add_epi64(
+            _mm256_add_epi64(_mm256_mul_epi32(aw, w_scale), _mm256_mul_epi32(au, u_scale)),
+            bias,
+        );
+        let negative = _mm256_cmpgt_epi64(zero, t);
+        let z = _mm256_or_si256(_mm256_srl_epi64(t, shift), _mm256_sll_epi64(negative, fill));
+        let a = if f.modrelu {
+            let sign = _mm256_cmpgt_epi64(zero, z);
+            let magnitude = _mm256_sub_epi64(_mm256_xor_si256(z, sign), sign);
+            let m = _mm256_add_epi64(magnitude, bias_mod);
+            let m = _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, m), m);
+            let signed = _mm256_sub_epi64(_mm256_xor_si256(m, sign), sign);
+            _mm256_andnot_si256(_mm256_cmpeq_epi64(z, zero), signed)
+        } else {
+            _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, z), z)
+        };
+        let a = _mm256_blendv_epi8(a, hi, _mm256_cmpgt_epi64(a, hi));
+        let a = _mm256_blendv_epi8(a, lo, _mm256_cmpgt_epi64(lo, a));
+        let packed = _mm256_permutevar8x32_epi32(a, compress);
+        _mm_storeu_si128(
+            codes.as_mut_ptr().add(l) as *mut __m128i,
+            _mm256_castsi256_si128(packed),
+        );
     }
 }
 

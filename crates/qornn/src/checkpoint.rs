@@ -96,11 +96,16 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
 /// Reads a checkpoint and checks it against the model it must fit.
 pub fn load(path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(&bytes, path, spec)
+}
+
+/// A checkpoint's bytes, checked against the model it must fit; errors name `path`.
+pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> {
     let bad = |reason: String| Error::bad_file(path, reason);
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("corrupt or truncated checkpoint ({e})")))?;
     let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("corrupt header ({e})")))?;
+        SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("corrupt header ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad(

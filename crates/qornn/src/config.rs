@@ -183,7 +183,12 @@ impl Config {
     /// Reads a TOML file; unknown keys and bad values name the file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&text)
+        Self::parse(&text, path)
+    }
+
+    /// A config file's text; errors name `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        toml::from_str(text)
             .map_err(|e| Error::bad_file(path, format!("not a valid qornn config: {e}")))
     }
 

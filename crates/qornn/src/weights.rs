@@ -47,7 +47,16 @@ pub fn save(path: &Path, tensors: &[Tensor]) -> Result<()> {
 /// steps are taken when present. Returns the tensors (zero where absent) and the names read.
 pub fn load(path: &Path, spec: &ModelSpec) -> Result<(Vec<Tensor>, Vec<&'static str>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
+    parse(&bytes, path, spec)
+}
+
+/// [`load`] on a file's bytes; errors name `path`.
+pub fn parse(
+    bytes: &[u8],
+    path: &Path,
+    spec: &ModelSpec,
+) -> Result<(Vec<Tensor>, Vec<&'static str>)> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::bad_file(path, format!("not a safetensors file ({e})")))?;
     let mut tensors = spec.tensors();
     let mut read = Vec::new();

@@ -48,12 +48,27 @@ fn text_of(path: &Path, checksums: Checksums) -> Result<String> {
 
 impl Ptb {
     pub fn load(dir: &Path, level: Level, checksums: Checksums) -> Result<Self> {
-        let train_path = locate(dir, &level.file("train"))?;
-        let train_text = text_of(&train_path, checksums)?;
-        let words: BTreeSet<&str> = tokens(&train_text).filter(|t| *t != END_OF_LINE).collect();
+        let mut texts = Vec::new();
+        for split in ["train", "valid", "test"] {
+            let path = locate(dir, &level.file(split))?;
+            let text = text_of(&path, checksums)?;
+            texts.push((path, text));
+        }
+        let [train, valid, test] = [0, 1, 2].map(|i| (texts[i].0.as_path(), texts[i].1.as_str()));
+        Self::from_texts(train, valid, test)
+    }
+
+    /// The vocabulary of the training text and the three splits as token ids; each text
+    /// comes with the path its errors name.
+    pub fn from_texts(
+        (train_path, train_text): (&Path, &str),
+        valid: (&Path, &str),
+        test: (&Path, &str),
+    ) -> Result<Self> {
+        let words: BTreeSet<&str> = tokens(train_text).filter(|t| *t != END_OF_LINE).collect();
         if words.is_empty() {
             return Err(Error::bad_file(
-                &train_path,
+                train_path,
                 "no tokens: the training file is empty",
             ));
         }
@@ -80,13 +95,9 @@ impl Ptb {
                 })
                 .collect()
         };
-        let train = index(&train_path, &train_text)?;
-        let split = |name: &str| -> Result<Vec<u32>> {
-            let path = locate(dir, &level.file(name))?;
-            index(&path, &text_of(&path, checksums)?)
-        };
-        let valid = split("valid")?;
-        let test = split("test")?;
+        let train = index(train_path, train_text)?;
+        let valid = index(valid.0, valid.1)?;
+        let test = index(test.0, test.1)?;
         Ok(Self {
             vocabulary,
             train,

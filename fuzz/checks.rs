@@ -1,0 +1,150 @@
+#![allow(dead_code)] // each fuzz target (and the corpus test) uses some of these checks
+//! The checks of the fuzz targets, one function each, shared with the regression test
+//! that replays the corpus in the normal test suite (crates/qornn/tests/fuzz_corpus.rs).
+//! Each takes any bytes and panics only on a real defect.
+
+use qornn::batched_engine::BatchedEngine;
+use qornn::config::Config;
+use qornn::data::mnist::{parse_images, parse_labels};
+use qornn::data::ptb::Ptb;
+use qornn::model_file::IntegerModel;
+use qornn::tasks::{RandomTask, Task};
+use qornn_infer::format::{fnv1a, CHECKSUM_LEN};
+use std::path::Path;
+use std::sync::OnceLock;
+
+fn exercise(bytes: &[u8]) {
+    let Ok(model) = IntegerModel::from_bytes(bytes) else {
+        return;
+    };
+    let q = &model.recurrence;
+    let engine = q.as_int();
+    // `from_bytes` accepts only files that pass `validate`: the documented bound then
+    // guarantees no overflow in the engine, which these steps exercise at the extremes.
+    assert!(engine.validate().is_ok());
+    if q.hidden * (q.hidden + q.input) > 1 << 10 {
+        return; // keep an execution short; large models parse the same way
+    }
+    let (lo, hi) = engine.hidden_range();
+    let x_hi = (1i32 << (q.act_bits - 1)) - 1;
+    let mut h = vec![hi; q.hidden];
+    let mut next = vec![0; q.hidden];
+    for x_code in [x_hi, -x_hi - 1, 0] {
+        let x = vec![x_code; q.input];
+        engine.step(&h, &x, &mut next);
+        assert!(next.iter().all(|v| (lo..=hi).contains(v)));
+        std::mem::swap(&mut h, &mut next);
+        h.iter_mut()
+            .for_each(|v| *v = if x_code > 0 { hi } else { lo });
+    }
+    let batched = BatchedEngine::new(engine);
+    let mut state = batched.state(3);
+    let x: Vec<i32> = (0..3 * q.input)
+        .map(|k| if k % 2 == 0 { x_hi } else { -x_hi - 1 })
+        .collect();
+    batched.step(&mut state, &x);
+    batched.step(&mut state, &x);
+}
+
+/// `.qornn` parsing, and a file that parses run through the engines: no panic, no
+/// arithmetic overflow (overflow checks are on), for any bytes. The input is used twice:
+/// as it is (the checksum rejects most mutations) and with its checksum fixed up, so that
+/// the fuzzer reaches the header and section checks.
+pub fn model_file(data: &[u8]) {
+    exercise(data);
+    if data.len() > CHECKSUM_LEN {
+        let mut fixed = data.to_vec();
+        let body = fixed.len() - CHECKSUM_LEN;
+        let sum = fnv1a(&fixed[..body]);
+        fixed[body..].copy_from_slice(&sum.to_le_bytes());
+        exercise(&fixed);
+    }
+}
+
+/// MNIST's IDX readers (images and labels) on any bytes: an error or the pixels, never a
+/// panic, and never more memory than the file's own length.
+pub fn mnist_idx(data: &[u8]) {
+    let path = Path::new("fuzz.idx");
+    if let Ok(pixels) = parse_images(data, path) {
+        assert!(pixels.len() <= data.len());
+    }
+    if let Ok(labels) = parse_labels(data, path) {
+        assert!(labels.len() <= data.len());
+    }
+}
+
+/// The Penn Treebank reader on any text: the input split in three (train, valid, test) at
+/// its first two NUL bytes; UTF-8 is checked as `Ptb::load` does.
+pub fn ptb_text(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut parts = text.splitn(3, '\0');
+    let train = parts.next().unwrap_or("");
+    let valid = parts.next().unwrap_or("");
+    let test = parts.next().unwrap_or("");
+    let path = Path::new("fuzz.txt");
+    if let Ok(ptb) = Ptb::from_texts((path, train), (path, valid), (path, test)) {
+        let vocabulary = ptb.vocabulary.len() as u32;
+        assert!(ptb
+            .train
+            .iter()
+            .chain(&ptb.valid)
+            .chain(&ptb.test)
+            .all(|&t| t < vocabulary));
+    }
+}
+
+fn specs() -> &'static [qornn::ModelSpec] {
+    static SPECS: OnceLock<Vec<qornn::ModelSpec>> = OnceLock::new();
+    SPECS.get_or_init(|| {
+        let task = Task::Random(RandomTask {
+            steps: 4,
+            input: 2,
+            classes: 3,
+        });
+        ["qornn-bjorck", "lstm"]
+            .iter()
+            .map(|model| {
+                let config = Config {
+                    model: model.to_string(),
+                    hidden: 4,
+                    ..Config::default()
+                };
+                config.model_spec_for(&task)
+            })
+            .collect()
+    })
+}
+
+/// Checkpoint and weights loading (safetensors) on any bytes, against a small ORNN and a
+/// small LSTM: an error naming the file, or tensors of the model's shapes.
+pub fn checkpoint(data: &[u8]) {
+    let path = Path::new("fuzz.safetensors");
+    for spec in specs() {
+        if let Ok(ckpt) = qornn::checkpoint::parse(data, path, spec) {
+            let expected = spec.tensors();
+            assert_eq!(ckpt.params.len(), expected.len());
+            for (got, want) in ckpt.params.iter().zip(&expected) {
+                assert_eq!(got.data.len(), want.data.len());
+            }
+        }
+        let _ = qornn::weights::parse(data, path, spec);
+    }
+}
+
+/// Config files on any text: parsing and validation give a config or an error naming the
+/// setting, never a panic; a valid config turns into a model spec and writes back to the
+/// same config.
+pub fn config_toml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(config) = Config::parse(text, Path::new("fuzz.toml")) else {
+        return;
+    };
+    if config.validate().is_ok() {
+        let again = Config::parse(&config.to_toml(), Path::new("again.toml")).unwrap();
+        assert_eq!(again, config);
+    }
+}
