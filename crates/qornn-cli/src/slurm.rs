@@ -57,13 +57,17 @@ fn quoted(path: &Path) -> String {
     )
 }
 
-/// The array task script for a sweep of `runs` runs in `sweep` (absolute paths).
-pub fn sweep_script(exe: &Path, sweep: &Path, workdir: &Path, runs: usize, o: &Options) -> String {
-    let partition = o
-        .partition
+/// `#SBATCH --partition=P` and a newline, or nothing for the cluster's default.
+fn partition_line(o: &Options) -> String {
+    o.partition
         .as_ref()
         .map(|p| format!("#SBATCH --partition={p}\n"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The array task script for a sweep of `runs` runs in `sweep` (absolute paths).
+pub fn sweep_script(exe: &Path, sweep: &Path, workdir: &Path, runs: usize, o: &Options) -> String {
+    let partition = partition_line(o);
     format!(
         r#"#!/bin/bash
 #SBATCH --job-name=qornn-sweep
@@ -106,11 +110,7 @@ wait "$run"
 
 /// The report job's script: `qornn report SWEEP --out SWEEP/report`.
 pub fn report_script(exe: &Path, sweep: &Path, workdir: &Path, o: &Options) -> String {
-    let partition = o
-        .partition
-        .as_ref()
-        .map(|p| format!("#SBATCH --partition={p}\n"))
-        .unwrap_or_default();
+    let partition = partition_line(o);
     format!(
         r#"#!/bin/bash
 #SBATCH --job-name=qornn-report

@@ -191,26 +191,26 @@ fn slurm_is_up() -> Result<(), String> {
     }
 }
 
-#[test]
-fn sweep_runs_as_a_job_array_on_a_real_slurm_cluster() {
+/// Submits the smoke sweep with `extra` arguments to the Slurm cluster (which must be up)
+/// into `out`; returns the array's job id.
+fn submit_smoke_sweep(out: &Path, extra: &[&str]) -> String {
     if let Err(why) = slurm_is_up() {
         panic!("{why}");
     }
+    let grid = smoke_grid();
+    let mut args = vec!["sweep", grid.to_str().unwrap()];
+    args.extend(extra);
+    args.extend(["--out", out.to_str().unwrap(), "--slurm"]);
+    let submitted = qornn(&args);
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    text(&submitted.stdout).trim().to_string()
+}
+
+#[test]
+fn sweep_runs_as_a_job_array_on_a_real_slurm_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sweep");
-    let submitted = qornn(&[
-        "sweep",
-        smoke_grid().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--slurm",
-        "--jobs",
-        "2",
-        "--time",
-        "00:05:00",
-    ]);
-    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
-    let array = text(&submitted.stdout).trim().to_string();
+    let array = submit_smoke_sweep(&out, &["--jobs", "2", "--time", "00:05:00"]);
     assert!(array.parse::<u64>().is_ok(), "sbatch's job id: {array:?}");
     let jobs = std::fs::read_to_string(out.join("slurm-jobs.txt")).unwrap();
     assert!(
@@ -259,26 +259,17 @@ fn sweep_runs_as_a_job_array_on_a_real_slurm_cluster() {
 /// so the resumed run is not awaited here; resuming is tested in tests/cli.rs).
 #[test]
 fn a_signalled_slurm_task_checkpoints_and_is_requeued() {
-    if let Err(why) = slurm_is_up() {
-        panic!("{why}");
-    }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sweep");
-    let submitted = qornn(&[
-        "sweep",
-        smoke_grid().to_str().unwrap(),
+    let long_run = [
         "steps=1000000",
         "eval_every=100000",
         "bits=4",
         "seed=1",
-        "--out",
-        out.to_str().unwrap(),
-        "--slurm",
         "--time",
         "00:10:00",
-    ]);
-    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
-    let array = text(&submitted.stdout).trim().to_string();
+    ];
+    let array = submit_smoke_sweep(&out, &long_run);
     let task = format!("{array}_0");
     let log = out.join("logs").join(format!("{array}_0.out"));
     let start = Instant::now();

@@ -160,7 +160,10 @@ fn draw_lines<DB: DrawingBackend>(
     }
     if min_y > 0.0 && max_y / min_y > 20.0 {
         let chart = builder
-            .build_cartesian_2d(x0..x1, (min_y * 0.8..max_y * 1.25).log_scale())
+            .build_cartesian_2d(
+                x0..x1,
+                (decade_below(min_y * 0.8)..max_y * 1.25).log_scale(),
+            )
             .map_err(plot_error)?;
         draw_on!(chart);
     } else {
