@@ -65,7 +65,10 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 chmod 0400 /etc/munge/munge.key
-pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged 2>/dev/null || /usr/sbin/munged --force
+if ! munge -n >/dev/null 2>&1; then
+    runuser -u munge -- /usr/sbin/munged 2>/dev/null || /usr/sbin/munged --force
+    for _ in $(seq 1 20); do munge -n >/dev/null 2>&1 && break; sleep 0.5; done
+fi
 pkill -x slurmctld 2>/dev/null || true
 pkill -x slurmd 2>/dev/null || true
 sleep 1
