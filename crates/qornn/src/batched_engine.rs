@@ -125,6 +125,11 @@ fn halves(word: i32) -> (i32, i32) {
     (word as i16 as i32, (word >> 16) as i16 as i32)
 }
 
+/// Code (i, j) of a row-major matrix with `cols` columns, 0 past its last row.
+fn padded_code(codes: &[i8], cols: usize, i: usize, j: usize) -> i32 {
+    codes.get(i * cols + j).map_or(0, |&c| c as i32)
+}
+
 /// `rows x cols` codes as rows of pairs (a zero pads an odd row).
 fn pairs_of(code: impl Fn(usize, usize) -> i32, rows: usize, cols: usize) -> Vec<i32> {
     let p = cols.div_ceil(2);
@@ -175,8 +180,10 @@ impl<'a> BatchedEngine<'a> {
         let (n, d) = (rec.hidden, rec.input);
         let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
         rec.unpack(&mut w_codes, &mut u_codes);
-        let w_pairs = pairs_of(|i, j| w_codes[i * n + j] as i32, n, n);
-        let u_pairs = pairs_of(|i, j| u_codes[i * d + j] as i32, n, d);
+        // Rows come in twos (units 2q and 2q+1 share a pass); a zero row pads an odd n.
+        let rows = n.div_ceil(2) * 2;
+        let w_pairs = pairs_of(|i, j| padded_code(&w_codes, n, i, j), rows, n);
+        let u_pairs = pairs_of(|i, j| padded_code(&u_codes, d, i, j), rows, d);
         Self {
             finisher: Finisher::new(&rec),
             rec,
@@ -258,18 +265,11 @@ impl<'a> BatchedEngine<'a> {
         let (mut acc_w, mut acc_u) = ([[0i64; LANES]; 2], [[0i64; LANES]; 2]);
         for block in (0..lanes).step_by(LANES) {
             for q in 0..self.hidden_pairs {
-                for half in 0..2 {
-                    let i = 2 * q + half;
-                    if i >= n {
-                        acc_w[half] = [0; LANES];
-                        acc_u[half] = [0; LANES];
-                        continue;
-                    }
-                    let w_row = &self.w_pairs[i * self.hidden_pairs..(i + 1) * self.hidden_pairs];
-                    let u_row = &self.u_pairs[i * self.input_pairs..(i + 1) * self.input_pairs];
-                    self.products(w_row, &state.h, lanes, block, &mut acc_w[half]);
-                    self.products(u_row, &state.x, lanes, block, &mut acc_u[half]);
-                }
+                let (pn, pd) = (self.hidden_pairs, self.input_pairs);
+                let w_rows = &self.w_pairs[2 * q * pn..(2 * q + 2) * pn];
+                let u_rows = &self.u_pairs[2 * q * pd..(2 * q + 2) * pd];
+                self.products(w_rows.split_at(pn), &state.h, lanes, block, &mut acc_w);
+                self.products(u_rows.split_at(pd), &state.x, lanes, block, &mut acc_u);
                 let mut codes = [[0i32; LANES]; 2];
                 for (half, codes) in codes.iter_mut().enumerate() {
                     let i = 2 * q + half;
@@ -307,24 +307,25 @@ impl<'a> BatchedEngine<'a> {
         }
     }
 
-    /// `out[l] = sum_p row[p] . pairs[p][block + l]` (pairs of products) for 32 lanes.
+    /// `out[r][l] = sum_p rows.r[p] . pairs[p][block + l]` (pairs of products) for two rows
+    /// and 32 lanes: each load of the lanes' pairs serves both rows.
     #[inline(always)]
     fn products(
         &self,
-        row: &[i32],
+        rows: (&[i32], &[i32]),
         pairs: &[i32],
         lanes: usize,
         block: usize,
-        out: &mut [i64; LANES],
+        out: &mut [[i64; LANES]; 2],
     ) {
         #[cfg(target_arch = "x86_64")]
         if self.kernel == Kernel::Avx2 {
             // SAFETY: `Kernel::Avx2` is chosen only on a CPU with AVX2; the slices hold
-            // `row.len()` rows of `lanes` words and `block + LANES <= lanes`.
-            unsafe { products_avx2(row, pairs, lanes, block, out) };
+            // `rows.0.len()` rows of `lanes` words and `block + LANES <= lanes`.
+            unsafe { products_avx2(rows, pairs, lanes, block, out) };
             return;
         }
-        products_portable(row, pairs, lanes, block, out);
+        products_portable(rows, pairs, lanes, block, out);
     }
 }
 
@@ -412,26 +413,28 @@ unsafe fn finish_avx2(
 }
 
 fn products_portable(
-    row: &[i32],
+    rows: (&[i32], &[i32]),
     pairs: &[i32],
     lanes: usize,
     block: usize,
-    out: &mut [i64; LANES],
+    out: &mut [[i64; LANES]; 2],
 ) {
-    *out = [0; LANES];
-    for (c, chunk) in row.chunks(PAIRS_PER_CHUNK).enumerate() {
-        let mut acc = [0i32; LANES];
-        for (k, &w) in chunk.iter().enumerate() {
-            let (w_lo, w_hi) = halves(w);
-            let p = c * PAIRS_PER_CHUNK + k;
-            let column = &pairs[p * lanes + block..p * lanes + block + LANES];
-            for (a, &h) in acc.iter_mut().zip(column) {
-                let (h_lo, h_hi) = halves(h);
-                *a += w_lo * h_lo + w_hi * h_hi;
+    *out = [[0; LANES]; 2];
+    for (r, row) in [rows.0, rows.1].into_iter().enumerate() {
+        for (c, chunk) in row.chunks(PAIRS_PER_CHUNK).enumerate() {
+            let mut acc = [0i32; LANES];
+            for (k, &w) in chunk.iter().enumerate() {
+                let (w_lo, w_hi) = halves(w);
+                let p = c * PAIRS_PER_CHUNK + k;
+                let column = &pairs[p * lanes + block..p * lanes + block + LANES];
+                for (a, &h) in acc.iter_mut().zip(column) {
+                    let (h_lo, h_hi) = halves(h);
+                    *a += w_lo * h_lo + w_hi * h_hi;
+                }
             }
-        }
-        for (o, a) in out.iter_mut().zip(acc) {
-            *o += a as i64;
+            for (o, a) in out[r].iter_mut().zip(acc) {
+                *o += a as i64;
+            }
         }
     }
 }
@@ -439,36 +442,42 @@ fn products_portable(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn products_avx2(
-    row: &[i32],
+    rows: (&[i32], &[i32]),
     pairs: &[i32],
     lanes: usize,
     block: usize,
-    out: &mut [i64; LANES],
+    out: &mut [[i64; LANES]; 2],
 ) {
     use std::arch::x86_64::*;
-    assert!(block + LANES <= lanes && pairs.len() >= row.len() * lanes);
-    let mut total = [_mm256_setzero_si256(); LANES / 4];
-    for (c, chunk) in row.chunks(PAIRS_PER_CHUNK).enumerate() {
-        let mut acc = [_mm256_setzero_si256(); LANES / 8];
-        for (k, &w) in chunk.iter().enumerate() {
-            let w = _mm256_set1_epi32(w);
-            let base = pairs
-                .as_ptr()
-                .add((c * PAIRS_PER_CHUNK + k) * lanes + block);
-            for (v, a) in acc.iter_mut().enumerate() {
+    let len = rows.0.len();
+    assert!(rows.1.len() == len && block + LANES <= lanes && pairs.len() >= len * lanes);
+    let mut total = [[_mm256_setzero_si256(); LANES / 4]; 2];
+    for start in (0..len).step_by(PAIRS_PER_CHUNK) {
+        let end = (start + PAIRS_PER_CHUNK).min(len);
+        let mut acc = [[_mm256_setzero_si256(); LANES / 8]; 2];
+        for p in start..end {
+            let (wa, wb) = (_mm256_set1_epi32(rows.0[p]), _mm256_set1_epi32(rows.1[p]));
+            let base = pairs.as_ptr().add(p * lanes + block);
+            let [acc_a, acc_b] = &mut acc;
+            for (v, (a, b)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
                 let h = _mm256_loadu_si256(base.add(8 * v) as *const __m256i);
-                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(w, h));
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(wa, h));
+                *b = _mm256_add_epi32(*b, _mm256_madd_epi16(wb, h));
             }
         }
-        for (v, a) in acc.iter().enumerate() {
-            let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(*a));
-            let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(*a));
-            total[2 * v] = _mm256_add_epi64(total[2 * v], lo);
-            total[2 * v + 1] = _mm256_add_epi64(total[2 * v + 1], hi);
+        for (acc_r, total_r) in acc.iter().zip(total.iter_mut()) {
+            for (v, a) in acc_r.iter().enumerate() {
+                let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(*a));
+                let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(*a));
+                total_r[2 * v] = _mm256_add_epi64(total_r[2 * v], lo);
+                total_r[2 * v + 1] = _mm256_add_epi64(total_r[2 * v + 1], hi);
+            }
         }
     }
-    for (v, t) in total.iter().enumerate() {
-        _mm256_storeu_si256(out.as_mut_ptr().add(4 * v) as *mut __m256i, *t);
+    for (total_r, out_r) in total.iter().zip(out.iter_mut()) {
+        for (v, t) in total_r.iter().enumerate() {
+            _mm256_storeu_si256(out_r.as_mut_ptr().add(4 * v) as *mut __m256i, *t);
+        }
     }
 }
 
