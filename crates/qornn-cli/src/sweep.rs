@@ -252,11 +252,10 @@ fn run_local(out: &Path, points: &[Point], jobs: usize, threads: Option<usize>) 
 
 /// `test accuracy 99.8 %` (or the task's metric) from a finished run's summary.
 fn finished_line(out: &Path, index: usize) -> String {
-    let path = sweep::run_dir(out, index).join(qornn::run::SUMMARY_FILE);
-    let summary: Option<qornn::run::Summary> = std::fs::read_to_string(&path)
+    match qornn::run::read_summary(&sweep::run_dir(out, index))
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    match summary {
+        .flatten()
+    {
         Some(s) => match (s.test.accuracy, s.test.bits_per_char, s.test.perplexity) {
             (Some(a), _, _) => format!("test loss {:.4}, accuracy {:.1} %", s.test.loss, 100.0 * a),
             (_, Some(b), _) => format!("test {b:.3} bits per character"),

@@ -210,16 +210,18 @@ impl<'a> IntRecurrence<'a> {
         Ok(())
     }
 
-    /// `S - S_w`, the left shift of the recurrent products.
-    fn w_shift(&self) -> Option<u32> {
+    /// `S - S_w`, the left shift of the recurrent products (`None` outside `0..=14`, which
+    /// `validate` refuses).
+    pub fn w_shift(&self) -> Option<u32> {
         let s = self.shift as i64 - self.w.shift as i64;
         (0..=Self::MAX_ALIGN as i64)
             .contains(&s)
             .then_some(s as u32)
     }
 
-    /// `S + f_h - S_u - f_x`, the left shift of the input products.
-    fn u_shift(&self) -> Option<u32> {
+    /// `S + f_h - S_u - f_x`, the left shift of the input products (`None` outside
+    /// `0..=14`, which `validate` refuses).
+    pub fn u_shift(&self) -> Option<u32> {
         let s = self.shift as i64 + self.hidden_frac as i64
             - self.u.shift as i64
             - self.input_frac as i64;
@@ -330,7 +332,7 @@ impl<'a> IntRecurrence<'a> {
     /// Rescales unit `i`'s two accumulators, adds the bias, rounds, applies the
     /// activation and saturates to A bits.
     #[inline(always)]
-    pub fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
+    fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
         let (w_shift, u_shift) = (self.w_shift().unwrap_or(0), self.u_shift().unwrap_or(0));
         let (lo, hi) = self.hidden_range();
         let num = ((acc_w * self.w.mantissa as i64) << w_shift)

@@ -48,11 +48,8 @@ struct Finisher<'a> {
 
 impl<'a> Finisher<'a> {
     fn new(rec: &IntRecurrence<'a>) -> Self {
-        let align = |s: i64| s.clamp(0, IntRecurrence::MAX_ALIGN as i64) as u32;
-        let w_align = align(rec.shift as i64 - rec.w.shift as i64);
-        let u_align = align(
-            rec.shift as i64 + rec.hidden_frac as i64 - rec.u.shift as i64 - rec.input_frac as i64,
-        );
+        // As `IntRecurrence::finish`: a validated model has both shifts.
+        let (w_align, u_align) = (rec.w_shift().unwrap_or(0), rec.u_shift().unwrap_or(0));
         let (lo, hi) = rec.hidden_range();
         Self {
             w_scale: (rec.w.mantissa as i64) << w_align,

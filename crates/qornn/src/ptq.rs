@@ -318,7 +318,8 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
     }
 }
 
-/// The simulated twin's step, compiled for AVX2 where the CPU has it, like `engine_step`.
+/// The simulated twin's step, compiled for AVX2 where the CPU has it, like
+/// `batched_engine::scalar_step`.
 fn twin_step(q: &QuantizedRecurrence, h: &[i32], x: &[i32], out: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {

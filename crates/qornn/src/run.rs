@@ -173,6 +173,19 @@ pub fn best_weights(dir: &Path) -> Result<Vec<crate::params::Tensor>> {
     Ok(checkpoint::load(&dir.join(BEST_FILE), &config.model_spec_for(&task))?.params)
 }
 
+/// The `summary.json` of a run folder, `None` while the run has not finished.
+pub fn read_summary(dir: &Path) -> Result<Option<Summary>> {
+    let path = dir.join(SUMMARY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::bad_file(&path, e.to_string()))
+}
+
 /// Loads the best model of a finished (or interrupted) run and evaluates it on the test set.
 pub fn evaluate(dir: &Path) -> Result<Summary> {
     let (mut trainer, best_step, seconds) = load_best(dir)?;

@@ -297,12 +297,7 @@ pub fn run_point(
         ));
     }
     let dir = run_dir(sweep, index);
-    let summary_path = dir.join(run::SUMMARY_FILE);
-    if summary_path.exists() {
-        let text =
-            std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?;
-        let summary = serde_json::from_str(&text)
-            .map_err(|e| Error::bad_file(&summary_path, e.to_string()))?;
+    if let Some(summary) = run::read_summary(&dir)? {
         return Ok(Outcome::AlreadyDone(summary));
     }
     let mut config = Config::from_file(&dir.join(run::CONFIG_FILE))?;

@@ -238,17 +238,7 @@ fn settings_of(config: &Config) -> BTreeMap<String, String> {
 fn read_run(dir: &Path) -> Result<RunRecord> {
     let config = Config::from_file(&dir.join(run::CONFIG_FILE))?;
     let settings = settings_of(&config);
-    let summary_path = dir.join(run::SUMMARY_FILE);
-    let summary = if summary_path.exists() {
-        let text =
-            std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?;
-        Some(
-            serde_json::from_str(&text)
-                .map_err(|e| Error::bad_file(&summary_path, e.to_string()))?,
-        )
-    } else {
-        None
-    };
+    let summary = run::read_summary(dir)?;
     let metrics_path = dir.join(run::METRICS_FILE);
     let metrics = match std::fs::read_to_string(&metrics_path) {
         Ok(text) => text
