@@ -4,7 +4,7 @@
 //! any moment leaves either the old checkpoint or the new one, never half of one.
 
 use crate::error::{Error, Result};
-use crate::model::{Architecture, ModelSpec, Parametrisation};
+use crate::model::ModelSpec;
 use crate::optim::Moments;
 use crate::params::Tensor;
 use safetensors::tensor::TensorView;
@@ -22,8 +22,9 @@ pub struct Checkpoint {
     /// Training steps completed.
     pub step: u64,
     pub params: Vec<Tensor>,
-    /// Björck models: the persistent power-iteration vector.
-    pub spectral_u: Option<Vec<f32>>,
+    /// The recurrent parametrisation's state, with its name (Björck's persistent
+    /// power-iteration vector, `spectral.u`).
+    pub parametrisation_state: Option<(&'static str, Vec<f32>)>,
     /// Language models: the hidden state carried into the next batch, `(B, n)`.
     pub carried_state: Option<Vec<f32>>,
     /// One per tensor of `params`.
@@ -59,8 +60,8 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
         named.push((format!("optim.m.{name}"), shape.clone(), f32_bytes(&m.m)));
         named.push((format!("optim.v.{name}"), shape, f32_bytes(&m.v)));
     }
-    if let Some(u) = &ckpt.spectral_u {
-        named.push(("spectral.u".into(), vec![u.len()], f32_bytes(u)));
+    if let Some((name, u)) = &ckpt.parametrisation_state {
+        named.push((name.to_string(), vec![u.len()], f32_bytes(u)));
     }
     if let Some(h) = &ckpt.carried_state {
         named.push(("state.h".into(), vec![h.len()], f32_bytes(h)));
@@ -154,9 +155,9 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
             v: tensor(&format!("optim.v.{name}"), len)?,
         });
     }
-    let spectral_u = match spec.architecture {
-        Architecture::Ornn(Parametrisation::Bjorck) => Some(tensor("spectral.u", spec.hidden)?),
-        _ => None,
+    let parametrisation_state = match spec.parametrisation().and_then(|p| p.state_layout()) {
+        Some((name, len)) => Some((name, tensor(name, len)?)),
+        None => None,
     };
     let carried_state = match st.tensor("state.h") {
         Ok(view) => Some(tensor("state.h", view.data().len() / 4)?),
@@ -165,7 +166,7 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
     Ok(Checkpoint {
         step: number("step")? as u64,
         params,
-        spectral_u,
+        parametrisation_state,
         carried_state,
         moments,
         updates: number("updates")? as u64,

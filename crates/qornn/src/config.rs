@@ -1,17 +1,18 @@
 //! The run configuration: one flat TOML table whose `Default` is `qornn train` with no
 //! flags. Every field is also a CLI flag of the same name (`_` written `-`).
 
-use crate::bjorck::BjorckConfig;
+use crate::cells::ornn::Activation;
 use crate::data::ptb::{Level, Ptb};
 use crate::data::Checksums;
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::lsq::LsqInit;
-use crate::model::{Architecture, ModelSpec, Parametrisation};
+use crate::model::{Architecture, ModelSpec};
 use crate::optim::{OptimizerKind, Schedule};
-use crate::ornn::Activation;
 use crate::orthogonal_rounding::Rounding;
-use crate::projunn::ProjUnnKind;
+use crate::parametrisation::bjorck::BjorckConfig;
+use crate::parametrisation::projunn::ProjUnnKind;
+use crate::parametrisation::Parametrisation;
 use crate::quant::{Granularity, Quantizer, RangeRule};
 use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbTask, Task};
 use serde::{Deserialize, Serialize};

@@ -2,9 +2,33 @@
 //! losses on it: mean softmax cross-entropy over classes, or mean squared error.
 
 use crate::linalg::{gemm, mat, mat_mut};
+use crate::params::{Kind, Tensor};
 use crate::Real;
 use faer::{Accum, Par};
 use serde::{Deserialize, Serialize};
+
+/// The read-out's tensors, zero: `readout.weight (C, n)` and `readout.bias (C)`.
+pub fn readout_tensors(hidden: usize, classes: usize) -> Vec<Tensor> {
+    vec![
+        Tensor::zeros("readout.weight", classes, hidden, Kind::Float),
+        Tensor::zeros("readout.bias", 1, classes, Kind::Float),
+    ]
+}
+
+/// `nn.Linear`'s initialisation: the weight uniform in `±1/sqrt(n)`, the bias zero.
+pub fn init_readout(t: &mut Tensor, hidden: usize, rng: &mut dyn rand::RngCore) {
+    use rand::Rng;
+    match t.name {
+        "readout.weight" => {
+            let bound = 1.0 / (hidden as f32).sqrt();
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = rng.gen_range(-bound..bound));
+        }
+        "readout.bias" => {}
+        name => unreachable!("the read-out has no tensor {name}"),
+    }
+}
 
 /// Which hidden states are read out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

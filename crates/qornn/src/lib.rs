@@ -4,7 +4,6 @@
 //! -> loss -> backward -> optimiser -> metrics and checkpoint.
 
 pub mod batched_engine;
-pub mod bjorck;
 pub mod cells;
 pub mod checkpoint;
 pub mod config;
@@ -12,7 +11,6 @@ pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod export_c;
-pub mod hadamard;
 pub mod head;
 pub mod init;
 pub mod integer;
@@ -21,10 +19,9 @@ pub mod lsq;
 pub mod model;
 pub mod model_file;
 pub mod optim;
-pub mod ornn;
 pub mod orthogonal_rounding;
+pub mod parametrisation;
 pub mod params;
-pub mod projunn;
 pub mod ptq;
 pub mod quant;
 pub mod real;
@@ -35,14 +32,15 @@ pub mod tasks;
 pub mod train;
 pub mod weights;
 
-pub use bjorck::{Bjorck, BjorckConfig, SpectralNorm};
+pub use cells::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell, Recurrence};
 pub use error::{Error, Result};
 pub use head::{Head, Readout, Targets};
 pub use init::Init;
-pub use model::{Architecture, Model, ModelSpec, Parametrisation, Workspace};
-pub use ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell, Recurrence};
+pub use model::{Architecture, Model, ModelSpec, Workspace};
+pub use parametrisation::bjorck::{Bjorck, BjorckConfig, SpectralNorm};
+pub use parametrisation::projunn::ProjUnnKind;
+pub use parametrisation::Parametrisation;
 pub use params::{Kind, Tensor};
-pub use projunn::ProjUnnKind;
 pub use quant::{Granularity, QuantizedTensor, Quantizer};
 pub use real::Real;
 pub use tasks::{Batch, Task};

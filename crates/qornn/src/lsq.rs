@@ -12,6 +12,7 @@
 //! `2 mean|v| / sqrt(Q_P)`, which suits dense weights but clips nearly every entry of a
 //! sparse orthogonal initialisation (Henaff's 2 x 2 rotations).
 
+use crate::params::{Kind, Tensor};
 use crate::quant::{Granularity, Quantizer, RangeRule};
 use crate::Real;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,46 @@ pub enum LsqInit {
     Mse,
     /// LSQ's `2 mean|v| / sqrt(Q_P)`.
     Lsq,
+}
+
+/// The learned steps of a model with quantizer `q`: one tensor `NAME.step` (one value, or
+/// one per row) for each of the core's quantized weight matrices that LSQ covers, the
+/// recurrent one unless it is exact (Hadamard); none unless `q` learns its steps.
+pub fn step_tensors(core: &[Tensor], q: &Quantizer, exact_recurrence: bool) -> Vec<Tensor> {
+    if q.range != RangeRule::Lsq {
+        return Vec::new();
+    }
+    core.iter()
+        .filter(|t| !(exact_recurrence && t.kind == Kind::Recurrent))
+        .filter_map(|t| {
+            let name = step_name(t.name)?;
+            let rows = match q.granularity {
+                Granularity::PerTensor => 1,
+                Granularity::PerRow => t.rows,
+            };
+            Some(Tensor::zeros(name, rows, 1, Kind::Step))
+        })
+        .collect()
+}
+
+/// The name of the step of the ORNN's and RNN's `W` and `U` (the tensors LSQ covers).
+fn step_name(tensor: &str) -> Option<&'static str> {
+    match tensor {
+        "weight_hh" => Some("weight_hh.step"),
+        "weight_ih" => Some("weight_ih.step"),
+        _ => None,
+    }
+}
+
+/// The smallest learned step: a step stays positive through the optimiser's updates.
+const MIN_STEP: f32 = 1e-8;
+
+/// Adds the optimiser's `delta` to the steps, keeping them positive.
+pub fn apply_step(steps: &mut [f32], delta: &[f32]) {
+    steps
+        .iter_mut()
+        .zip(delta)
+        .for_each(|(s, d)| *s = (*s + d).max(MIN_STEP));
 }
 
 /// `(Q_N, Q_P)` for signed k-bit codes.

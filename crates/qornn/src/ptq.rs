@@ -6,14 +6,13 @@
 //! integer engine, which must agree with the twin bit for bit.
 
 use crate::batched_engine::BatchedEngine;
+use crate::cells::ornn::Activation;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, Workspaces};
 use crate::head::Head;
 use crate::integer::{FloatRecurrence, QuantizedRecurrence};
 use crate::linalg::to_f64_vec;
-use crate::model::Architecture;
 use crate::model_file::{IntegerModel, QuantizedReadout};
-use crate::ornn::Activation;
 use crate::quant::{Granularity, RangeRule};
 use crate::run::load_best_model;
 use crate::tasks::Batch;
@@ -79,9 +78,7 @@ pub fn quantize_run(
     }
     let (config, task, mut float_model) = load_best_model(dir)?;
     let spec = float_model.spec.clone();
-    if !matches!(spec.architecture, Architecture::Ornn(_) | Architecture::Rnn)
-        || spec.activation == Activation::Tanh
-    {
+    if !spec.is_elman() || spec.activation == Activation::Tanh {
         return Err(Error::config(
             "run",
             "integer inference covers ReLU/modReLU ORNN and RNN models",
@@ -153,17 +150,19 @@ pub fn quantize_run(
     let input_frac = fraction_bits(max_x, (1i64 << (act_bits - 1)) - 1);
 
     let m = &float_model;
-    let w = match spec.architecture {
-        Architecture::Ornn(_) => m.w_orthogonal().expect("ORNN has W").to_vec(),
-        _ => m.params[0].data.clone(),
-    };
+    let tensor = |name| &m.tensor(name).expect("an Elman core's tensor").data[..];
+    // The ORNN's orthogonalised W, the RNN's own.
+    let w = m
+        .w_orthogonal()
+        .unwrap_or_else(|| tensor("weight_hh"))
+        .to_vec();
     let float_recurrence = FloatRecurrence {
         hidden: spec.hidden,
         input: spec.input,
         w: &w,
-        u: &m.params[1].data,
-        bias: &m.params[2].data,
-        bias_mod: modrelu.then(|| &m.params[3].data[..]),
+        u: tensor("weight_ih"),
+        bias: tensor("bias"),
+        bias_mod: modrelu.then(|| tensor("bias_mod")),
         weight_bits,
         range,
         act_bits,

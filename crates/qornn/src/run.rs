@@ -151,7 +151,11 @@ pub fn load_best_model(dir: &Path) -> Result<(Config, Task, Model)> {
     task.check_sizes(config.batch)?;
     let spec = config.model_spec_for(&task);
     let best = checkpoint::load(&dir.join(BEST_FILE), &spec)?;
-    let model = Model::from_params(spec, best.params, best.spectral_u);
+    let model = Model::from_params(
+        spec,
+        best.params,
+        crate::train::state_values(best.parametrisation_state),
+    );
     Ok((config, task, model))
 }
 
@@ -284,7 +288,10 @@ fn drive(
     }
     // The test set is scored on the best model by validation loss.
     let best = checkpoint::load(&dir.join(BEST_FILE), &trainer.model.spec)?;
-    trainer.load_params(best.params, best.spectral_u);
+    trainer.load_params(
+        best.params,
+        crate::train::state_values(best.parametrisation_state),
+    );
     let validation = trainer.evaluate(false);
     let test = trainer.evaluate(true);
     let summary = summary(&trainer, test, validation, best.step, state.seconds);

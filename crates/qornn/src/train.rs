@@ -7,10 +7,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, Workspaces};
 use crate::linalg::{extreme_singular_values, orthogonality_defect};
-use crate::model::{Architecture, Model, Parametrisation};
+use crate::model::Model;
 use crate::optim::{clip_grad_norm, Optimizer, OptimizerConfig, Schedule};
+use crate::parametrisation::StepContext;
 use crate::params::{Kind, Tensor};
-use crate::projunn::retract;
 use crate::tasks::{rng_for, Batch, Task};
 use faer::Par;
 use serde::{Deserialize, Serialize};
@@ -19,8 +19,6 @@ use std::time::Instant;
 
 /// Stream of the seeded generator that initialises the model (see `tasks::rng_for`).
 const STREAM_INIT: u64 = u64::MAX - 2;
-/// Salt of the generator behind projUNN's sketches (distinct from the data's).
-const SKETCH_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// `model` around the tensors of `source` with its names and sizes, and how many it took.
 /// A learned step (LSQ) that `source` lacks starts again from the loaded tensor it
@@ -45,9 +43,6 @@ fn with_tensors(mut model: Model, source: &[Tensor]) -> (Model, usize) {
         copied,
     )
 }
-
-/// The smallest learned quantizer step (LSQ) an update may leave.
-const MIN_STEP: f32 = 1e-8;
 
 /// The parallelism for matrix products: `threads == 0` uses every core.
 pub fn parallelism(threads: usize) -> Par {
@@ -147,7 +142,7 @@ impl Trainer {
     /// A run continued from a checkpoint.
     pub fn resume(config: Config, task: Task, ckpt: Checkpoint) -> Result<Self> {
         let spec = config.model_spec_for(&task);
-        let model = Model::from_params(spec, ckpt.params, ckpt.spectral_u);
+        let model = Model::from_params(spec, ckpt.params, state_values(ckpt.parametrisation_state));
         let mut trainer = Self::with_model(config, task, model, ckpt.step)?;
         trainer.optimizer.moments = ckpt.moments;
         if let (Some(state), Some(saved)) = (&mut trainer.carried_state, ckpt.carried_state) {
@@ -277,53 +272,22 @@ impl Trainer {
         let orthogonal_lr = (self.config.recurrent_lr() * factor) as f32;
         let step_lr = (self.config.step_lr.unwrap_or(self.config.lr) * factor) as f32;
         self.optimizer.begin_step();
-        let n = self.model.spec.hidden;
-        let Model {
-            params,
-            grads,
-            spec,
-            ..
-        } = &mut self.model;
-        for (index, (tensor, grad)) in params.iter_mut().zip(grads.iter()).enumerate() {
-            let param = &mut tensor.data;
-            let delta = &mut self.delta[..param.len()];
-            let recurrent = tensor.kind == Kind::Recurrent;
-            let tensor_lr = match tensor.kind {
+        let context = StepContext {
+            seed: self.config.seed,
+            step: self.step,
+            rank: self.config.rank,
+            tolerance: self.config.orthogonality_tolerance,
+        };
+        for index in 0..self.model.params.len() {
+            let tensor_lr = match self.model.params[index].kind {
                 Kind::Recurrent => orthogonal_lr,
                 Kind::Step => step_lr,
                 Kind::Quantized | Kind::Float => lr,
             };
-            self.optimizer.step(index, grad, tensor_lr, delta);
-            match (recurrent, spec.architecture) {
-                // A learned quantizer step stays positive.
-                _ if tensor.kind == Kind::Step => param
-                    .iter_mut()
-                    .zip(delta.iter())
-                    .for_each(|(p, d)| *p = (*p + d).max(MIN_STEP)),
-                (true, Architecture::Ornn(Parametrisation::ProjUnn(kind))) => {
-                    let mut rng = rng_for(self.config.seed ^ SKETCH_SALT, self.step);
-                    let c = &self.config;
-                    retract(
-                        kind,
-                        param,
-                        n,
-                        delta,
-                        c.rank,
-                        &mut rng,
-                        self.step,
-                        c.orthogonality_tolerance,
-                    );
-                }
-                // HadamRNN's authors clamp the sign vector to [-1, 1] after each step.
-                (true, Architecture::Ornn(Parametrisation::Hadamard { .. })) => param
-                    .iter_mut()
-                    .zip(delta.iter())
-                    .for_each(|(p, d)| *p = (*p + d).clamp(-1.0, 1.0)),
-                _ => param
-                    .iter_mut()
-                    .zip(delta.iter())
-                    .for_each(|(p, d)| *p += d),
-            }
+            let delta = &mut self.delta[..self.model.params[index].len()];
+            self.optimizer
+                .step(index, &self.model.grads[index], tensor_lr, delta);
+            self.model.apply_step(index, delta, &context);
         }
     }
 
@@ -380,7 +344,7 @@ impl Trainer {
     pub fn take_sign_flips(&mut self) -> Option<usize> {
         let previous = self.signs_at_last_eval.as_mut()?;
         let now = &self.model.params[0].data;
-        let flips = crate::hadamard::sign_flips(previous, now);
+        let flips = crate::parametrisation::hadamard::sign_flips(previous, now);
         previous.copy_from_slice(now);
         Some(flips)
     }
@@ -390,7 +354,7 @@ impl Trainer {
         Checkpoint {
             step: self.step,
             params: self.model.params.clone(),
-            spectral_u: self.model.spectral.as_ref().map(|s| s.u.clone()),
+            parametrisation_state: self.model.parametrisation_state(),
             carried_state: self.carried_state.clone(),
             moments: self.optimizer.moments.clone(),
             updates: self.optimizer.updates,
@@ -403,7 +367,12 @@ impl Trainer {
     }
 
     /// Replaces the parameters (e.g. with the best ones, for the test evaluation).
-    pub fn load_params(&mut self, params: Vec<Tensor>, spectral_u: Option<Vec<f32>>) {
-        self.model = Model::from_params(self.model.spec.clone(), params, spectral_u);
+    pub fn load_params(&mut self, params: Vec<Tensor>, state: Option<Vec<f32>>) {
+        self.model = Model::from_params(self.model.spec.clone(), params, state);
     }
+}
+
+/// A checkpoint's parametrisation state without its name.
+pub fn state_values(state: Option<(&'static str, Vec<f32>)>) -> Option<Vec<f32>> {
+    state.map(|(_, values)| values)
 }

@@ -3,7 +3,7 @@
 //! binary (m = n) and ternary (m < n) blocks and for every activation, on 1 and 3 threads.
 
 use faer::Par;
-use qornn::hadamard::{dense_into, hadamard_entry};
+use qornn::parametrisation::hadamard::{dense_into, hadamard_entry};
 use qornn::*;
 use rand::{Rng, SeedableRng};
 use std::num::NonZeroUsize;

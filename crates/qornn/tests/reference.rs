@@ -271,7 +271,7 @@ fn qornn_bjorck_matches_reference() {
 /// step of exact rank r survives the randomised sketch unchanged.
 #[test]
 fn projunn_matches_reference() {
-    use qornn::projunn::{apply_low_rank_step, low_rank_sketch};
+    use qornn::parametrisation::projunn::{apply_low_rank_step, low_rank_sketch};
     use rand::SeedableRng;
     let r = load("projunn");
     let n = r.shape("A")[0];

@@ -9,7 +9,7 @@ use super::{
     add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts, sigmoid,
     split_batch_rows, Buffers4, Rows, TimeLoopGrads,
 };
-use crate::ornn::CellShape;
+use crate::cells::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
 
@@ -211,5 +211,140 @@ impl<T: Real> ScalarSums<T> {
             zeta: vec![T::zero(); n],
             nu: vec![T::zero(); n],
         }
+    }
+}
+
+/// The model's core around a FastGRNN.
+pub struct FastGrnnCore {
+    hidden: usize,
+    input: usize,
+    matrices: super::low_rank::InputAndRecurrent,
+}
+
+impl FastGrnnCore {
+    pub fn new(spec: &crate::ModelSpec) -> Self {
+        Self {
+            hidden: spec.hidden,
+            input: spec.input,
+            matrices: super::low_rank::InputAndRecurrent::new(spec),
+        }
+    }
+}
+
+impl super::Cell for FastGrnnCore {
+    fn tensors(&self) -> Vec<crate::Tensor> {
+        use crate::{Kind, Tensor};
+        let n = self.hidden;
+        let mut t = self.matrices.tensors();
+        t.extend([
+            Tensor::zeros("b_z", 1, n, Kind::Float),
+            Tensor::zeros("b_h", 1, n, Kind::Float),
+            Tensor::zeros("zeta", 1, 1, Kind::Float),
+            Tensor::zeros("nu", 1, 1, Kind::Float),
+        ]);
+        t
+    }
+
+    /// EdgeML's: matrices `0.1 N(0, 1)`, biases 1, `zeta` and `nu` at [`ZETA_INIT`] and [`NU_INIT`].
+    fn init(&self, t: &mut crate::Tensor, rng: &mut dyn rand::RngCore) {
+        use rand::Rng;
+        match t.name {
+            "W" | "U" | "W1" | "W2" | "U1" | "U2" => t
+                .data
+                .iter_mut()
+                .for_each(|v| *v = 0.1 * rng.sample::<f32, _>(rand_distr::StandardNormal)),
+            "b_z" | "b_h" => t.data.fill(1.0),
+            "zeta" => t.data.fill(ZETA_INIT as f32),
+            "nu" => t.data.fill(NU_INIT as f32),
+            name => unreachable!("FastGRNN has no tensor {name}"),
+        }
+    }
+
+    fn state_width(&self) -> usize {
+        self.hidden
+    }
+
+    fn buffers(&self, steps: usize, batch: usize) -> Box<dyn super::CellBuffers> {
+        let shape = CellShape {
+            hidden: self.hidden,
+            input: self.input,
+            steps,
+            batch,
+        };
+        Box::new(FastGrnnBuffers {
+            cell: FastGrnnCell::new(shape),
+            matrices: self.matrices.with_buffers(),
+        })
+    }
+}
+
+struct FastGrnnBuffers {
+    cell: FastGrnnCell<f32>,
+    matrices: super::low_rank::InputAndRecurrent,
+}
+
+impl super::CellBuffers for FastGrnnBuffers {
+    fn forward(&mut self, weights: &super::CoreWeights<'_>, x: &[f32], par: Par) {
+        let t = &weights.tensors;
+        let r = self.matrices.rest();
+        let (w, u) = self.matrices.compose(t, par);
+        let p = FastGrnnParams {
+            w,
+            u,
+            b_z: t[r],
+            b_h: t[r + 1],
+            zeta: t[r + 2][0],
+            nu: t[r + 3][0],
+        };
+        self.cell.forward(&p, x, par);
+    }
+
+    fn backward(
+        &mut self,
+        weights: &super::CoreWeights<'_>,
+        x: &[f32],
+        dh: &[f32],
+        grads: super::CoreGrads<'_>,
+        grad_x: Option<&mut [f32]>,
+        par: Par,
+    ) {
+        let t = &weights.tensors;
+        let r = self.matrices.rest();
+        let cell = &mut self.cell;
+        self.matrices
+            .backward(t, grads.tensors, par, |w, u, gw, gu, others| {
+                let p = FastGrnnParams {
+                    w,
+                    u,
+                    b_z: t[r],
+                    b_h: t[r + 1],
+                    zeta: t[r + 2][0],
+                    nu: t[r + 3][0],
+                };
+                let [b_z, b_h, zeta, nu] = others
+                    .get_disjoint_mut([0, 1, 2, 3])
+                    .expect("distinct indices");
+                let mut g = FastGrnnGrads {
+                    w: gw,
+                    u: gu,
+                    b_z,
+                    b_h,
+                    zeta: &mut zeta[0],
+                    nu: &mut nu[0],
+                };
+                cell.backward(&p, x, dh, &mut g, grad_x, par);
+            });
+    }
+
+    fn outputs(&self) -> &[f32] {
+        self.cell.outputs()
+    }
+
+    fn set_initial_state(&mut self, state: &[f32]) {
+        self.cell.set_initial_state(state)
+    }
+
+    fn final_state_into(&self, state: &mut [f32]) {
+        self.cell.final_state_into(state)
     }
 }

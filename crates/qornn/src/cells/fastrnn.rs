@@ -7,7 +7,7 @@ use super::{
     add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts, sigmoid,
     split_batch_rows, Rows, TimeLoopGrads,
 };
-use crate::ornn::CellShape;
+use crate::cells::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
 
@@ -166,5 +166,136 @@ impl<T: Real> FastRnnCell<T> {
             w_input: p.w,
         }
         .apply(g.w, Some(&mut *g.u), grad_x, par);
+    }
+}
+
+/// The model's core around a FastRNN.
+pub struct FastRnnCore {
+    hidden: usize,
+    input: usize,
+    matrices: super::low_rank::InputAndRecurrent,
+}
+
+impl FastRnnCore {
+    pub fn new(spec: &crate::ModelSpec) -> Self {
+        Self {
+            hidden: spec.hidden,
+            input: spec.input,
+            matrices: super::low_rank::InputAndRecurrent::new(spec),
+        }
+    }
+}
+
+impl super::Cell for FastRnnCore {
+    fn tensors(&self) -> Vec<crate::Tensor> {
+        use crate::{Kind, Tensor};
+        let n = self.hidden;
+        let mut t = self.matrices.tensors();
+        t.extend([
+            Tensor::zeros("b_h", 1, n, Kind::Float),
+            Tensor::zeros("alpha", 1, 1, Kind::Float),
+            Tensor::zeros("beta", 1, 1, Kind::Float),
+        ]);
+        t
+    }
+
+    /// EdgeML's: matrices `0.1 N(0, 1)`, `b_h = 1`, `alpha = -3`, `beta = 3`.
+    fn init(&self, t: &mut crate::Tensor, rng: &mut dyn rand::RngCore) {
+        use rand::Rng;
+        match t.name {
+            "W" | "U" | "W1" | "W2" | "U1" | "U2" => t
+                .data
+                .iter_mut()
+                .for_each(|v| *v = 0.1 * rng.sample::<f32, _>(rand_distr::StandardNormal)),
+            "b_h" => t.data.fill(1.0),
+            "alpha" => t.data.fill(-3.0),
+            "beta" => t.data.fill(3.0),
+            name => unreachable!("FastRNN has no tensor {name}"),
+        }
+    }
+
+    fn state_width(&self) -> usize {
+        self.hidden
+    }
+
+    fn buffers(&self, steps: usize, batch: usize) -> Box<dyn super::CellBuffers> {
+        let shape = CellShape {
+            hidden: self.hidden,
+            input: self.input,
+            steps,
+            batch,
+        };
+        Box::new(FastRnnBuffers {
+            cell: FastRnnCell::new(shape),
+            matrices: self.matrices.with_buffers(),
+        })
+    }
+}
+
+struct FastRnnBuffers {
+    cell: FastRnnCell<f32>,
+    matrices: super::low_rank::InputAndRecurrent,
+}
+
+impl super::CellBuffers for FastRnnBuffers {
+    fn forward(&mut self, weights: &super::CoreWeights<'_>, x: &[f32], par: Par) {
+        let t = &weights.tensors;
+        let r = self.matrices.rest();
+        let (w, u) = self.matrices.compose(t, par);
+        let p = FastRnnParams {
+            w,
+            u,
+            b_h: t[r],
+            alpha: t[r + 1][0],
+            beta: t[r + 2][0],
+        };
+        self.cell.forward(&p, x, par);
+    }
+
+    fn backward(
+        &mut self,
+        weights: &super::CoreWeights<'_>,
+        x: &[f32],
+        dh: &[f32],
+        grads: super::CoreGrads<'_>,
+        grad_x: Option<&mut [f32]>,
+        par: Par,
+    ) {
+        let t = &weights.tensors;
+        let r = self.matrices.rest();
+        let cell = &mut self.cell;
+        self.matrices
+            .backward(t, grads.tensors, par, |w, u, gw, gu, others| {
+                let p = FastRnnParams {
+                    w,
+                    u,
+                    b_h: t[r],
+                    alpha: t[r + 1][0],
+                    beta: t[r + 2][0],
+                };
+                let [b_h, alpha, beta] = others
+                    .get_disjoint_mut([0, 1, 2])
+                    .expect("distinct indices");
+                let mut g = FastRnnGrads {
+                    w: gw,
+                    u: gu,
+                    b_h,
+                    alpha: &mut alpha[0],
+                    beta: &mut beta[0],
+                };
+                cell.backward(&p, x, dh, &mut g, grad_x, par);
+            });
+    }
+
+    fn outputs(&self) -> &[f32] {
+        self.cell.outputs()
+    }
+
+    fn set_initial_state(&mut self, state: &[f32]) {
+        self.cell.set_initial_state(state)
+    }
+
+    fn final_state_into(&self, state: &mut [f32]) {
+        self.cell.final_state_into(state)
     }
 }

@@ -8,24 +8,14 @@ use super::{
     add_column_sums, backprop_step, batch_parts, part_rows, run_parts, sigmoid, split_batch_rows,
     Buffers3, TimeLoopGrads,
 };
+use crate::cells::ornn::CellShape;
 use crate::linalg::{gemm, mat, mat_mut};
-use crate::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
 
-pub struct GruParams<'a, T> {
-    pub weight_ih: &'a [T],
-    pub weight_hh: &'a [T],
-    pub bias_ih: &'a [T],
-    pub bias_hh: &'a [T],
-}
-
-pub struct GruGrads<'a, T> {
-    pub weight_ih: &'a mut [T],
-    pub weight_hh: &'a mut [T],
-    pub bias_ih: &'a mut [T],
-    pub bias_hh: &'a mut [T],
-}
+/// PyTorch's layout, shared with the LSTM (`gated.rs`).
+pub type GruParams<'a, T> = super::gated::GateParams<'a, T>;
+pub type GruGrads<'a, T> = super::gated::GateGrads<'a, T>;
 
 pub struct GruCell<T> {
     pub shape: CellShape,
@@ -222,3 +212,5 @@ impl<T: Real> GruCell<T> {
         .apply(g.weight_ih, Some(&mut *g.weight_hh), grad_x, par);
     }
 }
+
+super::gated::gated_cell!(GruCell, 3, 1);

@@ -8,23 +8,13 @@ use super::{
     add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts, sigmoid,
     split_batch_rows, Buffers3, Buffers4, TimeLoopGrads,
 };
-use crate::ornn::CellShape;
+use crate::cells::ornn::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
 
-pub struct LstmParams<'a, T> {
-    pub weight_ih: &'a [T],
-    pub weight_hh: &'a [T],
-    pub bias_ih: &'a [T],
-    pub bias_hh: &'a [T],
-}
-
-pub struct LstmGrads<'a, T> {
-    pub weight_ih: &'a mut [T],
-    pub weight_hh: &'a mut [T],
-    pub bias_ih: &'a mut [T],
-    pub bias_hh: &'a mut [T],
-}
+/// PyTorch's layout, shared with the GRU (`gated.rs`).
+pub type LstmParams<'a, T> = super::gated::GateParams<'a, T>;
+pub type LstmGrads<'a, T> = super::gated::GateGrads<'a, T>;
 
 pub struct LstmCell<T> {
     pub shape: CellShape,
@@ -210,3 +200,5 @@ impl<T: Real> LstmCell<T> {
         .apply(g.weight_ih, Some(&mut *g.weight_hh), grad_x, par);
     }
 }
+
+super::gated::gated_cell!(LstmCell, 4, 2);

@@ -1,18 +1,106 @@
-//! The baseline cells, each with its forward pass and its backward pass through time
-//! written explicitly over buffers allocated once per `(T, B)`, like the ORNN cell:
-//! LSTM and GRU with PyTorch's equations and parameter layout, FastRNN and FastGRNN with
-//! EdgeML's. Every `backward` takes `dL/dh_t` for every step, `(T, B, n)`, and adds into
+//! The recurrent cores, one file each behind the [`Cell`] trait: the (quantized) orthogonal
+//! RNN and the Elman RNN (`ornn.rs`), LSTM and GRU with PyTorch's equations and parameter
+//! layout (`lstm.rs`, `gru.rs`, sharing `gated.rs`), FastRNN and FastGRNN with EdgeML's
+//! (`fastrnn.rs`, `fastgrnn.rs`, low-rank factors in `low_rank.rs`). Each has its forward
+//! pass and its backward pass through time written explicitly over buffers allocated once
+//! per `(T, B)`. Every `backward` takes `dL/dh_t` for every step, `(T, B, n)`, and adds into
 //! the gradients of its parameters.
+//!
+//! Adding a cell: a file with a type implementing [`Cell`] (its tensors and their
+//! initialisation) and one implementing [`CellBuffers`] (forward, backward, state), an
+//! `Architecture` variant and its line in [`build`].
 
 pub mod fastgrnn;
 pub mod fastrnn;
+pub mod gated;
 pub mod gru;
+pub mod low_rank;
 pub mod lstm;
+pub mod ornn;
 
 use crate::linalg::{gemm, mat, mat_mut};
+use crate::model::{Architecture, ModelSpec};
+use crate::params::Tensor;
 use crate::Real;
 use faer::{Accum, Par};
+use ornn::Recurrence;
+use rand::RngCore;
 use rayon::prelude::*;
+
+/// A recurrent core as the model sees it: its named tensors and their initial values, and
+/// the buffers of one `(T, B)` in which it runs.
+pub trait Cell: Send + Sync {
+    /// The core's tensors, zero, in the order the model stores them (for an ORNN the
+    /// recurrent parameter first, shaped by its parametrisation).
+    fn tensors(&self) -> Vec<Tensor>;
+
+    /// Sets the initial value of the core's tensor `t` (one of `tensors()`, by name).
+    fn init(&self, t: &mut Tensor, rng: &mut dyn RngCore);
+
+    /// Floats per sequence carried from one batch to the next (`h`; `h` and `c` for the
+    /// LSTM).
+    fn state_width(&self) -> usize;
+
+    /// The activation buffers of a forward and backward pass over `(steps, batch)`.
+    fn buffers(&self, steps: usize, batch: usize) -> Box<dyn CellBuffers>;
+}
+
+/// What the core computes with: its tensors as used (quantized where they are), in the
+/// order of [`Cell::tensors`], and the recurrence its parametrisation applies (ORNN).
+pub struct CoreWeights<'a> {
+    pub tensors: Vec<&'a [f32]>,
+    pub recurrence: Option<Recurrence<'a, f32>>,
+}
+
+/// Where the core's backward pass adds its gradients: one per tensor, with respect to the
+/// tensor as used (the quantizer's straight-through estimator takes them on), and, for an
+/// Elman core, the recurrent matrix's: `dL/dq(W)` `(n, n)` (the RNN's and the ORNN's), or
+/// `dL/d row_scale` in the first `n` entries for a Hadamard recurrence.
+pub struct CoreGrads<'a> {
+    pub tensors: &'a mut [Vec<f32>],
+    pub recurrence: &'a mut [f32],
+}
+
+/// One `(T, B)`'s activations of a core, with its forward and backward passes.
+pub trait CellBuffers: Send {
+    /// Runs the core over `x: (T, B, d)`.
+    fn forward(&mut self, weights: &CoreWeights<'_>, x: &[f32], par: Par);
+
+    /// Backward through time from `dh: (T, B, n)` after `forward`; adds into `grads` and,
+    /// when asked, writes `dL/dx` into `grad_x`.
+    fn backward(
+        &mut self,
+        weights: &CoreWeights<'_>,
+        x: &[f32],
+        dh: &[f32],
+        grads: CoreGrads<'_>,
+        grad_x: Option<&mut [f32]>,
+        par: Par,
+    );
+
+    /// `h_1 .. h_T`, `(T, B, n)`.
+    fn outputs(&self) -> &[f32];
+
+    /// Sets the initial state, `(B, state_width)`.
+    fn set_initial_state(&mut self, state: &[f32]);
+
+    /// Copies the last state into `state`.
+    fn final_state_into(&self, state: &mut [f32]);
+}
+
+/// The core of `spec`, an ORNN's with the parameter tensor of its parametrisation: the one
+/// registration line per cell.
+pub fn build(spec: &ModelSpec, recurrent: Option<Tensor>) -> Box<dyn Cell> {
+    match spec.architecture {
+        Architecture::Ornn(_) | Architecture::Rnn => {
+            Box::new(ornn::ElmanCore::new(spec, recurrent))
+        }
+        Architecture::Lstm => Box::new(gated::GatedCore::<lstm::LstmCell<f32>>::new(spec)),
+        Architecture::Gru => Box::new(gated::GatedCore::<gru::GruCell<f32>>::new(spec)),
+        Architecture::FastRnn => Box::new(fastrnn::FastRnnCore::new(spec)),
+        Architecture::FastGrnn => Box::new(fastgrnn::FastGrnnCore::new(spec)),
+    }
+}
 
 #[inline(always)]
 pub(crate) fn sigmoid<T: Real>(x: T) -> T {

@@ -264,3 +264,81 @@ fn normalize<T: Real>(x: &mut [T]) {
         *v /= norm;
     }
 }
+
+/// STE-Björck (the paper): `W = bjorck(A / sigma(A))` for a free parameter `A`, with the
+/// power iteration's vector kept from step to step (and in checkpoints as `spectral.u`).
+pub struct BjorckParametrisation {
+    n: usize,
+    spectral: Option<SpectralNorm<f32>>,
+    bjorck: Bjorck<f32>,
+    /// `(n, n)`: `A / sigma(A)`, Björck's input.
+    normalised: Vec<f32>,
+}
+
+/// Power iterations that set up `sigma(A)`'s vector of a fresh model.
+const SPECTRAL_WARMUP: usize = 50;
+
+impl BjorckParametrisation {
+    pub fn new(n: usize, config: BjorckConfig) -> Self {
+        Self {
+            n,
+            spectral: None,
+            bjorck: Bjorck::new(config, n),
+            normalised: vec![0.0; n * n],
+        }
+    }
+
+    fn spectral(&self) -> &SpectralNorm<f32> {
+        self.spectral
+            .as_ref()
+            .expect("the model restores the parametrisation before use")
+    }
+}
+
+impl super::RecurrentParametrisation for BjorckParametrisation {
+    fn tensor(&self) -> crate::Tensor {
+        crate::Tensor::zeros("weight_hh", self.n, self.n, crate::Kind::Recurrent)
+    }
+
+    /// `A = W_init`, a fixed point of the map for an orthogonal initialisation.
+    fn init(&self, param: &mut crate::Tensor, init: crate::Init, rng: &mut dyn rand::RngCore) {
+        param.data = init.sample(self.n, &mut &mut *rng);
+    }
+
+    fn forward(&mut self, param: &[f32], training: bool, w: &mut [f32], par: Par) {
+        let spectral = self
+            .spectral
+            .as_mut()
+            .expect("the model restores the parametrisation before use");
+        if training {
+            spectral.forward(param, &mut self.normalised);
+        } else {
+            spectral.normalize_into(param, &mut self.normalised);
+        }
+        w.copy_from_slice(self.bjorck.forward(&self.normalised, par));
+    }
+
+    /// Through Björck's iterations, then through the normalisation.
+    fn backward(&mut self, param: &[f32], grad_applied: &[f32], grad: &mut [f32], par: Par) {
+        let grad_w0 = self.bjorck.backward(grad_applied, par);
+        self.spectral
+            .as_ref()
+            .expect("the model restores the parametrisation before use")
+            .backward(param, grad_w0, grad);
+    }
+
+    fn state_layout(&self) -> Option<(&'static str, usize)> {
+        Some(("spectral.u", self.n))
+    }
+
+    fn state(&self) -> Option<Vec<f32>> {
+        Some(self.spectral().u.clone())
+    }
+
+    fn restore(&mut self, param: &[f32], state: Option<Vec<f32>>) {
+        self.spectral = Some(match state {
+            Some(u) => SpectralNorm::with_u(param, self.n, u),
+            None => SpectralNorm::new(param, self.n, SPECTRAL_WARMUP),
+        });
+    }
+}

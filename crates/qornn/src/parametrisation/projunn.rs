@@ -11,8 +11,8 @@
 //! `expm(Q K Q^T) = I + Q (expm(K) - I) Q^T`, so `W_new = W + (W Q) (F - I) Q^T` with
 //! `F` the m x m polar factor or exponential. Derivation: `docs/projunn.md`.
 
-use crate::bjorck::{Bjorck, BjorckConfig};
 use crate::linalg::{gemm, mat, mat_mut, orthogonality_defect, to_f64_vec};
+use crate::parametrisation::bjorck::{Bjorck, BjorckConfig};
 use crate::Real;
 use faer::{Accum, Par};
 use rand::Rng;
@@ -299,6 +299,52 @@ pub fn reorthonormalize<T: Real>(w: &mut [T], n: usize) -> f64 {
     let polar = bjorck.forward(&to_f64_vec(w), Par::Seq);
     w.iter_mut().zip(polar).for_each(|(o, &x)| *o = T::of(x));
     before
+}
+
+/// Salt of the generator behind the sketches (distinct from the data's): the stream of
+/// step `s` is `(seed ^ SKETCH_SALT, s)`.
+const SKETCH_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// STE-projUNN (the paper): the parameter is `W` itself, orthogonal from its
+/// initialisation on, and every optimiser step is retracted onto the orthogonal group.
+pub struct ProjUnnParametrisation {
+    pub n: usize,
+    pub kind: ProjUnnKind,
+}
+
+impl super::RecurrentParametrisation for ProjUnnParametrisation {
+    fn tensor(&self) -> crate::Tensor {
+        crate::Tensor::zeros("weight_hh", self.n, self.n, crate::Kind::Recurrent)
+    }
+
+    fn init(&self, param: &mut crate::Tensor, init: crate::Init, rng: &mut dyn rand::RngCore) {
+        param.data = init.sample(self.n, &mut &mut *rng);
+    }
+
+    fn forward(&mut self, param: &[f32], _training: bool, w: &mut [f32], _par: Par) {
+        w.copy_from_slice(param);
+    }
+
+    /// `dL/dW = dL/dq(W)`: the retraction in `apply_step` does the rest.
+    fn backward(&mut self, _param: &[f32], grad_applied: &[f32], grad: &mut [f32], _par: Par) {
+        grad.iter_mut()
+            .zip(grad_applied)
+            .for_each(|(g, &d)| *g += d);
+    }
+
+    fn apply_step(&self, param: &mut [f32], delta: &[f32], c: &super::StepContext) {
+        let mut rng = crate::tasks::rng_for(c.seed ^ SKETCH_SALT, c.step);
+        retract(
+            self.kind,
+            param,
+            self.n,
+            delta,
+            c.rank,
+            &mut rng,
+            c.step,
+            c.tolerance,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::cells::{
     add_column_sums, backprop_step, batch_parts, part_rows, project_input, project_step, run_parts,
     split_batch_rows, Rows, TimeLoopGrads,
 };
-use crate::hadamard::fwht_blocks;
+use crate::parametrisation::hadamard::fwht_blocks;
 use crate::Real;
 use faer::{Accum, Par};
 use serde::{Deserialize, Serialize};
@@ -367,5 +367,151 @@ impl<T: Real> OrnnCell<T> {
             grad_x,
             par,
         );
+    }
+}
+
+/// The ORNN and the Elman RNN as the model's core: `weight_hh` (the ORNN's parameter,
+/// shaped by its parametrisation; the RNN's free `W`), `weight_ih`, `bias` and, with
+/// modReLU, `bias_mod`.
+pub struct ElmanCore {
+    hidden: usize,
+    input: usize,
+    activation: Activation,
+    init: crate::Init,
+    recurrent: crate::Tensor,
+}
+
+impl ElmanCore {
+    /// `recurrent`: the ORNN's parameter tensor from its parametrisation; `None` for the
+    /// RNN, whose `W (n, n)` is quantized like any weight matrix.
+    pub fn new(spec: &crate::ModelSpec, recurrent: Option<crate::Tensor>) -> Self {
+        let n = spec.hidden;
+        Self {
+            hidden: n,
+            input: spec.input,
+            activation: spec.activation,
+            init: spec.init,
+            recurrent: recurrent
+                .unwrap_or_else(|| crate::Tensor::zeros("weight_hh", n, n, crate::Kind::Quantized)),
+        }
+    }
+}
+
+impl super::Cell for ElmanCore {
+    fn tensors(&self) -> Vec<crate::Tensor> {
+        use crate::{Kind, Tensor};
+        let (n, d) = (self.hidden, self.input);
+        let mut t = vec![
+            self.recurrent.clone(),
+            Tensor::zeros("weight_ih", n, d, Kind::Quantized),
+            Tensor::zeros("bias", 1, n, Kind::Float),
+        ];
+        if self.activation == Activation::Modrelu {
+            t.push(Tensor::zeros("bias_mod", 1, n, Kind::Float));
+        }
+        t
+    }
+
+    /// `W` from the model's initialisation (an ORNN's is its parametrisation's), `U` as
+    /// `nn.Linear` (`±1/sqrt(d)`), the bias zero, modReLU's bias in `±0.01`.
+    fn init(&self, t: &mut crate::Tensor, rng: &mut dyn rand::RngCore) {
+        use rand::Rng;
+        let mut uniform = |bound: f32| {
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = rng.gen_range(-bound..bound))
+        };
+        match t.name {
+            "weight_hh" => t.data = self.init.sample(self.hidden, &mut &mut *rng),
+            "weight_ih" => uniform(1.0 / (self.input as f32).sqrt()),
+            "bias_mod" => uniform(0.01),
+            "bias" => {}
+            name => unreachable!("the Elman core has no tensor {name}"),
+        }
+    }
+
+    fn state_width(&self) -> usize {
+        self.hidden
+    }
+
+    fn buffers(&self, steps: usize, batch: usize) -> Box<dyn super::CellBuffers> {
+        let shape = CellShape {
+            hidden: self.hidden,
+            input: self.input,
+            steps,
+            batch,
+        };
+        Box::new(ElmanBuffers {
+            cell: OrnnCell::new(shape, self.activation),
+            zero_bias_mod: vec![0.0; self.hidden],
+            unused_grad: vec![0.0; self.hidden],
+        })
+    }
+}
+
+/// An Elman core's activations, with zeros standing for the absent modReLU bias of a
+/// ReLU or tanh core and a sink for its (unused) gradient.
+struct ElmanBuffers {
+    cell: OrnnCell<f32>,
+    zero_bias_mod: Vec<f32>,
+    unused_grad: Vec<f32>,
+}
+
+/// The cell's view of the core's weights: the recurrence (a dense `q(W)` unless the
+/// parametrisation gives another), `U`, `b` and the modReLU bias (or zeros).
+fn elman_params<'a>(
+    weights: &super::CoreWeights<'a>,
+    zero_bias_mod: &'a [f32],
+) -> CellParams<'a, f32> {
+    let t = &weights.tensors;
+    CellParams {
+        w: weights.recurrence.unwrap_or(Recurrence::Dense(t[0])),
+        u: t[1],
+        b: t[2],
+        bm: t.get(3).copied().unwrap_or(zero_bias_mod),
+    }
+}
+
+impl super::CellBuffers for ElmanBuffers {
+    fn forward(&mut self, weights: &super::CoreWeights<'_>, x: &[f32], par: Par) {
+        let p = elman_params(weights, &self.zero_bias_mod);
+        self.cell.forward(&p, x, par);
+    }
+
+    fn backward(
+        &mut self,
+        weights: &super::CoreWeights<'_>,
+        x: &[f32],
+        dh: &[f32],
+        grads: super::CoreGrads<'_>,
+        grad_x: Option<&mut [f32]>,
+        par: Par,
+    ) {
+        let p = elman_params(weights, &self.zero_bias_mod);
+        let (core, rest) = grads.tensors.split_at_mut(3);
+        let [u, b] = core.get_disjoint_mut([1, 2]).expect("distinct indices");
+        let bm = match rest.first_mut() {
+            Some(bm) => &mut bm[..],
+            None => &mut self.unused_grad[..],
+        };
+        let mut g = CellGrads {
+            w: grads.recurrence,
+            u,
+            b,
+            bm,
+        };
+        self.cell.backward(&p, x, dh, &mut g, grad_x, par);
+    }
+
+    fn outputs(&self) -> &[f32] {
+        self.cell.outputs()
+    }
+
+    fn set_initial_state(&mut self, state: &[f32]) {
+        self.cell.set_initial_state(state)
+    }
+
+    fn final_state_into(&self, state: &mut [f32]) {
+        self.cell.final_state_into(state)
     }
 }

@@ -94,6 +94,110 @@ pub fn sign_flips(before: &[f32], after: &[f32]) -> usize {
         .count()
 }
 
+/// HadamRNN's parametrisation: the parameter is `v`, `(1, n)`; the cell applies
+/// `diag(sign(v) / sqrt(m))` times the block Walsh-Hadamard transform.
+pub struct HadamardParametrisation {
+    n: usize,
+    block: usize,
+    /// `sign(v_i) / sqrt(m)`, `(n)`: what the cell applies.
+    row_scale: Vec<f32>,
+}
+
+impl HadamardParametrisation {
+    pub fn new(n: usize, block: usize) -> Self {
+        Self {
+            n,
+            block,
+            row_scale: vec![0.0; n],
+        }
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.block as f32).sqrt()
+    }
+}
+
+impl super::RecurrentParametrisation for HadamardParametrisation {
+    fn tensor(&self) -> crate::Tensor {
+        crate::Tensor::zeros("weight_hh", 1, self.n, crate::Kind::Recurrent)
+    }
+
+    /// Xavier-uniform on a `(1, n)` tensor, as the authors.
+    fn init(&self, param: &mut crate::Tensor, _init: crate::Init, rng: &mut dyn rand::RngCore) {
+        use rand::Rng;
+        let bound = (6.0 / (self.n as f32 + 1.0)).sqrt();
+        param
+            .data
+            .iter_mut()
+            .for_each(|v| *v = rng.gen_range(-bound..bound));
+    }
+
+    fn forward(&mut self, param: &[f32], _training: bool, w: &mut [f32], _par: faer::Par) {
+        let scale = self.scale();
+        for (r, &vi) in self.row_scale.iter_mut().zip(param) {
+            *r = sign(vi) * scale;
+        }
+        dense_into(param, self.block, w)
+    }
+
+    fn recurrence<'a>(&'a self, _q_w: &'a [f32]) -> crate::Recurrence<'a, f32> {
+        crate::Recurrence::Hadamard {
+            row_scale: &self.row_scale,
+            block: self.block,
+        }
+    }
+
+    fn is_exact(&self) -> bool {
+        true
+    }
+
+    /// `sign(v_i) H_ij` with the step `1 / sqrt(m)`.
+    fn exact_codes(&self, param: &[f32], bits: u32) -> Option<crate::QuantizedTensor<f32>> {
+        let n = self.n;
+        Some(crate::QuantizedTensor {
+            rows: n,
+            cols: n,
+            bits,
+            granularity: crate::Granularity::PerTensor,
+            codes: (0..n * n)
+                .map(|k| {
+                    let (i, j) = (k / n, k % n);
+                    sign(param[i]) as i32 * hadamard_entry(i, j, self.block)
+                })
+                .collect(),
+            steps: vec![self.scale()],
+        })
+    }
+
+    /// The cell left `dL/d row_scale` in the first `n` entries; `row_scale_i =
+    /// sign(v_i) / sqrt(m)` with the identity straight-through gradient on `sign`.
+    fn backward(
+        &mut self,
+        _param: &[f32],
+        grad_applied: &[f32],
+        grad: &mut [f32],
+        _par: faer::Par,
+    ) {
+        let scale = self.scale();
+        grad.iter_mut()
+            .zip(&grad_applied[..self.n])
+            .for_each(|(g, &d)| *g += d * scale);
+    }
+
+    /// The authors clamp `v` to `[-1, 1]` after each step.
+    fn apply_step(&self, param: &mut [f32], delta: &[f32], _context: &super::StepContext) {
+        param
+            .iter_mut()
+            .zip(delta)
+            .for_each(|(p, d)| *p = (*p + d).clamp(-1.0, 1.0));
+    }
+
+    /// One sign bit per unit; the block size is part of the architecture.
+    fn stored_bits(&self, param: &crate::Tensor, _bits: Option<u32>, _per_row: bool) -> u64 {
+        param.len() as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,119 @@
+//! How the ORNN's recurrent matrix `W` comes from its trained parameter `weight_hh`, one
+//! file per parametrisation behind [`RecurrentParametrisation`]:
+//! - `bjorck.rs`: a free `A`, spectrally normalised, then Björck iterations;
+//! - `projunn.rs`: `W` itself, kept orthogonal by a retraction of each optimiser step;
+//! - `hadamard.rs`: `diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, exactly orthogonal (HadamRNN).
+//!
+//! Adding one: a file with a type implementing the trait, a [`Parametrisation`] variant
+//! and its line in [`build`].
+
+pub mod bjorck;
+pub mod hadamard;
+pub mod projunn;
+
+use crate::cells::ornn::Recurrence;
+use crate::init::Init;
+use crate::params::Tensor;
+use crate::quant::QuantizedTensor;
+use faer::Par;
+use projunn::ProjUnnKind;
+use rand::RngCore;
+
+/// How the ORNN's recurrent matrix is kept (approximately) orthogonal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parametrisation {
+    /// Free `A` -> spectral normalisation -> Björck iterations (gradients flow through).
+    Bjorck,
+    /// `W` itself kept orthogonal by projUNN retractions of the optimiser's step.
+    ProjUnn(ProjUnnKind),
+    /// `W = diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, exactly orthogonal, only the signs `v`
+    /// learned (HadamRNN; `block = n` binary, `block < n` ternary): see `hadamard.rs`.
+    Hadamard { block: usize },
+}
+
+/// What an optimiser step needs besides the parameter and its step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepContext {
+    /// The run's seed and the step being taken (projUNN's sketch is drawn from them).
+    pub seed: u64,
+    pub step: u64,
+    /// projUNN: the rank of the approximated step and the tolerance of its retraction.
+    pub rank: usize,
+    pub tolerance: f64,
+}
+
+/// The map from the parameter `weight_hh` to the orthogonal `W` the ORNN uses (before
+/// quantization), its backward pass, and what happens to the parameter after an optimiser
+/// step. Holds its own buffers and state (the power iteration's vector).
+pub trait RecurrentParametrisation: Send + Sync {
+    /// The parameter, zero: `weight_hh`, `(n, n)` or `(1, n)`, of `Kind::Recurrent`.
+    fn tensor(&self) -> Tensor;
+
+    /// Its initial value (`init` is the model's recurrent initialisation).
+    fn init(&self, param: &mut Tensor, init: Init, rng: &mut dyn RngCore);
+
+    /// `W` from the parameter into `w: (n, n)`. In training the parametrisation's own state
+    /// (a power iteration) advances; in evaluation it stays.
+    fn forward(&mut self, param: &[f32], training: bool, w: &mut [f32], par: Par);
+
+    /// How the cell applies `q(W)`: a dense product unless the parametrisation has a faster
+    /// exact form.
+    fn recurrence<'a>(&'a self, q_w: &'a [f32]) -> Recurrence<'a, f32> {
+        Recurrence::Dense(q_w)
+    }
+
+    /// Whether `W` is exactly representable in integers, so that it needs no quantizer
+    /// (Hadamard matrices); then `exact_codes` gives its codes.
+    fn is_exact(&self) -> bool {
+        false
+    }
+
+    /// `W`'s exact integer codes (see `is_exact`), for `bits`-bit models.
+    fn exact_codes(&self, _param: &[f32], _bits: u32) -> Option<QuantizedTensor<f32>> {
+        None
+    }
+
+    /// Adds `dL/dparam` into `grad` from the cell's gradient of what it applied
+    /// (`recurrence`): `dL/dq(W)` for a dense matrix, taken straight through the quantizer.
+    fn backward(&mut self, param: &[f32], grad_applied: &[f32], grad: &mut [f32], par: Par);
+
+    /// Applies an optimiser step `delta` to the parameter: added, unless the
+    /// parametrisation retracts or clamps it.
+    fn apply_step(&self, param: &mut [f32], delta: &[f32], _context: &StepContext) {
+        param.iter_mut().zip(delta).for_each(|(p, d)| *p += d);
+    }
+
+    /// Bits to store the parameter's `W` at `bits` bits per quantized entry.
+    fn stored_bits(&self, param: &Tensor, bits: Option<u32>, per_row: bool) -> u64 {
+        crate::params::stored_bits(param, bits, per_row)
+    }
+
+    /// State kept in checkpoints besides the parameter (name and length), if any.
+    fn state_layout(&self) -> Option<(&'static str, usize)> {
+        None
+    }
+
+    /// That state's current value.
+    fn state(&self) -> Option<Vec<f32>> {
+        None
+    }
+
+    /// Restores the state from a checkpoint (`None`: recomputed from the parameter).
+    fn restore(&mut self, _param: &[f32], _state: Option<Vec<f32>>) {}
+}
+
+/// The parametrisation `kind` of an ORNN with `n` hidden units (Björck: with its
+/// iteration settings).
+pub fn build(
+    kind: Parametrisation,
+    n: usize,
+    bjorck: bjorck::BjorckConfig,
+) -> Box<dyn RecurrentParametrisation> {
+    match kind {
+        Parametrisation::Bjorck => Box::new(bjorck::BjorckParametrisation::new(n, bjorck)),
+        Parametrisation::ProjUnn(kind) => Box::new(projunn::ProjUnnParametrisation { n, kind }),
+        Parametrisation::Hadamard { block } => {
+            Box::new(hadamard::HadamardParametrisation::new(n, block))
+        }
+    }
+}
