@@ -3,11 +3,11 @@
 //! that replays the corpus in the normal test suite (crates/qornn/tests/fuzz_corpus.rs).
 //! Each takes any bytes and panics only on a real defect.
 
-use qornn::batched_engine::BatchedEngine;
 use qornn::config::Config;
 use qornn::data::mnist::{parse_images, parse_labels};
 use qornn::data::ptb::Ptb;
-use qornn::model_file::IntegerModel;
+use qornn::deploy::engine::BatchedEngine;
+use qornn::deploy::model_file::IntegerModel;
 use qornn::tasks::{RandomTask, Task};
 use qornn_infer::format::{fnv1a, CHECKSUM_LEN};
 use std::path::Path;
@@ -107,7 +107,7 @@ fn specs() -> &'static [qornn::ModelSpec] {
             .iter()
             .map(|model| {
                 let config = Config {
-                    model: model.to_string(),
+                    model: model.parse().expect("a model name"),
                     hidden: 4,
                     ..Config::default()
                 };

@@ -13,7 +13,7 @@ use serde::Serialize;
 pub struct BenchArgs {
     /// Model, as for `qornn train`.
     #[arg(long, default_value = "qornn-bjorck")]
-    model: String,
+    model: qornn::config::ModelName,
     /// Hidden units n.
     #[arg(long, default_value_t = 170)]
     hidden: usize,
@@ -78,8 +78,8 @@ fn rate(batch: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
-    use qornn::batched_engine::{scalar_step, BatchedEngine};
-    let model = qornn::model_file::IntegerModel::load(path)?;
+    use qornn::deploy::engine::{scalar_step, BatchedEngine};
+    let model = qornn::deploy::model_file::IntegerModel::load(path)?;
     let q = &model.recurrence;
     let (n, d, steps, batch) = (q.hidden, q.input, args.seq, args.batch);
     anyhow::ensure!(
@@ -118,7 +118,7 @@ fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
     });
     let float = |b: usize| -> Result<f64> {
         let config = Config {
-            model: "ornn-bjorck".into(),
+            model: qornn::config::ModelName::OrnnBjorck,
             bits: Some(qornn::config::FULL_PRECISION_BITS),
             hidden: n,
             batch: b,
@@ -205,7 +205,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return integer(&args, path);
     }
     let config = Config {
-        model: args.model.clone(),
+        model: args.model,
         bits: Some(args.bits),
         hidden: args.hidden,
         batch: args.batch,
@@ -237,7 +237,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         phases.push(t);
     }
     let report = Report {
-        model: args.model,
+        model: args.model.to_string(),
         hidden: args.hidden,
         batch: args.batch,
         seq: args.seq,

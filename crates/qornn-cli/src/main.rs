@@ -449,7 +449,7 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 fn quantize(args: QuantizeArgs) -> Result<()> {
-    let (report, path) = qornn::ptq::quantize_run(
+    let (report, path) = qornn::deploy::quantize::quantize_run(
         &args.run,
         args.act_bits,
         args.calib,
@@ -464,8 +464,8 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
 }
 
 fn export(args: ExportArgs) -> Result<()> {
-    let model = qornn::model_file::IntegerModel::load(&args.model)?;
-    let task = qornn::ptq::task_of(&model.task, args.data_dir.as_deref())?;
+    let model = qornn::deploy::model_file::IntegerModel::load(&args.model)?;
+    let task = qornn::deploy::task_record::task_of(&model.task, args.data_dir.as_deref())?;
     let t = &model.task;
     let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);
     let first = batches
@@ -474,10 +474,13 @@ fn export(args: ExportArgs) -> Result<()> {
     std::fs::create_dir_all(&args.c_dir)
         .with_context(|| format!("cannot create --c {}", args.c_dir.display()))?;
     let files = [
-        ("qornn_model.h", qornn::export_c::model_header(&model)),
+        (
+            "qornn_model.h",
+            qornn::deploy::export_c::model_header(&model),
+        ),
         (
             "qornn_trace.h",
-            qornn::export_c::trace_header(&model, first),
+            qornn::deploy::export_c::trace_header(&model, first),
         ),
     ];
     for (name, text) in files {
@@ -506,7 +509,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&run::evaluate(dir)?)?);
         return Ok(());
     };
-    let r = qornn::ptq::evaluate_file(model, args.data_dir.as_deref())?;
+    let r = qornn::deploy::quantize::evaluate_file(model, args.data_dir.as_deref())?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

@@ -6,44 +6,178 @@ use crate::data::ptb::{Level, Ptb};
 use crate::data::Checksums;
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::lsq::LsqInit;
 use crate::model::{Architecture, ModelSpec};
 use crate::optim::{OptimizerKind, Schedule};
-use crate::orthogonal_rounding::Rounding;
 use crate::parametrisation::bjorck::BjorckConfig;
 use crate::parametrisation::projunn::ProjUnnKind;
 use crate::parametrisation::Parametrisation;
+use crate::quant::lsq::LsqInit;
+use crate::quant::orthogonal_rounding::Rounding;
 use crate::quant::{Granularity, Quantizer, RangeRule};
 use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbTask, Task};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Model names accepted by `--model`.
-pub const MODELS: [&str; 13] = [
-    "qornn-bjorck",
-    "qornn-projunn-d",
-    "qornn-projunn-t",
-    "ornn-bjorck",
-    "ornn-projunn-d",
-    "ornn-projunn-t",
-    "hadamrnn",
-    "block-hadamrnn",
-    "rnn",
-    "lstm",
-    "gru",
-    "fastrnn",
-    "fastgrnn",
-];
-/// Task names accepted by `--task`.
-pub const TASKS: [&str; 6] = ["copy", "adding", "smnist", "pmnist", "ptb-char", "ptb-word"];
+/// Declares a name enum whose serde and display names are its kebab-case spellings.
+macro_rules! names {
+    ($(#[$meta:meta])* $name:ident ($key:literal) { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in the order of the documentation.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The name in configs and on the command line.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = Error;
+            fn from_str(text: &str) -> Result<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == text).ok_or_else(|| {
+                    let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                    Error::config(
+                        $key,
+                        format!("unknown name `{text}`; choose one of {}", names.join(", ")),
+                    )
+                })
+            }
+        }
+    };
+}
+
+names! {
+    /// The recurrent model (`--model`).
+    ModelName ("model") {
+        /// The paper's QORNN, STE-Björck.
+        QornnBjorck = "qornn-bjorck",
+        /// The paper's QORNN, STE-projUNN-D.
+        QornnProjunnD = "qornn-projunn-d",
+        /// The paper's QORNN, STE-projUNN-T.
+        QornnProjunnT = "qornn-projunn-t",
+        /// Full-precision ORNNs.
+        OrnnBjorck = "ornn-bjorck",
+        OrnnProjunnD = "ornn-projunn-d",
+        OrnnProjunnT = "ornn-projunn-t",
+        /// Binary exactly orthogonal recurrence.
+        Hadamrnn = "hadamrnn",
+        /// Ternary exactly orthogonal recurrence (`--block m`).
+        BlockHadamrnn = "block-hadamrnn",
+        Rnn = "rnn",
+        Lstm = "lstm",
+        Gru = "gru",
+        Fastrnn = "fastrnn",
+        Fastgrnn = "fastgrnn",
+    }
+}
+
+impl ModelName {
+    /// A QORNN: W and U quantized (8 bits unless `--bits`).
+    pub fn is_qornn(self) -> bool {
+        matches!(
+            self,
+            Self::QornnBjorck | Self::QornnProjunnD | Self::QornnProjunnT
+        )
+    }
+
+    /// A full-precision ORNN.
+    pub fn is_float_ornn(self) -> bool {
+        matches!(
+            self,
+            Self::OrnnBjorck | Self::OrnnProjunnD | Self::OrnnProjunnT
+        )
+    }
+
+    pub fn is_bjorck(self) -> bool {
+        matches!(self, Self::QornnBjorck | Self::OrnnBjorck)
+    }
+
+    pub fn is_hadamard(self) -> bool {
+        matches!(self, Self::Hadamrnn | Self::BlockHadamrnn)
+    }
+
+    /// FastRNN or FastGRNN (EdgeML's cells, with the low-rank option).
+    pub fn is_fast(self) -> bool {
+        matches!(self, Self::Fastrnn | Self::Fastgrnn)
+    }
+
+    /// An ORNN of any kind or the RNN: `act(W h + U x + b)`.
+    pub fn is_elman(self) -> bool {
+        self.is_qornn() || self.is_float_ornn() || self.is_hadamard() || self == Self::Rnn
+    }
+
+    /// The core; `block` is a Hadamard recurrence's block size.
+    pub fn architecture(self, block: usize) -> Architecture {
+        use Parametrisation::{Bjorck, Hadamard, ProjUnn};
+        match self {
+            Self::QornnBjorck | Self::OrnnBjorck => Architecture::Ornn(Bjorck),
+            Self::QornnProjunnD | Self::OrnnProjunnD => {
+                Architecture::Ornn(ProjUnn(ProjUnnKind::Direct))
+            }
+            Self::QornnProjunnT | Self::OrnnProjunnT => {
+                Architecture::Ornn(ProjUnn(ProjUnnKind::Tangent))
+            }
+            Self::Hadamrnn | Self::BlockHadamrnn => Architecture::Ornn(Hadamard { block }),
+            Self::Rnn => Architecture::Rnn,
+            Self::Lstm => Architecture::Lstm,
+            Self::Gru => Architecture::Gru,
+            Self::Fastrnn => Architecture::FastRnn,
+            Self::Fastgrnn => Architecture::FastGrnn,
+        }
+    }
+}
+
+names! {
+    /// The task (`--task`).
+    TaskName ("task") {
+        Copy = "copy",
+        Adding = "adding",
+        Smnist = "smnist",
+        Pmnist = "pmnist",
+        PtbChar = "ptb-char",
+        PtbWord = "ptb-word",
+    }
+}
+
+impl TaskName {
+    /// A language-modelling task on Penn Treebank.
+    pub fn is_ptb(self) -> bool {
+        matches!(self, Self::PtbChar | Self::PtbWord)
+    }
+}
+
+names! {
+    /// The learning-rate schedule (`--schedule`).
+    ScheduleName ("schedule") {
+        Constant = "constant",
+        /// Times `lr_gamma` every `lr_every` steps (or epochs).
+        Step = "step",
+        /// Times `lr_gamma` every step (or epoch).
+        Exponential = "exponential",
+    }
+}
+
 /// `--bits` value meaning full precision.
 pub const FULL_PRECISION_BITS: u32 = 32;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// `copy`, `adding`, `smnist`, `pmnist`, `ptb-char` or `ptb-word`.
-    pub task: String,
+    pub task: TaskName,
     /// Folder of the data sets (MNIST's IDX files, the PTB text files); unset:
     /// `QORNN_DATA`, else `data`.
     pub data_dir: Option<std::path::PathBuf>,
@@ -61,8 +195,7 @@ pub struct Config {
     pub seq: usize,
     /// `ptb-word`: the size of the (float, trained) word embedding.
     pub embedding: usize,
-    /// One of [`MODELS`].
-    pub model: String,
+    pub model: ModelName,
     /// Weight bits k in 2..=8, or 32 for full precision; unset: 8 for `qornn-*`, full
     /// precision for every other model.
     pub bits: Option<u32>,
@@ -105,7 +238,7 @@ pub struct Config {
     pub clip: f64,
     /// `constant`, `step` (times `lr_gamma` every `lr_every` steps) or `exponential`
     /// (times `lr_gamma` each step).
-    pub schedule: String,
+    pub schedule: ScheduleName,
     pub lr_gamma: f64,
     pub lr_every: u64,
     /// Linear learning-rate warm-up over this many steps (0: none); multiplies the
@@ -135,7 +268,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            task: "copy".into(),
+            task: TaskName::Copy,
             data_dir: None,
             verify_data: true,
             weights: None,
@@ -143,7 +276,7 @@ impl Default for Config {
             length: 200,
             seq: 150,
             embedding: 128,
-            model: "qornn-bjorck".into(),
+            model: ModelName::QornnBjorck,
             bits: None,
             granularity: Granularity::PerTensor,
             range: RangeRule::Max,
@@ -163,7 +296,7 @@ impl Default for Config {
             lr: 1e-3,
             orthogonal_lr: None,
             clip: 0.0,
-            schedule: "constant".into(),
+            schedule: ScheduleName::Constant,
             lr_gamma: 0.5,
             lr_every: 1000,
             warmup_steps: 0,
@@ -199,26 +332,6 @@ impl Config {
 
     /// Checks every field; the error names the field (the CLI flag) to fix.
     pub fn validate(&self) -> Result<()> {
-        if !TASKS.contains(&self.task.as_str()) {
-            return Err(Error::config(
-                "task",
-                format!(
-                    "unknown task `{}`; choose one of {}",
-                    self.task,
-                    TASKS.join(", ")
-                ),
-            ));
-        }
-        if !MODELS.contains(&self.model.as_str()) {
-            return Err(Error::config(
-                "model",
-                format!(
-                    "unknown model `{}`; choose one of {}",
-                    self.model,
-                    MODELS.join(", ")
-                ),
-            ));
-        }
         let bits = self.bits();
         let quantizable = (Quantizer::MIN_BITS..=Quantizer::MAX_BITS).contains(&bits);
         if !quantizable && bits != FULL_PRECISION_BITS {
@@ -230,7 +343,7 @@ impl Config {
                 ),
             ));
         }
-        if self.model.starts_with("ornn-") && bits != FULL_PRECISION_BITS {
+        if self.model.is_float_ornn() && bits != FULL_PRECISION_BITS {
             return Err(Error::config(
                 "bits",
                 format!(
@@ -256,7 +369,7 @@ impl Config {
                 ));
             }
         }
-        if self.bjorck_iterations == 0 && self.model.ends_with("bjorck") {
+        if self.bjorck_iterations == 0 && self.model.is_bjorck() {
             return Err(Error::config(
                 "bjorck_iterations",
                 "Björck needs at least 1 iteration (the paper uses 15)",
@@ -293,7 +406,7 @@ impl Config {
             }
         }
         if self.rounding == Rounding::Orthogonal
-            && (!self.model.starts_with("qornn-")
+            && (!self.model.is_qornn()
                 || self.range == RangeRule::Lsq
                 || self.granularity == Granularity::PerRow)
         {
@@ -309,25 +422,25 @@ impl Config {
                 "give --weights or --init-from, not both",
             ));
         }
-        if self.schedule == "step" && self.lr_every == 0 {
+        if self.schedule == ScheduleName::Step && self.lr_every == 0 {
             return Err(Error::config(
                 "lr_every",
                 "the step schedule needs lr_every >= 1",
             ));
         }
-        if self.task == "copy" && self.delay == 0 {
+        if self.task == TaskName::Copy && self.delay == 0 {
             return Err(Error::config(
                 "delay",
                 "the copy task needs a delay of at least 1",
             ));
         }
-        if self.task == "adding" && self.length < 2 {
+        if self.task == TaskName::Adding && self.length < 2 {
             return Err(Error::config(
                 "length",
                 "the adding task needs at least 2 steps",
             ));
         }
-        if self.model.ends_with("hadamrnn") {
+        if self.model.is_hadamard() {
             if !self.hidden.is_power_of_two() {
                 return Err(Error::config(
                     "hidden",
@@ -379,13 +492,13 @@ impl Config {
                 "must be 0 (off) or a finite positive threshold",
             ));
         }
-        if self.task.starts_with("ptb") && self.seq == 0 {
+        if self.task.is_ptb() && self.seq == 0 {
             return Err(Error::config(
                 "seq",
                 "the segment length must be at least 1",
             ));
         }
-        if (self.rank_w > 0 || self.rank_u > 0) && !self.model.starts_with("fast") {
+        if (self.rank_w > 0 || self.rank_u > 0) && !self.model.is_fast() {
             let field = if self.rank_w > 0 { "rank_w" } else { "rank_u" };
             return Err(Error::config(
                 field,
@@ -404,7 +517,7 @@ impl Config {
                 ),
             ));
         }
-        if self.task == "ptb-word" && self.embedding == 0 {
+        if self.task == TaskName::PtbWord && self.embedding == 0 {
             return Err(Error::config(
                 "embedding",
                 "the word embedding needs at least 1 dimension",
@@ -421,53 +534,48 @@ impl Config {
     }
 
     pub fn lr_schedule(&self) -> Result<Schedule> {
-        match self.schedule.as_str() {
-            "constant" => Ok(Schedule::Constant),
-            "step" => Ok(Schedule::Step {
+        Ok(match self.schedule {
+            ScheduleName::Constant => Schedule::Constant,
+            ScheduleName::Step => Schedule::Step {
                 every: self.lr_every,
                 gamma: self.lr_gamma,
-            }),
-            "exponential" => Ok(Schedule::Exponential {
+            },
+            ScheduleName::Exponential => Schedule::Exponential {
                 gamma: self.lr_gamma,
-            }),
-            other => Err(Error::config(
-                "schedule",
-                format!("unknown schedule `{other}`; choose constant, step or exponential"),
-            )),
-        }
+            },
+        })
     }
 
     /// The task, with its data read and checked (call after `validate`).
     pub fn task(&self) -> Result<Task> {
-        Ok(match self.task.as_str() {
-            "adding" => Task::Adding(AddingTask::new(self.length)),
-            "ptb-char" | "ptb-word" => {
-                let dir = crate::data::data_dir(self.data_dir.as_deref());
-                let level = if self.task == "ptb-char" {
+        let dir = || crate::data::data_dir(self.data_dir.as_deref());
+        Ok(match self.task {
+            TaskName::Copy => Task::Copy(CopyTask::new(self.delay)),
+            TaskName::Adding => Task::Adding(AddingTask::new(self.length)),
+            TaskName::PtbChar | TaskName::PtbWord => {
+                let level = if self.task == TaskName::PtbChar {
                     Level::Char
                 } else {
                     Level::Word
                 };
                 Task::Ptb(PtbTask {
                     level,
-                    data: std::sync::Arc::new(Ptb::load(&dir, level, self.checksums())?),
+                    data: std::sync::Arc::new(Ptb::load(&dir(), level, self.checksums())?),
                     steps: self.seq,
                     embedding: self.embedding,
                 })
             }
-            "smnist" | "pmnist" => {
-                let dir = crate::data::data_dir(self.data_dir.as_deref());
-                let mnist = crate::data::mnist::Mnist::load(&dir, self.checksums())?;
-                Task::Mnist(MnistTask::new(mnist, self.task == "pmnist"))
+            TaskName::Smnist | TaskName::Pmnist => {
+                let mnist = crate::data::mnist::Mnist::load(&dir(), self.checksums())?;
+                Task::Mnist(MnistTask::new(mnist, self.task == TaskName::Pmnist))
             }
-            _ => Task::Copy(CopyTask::new(self.delay)),
         })
     }
 
     /// Whether the model is an Elman-type recurrence `act(W h + U x + b)`: an ORNN (Björck,
     /// projUNN, Hadamard) or the plain RNN, whose `--act` and learned steps apply.
     fn is_elman(&self) -> bool {
-        self.model.contains("ornn") || self.model == "rnn" || self.model.ends_with("hadamrnn")
+        self.model.is_elman()
     }
 
     /// The weights' width at `step` (the bit-width schedule, else `bits`).
@@ -508,18 +616,15 @@ impl Config {
 
     /// Whether the task reads a data set (and can train by `epochs`).
     pub fn is_data_set(&self) -> bool {
-        matches!(
-            self.task.as_str(),
-            "smnist" | "pmnist" | "ptb-char" | "ptb-word"
-        )
+        !matches!(self.task, TaskName::Copy | TaskName::Adding)
     }
 
     /// The weight bits: as set, else 8 for `qornn-*`, 4 for the Hadamard recurrences (their
     /// authors' setting for U and V) and 32 (full precision) otherwise.
     pub fn bits(&self) -> u32 {
-        self.bits.unwrap_or(if self.model.starts_with("qornn-") {
+        self.bits.unwrap_or(if self.model.is_qornn() {
             Self::QORNN_BITS
-        } else if self.model.ends_with("hadamrnn") {
+        } else if self.model.is_hadamard() {
             Self::HADAMRNN_BITS
         } else {
             FULL_PRECISION_BITS
@@ -531,7 +636,7 @@ impl Config {
 
     /// The Hadamard block size: `block` for `block-hadamrnn`, `hidden` for `hadamrnn`.
     pub fn hadamard_block(&self) -> usize {
-        if self.model == "hadamrnn" {
+        if self.model == ModelName::Hadamrnn {
             self.hidden
         } else {
             self.block
@@ -547,19 +652,7 @@ impl Config {
 
     /// The model's shape and arithmetic for `task`.
     pub fn model_spec_for(&self, task: &Task) -> ModelSpec {
-        let architecture = match self.model.trim_start_matches('q') {
-            "ornn-projunn-d" => Architecture::Ornn(Parametrisation::ProjUnn(ProjUnnKind::Direct)),
-            "ornn-projunn-t" => Architecture::Ornn(Parametrisation::ProjUnn(ProjUnnKind::Tangent)),
-            "ornn-bjorck" => Architecture::Ornn(Parametrisation::Bjorck),
-            "hadamrnn" | "block-hadamrnn" => Architecture::Ornn(Parametrisation::Hadamard {
-                block: self.hadamard_block(),
-            }),
-            "rnn" => Architecture::Rnn,
-            "lstm" => Architecture::Lstm,
-            "gru" => Architecture::Gru,
-            "fastrnn" => Architecture::FastRnn,
-            _ => Architecture::FastGrnn,
-        };
+        let architecture = self.model.architecture(self.hadamard_block());
         ModelSpec {
             architecture,
             hidden: self.hidden,
@@ -596,18 +689,43 @@ mod tests {
         assert_eq!(back, c);
     }
 
+    /// Names are typed: an unknown one is refused when the file (or flag) is read, showing
+    /// its key, and `FromStr` names the key.
+    #[test]
+    fn unknown_names_name_their_key() {
+        for (line, key) in [
+            ("model = \"lstm9\"", "model"),
+            ("task = \"sort\"", "task"),
+            ("schedule = \"cosine\"", "schedule"),
+        ] {
+            // The error shows the file's line: key and value.
+            let err = Config::parse(line, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("c.toml") && err.contains(line), "{key}: {err}");
+        }
+        let err = "lstm9".parse::<ModelName>().unwrap_err().to_string();
+        assert!(err.contains("`model`") && err.contains("fastgrnn"), "{err}");
+        for &m in ModelName::ALL {
+            assert_eq!(m.as_str().parse::<ModelName>().unwrap(), m);
+            let text = toml::to_string(&Config {
+                model: m,
+                ..Config::default()
+            })
+            .unwrap();
+            assert!(text.contains(&format!("model = \"{m}\"")), "{text}");
+        }
+    }
+
     #[test]
     fn bad_values_name_their_field() {
         type Mutation = fn(&mut Config);
-        let cases: [(Mutation, &str); 14] = [
+        let cases: [(Mutation, &str); 11] = [
             (|c| c.bits = Some(9), "bits"),
-            (|c| c.model = "lstm9".into(), "model"),
-            (|c| c.task = "sort".into(), "task"),
             (|c| c.lr = f64::NAN, "lr"),
             (|c| c.lr = f64::INFINITY, "lr"),
             (|c| c.orthogonal_lr = Some(f64::INFINITY), "orthogonal_lr"),
             (|c| c.step_lr = Some(-1.0), "step_lr"),
-            (|c| c.schedule = "cosine".into(), "schedule"),
             (|c| c.bjorck_iterations = 0, "bjorck_iterations"),
             (|c| c.lr_gamma = 0.0, "lr_gamma"),
             (|c| c.lr_gamma = f64::NAN, "lr_gamma"),
@@ -615,7 +733,7 @@ mod tests {
             (|c| c.range = RangeRule::Lsq, "range"),
             (
                 |c| {
-                    c.model = "block-hadamrnn".into();
+                    c.model = ModelName::BlockHadamrnn;
                     c.block = 3;
                 },
                 "block",
@@ -625,13 +743,13 @@ mod tests {
             let mut c = Config::default();
             mutate(&mut c);
             if field == "range" {
-                c.model = "lstm".into();
+                c.model = ModelName::Lstm;
             }
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(&format!("`{field}`")), "{err}");
         }
         let c = Config {
-            model: "ornn-bjorck".into(),
+            model: ModelName::OrnnBjorck,
             bits: Some(4),
             ..Config::default()
         };

@@ -3,26 +3,20 @@
 //! Data flows one way: task -> batch -> model (parametrise, quantize, recur, read out)
 //! -> loss -> backward -> optimiser -> metrics and checkpoint.
 
-pub mod batched_engine;
 pub mod cells;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod deploy;
 pub mod error;
 pub mod evaluate;
-pub mod export_c;
 pub mod head;
 pub mod init;
-pub mod integer;
 pub mod linalg;
-pub mod lsq;
 pub mod model;
-pub mod model_file;
 pub mod optim;
-pub mod orthogonal_rounding;
 pub mod parametrisation;
 pub mod params;
-pub mod ptq;
 pub mod quant;
 pub mod real;
 pub mod report;

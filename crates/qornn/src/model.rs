@@ -1,6 +1,6 @@
 //! A model wires a float embedding (token inputs) -> a recurrent core (`cells/`, an ORNN's
 //! recurrent matrix from its parametrisation, `parametrisation/`) -> a float read-out
-//! (`head.rs`), with the weight matrices quantized to k bits (`quant.rs`, `lsq.rs`) and a
+//! (`head.rs`), with the weight matrices quantized to k bits (`quant/`) and a
 //! straight-through estimator. Holds the parameters and their gradients; buffers that
 //! depend on `(T, B)` live in a [`Workspace`].
 
@@ -8,12 +8,10 @@ use crate::cells::ornn::Activation;
 use crate::cells::{self, Cell, CellBuffers, CoreGrads, CoreWeights};
 use crate::head::{self, Head, Readout};
 use crate::init::Init;
-use crate::lsq;
-use crate::orthogonal_rounding::{round_towards_orthogonal, Rounding};
 use crate::parametrisation::bjorck::BjorckConfig;
 use crate::parametrisation::{self, Parametrisation, RecurrentParametrisation, StepContext};
 use crate::params::{stored_bits, zeros_like, Kind, Tensor};
-use crate::quant::{Granularity, QuantizedTensor, Quantizer};
+use crate::quant::{self, lsq, Granularity, QuantizedTensor, Quantizer};
 use crate::tasks::Batch;
 use faer::Par;
 use rand::{Rng, RngCore};
@@ -414,35 +412,24 @@ impl Model {
         Some((w, self.tensor_codes(&q, u)))
     }
 
-    /// The index of tensor `tensor`'s learned step (LSQ), if it has one.
-    fn learned_step(&self, tensor: usize) -> Option<usize> {
+    /// Tensor `tensor`'s learned steps (LSQ), if it has them.
+    fn learned_steps_of(&self, tensor: usize) -> Option<&[f32]> {
         self.learned_steps
             .iter()
             .find(|l| l.tensor == tensor)
-            .map(|l| l.step)
+            .map(|l| &self.params[l.step].data[..])
     }
 
-    /// The codes and steps of weight tensor `i`: its learned steps, or the quantizer's range.
+    /// The codes and steps of weight tensor `i` from the model's quantizer.
     fn tensor_codes(&self, q: &Quantizer, i: usize) -> QuantizedTensor<f32> {
         let t = &self.params[i];
-        match self.learned_step(i) {
-            Some(step) => q.quantize_with_steps(&t.data, t.rows, t.cols, &self.params[step].data),
-            None => q.quantize(&t.data, t.rows, t.cols),
-        }
+        quant::for_tensor(q, false).codes(&t.data, t.rows, t.cols, self.learned_steps_of(i))
     }
 
-    /// The ORNN's `q(W)` as codes and steps: its learned steps (LSQ), or rounded as the
-    /// quantizer says (to nearest, or towards orthogonality: `orthogonal_rounding.rs`).
+    /// The ORNN's `q(W)` as codes and steps, from the quantizer of its recurrent matrix.
     fn recurrent_codes(&self, q: &Quantizer) -> QuantizedTensor<f32> {
         let n = self.spec.hidden;
-        if let Some(step) = self.learned_step(RECURRENT) {
-            return q.quantize_with_steps(&self.w_orth, n, n, &self.params[step].data);
-        }
-        let mut t = q.quantize(&self.w_orth, n, n);
-        if q.rounding == Rounding::Orthogonal {
-            round_towards_orthogonal(&self.w_orth, n, t.steps[0], q.bits, &mut t.codes);
-        }
-        t
+        quant::for_tensor(q, true).codes(&self.w_orth, n, n, self.learned_steps_of(RECURRENT))
     }
 
     /// Forward pass over `batch`; returns the mean loss (logits stay in `ws.head`).
@@ -511,7 +498,7 @@ impl Model {
                 .zip(&self.recurrent_grad)
                 .for_each(|(g, &d)| *g += d);
         }
-        self.learned_steps_backward();
+        self.quantizers_backward();
         if let Some(p) = &mut self.parametrisation {
             p.backward(
                 &self.params[RECURRENT].data,
@@ -530,32 +517,28 @@ impl Model {
         }
     }
 
-    /// LSQ: `dL/dq(.)` to `dL/d.` (zero where clipped) and to the learned steps' gradients;
-    /// the ORNN's `dL/dq(W)` is in `recurrent_grad`.
-    fn learned_steps_backward(&mut self) {
+    /// The quantizers' straight-through backward where it is not the identity (learned
+    /// steps: the clipping mask and the steps' gradients); the ORNN's `dL/dq(W)` is in
+    /// `recurrent_grad`.
+    fn quantizers_backward(&mut self) {
         let Some(q) = self.spec.quantizer else {
             return;
         };
         for l in &self.learned_steps {
             let t = &self.params[l.tensor];
             let steps = &self.params[l.step].data;
-            if t.kind == Kind::Recurrent {
-                let grad_steps = &mut self.grads[l.step];
+            let recurrent = t.kind == Kind::Recurrent;
+            let quantizer = quant::for_tensor(&q, recurrent);
+            if recurrent {
                 let n = self.spec.hidden;
-                lsq::backward(
-                    &self.w_orth,
-                    n,
-                    steps,
-                    q.bits,
-                    &mut self.recurrent_grad,
-                    grad_steps,
-                );
+                let grad_steps = &mut self.grads[l.step];
+                quantizer.backward(&self.w_orth, n, steps, &mut self.recurrent_grad, grad_steps);
             } else {
                 let [grad, grad_steps] = self
                     .grads
                     .get_disjoint_mut([l.tensor, l.step])
                     .expect("distinct indices");
-                lsq::backward(&t.data, t.cols, steps, q.bits, grad, grad_steps);
+                quantizer.backward(&t.data, t.cols, steps, grad, grad_steps);
             }
         }
     }

@@ -42,8 +42,8 @@ pub struct EvalRecord {
 /// `summary.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
-    pub task: String,
-    pub model: String,
+    pub task: crate::config::TaskName,
+    pub model: crate::config::ModelName,
     pub bits: u32,
     pub hidden: usize,
     pub steps: u64,
@@ -320,8 +320,8 @@ fn summary(
 ) -> Summary {
     let c = &trainer.config;
     Summary {
-        task: c.task.clone(),
-        model: c.model.clone(),
+        task: c.task,
+        model: c.model,
         bits: c.bits(),
         hidden: c.hidden,
         steps: trainer.total_steps,

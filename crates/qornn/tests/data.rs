@@ -159,7 +159,7 @@ fn a_few_epochs_of_toy_pmnist_lower_the_loss() {
         true,
     ));
     let config = Config {
-        task: "pmnist".into(),
+        task: "pmnist".parse().unwrap(),
         hidden: 24,
         batch: 16,
         epochs: 8,
@@ -203,7 +203,7 @@ fn uneven_remainders_evaluate_and_small_splits_are_refused() {
         false,
     ));
     let config = |batch| Config {
-        task: "smnist".into(),
+        task: "smnist".parse().unwrap(),
         hidden: 16,
         batch,
         bits: Some(8),

@@ -1,9 +1,9 @@
 //! The `.qornn` format: a round trip through bytes, and clear refusals of corrupt,
 //! truncated and wrong-version files.
 
+use qornn::deploy::convert::{FloatRecurrence, QuantizedRecurrence};
+use qornn::deploy::model_file::{IntegerModel, QuantizedReadout};
 use qornn::head::Readout;
-use qornn::integer::{FloatRecurrence, QuantizedRecurrence};
-use qornn::model_file::{IntegerModel, QuantizedReadout};
 use qornn::quant::RangeRule;
 use qornn_infer::format::{FormatError, ModelFile, TaskInfo};
 use rand::{Rng, SeedableRng};

@@ -109,7 +109,7 @@ fn batches_are_segments_of_contiguous_streams() {
 
 fn small_ptb(dir: &Path, steps: u64) -> Config {
     Config {
-        task: "ptb-char".into(),
+        task: "ptb-char".parse().unwrap(),
         data_dir: Some(dir.to_path_buf()),
         verify_data: false,
         seq: 20,
@@ -172,7 +172,7 @@ fn word_level_training_lowers_perplexity() {
     std::fs::write(data.path().join("ptb.valid.txt"), words(60, 3)).unwrap();
     std::fs::write(data.path().join("ptb.test.txt"), words(60, 5)).unwrap();
     let config = Config {
-        task: "ptb-word".into(),
+        task: "ptb-word".parse().unwrap(),
         embedding: 16,
         seq: 10,
         steps: 150,

@@ -317,7 +317,7 @@ fn lsq_k4_matches_reference() {
     let (v, s) = (r.f64("v"), r.f64("s"));
     let bits = 4;
     let mut checks = Checks::default();
-    let codes = qornn::lsq::codes(&v, cols, &s, bits);
+    let codes = qornn::quant::lsq::codes(&v, cols, &s, bits);
     let reference_codes: Vec<f64> = r.f64("v_hat").iter().map(|x| (x / s[0]).round()).collect();
     checks.exact(
         "codes",
@@ -331,7 +331,7 @@ fn lsq_k4_matches_reference() {
     checks.close("v_hat", &v_hat, &r.f64("v_hat"), 1e-12);
     let mut grad = r.f64("r");
     let mut grad_s = vec![0.0];
-    qornn::lsq::backward(&v, cols, &s, bits, &mut grad, &mut grad_s);
+    qornn::quant::lsq::backward(&v, cols, &s, bits, &mut grad, &mut grad_s);
     checks.close("grad_v", &grad, &r.f64("grad_v"), 1e-12);
     checks.close("grad_s", &grad_s, &r.f64("grad_s"), 1e-12);
     checks.finish();

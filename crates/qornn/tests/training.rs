@@ -15,7 +15,7 @@ fn small_copy(model: &str, bits: u32) -> Config {
         optimizer: qornn::optim::OptimizerKind::Adam,
         lr: 3e-3,
         orthogonal_lr: Some(3e-3),
-        model: model.into(),
+        model: model.parse().unwrap(),
         bits: Some(bits),
         threads: 1,
         ..Config::default()
@@ -127,10 +127,29 @@ fn learned_steps_train_and_are_stored_once() {
     assert_eq!(size(&config), size(&paper), "a learned step is stored once");
 }
 
+/// An RNN's `W` under LSQ: its step gets a gradient. (The cell's `dL/dq(W)` used to
+/// reach `W` only after LSQ's backward, which then saw zeros.)
+#[test]
+fn rnn_learned_step_of_w_gets_a_gradient() {
+    let config = Config {
+        range: qornn::quant::RangeRule::Lsq,
+        ..small_copy("rnn", 4)
+    };
+    let mut trainer = qornn::train::Trainer::new(config.clone(), config.task().unwrap()).unwrap();
+    trainer.train_step().unwrap();
+    let m = &trainer.model;
+    let step = m.params.iter().position(|t| t.name == "weight_hh.step");
+    let grad = &m.grads[step.expect("the RNN's W has a learned step")];
+    assert!(
+        grad.iter().any(|&g| g != 0.0),
+        "no gradient reached W's step"
+    );
+}
+
 #[test]
 fn adding_task_lowers_its_loss() {
     let config = Config {
-        task: "adding".into(),
+        task: "adding".parse().unwrap(),
         length: 30,
         hidden: 32,
         batch: 32,
@@ -219,8 +238,8 @@ fn resumed_run_matches_uninterrupted_run() {
 fn baselines_learn_the_adding_task() {
     for model in ["rnn", "lstm", "gru", "fastrnn", "fastgrnn"] {
         let config = Config {
-            task: "adding".into(),
-            model: model.into(),
+            task: "adding".parse().unwrap(),
+            model: model.parse().unwrap(),
             bits: Some(8),
             length: 20,
             hidden: 32,
@@ -281,7 +300,7 @@ fn model_sizes_count_bits_as_stored() {
 /// model's accuracy within 2 points.
 #[test]
 fn hadamard_and_learned_step_models_run_in_integers() {
-    use qornn::orthogonal_rounding::Rounding;
+    use qornn::quant::orthogonal_rounding::Rounding;
     for (model, range, rounding) in [
         ("hadamrnn", qornn::quant::RangeRule::Max, Rounding::Nearest),
         (
@@ -304,7 +323,8 @@ fn hadamard_and_learned_step_models_run_in_integers() {
         };
         let dir = tempfile::tempdir().unwrap();
         run::start(config, dir.path(), &mut ()).unwrap();
-        let (report, _) = qornn::ptq::quantize_run(dir.path(), 16, 64, None, None, None).unwrap();
+        let (report, _) =
+            qornn::deploy::quantize::quantize_run(dir.path(), 16, 64, None, None, None).unwrap();
         assert!(report.bit_exact, "{model}: integer and simulated differ");
         let (float, integer) = (
             report.float.accuracy.unwrap(),
@@ -396,7 +416,7 @@ fn bit_width_schedule_warm_up_and_init_from() {
 /// nearest rounding of the same W (a Haar-orthogonal init at 4 bits).
 #[test]
 fn orthogonal_rounding_reaches_the_model() {
-    use qornn::orthogonal_rounding::Rounding;
+    use qornn::quant::orthogonal_rounding::Rounding;
     let defect = |rounding| {
         let config = Config {
             init: qornn::init::Init::Orthogonal,

@@ -6,7 +6,7 @@
 //! identity straight-through gradient on `sign` (no clipping mask), and `v` is clamped to
 //! `[-1, 1]` after each step as in the authors' code. The cell applies `W` as
 //! `diag(sign(v) / sqrt(m))` times the transform ([`fwht_blocks`]) and sums the gradient of
-//! that row scale itself (`ornn.rs`). With `m = n` the entries are binary
+//! that row scale itself (`cells/ornn.rs`). With `m = n` the entries are binary
 //! (`±1/sqrt(n)`); with `m < n` they are ternary (`0, ±1/sqrt(m)`), `1 - m/n` of them zero.
 //! `W h` costs `n log2 m` additions with the fast Walsh-Hadamard transform.
 

@@ -7,6 +7,7 @@ mod plots;
 mod tables;
 
 use crate::config::Config;
+use crate::config::TaskName;
 use crate::error::{Error, Result};
 use crate::run::{self, EvalRecord, Summary};
 use crate::sweep;
@@ -47,12 +48,12 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub fn of_task(task: &str) -> Self {
+    pub fn of_task(task: TaskName) -> Self {
         match task {
-            "adding" => Metric::Loss,
-            "ptb-char" => Metric::BitsPerChar,
-            "ptb-word" => Metric::Perplexity,
-            _ => Metric::Accuracy,
+            TaskName::Adding => Metric::Loss,
+            TaskName::PtbChar => Metric::BitsPerChar,
+            TaskName::PtbWord => Metric::Perplexity,
+            TaskName::Copy | TaskName::Smnist | TaskName::Pmnist => Metric::Accuracy,
         }
     }
 
@@ -173,7 +174,7 @@ impl Report {
                 None => groups.push(Group {
                     values,
                     runs: vec![i],
-                    metric: Metric::of_task(&run.config.task),
+                    metric: Metric::of_task(run.config.task),
                 }),
             }
         }
@@ -275,7 +276,7 @@ mod tests {
 
     fn record(model: &str, bits: Option<u32>, seed: u64) -> RunRecord {
         let config = Config {
-            model: model.into(),
+            model: model.parse().unwrap(),
             bits,
             seed,
             ..Config::default()

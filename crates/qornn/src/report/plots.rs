@@ -263,7 +263,7 @@ fn curves(report: &Report, metric: bool) -> Result<Option<String>> {
     let mut lines = per_run_lines(
         report,
         |run| {
-            let m = super::Metric::of_task(&run.config.task);
+            let m = super::Metric::of_task(run.config.task);
             run.metrics
                 .iter()
                 .filter_map(|r| {

@@ -1,7 +1,6 @@
-//! Post-training activation quantization: a model's recurrence as integer codes with
-//! power-of-two activation scales (run by `qornn-infer`), and its simulated twin, the
-//! same fake-quantized model computed in `f64`. Every value of the twin is a dyadic
-//! rational that `f64` holds exactly, so the two agree bit for bit (property-tested).
+//! Conversion: a model's recurrence as integer codes with power-of-two activation scales
+//! (run by `qornn-infer`): weight steps as `(mantissa, shift)`, biases in the
+//! accumulator's unit. Its simulated twin is in `twin.rs`.
 
 use crate::quant::{Granularity, QuantizedTensor, Quantizer, RangeRule};
 use qornn_infer::{pack_codes, IntActivation, IntMatrix, IntRecurrence};
@@ -190,65 +189,11 @@ impl QuantizedRecurrence {
             *o = ((v as f64 * 2f64.powi(self.input_frac)).round() as i64).clamp(-hi - 1, hi) as i32;
         }
     }
-
-    /// The simulated twin of one step: the fake-quantized model in `f64`, dequantized
-    /// weights `q(W) = W_c M 2^-S` and activations `h = H 2^-f_h`, re-quantized to codes.
-    #[inline(always)]
-    pub fn simulated_step(&self, h: &[i32], x: &[i32], out: &mut [i32]) {
-        let (n, d) = (self.hidden, self.input);
-        let step = |(m, s): (i32, u32)| m as f64 * 2f64.powi(-(s as i32));
-        let (sw, su) = (step(self.w_step), step(self.u_step));
-        let (h_unit, x_unit) = (2f64.powi(-self.hidden_frac), 2f64.powi(-self.input_frac));
-        let bias_unit = 2f64.powi(-(self.shift as i32 + self.hidden_frac));
-        let (lo, hi) = self.as_int().hidden_range();
-        for (i, out_i) in out.iter_mut().enumerate().take(n) {
-            let mut z = exact_dot(&self.w_codes[i * n..(i + 1) * n], sw, h, h_unit);
-            z += exact_dot(&self.u_codes[i * d..(i + 1) * d], su, x, x_unit);
-            z += self.bias[i] as f64 * bias_unit;
-            let code = (z / h_unit + 0.5).floor();
-            let a = match self.activation {
-                IntActivation::Relu => code.max(0.0),
-                IntActivation::Modrelu => {
-                    // sign(0) = 0, as in the engine (f64::signum would give 1 for +0).
-                    let sign = if code > 0.0 {
-                        1.0
-                    } else if code < 0.0 {
-                        -1.0
-                    } else {
-                        0.0
-                    };
-                    sign * (code.abs() + self.bias_mod[i] as f64).max(0.0)
-                }
-            };
-            *out_i = a.clamp(lo as f64, hi as f64) as i32;
-        }
-    }
-}
-
-/// `sum_j (c_j step) (v_j unit)` in `f64`, in eight interleaved partial sums. Every
-/// product and partial sum is a multiple of `step unit` far below 2^53 of it, so each is
-/// exact and the order of summation cannot change the result; eight independent sums
-/// let the loop vectorise (one serial sum would wait on every addition).
-#[inline(always)]
-fn exact_dot(codes: &[i8], step: f64, values: &[i32], unit: f64) -> f64 {
-    let mut sums = [0.0f64; 8];
-    let (codes8, values8) = (codes.chunks_exact(8), values.chunks_exact(8));
-    let (codes_rest, values_rest) = (codes8.remainder(), values8.remainder());
-    for (c, v) in codes8.zip(values8) {
-        for k in 0..8 {
-            sums[k] += (c[k] as f64 * step) * (v[k] as f64 * unit);
-        }
-    }
-    for (&c, &v) in codes_rest.iter().zip(values_rest) {
-        sums[0] += (c as f64 * step) * (v as f64 * unit);
-    }
-    sums.iter().sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn dyadic_steps_keep_twelve_bits() {
@@ -256,55 +201,6 @@ mod tests {
             let (m, s) = dyadic(step);
             assert!((1 << 11..1 << 12).contains(&m), "{step}: mantissa {m}");
             assert!((m as f64 * 2f64.powi(-(s as i32)) / step - 1.0).abs() < 1.0 / 2048.0);
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
-        /// On random models and inputs, k = 2..8 and A = 4..16, the integer engine (on packed
-        /// and on unpacked codes) and the simulated twin give the same hidden codes at every
-        /// step; widths above 256 cross the engine's 32-bit partial sums.
-        #[test]
-        fn integer_engine_is_bit_exact_with_its_twin(
-            seed in any::<u64>(),
-            n in prop_oneof![1usize..64, 250usize..300],
-            d in 1usize..6,
-            k in 2u32..=8,
-            a in 4u32..=16,
-            modrelu in any::<bool>(),
-        ) {
-            use rand::{Rng, SeedableRng};
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let mut draw = |len: usize, scale: f32| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-scale..scale)).collect() };
-            let (w, u, b, bm) = (draw(n * n, 1.0), draw(n * d, 2.0), draw(n, 0.5), draw(n, 0.3));
-            let xs = draw(10 * d, 1.5);
-            // Fraction bits that give the codes room: |h| up to about 4, |x| up to 1.5.
-            let hidden_frac = a as i32 - 4;
-            let input_frac = a as i32 - 2;
-            let model = QuantizedRecurrence::new(&FloatRecurrence {
-                hidden: n, input: d, w: &w, u: &u, bias: &b, bias_mod: modrelu.then_some(&bm[..]),
-                weight_bits: k, range: RangeRule::Max, act_bits: a, hidden_frac, input_frac,
-            });
-            let engine = model.as_int();
-            prop_assert!(engine.validate().is_ok(), "{:?}", engine.validate());
-            let (mut w_unpacked, mut u_unpacked) = (vec![0i8; n * n], vec![0i8; n * d]);
-            engine.unpack(&mut w_unpacked, &mut u_unpacked);
-            prop_assert_eq!(&w_unpacked, &model.w_codes);
-            prop_assert_eq!(&u_unpacked, &model.u_codes);
-            let mut next_unpacked = vec![0i32; n];
-            let (mut h_int, mut h_sim) = (vec![0i32; n], vec![0i32; n]);
-            let (mut next_int, mut next_sim) = (vec![0i32; n], vec![0i32; n]);
-            let mut x = vec![0i32; d];
-            for t in 0..10 {
-                model.quantize_input(&xs[t * d..(t + 1) * d], &mut x);
-                engine.step(&h_int, &x, &mut next_int);
-                engine.step_unpacked(&w_unpacked, &u_unpacked, &h_int, &x, &mut next_unpacked);
-                model.simulated_step(&h_sim, &x, &mut next_sim);
-                prop_assert_eq!(&next_int, &next_sim, "step {}", t);
-                prop_assert_eq!(&next_unpacked, &next_int, "step {} unpacked", t);
-                std::mem::swap(&mut h_int, &mut next_int);
-                std::mem::swap(&mut h_sim, &mut next_sim);
-            }
         }
     }
 }

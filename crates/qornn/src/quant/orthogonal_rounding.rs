@@ -25,6 +25,25 @@ pub enum Rounding {
     Orthogonal,
 }
 
+/// The paper's quantizer with the recurrent matrix's codes rounded towards orthogonality
+/// (the range's step kept); the straight-through gradient is unchanged.
+pub struct TowardsOrthogonal(pub crate::quant::Quantizer);
+
+impl crate::quant::WeightQuantizer for TowardsOrthogonal {
+    fn codes(
+        &self,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        _: Option<&[f32]>,
+    ) -> crate::quant::QuantizedTensor<f32> {
+        debug_assert_eq!(rows, cols, "a recurrent matrix is square");
+        let mut t = self.0.quantize(w, rows, cols);
+        round_towards_orthogonal(w, rows, t.steps[0], self.0.bits, &mut t.codes);
+        t
+    }
+}
+
 /// Sweeps over the rows; each takes at most one move per row.
 pub const SWEEPS: usize = 16;
 

@@ -4,8 +4,8 @@
 //! hidden codes after every step, read-out) for the port to check itself against bit for
 //! bit (`c/examples/check_trace.c`).
 
+use crate::deploy::model_file::IntegerModel;
 use crate::head::Readout;
-use crate::model_file::IntegerModel;
 use crate::tasks::Batch;
 use std::fmt::Write;
 

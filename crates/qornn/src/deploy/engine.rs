@@ -481,7 +481,7 @@ unsafe fn products_avx2(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integer::{FloatRecurrence, QuantizedRecurrence};
+    use crate::deploy::convert::{FloatRecurrence, QuantizedRecurrence};
     use crate::quant::RangeRule;
     use proptest::prelude::*;
 

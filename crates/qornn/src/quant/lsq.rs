@@ -30,6 +30,36 @@ pub enum LsqInit {
     Lsq,
 }
 
+/// LSQ's quantizer: codes from the learned steps (the max range before they exist), and
+/// the backward of eq. 3.
+pub struct Lsq(pub Quantizer);
+
+impl crate::quant::WeightQuantizer for Lsq {
+    fn codes(
+        &self,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        steps: Option<&[f32]>,
+    ) -> crate::quant::QuantizedTensor<f32> {
+        match steps {
+            Some(steps) => self.0.quantize_with_steps(w, rows, cols, steps),
+            None => self.0.quantize(w, rows, cols),
+        }
+    }
+
+    fn backward(
+        &self,
+        w: &[f32],
+        cols: usize,
+        steps: &[f32],
+        grad: &mut [f32],
+        grad_steps: &mut [f32],
+    ) {
+        backward(w, cols, steps, self.0.bits, grad, grad_steps);
+    }
+}
+
 /// The learned steps of a model with quantizer `q`: one tensor `NAME.step` (one value, or
 /// one per row) for each of the core's quantized weight matrices that LSQ covers, the
 /// recurrent one unless it is exact (Hadamard); none unless `q` learns its steps.

@@ -1,13 +1,72 @@
-//! The paper's symmetric min-max weight quantizer, per tensor or per row, and the same
-//! quantizer with an MSE-optimal range.
+//! Weight quantizers, one file each behind [`WeightQuantizer`] (codes in the forward pass,
+//! the straight-through estimator written out in the backward pass): here the paper's
+//! symmetric min-max quantizer, per tensor or per row, and the same quantizer with an
+//! MSE-optimal range; learned steps in `lsq.rs`; rounding of the recurrent matrix towards
+//! orthogonality in `orthogonal_rounding.rs`. Adding one: a file with a type implementing
+//! the trait, a [`RangeRule`] (or `Rounding`) variant and its line in [`for_tensor`].
 //!
 //! With `a = max |w|` (1 when the tensor is all zeros) and `s = 2^(k-1)`:
 //! `code = clamp(round(w s / a), -s, s - 1)` (ties to even) and `q(w) = code * a / s`.
 //! In training it is recomputed at every forward and its gradient is the identity
 //! (straight-through estimator), so the backward of a quantized tensor is a no-op.
 
+pub mod lsq;
+pub mod orthogonal_rounding;
+
 use crate::Real;
+use orthogonal_rounding::Rounding;
 use serde::{Deserialize, Serialize};
+
+/// One weight matrix's quantizer as the model runs it.
+pub trait WeightQuantizer {
+    /// The codes and steps of `w: (rows, cols)`; `steps`: the tensor's learned steps, for a
+    /// quantizer that learns them (`None` before they exist).
+    fn codes(
+        &self,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        steps: Option<&[f32]>,
+    ) -> QuantizedTensor<f32>;
+
+    /// The straight-through backward: `grad` holds `dL/dq(w)` and becomes `dL/dw`; a
+    /// quantizer with learned steps adds their gradient into `grad_steps`. The default is
+    /// the paper's estimator, the identity.
+    fn backward(
+        &self,
+        _w: &[f32],
+        _cols: usize,
+        _steps: &[f32],
+        _grad: &mut [f32],
+        _grad_steps: &mut [f32],
+    ) {
+    }
+}
+
+/// The paper's quantizer (max or MSE range, nearest rounding).
+impl WeightQuantizer for Quantizer {
+    fn codes(
+        &self,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        _: Option<&[f32]>,
+    ) -> QuantizedTensor<f32> {
+        self.quantize(w, rows, cols)
+    }
+}
+
+/// The quantizer that `q` sets for a model's weight matrix (`recurrent`: the ORNN's `W`,
+/// which may be rounded towards orthogonality): the one registration line per quantizer.
+pub fn for_tensor(q: &Quantizer, recurrent: bool) -> Box<dyn WeightQuantizer> {
+    match (q.range, q.rounding) {
+        (RangeRule::Lsq, _) => Box::new(lsq::Lsq(*q)),
+        (_, Rounding::Orthogonal) if recurrent => {
+            Box::new(orthogonal_rounding::TowardsOrthogonal(*q))
+        }
+        _ => Box::new(*q),
+    }
+}
 
 /// Where one scale is shared.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,10 +105,10 @@ pub struct Quantizer {
     pub range: RangeRule,
     /// `RangeRule::Lsq`: how the learned step starts.
     #[serde(default)]
-    pub lsq_init: crate::lsq::LsqInit,
+    pub lsq_init: lsq::LsqInit,
     /// How the recurrent matrix's codes are rounded (the other matrices: to nearest).
     #[serde(default)]
-    pub rounding: crate::orthogonal_rounding::Rounding,
+    pub rounding: Rounding,
 }
 
 /// Integer codes and the step between two codes (`a / s`), one step per tensor or per row.
@@ -103,8 +162,8 @@ impl Quantizer {
             bits,
             granularity,
             range: RangeRule::Max,
-            lsq_init: crate::lsq::LsqInit::Max,
-            rounding: crate::orthogonal_rounding::Rounding::Nearest,
+            lsq_init: crate::quant::lsq::LsqInit::Max,
+            rounding: crate::quant::orthogonal_rounding::Rounding::Nearest,
         }
     }
 
@@ -126,8 +185,8 @@ impl Quantizer {
             bits,
             granularity,
             range: RangeRule::Max,
-            lsq_init: crate::lsq::LsqInit::Max,
-            rounding: crate::orthogonal_rounding::Rounding::Nearest,
+            lsq_init: crate::quant::lsq::LsqInit::Max,
+            rounding: crate::quant::orthogonal_rounding::Rounding::Nearest,
         }
     }
 
@@ -198,7 +257,7 @@ impl Quantizer {
             cols,
             bits: self.bits,
             granularity: self.granularity,
-            codes: crate::lsq::codes(w, cols, steps, self.bits),
+            codes: crate::quant::lsq::codes(w, cols, steps, self.bits),
             steps: steps.to_vec(),
         }
     }

@@ -1,9 +1,9 @@
 //! Writing and reading `.qornn` integer model files (layout: `docs/format.md`; the
 //! parser is `qornn_infer::format`, shared with the `no_std` runtime).
 
+use crate::deploy::convert::{dyadic, QuantizedRecurrence};
 use crate::error::{Error, Result};
 use crate::head::Readout;
-use crate::integer::{dyadic, QuantizedRecurrence};
 use crate::quant::{Granularity, Quantizer};
 use qornn_infer::format::{fnv1a, ModelFile, TaskInfo, HEADER_LEN, MAGIC, VERSION};
 use qornn_infer::{pack_codes, IntActivation, IntMatrix};

@@ -1,0 +1,234 @@
+//! `qornn quantize`: post-training quantization of a trained ORNN or RNN's recurrence to
+//! integers. Activation ranges are calibrated on training sequences and rounded to
+//! power-of-two scales; weight codes come from the model's own quantizer (or, for a
+//! full-precision model, the paper's per-tensor quantizer at `--bits`). The test set is
+//! then run three ways: the float model, the simulated (fake-quantized) twin, and the
+//! integer engine, which must agree with the twin bit for bit.
+
+use super::calibrate::{activation_fractions, Calibration};
+use super::convert::{FloatRecurrence, QuantizedRecurrence};
+use super::integer_run::{run_integer, IntegerRun};
+use super::model_file::{IntegerModel, QuantizedReadout};
+use super::task_record::{task_info, task_of};
+use crate::cells::ornn::Activation;
+use crate::error::{Error, Result};
+use crate::evaluate::{evaluate, Workspaces};
+use crate::quant::{Granularity, RangeRule};
+use crate::run::load_best_model;
+use crate::train::Evaluation;
+use serde::Serialize;
+use std::path::Path;
+
+/// What `qornn quantize` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct PtqReport {
+    pub weight_bits: u32,
+    pub act_bits: u32,
+    /// The read-out's bits, `None` for a float read-out.
+    pub readout_bits: Option<u32>,
+    pub hidden_frac: i32,
+    pub input_frac: i32,
+    pub float: Evaluation,
+    pub simulated: Evaluation,
+    pub integer: Evaluation,
+    /// Whether integer and simulated hidden codes agreed at every step of every sequence.
+    pub bit_exact: bool,
+    /// The size of the `.qornn` file: packed k-bit codes, integer biases, the read-out
+    /// (float or packed codes), header and checksum.
+    pub bytes: u64,
+    /// Test sequences per second: the integer engine (one sequence at a time, one core)
+    /// and, when the float model was run here, batched float inference (all cores).
+    pub integer_sequences_per_second: f64,
+    pub float_sequences_per_second: Option<f64>,
+}
+
+/// Quantizes the best model of the run in `dir`, writes it (`output`, else
+/// `DIR/model.qornn`), and reports the three inferences on the test set.
+pub fn quantize_run(
+    dir: &Path,
+    act_bits: u32,
+    calibration: usize,
+    bits: Option<u32>,
+    readout_bits: Option<u32>,
+    output: Option<&Path>,
+) -> Result<(PtqReport, std::path::PathBuf)> {
+    if !(4..=16).contains(&act_bits) {
+        return Err(Error::config(
+            "act_bits",
+            format!("{act_bits} is outside 4..=16"),
+        ));
+    }
+    if let Some(r) = readout_bits.filter(|r| !(2..=16).contains(r)) {
+        return Err(Error::config(
+            "readout_bits",
+            format!("{r} is outside 2..=16"),
+        ));
+    }
+    let (config, task, mut float_model) = load_best_model(dir)?;
+    let spec = float_model.spec.clone();
+    if !spec.is_elman() || spec.activation == Activation::Tanh {
+        return Err(Error::config(
+            "run",
+            "integer inference covers ReLU/modReLU ORNN and RNN models",
+        ));
+    }
+    if spec.vocabulary.is_some() {
+        return Err(Error::config(
+            "run",
+            "integer inference of embedding models is not supported",
+        ));
+    }
+    if spec
+        .quantizer
+        .is_some_and(|q| q.granularity == Granularity::PerRow)
+    {
+        return Err(Error::config(
+            "run",
+            "the integer engine takes one step per tensor; this model was trained per row",
+        ));
+    }
+    let range = spec.quantizer.map_or(RangeRule::Max, |q| q.range);
+    let weight_bits = match (spec.quantizer, bits) {
+        (Some(q), None) => q.bits,
+        (Some(q), Some(b)) if b == q.bits => b,
+        (Some(q), Some(b)) => {
+            return Err(Error::config(
+                "bits",
+                format!("the model was trained at {} bits, not {b}", q.bits),
+            ))
+        }
+        (None, Some(b)) if (2..=8).contains(&b) => b,
+        (None, _) => {
+            return Err(Error::config(
+                "bits",
+                "a full-precision model needs --bits 2..=8 for its weights",
+            ))
+        }
+    };
+    let par = crate::train::parallelism(config.threads);
+    float_model.parametrise(false, par);
+    let test = task.eval_batches(true, config.batch, config.eval_sequences, config.seed);
+    let mut workspaces = Workspaces::default();
+    let carried = task.carries_state().then(|| spec.state_len(config.batch));
+    let clock = std::time::Instant::now();
+    let float = evaluate(&float_model, &task, &test, carried, &mut workspaces, par);
+    let float_seconds = clock.elapsed().as_secs_f64();
+
+    let (hidden_frac, input_frac) = activation_fractions(
+        &float_model,
+        &task,
+        &config,
+        Calibration {
+            sequences: calibration,
+            act_bits,
+        },
+        &mut workspaces,
+        par,
+    );
+    let modrelu = spec.activation == Activation::Modrelu;
+
+    let m = &float_model;
+    let tensor = |name| &m.tensor(name).expect("an Elman core's tensor").data[..];
+    // The ORNN's orthogonalised W, the RNN's own.
+    let w = m
+        .w_orthogonal()
+        .unwrap_or_else(|| tensor("weight_hh"))
+        .to_vec();
+    let float_recurrence = FloatRecurrence {
+        hidden: spec.hidden,
+        input: spec.input,
+        w: &w,
+        u: tensor("weight_ih"),
+        bias: tensor("bias"),
+        bias_mod: modrelu.then(|| tensor("bias_mod")),
+        weight_bits,
+        range,
+        act_bits,
+        hidden_frac,
+        input_frac,
+    };
+    // A quantized model's own codes (its learned steps, a Hadamard matrix's exact codes);
+    // a full-precision one is quantized here at --bits.
+    let recurrence = match m.weight_codes() {
+        Some((w, u)) => QuantizedRecurrence::from_codes(&float_recurrence, &w, &u),
+        None => QuantizedRecurrence::new(&float_recurrence),
+    };
+    // A Hadamard recurrence is stored as its n signs and run multiplier-free.
+    let recurrence = match spec.hadamard_block() {
+        Some(block) => recurrence.into_hadamard(block),
+        None => recurrence,
+    };
+    recurrence.as_int().validate().map_err(|e| {
+        Error::config(
+            "act_bits",
+            format!("the integer model is out of range: {e:?}"),
+        )
+    })?;
+    let readout = m
+        .params
+        .iter()
+        .position(|t| t.name == "readout.weight")
+        .expect("a read-out");
+    let readout_codes = readout_bits
+        .map(|r| QuantizedReadout::new(&m.params[readout].data, spec.outputs, spec.hidden, r));
+    let model = IntegerModel {
+        recurrence,
+        outputs: spec.outputs,
+        readout: spec.readout,
+        readout_weight: match &readout_codes {
+            Some(r) => r.dequantized_f32(),
+            None => m.params[readout].data.clone(),
+        },
+        readout_codes,
+        readout_bias: m.params[readout + 1].data.clone(),
+        task: task_info(&task, &config)?,
+        float_loss: float.loss,
+        float_accuracy: float.accuracy.unwrap_or(f64::NAN),
+    };
+    let run = run_integer(&model, &task, &test);
+    let output = output.map_or_else(|| dir.join("model.qornn"), Path::to_path_buf);
+    model.save(&output)?;
+    let sequences: usize = test.iter().map(|b| b.batch).sum();
+    let float_speed = sequences as f64 / float_seconds.max(1e-12);
+    Ok((report(&model, float, run, Some(float_speed)), output))
+}
+
+/// `qornn eval --model M.qornn`: the integer model (and its simulated twin) on the test
+/// set of the task it records, beside the float metrics stored when it was written.
+pub fn evaluate_file(path: &Path, data_dir: Option<&Path>) -> Result<PtqReport> {
+    let model = IntegerModel::load(path)?;
+    let task = task_of(&model.task, data_dir)?;
+    let t = &model.task;
+    let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);
+    let run = run_integer(&model, &task, &batches);
+    let float = Evaluation {
+        loss: model.float_loss,
+        accuracy: (!model.float_accuracy.is_nan()).then_some(model.float_accuracy),
+        bits_per_char: None,
+        perplexity: None,
+    };
+    Ok(report(&model, float, run, None))
+}
+
+fn report(
+    model: &IntegerModel,
+    float: Evaluation,
+    run: IntegerRun,
+    float_speed: Option<f64>,
+) -> PtqReport {
+    let q = &model.recurrence;
+    PtqReport {
+        weight_bits: q.weight_bits,
+        act_bits: q.act_bits,
+        readout_bits: model.readout_codes.as_ref().map(|r| r.bits),
+        hidden_frac: q.hidden_frac,
+        input_frac: q.input_frac,
+        float,
+        simulated: run.simulated,
+        integer: run.integer,
+        bit_exact: run.bit_exact,
+        bytes: model.to_bytes().len() as u64,
+        integer_sequences_per_second: run.sequences_per_second,
+        float_sequences_per_second: float_speed,
+    }
+}
