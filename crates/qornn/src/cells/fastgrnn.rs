@@ -214,45 +214,21 @@ impl<T: Real> ScalarSums<T> {
     }
 }
 
-/// The model's core around a FastGRNN.
-pub struct FastGrnnCore {
-    hidden: usize,
-    input: usize,
-    matrices: super::low_rank::InputAndRecurrent,
-}
-
-impl FastGrnnCore {
-    pub fn new(spec: &crate::ModelSpec) -> Self {
-        Self {
-            hidden: spec.hidden,
-            input: spec.input,
-            matrices: super::low_rank::InputAndRecurrent::new(spec),
-        }
-    }
-}
-
-impl super::Cell for FastGrnnCore {
-    fn tensors(&self) -> Vec<crate::Tensor> {
+/// EdgeML's form of the cell, for the model's core (`edge.rs`).
+impl super::edge::EdgeCell for FastGrnnCell<f32> {
+    fn own_tensors(n: usize) -> Vec<crate::Tensor> {
         use crate::{Kind, Tensor};
-        let n = self.hidden;
-        let mut t = self.matrices.tensors();
-        t.extend([
+        vec![
             Tensor::zeros("b_z", 1, n, Kind::Float),
             Tensor::zeros("b_h", 1, n, Kind::Float),
             Tensor::zeros("zeta", 1, 1, Kind::Float),
             Tensor::zeros("nu", 1, 1, Kind::Float),
-        ]);
-        t
+        ]
     }
 
-    /// EdgeML's: matrices `0.1 N(0, 1)`, biases 1, `zeta` and `nu` at [`ZETA_INIT`] and [`NU_INIT`].
-    fn init(&self, t: &mut crate::Tensor, rng: &mut dyn rand::RngCore) {
-        use rand::Rng;
+    /// EdgeML's: biases 1, `zeta` and `nu` at [`ZETA_INIT`] and [`NU_INIT`].
+    fn init_own(t: &mut crate::Tensor) {
         match t.name {
-            "W" | "U" | "W1" | "W2" | "U1" | "U2" => t
-                .data
-                .iter_mut()
-                .for_each(|v| *v = 0.1 * rng.sample::<f32, _>(rand_distr::StandardNormal)),
             "b_z" | "b_h" => t.data.fill(1.0),
             "zeta" => t.data.fill(ZETA_INIT as f32),
             "nu" => t.data.fill(NU_INIT as f32),
@@ -260,91 +236,64 @@ impl super::Cell for FastGrnnCore {
         }
     }
 
-    fn state_width(&self) -> usize {
-        self.hidden
+    fn with_shape(shape: CellShape) -> Self {
+        Self::new(shape)
     }
 
-    fn buffers(&self, steps: usize, batch: usize) -> Box<dyn super::CellBuffers> {
-        let shape = CellShape {
-            hidden: self.hidden,
-            input: self.input,
-            steps,
-            batch,
-        };
-        Box::new(FastGrnnBuffers {
-            cell: FastGrnnCell::new(shape),
-            matrices: self.matrices.with_buffers(),
-        })
-    }
-}
-
-struct FastGrnnBuffers {
-    cell: FastGrnnCell<f32>,
-    matrices: super::low_rank::InputAndRecurrent,
-}
-
-impl super::CellBuffers for FastGrnnBuffers {
-    fn forward(&mut self, weights: &super::CoreWeights<'_>, x: &[f32], par: Par) {
-        let t = &weights.tensors;
-        let r = self.matrices.rest();
-        let (w, u) = self.matrices.compose(t, par);
+    fn run_forward(&mut self, w: &[f32], u: &[f32], own: &[&[f32]], x: &[f32], par: Par) {
         let p = FastGrnnParams {
             w,
             u,
-            b_z: t[r],
-            b_h: t[r + 1],
-            zeta: t[r + 2][0],
-            nu: t[r + 3][0],
+            b_z: own[0],
+            b_h: own[1],
+            zeta: own[2][0],
+            nu: own[3][0],
         };
-        self.cell.forward(&p, x, par);
+        self.forward(&p, x, par);
     }
 
-    fn backward(
+    fn run_backward(
         &mut self,
-        weights: &super::CoreWeights<'_>,
+        (w, u): (&[f32], &[f32]),
+        own: &[&[f32]],
         x: &[f32],
         dh: &[f32],
-        grads: super::CoreGrads<'_>,
+        (grad_w, grad_u): (&mut [f32], &mut [f32]),
+        own_grads: &mut [Vec<f32>],
         grad_x: Option<&mut [f32]>,
         par: Par,
     ) {
-        let t = &weights.tensors;
-        let r = self.matrices.rest();
-        let cell = &mut self.cell;
-        self.matrices
-            .backward(t, grads.tensors, par, |w, u, gw, gu, others| {
-                let p = FastGrnnParams {
-                    w,
-                    u,
-                    b_z: t[r],
-                    b_h: t[r + 1],
-                    zeta: t[r + 2][0],
-                    nu: t[r + 3][0],
-                };
-                let [b_z, b_h, zeta, nu] = others
-                    .get_disjoint_mut([0, 1, 2, 3])
-                    .expect("distinct indices");
-                let mut g = FastGrnnGrads {
-                    w: gw,
-                    u: gu,
-                    b_z,
-                    b_h,
-                    zeta: &mut zeta[0],
-                    nu: &mut nu[0],
-                };
-                cell.backward(&p, x, dh, &mut g, grad_x, par);
-            });
+        let p = FastGrnnParams {
+            w,
+            u,
+            b_z: own[0],
+            b_h: own[1],
+            zeta: own[2][0],
+            nu: own[3][0],
+        };
+        let [b_z, b_h, zeta, nu] = own_grads
+            .get_disjoint_mut([0, 1, 2, 3])
+            .expect("distinct indices");
+        let mut g = FastGrnnGrads {
+            w: grad_w,
+            u: grad_u,
+            b_z,
+            b_h,
+            zeta: &mut zeta[0],
+            nu: &mut nu[0],
+        };
+        self.backward(&p, x, dh, &mut g, grad_x, par);
     }
 
-    fn outputs(&self) -> &[f32] {
-        self.cell.outputs()
+    fn hidden_states(&self) -> &[f32] {
+        self.outputs()
     }
 
-    fn set_initial_state(&mut self, state: &[f32]) {
-        self.cell.set_initial_state(state)
+    fn set_state(&mut self, state: &[f32]) {
+        self.set_initial_state(state)
     }
 
-    fn final_state_into(&self, state: &mut [f32]) {
-        self.cell.final_state_into(state)
+    fn state_into(&self, state: &mut [f32]) {
+        self.final_state_into(state)
     }
 }

@@ -169,44 +169,20 @@ impl<T: Real> FastRnnCell<T> {
     }
 }
 
-/// The model's core around a FastRNN.
-pub struct FastRnnCore {
-    hidden: usize,
-    input: usize,
-    matrices: super::low_rank::InputAndRecurrent,
-}
-
-impl FastRnnCore {
-    pub fn new(spec: &crate::ModelSpec) -> Self {
-        Self {
-            hidden: spec.hidden,
-            input: spec.input,
-            matrices: super::low_rank::InputAndRecurrent::new(spec),
-        }
-    }
-}
-
-impl super::Cell for FastRnnCore {
-    fn tensors(&self) -> Vec<crate::Tensor> {
+/// EdgeML's form of the cell, for the model's core (`edge.rs`).
+impl super::edge::EdgeCell for FastRnnCell<f32> {
+    fn own_tensors(n: usize) -> Vec<crate::Tensor> {
         use crate::{Kind, Tensor};
-        let n = self.hidden;
-        let mut t = self.matrices.tensors();
-        t.extend([
+        vec![
             Tensor::zeros("b_h", 1, n, Kind::Float),
             Tensor::zeros("alpha", 1, 1, Kind::Float),
             Tensor::zeros("beta", 1, 1, Kind::Float),
-        ]);
-        t
+        ]
     }
 
-    /// EdgeML's: matrices `0.1 N(0, 1)`, `b_h = 1`, `alpha = -3`, `beta = 3`.
-    fn init(&self, t: &mut crate::Tensor, rng: &mut dyn rand::RngCore) {
-        use rand::Rng;
+    /// EdgeML's: `b_h = 1`, `alpha = -3`, `beta = 3`.
+    fn init_own(t: &mut crate::Tensor) {
         match t.name {
-            "W" | "U" | "W1" | "W2" | "U1" | "U2" => t
-                .data
-                .iter_mut()
-                .for_each(|v| *v = 0.1 * rng.sample::<f32, _>(rand_distr::StandardNormal)),
             "b_h" => t.data.fill(1.0),
             "alpha" => t.data.fill(-3.0),
             "beta" => t.data.fill(3.0),
@@ -214,88 +190,61 @@ impl super::Cell for FastRnnCore {
         }
     }
 
-    fn state_width(&self) -> usize {
-        self.hidden
+    fn with_shape(shape: CellShape) -> Self {
+        Self::new(shape)
     }
 
-    fn buffers(&self, steps: usize, batch: usize) -> Box<dyn super::CellBuffers> {
-        let shape = CellShape {
-            hidden: self.hidden,
-            input: self.input,
-            steps,
-            batch,
-        };
-        Box::new(FastRnnBuffers {
-            cell: FastRnnCell::new(shape),
-            matrices: self.matrices.with_buffers(),
-        })
-    }
-}
-
-struct FastRnnBuffers {
-    cell: FastRnnCell<f32>,
-    matrices: super::low_rank::InputAndRecurrent,
-}
-
-impl super::CellBuffers for FastRnnBuffers {
-    fn forward(&mut self, weights: &super::CoreWeights<'_>, x: &[f32], par: Par) {
-        let t = &weights.tensors;
-        let r = self.matrices.rest();
-        let (w, u) = self.matrices.compose(t, par);
+    fn run_forward(&mut self, w: &[f32], u: &[f32], own: &[&[f32]], x: &[f32], par: Par) {
         let p = FastRnnParams {
             w,
             u,
-            b_h: t[r],
-            alpha: t[r + 1][0],
-            beta: t[r + 2][0],
+            b_h: own[0],
+            alpha: own[1][0],
+            beta: own[2][0],
         };
-        self.cell.forward(&p, x, par);
+        self.forward(&p, x, par);
     }
 
-    fn backward(
+    fn run_backward(
         &mut self,
-        weights: &super::CoreWeights<'_>,
+        (w, u): (&[f32], &[f32]),
+        own: &[&[f32]],
         x: &[f32],
         dh: &[f32],
-        grads: super::CoreGrads<'_>,
+        (grad_w, grad_u): (&mut [f32], &mut [f32]),
+        own_grads: &mut [Vec<f32>],
         grad_x: Option<&mut [f32]>,
         par: Par,
     ) {
-        let t = &weights.tensors;
-        let r = self.matrices.rest();
-        let cell = &mut self.cell;
-        self.matrices
-            .backward(t, grads.tensors, par, |w, u, gw, gu, others| {
-                let p = FastRnnParams {
-                    w,
-                    u,
-                    b_h: t[r],
-                    alpha: t[r + 1][0],
-                    beta: t[r + 2][0],
-                };
-                let [b_h, alpha, beta] = others
-                    .get_disjoint_mut([0, 1, 2])
-                    .expect("distinct indices");
-                let mut g = FastRnnGrads {
-                    w: gw,
-                    u: gu,
-                    b_h,
-                    alpha: &mut alpha[0],
-                    beta: &mut beta[0],
-                };
-                cell.backward(&p, x, dh, &mut g, grad_x, par);
-            });
+        let p = FastRnnParams {
+            w,
+            u,
+            b_h: own[0],
+            alpha: own[1][0],
+            beta: own[2][0],
+        };
+        let [b_h, alpha, beta] = own_grads
+            .get_disjoint_mut([0, 1, 2])
+            .expect("distinct indices");
+        let mut g = FastRnnGrads {
+            w: grad_w,
+            u: grad_u,
+            b_h,
+            alpha: &mut alpha[0],
+            beta: &mut beta[0],
+        };
+        self.backward(&p, x, dh, &mut g, grad_x, par);
     }
 
-    fn outputs(&self) -> &[f32] {
-        self.cell.outputs()
+    fn hidden_states(&self) -> &[f32] {
+        self.outputs()
     }
 
-    fn set_initial_state(&mut self, state: &[f32]) {
-        self.cell.set_initial_state(state)
+    fn set_state(&mut self, state: &[f32]) {
+        self.set_initial_state(state)
     }
 
-    fn final_state_into(&self, state: &mut [f32]) {
-        self.cell.final_state_into(state)
+    fn state_into(&self, state: &mut [f32]) {
+        self.final_state_into(state)
     }
 }

@@ -1,7 +1,7 @@
 //! The recurrent cores, one file each behind the [`Cell`] trait: the (quantized) orthogonal
 //! RNN and the Elman RNN (`ornn.rs`), LSTM and GRU with PyTorch's equations and parameter
 //! layout (`lstm.rs`, `gru.rs`, sharing `gated.rs`), FastRNN and FastGRNN with EdgeML's
-//! (`fastrnn.rs`, `fastgrnn.rs`, low-rank factors in `low_rank.rs`). Each has its forward
+//! (`fastrnn.rs`, `fastgrnn.rs`, sharing `edge.rs`, low-rank factors in `low_rank.rs`). Each has its forward
 //! pass and its backward pass through time written explicitly over buffers allocated once
 //! per `(T, B)`. Every `backward` takes `dL/dh_t` for every step, `(T, B, n)`, and adds into
 //! the gradients of its parameters.
@@ -10,6 +10,7 @@
 //! initialisation) and one implementing [`CellBuffers`] (forward, backward, state), an
 //! `Architecture` variant and its line in [`build`].
 
+pub mod edge;
 pub mod fastgrnn;
 pub mod fastrnn;
 pub mod gated;
@@ -97,8 +98,10 @@ pub fn build(spec: &ModelSpec, recurrent: Option<Tensor>) -> Box<dyn Cell> {
         }
         Architecture::Lstm => Box::new(gated::GatedCore::<lstm::LstmCell<f32>>::new(spec)),
         Architecture::Gru => Box::new(gated::GatedCore::<gru::GruCell<f32>>::new(spec)),
-        Architecture::FastRnn => Box::new(fastrnn::FastRnnCore::new(spec)),
-        Architecture::FastGrnn => Box::new(fastgrnn::FastGrnnCore::new(spec)),
+        Architecture::FastRnn => Box::new(edge::EdgeCore::<fastrnn::FastRnnCell<f32>>::new(spec)),
+        Architecture::FastGrnn => {
+            Box::new(edge::EdgeCore::<fastgrnn::FastGrnnCell<f32>>::new(spec))
+        }
     }
 }
 
