@@ -39,6 +39,11 @@ pub struct Checkpoint {
     pub pending_count: u64,
 }
 
+/// A checkpoint's parametrisation state without its name, as `Model::from_params` takes it.
+pub fn state_values(state: Option<(&'static str, Vec<f32>)>) -> Option<Vec<f32>> {
+    state.map(|(_, values)| values)
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

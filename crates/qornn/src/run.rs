@@ -154,7 +154,7 @@ pub fn load_best_model(dir: &Path) -> Result<(Config, Task, Model)> {
     let model = Model::from_params(
         spec,
         best.params,
-        crate::train::state_values(best.parametrisation_state),
+        crate::checkpoint::state_values(best.parametrisation_state),
     );
     Ok((config, task, model))
 }
@@ -290,7 +290,7 @@ fn drive(
     let best = checkpoint::load(&dir.join(BEST_FILE), &trainer.model.spec)?;
     trainer.load_params(
         best.params,
-        crate::train::state_values(best.parametrisation_state),
+        crate::checkpoint::state_values(best.parametrisation_state),
     );
     let validation = trainer.evaluate(false);
     let test = trainer.evaluate(true);

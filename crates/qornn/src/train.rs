@@ -142,7 +142,11 @@ impl Trainer {
     /// A run continued from a checkpoint.
     pub fn resume(config: Config, task: Task, ckpt: Checkpoint) -> Result<Self> {
         let spec = config.model_spec_for(&task);
-        let model = Model::from_params(spec, ckpt.params, state_values(ckpt.parametrisation_state));
+        let model = Model::from_params(
+            spec,
+            ckpt.params,
+            crate::checkpoint::state_values(ckpt.parametrisation_state),
+        );
         let mut trainer = Self::with_model(config, task, model, ckpt.step)?;
         trainer.optimizer.moments = ckpt.moments;
         if let (Some(state), Some(saved)) = (&mut trainer.carried_state, ckpt.carried_state) {
@@ -370,9 +374,4 @@ impl Trainer {
     pub fn load_params(&mut self, params: Vec<Tensor>, state: Option<Vec<f32>>) {
         self.model = Model::from_params(self.model.spec.clone(), params, state);
     }
-}
-
-/// A checkpoint's parametrisation state without its name.
-pub fn state_values(state: Option<(&'static str, Vec<f32>)>) -> Option<Vec<f32>> {
-    state.map(|(_, values)| values)
 }

@@ -214,6 +214,18 @@ impl<T: Real> ScalarSums<T> {
     }
 }
 
+/// The cell's parameters from `W`, `U` and its own tensors in EdgeML's order.
+fn edge_params<'a>(w: &'a [f32], u: &'a [f32], own: &[&'a [f32]]) -> FastGrnnParams<'a, f32> {
+    FastGrnnParams {
+        w,
+        u,
+        b_z: own[0],
+        b_h: own[1],
+        zeta: own[2][0],
+        nu: own[3][0],
+    }
+}
+
 /// EdgeML's form of the cell, for the model's core (`edge.rs`).
 impl super::edge::EdgeCell for FastGrnnCell<f32> {
     fn own_tensors(n: usize) -> Vec<crate::Tensor> {
@@ -241,14 +253,7 @@ impl super::edge::EdgeCell for FastGrnnCell<f32> {
     }
 
     fn run_forward(&mut self, w: &[f32], u: &[f32], own: &[&[f32]], x: &[f32], par: Par) {
-        let p = FastGrnnParams {
-            w,
-            u,
-            b_z: own[0],
-            b_h: own[1],
-            zeta: own[2][0],
-            nu: own[3][0],
-        };
+        let p = edge_params(w, u, own);
         self.forward(&p, x, par);
     }
 
@@ -263,14 +268,7 @@ impl super::edge::EdgeCell for FastGrnnCell<f32> {
         grad_x: Option<&mut [f32]>,
         par: Par,
     ) {
-        let p = FastGrnnParams {
-            w,
-            u,
-            b_z: own[0],
-            b_h: own[1],
-            zeta: own[2][0],
-            nu: own[3][0],
-        };
+        let p = edge_params(w, u, own);
         let [b_z, b_h, zeta, nu] = own_grads
             .get_disjoint_mut([0, 1, 2, 3])
             .expect("distinct indices");

@@ -169,6 +169,17 @@ impl<T: Real> FastRnnCell<T> {
     }
 }
 
+/// The cell's parameters from `W`, `U` and its own tensors in EdgeML's order.
+fn edge_params<'a>(w: &'a [f32], u: &'a [f32], own: &[&'a [f32]]) -> FastRnnParams<'a, f32> {
+    FastRnnParams {
+        w,
+        u,
+        b_h: own[0],
+        alpha: own[1][0],
+        beta: own[2][0],
+    }
+}
+
 /// EdgeML's form of the cell, for the model's core (`edge.rs`).
 impl super::edge::EdgeCell for FastRnnCell<f32> {
     fn own_tensors(n: usize) -> Vec<crate::Tensor> {
@@ -195,13 +206,7 @@ impl super::edge::EdgeCell for FastRnnCell<f32> {
     }
 
     fn run_forward(&mut self, w: &[f32], u: &[f32], own: &[&[f32]], x: &[f32], par: Par) {
-        let p = FastRnnParams {
-            w,
-            u,
-            b_h: own[0],
-            alpha: own[1][0],
-            beta: own[2][0],
-        };
+        let p = edge_params(w, u, own);
         self.forward(&p, x, par);
     }
 
@@ -216,13 +221,7 @@ impl super::edge::EdgeCell for FastRnnCell<f32> {
         grad_x: Option<&mut [f32]>,
         par: Par,
     ) {
-        let p = FastRnnParams {
-            w,
-            u,
-            b_h: own[0],
-            alpha: own[1][0],
-            beta: own[2][0],
-        };
+        let p = edge_params(w, u, own);
         let [b_h, alpha, beta] = own_grads
             .get_disjoint_mut([0, 1, 2])
             .expect("distinct indices");

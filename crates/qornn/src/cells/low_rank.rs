@@ -65,18 +65,25 @@ impl Factored {
         product: &'a mut [f32],
         par: Par,
     ) -> &'a [f32] {
-        let Some(rank) = self.rank else {
-            return tensors[self.first];
-        };
-        gemm(
-            mat_mut(product, self.rows, self.cols),
-            Accum::Replace,
-            mat(tensors[self.first], self.rows, rank),
-            mat(tensors[self.first + 1], rank, self.cols),
-            1.0,
-            par,
-        );
-        product
+        if let Some(rank) = self.rank {
+            gemm(
+                mat_mut(product, self.rows, self.cols),
+                Accum::Replace,
+                mat(tensors[self.first], self.rows, rank),
+                mat(tensors[self.first + 1], rank, self.cols),
+                1.0,
+                par,
+            );
+        }
+        self.matrix(tensors, product)
+    }
+
+    /// The matrix as composed: its tensor, or the product of its factors in `product`.
+    fn matrix<'a>(&self, tensors: &[&'a [f32]], product: &'a [f32]) -> &'a [f32] {
+        match self.rank {
+            Some(_) => product,
+            None => tensors[self.first],
+        }
     }
 
     /// Where the cell adds `dL/dM`: the tensor's gradient (the first of `own`, the
@@ -196,16 +203,7 @@ impl InputAndRecurrent {
             grad_w,
             grad_u,
         } = self;
-        let matrix_w: &[f32] = if w.rank.is_some() {
-            product_w
-        } else {
-            tensors[w.first]
-        };
-        let matrix_u: &[f32] = if u.rank.is_some() {
-            product_u
-        } else {
-            tensors[u.first]
-        };
+        let (matrix_w, matrix_u) = (w.matrix(tensors, product_w), u.matrix(tensors, product_u));
         {
             let (factors, others) = grads.split_at_mut(rest);
             let (own_w, own_u) = factors.split_at_mut(w.end());

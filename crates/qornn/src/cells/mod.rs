@@ -1,9 +1,9 @@
 //! The recurrent cores, one file each behind the [`Cell`] trait: the (quantized) orthogonal
 //! RNN and the Elman RNN (`ornn.rs`), LSTM and GRU with PyTorch's equations and parameter
 //! layout (`lstm.rs`, `gru.rs`, sharing `gated.rs`), FastRNN and FastGRNN with EdgeML's
-//! (`fastrnn.rs`, `fastgrnn.rs`, sharing `edge.rs`, low-rank factors in `low_rank.rs`). Each has its forward
-//! pass and its backward pass through time written explicitly over buffers allocated once
-//! per `(T, B)`. Every `backward` takes `dL/dh_t` for every step, `(T, B, n)`, and adds into
+//! (`fastrnn.rs`, `fastgrnn.rs`, sharing `edge.rs`, low-rank factors in `low_rank.rs`).
+//! Each has its forward pass and its backward pass through time written explicitly over
+//! buffers allocated once per `(T, B)`. Every `backward` takes `dL/dh_t` for every step, `(T, B, n)`, and adds into
 //! the gradients of its parameters.
 //!
 //! Adding a cell: a file with a type implementing [`Cell`] (its tensors and their

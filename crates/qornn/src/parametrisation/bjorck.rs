@@ -267,9 +267,17 @@ fn normalize<T: Real>(x: &mut [T]) {
 
 /// STE-Björck (the paper): `W = bjorck(A / sigma(A))` for a free parameter `A`, with the
 /// power iteration's vector kept from step to step (and in checkpoints as `spectral.u`).
+/// Construction is cheap (the model builds one to learn the parameter's shape); the
+/// iterations' buffers come with `restore`, which the model calls before any use.
 pub struct BjorckParametrisation {
     n: usize,
-    spectral: Option<SpectralNorm<f32>>,
+    config: BjorckConfig,
+    state: Option<BjorckState>,
+}
+
+/// What the forward and backward passes keep.
+struct BjorckState {
+    spectral: SpectralNorm<f32>,
     bjorck: Bjorck<f32>,
     /// `(n, n)`: `A / sigma(A)`, Björck's input.
     normalised: Vec<f32>,
@@ -282,15 +290,14 @@ impl BjorckParametrisation {
     pub fn new(n: usize, config: BjorckConfig) -> Self {
         Self {
             n,
-            spectral: None,
-            bjorck: Bjorck::new(config, n),
-            normalised: vec![0.0; n * n],
+            config,
+            state: None,
         }
     }
 
-    fn spectral(&self) -> &SpectralNorm<f32> {
-        self.spectral
-            .as_ref()
+    fn restored(&mut self) -> &mut BjorckState {
+        self.state
+            .as_mut()
             .expect("the model restores the parametrisation before use")
     }
 }
@@ -306,25 +313,26 @@ impl super::RecurrentParametrisation for BjorckParametrisation {
     }
 
     fn forward(&mut self, param: &[f32], training: bool, w: &mut [f32], par: Par) {
-        let spectral = self
-            .spectral
-            .as_mut()
-            .expect("the model restores the parametrisation before use");
+        let BjorckState {
+            spectral,
+            bjorck,
+            normalised,
+        } = self.restored();
         if training {
-            spectral.forward(param, &mut self.normalised);
+            spectral.forward(param, normalised);
         } else {
-            spectral.normalize_into(param, &mut self.normalised);
+            spectral.normalize_into(param, normalised);
         }
-        w.copy_from_slice(self.bjorck.forward(&self.normalised, par));
+        w.copy_from_slice(bjorck.forward(normalised, par));
     }
 
     /// Through Björck's iterations, then through the normalisation.
     fn backward(&mut self, param: &[f32], grad_applied: &[f32], grad: &mut [f32], par: Par) {
-        let grad_w0 = self.bjorck.backward(grad_applied, par);
-        self.spectral
-            .as_ref()
-            .expect("the model restores the parametrisation before use")
-            .backward(param, grad_w0, grad);
+        let BjorckState {
+            spectral, bjorck, ..
+        } = self.restored();
+        let grad_w0 = bjorck.backward(grad_applied, par);
+        spectral.backward(param, grad_w0, grad);
     }
 
     fn state_layout(&self) -> Option<(&'static str, usize)> {
@@ -332,13 +340,19 @@ impl super::RecurrentParametrisation for BjorckParametrisation {
     }
 
     fn state(&self) -> Option<Vec<f32>> {
-        Some(self.spectral().u.clone())
+        self.state.as_ref().map(|s| s.spectral.u.clone())
     }
 
     fn restore(&mut self, param: &[f32], state: Option<Vec<f32>>) {
-        self.spectral = Some(match state {
-            Some(u) => SpectralNorm::with_u(param, self.n, u),
-            None => SpectralNorm::new(param, self.n, SPECTRAL_WARMUP),
+        let n = self.n;
+        let spectral = match state {
+            Some(u) => SpectralNorm::with_u(param, n, u),
+            None => SpectralNorm::new(param, n, SPECTRAL_WARMUP),
+        };
+        self.state = Some(BjorckState {
+            spectral,
+            bjorck: Bjorck::new(self.config, n),
+            normalised: vec![0.0; n * n],
         });
     }
 }
