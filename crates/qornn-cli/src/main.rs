@@ -7,8 +7,8 @@ mod slurm;
 mod sweep;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-use qornn::config::Config;
+use clap::{Arg, Args, Parser, Subcommand};
+use qornn::config::{Config, Setting, SETTINGS};
 use qornn::run;
 use std::path::PathBuf;
 
@@ -63,142 +63,61 @@ struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint (its config.toml is used).
-    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out"])]
     resume: Option<PathBuf>,
     /// Run folder [default: runs/<task>-<model>-<k>b-n<hidden>-s<seed>, `fp` for 32 bits].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Task: copy, adding, smnist, pmnist, ptb-char or ptb-word [default: copy].
-    #[arg(long)]
-    task: Option<String>,
-    /// Folder with MNIST's IDX files and the PTB text files (plain or .gz) [default: $QORNN_DATA, else ./data].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Start from these weights (a safetensors file from `qornn weights`, or PyTorch's
-    /// state_dict under the same names) instead of a random initialisation.
-    #[arg(long, value_name = "FILE")]
-    weights: Option<PathBuf>,
-    /// Check the SHA-256 of data files with their usual names: true or false [default: true].
-    #[arg(long)]
-    verify_data: Option<bool>,
-    /// Copy task delay T0 [default: 100].
-    #[arg(long)]
-    delay: Option<usize>,
-    /// Adding task length T [default: 200].
-    #[arg(long)]
-    length: Option<usize>,
-    /// Language modelling: truncated-BPTT segment length [default: 150].
-    #[arg(long)]
-    seq: Option<usize>,
-    /// ptb-word: size of the float word embedding [default: 128].
-    #[arg(long)]
-    embedding: Option<usize>,
-    /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, their full-precision twins ornn-*, the
-    /// Hadamard recurrences hadamrnn and block-hadamrnn (binary or ternary W, exactly
-    /// orthogonal), or a baseline: rnn, lstm, gru, fastrnn, fastgrnn [default: qornn-bjorck].
-    #[arg(long)]
-    model: Option<String>,
-    /// Weight bits of every weight matrix (W and U of an ORNN): 2..=8, or 32 for full
-    /// precision [default: 8 for qornn-*, 4 for *hadamrnn (U only: W is binary or ternary), 32
-    /// otherwise].
-    #[arg(long)]
-    bits: Option<u32>,
-    /// Quantizer scale: per-tensor or per-row [default: per-tensor].
-    #[arg(long)]
-    granularity: Option<String>,
-    /// Quantizer range: max (a = max |w|, the paper), mse (the range with the least
-    /// squared error, which clips a few weights) or lsq (a learned step, LSQ); also
-    /// --quantizer [default: max].
-    #[arg(long, alias = "quantizer")]
-    range: Option<String>,
-    /// --range lsq: initial step, max (the paper's), mse or lsq (2 mean|w| / sqrt(Q_P))
-    /// [default: max].
-    #[arg(long)]
-    lsq_init: Option<String>,
-    /// Rounding of the QORNN's W: nearest (the paper) or orthogonal (down or up, towards an
-    /// orthogonal q(W)) [default: nearest].
-    #[arg(long)]
-    rounding: Option<String>,
-    /// --range lsq: learning rate of the learned steps [default: --lr].
-    #[arg(long)]
-    step_lr: Option<f64>,
-    /// Hidden units n [default: 128].
-    #[arg(long)]
-    hidden: Option<usize>,
-    /// ORNN and RNN activation: relu, modrelu or tanh [default: relu].
-    #[arg(long)]
-    act: Option<String>,
-    /// Recurrent initialisation: henaff, orthogonal or identity [default: henaff].
-    #[arg(long)]
-    init: Option<String>,
-    /// Björck iterations [default: 15].
-    #[arg(long)]
-    bjorck_iterations: Option<usize>,
-    /// projUNN: rank of the approximated step [default: 1].
-    #[arg(long)]
-    rank: Option<usize>,
-    /// block-hadamrnn: Hadamard block size, a power of two dividing --hidden [default: 16].
-    #[arg(long)]
-    block: Option<usize>,
-    /// FastRNN/FastGRNN: rank of W = W1 W2, 0 for a full matrix [default: 0].
-    #[arg(long)]
-    rank_w: Option<usize>,
-    /// FastRNN/FastGRNN: rank of U = U1 U2, 0 for a full matrix [default: 0].
-    #[arg(long)]
-    rank_u: Option<usize>,
-    /// Linear learning-rate warm-up over this many steps, 0 for none [default: 0].
-    #[arg(long)]
-    warmup_steps: Option<u64>,
-    /// Bit-width schedule within the run, STEP:BITS pairs from step 0, the last at --bits,
-    /// e.g. 0:8,1000:6,2000:4 (empty: --bits throughout).
-    #[arg(long, value_name = "STEP:BITS,...")]
-    bits_schedule: Option<String>,
-    /// Start from the best model of this run folder (tensors of the same name and shape).
-    #[arg(long, value_name = "RUN")]
-    init_from: Option<PathBuf>,
-    /// Optimiser: rmsprop or adam [default: rmsprop].
-    #[arg(long)]
-    optimizer: Option<String>,
-    /// Learning rate [default: 0.001].
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Learning rate of the recurrent matrix (A or W) [default: --lr / 32].
-    #[arg(long)]
-    orthogonal_lr: Option<f64>,
-    /// Gradient-norm clipping threshold, 0 for none [default: 0].
-    #[arg(long)]
-    clip: Option<f64>,
-    /// Learning-rate schedule: constant, step or exponential [default: constant].
-    #[arg(long)]
-    schedule: Option<String>,
-    /// Schedule factor [default: 0.5].
-    #[arg(long)]
-    lr_gamma: Option<f64>,
-    /// Steps between two decays of the step schedule [default: 1000].
-    #[arg(long)]
-    lr_every: Option<u64>,
-    /// Training steps [default: 2000].
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Data sets: epochs to train instead of --steps, evaluating after each; --lr-every then
-    /// counts epochs, 0 uses --steps [default: 0].
-    #[arg(long)]
-    epochs: Option<u64>,
-    /// Sequences per batch [default: 128].
-    #[arg(long)]
-    batch: Option<usize>,
-    /// Steps between evaluations (and checkpoints) [default: 100].
-    #[arg(long)]
-    eval_every: Option<u64>,
-    /// Sequences in each of the validation and test sets [default: 512].
-    #[arg(long)]
-    eval_sequences: Option<usize>,
-    /// Seed of every random draw [default: 1].
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Threads for matrix products, 0 for every core [default: 0].
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    settings: SettingFlags,
+}
+
+/// Every setting of the library's `SETTINGS` as a flag; holds the ones given, as config
+/// keys with their TOML values.
+struct SettingFlags(toml::Table);
+
+/// The flag of a setting: its key with `_` written `-`, its help with the default it has.
+fn setting_flag(setting: &'static Setting, defaults: &toml::Table) -> Arg {
+    let default = match defaults.get(setting.key) {
+        Some(toml::Value::String(text)) => format!(" [default: {text}]"),
+        Some(toml::Value::Array(items)) if items.is_empty() => String::new(),
+        Some(value) => format!(" [default: {value}]"),
+        None => String::new(),
+    };
+    let parse = setting.parse;
+    let mut arg = Arg::new(setting.key)
+        .long(setting.key.replace('_', "-"))
+        .value_name(setting.key.to_uppercase())
+        .help(format!("{}{default}", setting.help.trim()))
+        .value_parser(move |text: &str| parse(text));
+    if let Some(alias) = setting.alias {
+        arg = arg.alias(alias);
+    }
+    arg
+}
+
+impl clap::Args for SettingFlags {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let defaults = toml::Table::try_from(Config::default()).expect("Config is a table");
+        command.args(SETTINGS.iter().map(|s| setting_flag(s, &defaults)))
+    }
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl clap::FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let given = SETTINGS.iter().filter_map(|s| {
+            let value = matches.get_one::<toml::Value>(s.key)?;
+            Some((s.key.to_string(), value.clone()))
+        });
+        Ok(Self(given.collect()))
+    }
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -269,167 +188,37 @@ struct EvalArgs {
     json: bool,
 }
 
-/// Parses a flag's text as the TOML value of its config field.
-fn set<T: serde::Serialize>(table: &mut toml::Table, key: &str, value: Option<T>) {
-    if let Some(v) = value {
-        table.insert(
-            key.to_string(),
-            toml::Value::try_from(v).expect("flag values are plain"),
-        );
+/// A library error, with the flag to fix when it names a setting.
+fn with_flag(e: qornn::Error) -> anyhow::Error {
+    let flags = flag_of(&e);
+    if flags.is_empty() {
+        anyhow::Error::new(e)
+    } else {
+        anyhow::anyhow!("{e} (flag {flags})")
     }
 }
 
-impl TrainArgs {
-    /// Defaults, then the config file, then the flags.
-    fn config(&self) -> Result<Config> {
-        let mut table = toml::Table::try_from(Config::default()).expect("Config is a table");
-        if let Some(path) = &self.config {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --config {}", path.display()))?;
-            let file: toml::Table = text
-                .parse()
-                .with_context(|| format!("--config {} is not valid TOML", path.display()))?;
-            table.extend(file);
-        }
-        table.extend(self.flag_settings());
-        let source = match &self.config {
-            Some(path) => format!("--config {} or a flag", path.display()),
-            None => "a flag".to_string(),
-        };
-        config_of(table, &source)
-    }
-
-    /// `--resume DIR`: the run's own config.toml with the flags that may change in a
-    /// continued run (`--steps`, `--epochs` to train longer, `--threads`, `--data-dir`);
-    /// any other flag is refused, as it would silently not apply.
-    fn resumed_config(&self, dir: &std::path::Path) -> Result<Config> {
-        const CHANGEABLE: [&str; 4] = ["steps", "epochs", "threads", "data_dir"];
-        let flags = self.flag_settings();
-        let fixed: Vec<String> = flags
-            .keys()
-            .filter(|k| !CHANGEABLE.contains(&k.as_str()))
-            .map(|k| format!("--{}", k.replace('_', "-")))
-            .chain(self.out.as_ref().map(|_| "--out".to_string()))
-            .collect();
-        if !fixed.is_empty() {
-            anyhow::bail!(
-                "--resume {} continues the run as its config.toml says; {} cannot change in a \
-                 resumed run (only --steps, --epochs, --threads and --data-dir can)",
-                dir.display(),
-                fixed.join(", ")
-            );
-        }
-        let path = dir.join(run::CONFIG_FILE);
-        let mut table =
-            toml::Table::try_from(Config::from_file(&path)?).expect("Config is a table");
-        table.extend(flags);
-        config_of(table, "a flag for --resume")
-    }
-
-    /// The settings given as flags, as config keys.
-    fn flag_settings(&self) -> toml::Table {
-        let mut table = toml::Table::new();
-        set(&mut table, "task", self.task.clone());
-        set(&mut table, "data_dir", self.data_dir.clone());
-        set(&mut table, "verify_data", self.verify_data);
-        set(&mut table, "weights", self.weights.clone());
-        set(&mut table, "delay", self.delay);
-        set(&mut table, "length", self.length);
-        set(&mut table, "seq", self.seq);
-        set(&mut table, "embedding", self.embedding);
-        set(&mut table, "model", self.model.clone());
-        set(&mut table, "bits", self.bits);
-        set(&mut table, "granularity", self.granularity.clone());
-        set(&mut table, "range", self.range.clone());
-        set(&mut table, "lsq_init", self.lsq_init.clone());
-        set(&mut table, "step_lr", self.step_lr);
-        set(&mut table, "rounding", self.rounding.clone());
-        set(&mut table, "hidden", self.hidden);
-        set(&mut table, "act", self.act.clone());
-        set(&mut table, "init", self.init.clone());
-        set(&mut table, "bjorck_iterations", self.bjorck_iterations);
-        set(&mut table, "rank", self.rank);
-        set(&mut table, "block", self.block);
-        set(&mut table, "rank_w", self.rank_w);
-        set(&mut table, "rank_u", self.rank_u);
-        set(&mut table, "optimizer", self.optimizer.clone());
-        set(&mut table, "lr", self.lr);
-        set(&mut table, "orthogonal_lr", self.orthogonal_lr);
-        set(&mut table, "clip", self.clip);
-        set(&mut table, "schedule", self.schedule.clone());
-        set(&mut table, "lr_gamma", self.lr_gamma);
-        set(&mut table, "lr_every", self.lr_every);
-        set(&mut table, "steps", self.steps);
-        set(&mut table, "epochs", self.epochs);
-        set(&mut table, "batch", self.batch);
-        set(&mut table, "eval_every", self.eval_every);
-        set(&mut table, "eval_sequences", self.eval_sequences);
-        set(&mut table, "seed", self.seed);
-        set(&mut table, "threads", self.threads);
-        set(&mut table, "warmup_steps", self.warmup_steps);
-        set(&mut table, "init_from", self.init_from.clone());
-        if let Some(text) = &self.bits_schedule {
-            let pairs: Vec<toml::Value> = text
-                .split(',')
-                .filter(|p| !p.trim().is_empty())
-                .map(|p| {
-                    let (step, bits) = p.split_once(':').unwrap_or((p, ""));
-                    toml::Value::Array(vec![
-                        schedule_number(step).into(),
-                        schedule_number(bits).into(),
-                    ])
-                })
-                .collect();
-            table.insert("bits_schedule".into(), toml::Value::Array(pairs));
-        }
-        table
-    }
-}
-
-/// A schedule entry's number; text that is not one becomes -1, which the config refuses
-/// with a message naming --bits-schedule.
-fn schedule_number(text: &str) -> i64 {
-    text.trim().parse().unwrap_or(-1)
-}
-
-/// The settings of `table` as a checked `Config`; errors name `source` or the flag.
-fn config_of(table: toml::Table, source: &str) -> Result<Config> {
-    let config: Config = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e| anyhow::anyhow!("invalid setting in {source}: {e}"))?;
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
-    Ok(config)
-}
-
+/// The flags of the settings an error names (`a, b` becomes `--a, --b`).
 fn flag_of(e: &qornn::Error) -> String {
     match e {
-        qornn::Error::Config { field, .. } => field.replace('_', "-"),
+        qornn::Error::Config { field, .. } => field
+            .split(", ")
+            .map(|key| format!("--{}", key.replace('_', "-")))
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => String::new(),
     }
 }
 
-fn default_out(c: &Config) -> PathBuf {
-    let bits = if c.full_precision() {
-        "fp".to_string()
-    } else {
-        format!("{}b", c.bits())
-    };
-    PathBuf::from("runs").join(format!(
-        "{}-{}-{bits}-n{}-s{}",
-        c.task, c.model, c.hidden, c.seed
-    ))
-}
-
 fn train(args: TrainArgs) -> Result<()> {
     let summary = if let Some(dir) = &args.resume {
-        let config = args.resumed_config(dir)?;
+        let config = Config::resumed(dir, &args.settings.0).map_err(with_flag)?;
         let mut observer = progress::Progress::new(format!("resuming {}", dir.display()));
         run::resume_with(dir, config, &mut observer)?
     } else {
-        let config = args.config()?;
-        let out = args.out.clone().unwrap_or_else(|| default_out(&config));
+        let config =
+            Config::layered(args.config.as_deref(), &args.settings.0).map_err(with_flag)?;
+        let out = args.out.clone().unwrap_or_else(|| config.default_run_dir());
         let banner = format!(
             "training {} ({} bits) on {}; run folder {}",
             config.model,
@@ -457,7 +246,7 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
         args.readout_bits,
         args.output.as_deref(),
     )
-    .map_err(|e| anyhow::anyhow!("{e} (flag --{})", flag_of(&e)))?;
+    .map_err(with_flag)?;
     eprintln!("wrote {} ({} bytes)", path.display(), report.bytes);
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

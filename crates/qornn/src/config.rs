@@ -1,5 +1,7 @@
 //! The run configuration: one flat TOML table whose `Default` is `qornn train` with no
-//! flags. Every field is also a CLI flag of the same name (`_` written `-`).
+//! flags, declared once in `settings!` with each setting's help, type and default. The CLI
+//! builds its flags from `SETTINGS` (the key with `_` written `-`); `Config::layered`
+//! applies defaults, then a file, then flags.
 
 use crate::cells::ornn::Activation;
 use crate::data::ptb::{Level, Ptb};
@@ -15,8 +17,9 @@ use crate::quant::lsq::LsqInit;
 use crate::quant::orthogonal_rounding::Rounding;
 use crate::quant::{Granularity, Quantizer, RangeRule};
 use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbTask, Task};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Declares a name enum whose serde and display names are its kebab-case spellings.
 macro_rules! names {
@@ -174,145 +177,227 @@ names! {
 /// `--bits` value meaning full precision.
 pub const FULL_PRECISION_BITS: u32 = 32;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub task: TaskName,
-    /// Folder of the data sets (MNIST's IDX files, the PTB text files); unset:
-    /// `QORNN_DATA`, else `data`.
-    pub data_dir: Option<std::path::PathBuf>,
-    /// Initial weights: a safetensors file with the model's tensors under PyTorch's (or
-    /// EdgeML's) names, as `qornn weights` writes them.
-    pub weights: Option<std::path::PathBuf>,
-    /// Check the SHA-256 of data files under their usual names (turn off for your own
-    /// variants of the files).
-    pub verify_data: bool,
-    /// Copy task: the delay T0 (sequences are T0 + 20 long).
-    pub delay: usize,
-    /// Adding task: the sequence length T.
-    pub length: usize,
-    /// Language modelling: the truncated-BPTT segment length.
-    pub seq: usize,
-    /// `ptb-word`: the size of the (float, trained) word embedding.
-    pub embedding: usize,
-    pub model: ModelName,
-    /// Weight bits k in 2..=8, or 32 for full precision; unset: 8 for `qornn-*`, full
-    /// precision for every other model.
-    pub bits: Option<u32>,
-    /// Quantizer scale per tensor (the paper) or per row.
-    pub granularity: Granularity,
-    /// Quantizer range: `max` (max |w|, the paper), `mse` (the least squared error) or
-    /// `lsq` (a learned step per tensor or row); `quantizer` is accepted for the same key.
-    #[serde(alias = "quantizer")]
-    pub range: RangeRule,
-    /// `range = "lsq"`: the initial step, `max` (the paper's step), `mse` or `lsq`
-    /// (LSQ's `2 mean|w| / sqrt(Q_P)`, which clips most of a sparse orthogonal W).
-    pub lsq_init: LsqInit,
-    /// `range = "lsq"`: the learned steps' learning rate; unset: `lr`.
-    pub step_lr: Option<f64>,
-    /// The ORNN's recurrent matrix: `nearest` (the paper) or `orthogonal` (each code rounded
-    /// down or up so that q(W) is closer to orthogonal, every step; per tensor, max or mse
-    /// range).
-    pub rounding: Rounding,
-    pub hidden: usize,
-    pub act: Activation,
-    pub init: Init,
-    pub bjorck_iterations: usize,
-    /// projUNN: rank of the approximated step.
-    pub rank: usize,
-    /// `block-hadamrnn`: the Hadamard block size m (a power of two dividing `hidden`);
-    /// `hadamrnn` uses one block of size `hidden`.
-    pub block: usize,
-    /// FastRNN/FastGRNN: rank of `W = W1 W2` and of `U = U1 U2`; 0 keeps full matrices.
-    pub rank_w: usize,
-    pub rank_u: usize,
-    /// projUNN: re-orthonormalise W when `||W^T W - I||_F` exceeds this (checked every
-    /// 100 steps).
-    pub orthogonality_tolerance: f64,
-    pub optimizer: OptimizerKind,
-    pub lr: f64,
-    /// Learning rate of the recurrent matrix (`A` or `W`); unset: `lr / 32`, as in the
-    /// orthogonal-RNN literature (expRNN, projUNN).
-    pub orthogonal_lr: Option<f64>,
-    /// Gradient-norm clipping threshold; 0 disables it.
-    pub clip: f64,
-    /// `constant`, `step` (times `lr_gamma` every `lr_every` steps) or `exponential`
-    /// (times `lr_gamma` each step).
-    pub schedule: ScheduleName,
-    pub lr_gamma: f64,
-    pub lr_every: u64,
-    /// Linear learning-rate warm-up over this many steps (0: none); multiplies the
-    /// schedule's factor.
-    pub warmup_steps: u64,
-    /// A bit-width schedule within one run: `[[step, bits], ...]`, from each step on the
-    /// weights train at that width (e.g. `[[0, 8], [1000, 6], [2000, 4]]`); the last entry's
-    /// width must be `bits`, the width the model is stored at. Empty: `bits` throughout.
-    pub bits_schedule: Vec<(u64, u32)>,
-    /// Start from the best model of this run folder (its tensors with the same names and
-    /// shapes, e.g. a full-precision or 8-bit run of the same architecture).
-    pub init_from: Option<std::path::PathBuf>,
-    pub steps: u64,
-    /// Data sets: train this many epochs instead of `steps`, evaluating and checkpointing
-    /// after each; `lr_every` then counts epochs and `exponential` decays per epoch.
-    /// 0: use `steps`.
-    pub epochs: u64,
-    pub batch: usize,
-    pub eval_every: u64,
-    /// Sequences in each of the validation and test sets.
-    pub eval_sequences: usize,
-    pub seed: u64,
-    /// Threads for matrix products; 0 uses every core.
-    pub threads: usize,
+/// One setting of the run: its key in config files (the CLI flag is the key with `_`
+/// written `-`), the help shown by `qornn train --help`, and the parser of a flag's text.
+pub struct Setting {
+    pub key: &'static str,
+    /// Another spelling accepted in files and on the command line.
+    pub alias: Option<&'static str>,
+    pub help: &'static str,
+    /// The flag's text as the key's TOML value, or why it is not one.
+    pub parse: fn(&str) -> std::result::Result<toml::Value, String>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            task: TaskName::Copy,
-            data_dir: None,
-            verify_data: true,
-            weights: None,
-            delay: 100,
-            length: 200,
-            seq: 150,
-            embedding: 128,
-            model: ModelName::QornnBjorck,
-            bits: None,
-            granularity: Granularity::PerTensor,
-            range: RangeRule::Max,
-            lsq_init: LsqInit::Max,
-            step_lr: None,
-            rounding: Rounding::Nearest,
-            hidden: 128,
-            act: Activation::Relu,
-            init: Init::Henaff,
-            bjorck_iterations: BjorckConfig::default().iterations,
-            rank: 1,
-            block: 16,
-            rank_w: 0,
-            rank_u: 0,
-            orthogonality_tolerance: 1e-5,
-            optimizer: OptimizerKind::Rmsprop,
-            lr: 1e-3,
-            orthogonal_lr: None,
-            clip: 0.0,
-            schedule: ScheduleName::Constant,
-            lr_gamma: 0.5,
-            lr_every: 1000,
-            warmup_steps: 0,
-            bits_schedule: Vec::new(),
-            init_from: None,
-            steps: 2000,
-            epochs: 0,
-            batch: 128,
-            eval_every: 100,
-            eval_sequences: 512,
-            seed: 1,
-            threads: 0,
+/// Declares `Config`, its `Default` and `SETTINGS` from one list: each setting's doc comment
+/// (also the flag's help), an optional alias, its key, type and default.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $(#[alias = $alias:literal])?
+        $key:ident: $ty:ty = $default:expr,
+    )+) => {
+        /// The run configuration: one flat TOML table whose `Default` is `qornn train` with
+        /// no flags. Every field is also a CLI flag (`SETTINGS`).
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $($(#[doc = $doc])+ $(#[serde(alias = $alias)])? pub $key: $ty,)+
         }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $($key: $default,)+ }
+            }
+        }
+
+        /// Every setting, in the order of `qornn train --help`.
+        pub const SETTINGS: &[Setting] = &[$(Setting {
+            key: stringify!($key),
+            alias: settings!(@alias $($alias)?),
+            help: concat!($($doc),+),
+            parse: flag_value::<$ty>,
+        },)+];
+    };
+    (@alias $alias:literal) => { Some($alias) };
+    (@alias) => { None };
+}
+
+settings! {
+    /// Task: copy, adding, smnist, pmnist, ptb-char or ptb-word.
+    task: TaskName = TaskName::Copy,
+    /// Folder with MNIST's IDX files and the PTB text files (plain or .gz); unset:
+    /// $QORNN_DATA, else ./data.
+    data_dir: Option<PathBuf> = None,
+    /// Start from these weights (a safetensors file from `qornn weights`, or PyTorch's
+    /// state_dict under the same names) instead of a random initialisation.
+    weights: Option<PathBuf> = None,
+    /// Check the SHA-256 of data files under their usual names (turn off for your own
+    /// variants of the files).
+    verify_data: bool = true,
+    /// Copy task: the delay T0 (sequences are T0 + 20 long).
+    delay: usize = 100,
+    /// Adding task: the sequence length T.
+    length: usize = 200,
+    /// Language modelling: the truncated-BPTT segment length.
+    seq: usize = 150,
+    /// ptb-word: the size of the float, trained word embedding.
+    embedding: usize = 128,
+    /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, their full-precision twins ornn-*,
+    /// the Hadamard recurrences hadamrnn and block-hadamrnn (binary or ternary W, exactly
+    /// orthogonal), or a baseline: rnn, lstm, gru, fastrnn, fastgrnn.
+    model: ModelName = ModelName::QornnBjorck,
+    /// Weight bits of every weight matrix (W and U of an ORNN): 2..=8, or 32 for full
+    /// precision; unset: 8 for qornn-*, 4 for *hadamrnn (U only: W is binary or ternary),
+    /// 32 otherwise.
+    bits: Option<u32> = None,
+    /// Quantizer scale: per-tensor (the paper) or per-row.
+    granularity: Granularity = Granularity::PerTensor,
+    /// Quantizer range: max (a = max |w|, the paper), mse (the range with the least squared
+    /// error, which clips a few weights) or lsq (a learned step per tensor or row, LSQ); also
+    /// spelled quantizer.
+    #[alias = "quantizer"]
+    range: RangeRule = RangeRule::Max,
+    /// range lsq: the initial step, max (the paper's step), mse or lsq (LSQ's
+    /// 2 mean|w| / sqrt(Q_P), which clips most of a sparse orthogonal W).
+    lsq_init: LsqInit = LsqInit::Max,
+    /// range lsq: the learning rate of the learned steps; unset: lr.
+    step_lr: Option<f64> = None,
+    /// Rounding of a qornn-* model's W: nearest (the paper) or orthogonal (each code rounded
+    /// down or up so that q(W) is closer to orthogonal, every step; per tensor, max or mse
+    /// range).
+    rounding: Rounding = Rounding::Nearest,
+    /// Hidden units n.
+    hidden: usize = 128,
+    /// ORNN and RNN activation: relu, modrelu or tanh.
+    act: Activation = Activation::Relu,
+    /// Recurrent initialisation: henaff, orthogonal or identity.
+    init: Init = Init::Henaff,
+    /// Björck iterations of STE-Björck.
+    bjorck_iterations: usize = BjorckConfig::default().iterations,
+    /// projUNN: rank of the approximated step.
+    rank: usize = 1,
+    /// block-hadamrnn: the Hadamard block size m, a power of two dividing hidden (hadamrnn
+    /// uses one block of size hidden).
+    block: usize = 16,
+    /// FastRNN/FastGRNN: rank of W = W1 W2, 0 for a full matrix.
+    rank_w: usize = 0,
+    /// FastRNN/FastGRNN: rank of U = U1 U2, 0 for a full matrix.
+    rank_u: usize = 0,
+    /// projUNN: re-orthonormalise W when ||W^T W - I||_F exceeds this (checked every 100
+    /// steps).
+    orthogonality_tolerance: f64 = 1e-5,
+    /// Optimiser: rmsprop or adam.
+    optimizer: OptimizerKind = OptimizerKind::Rmsprop,
+    /// Learning rate.
+    lr: f64 = 1e-3,
+    /// Learning rate of the recurrent matrix (A or W); unset: lr / 32, as in the
+    /// orthogonal-RNN literature (expRNN, projUNN).
+    orthogonal_lr: Option<f64> = None,
+    /// Gradient-norm clipping threshold, 0 for none.
+    clip: f64 = 0.0,
+    /// Learning-rate schedule: constant, step (times lr_gamma every lr_every steps) or
+    /// exponential (times lr_gamma each step).
+    schedule: ScheduleName = ScheduleName::Constant,
+    /// The schedule's decay factor, in (0, 1].
+    lr_gamma: f64 = 0.5,
+    /// Steps (or epochs) between two decays of the step schedule.
+    lr_every: u64 = 1000,
+    /// Linear learning-rate warm-up over this many steps, 0 for none; multiplies the
+    /// schedule's factor.
+    warmup_steps: u64 = 0,
+    /// Bit-width schedule within one run: STEP:BITS pairs from step 0, e.g. 0:8,1000:6,2000:4
+    /// (in a file [[0, 8], [1000, 6], [2000, 4]]); from each step on the weights train at
+    /// that width, and the last width must be bits. Empty: bits throughout.
+    bits_schedule: BitsSchedule = BitsSchedule::default(),
+    /// Start from the best model of this run folder (its tensors with the same names and
+    /// shapes, e.g. a full-precision or 8-bit run of the same architecture).
+    init_from: Option<PathBuf> = None,
+    /// Training steps.
+    steps: u64 = 2000,
+    /// Data sets: train this many epochs instead of steps, evaluating and checkpointing
+    /// after each; lr_every then counts epochs and exponential decays per epoch. 0: use
+    /// steps.
+    epochs: u64 = 0,
+    /// Sequences per batch.
+    batch: usize = 128,
+    /// Steps between evaluations (and checkpoints).
+    eval_every: u64 = 100,
+    /// Sequences in each of the validation and test sets.
+    eval_sequences: usize = 512,
+    /// Seed of every random draw.
+    seed: u64 = 1,
+    /// Threads for matrix products, 0 for every core.
+    threads: usize = 0,
+}
+
+/// A flag's text as the TOML value of a setting of type `T`: first as text (names, paths,
+/// bit-width schedules), then as a TOML literal (numbers, booleans).
+fn flag_value<T: DeserializeOwned>(text: &str) -> std::result::Result<toml::Value, String> {
+    let as_text = toml::Value::String(text.to_string());
+    let text_error = match T::deserialize(as_text.clone()) {
+        Ok(_) => return Ok(as_text),
+        Err(e) => e.to_string(),
+    };
+    let literal = toml::from_str::<toml::Table>(&format!("value = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("value"));
+    match literal {
+        Some(value) => match T::deserialize(value.clone()) {
+            Ok(_) => Ok(value),
+            Err(e) => Err(e.to_string()),
+        },
+        None => Err(text_error),
     }
 }
 
+/// `bits_schedule`: `(step, bits)` pairs, written `[[0, 8], [1000, 4]]` in a file or
+/// `0:8,1000:4` as text.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ScheduleText")]
+pub struct BitsSchedule(pub Vec<(u64, u32)>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScheduleText {
+    Pairs(Vec<(u64, u32)>),
+    Text(String),
+}
+
+impl TryFrom<ScheduleText> for BitsSchedule {
+    type Error = String;
+    fn try_from(repr: ScheduleText) -> std::result::Result<Self, String> {
+        let text = match repr {
+            ScheduleText::Pairs(pairs) => return Ok(Self(pairs)),
+            ScheduleText::Text(text) => text,
+        };
+        let pair = |item: &str| -> Option<(u64, u32)> {
+            let (step, bits) = item.split_once(':')?;
+            Some((step.trim().parse().ok()?, bits.trim().parse().ok()?))
+        };
+        text.split(',')
+            .filter(|item| !item.trim().is_empty())
+            .map(|item| pair(item).ok_or_else(|| format!("`{item}` is not STEP:BITS")))
+            .collect::<std::result::Result<_, _>>()
+            .map(Self)
+    }
+}
+
+impl std::ops::Deref for BitsSchedule {
+    type Target = [(u64, u32)];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl From<Vec<(u64, u32)>> for BitsSchedule {
+    fn from(pairs: Vec<(u64, u32)>) -> Self {
+        Self(pairs)
+    }
+}
+
+/// The settings a resumed run may change: train longer, on other threads or another copy
+/// of the data.
+pub const CHANGEABLE_ON_RESUME: [&str; 4] = ["steps", "epochs", "threads", "data_dir"];
 impl Config {
     /// Reads a TOML file; unknown keys and bad values name the file.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -324,6 +409,70 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         toml::from_str(text)
             .map_err(|e| Error::bad_file(path, format!("not a valid qornn config: {e}")))
+    }
+
+    /// The run's settings: the defaults, then the config `file`, then `flags` (keys of
+    /// `SETTINGS` with the values their `parse` gave); checked with `validate`. Errors name
+    /// the file, or the setting (the flag) to fix.
+    pub fn layered(file: Option<&Path>, flags: &toml::Table) -> Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| Error::bad_file(path, format!("not valid TOML: {e}")))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in flags {
+            if let Some(alias) = SETTINGS.iter().find(|s| s.key == key).and_then(|s| s.alias) {
+                table.remove(alias);
+            }
+            table.insert(key.clone(), value.clone());
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| match file {
+                Some(path) => Error::bad_file(path, format!("not a valid qornn config: {e}")),
+                None => Error::config("flags", e.to_string()),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The settings of the run in `dir` continued: its `config.toml` with the `flags` that
+    /// may change (`CHANGEABLE_ON_RESUME`); any other flag is refused, naming it, as it would
+    /// silently not apply.
+    pub fn resumed(dir: &Path, flags: &toml::Table) -> Result<Self> {
+        let fixed: Vec<&str> = flags
+            .keys()
+            .map(String::as_str)
+            .filter(|key| !CHANGEABLE_ON_RESUME.contains(key))
+            .collect();
+        if !fixed.is_empty() {
+            return Err(Error::config(
+                &fixed.join(", "),
+                format!(
+                    "the run in {} continues as its config.toml says; these cannot change in \
+                     a resumed run (only steps, epochs, threads and data_dir can)",
+                    dir.display()
+                ),
+            ));
+        }
+        Self::layered(Some(&dir.join(crate::run::CONFIG_FILE)), flags)
+    }
+
+    /// The run folder when none is given: `runs/<task>-<model>-<k>b-n<hidden>-s<seed>`,
+    /// with `fp` for full precision.
+    pub fn default_run_dir(&self) -> PathBuf {
+        let bits = if self.full_precision() {
+            "fp".to_string()
+        } else {
+            format!("{}b", self.bits())
+        };
+        PathBuf::from("runs").join(format!(
+            "{}-{}-{bits}-n{}-s{}",
+            self.task, self.model, self.hidden, self.seed
+        ))
     }
 
     pub fn to_toml(&self) -> String {
@@ -394,7 +543,7 @@ impl Config {
                     format!(
                         "needs [step, bits] pairs with steps rising from 0, widths in 2..=8 and \
                          the last width equal to --bits {bits}, got {:?}",
-                        self.bits_schedule
+                        self.bits_schedule.0
                     ),
                 ));
             }
@@ -764,7 +913,7 @@ mod tests {
     fn bit_width_schedule_and_warm_up() {
         let c = Config {
             bits: Some(4),
-            bits_schedule: vec![(0, 8), (100, 6), (200, 4)],
+            bits_schedule: vec![(0, 8), (100, 6), (200, 4)].into(),
             warmup_steps: 10,
             ..Config::default()
         };
@@ -781,12 +930,78 @@ mod tests {
             vec![(0, 9), (100, 4)],           // 9 bits
         ] {
             let c = Config {
-                bits_schedule: bad,
+                bits_schedule: bad.into(),
                 ..c.clone()
             };
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains("`bits_schedule`"), "{err}");
         }
+    }
+
+    /// The flags' values, parsed as the CLI parses them.
+    fn flags(pairs: &[(&str, &str)]) -> toml::Table {
+        pairs
+            .iter()
+            .map(|(key, text)| {
+                let setting = SETTINGS.iter().find(|s| s.key == *key).unwrap();
+                (key.to_string(), (setting.parse)(text).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn settings_list_every_field_once() {
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        for key in defaults.keys() {
+            assert_eq!(keys.iter().filter(|k| *k == key).count(), 1, "{key}");
+        }
+        assert!(SETTINGS.iter().all(|s| !s.help.trim().is_empty()));
+    }
+
+    /// Defaults, then the file, then the flags; an alias in the file gives way to the flag.
+    #[test]
+    fn flags_override_the_file_which_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("run.toml");
+        std::fs::write(
+            &file,
+            "hidden = 64\nlr = 0.01\nquantizer = \"mse\"\nbits = 4\nbits_schedule = \"0:8, 50:4\"\n",
+        )
+        .unwrap();
+        let c = Config::layered(
+            Some(&file),
+            &flags(&[("lr", "0.002"), ("range", "lsq")]),
+        );
+        let err = c.unwrap_err().to_string();
+        assert!(err.contains("bits_schedule"), "{err}");
+        let c = Config::layered(Some(&file), &flags(&[("lr", "0.002"), ("seed", "7")])).unwrap();
+        assert_eq!((c.hidden, c.lr, c.seed), (64, 0.002, 7));
+        assert_eq!((c.range, c.delay), (RangeRule::Mse, 100));
+        assert_eq!(c.bits_schedule.0, vec![(0, 8), (50, 4)]);
+        let c = Config::layered(Some(&file), &flags(&[("range", "max")])).unwrap();
+        assert_eq!(c.range, RangeRule::Max);
+        assert_eq!(
+            Config::layered(None, &toml::Table::new()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn flag_text_is_read_by_the_setting_type() {
+        let parse =
+            |key: &str, text: &str| (SETTINGS.iter().find(|s| s.key == key).unwrap().parse)(text);
+        assert_eq!(parse("lr", "1e-3"), Ok(toml::Value::Float(1e-3)));
+        assert_eq!(parse("steps", "12"), Ok(toml::Value::Integer(12)));
+        assert_eq!(
+            parse("data_dir", "123"),
+            Ok(toml::Value::String("123".into()))
+        );
+        assert!(parse("steps", "-1").is_err());
+        assert!(parse("model", "qornn-magic")
+            .unwrap_err()
+            .contains("qornn-bjorck"));
+        assert!(parse("bits_schedule", "0:8,x").unwrap_err().contains("`x`"));
     }
 
     #[test]

@@ -353,7 +353,7 @@ fn bit_width_schedule_warm_up_and_init_from() {
         steps: 400,
         eval_every: 100,
         warmup_steps: 200,
-        bits_schedule: vec![(0, 8), (200, 4)],
+        bits_schedule: vec![(0, 8), (200, 4)].into(),
         ..small_copy("qornn-bjorck", 4)
     };
     let dir = tempfile::tempdir().unwrap();
@@ -379,7 +379,7 @@ fn bit_width_schedule_warm_up_and_init_from() {
     let source = run::best_weights(dir.path()).unwrap();
     let from = Config {
         init_from: Some(dir.path().to_path_buf()),
-        bits_schedule: Vec::new(),
+        bits_schedule: Default::default(),
         warmup_steps: 0,
         ..config
     };
