@@ -969,10 +969,7 @@ mod tests {
             "hidden = 64\nlr = 0.01\nquantizer = \"mse\"\nbits = 4\nbits_schedule = \"0:8, 50:4\"\n",
         )
         .unwrap();
-        let c = Config::layered(
-            Some(&file),
-            &flags(&[("lr", "0.002"), ("range", "lsq")]),
-        );
+        let c = Config::layered(Some(&file), &flags(&[("lr", "0.002"), ("range", "lsq")]));
         let err = c.unwrap_err().to_string();
         assert!(err.contains("bits_schedule"), "{err}");
         let c = Config::layered(Some(&file), &flags(&[("lr", "0.002"), ("seed", "7")])).unwrap();

@@ -6,8 +6,10 @@
 //! then multiplies a pair of codes of row i with the pairs of 8 sequences and adds the two
 //! products: 16 multiply-adds per instruction. Products are below 2^23 in magnitude
 //! (|code| <= 2^7, |H| <= 2^15), so 128 pairs (256 products) sum exactly in int32 lanes
-//! (below 2^31); each such chunk is widened to int64. The rescaling, rounding and
-//! activation are the scalar engine's own (`IntRecurrence::finish`). Without AVX2 a
+//! (below 2^31); each such chunk is widened to int64. For n, d <= 256 (one chunk) the AVX2
+//! kernel keeps two units' sums for 32 sequences in registers and rescales, activates and
+//! packs them there (`step_in_registers_avx2`); the rescaling, rounding and activation are
+//! the scalar engine's own (`IntRecurrence::finish`). Without AVX2 a
 //! portable loop does the same arithmetic; models whose hidden codes do not fit int16
 //! (ReLU with A = 16) run one sequence at a time on the scalar engine.
 
@@ -259,6 +261,18 @@ impl<'a> BatchedEngine<'a> {
                 state.x[q * lanes + b] = pair(x_codes[b * d + 2 * q], hi);
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Avx2
+            && self.hidden_pairs <= PAIRS_PER_CHUNK
+            && self.input_pairs <= PAIRS_PER_CHUNK
+        {
+            // SAFETY: `Kernel::Avx2` is chosen only on a CPU with AVX2; the state holds
+            // `hidden_pairs x lanes` and `input_pairs x lanes` words, `lanes` a multiple
+            // of `LANES`.
+            unsafe { step_in_registers_avx2(self, &state.h, &state.x, &mut state.next, lanes) };
+            std::mem::swap(&mut state.h, &mut state.next);
+            return;
+        }
         let (mut acc_w, mut acc_u) = ([[0i64; LANES]; 2], [[0i64; LANES]; 2]);
         for block in (0..lanes).step_by(LANES) {
             for q in 0..self.hidden_pairs {
@@ -283,8 +297,7 @@ impl<'a> BatchedEngine<'a> {
         std::mem::swap(&mut state.h, &mut state.next);
     }
 
-    /// Unit i's codes for 32 lanes from their sums: AVX2 when the sums fit int32 (n and d
-    /// at most 256: |sum| <= 256 * 2^22), else the scalar finish.
+    /// Unit i's codes for 32 lanes from their sums.
     #[inline(always)]
     fn finish_lanes(
         &self,
@@ -293,12 +306,6 @@ impl<'a> BatchedEngine<'a> {
         acc_u: &[i64; LANES],
         codes: &mut [i32; LANES],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if self.kernel == Kernel::Avx2 && self.rec.hidden <= 256 && self.rec.input <= 256 {
-            // SAFETY: `Kernel::Avx2` is chosen only on a CPU with AVX2.
-            unsafe { finish_avx2(&self.finisher, i, acc_w, acc_u, codes) };
-            return;
-        }
         for ((code, &w), &u) in codes.iter_mut().zip(acc_w).zip(acc_u) {
             *code = self.finisher.finish(i, w, u);
         }
@@ -358,55 +365,168 @@ unsafe fn scalar_step_avx2(
     rec.step_unpacked(w_codes, u_codes, h, x, out)
 }
 
-/// `Finisher::finish` on 4 int64 lanes at a time. The sums fit int32, so `vpmuldq` (the
-/// signed product of the low 32 bits) is exact; the arithmetic right shift, which AVX2
-/// lacks for 64-bit lanes, is a logical one with the sign filled in.
+/// One step of every block of `LANES` sequences with the sums kept in registers: for
+/// n, d <= 256 (at most `PAIRS_PER_CHUNK` pairs) a row's sums fit int32 (256 products below
+/// 2^23), so two rows' 32 lanes take eight accumulators, and their rescaling, activation
+/// and packing into pairs happen before the next two rows, without a round trip through
+/// memory.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn finish_avx2(
-    f: &Finisher<'_>,
-    i: usize,
-    acc_w: &[i64; LANES],
-    acc_u: &[i64; LANES],
-    codes: &mut [i32; LANES],
+unsafe fn step_in_registers_avx2(
+    e: &BatchedEngine<'_>,
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
 ) {
     use std::arch::x86_64::*;
+    let (pn, pd, n) = (e.hidden_pairs, e.input_pairs, e.rec.hidden);
+    assert!(h.len() >= pn * lanes && next.len() >= pn * lanes && x.len() >= pd * lanes);
+    assert!(lanes % LANES == 0 && pn <= PAIRS_PER_CHUNK && pd <= PAIRS_PER_CHUNK);
+    let low_half = _mm256_set1_epi32(0xffff);
+    for block in (0..lanes).step_by(LANES) {
+        for q in 0..pn {
+            let w_rows = e.w_pairs[2 * q * pn..(2 * q + 2) * pn].split_at(pn);
+            let u_rows = e.u_pairs[2 * q * pd..(2 * q + 2) * pd].split_at(pd);
+            let [u_lo, u_hi] = pair_sums_avx2(u_rows, x, lanes, block);
+            let [w_lo, w_hi] = pair_sums_avx2(w_rows, h, lanes, block);
+            let lo_row = RowConstants::new(&e.finisher, 2 * q);
+            // An odd n pads with a zero row whose codes are never read.
+            let hi_row = (2 * q + 1 < n).then(|| RowConstants::new(&e.finisher, 2 * q + 1));
+            let out = next.as_mut_ptr().add(q * lanes + block);
+            for v in 0..LANES / 8 {
+                let lo = finish_8_avx2(&lo_row, w_lo[v], u_lo[v]);
+                let hi = hi_row.as_ref().map_or(_mm256_setzero_si256(), |r| {
+                    finish_8_avx2(r, w_hi[v], u_hi[v])
+                });
+                // `pair(lo, hi)` on 8 lanes.
+                let words =
+                    _mm256_or_si256(_mm256_and_si256(lo, low_half), _mm256_slli_epi32::<16>(hi));
+                _mm256_storeu_si256(out.add(8 * v) as *mut __m256i, words);
+            }
+        }
+    }
+}
+
+/// `sum_p rows.r[p] . pairs[p][block + l]` in int32 for two rows and 32 lanes (at most
+/// `PAIRS_PER_CHUNK` pairs): each load of the lanes' pairs serves both rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn pair_sums_avx2(
+    rows: (&[i32], &[i32]),
+    pairs: &[i32],
+    lanes: usize,
+    block: usize,
+) -> [[std::arch::x86_64::__m256i; LANES / 8]; 2] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_si256(); LANES / 8]; 2];
+    for (p, (&a, &b)) in rows.0.iter().zip(rows.1).enumerate() {
+        let (wa, wb) = (_mm256_set1_epi32(a), _mm256_set1_epi32(b));
+        let base = pairs.as_ptr().add(p * lanes + block);
+        let [acc_a, acc_b] = &mut acc;
+        for (v, (sa, sb)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
+            let column = _mm256_loadu_si256(base.add(8 * v) as *const __m256i);
+            *sa = _mm256_add_epi32(*sa, _mm256_madd_epi16(wa, column));
+            *sb = _mm256_add_epi32(*sb, _mm256_madd_epi16(wb, column));
+        }
+    }
+    acc
+}
+
+/// One unit's `Finisher` constants, broadcast to 4 int64 lanes.
+#[cfg(target_arch = "x86_64")]
+struct RowConstants {
+    w_scale: std::arch::x86_64::__m256i,
+    u_scale: std::arch::x86_64::__m256i,
+    bias: std::arch::x86_64::__m256i,
+    bias_mod: Option<std::arch::x86_64::__m256i>,
+    lo: std::arch::x86_64::__m256i,
+    hi: std::arch::x86_64::__m256i,
+    shift: std::arch::x86_64::__m128i,
+    fill: std::arch::x86_64::__m128i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowConstants {
+    #[inline(always)]
+    fn new(f: &Finisher<'_>, i: usize) -> Self {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 and AVX set/broadcast only, called from AVX2 code.
+        unsafe {
+            Self {
+                w_scale: _mm256_set1_epi64x(f.w_scale),
+                u_scale: _mm256_set1_epi64x(f.u_scale),
+                bias: _mm256_set1_epi64x(f.bias[i] + f.round),
+                bias_mod: f.modrelu.then(|| _mm256_set1_epi64x(f.bias_mod[i] as i64)),
+                lo: _mm256_set1_epi64x(f.lo),
+                hi: _mm256_set1_epi64x(f.hi),
+                shift: _mm_cvtsi32_si128(f.shift as i32),
+                fill: _mm_cvtsi32_si128(64 - f.shift as i32),
+            }
+        }
+    }
+}
+
+/// `Finisher::finish` on 8 int32 sums: the even lanes, then the odd ones moved down, each
+/// as 4 int64 lanes, and the codes put back in order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn finish_8_avx2(
+    row: &RowConstants,
+    acc_w: std::arch::x86_64::__m256i,
+    acc_u: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let even = finish_4_avx2(row, acc_w, acc_u);
+    let odd = finish_4_avx2(
+        row,
+        _mm256_srli_epi64::<32>(acc_w),
+        _mm256_srli_epi64::<32>(acc_u),
+    );
+    _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd))
+}
+
+/// `Finisher::finish` on the low 32 bits (signed) of 4 int64 lanes; the code in each lane's
+/// low 32 bits. The scales fit int32 (a 12-bit mantissa shifted by at most 14), so
+/// `vpmuldq` is exact; the arithmetic right shift, which AVX2 lacks for 64-bit lanes, is a
+/// logical one with the sign filled in.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn finish_4_avx2(
+    row: &RowConstants,
+    acc_w: std::arch::x86_64::__m256i,
+    acc_u: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
     let zero = _mm256_setzero_si256();
-    let (w_scale, u_scale) = (_mm256_set1_epi64x(f.w_scale), _mm256_set1_epi64x(f.u_scale));
-    let bias = _mm256_set1_epi64x(f.bias[i] + f.round);
-    let shift = _mm_cvtsi32_si128(f.shift as i32);
-    let fill = _mm_cvtsi32_si128(64 - f.shift as i32);
-    let (lo, hi) = (_mm256_set1_epi64x(f.lo), _mm256_set1_epi64x(f.hi));
-    let bias_mod = _mm256_set1_epi64x(if f.modrelu { f.bias_mod[i] as i64 } else { 0 });
-    // The low 32 bits of each 64-bit lane, in order, in the low half.
-    let compress = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-    for l in (0..LANES).step_by(4) {
-        let aw = _mm256_loadu_si256(acc_w.as_ptr().add(l) as *const __m256i);
-        let au = _mm256_loadu_si256(acc_u.as_ptr().add(l) as *const __m256i);
-        let t = _mm256_add_epi64(
-            _mm256_add_epi64(_mm256_mul_epi32(aw, w_scale), _mm256_mul_epi32(au, u_scale)),
-            bias,
-        );
-        let negative = _mm256_cmpgt_epi64(zero, t);
-        let z = _mm256_or_si256(_mm256_srl_epi64(t, shift), _mm256_sll_epi64(negative, fill));
-        let a = if f.modrelu {
+    let t = _mm256_add_epi64(
+        _mm256_add_epi64(
+            _mm256_mul_epi32(acc_w, row.w_scale),
+            _mm256_mul_epi32(acc_u, row.u_scale),
+        ),
+        row.bias,
+    );
+    let negative = _mm256_cmpgt_epi64(zero, t);
+    let z = _mm256_or_si256(
+        _mm256_srl_epi64(t, row.shift),
+        _mm256_sll_epi64(negative, row.fill),
+    );
+    let a = match row.bias_mod {
+        Some(bias_mod) => {
             let sign = _mm256_cmpgt_epi64(zero, z);
             let magnitude = _mm256_sub_epi64(_mm256_xor_si256(z, sign), sign);
             let m = _mm256_add_epi64(magnitude, bias_mod);
             let m = _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, m), m);
             let signed = _mm256_sub_epi64(_mm256_xor_si256(m, sign), sign);
             _mm256_andnot_si256(_mm256_cmpeq_epi64(z, zero), signed)
-        } else {
-            _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, z), z)
-        };
-        let a = _mm256_blendv_epi8(a, hi, _mm256_cmpgt_epi64(a, hi));
-        let a = _mm256_blendv_epi8(a, lo, _mm256_cmpgt_epi64(lo, a));
-        let packed = _mm256_permutevar8x32_epi32(a, compress);
-        _mm_storeu_si128(
-            codes.as_mut_ptr().add(l) as *mut __m128i,
-            _mm256_castsi256_si128(packed),
-        );
-    }
+        }
+        None => _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, z), z),
+    };
+    let a = _mm256_blendv_epi8(a, row.hi, _mm256_cmpgt_epi64(a, row.hi));
+    _mm256_blendv_epi8(a, row.lo, _mm256_cmpgt_epi64(row.lo, a))
 }
 
 fn products_portable(
