@@ -14,6 +14,8 @@
 //! (ReLU with A = 16) run one sequence at a time on the scalar engine.
 
 use qornn_infer::IntRecurrence;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{__m128i, __m256i};
 
 /// Sequences per block: four 8-lane AVX2 accumulators.
 const LANES: usize = 32;
@@ -418,7 +420,7 @@ unsafe fn pair_sums_avx2(
     pairs: &[i32],
     lanes: usize,
     block: usize,
-) -> [[std::arch::x86_64::__m256i; LANES / 8]; 2] {
+) -> [[__m256i; LANES / 8]; 2] {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_si256(); LANES / 8]; 2];
     for (p, (&a, &b)) in rows.0.iter().zip(rows.1).enumerate() {
@@ -437,14 +439,14 @@ unsafe fn pair_sums_avx2(
 /// One unit's `Finisher` constants, broadcast to 4 int64 lanes.
 #[cfg(target_arch = "x86_64")]
 struct RowConstants {
-    w_scale: std::arch::x86_64::__m256i,
-    u_scale: std::arch::x86_64::__m256i,
-    bias: std::arch::x86_64::__m256i,
-    bias_mod: Option<std::arch::x86_64::__m256i>,
-    lo: std::arch::x86_64::__m256i,
-    hi: std::arch::x86_64::__m256i,
-    shift: std::arch::x86_64::__m128i,
-    fill: std::arch::x86_64::__m128i,
+    w_scale: __m256i,
+    u_scale: __m256i,
+    bias: __m256i,
+    bias_mod: Option<__m256i>,
+    lo: __m256i,
+    hi: __m256i,
+    shift: __m128i,
+    fill: __m128i,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -473,11 +475,7 @@ impl RowConstants {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn finish_8_avx2(
-    row: &RowConstants,
-    acc_w: std::arch::x86_64::__m256i,
-    acc_u: std::arch::x86_64::__m256i,
-) -> std::arch::x86_64::__m256i {
+unsafe fn finish_8_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> __m256i {
     use std::arch::x86_64::*;
     let even = finish_4_avx2(row, acc_w, acc_u);
     let odd = finish_4_avx2(
@@ -495,11 +493,7 @@ unsafe fn finish_8_avx2(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn finish_4_avx2(
-    row: &RowConstants,
-    acc_w: std::arch::x86_64::__m256i,
-    acc_u: std::arch::x86_64::__m256i,
-) -> std::arch::x86_64::__m256i {
+unsafe fn finish_4_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> __m256i {
     use std::arch::x86_64::*;
     let zero = _mm256_setzero_si256();
     let t = _mm256_add_epi64(
