@@ -137,12 +137,13 @@ impl Grid {
 
     /// Every run of the grid, each configuration checked; an error names the run.
     pub fn expand(&self) -> Result<Vec<Point>> {
-        let defaults = toml::Table::try_from(Config::default()).expect("Config is a table");
         (0..self.len())
             .map(|index| {
                 let values = self.values_of(index);
-                let mut table = defaults.clone();
-                table.extend(self.base.clone());
+                // Unset keys take `Config`'s defaults when it is read (`serde(default)`);
+                // a table of every default would also hold `range` beside a file's alias
+                // `quantizer`, which serde refuses as a duplicate.
+                let mut table = self.base.clone();
                 table.extend(values.iter().cloned());
                 let described = describe(&values);
                 let config: Config = toml::Value::Table(table).try_into().map_err(|e| {

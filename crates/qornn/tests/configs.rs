@@ -1,6 +1,8 @@
-//! Every file in `configs/` parses and validates (a typo there would only show at run time).
+//! Every file in `configs/` parses and validates, and every grid in `sweeps/` expands into
+//! valid runs (a typo there would only show at run time).
 
 use qornn::config::Config;
+use qornn::sweep::Grid;
 
 #[test]
 fn every_shipped_config_is_valid() {
@@ -35,4 +37,36 @@ fn the_default_run_is_the_8_bit_copy_config() {
     default.bits = Some(default.bits());
     default.orthogonal_lr = Some(default.recurrent_lr());
     assert_eq!(from_file, default);
+}
+
+#[test]
+fn every_shipped_sweep_expands_into_valid_runs() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sweeps");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let grid = Grid::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let runs = grid
+            .expand()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!runs.is_empty(), "{}", path.display());
+        count += 1;
+    }
+    assert!(count >= 4, "only {count} sweeps found in {}", dir.display());
+}
+
+/// A grid file may spell `range` as `quantizer`, as a config file may.
+#[test]
+fn a_grid_may_use_the_quantizer_alias() {
+    let grid = Grid::parse(
+        "quantizer = \"mse\"\nbits = 4\n[grid]\nseed = [1, 2]\n",
+        std::path::Path::new("alias.toml"),
+    )
+    .unwrap();
+    let runs = grid.expand().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].config.range, qornn::quant::RangeRule::Mse);
 }
