@@ -3,27 +3,31 @@
 
 use qornn::config::Config;
 use qornn::sweep::Grid;
+use std::path::PathBuf;
+
+/// The repository folder `name` and its `.toml` files.
+fn toml_files(name: &str) -> (PathBuf, Vec<PathBuf>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(name);
+    let files = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("toml"))
+        .collect();
+    (dir, files)
+}
 
 #[test]
 fn every_shipped_config_is_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-            continue;
-        }
+    let (dir, files) = toml_files("configs");
+    assert!(files.len() >= 20, "only {files:?} in {}", dir.display());
+    for path in files {
         let config = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
         config
             .validate()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        count += 1;
     }
-    assert!(
-        count >= 20,
-        "only {count} configs found in {}",
-        dir.display()
-    );
 }
 
 /// The README says `qornn train` with no flags is `configs/copy-t100-qornn-bjorck-8b.toml`.
@@ -41,21 +45,15 @@ fn the_default_run_is_the_8_bit_copy_config() {
 
 #[test]
 fn every_shipped_sweep_expands_into_valid_runs() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sweeps");
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-            continue;
-        }
+    let (dir, files) = toml_files("sweeps");
+    assert!(files.len() >= 4, "only {files:?} in {}", dir.display());
+    for path in files {
         let grid = Grid::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
         let runs = grid
             .expand()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!runs.is_empty(), "{}", path.display());
-        count += 1;
     }
-    assert!(count >= 4, "only {count} sweeps found in {}", dir.display());
 }
 
 /// A grid file may spell `range` as `quantizer`, as a config file may.
