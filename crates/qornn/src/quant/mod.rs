@@ -158,6 +158,11 @@ impl Quantizer {
             (Self::MIN_BITS..=Self::MAX_BITS).contains(&bits),
             "quantizer bits must be in 2..=8, got {bits}"
         );
+        Self::paper(bits, granularity)
+    }
+
+    /// The paper's quantizer (max range, nearest rounding) at `bits`, unchecked.
+    fn paper(bits: u32, granularity: Granularity) -> Self {
         Self {
             bits,
             granularity,
@@ -181,13 +186,7 @@ impl Quantizer {
             (Self::MIN_BITS..=Self::MAX_POST_TRAINING_BITS).contains(&bits),
             "post-training quantizer bits must be in 2..=16, got {bits}"
         );
-        Self {
-            bits,
-            granularity,
-            range: RangeRule::Max,
-            lsq_init: crate::quant::lsq::LsqInit::Max,
-            rounding: crate::quant::orthogonal_rounding::Rounding::Nearest,
-        }
+        Self::paper(bits, granularity)
     }
 
     /// Number of positive levels `s = 2^(k-1)`.
