@@ -9,10 +9,13 @@
 //! (below 2^31); each such chunk is widened to int64. For n, d <= 256 (one chunk) the AVX2
 //! kernel keeps two units' sums for 32 sequences in registers and rescales, activates and
 //! packs them there (`step_in_registers_avx2`); the rescaling, rounding and activation are
-//! the scalar engine's own (`IntRecurrence::finish`). Without AVX2 a
+//! the scalar engine's own (`IntRecurrence::finish`). Models whose hidden codes fit a byte
+//! (A <= 8) take `byte_kernel.rs` instead: `vpmaddubsw`, 32 multiply-adds per instruction,
+//! under the bounds stated there. Without AVX2 a
 //! portable loop does the same arithmetic; models whose hidden codes do not fit int16
 //! (ReLU with A = 16) run one sequence at a time on the scalar engine.
 
+use super::byte_kernel::ByteLayout;
 use qornn_infer::IntRecurrence;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m128i, __m256i};
@@ -27,6 +30,9 @@ const PAIRS_PER_CHUNK: usize = 128;
 /// Which kernel runs the products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
+    /// AVX2 `vpmaddubsw` over hidden codes as unsigned bytes (`byte_kernel.rs`): hidden
+    /// codes spanning at most 256 values (A <= 8) and W's codes at most 7 bits.
+    Avx2Bytes,
     /// AVX2 `vpmaddwd` over int16 pairs.
     Avx2,
     /// The same pair layout in portable Rust.
@@ -38,7 +44,7 @@ pub enum Kernel {
 
 /// `IntRecurrence::finish` with its constants hoisted: `(acc M) << a` is `acc (M << a)`
 /// in int64, as neither overflows for a validated model.
-struct Finisher<'a> {
+pub(super) struct Finisher<'a> {
     w_scale: i64,
     u_scale: i64,
     shift: u32,
@@ -98,6 +104,8 @@ pub struct BatchedEngine<'a> {
     /// The codes one byte each, for one sequence at a time.
     w_codes: Vec<i8>,
     u_codes: Vec<i8>,
+    /// `Kernel::Avx2Bytes`: W and U in its layout.
+    bytes: Option<ByteLayout>,
 }
 
 /// The hidden codes of a batch of sequences.
@@ -108,7 +116,8 @@ pub struct BatchedState {
     per_sequence: bool,
     /// `batch` rounded up to whole blocks of `LANES`.
     lanes: usize,
-    /// Pair kernels: `hidden_pairs x lanes` words; per sequence: `batch x n` codes.
+    /// Pair kernels: `hidden_pairs x lanes` words; the byte kernel: `ceil(n / 4) x lanes`
+    /// words; per sequence: `batch x n` codes.
     h: Vec<i32>,
     next: Vec<i32>,
     /// Pair kernels: the input codes, `input_pairs x lanes` words.
@@ -132,7 +141,7 @@ fn padded_code(codes: &[i8], cols: usize, i: usize, j: usize) -> i32 {
 }
 
 /// `rows x cols` codes as rows of pairs (a zero pads an odd row).
-fn pairs_of(code: impl Fn(usize, usize) -> i32, rows: usize, cols: usize) -> Vec<i32> {
+pub(super) fn pairs_of(code: impl Fn(usize, usize) -> i32, rows: usize, cols: usize) -> Vec<i32> {
     let p = cols.div_ceil(2);
     let mut out = vec![0; rows * p];
     for r in 0..rows {
@@ -149,14 +158,14 @@ fn pairs_of(code: impl Fn(usize, usize) -> i32, rows: usize, cols: usize) -> Vec
 }
 
 impl<'a> BatchedEngine<'a> {
-    /// The engine for a validated recurrence, with the fastest kernel this CPU runs.
+    /// The engine for a validated recurrence, with the fastest kernel this CPU runs for it.
     pub fn new(rec: IntRecurrence<'a>) -> Self {
-        Self::with_kernel(rec, Self::best_kernel(&rec))
+        Self::with_kernel(rec, Kernel::Avx2Bytes)
     }
 
-    /// The kernel `new` picks: AVX2 where the CPU has it, unless the hidden codes need
-    /// more than 16 bits.
-    pub fn best_kernel(rec: &IntRecurrence<'_>) -> Kernel {
+    /// The fastest kernel without the byte layout: AVX2 where the CPU has it, unless the
+    /// hidden codes need more than 16 bits.
+    fn pair_kernel(rec: &IntRecurrence<'_>) -> Kernel {
         let (lo, hi) = rec.hidden_range();
         let input_fits = rec.act_bits <= 16;
         if lo < i16::MIN as i32 || hi > i16::MAX as i32 || !input_fits {
@@ -169,18 +178,26 @@ impl<'a> BatchedEngine<'a> {
         Kernel::Portable
     }
 
-    /// The engine with a given kernel (tests compare them); `Kernel::Avx2` on a CPU
-    /// without it, or a pair kernel for codes wider than int16, falls back to the best.
+    /// The engine with a given kernel (tests compare them). A kernel the CPU or the model
+    /// does not allow falls back: the byte kernel to the pair kernel, AVX2 to the portable
+    /// loop, and any of them to one sequence at a time for hidden codes wider than int16.
     pub fn with_kernel(rec: IntRecurrence<'a>, kernel: Kernel) -> Self {
-        let best = Self::best_kernel(&rec);
-        let kernel = match (kernel, best) {
+        let kernel = match (kernel, Self::pair_kernel(&rec)) {
             (_, Kernel::PerSequence) => Kernel::PerSequence,
-            (Kernel::Avx2, Kernel::Portable) => Kernel::Portable,
+            (Kernel::Avx2 | Kernel::Avx2Bytes, Kernel::Portable) => Kernel::Portable,
             (k, _) => k,
         };
         let (n, d) = (rec.hidden, rec.input);
         let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
         rec.unpack(&mut w_codes, &mut u_codes);
+        let (lo, hi) = rec.hidden_range();
+        let bytes = (kernel == Kernel::Avx2Bytes)
+            .then(|| ByteLayout::new(&w_codes, &u_codes, n, d, lo, hi))
+            .flatten();
+        let kernel = match (kernel, &bytes) {
+            (Kernel::Avx2Bytes, None) => Kernel::Avx2,
+            (k, _) => k,
+        };
         // Rows come in twos (units 2q and 2q+1 share a pass); a zero row pads an odd n.
         let rows = n.div_ceil(2) * 2;
         let w_pairs = pairs_of(|i, j| padded_code(&w_codes, n, i, j), rows, n);
@@ -195,6 +212,7 @@ impl<'a> BatchedEngine<'a> {
             input_pairs: d.div_ceil(2),
             w_codes,
             u_codes,
+            bytes,
         }
     }
 
@@ -206,17 +224,21 @@ impl<'a> BatchedEngine<'a> {
     pub fn state(&self, batch: usize) -> BatchedState {
         let lanes = batch.div_ceil(LANES) * LANES;
         let per_sequence = self.kernel == Kernel::PerSequence || batch < SMALL_BATCH;
-        let (h_len, x_len) = if per_sequence {
-            (batch * self.rec.hidden, 0)
-        } else {
-            (self.hidden_pairs * lanes, self.input_pairs * lanes)
+        let (h_len, x_len, zero) = match &self.bytes {
+            _ if per_sequence => (batch * self.rec.hidden, 0, 0),
+            Some(bytes) => (
+                bytes.quads * lanes,
+                self.input_pairs * lanes,
+                bytes.zero_word(),
+            ),
+            None => (self.hidden_pairs * lanes, self.input_pairs * lanes, 0),
         };
         BatchedState {
             batch,
             per_sequence,
             lanes,
-            h: vec![0; h_len],
-            next: vec![0; h_len],
+            h: vec![zero; h_len],
+            next: vec![zero; h_len],
             x: vec![0; x_len],
         }
     }
@@ -226,6 +248,12 @@ impl<'a> BatchedEngine<'a> {
         let n = self.rec.hidden;
         if state.per_sequence {
             out[..n].copy_from_slice(&state.h[b * n..(b + 1) * n]);
+            return;
+        }
+        if let Some(bytes) = &self.bytes {
+            for (i, o) in out.iter_mut().enumerate().take(n) {
+                *o = bytes.code(state.h[(i / 4) * state.lanes + b], i);
+            }
             return;
         }
         for (i, o) in out.iter_mut().enumerate().take(n) {
@@ -262,6 +290,25 @@ impl<'a> BatchedEngine<'a> {
                 };
                 state.x[q * lanes + b] = pair(x_codes[b * d + 2 * q], hi);
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(bytes) = &self.bytes {
+            // SAFETY: `Kernel::Avx2Bytes` (the only kernel with a byte layout) is chosen only
+            // on a CPU with AVX2; the state holds `quads x lanes` and `input_pairs x lanes`
+            // words, `lanes` a multiple of `LANES`.
+            unsafe {
+                super::byte_kernel::step_avx2(
+                    bytes,
+                    &self.finisher,
+                    n,
+                    &state.h,
+                    &state.x,
+                    &mut state.next,
+                    lanes,
+                )
+            };
+            std::mem::swap(&mut state.h, &mut state.next);
+            return;
         }
         #[cfg(target_arch = "x86_64")]
         if self.kernel == Kernel::Avx2
@@ -438,7 +485,7 @@ unsafe fn pair_sums_avx2(
 
 /// One unit's `Finisher` constants, broadcast to 4 int64 lanes.
 #[cfg(target_arch = "x86_64")]
-struct RowConstants {
+pub(super) struct RowConstants {
     w_scale: __m256i,
     u_scale: __m256i,
     bias: __m256i,
@@ -452,7 +499,7 @@ struct RowConstants {
 #[cfg(target_arch = "x86_64")]
 impl RowConstants {
     #[inline(always)]
-    fn new(f: &Finisher<'_>, i: usize) -> Self {
+    pub(super) fn new(f: &Finisher<'_>, i: usize) -> Self {
         use std::arch::x86_64::*;
         // SAFETY: SSE2 and AVX set/broadcast only, called from AVX2 code.
         unsafe {
@@ -475,7 +522,7 @@ impl RowConstants {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn finish_8_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> __m256i {
+pub(super) unsafe fn finish_8_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> __m256i {
     use std::arch::x86_64::*;
     let even = finish_4_avx2(row, acc_w, acc_u);
     let odd = finish_4_avx2(
@@ -629,9 +676,20 @@ mod tests {
             });
             let scalar = model.as_int();
             prop_assert!(scalar.validate().is_ok());
-            let kernels = [Kernel::Avx2, Kernel::Portable];
+            let kernels = [Kernel::Avx2Bytes, Kernel::Avx2, Kernel::Portable];
             let engines: Vec<BatchedEngine> =
                 kernels.iter().map(|&k| BatchedEngine::with_kernel(model.as_int(), k)).collect();
+            // The byte kernel takes every model within its bounds (hidden codes spanning at
+            // most 256 values, `2 (hi - lo) max|w| <= 32767`) and no other.
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let (lo, hi) = scalar.hidden_range();
+                let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
+                scalar.unpack(&mut w_codes, &mut u_codes);
+                let w_max = w_codes.iter().map(|&c| (c as i32).abs()).max().unwrap_or(0).max(1);
+                let within = hi - lo <= 255 && 2 * (hi - lo) * w_max <= 32767;
+                prop_assert_eq!(engines[0].kernel() == Kernel::Avx2Bytes, within, "A = {}, k = {}", a, k);
+            }
             let mut states: Vec<BatchedState> = engines.iter().map(|e| e.state(batch)).collect();
             let mut h = vec![vec![0i32; n]; batch];
             let (mut next, mut x, mut got) = (vec![0i32; n], vec![0i32; batch * d], vec![0i32; n]);
