@@ -37,13 +37,25 @@ fn exercise(bytes: &[u8]) {
         h.iter_mut()
             .for_each(|v| *v = if x_code > 0 { hi } else { lo });
     }
+    // Enough sequences for the SIMD kernels (the byte or the pair kernel, as the model
+    // allows), each equal to the scalar engine's codes.
+    let batch = 9;
     let batched = BatchedEngine::new(engine);
-    let mut state = batched.state(3);
-    let x: Vec<i32> = (0..3 * q.input)
+    let mut state = batched.state(batch);
+    let x: Vec<i32> = (0..batch * q.input)
         .map(|k| if k % 2 == 0 { x_hi } else { -x_hi - 1 })
         .collect();
-    batched.step(&mut state, &x);
-    batched.step(&mut state, &x);
+    let mut scalar = vec![vec![0; q.hidden]; batch];
+    let mut got = vec![0; q.hidden];
+    for _ in 0..2 {
+        batched.step(&mut state, &x);
+        for (s, h) in scalar.iter_mut().enumerate() {
+            engine.step(h, &x[s * q.input..(s + 1) * q.input], &mut next);
+            h.copy_from_slice(&next);
+            batched.hidden(&state, s, &mut got);
+            assert_eq!(&got, h, "{:?} kernel, sequence {s}", batched.kernel());
+        }
+    }
 }
 
 /// `.qornn` parsing, and a file that parses run through the engines: no panic, no
