@@ -15,7 +15,7 @@
 //! (k <= 7); the rescaling, rounding and activation are the pair kernel's
 //! (`IntRecurrence::finish`), so the codes are the scalar engine's.
 
-use super::engine::{pairs_of, Finisher};
+use super::engine::{padded_code, pairs_of, Finisher};
 
 /// Int16 sums may not exceed this.
 const INT16_LIMIT: i64 = i16::MAX as i64;
@@ -69,9 +69,10 @@ impl ByteLayout {
             return None;
         }
         let quads = n.div_ceil(4);
+        // W padded with zeros past its last row and, up to whole words, its last column.
         let code = |i: usize, j: usize| -> i32 {
-            if i < n && j < n {
-                w_codes[i * n + j] as i32
+            if j < n {
+                padded_code(w_codes, n, i, j)
             } else {
                 0
             }
@@ -83,15 +84,13 @@ impl ByteLayout {
                 w_quads[i * quads + q] = i32::from_le_bytes(bytes);
             }
         }
-        let u_code =
-            |i: usize, j: usize| -> i32 { u_codes.get(i * d + j).map_or(0, |&c| c as i32) };
         let row_offset = (0..4 * quads)
             .map(|i| lo * (0..n).map(|j| code(i, j)).sum::<i32>())
             .collect();
         Some(Self {
             quads,
             w_quads,
-            u_pairs: pairs_of(u_code, 4 * quads, d),
+            u_pairs: pairs_of(|i, j| padded_code(u_codes, d, i, j), 4 * quads, d),
             input_pairs: d.div_ceil(2),
             row_offset,
             run: (INT16_LIMIT / pair_bound) as usize,

@@ -31,7 +31,8 @@ const PAIRS_PER_CHUNK: usize = 128;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     /// AVX2 `vpmaddubsw` over hidden codes as unsigned bytes (`byte_kernel.rs`): hidden
-    /// codes spanning at most 256 values (A <= 8) and W's codes at most 7 bits.
+    /// codes spanning at most 256 values (A <= 8) and `2 (hi - lo) max|w| <= 32767`
+    /// (every model with k <= 7).
     Avx2Bytes,
     /// AVX2 `vpmaddwd` over int16 pairs.
     Avx2,
@@ -136,7 +137,7 @@ fn halves(word: i32) -> (i32, i32) {
 }
 
 /// Code (i, j) of a row-major matrix with `cols` columns, 0 past its last row.
-fn padded_code(codes: &[i8], cols: usize, i: usize, j: usize) -> i32 {
+pub(super) fn padded_code(codes: &[i8], cols: usize, i: usize, j: usize) -> i32 {
     codes.get(i * cols + j).map_or(0, |&c| c as i32)
 }
 
@@ -198,10 +199,16 @@ impl<'a> BatchedEngine<'a> {
             (Kernel::Avx2Bytes, None) => Kernel::Avx2,
             (k, _) => k,
         };
-        // Rows come in twos (units 2q and 2q+1 share a pass); a zero row pads an odd n.
+        // Rows come in twos (units 2q and 2q+1 share a pass); a zero row pads an odd n. The
+        // byte kernel keeps W and U in its own layout and needs no pairs.
         let rows = n.div_ceil(2) * 2;
-        let w_pairs = pairs_of(|i, j| padded_code(&w_codes, n, i, j), rows, n);
-        let u_pairs = pairs_of(|i, j| padded_code(&u_codes, d, i, j), rows, d);
+        let (w_pairs, u_pairs) = match bytes {
+            Some(_) => (Vec::new(), Vec::new()),
+            None => (
+                pairs_of(|i, j| padded_code(&w_codes, n, i, j), rows, n),
+                pairs_of(|i, j| padded_code(&u_codes, d, i, j), rows, d),
+            ),
+        };
         Self {
             finisher: Finisher::new(&rec),
             rec,
