@@ -80,6 +80,8 @@ names! {
         Hadamrnn = "hadamrnn",
         /// Ternary exactly orthogonal recurrence (`--block m`).
         BlockHadamrnn = "block-hadamrnn",
+        /// Exactly orthogonal 2 x 2 rotation blocks with integer codes (32 bits: floats).
+        QornnRotations = "qornn-rotations",
         Rnn = "rnn",
         Lstm = "lstm",
         Gru = "gru",
@@ -120,12 +122,15 @@ impl ModelName {
 
     /// An ORNN of any kind or the RNN: `act(W h + U x + b)`.
     pub fn is_elman(self) -> bool {
-        self.is_qornn() || self.is_float_ornn() || self.is_hadamard() || self == Self::Rnn
+        self.is_qornn()
+            || self.is_float_ornn()
+            || self.is_hadamard()
+            || matches!(self, Self::QornnRotations | Self::Rnn)
     }
 
     /// The core; `block` is a Hadamard recurrence's block size.
     pub fn architecture(self, block: usize) -> Architecture {
-        use Parametrisation::{Bjorck, Hadamard, ProjUnn};
+        use Parametrisation::{Bjorck, Hadamard, ProjUnn, Rotations};
         match self {
             Self::QornnBjorck | Self::OrnnBjorck => Architecture::Ornn(Bjorck),
             Self::QornnProjunnD | Self::OrnnProjunnD => {
@@ -135,6 +140,7 @@ impl ModelName {
                 Architecture::Ornn(ProjUnn(ProjUnnKind::Tangent))
             }
             Self::Hadamrnn | Self::BlockHadamrnn => Architecture::Ornn(Hadamard { block }),
+            Self::QornnRotations => Architecture::Ornn(Rotations),
             Self::Rnn => Architecture::Rnn,
             Self::Lstm => Architecture::Lstm,
             Self::Gru => Architecture::Gru,
@@ -589,6 +595,23 @@ impl Config {
                 "the adding task needs at least 2 steps",
             ));
         }
+        if self.model == ModelName::QornnRotations {
+            if self.hidden % 2 != 0 {
+                return Err(Error::config(
+                    "hidden",
+                    format!(
+                        "qornn-rotations needs an even size (2 x 2 blocks), got {}",
+                        self.hidden
+                    ),
+                ));
+            }
+            if !self.bits_schedule.is_empty() {
+                return Err(Error::config(
+                    "bits_schedule",
+                    "qornn-rotations chooses W's codes for one width; give --bits only",
+                ));
+            }
+        }
         if self.model.is_hadamard() {
             if !self.hidden.is_power_of_two() {
                 return Err(Error::config(
@@ -769,11 +792,11 @@ impl Config {
     }
 
     /// The weight bits: as set, else 8 for `qornn-*`, 4 for the Hadamard recurrences (their
-    /// authors' setting for U and V) and 32 (full precision) otherwise.
+    /// authors' setting for U and V) and for rotations, and 32 (full precision) otherwise.
     pub fn bits(&self) -> u32 {
         self.bits.unwrap_or(if self.model.is_qornn() {
             Self::QORNN_BITS
-        } else if self.model.is_hadamard() {
+        } else if self.model.is_hadamard() || self.model == ModelName::QornnRotations {
             Self::HADAMRNN_BITS
         } else {
             FULL_PRECISION_BITS

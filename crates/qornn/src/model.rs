@@ -57,7 +57,8 @@ impl ModelSpec {
     pub fn parametrisation(&self) -> Option<Box<dyn RecurrentParametrisation>> {
         match self.architecture {
             Architecture::Ornn(kind) => {
-                Some(parametrisation::build(kind, self.hidden, self.bjorck))
+                let bits = self.quantizer.map(|q| q.bits);
+                Some(parametrisation::build(kind, self.hidden, self.bjorck, bits))
             }
             _ => None,
         }
@@ -73,7 +74,7 @@ impl ModelSpec {
     pub fn tensors(&self) -> Vec<Tensor> {
         let mut t = self.cell().tensors();
         if let Some(q) = self.quantizer {
-            let exact_recurrence = self.hadamard_block().is_some();
+            let exact_recurrence = self.parametrisation().is_some_and(|p| p.is_exact());
             t.extend(lsq::step_tensors(&t, &q, exact_recurrence));
         }
         t.extend(head::readout_tensors(self.hidden, self.outputs));

@@ -84,6 +84,44 @@ fn hadamard_recurrences_learn_the_small_copy_task() {
     }
 }
 
+/// Block rotations at 2 and 4 bits (W's cosines and sines as codes, one step per block):
+/// q(W) stays exactly orthogonal while the angles train, the small copy task is learned,
+/// the size counts two codes per block, and `qornn quantize` refuses W's per-block steps
+/// with an error instead of a panic.
+#[test]
+fn rotation_recurrences_learn_the_small_copy_task() {
+    for bits in [2, 4] {
+        let config = Config {
+            act: qornn::Activation::Modrelu,
+            ..small_copy("qornn-rotations", bits)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let summary = run::start(config, dir.path(), &mut ()).unwrap();
+        let ratio = summary.test.loss / summary.baseline_loss;
+        assert!(
+            ratio < 0.6,
+            "{bits} bits: test loss {:.4}",
+            summary.test.loss
+        );
+        let lines = std::fs::read_to_string(dir.path().join(run::METRICS_FILE)).unwrap();
+        for line in lines.lines() {
+            let record: run::EvalRecord = serde_json::from_str(line).unwrap();
+            let o = record.orthogonality.unwrap();
+            assert!(
+                o.quantized_defect < 1e-4,
+                "{bits} bits: W is not orthogonal"
+            );
+        }
+        // 32 blocks of two codes, U's codes and step, floats for the rest.
+        let (n, d, c) = (64u64, 10u64, 9u64);
+        let size = n * bits as u64 + n * d * bits as u64 + 32 + 32 * (2 * n + c * n + c);
+        assert_eq!(summary.size_bytes, size.div_ceil(8), "{bits} bits: size");
+        let refused = qornn::deploy::quantize::quantize_run(dir.path(), 12, 16, None, None, None);
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("one step per tensor"), "{message}");
+    }
+}
+
 /// Learned steps (LSQ) train: they move away from their initial value and the loss falls.
 #[test]
 fn learned_steps_train_and_are_stored_once() {

@@ -149,6 +149,17 @@ fn backward_rows_with<const MODULUS_BIAS: bool, T: Real>(
     }
 }
 
+/// `out += R h` on each 2 x 2 block, `R = [[c, -s], [s, c]]` from `cos_sin` (`transpose`:
+/// `out += R^T h`, the rotation by `-θ`).
+fn rotate_add<T: Real>(out: &mut [T], h: &[T], cos_sin: &[T], transpose: bool) {
+    let blocks = out.chunks_exact_mut(2).zip(h.chunks_exact(2));
+    for ((o, h), cs) in blocks.zip(cos_sin.chunks_exact(2)) {
+        let (c, s) = (cs[0], if transpose { -cs[1] } else { cs[1] });
+        o[0] += c * h[0] - s * h[1];
+        o[1] += s * h[0] + c * h[1];
+    }
+}
+
 /// Sizes of one forward pass: hidden `n`, input `d`, steps `t`, batch `b`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CellShape {
@@ -166,6 +177,10 @@ pub enum Recurrence<'a, T> {
     /// `W = diag(row_scale) (I ⊗ H_m)`, applied with the fast Walsh-Hadamard transform
     /// (`n log2 m` additions per row); `row_scale: (n)`, `sign(v_i) / sqrt(m)` for HadamRNN.
     Hadamard { row_scale: &'a [T], block: usize },
+    /// `W = ⊕ [[c_k, -s_k], [s_k, c_k]]`, 2 x 2 rotation blocks on units `(2k, 2k + 1)`;
+    /// `cos_sin: (n)`, `(c_k, s_k)` in entries `2k, 2k + 1`. Four multiply-adds per pair of
+    /// units.
+    Rotations { cos_sin: &'a [T] },
 }
 
 /// Parameters of the cell as the recurrence sees them (already parametrised/quantized).
@@ -181,8 +196,9 @@ pub struct CellParams<'a, T> {
 
 /// Gradients of the cell parameters; `backward` adds into them.
 pub struct CellGrads<'a, T> {
-    /// The recurrence's parameter: `dL/dW`, `(n, n)`, for a dense matrix; `dL/d row_scale`
-    /// in the first `n` entries for a Hadamard one.
+    /// The recurrence's parameter: `dL/dW`, `(n, n)`, for a dense matrix (for rotations
+    /// only its 2 x 2 diagonal blocks); `dL/d row_scale` in the first `n` entries for a
+    /// Hadamard one.
     pub w: &'a mut [T],
     pub u: &'a mut [T],
     pub b: &'a mut [T],
@@ -270,6 +286,12 @@ impl<T: Real> OrnnCell<T> {
                             }
                         }
                     }
+                    Recurrence::Rotations { cos_sin } => {
+                        project_input(z, n, x_s, p.u);
+                        for (z_row, h_row) in z.chunks_mut(n).zip(done[s].chunks(n)) {
+                            rotate_add(z_row, h_row, cos_sin, false);
+                        }
+                    }
                 }
                 activation.forward_rows(z, next[0], p.b, p.bm);
             }
@@ -307,8 +329,10 @@ impl<T: Real> OrnnCell<T> {
             let rows = part_rows(batch, parts, part);
             let nb = rows.len();
             let (mut db, mut dbm) = (vec![T::zero(); n], vec![T::zero(); n]);
-            // Hadamard: dL/d row_scale_i = sum_t dz_t,i (H h_{t-1})_i, summed here.
-            let mut d_scale = vec![T::zero(); n];
+            // Hadamard: dL/d row_scale_i = sum_t dz_t,i (H h_{t-1})_i; rotations: the 2 x 2
+            // blocks of dL/dW = sum_t dz_t^T h_{t-1}, (dW_ii, dW_ij, dW_ji, dW_jj) per block at
+            // 2i; both summed here.
+            let mut d_scale = vec![T::zero(); 2 * n];
             let mut transform = vec![T::zero(); n];
             for s in (0..steps).rev() {
                 let (now, later) = dz.split_at_mut(s + 1);
@@ -325,6 +349,13 @@ impl<T: Real> OrnnCell<T> {
                             fwht_blocks(out, block);
                         }
                     }
+                    // dz_t W = (W^T dz_t^T)^T: the blocks rotated by -θ.
+                    Recurrence::Rotations { cos_sin } => {
+                        for (out, d) in dz_s.chunks_mut(n).zip(later[0].chunks(n)) {
+                            out.fill(T::zero());
+                            rotate_add(out, d, cos_sin, true);
+                        }
+                    }
                 }
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
                 let grads = BiasGrads {
@@ -332,14 +363,28 @@ impl<T: Real> OrnnCell<T> {
                     bm: &mut dbm,
                 };
                 activation.backward_rows(dz_s, &z[at.clone()], &dh[at.clone()], p.bm, grads);
-                if let Recurrence::Hadamard { block, .. } = p.w {
-                    for (d_row, h_row) in dz_s.chunks(n).zip(h[at].chunks(n)) {
-                        transform.copy_from_slice(h_row);
-                        fwht_blocks(&mut transform, block);
-                        for ((g, &di), &ti) in d_scale.iter_mut().zip(d_row).zip(&transform) {
-                            *g += di * ti;
+                match p.w {
+                    Recurrence::Hadamard { block, .. } => {
+                        for (d_row, h_row) in dz_s.chunks(n).zip(h[at].chunks(n)) {
+                            transform.copy_from_slice(h_row);
+                            fwht_blocks(&mut transform, block);
+                            for ((g, &di), &ti) in d_scale.iter_mut().zip(d_row).zip(&transform) {
+                                *g += di * ti;
+                            }
                         }
                     }
+                    Recurrence::Rotations { .. } => {
+                        for (d_row, h_row) in dz_s.chunks(n).zip(h[at].chunks(n)) {
+                            let pairs = d_row.chunks_exact(2).zip(h_row.chunks_exact(2));
+                            for (g, (d, h)) in d_scale.chunks_exact_mut(4).zip(pairs) {
+                                g[0] += d[0] * h[0];
+                                g[1] += d[0] * h[1];
+                                g[2] += d[1] * h[0];
+                                g[3] += d[1] * h[1];
+                            }
+                        }
+                    }
+                    Recurrence::Dense(_) => {}
                 }
             }
             [db, dbm, d_scale]
@@ -348,8 +393,18 @@ impl<T: Real> OrnnCell<T> {
         for [db, dbm, d_scale] in &sums {
             add_column_sums(db, n, g.b);
             add_column_sums(dbm, n, g.bm);
-            if matches!(p.w, Recurrence::Hadamard { .. }) {
-                add_column_sums(d_scale, n, &mut g.w[..n]);
+            match p.w {
+                Recurrence::Hadamard { .. } => add_column_sums(&d_scale[..n], n, &mut g.w[..n]),
+                Recurrence::Rotations { .. } => {
+                    for (k, block) in d_scale.chunks_exact(4).enumerate() {
+                        let (i, j) = (2 * k, 2 * k + 1);
+                        g.w[i * n + i] += block[0];
+                        g.w[i * n + j] += block[1];
+                        g.w[j * n + i] += block[2];
+                        g.w[j * n + j] += block[3];
+                    }
+                }
+                Recurrence::Dense(_) => {}
             }
         }
         let rows = steps * batch;

@@ -150,6 +150,13 @@ pub fn quantize_run(
     // A quantized model's own codes (its learned steps, a Hadamard matrix's exact codes);
     // a full-precision one is quantized here at --bits.
     let recurrence = match m.weight_codes() {
+        Some((w, _)) if w.steps.len() > 1 => {
+            return Err(Error::config(
+                "run",
+                "this model's W has one step per pair of rows (qornn-rotations); the integer \
+                 engine takes one step per tensor",
+            ))
+        }
         Some((w, u)) => QuantizedRecurrence::from_codes(&float_recurrence, &w, &u),
         None => QuantizedRecurrence::new(&float_recurrence),
     };

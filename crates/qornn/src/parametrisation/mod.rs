@@ -2,7 +2,8 @@
 //! file per parametrisation behind [`RecurrentParametrisation`]:
 //! - `bjorck.rs`: a free `A`, spectrally normalised, then Björck iterations;
 //! - `projunn.rs`: `W` itself, kept orthogonal by a retraction of each optimiser step;
-//! - `hadamard.rs`: `diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, exactly orthogonal (HadamRNN).
+//! - `hadamard.rs`: `diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, exactly orthogonal (HadamRNN);
+//! - `rotations.rs`: `⊕ R(θ_k)`, 2 x 2 rotations with integer codes, exactly orthogonal.
 //!
 //! Adding one: a file with a type implementing the trait, a [`Parametrisation`] variant
 //! and its line in [`build`].
@@ -10,6 +11,7 @@
 pub mod bjorck;
 pub mod hadamard;
 pub mod projunn;
+pub mod rotations;
 
 use crate::cells::ornn::Recurrence;
 use crate::init::Init;
@@ -29,6 +31,9 @@ pub enum Parametrisation {
     /// `W = diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, exactly orthogonal, only the signs `v`
     /// learned (HadamRNN; `block = n` binary, `block < n` ternary): see `hadamard.rs`.
     Hadamard { block: usize },
+    /// `W = ⊕ R(θ_k)`, 2 x 2 rotations whose cosines and sines are integer codes over one
+    /// step per block, exactly orthogonal: see `rotations.rs`.
+    Rotations,
 }
 
 /// What an optimiser step needs besides the parameter and its step.
@@ -103,11 +108,12 @@ pub trait RecurrentParametrisation: Send + Sync {
 }
 
 /// The parametrisation `kind` of an ORNN with `n` hidden units (Björck: with its
-/// iteration settings).
+/// iteration settings; an exact parametrisation: its codes at `bits`, `None` for floats).
 pub fn build(
     kind: Parametrisation,
     n: usize,
     bjorck: bjorck::BjorckConfig,
+    bits: Option<u32>,
 ) -> Box<dyn RecurrentParametrisation> {
     match kind {
         Parametrisation::Bjorck => Box::new(bjorck::BjorckParametrisation::new(n, bjorck)),
@@ -115,5 +121,6 @@ pub fn build(
         Parametrisation::Hadamard { block } => {
             Box::new(hadamard::HadamardParametrisation::new(n, block))
         }
+        Parametrisation::Rotations => Box::new(rotations::RotationParametrisation::new(n, bits)),
     }
 }
