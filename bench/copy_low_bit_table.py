@@ -39,6 +39,8 @@ rows = [
  ("HadamRNN (W binary)", "modReLU, Adam 1e-3", "copy-t100-hadamrnn-4b", "copy-t100-hadamrnn-4b"),
  ("HadamRNN (W binary)", "modReLU, Adam 1e-3", "copy-t100-hadamrnn-4b-bits8", "copy-t100-hadamrnn-4b --bits 8"),
  ("Block-HadamRNN (W ternary, m = 16)", "modReLU, Adam 1e-3", "copy-t100-block-hadamrnn-4b", "copy-t100-block-hadamrnn-4b"),
+ ("block rotations (W's blocks as codes, one step per block)", "modReLU, Adam 1e-3", "copy-t100-qornn-rotations-4b-bits2", "copy-t100-qornn-rotations-4b --bits 2"),
+ ("block rotations (W's blocks as codes, one step per block)", "modReLU, Adam 1e-3", "copy-t100-qornn-rotations-4b", "copy-t100-qornn-rotations-4b"),
 ]
 out = ["| method | setting | command: `qornn train --config configs/...` | bits (U; W for QORNN) | test loss | recall | size (bytes) | wall time |", "|---|---|---|---|---|---|---|---|"]
 for method, setting, run, cmd in rows:
