@@ -2,6 +2,9 @@
 //! cell with the dense `W = diag(row_scale) (I ⊗ H_m)`, in f64, forward and backward, for
 //! binary (m = n) and ternary (m < n) blocks and for every activation, on 1 and 3 threads.
 
+mod common;
+
+use common::ornn_cell_pass;
 use faer::Par;
 use qornn::parametrisation::hadamard::{dense_into, hadamard_entry};
 use qornn::*;
@@ -41,28 +44,9 @@ fn transform_path_matches_the_dense_matrix() {
                 let x = random(&mut rng, 9 * 5 * 3);
                 let dh = random(&mut rng, 9 * 5 * n);
                 let run = |recurrence: Recurrence<'_, f64>| {
-                    let p = CellParams {
-                        w: recurrence,
-                        u: &u,
-                        b: &b,
-                        bm: &bm,
-                    };
-                    let mut cell = OrnnCell::<f64>::new(shape, activation);
-                    cell.forward(&p, &x, par);
-                    let (mut gw, mut gu, mut gb, mut gbm) = (
-                        vec![0.0; n * n],
-                        vec![0.0; n * 3],
-                        vec![0.0; n],
-                        vec![0.0; n],
-                    );
-                    let mut g = CellGrads {
-                        w: &mut gw,
-                        u: &mut gu,
-                        b: &mut gb,
-                        bm: &mut gbm,
-                    };
-                    cell.backward(&p, &x, &dh, &mut g, None, par);
-                    (cell.outputs().to_vec(), gw, gu, gb, gbm)
+                    let pass =
+                        ornn_cell_pass(shape, activation, par, recurrence, (&u, &b, &bm), &x, &dh);
+                    (pass.h, pass.dw, pass.du, pass.db, pass.dbm)
                 };
                 let dense = run(Recurrence::Dense(&w));
                 let fast = run(Recurrence::Hadamard {

@@ -1,9 +1,9 @@
 //! Block rotations: the cell's 2 x 2 path against the same cell with the dense
-//! `W = ⊕ R(θ_k)`, in f64, forward and backward, for every activation, on 1 and 3 threads;
-//! and a quantized rotation model that trains with `q(W)` exactly orthogonal.
+//! `W = ⊕ R(θ_k)`, in f64, forward and backward, for every activation, on 1 and 3 threads.
 
 mod common;
 
+use common::ornn_cell_pass;
 use faer::Par;
 use qornn::*;
 use rand::{Rng, SeedableRng};
@@ -44,28 +44,9 @@ fn rotation_path_matches_the_dense_matrix() {
             let x = random(&mut rng, steps * batch * d);
             let dh = random(&mut rng, steps * batch * n);
             let run = |recurrence: Recurrence<'_, f64>| {
-                let p = CellParams {
-                    w: recurrence,
-                    u: &u,
-                    b: &b,
-                    bm: &bm,
-                };
-                let mut cell = OrnnCell::<f64>::new(shape, activation);
-                cell.forward(&p, &x, par);
-                let (mut gw, mut gu, mut gb, mut gbm) = (
-                    vec![0.0; n * n],
-                    vec![0.0; n * d],
-                    vec![0.0; n],
-                    vec![0.0; n],
-                );
-                let mut g = CellGrads {
-                    w: &mut gw,
-                    u: &mut gu,
-                    b: &mut gb,
-                    bm: &mut gbm,
-                };
-                cell.backward(&p, &x, &dh, &mut g, None, par);
-                (cell.outputs().to_vec(), gw, gu, gb, gbm)
+                let pass =
+                    ornn_cell_pass(shape, activation, par, recurrence, (&u, &b, &bm), &x, &dh);
+                (pass.h, pass.dw, pass.du, pass.db, pass.dbm)
             };
             let dense = run(Recurrence::Dense(&w));
             let fast = run(Recurrence::Rotations { cos_sin: &cos_sin });

@@ -166,3 +166,51 @@ impl Checks {
         assert!(self.failures.is_empty(), "{}", self.failures.join("\n"));
     }
 }
+
+/// What one f64 ORNN cell pass gives: the states `h_1..h_T` and the gradients of `dh`.
+pub struct CellPass {
+    pub h: Vec<f64>,
+    pub dw: Vec<f64>,
+    pub du: Vec<f64>,
+    pub db: Vec<f64>,
+    pub dbm: Vec<f64>,
+}
+
+/// The ORNN cell's forward over `x` and backward from `dh`, in f64, with the recurrence `w`
+/// and the input weights `u: (n, d)`, biases `b`, `bm`: the harness of the fast recurrence
+/// paths' tests (each against the same cell with the dense W).
+#[allow(clippy::too_many_arguments)]
+pub fn ornn_cell_pass(
+    shape: qornn::CellShape,
+    activation: qornn::Activation,
+    par: faer::Par,
+    w: qornn::Recurrence<'_, f64>,
+    (u, b, bm): (&[f64], &[f64], &[f64]),
+    x: &[f64],
+    dh: &[f64],
+) -> CellPass {
+    let (n, d) = (shape.hidden, shape.input);
+    let p = qornn::CellParams { w, u, b, bm };
+    let mut cell = qornn::OrnnCell::<f64>::new(shape, activation);
+    cell.forward(&p, x, par);
+    let (mut dw, mut du, mut db, mut dbm) = (
+        vec![0.0; n * n],
+        vec![0.0; n * d],
+        vec![0.0; n],
+        vec![0.0; n],
+    );
+    let mut g = qornn::CellGrads {
+        w: &mut dw,
+        u: &mut du,
+        b: &mut db,
+        bm: &mut dbm,
+    };
+    cell.backward(&p, x, dh, &mut g, None, par);
+    CellPass {
+        h: cell.outputs().to_vec(),
+        dw,
+        du,
+        db,
+        dbm,
+    }
+}
