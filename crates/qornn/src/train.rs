@@ -71,15 +71,27 @@ pub struct StepTimes {
 
 pub use crate::evaluate::Evaluation;
 
-/// `||q(W) q(W)^T - I||_F` and the extreme singular values of `q(W)` and of `W`.
+/// `||q(W) q(W)^T - I||_F` and the extreme singular values of `q(W)` and of `W`. A diverged
+/// `W` gives NaN, which JSON writes as `null` and which reads back as NaN.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Orthogonality {
+    #[serde(deserialize_with = "nan_if_null")]
     pub quantized_defect: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub quantized_sigma_min: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub quantized_sigma_max: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub defect: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub sigma_min: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub sigma_max: f64,
+}
+
+/// A number, or NaN for the `null` that serde_json writes for a non-finite one.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 pub struct Trainer {
@@ -373,5 +385,29 @@ impl Trainer {
     /// Replaces the parameters (e.g. with the best ones, for the test evaluation).
     pub fn load_params(&mut self, params: Vec<Tensor>, state: Option<Vec<f32>>) {
         self.model = Model::from_params(self.model.spec.clone(), params, state);
+    }
+}
+
+#[cfg(test)]
+mod orthogonality_tests {
+    use super::Orthogonality;
+
+    /// A diverged W's NaN is written as `null` and must read back (as NaN), or `qornn report`
+    /// cannot read the run's metrics.
+    #[test]
+    fn a_non_finite_measurement_round_trips_through_json() {
+        let o = Orthogonality {
+            quantized_defect: 11.3,
+            quantized_sigma_min: 0.0,
+            quantized_sigma_max: 0.0,
+            defect: f64::NAN,
+            sigma_min: f64::NAN,
+            sigma_max: f64::INFINITY,
+        };
+        let text = serde_json::to_string(&o).unwrap();
+        assert!(text.contains("\"defect\":null"), "{text}");
+        let back: Orthogonality = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.quantized_defect, 11.3);
+        assert!(back.defect.is_nan() && back.sigma_min.is_nan() && back.sigma_max.is_nan());
     }
 }
