@@ -122,6 +122,23 @@ fn rotation_recurrences_learn_the_small_copy_task() {
     }
 }
 
+/// A per-row quantizer's W and U have a step per row too: `qornn quantize` refuses them with
+/// the same error, before it evaluates anything.
+#[test]
+fn per_row_models_are_refused_by_the_integer_engine() {
+    let config = Config {
+        granularity: qornn::quant::Granularity::PerRow,
+        steps: 20,
+        eval_every: 20,
+        ..small_copy("qornn-bjorck", 4)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    run::start(config, dir.path(), &mut ()).unwrap();
+    let refused = qornn::deploy::quantize::quantize_run(dir.path(), 12, 16, None, None, None);
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("one step per tensor"), "{message}");
+}
+
 /// Learned steps (LSQ) train: they move away from their initial value and the loss falls.
 #[test]
 fn learned_steps_train_and_are_stored_once() {

@@ -13,7 +13,7 @@ use super::task_record::{task_info, task_of};
 use crate::cells::ornn::Activation;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, Workspaces};
-use crate::quant::{Granularity, RangeRule};
+use crate::quant::RangeRule;
 use crate::run::load_best_model;
 use crate::train::Evaluation;
 use serde::Serialize;
@@ -78,15 +78,6 @@ pub fn quantize_run(
             "integer inference of embedding models is not supported",
         ));
     }
-    if spec
-        .quantizer
-        .is_some_and(|q| q.granularity == Granularity::PerRow)
-    {
-        return Err(Error::config(
-            "run",
-            "the integer engine takes one step per tensor; this model was trained per row",
-        ));
-    }
     let range = spec.quantizer.map_or(RangeRule::Max, |q| q.range);
     let weight_bits = match (spec.quantizer, bits) {
         (Some(q), None) => q.bits,
@@ -107,6 +98,19 @@ pub fn quantize_run(
     };
     let par = crate::train::parallelism(config.threads);
     float_model.parametrise(false, par);
+    // A quantized model's own codes (its learned steps, a Hadamard matrix's exact codes);
+    // `None` for a full-precision one, quantized below at --bits.
+    let codes = float_model.weight_codes();
+    if codes
+        .as_ref()
+        .is_some_and(|(w, u)| w.steps.len() > 1 || u.steps.len() > 1)
+    {
+        return Err(Error::config(
+            "run",
+            "the integer engine takes one step per tensor; this model's W or U has one per row \
+             (a per-row quantizer, or the blocks of qornn-rotations)",
+        ));
+    }
     let test = task.eval_batches(true, config.batch, config.eval_sequences, config.seed);
     let mut workspaces = Workspaces::default();
     let carried = task.carries_state().then(|| spec.state_len(config.batch));
@@ -147,16 +151,7 @@ pub fn quantize_run(
         hidden_frac,
         input_frac,
     };
-    // A quantized model's own codes (its learned steps, a Hadamard matrix's exact codes);
-    // a full-precision one is quantized here at --bits.
-    let recurrence = match m.weight_codes() {
-        Some((w, _)) if w.steps.len() > 1 => {
-            return Err(Error::config(
-                "run",
-                "this model's W has one step per pair of rows (qornn-rotations); the integer \
-                 engine takes one step per tensor",
-            ))
-        }
+    let recurrence = match codes {
         Some((w, u)) => QuantizedRecurrence::from_codes(&float_recurrence, &w, &u),
         None => QuantizedRecurrence::new(&float_recurrence),
     };
