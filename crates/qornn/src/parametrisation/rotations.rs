@@ -25,6 +25,7 @@ use std::f64::consts::PI;
 /// The directions `(a, b)` of `k`-bit codes, one primitive pair per angle, by angle.
 #[derive(Clone, Debug)]
 pub struct Lattice {
+    bits: u32,
     /// `(atan2(b, a), a, b)`, sorted by angle in `(-π, π]`.
     directions: Vec<(f64, i32, i32)>,
 }
@@ -41,16 +42,7 @@ impl Lattice {
             .map(|(a, b)| ((b as f64).atan2(a as f64), a, b))
             .collect();
         directions.sort_by(|x, y| x.0.total_cmp(&y.0));
-        Self { directions }
-    }
-
-    /// How many angles the lattice has.
-    pub fn len(&self) -> usize {
-        self.directions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.directions.is_empty()
+        Self { bits, directions }
     }
 
     /// The codes `(a, b)` whose angle is nearest to `theta` (any real), ties to the lower
@@ -81,12 +73,21 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
+/// Writes block `k`, `[[c, -s], [s, c]]`, into the row-major `(n, n)` matrix `m` (float
+/// entries, or the codes `(a, b)`).
+fn set_block<T: Copy + std::ops::Neg<Output = T>>(m: &mut [T], n: usize, k: usize, c: T, s: T) {
+    let (i, j) = (2 * k, 2 * k + 1);
+    m[i * n + i] = c;
+    m[i * n + j] = -s;
+    m[j * n + i] = s;
+    m[j * n + j] = c;
+}
+
 /// The block-rotation parametrisation: the parameter is the `n / 2` angles, `(1, n / 2)`.
 pub struct RotationParametrisation {
     n: usize,
     /// `None`: full precision (float rotations).
     lattice: Option<Lattice>,
-    bits: Option<u32>,
     /// `(c_k, s_k)` of each block as used, `(n)`: what the cell applies.
     cos_sin: Vec<f32>,
 }
@@ -98,7 +99,6 @@ impl RotationParametrisation {
         Self {
             n,
             lattice: bits.map(Lattice::new),
-            bits,
             cos_sin: vec![0.0; n],
         }
     }
@@ -137,13 +137,10 @@ impl super::RecurrentParametrisation for RotationParametrisation {
         w.fill(0.0);
         for (k, &theta) in param.iter().enumerate() {
             let (c, s) = self.used_cos_sin(theta);
-            self.cos_sin[2 * k] = c as f32;
-            self.cos_sin[2 * k + 1] = s as f32;
-            let (i, j) = (2 * k, 2 * k + 1);
-            w[i * n + i] = c as f32;
-            w[i * n + j] = -s as f32;
-            w[j * n + i] = s as f32;
-            w[j * n + j] = c as f32;
+            let (c, s) = (c as f32, s as f32);
+            self.cos_sin[2 * k] = c;
+            self.cos_sin[2 * k + 1] = s;
+            set_block(w, n, k, c, s);
         }
     }
 
@@ -159,20 +156,16 @@ impl super::RecurrentParametrisation for RotationParametrisation {
 
     /// `[[a, -b], [b, a]]` per block with the step `1 / sqrt(a^2 + b^2)` on both its rows.
     fn exact_codes(&self, param: &[f32], bits: u32) -> Option<QuantizedTensor<f32>> {
-        let lattice = self.lattice.as_ref().filter(|_| self.bits == Some(bits))?;
+        let lattice = self.lattice.as_ref().filter(|l| l.bits == bits)?;
         let n = self.n;
         let mut codes = vec![0; n * n];
         let mut steps = vec![0.0; n];
         for (k, &theta) in param.iter().enumerate() {
             let (a, b) = lattice.nearest(theta as f64);
-            let (i, j) = (2 * k, 2 * k + 1);
-            codes[i * n + i] = a;
-            codes[i * n + j] = -b;
-            codes[j * n + i] = b;
-            codes[j * n + j] = a;
+            set_block(&mut codes, n, k, a, b);
             let step = 1.0 / ((a * a + b * b) as f32).sqrt();
-            steps[i] = step;
-            steps[j] = step;
+            steps[2 * k] = step;
+            steps[2 * k + 1] = step;
         }
         Some(QuantizedTensor {
             rows: n,
@@ -198,8 +191,8 @@ impl super::RecurrentParametrisation for RotationParametrisation {
 
     /// Two `k`-bit codes per block (its step follows from them), or a float angle.
     fn stored_bits(&self, param: &Tensor, _bits: Option<u32>, _per_row: bool) -> u64 {
-        match self.bits {
-            Some(k) => 2 * k as u64 * param.len() as u64,
+        match &self.lattice {
+            Some(l) => 2 * l.bits as u64 * param.len() as u64,
             None => 32 * param.len() as u64,
         }
     }
@@ -251,11 +244,11 @@ mod tests {
                 assert!(gap <= widest / 2.0 + 1e-12, "{bits} bits, θ {theta}: {gap}");
             }
         }
-        // 2 bits: the eight multiples of 45°; 4 bits: 112 directions (|a|, |b| <= 7).
-        assert_eq!(Lattice::new(2).len(), 8);
+        // 2 bits: the eight multiples of 45°; 4 bits: 144 directions (|a|, |b| <= 7).
+        assert_eq!(Lattice::new(2).directions.len(), 8);
         assert_eq!(Lattice::new(2).nearest(0.3), (1, 0));
         assert_eq!(Lattice::new(2).nearest(-2.5), (-1, -1));
-        assert!(Lattice::new(4).len() > 100);
+        assert_eq!(Lattice::new(4).directions.len(), 144);
     }
 
     /// The float rotation's gradient against central differences of `L = <G, W(θ)>`.
