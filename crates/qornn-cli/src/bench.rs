@@ -118,7 +118,7 @@ fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
     });
     let float = |b: usize| -> Result<f64> {
         let config = Config {
-            model: qornn::config::ModelName::OrnnBjorck,
+            model: qornn::config::ModelName::new(&qornn::parametrisation::bjorck::ORNN_BJORCK),
             bits: Some(qornn::config::FULL_PRECISION_BITS),
             hidden: n,
             batch: b,

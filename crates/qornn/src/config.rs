@@ -8,14 +8,13 @@ use crate::data::ptb::{Level, Ptb};
 use crate::data::Checksums;
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::model::{Architecture, ModelSpec};
+use crate::model::ModelSpec;
 use crate::optim::{OptimizerKind, Schedule};
 use crate::parametrisation::bjorck::BjorckConfig;
-use crate::parametrisation::projunn::ProjUnnKind;
-use crate::parametrisation::Parametrisation;
 use crate::quant::lsq::LsqInit;
 use crate::quant::orthogonal_rounding::Rounding;
 use crate::quant::{Granularity, Quantizer, RangeRule};
+pub use crate::registry::ModelName;
 use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbTask, Task};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -61,93 +60,6 @@ macro_rules! names {
             }
         }
     };
-}
-
-names! {
-    /// The recurrent model (`--model`).
-    ModelName ("model") {
-        /// The paper's QORNN, STE-Björck.
-        QornnBjorck = "qornn-bjorck",
-        /// The paper's QORNN, STE-projUNN-D.
-        QornnProjunnD = "qornn-projunn-d",
-        /// The paper's QORNN, STE-projUNN-T.
-        QornnProjunnT = "qornn-projunn-t",
-        /// Full-precision ORNNs.
-        OrnnBjorck = "ornn-bjorck",
-        OrnnProjunnD = "ornn-projunn-d",
-        OrnnProjunnT = "ornn-projunn-t",
-        /// Binary exactly orthogonal recurrence.
-        Hadamrnn = "hadamrnn",
-        /// Ternary exactly orthogonal recurrence (`--block m`).
-        BlockHadamrnn = "block-hadamrnn",
-        /// Exactly orthogonal 2 x 2 rotation blocks with integer codes (32 bits: floats).
-        QornnRotations = "qornn-rotations",
-        Rnn = "rnn",
-        Lstm = "lstm",
-        Gru = "gru",
-        Fastrnn = "fastrnn",
-        Fastgrnn = "fastgrnn",
-    }
-}
-
-impl ModelName {
-    /// A QORNN: W and U quantized (8 bits unless `--bits`).
-    pub fn is_qornn(self) -> bool {
-        matches!(
-            self,
-            Self::QornnBjorck | Self::QornnProjunnD | Self::QornnProjunnT
-        )
-    }
-
-    /// A full-precision ORNN.
-    pub fn is_float_ornn(self) -> bool {
-        matches!(
-            self,
-            Self::OrnnBjorck | Self::OrnnProjunnD | Self::OrnnProjunnT
-        )
-    }
-
-    pub fn is_bjorck(self) -> bool {
-        matches!(self, Self::QornnBjorck | Self::OrnnBjorck)
-    }
-
-    pub fn is_hadamard(self) -> bool {
-        matches!(self, Self::Hadamrnn | Self::BlockHadamrnn)
-    }
-
-    /// FastRNN or FastGRNN (EdgeML's cells, with the low-rank option).
-    pub fn is_fast(self) -> bool {
-        matches!(self, Self::Fastrnn | Self::Fastgrnn)
-    }
-
-    /// An ORNN of any kind or the RNN: `act(W h + U x + b)`.
-    pub fn is_elman(self) -> bool {
-        self.is_qornn()
-            || self.is_float_ornn()
-            || self.is_hadamard()
-            || matches!(self, Self::QornnRotations | Self::Rnn)
-    }
-
-    /// The core; `block` is a Hadamard recurrence's block size.
-    pub fn architecture(self, block: usize) -> Architecture {
-        use Parametrisation::{Bjorck, Hadamard, ProjUnn, Rotations};
-        match self {
-            Self::QornnBjorck | Self::OrnnBjorck => Architecture::Ornn(Bjorck),
-            Self::QornnProjunnD | Self::OrnnProjunnD => {
-                Architecture::Ornn(ProjUnn(ProjUnnKind::Direct))
-            }
-            Self::QornnProjunnT | Self::OrnnProjunnT => {
-                Architecture::Ornn(ProjUnn(ProjUnnKind::Tangent))
-            }
-            Self::Hadamrnn | Self::BlockHadamrnn => Architecture::Ornn(Hadamard { block }),
-            Self::QornnRotations => Architecture::Ornn(Rotations),
-            Self::Rnn => Architecture::Rnn,
-            Self::Lstm => Architecture::Lstm,
-            Self::Gru => Architecture::Gru,
-            Self::Fastrnn => Architecture::FastRnn,
-            Self::Fastgrnn => Architecture::FastGrnn,
-        }
-    }
 }
 
 names! {
@@ -250,8 +162,9 @@ settings! {
     embedding: usize = 128,
     /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, their full-precision twins ornn-*,
     /// the Hadamard recurrences hadamrnn and block-hadamrnn (binary or ternary W, exactly
-    /// orthogonal), or a baseline: rnn, lstm, gru, fastrnn, fastgrnn.
-    model: ModelName = ModelName::QornnBjorck,
+    /// orthogonal), qornn-rotations (2 x 2 rotations with integer codes, exactly orthogonal),
+    /// or a baseline: rnn, lstm, gru, fastrnn, fastgrnn.
+    model: ModelName = ModelName::new(&crate::parametrisation::bjorck::QORNN_BJORCK),
     /// Weight bits of every weight matrix (W and U of an ORNN): 2..=8, or 32 for full
     /// precision; unset: 8 for qornn-*, 4 for *hadamrnn (U only: W is binary or ternary),
     /// 32 otherwise.
@@ -498,7 +411,7 @@ impl Config {
                 ),
             ));
         }
-        if self.model.is_float_ornn() && bits != FULL_PRECISION_BITS {
+        if !self.model.entry().quantizable && bits != FULL_PRECISION_BITS {
             return Err(Error::config(
                 "bits",
                 format!(
@@ -523,12 +436,6 @@ impl Config {
                     format!("must be positive, got {value}"),
                 ));
             }
-        }
-        if self.bjorck_iterations == 0 && self.model.is_bjorck() {
-            return Err(Error::config(
-                "bjorck_iterations",
-                "Björck needs at least 1 iteration (the paper uses 15)",
-            ));
         }
         if !self.lr_gamma.is_finite() || self.lr_gamma <= 0.0 || self.lr_gamma > 1.0 {
             return Err(Error::config(
@@ -561,7 +468,8 @@ impl Config {
             }
         }
         if self.rounding == Rounding::Orthogonal
-            && (!self.model.is_qornn()
+            && (self.model.entry().parametrisation.is_none()
+                || self.full_precision()
                 || self.range == RangeRule::Lsq
                 || self.granularity == Granularity::PerRow)
         {
@@ -595,44 +503,7 @@ impl Config {
                 "the adding task needs at least 2 steps",
             ));
         }
-        if self.model == ModelName::QornnRotations {
-            if self.hidden % 2 != 0 {
-                return Err(Error::config(
-                    "hidden",
-                    format!(
-                        "qornn-rotations needs an even size (2 x 2 blocks), got {}",
-                        self.hidden
-                    ),
-                ));
-            }
-            if !self.bits_schedule.is_empty() {
-                return Err(Error::config(
-                    "bits_schedule",
-                    "qornn-rotations chooses W's codes for one width; give --bits only",
-                ));
-            }
-        }
-        if self.model.is_hadamard() {
-            if !self.hidden.is_power_of_two() {
-                return Err(Error::config(
-                    "hidden",
-                    format!(
-                        "{} needs a power of two (a Sylvester Hadamard matrix), got {}",
-                        self.model, self.hidden
-                    ),
-                ));
-            }
-            let block = self.hadamard_block();
-            if block < 2 || !block.is_power_of_two() || self.hidden % block != 0 {
-                return Err(Error::config(
-                    "block",
-                    format!(
-                        "{block} is not a power of two from 2 to --hidden {}",
-                        self.hidden
-                    ),
-                ));
-            }
-        }
+        (self.model.entry().check)(self)?;
         if self.rank > self.hidden {
             return Err(Error::config(
                 "rank",
@@ -670,7 +541,7 @@ impl Config {
                 "the segment length must be at least 1",
             ));
         }
-        if (self.rank_w > 0 || self.rank_u > 0) && !self.model.is_fast() {
+        if (self.rank_w > 0 || self.rank_u > 0) && !self.model.entry().low_rank {
             let field = if self.rank_w > 0 { "rank_w" } else { "rank_u" };
             return Err(Error::config(
                 field,
@@ -747,7 +618,7 @@ impl Config {
     /// Whether the model is an Elman-type recurrence `act(W h + U x + b)`: an ORNN (Björck,
     /// projUNN, Hadamard) or the plain RNN, whose `--act` and learned steps apply.
     fn is_elman(&self) -> bool {
-        self.model.is_elman()
+        self.model.entry().elman
     }
 
     /// The weights' width at `step` (the bit-width schedule, else `bits`).
@@ -791,29 +662,15 @@ impl Config {
         !matches!(self.task, TaskName::Copy | TaskName::Adding)
     }
 
-    /// The weight bits: as set, else 8 for `qornn-*`, 4 for the Hadamard recurrences (their
-    /// authors' setting for U and V) and for rotations, and 32 (full precision) otherwise.
+    /// The weight bits: as set, else the model's default (8 for `qornn-*`, 4 for the
+    /// Hadamard recurrences (their authors' setting for U and V) and for rotations, and 32,
+    /// full precision, otherwise).
     pub fn bits(&self) -> u32 {
-        self.bits.unwrap_or(if self.model.is_qornn() {
-            Self::QORNN_BITS
-        } else if self.model.is_hadamard() || self.model == ModelName::QornnRotations {
-            Self::HADAMRNN_BITS
-        } else {
-            FULL_PRECISION_BITS
-        })
+        self.bits.unwrap_or(self.model.entry().default_bits)
     }
 
     /// Default bits of the Hadamard recurrences' input matrix.
     pub const HADAMRNN_BITS: u32 = 4;
-
-    /// The Hadamard block size: `block` for `block-hadamrnn`, `hidden` for `hadamrnn`.
-    pub fn hadamard_block(&self) -> usize {
-        if self.model == ModelName::Hadamrnn {
-            self.hidden
-        } else {
-            self.block
-        }
-    }
 
     /// Default bits of the `qornn-*` models.
     pub const QORNN_BITS: u32 = 8;
@@ -824,9 +681,9 @@ impl Config {
 
     /// The model's shape and arithmetic for `task`.
     pub fn model_spec_for(&self, task: &Task) -> ModelSpec {
-        let architecture = self.model.architecture(self.hadamard_block());
         ModelSpec {
-            architecture,
+            model: self.model,
+            block: self.block,
             hidden: self.hidden,
             input: task.input_size(),
             outputs: task.output_size(),
@@ -878,7 +735,7 @@ mod tests {
         }
         let err = "lstm9".parse::<ModelName>().unwrap_err().to_string();
         assert!(err.contains("`model`") && err.contains("fastgrnn"), "{err}");
-        for &m in ModelName::ALL {
+        for m in ModelName::all() {
             assert_eq!(m.as_str().parse::<ModelName>().unwrap(), m);
             let text = toml::to_string(&Config {
                 model: m,
@@ -905,7 +762,7 @@ mod tests {
             (|c| c.range = RangeRule::Lsq, "range"),
             (
                 |c| {
-                    c.model = ModelName::BlockHadamrnn;
+                    c.model = "block-hadamrnn".parse().unwrap();
                     c.block = 3;
                 },
                 "block",
@@ -915,13 +772,13 @@ mod tests {
             let mut c = Config::default();
             mutate(&mut c);
             if field == "range" {
-                c.model = ModelName::Lstm;
+                c.model = "lstm".parse().unwrap();
             }
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(&format!("`{field}`")), "{err}");
         }
         let c = Config {
-            model: ModelName::OrnnBjorck,
+            model: "ornn-bjorck".parse().unwrap(),
             bits: Some(4),
             ..Config::default()
         };

@@ -5,34 +5,25 @@
 //! depend on `(T, B)` live in a [`Workspace`].
 
 use crate::cells::ornn::Activation;
-use crate::cells::{self, Cell, CellBuffers, CoreGrads, CoreWeights};
+use crate::cells::{Cell, CellBuffers, CoreGrads, CoreWeights};
 use crate::head::{self, Head, Readout};
 use crate::init::Init;
 use crate::parametrisation::bjorck::BjorckConfig;
-use crate::parametrisation::{self, Parametrisation, RecurrentParametrisation, StepContext};
+use crate::parametrisation::{RecurrentParametrisation, StepContext};
 use crate::params::{stored_bits, zeros_like, Kind, Tensor};
 use crate::quant::{self, lsq, Granularity, QuantizedTensor, Quantizer};
+use crate::registry::{ModelName, ParametrisationContext};
 use crate::tasks::Batch;
 use faer::Par;
 use rand::{Rng, RngCore};
 
-/// The recurrent core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Architecture {
-    /// The (quantized) orthogonal RNN.
-    Ornn(Parametrisation),
-    /// Elman RNN with an unconstrained `W` (ReLU or tanh): the ORNN cell without a constraint.
-    Rnn,
-    Lstm,
-    Gru,
-    FastRnn,
-    FastGrnn,
-}
-
 /// Everything that fixes a model's shape and arithmetic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
-    pub architecture: Architecture,
+    /// The registered model: its core and, for an ORNN, its recurrent parametrisation.
+    pub model: ModelName,
+    /// `--block`: the block size of a block-structured recurrence (`block-hadamrnn`).
+    pub block: usize,
     pub hidden: usize,
     pub input: usize,
     pub outputs: usize,
@@ -55,18 +46,18 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// The parametrisation of an ORNN's recurrent matrix; `None` for other cores.
     pub fn parametrisation(&self) -> Option<Box<dyn RecurrentParametrisation>> {
-        match self.architecture {
-            Architecture::Ornn(kind) => {
-                let bits = self.quantizer.map(|q| q.bits);
-                Some(parametrisation::build(kind, self.hidden, self.bjorck, bits))
-            }
-            _ => None,
-        }
+        let build = self.model.entry().parametrisation?;
+        Some(build(&ParametrisationContext {
+            n: self.hidden,
+            bjorck: self.bjorck,
+            bits: self.quantizer.map(|q| q.bits),
+            block: self.block,
+        }))
     }
 
     /// The recurrent core (an ORNN's with its parametrisation's parameter tensor).
     pub fn cell(&self) -> Box<dyn Cell> {
-        cells::build(self, self.parametrisation().map(|p| p.tensor()))
+        (self.model.entry().cell)(self, self.parametrisation().map(|p| p.tensor()))
     }
 
     /// The core's tensors, then the learned quantizer steps (LSQ), `readout.weight`,
@@ -91,15 +82,12 @@ impl ModelSpec {
 
     /// The block size `m` of a Hadamard recurrence.
     pub fn hadamard_block(&self) -> Option<usize> {
-        match self.architecture {
-            Architecture::Ornn(Parametrisation::Hadamard { block }) => Some(block),
-            _ => None,
-        }
+        self.parametrisation()?.hadamard_block()
     }
 
     /// ORNN or RNN: a core `act(W h + U x + b)`.
     pub fn is_elman(&self) -> bool {
-        matches!(self.architecture, Architecture::Ornn(_) | Architecture::Rnn)
+        self.model.entry().elman
     }
 
     /// Floats carried from one batch to the next: `h` (and `c` for the LSTM), per sequence.

@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(g.axes.len(), 1, "one value sets a key, not an axis");
         let points = g.expand().unwrap();
         assert_eq!(points[1].config.bits(), 3);
-        assert_eq!(points[1].config.model, crate::config::ModelName::Hadamrnn);
+        assert_eq!(points[1].config.model, "hadamrnn".parse().unwrap());
         assert_eq!(points[1].config.seed, 5);
         // The file a sweep folder keeps reads back as the same grid.
         assert_eq!(Grid::parse(&g.to_toml(), Path::new("x")).unwrap(), g);

@@ -8,11 +8,12 @@ use faer::Par;
 use qornn::head::{Readout, Targets};
 use qornn::init::Init;
 use qornn::tasks::Batch;
-use qornn::{Activation, Architecture, BjorckConfig, Model, ModelSpec, Workspace};
+use qornn::{Activation, BjorckConfig, Model, ModelSpec, Workspace};
 
-fn spec(architecture: Architecture, hidden: usize, input: usize) -> ModelSpec {
+fn spec(model: &str, hidden: usize, input: usize) -> ModelSpec {
     ModelSpec {
-        architecture,
+        model: model.parse().unwrap(),
+        block: 2,
         hidden,
         input,
         outputs: 2,
@@ -29,14 +30,11 @@ fn spec(architecture: Architecture, hidden: usize, input: usize) -> ModelSpec {
 
 #[test]
 fn pytorch_lstm_and_gru_weights_load_unchanged() {
-    for (name, architecture, gates) in [
-        ("lstm", Architecture::Lstm, 4),
-        ("gru", Architecture::Gru, 3),
-    ] {
+    for (name, gates) in [("lstm", 4), ("gru", 3)] {
         let r = load(name);
         let (hidden, input) = (r.shape("weight_hh_l0")[1], r.shape("weight_ih_l0")[1]);
         assert_eq!(r.shape("weight_hh_l0")[0], gates * hidden);
-        let spec = spec(architecture, hidden, input);
+        let spec = spec(name, hidden, input);
         let path = common::reference_dir().join(format!("{name}.safetensors"));
         let (tensors, read) = qornn::weights::load(&path, &spec).unwrap();
         assert_eq!(
@@ -67,21 +65,15 @@ fn pytorch_lstm_and_gru_weights_load_unchanged() {
 #[test]
 fn weights_round_trip_and_refuse_wrong_shapes() {
     let dir = tempfile::tempdir().unwrap();
-    for architecture in [
-        Architecture::Lstm,
-        Architecture::Gru,
-        Architecture::FastGrnn,
-        Architecture::FastRnn,
-        Architecture::Rnn,
-    ] {
-        let spec = spec(architecture, 6, 3);
+    for name in ["lstm", "gru", "fastgrnn", "fastrnn", "rnn"] {
+        let spec = spec(name, 6, 3);
         let model = Model::new(spec.clone(), &mut rand::thread_rng());
         let path = dir.path().join("w.safetensors");
         qornn::weights::save(&path, &model.params).unwrap();
         let (back, read) = qornn::weights::load(&path, &spec).unwrap();
-        assert_eq!(back, model.params, "{architecture:?}");
+        assert_eq!(back, model.params, "{name}");
         assert_eq!(read.len(), model.params.len());
-        let bigger = self::spec(architecture, 7, 3);
+        let bigger = self::spec(name, 7, 3);
         let msg = qornn::weights::load(&path, &bigger)
             .unwrap_err()
             .to_string();
@@ -96,7 +88,7 @@ fn weights_round_trip_and_refuse_wrong_shapes() {
 #[test]
 fn non_finite_weights_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = spec(Architecture::Rnn, 6, 3);
+    let spec = spec("rnn", 6, 3);
     for bad in [f32::NAN, f32::INFINITY] {
         let mut model = Model::new(spec.clone(), &mut rand::thread_rng());
         model.params[1].data[2] = bad;

@@ -35,6 +35,12 @@ pub struct FastGrnnGrads<'a, T> {
     pub nu: &'a mut T,
 }
 
+/// FastGRNN (EdgeML), with the low-rank option.
+pub const FASTGRNN: crate::registry::ModelEntry =
+    crate::registry::ModelEntry::cell("fastgrnn", |spec, _| {
+        Box::new(super::edge::EdgeCore::<FastGrnnCell<f32>>::new(spec))
+    }).with_low_rank();
+
 pub struct FastGrnnCell<T> {
     pub shape: CellShape,
     /// `pre: (T, B, n)`: `p`; `gate: (T, B, n)`: `z`; `candidate: (T, B, n)`: `c`.

@@ -27,6 +27,12 @@ pub struct FastRnnGrads<'a, T> {
     pub beta: &'a mut T,
 }
 
+/// FastRNN (EdgeML), with the low-rank option.
+pub const FASTRNN: crate::registry::ModelEntry =
+    crate::registry::ModelEntry::cell("fastrnn", |spec, _| {
+        Box::new(super::edge::EdgeCore::<FastRnnCell<f32>>::new(spec))
+    }).with_low_rank();
+
 pub struct FastRnnCell<T> {
     pub shape: CellShape,
     /// `candidate: (T, B, n)`: the pre-activation without `b_h`, then (in place) `h~`.

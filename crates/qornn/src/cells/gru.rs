@@ -17,6 +17,12 @@ use faer::{Accum, Par};
 pub type GruParams<'a, T> = super::gated::GateParams<'a, T>;
 pub type GruGrads<'a, T> = super::gated::GateGrads<'a, T>;
 
+/// GRU with PyTorch's equations and layout.
+pub const GRU: crate::registry::ModelEntry =
+    crate::registry::ModelEntry::cell("gru", |spec, _| {
+        Box::new(super::gated::GatedCore::<GruCell<f32>>::new(spec))
+    });
+
 pub struct GruCell<T> {
     pub shape: CellShape,
     /// `input_gates: (T, B, 3n)`: `A`, then (in place) `r, z, m` in its three blocks.

@@ -16,6 +16,12 @@ use faer::{Accum, Par};
 pub type LstmParams<'a, T> = super::gated::GateParams<'a, T>;
 pub type LstmGrads<'a, T> = super::gated::GateGrads<'a, T>;
 
+/// LSTM with PyTorch's equations and layout.
+pub const LSTM: crate::registry::ModelEntry =
+    crate::registry::ModelEntry::cell("lstm", |spec, _| {
+        Box::new(super::gated::GatedCore::<LstmCell<f32>>::new(spec))
+    });
+
 pub struct LstmCell<T> {
     pub shape: CellShape,
     /// `gates: (T, B, 4n)`: pre-activations, then (in place) `i, f, g, o`.

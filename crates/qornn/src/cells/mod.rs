@@ -7,26 +7,30 @@
 //! the gradients of its parameters.
 //!
 //! Adding a cell: a file with a type implementing [`Cell`] (its tensors and their
-//! initialisation) and one implementing [`CellBuffers`] (forward, backward, state), an
-//! `Architecture` variant and its line in [`build`].
+//! initialisation), one implementing [`CellBuffers`] (forward, backward, state) and its
+//! `--model` entry ([`crate::registry::ModelEntry::cell`]), and its line in the
+//! `register!` below.
 
 pub mod edge;
-pub mod fastgrnn;
-pub mod fastrnn;
 pub mod gated;
-pub mod gru;
 pub mod low_rank;
-pub mod lstm;
-pub mod ornn;
 
 use crate::linalg::{gemm, mat, mat_mut};
-use crate::model::{Architecture, ModelSpec};
 use crate::params::Tensor;
+use crate::registry::register;
 use crate::Real;
 use faer::{Accum, Par};
 use ornn::Recurrence;
 use rand::RngCore;
 use rayon::prelude::*;
+
+register! {
+    ornn: RNN;
+    lstm: LSTM;
+    gru: GRU;
+    fastrnn: FASTRNN;
+    fastgrnn: FASTGRNN;
+}
 
 /// A recurrent core as the model sees it: its named tensors and their initial values, and
 /// the buffers of one `(T, B)` in which it runs.
@@ -87,22 +91,6 @@ pub trait CellBuffers: Send {
 
     /// Copies the last state into `state`.
     fn final_state_into(&self, state: &mut [f32]);
-}
-
-/// The core of `spec`, an ORNN's with the parameter tensor of its parametrisation: the one
-/// registration line per cell.
-pub fn build(spec: &ModelSpec, recurrent: Option<Tensor>) -> Box<dyn Cell> {
-    match spec.architecture {
-        Architecture::Ornn(_) | Architecture::Rnn => {
-            Box::new(ornn::ElmanCore::new(spec, recurrent))
-        }
-        Architecture::Lstm => Box::new(gated::GatedCore::<lstm::LstmCell<f32>>::new(spec)),
-        Architecture::Gru => Box::new(gated::GatedCore::<gru::GruCell<f32>>::new(spec)),
-        Architecture::FastRnn => Box::new(edge::EdgeCore::<fastrnn::FastRnnCell<f32>>::new(spec)),
-        Architecture::FastGrnn => {
-            Box::new(edge::EdgeCore::<fastgrnn::FastGrnnCell<f32>>::new(spec))
-        }
-    }
 }
 
 #[inline(always)]

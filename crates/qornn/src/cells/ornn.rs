@@ -436,7 +436,18 @@ pub struct ElmanCore {
     recurrent: crate::Tensor,
 }
 
+/// Elman RNN with an unconstrained `W` (ReLU or tanh): the ORNN cell without a constraint.
+pub const RNN: crate::registry::ModelEntry = crate::registry::ModelEntry::elman("rnn", None);
+
 impl ElmanCore {
+    /// The core as a model entry builds it.
+    pub fn build(
+        spec: &crate::ModelSpec,
+        recurrent: Option<crate::Tensor>,
+    ) -> Box<dyn super::Cell> {
+        Box::new(Self::new(spec, recurrent))
+    }
+
     /// `recurrent`: the ORNN's parameter tensor from its parametrisation; `None` for the
     /// RNN, whose `W (n, n)` is quantized like any weight matrix.
     pub fn new(spec: &crate::ModelSpec, recurrent: Option<crate::Tensor>) -> Self {

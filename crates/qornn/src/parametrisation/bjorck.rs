@@ -4,6 +4,8 @@
 //! Forward: `W_0 = A / sigma(A)`, then `W_{k+1} = (1 + beta) W_k - beta W_k W_k^T W_k`
 //! for `k < N` (the paper: N = 15, beta = 0.5).
 
+use crate::config::Config;
+use crate::registry::{ModelEntry, ParametrisationContext};
 use crate::linalg::{dot, gemm, mat, mat_mut};
 use crate::Real;
 use faer::reborrow::ReborrowMut;
@@ -285,6 +287,30 @@ struct BjorckState {
 
 /// Power iterations that set up `sigma(A)`'s vector of a fresh model.
 const SPECTRAL_WARMUP: usize = 50;
+
+/// The paper's QORNN, STE-Björck (8 bits unless `--bits`).
+pub const QORNN_BJORCK: ModelEntry = ModelEntry::elman("qornn-bjorck", Some(build))
+    .quantized(Config::QORNN_BITS)
+    .checked(check);
+
+/// Its full-precision twin.
+pub const ORNN_BJORCK: ModelEntry = ModelEntry::elman("ornn-bjorck", Some(build))
+    .float_only()
+    .checked(check);
+
+fn build(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametrisation> {
+    Box::new(BjorckParametrisation::new(context.n, context.bjorck))
+}
+
+fn check(config: &Config) -> crate::Result<()> {
+    if config.bjorck_iterations == 0 {
+        return Err(crate::Error::config(
+            "bjorck_iterations",
+            "Björck needs at least 1 iteration (the paper uses 15)",
+        ));
+    }
+    Ok(())
+}
 
 impl BjorckParametrisation {
     pub fn new(n: usize, config: BjorckConfig) -> Self {

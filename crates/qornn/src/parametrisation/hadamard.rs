@@ -10,6 +10,8 @@
 //! (`±1/sqrt(n)`); with `m < n` they are ternary (`0, ±1/sqrt(m)`), `1 - m/n` of them zero.
 //! `W h` costs `n log2 m` additions with the fast Walsh-Hadamard transform.
 
+use crate::config::Config;
+use crate::registry::{ModelEntry, ParametrisationContext};
 use crate::Real;
 /// The entry `(i, j)` of `I_{n/m} ⊗ H_m` (0 or ±1), shared with the integer runtime.
 pub use qornn_infer::hadamard_entry;
@@ -117,6 +119,56 @@ impl HadamardParametrisation {
     }
 }
 
+/// Binary exactly orthogonal recurrence (`m = n`); U at 4 bits unless `--bits`, the
+/// authors' setting.
+pub const HADAMRNN: ModelEntry = ModelEntry::elman("hadamrnn", Some(build_binary))
+    .quantized(Config::HADAMRNN_BITS)
+    .checked(check_binary);
+
+/// Ternary exactly orthogonal recurrence (`m = --block`).
+pub const BLOCK_HADAMRNN: ModelEntry = ModelEntry::elman("block-hadamrnn", Some(build_block))
+    .quantized(Config::HADAMRNN_BITS)
+    .checked(check_block);
+
+fn build_binary(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametrisation> {
+    Box::new(HadamardParametrisation::new(context.n, context.n))
+}
+
+fn build_block(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametrisation> {
+    Box::new(HadamardParametrisation::new(context.n, context.block))
+}
+
+fn check_binary(config: &Config) -> crate::Result<()> {
+    check(config, config.hidden)
+}
+
+fn check_block(config: &Config) -> crate::Result<()> {
+    check(config, config.block)
+}
+
+/// `n` and the block `m` powers of two, `m` from 2 to `n`; `W` needs no rounding.
+fn check(config: &Config, block: usize) -> crate::Result<()> {
+    if !config.hidden.is_power_of_two() {
+        return Err(crate::Error::config(
+            "hidden",
+            format!(
+                "{} needs a power of two (a Sylvester Hadamard matrix), got {}",
+                config.model, config.hidden
+            ),
+        ));
+    }
+    if block < 2 || !block.is_power_of_two() || config.hidden % block != 0 {
+        return Err(crate::Error::config(
+            "block",
+            format!(
+                "{block} is not a power of two from 2 to --hidden {}",
+                config.hidden
+            ),
+        ));
+    }
+    super::refuse_rounding_of_exact(config)
+}
+
 impl super::RecurrentParametrisation for HadamardParametrisation {
     fn tensor(&self) -> crate::Tensor {
         crate::Tensor::zeros("weight_hh", 1, self.n, crate::Kind::Recurrent)
@@ -149,6 +201,10 @@ impl super::RecurrentParametrisation for HadamardParametrisation {
 
     fn is_exact(&self) -> bool {
         true
+    }
+
+    fn hadamard_block(&self) -> Option<usize> {
+        Some(self.block)
     }
 
     /// `sign(v_i) H_ij` with the step `1 / sqrt(m)`.

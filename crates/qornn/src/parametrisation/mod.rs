@@ -5,35 +5,23 @@
 //! - `hadamard.rs`: `diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, exactly orthogonal (HadamRNN);
 //! - `rotations.rs`: `⊕ R(θ_k)`, 2 x 2 rotations with integer codes, exactly orthogonal.
 //!
-//! Adding one: a file with a type implementing the trait, a [`Parametrisation`] variant
-//! and its line in [`build`].
-
-pub mod bjorck;
-pub mod hadamard;
-pub mod projunn;
-pub mod rotations;
+//! Adding one: a file with a type implementing the trait and its `--model` entries
+//! ([`crate::registry::ModelEntry`], e.g. `ModelEntry::elman("qornn-x", Some(build))`), and
+//! its line in the `register!` below.
 
 use crate::cells::ornn::Recurrence;
 use crate::init::Init;
 use crate::params::Tensor;
 use crate::quant::QuantizedTensor;
+use crate::registry::register;
 use faer::Par;
-use projunn::ProjUnnKind;
 use rand::RngCore;
 
-/// How the ORNN's recurrent matrix is kept (approximately) orthogonal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Parametrisation {
-    /// Free `A` -> spectral normalisation -> Björck iterations (gradients flow through).
-    Bjorck,
-    /// `W` itself kept orthogonal by projUNN retractions of the optimiser's step.
-    ProjUnn(ProjUnnKind),
-    /// `W = diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, exactly orthogonal, only the signs `v`
-    /// learned (HadamRNN; `block = n` binary, `block < n` ternary): see `hadamard.rs`.
-    Hadamard { block: usize },
-    /// `W = ⊕ R(θ_k)`, 2 x 2 rotations whose cosines and sines are integer codes over one
-    /// step per block, exactly orthogonal: see `rotations.rs`.
-    Rotations,
+register! {
+    bjorck: QORNN_BJORCK, ORNN_BJORCK;
+    projunn: QORNN_PROJUNN_D, QORNN_PROJUNN_T, ORNN_PROJUNN_D, ORNN_PROJUNN_T;
+    hadamard: HADAMRNN, BLOCK_HADAMRNN;
+    rotations: QORNN_ROTATIONS;
 }
 
 /// What an optimiser step needs besides the parameter and its step.
@@ -73,6 +61,11 @@ pub trait RecurrentParametrisation: Send + Sync {
         false
     }
 
+    /// The block size `m` of a Hadamard recurrence (stored with its signs).
+    fn hadamard_block(&self) -> Option<usize> {
+        None
+    }
+
     /// `W`'s exact integer codes (see `is_exact`), for `bits`-bit models.
     fn exact_codes(&self, _param: &[f32], _bits: u32) -> Option<QuantizedTensor<f32>> {
         None
@@ -107,20 +100,17 @@ pub trait RecurrentParametrisation: Send + Sync {
     fn restore(&mut self, _param: &[f32], _state: Option<Vec<f32>>) {}
 }
 
-/// The parametrisation `kind` of an ORNN with `n` hidden units (Björck: with its
-/// iteration settings; an exact parametrisation: its codes at `bits`, `None` for floats).
-pub fn build(
-    kind: Parametrisation,
-    n: usize,
-    bjorck: bjorck::BjorckConfig,
-    bits: Option<u32>,
-) -> Box<dyn RecurrentParametrisation> {
-    match kind {
-        Parametrisation::Bjorck => Box::new(bjorck::BjorckParametrisation::new(n, bjorck)),
-        Parametrisation::ProjUnn(kind) => Box::new(projunn::ProjUnnParametrisation { n, kind }),
-        Parametrisation::Hadamard { block } => {
-            Box::new(hadamard::HadamardParametrisation::new(n, block))
-        }
-        Parametrisation::Rotations => Box::new(rotations::RotationParametrisation::new(n, bits)),
+/// An exactly orthogonal `W` (Hadamard, rotations) takes its codes as they are: rounding
+/// towards orthogonality has nothing to do.
+fn refuse_rounding_of_exact(config: &crate::config::Config) -> crate::Result<()> {
+    if config.rounding == crate::quant::orthogonal_rounding::Rounding::Orthogonal {
+        return Err(crate::Error::config(
+            "rounding",
+            format!(
+                "{}'s W is exactly orthogonal; use rounding nearest",
+                config.model
+            ),
+        ));
     }
+    Ok(())
 }

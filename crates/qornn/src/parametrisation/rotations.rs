@@ -18,6 +18,8 @@
 //! `W`'s codes come with one step per pair of rows, which the integer engine (one step per
 //! tensor) does not take.
 
+use crate::config::Config;
+use crate::registry::{ModelEntry, ParametrisationContext};
 use crate::params::{Kind, Tensor};
 use crate::quant::{Granularity, QuantizedTensor};
 use std::f64::consts::PI;
@@ -90,6 +92,36 @@ pub struct RotationParametrisation {
     lattice: Option<Lattice>,
     /// `(c_k, s_k)` of each block as used, `(n)`: what the cell applies.
     cos_sin: Vec<f32>,
+}
+
+/// Exactly orthogonal 2 x 2 rotation blocks with integer codes (4 bits unless `--bits`; 32:
+/// float rotations).
+pub const QORNN_ROTATIONS: ModelEntry = ModelEntry::elman("qornn-rotations", Some(build))
+    .quantized(Config::HADAMRNN_BITS)
+    .checked(check);
+
+fn build(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametrisation> {
+    Box::new(RotationParametrisation::new(context.n, context.bits))
+}
+
+/// An even width; one bit width for the whole run; `W` needs no rounding.
+fn check(config: &Config) -> crate::Result<()> {
+    if config.hidden % 2 != 0 {
+        return Err(crate::Error::config(
+            "hidden",
+            format!(
+                "qornn-rotations needs an even size (2 x 2 blocks), got {}",
+                config.hidden
+            ),
+        ));
+    }
+    if !config.bits_schedule.is_empty() {
+        return Err(crate::Error::config(
+            "bits_schedule",
+            "qornn-rotations chooses W's codes for one width; give --bits only",
+        ));
+    }
+    super::refuse_rounding_of_exact(config)
 }
 
 impl RotationParametrisation {
