@@ -12,7 +12,7 @@ use crate::model::ModelSpec;
 use crate::optim::{OptimizerKind, Schedule};
 use crate::parametrisation::bjorck::BjorckConfig;
 use crate::quant::lsq::LsqInit;
-use crate::quant::orthogonal_rounding::Rounding;
+use crate::quant::Rounding;
 use crate::quant::{Granularity, Quantizer, RangeRule};
 pub use crate::registry::ModelName;
 use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbTask, Task};

@@ -355,7 +355,7 @@ fn model_sizes_count_bits_as_stored() {
 /// model's accuracy within 2 points.
 #[test]
 fn hadamard_and_learned_step_models_run_in_integers() {
-    use qornn::quant::orthogonal_rounding::Rounding;
+    use qornn::quant::Rounding;
     for (model, range, rounding) in [
         ("hadamrnn", qornn::quant::RangeRule::Max, Rounding::Nearest),
         (
@@ -471,7 +471,7 @@ fn bit_width_schedule_warm_up_and_init_from() {
 /// nearest rounding of the same W (a Haar-orthogonal init at 4 bits).
 #[test]
 fn orthogonal_rounding_reaches_the_model() {
-    use qornn::quant::orthogonal_rounding::Rounding;
+    use qornn::quant::Rounding;
     let defect = |rounding| {
         let config = Config {
             init: qornn::init::Init::Orthogonal,

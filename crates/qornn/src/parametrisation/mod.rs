@@ -103,7 +103,7 @@ pub trait RecurrentParametrisation: Send + Sync {
 /// An exactly orthogonal `W` (Hadamard, rotations) takes its codes as they are: rounding
 /// towards orthogonality has nothing to do.
 fn refuse_rounding_of_exact(config: &crate::config::Config) -> crate::Result<()> {
-    if config.rounding == crate::quant::orthogonal_rounding::Rounding::Orthogonal {
+    if config.rounding == crate::quant::Rounding::Orthogonal {
         return Err(crate::Error::config(
             "rounding",
             format!(

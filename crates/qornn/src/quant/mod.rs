@@ -3,19 +3,72 @@
 //! symmetric min-max quantizer, per tensor or per row, and the same quantizer with an
 //! MSE-optimal range; learned steps in `lsq.rs`; rounding of the recurrent matrix towards
 //! orthogonality in `orthogonal_rounding.rs`. Adding one: a file with a type implementing
-//! the trait, a [`RangeRule`] (or `Rounding`) variant and its line in [`for_tensor`].
+//! the trait and its line in `choices!` below ([`RangeRule`] for a way of choosing steps,
+//! [`Rounding`] for a way of rounding `W`), which declares the file and names the choice.
 //!
 //! With `a = max |w|` (1 when the tensor is all zeros) and `s = 2^(k-1)`:
 //! `code = clamp(round(w s / a), -s, s - 1)` (ties to even) and `q(w) = code * a / s`.
 //! In training it is recomputed at every forward and its gradient is the identity
 //! (straight-through estimator), so the backward of a quantized tensor is a no-op.
 
-pub mod lsq;
-pub mod orthogonal_rounding;
-
 use crate::Real;
-use orthogonal_rounding::Rounding;
 use serde::{Deserialize, Serialize};
+
+/// Declares a setting's choices of quantizer: an enum whose serde names are the spellings,
+/// the file (`in module`) that implements each, and `quantizer`, the quantizer a choice
+/// makes of the configured `Quantizer`. One line per choice.
+macro_rules! choices {
+    ($(#[$meta:meta])* $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal $(in $module:ident)? => $make:expr,)+
+    }) => {
+        $($(pub mod $module;)?)+
+
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// The quantizer this choice makes of `q`.
+            pub fn quantizer(self, q: Quantizer) -> Box<dyn WeightQuantizer> {
+                match self {
+                    $($name::$variant => ($make)(q),)+
+                }
+            }
+        }
+    };
+}
+
+choices! {
+    /// How the range `a` of a scale is chosen.
+    RangeRule {
+        /// `a = max |w|` (the paper): no weight is clipped.
+        #[default]
+        Max = "max" => |q: Quantizer| Box::new(q),
+        /// The `a` in `{max|w| i / 64 : i = 16..=64}` with the smallest squared error
+        /// `||w - q_a(w)||^2`: a few large weights are clipped so that the others get finer
+        /// steps (the choice that matters at 2 to 4 bits). Ties go to the larger range.
+        Mse = "mse" => |q: Quantizer| Box::new(q),
+        /// A learned step per tensor (or row), trained with the model (LSQ, `lsq.rs`); the
+        /// step starts from `Quantizer::lsq_init`. Where no learned step is at hand (a fresh
+        /// tensor) this quantizer uses the max range.
+        Lsq = "lsq" in lsq => |q| Box::new(lsq::Lsq(q)),
+    }
+}
+
+choices! {
+    /// How the recurrent matrix's codes are rounded (the other matrices: to nearest, by
+    /// their range's quantizer).
+    Rounding {
+        /// To the nearest level (the paper).
+        #[default]
+        Nearest = "nearest" => |q: Quantizer| q.range.quantizer(q),
+        /// Down or up, whichever brings `q(W)` closer to orthogonal (greedy sweeps).
+        Orthogonal = "orthogonal" in orthogonal_rounding
+            => |q| Box::new(orthogonal_rounding::TowardsOrthogonal(q)),
+    }
+}
 
 /// One weight matrix's quantizer as the model runs it.
 pub trait WeightQuantizer {
@@ -57,14 +110,12 @@ impl WeightQuantizer for Quantizer {
 }
 
 /// The quantizer that `q` sets for a model's weight matrix (`recurrent`: the ORNN's `W`,
-/// which may be rounded towards orthogonality): the one registration line per quantizer.
+/// rounded as `q.rounding` says; the others by their range's quantizer).
 pub fn for_tensor(q: &Quantizer, recurrent: bool) -> Box<dyn WeightQuantizer> {
-    match (q.range, q.rounding) {
-        (RangeRule::Lsq, _) => Box::new(lsq::Lsq(*q)),
-        (_, Rounding::Orthogonal) if recurrent => {
-            Box::new(orthogonal_rounding::TowardsOrthogonal(*q))
-        }
-        _ => Box::new(*q),
+    if recurrent {
+        q.rounding.quantizer(*q)
+    } else {
+        q.range.quantizer(*q)
     }
 }
 
@@ -77,23 +128,6 @@ pub enum Granularity {
     PerTensor,
     /// One scale per output row: `a_i = max_j |w_ij|`.
     PerRow,
-}
-
-/// How the range `a` of a scale is chosen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RangeRule {
-    /// `a = max |w|` (the paper): no weight is clipped.
-    #[default]
-    Max,
-    /// The `a` in `{max|w| i / 64 : i = 16..=64}` with the smallest squared error
-    /// `||w - q_a(w)||^2`: a few large weights are clipped so that the others get finer
-    /// steps (the choice that matters at 2 to 4 bits). Ties go to the larger range.
-    Mse,
-    /// A learned step per tensor (or row), trained with the model (LSQ, `lsq.rs`); the
-    /// step starts from `Quantizer::lsq_init`. Where no learned step is at hand (a fresh
-    /// tensor) this quantizer uses the max range.
-    Lsq,
 }
 
 /// A k-bit symmetric quantizer; `bits == None` means full precision.
@@ -168,7 +202,7 @@ impl Quantizer {
             granularity,
             range: RangeRule::Max,
             lsq_init: crate::quant::lsq::LsqInit::Max,
-            rounding: crate::quant::orthogonal_rounding::Rounding::Nearest,
+            rounding: Rounding::Nearest,
         }
     }
 
@@ -203,8 +237,9 @@ impl Quantizer {
         );
         let s = self.levels();
         let range_of = |w: &[T]| match self.range {
-            RangeRule::Max | RangeRule::Lsq => max_abs(w),
             RangeRule::Mse => mse_range(w, s),
+            // The max range, and the start of any range that is learned.
+            _ => max_abs(w),
         };
         let ranges: Vec<T> = match self.granularity {
             Granularity::PerTensor => vec![range_of(w)],

@@ -12,18 +12,6 @@
 
 use crate::linalg::{frobenius, gemm, gram_minus_identity, mat, mat_mut};
 use faer::{Accum, Par};
-use serde::{Deserialize, Serialize};
-
-/// How the recurrent matrix's codes are rounded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Rounding {
-    /// To the nearest level (the paper).
-    #[default]
-    Nearest,
-    /// Down or up, whichever brings `q(W)` closer to orthogonal (greedy sweeps).
-    Orthogonal,
-}
 
 /// The paper's quantizer with the recurrent matrix's codes rounded towards orthogonality
 /// (the range's step kept); the straight-through gradient is unchanged.
