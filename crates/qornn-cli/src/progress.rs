@@ -47,8 +47,8 @@ fn describe(r: &EvalRecord) -> String {
         })
         .unwrap_or_default();
     let flips = r
-        .sign_flips
-        .map(|f| format!("  sign flips {f}"))
+        .code_changes
+        .map(|f| format!("  W codes changed {f}"))
         .unwrap_or_default();
     format!(
         "step {}  train {:.4}  val {:.4}{acc}{bpc}{ppl}  baseline {:.4}{orthogonality}{flips}  {:.0}s",

@@ -319,6 +319,13 @@ impl Model {
         self.spec.is_elman().then(|| self.used(RECURRENT))
     }
 
+    /// An exact `W`'s codes that differ between the recurrent parameter `before` and now
+    /// (`RecurrentParametrisation::code_changes`).
+    pub fn recurrent_code_changes(&self, before: &[f32]) -> Option<usize> {
+        let now = &self.params[RECURRENT].data;
+        self.parametrisation.as_ref()?.code_changes(before, now)
+    }
+
     /// The parametrisation's state for a checkpoint: its name and value.
     pub fn parametrisation_state(&self) -> Option<(&'static str, Vec<f32>)> {
         let p = self.parametrisation.as_ref()?;

@@ -33,9 +33,11 @@ pub struct EvalRecord {
     pub baseline_loss: f64,
     /// ORNN and RNN cores only.
     pub orthogonality: Option<Orthogonality>,
-    /// Hadamard recurrences: how many signs of `W` changed since the previous evaluation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sign_flips: Option<usize>,
+    /// An exact `W`: how many of its codes changed since the previous evaluation (Hadamard
+    /// recurrences: signs; block rotations: blocks' lattice directions). Older runs wrote it
+    /// as `sign_flips`.
+    #[serde(default, alias = "sign_flips", skip_serializing_if = "Option::is_none")]
+    pub code_changes: Option<usize>,
     pub seconds: f64,
 }
 
@@ -256,7 +258,7 @@ fn drive(
                 val_perplexity: val.perplexity,
                 baseline_loss: trainer.task.baseline_loss(),
                 orthogonality: trainer.orthogonality(),
-                sign_flips: trainer.take_sign_flips(),
+                code_changes: trainer.take_code_changes(),
                 seconds: state.seconds,
             };
             let line = serde_json::to_string(&record).expect("records serialise");
@@ -353,4 +355,18 @@ fn truncate_metrics(path: &PathBuf, step: u64) -> Result<()> {
         .map(|l| format!("{l}\n"))
         .collect();
     write_atomically(path, kept.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Runs written before `code_changes` logged a Hadamard recurrence's `sign_flips`:
+    /// `qornn report` still reads them, and new lines use the new name.
+    #[test]
+    fn older_metrics_lines_with_sign_flips_still_read() {
+        let line = r#"{"step":100,"lr":0.001,"train_loss":0.5,"val_loss":0.4,"val_accuracy":0.1,"val_bits_per_char":null,"val_perplexity":null,"baseline_loss":0.02,"orthogonality":null,"sign_flips":3,"seconds":1.0}"#;
+        let record: super::EvalRecord = serde_json::from_str(line).unwrap();
+        assert_eq!(record.code_changes, Some(3));
+        let written = serde_json::to_string(&record).unwrap();
+        assert!(written.contains("\"code_changes\":3"), "{written}");
+    }
 }

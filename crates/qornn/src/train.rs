@@ -117,9 +117,10 @@ pub struct Trainer {
     epoch_steps: Option<u64>,
     par: Par,
     delta: Vec<f32>,
-    /// Hadamard recurrences: the sign vector at the previous evaluation (a checkpoint is
-    /// written at each, so a resumed run starts from the right one).
-    signs_at_last_eval: Option<Vec<f32>>,
+    /// An exact `W` (Hadamard, rotations): the recurrent parameter at the previous
+    /// evaluation (a checkpoint is written at each, so a resumed run starts from the right
+    /// one).
+    recurrent_at_last_eval: Option<Vec<f32>>,
 }
 
 impl Trainer {
@@ -203,9 +204,8 @@ impl Trainer {
             schedule: config.lr_schedule()?,
             par: parallelism(config.threads),
             delta: vec![0.0; sizes.iter().copied().max().unwrap_or(0)],
-            signs_at_last_eval: model
-                .spec
-                .hadamard_block()
+            recurrent_at_last_eval: model
+                .recurrent_code_changes(&model.params[0].data)
                 .map(|_| model.params[0].data.clone()),
             config,
             task,
@@ -356,13 +356,13 @@ impl Trainer {
         })
     }
 
-    /// Hadamard recurrences: the sign flips since the previous call (one per evaluation).
-    pub fn take_sign_flips(&mut self) -> Option<usize> {
-        let previous = self.signs_at_last_eval.as_mut()?;
-        let now = &self.model.params[0].data;
-        let flips = crate::parametrisation::hadamard::sign_flips(previous, now);
-        previous.copy_from_slice(now);
-        Some(flips)
+    /// An exact `W` (Hadamard signs, rotation blocks): its codes changed since the previous
+    /// call (one per evaluation).
+    pub fn take_code_changes(&mut self) -> Option<usize> {
+        let previous = self.recurrent_at_last_eval.as_mut()?;
+        let changes = self.model.recurrent_code_changes(previous)?;
+        previous.copy_from_slice(&self.model.params[0].data);
+        Some(changes)
     }
 
     /// The state to write to disk (bookkeeping fields are the caller's).

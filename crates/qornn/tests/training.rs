@@ -73,7 +73,10 @@ fn hadamard_recurrences_learn_the_small_copy_task() {
         let lines = std::fs::read_to_string(dir.path().join(run::METRICS_FILE)).unwrap();
         for line in lines.lines() {
             let record: run::EvalRecord = serde_json::from_str(line).unwrap();
-            assert!(record.sign_flips.is_some(), "{model}: no sign flips logged");
+            assert!(
+                record.code_changes.is_some(),
+                "{model}: no sign flips logged"
+            );
             let o = record.orthogonality.unwrap();
             assert!(o.quantized_defect < 1e-4, "{model}: W is not orthogonal");
         }
@@ -110,6 +113,10 @@ fn rotation_recurrences_learn_the_small_copy_task() {
             assert!(
                 o.quantized_defect < 1e-4,
                 "{bits} bits: W is not orthogonal"
+            );
+            assert!(
+                record.code_changes.is_some(),
+                "{bits} bits: no code changes logged"
             );
         }
         // 32 blocks of two codes, U's codes and step, floats for the rest.

@@ -207,6 +207,10 @@ impl super::RecurrentParametrisation for HadamardParametrisation {
         Some(self.block)
     }
 
+    fn code_changes(&self, before: &[f32], after: &[f32]) -> Option<usize> {
+        Some(sign_flips(before, after))
+    }
+
     /// `sign(v_i) H_ij` with the step `1 / sqrt(m)`.
     fn exact_codes(&self, param: &[f32], bits: u32) -> Option<crate::QuantizedTensor<f32>> {
         let n = self.n;

@@ -61,6 +61,13 @@ pub trait RecurrentParametrisation: Send + Sync {
         false
     }
 
+    /// An exact `W`'s codes that differ between two values of the parameter (Hadamard: the
+    /// signs; rotations: the blocks' lattice directions); `None` where `W` has no codes of its
+    /// own.
+    fn code_changes(&self, _before: &[f32], _after: &[f32]) -> Option<usize> {
+        None
+    }
+
     /// The block size `m` of a Hadamard recurrence (stored with its signs).
     fn hadamard_block(&self) -> Option<usize> {
         None

@@ -187,6 +187,19 @@ impl super::RecurrentParametrisation for RotationParametrisation {
     }
 
     /// `[[a, -b], [b, a]]` per block with the step `1 / sqrt(a^2 + b^2)` on both its rows.
+    /// Blocks whose lattice direction changed (none for float rotations).
+    fn code_changes(&self, before: &[f32], after: &[f32]) -> Option<usize> {
+        let lattice = self.lattice.as_ref()?;
+        let direction = |theta: f32| lattice.nearest(theta as f64);
+        Some(
+            before
+                .iter()
+                .zip(after)
+                .filter(|(&a, &b)| direction(a) != direction(b))
+                .count(),
+        )
+    }
+
     fn exact_codes(&self, param: &[f32], bits: u32) -> Option<QuantizedTensor<f32>> {
         let lattice = self.lattice.as_ref().filter(|l| l.bits == bits)?;
         let n = self.n;
@@ -234,6 +247,20 @@ impl super::RecurrentParametrisation for RotationParametrisation {
 mod tests {
     use super::super::RecurrentParametrisation;
     use super::*;
+
+    /// A block counts as changed when its lattice direction does, not when its angle moves
+    /// inside the direction's cell; float rotations have no codes to count.
+    #[test]
+    fn code_changes_count_blocks_whose_direction_changed() {
+        let two_bits = RotationParametrisation::new(6, Some(2));
+        // 2 bits: the eight multiples of 45 degrees (0.785 rad).
+        let before = [0.0, 0.1, 1.0];
+        let after = [0.3, 0.9, 0.7];
+        assert_eq!(two_bits.code_changes(&before, &after), Some(1));
+        assert_eq!(two_bits.code_changes(&before, &before), Some(0));
+        let float = RotationParametrisation::new(6, None);
+        assert_eq!(float.code_changes(&before, &after), None);
+    }
 
     #[test]
     fn every_width_gives_an_exactly_orthogonal_w_with_codes_in_range() {
