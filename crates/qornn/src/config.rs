@@ -228,6 +228,9 @@ settings! {
     /// (in a file [[0, 8], [1000, 6], [2000, 4]]); from each step on the weights train at
     /// that width, and the last width must be bits. Empty: bits throughout.
     bits_schedule: BitsSchedule = BitsSchedule::default(),
+    /// From this step on the ORNN's recurrent parameter (A, W, the Hadamard signs or the
+    /// rotation angles) stays as it is and only the other tensors train; unset: never.
+    freeze_recurrent_at: Option<u64> = None,
     /// Start from the best model of this run folder (its tensors with the same names and
     /// shapes, e.g. a full-precision or 8-bit run of the same architecture).
     init_from: Option<PathBuf> = None,
@@ -477,6 +480,15 @@ impl Config {
                 "rounding",
                 "orthogonal rounding applies to a qornn-* model's W with one step per tensor \
                  and the max or mse range",
+            ));
+        }
+        if self.freeze_recurrent_at.is_some() && self.model.entry().parametrisation.is_none() {
+            return Err(Error::config(
+                "freeze_recurrent_at",
+                format!(
+                    "{} has no orthogonal recurrent parameter to freeze",
+                    self.model
+                ),
             ));
         }
         if self.weights.is_some() && self.init_from.is_some() {

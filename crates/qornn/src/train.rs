@@ -294,8 +294,13 @@ impl Trainer {
             rank: self.config.rank,
             tolerance: self.config.orthogonality_tolerance,
         };
+        let recurrent_frozen = self
+            .config
+            .freeze_recurrent_at
+            .is_some_and(|step| self.step >= step);
         for index in 0..self.model.params.len() {
             let tensor_lr = match self.model.params[index].kind {
+                Kind::Recurrent if recurrent_frozen => continue,
                 Kind::Recurrent => orthogonal_lr,
                 Kind::Step => step_lr,
                 Kind::Quantized | Kind::Float => lr,

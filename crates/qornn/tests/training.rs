@@ -493,3 +493,43 @@ fn orthogonal_rounding_reaches_the_model() {
     let (nearest, orthogonal) = (defect(Rounding::Nearest), defect(Rounding::Orthogonal));
     assert!(orthogonal < 0.8 * nearest, "{nearest} -> {orthogonal}");
 }
+
+/// `freeze_recurrent_at`: the recurrent parameter (here the rotation angles) changes before
+/// the freezing step and not after it, while the other tensors train on; a model without an
+/// orthogonal recurrent parameter refuses the setting.
+#[test]
+fn a_frozen_recurrent_parameter_stays_while_the_rest_trains() {
+    let config = Config {
+        freeze_recurrent_at: Some(3),
+        ..small_copy("qornn-rotations", 4)
+    };
+    let task = config.task().unwrap();
+    let mut trainer = qornn::train::Trainer::new(config, task).unwrap();
+    let initial = trainer.model.params.clone();
+    for _ in 0..3 {
+        trainer.train_step().unwrap();
+    }
+    let at_freeze = trainer.model.params.clone();
+    assert_ne!(
+        at_freeze[0].data, initial[0].data,
+        "the angles did not train"
+    );
+    for _ in 0..3 {
+        trainer.train_step().unwrap();
+    }
+    let after = &trainer.model.params;
+    assert_eq!(after[0].data, at_freeze[0].data, "the frozen angles moved");
+    assert!(
+        after[1..]
+            .iter()
+            .zip(&at_freeze[1..])
+            .any(|(a, b)| a.data != b.data),
+        "nothing else trained"
+    );
+    let lstm = Config {
+        freeze_recurrent_at: Some(3),
+        ..small_copy("lstm", 32)
+    };
+    let message = lstm.validate().unwrap_err().to_string();
+    assert!(message.contains("freeze_recurrent_at"), "{message}");
+}
