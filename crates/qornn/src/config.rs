@@ -15,6 +15,7 @@ use crate::quant::lsq::LsqInit;
 use crate::quant::Rounding;
 use crate::quant::{Granularity, Quantizer, RangeRule};
 pub use crate::registry::ModelName;
+use crate::registry::ParametrisationContext;
 use crate::tasks::{AddingTask, CopyTask, MnistTask, PtbTask, Task};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -516,6 +517,22 @@ impl Config {
             ));
         }
         (self.model.entry().check)(self)?;
+        if self.rounding == Rounding::Orthogonal {
+            let exact = self
+                .model
+                .entry()
+                .parametrisation
+                .is_some_and(|build| build(&self.parametrisation_context()).is_exact());
+            if exact {
+                return Err(Error::config(
+                    "rounding",
+                    format!(
+                        "{}'s W is exactly orthogonal; use rounding nearest",
+                        self.model
+                    ),
+                ));
+            }
+        }
         if self.rank > self.hidden {
             return Err(Error::config(
                 "rank",
@@ -691,6 +708,24 @@ impl Config {
         self.bits() == FULL_PRECISION_BITS
     }
 
+    /// Björck's settings: the paper's, with `bjorck_iterations`.
+    fn bjorck_config(&self) -> BjorckConfig {
+        BjorckConfig {
+            iterations: self.bjorck_iterations,
+            ..BjorckConfig::default()
+        }
+    }
+
+    /// What the model's recurrent parametrisation is built from (as `ModelSpec` builds it).
+    fn parametrisation_context(&self) -> ParametrisationContext {
+        ParametrisationContext {
+            n: self.hidden,
+            bjorck: self.bjorck_config(),
+            bits: (!self.full_precision()).then(|| self.bits()),
+            block: self.block,
+        }
+    }
+
     /// The model's shape and arithmetic for `task`.
     pub fn model_spec_for(&self, task: &Task) -> ModelSpec {
         ModelSpec {
@@ -706,10 +741,7 @@ impl Config {
                 rounding: self.rounding,
                 ..Quantizer::new(self.bits(), self.granularity).with_range(self.range)
             }),
-            bjorck: BjorckConfig {
-                iterations: self.bjorck_iterations,
-                ..BjorckConfig::default()
-            },
+            bjorck: self.bjorck_config(),
             init: self.init,
             vocabulary: task.embedding_vocabulary(),
             rank_w: (self.rank_w > 0).then_some(self.rank_w),
@@ -799,6 +831,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("qornn-bjorck"));
+    }
+
+    /// Orthogonal rounding is refused for any exactly orthogonal W (asked of the built
+    /// parametrisation), and kept for an approximately orthogonal one.
+    #[test]
+    fn orthogonal_rounding_of_an_exact_w_is_refused() {
+        for model in ["hadamrnn", "block-hadamrnn", "qornn-rotations"] {
+            let c = Config {
+                model: model.parse().unwrap(),
+                rounding: Rounding::Orthogonal,
+                ..Config::default()
+            };
+            let err = c.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("`rounding`") && err.contains("exactly"),
+                "{model}: {err}"
+            );
+        }
+        let c = Config {
+            bits: Some(4),
+            rounding: Rounding::Orthogonal,
+            ..Config::default()
+        };
+        c.validate().unwrap();
     }
 
     #[test]

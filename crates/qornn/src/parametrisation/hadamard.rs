@@ -146,7 +146,7 @@ fn check_block(config: &Config) -> crate::Result<()> {
     check(config, config.block)
 }
 
-/// `n` and the block `m` powers of two, `m` from 2 to `n`; `W` needs no rounding.
+/// `n` and the block `m` powers of two, `m` from 2 to `n`.
 fn check(config: &Config, block: usize) -> crate::Result<()> {
     if !config.hidden.is_power_of_two() {
         return Err(crate::Error::config(
@@ -166,7 +166,7 @@ fn check(config: &Config, block: usize) -> crate::Result<()> {
             ),
         ));
     }
-    super::refuse_rounding_of_exact(config)
+    Ok(())
 }
 
 impl super::RecurrentParametrisation for HadamardParametrisation {

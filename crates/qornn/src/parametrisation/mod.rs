@@ -106,18 +106,3 @@ pub trait RecurrentParametrisation: Send + Sync {
     /// Restores the state from a checkpoint (`None`: recomputed from the parameter).
     fn restore(&mut self, _param: &[f32], _state: Option<Vec<f32>>) {}
 }
-
-/// An exactly orthogonal `W` (Hadamard, rotations) takes its codes as they are: rounding
-/// towards orthogonality has nothing to do.
-fn refuse_rounding_of_exact(config: &crate::config::Config) -> crate::Result<()> {
-    if config.rounding == crate::quant::Rounding::Orthogonal {
-        return Err(crate::Error::config(
-            "rounding",
-            format!(
-                "{}'s W is exactly orthogonal; use rounding nearest",
-                config.model
-            ),
-        ));
-    }
-    Ok(())
-}

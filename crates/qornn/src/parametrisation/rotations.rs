@@ -104,7 +104,7 @@ fn build(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametris
     Box::new(RotationParametrisation::new(context.n, context.bits))
 }
 
-/// An even width; one bit width for the whole run; `W` needs no rounding.
+/// An even width; one bit width for the whole run.
 fn check(config: &Config) -> crate::Result<()> {
     if config.hidden % 2 != 0 {
         return Err(crate::Error::config(
@@ -121,7 +121,7 @@ fn check(config: &Config) -> crate::Result<()> {
             "qornn-rotations chooses W's codes for one width; give --bits only",
         ));
     }
-    super::refuse_rounding_of_exact(config)
+    Ok(())
 }
 
 impl RotationParametrisation {
@@ -186,7 +186,6 @@ impl super::RecurrentParametrisation for RotationParametrisation {
         true
     }
 
-    /// `[[a, -b], [b, a]]` per block with the step `1 / sqrt(a^2 + b^2)` on both its rows.
     /// Blocks whose lattice direction changed (none for float rotations).
     fn code_changes(&self, before: &[f32], after: &[f32]) -> Option<usize> {
         let lattice = self.lattice.as_ref()?;
@@ -200,6 +199,7 @@ impl super::RecurrentParametrisation for RotationParametrisation {
         )
     }
 
+    /// `[[a, -b], [b, a]]` per block with the step `1 / sqrt(a^2 + b^2)` on both its rows.
     fn exact_codes(&self, param: &[f32], bits: u32) -> Option<QuantizedTensor<f32>> {
         let lattice = self.lattice.as_ref().filter(|l| l.bits == bits)?;
         let n = self.n;
