@@ -45,30 +45,79 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A path as a double-quoted shell word.
-fn quoted(path: &Path) -> String {
+/// A path as a double-quoted shell word; `what` (the flag or folder it comes from) is named
+/// when the path holds a control character (a newline would end the word's line), the one
+/// thing a double-quoted word cannot hold on one line.
+fn quoted(what: &str, path: &Path) -> Result<String> {
     let text = path.display().to_string();
-    format!(
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        anyhow::bail!(
+            "{what} {text:?} holds the control character {c:?}, which cannot be written into \
+             a Slurm script; choose a path without it"
+        );
+    }
+    Ok(format!(
         "\"{}\"",
         text.replace('\\', "\\\\")
             .replace('"', "\\\"")
             .replace('$', "\\$")
             .replace('`', "\\`")
-    )
+    ))
+}
+
+/// A value of an `#SBATCH` line: Slurm reads these lines as words split at white space,
+/// with no shell quoting, so a value with white space, a quote, a backslash, `$`, a
+/// backtick or a control character is refused, naming `what` (its flag or folder).
+fn directive<'a>(what: &str, value: &'a str) -> Result<&'a str> {
+    let unsafe_char = |c: char| c.is_control() || c.is_whitespace() || "\"'\\$`".contains(c);
+    if let Some(c) = value.chars().find(|&c| unsafe_char(c)) {
+        anyhow::bail!(
+            "{what} {value:?} holds {c:?}, which an #SBATCH line cannot hold (Slurm splits \
+             those lines at white space and does not read shell quoting); choose a value \
+             without white space, quotes, backslashes, `$` or control characters"
+        );
+    }
+    Ok(value)
+}
+
+/// A path as an `#SBATCH` value (see [`directive`]).
+fn directive_path(what: &str, path: &Path) -> Result<String> {
+    let text = path.display().to_string();
+    directive(what, &text)?;
+    Ok(text)
 }
 
 /// `#SBATCH --partition=P` and a newline, or nothing for the cluster's default.
-fn partition_line(o: &Options) -> String {
-    o.partition
-        .as_ref()
-        .map(|p| format!("#SBATCH --partition={p}\n"))
-        .unwrap_or_default()
+fn partition_line(o: &Options) -> Result<String> {
+    Ok(match &o.partition {
+        Some(p) => format!("#SBATCH --partition={}\n", directive("--partition", p)?),
+        None => String::new(),
+    })
 }
 
-/// The array task script for a sweep of `runs` runs in `sweep` (absolute paths).
-pub fn sweep_script(exe: &Path, sweep: &Path, workdir: &Path, runs: usize, o: &Options) -> String {
-    let partition = partition_line(o);
-    format!(
+/// Where the sweep's logs go, and the working directory, as `#SBATCH` values.
+fn log_and_work_dirs(sweep: &Path, workdir: &Path) -> Result<(String, String)> {
+    Ok((
+        directive_path(
+            "the sweep folder (--out)",
+            &sweep.join(qornn::sweep::LOGS_DIR),
+        )?,
+        directive_path("the working directory", workdir)?,
+    ))
+}
+
+/// The array task script for a sweep of `runs` runs in `sweep` (absolute paths); refused
+/// when a value cannot be written into it safely.
+pub fn sweep_script(
+    exe: &Path,
+    sweep: &Path,
+    workdir: &Path,
+    runs: usize,
+    o: &Options,
+) -> Result<String> {
+    let partition = partition_line(o)?;
+    let (logs, workdir) = log_and_work_dirs(sweep, workdir)?;
+    Ok(format!(
         r#"#!/bin/bash
 #SBATCH --job-name=qornn-sweep
 #SBATCH --array=0-{last}%{jobs}
@@ -79,7 +128,7 @@ pub fn sweep_script(exe: &Path, sweep: &Path, workdir: &Path, runs: usize, o: &O
 {partition}#SBATCH --chdir={workdir}
 #SBATCH --signal=B:USR1@{signal}
 #SBATCH --requeue
-# Written by `qornn sweep --slurm`: run $SLURM_ARRAY_TASK_ID of the sweep in {sweep_text}.
+# Written by `qornn sweep --slurm`: run $SLURM_ARRAY_TASK_ID of the sweep in {sweep}.
 # Before the time limit Slurm sends USR1 to this script: the run checkpoints (SIGTERM),
 # the task is requeued, and the requeued task resumes the run from its checkpoint.
 set -u
@@ -96,22 +145,20 @@ wait "$run"
 "#,
         last = runs - 1,
         jobs = o.jobs,
-        logs = sweep.join(qornn::sweep::LOGS_DIR).display(),
         cpus = o.cpus_per_task,
-        time = o.time,
-        workdir = workdir.display(),
+        time = directive("--time", &o.time)?,
         signal = o.signal_seconds,
-        sweep_text = sweep.display(),
-        exe = quoted(exe),
-        sweep = quoted(sweep),
+        exe = quoted("the qornn binary's path", exe)?,
+        sweep = quoted("the sweep folder (--out)", sweep)?,
         threads = o.threads,
-    )
+    ))
 }
 
 /// The report job's script: `qornn report SWEEP --out SWEEP/report`.
-pub fn report_script(exe: &Path, sweep: &Path, workdir: &Path, o: &Options) -> String {
-    let partition = partition_line(o);
-    format!(
+pub fn report_script(exe: &Path, sweep: &Path, workdir: &Path, o: &Options) -> Result<String> {
+    let partition = partition_line(o)?;
+    let (logs, workdir) = log_and_work_dirs(sweep, workdir)?;
+    Ok(format!(
         r#"#!/bin/bash
 #SBATCH --job-name=qornn-report
 #SBATCH --output={logs}/report_%j.out
@@ -121,12 +168,10 @@ pub fn report_script(exe: &Path, sweep: &Path, workdir: &Path, o: &Options) -> S
 # Written by `qornn sweep --slurm`: the sweep's tables and plots, after every run.
 {exe} report {sweep} --out {report}
 "#,
-        logs = sweep.join(qornn::sweep::LOGS_DIR).display(),
-        workdir = workdir.display(),
-        exe = quoted(exe),
-        sweep = quoted(sweep),
-        report = quoted(&sweep.join("report")),
-    )
+        exe = quoted("the qornn binary's path", exe)?,
+        sweep = quoted("the sweep folder (--out)", sweep)?,
+        report = quoted("the sweep folder (--out)", &sweep.join("report"))?,
+    ))
 }
 
 /// Writes both scripts and, unless `dry_run`, submits them (the report after the array
@@ -141,8 +186,8 @@ pub fn submit(sweep: &Path, runs: usize, o: &Options, dry_run: bool) -> Result<(
         .with_context(|| format!("cannot resolve {}", sweep.display()))?;
     let workdir = std::env::current_dir().context("cannot read the working directory")?;
     let scripts = [
-        (SWEEP_SCRIPT, sweep_script(&exe, &sweep, &workdir, runs, o)),
-        (REPORT_SCRIPT, report_script(&exe, &sweep, &workdir, o)),
+        (SWEEP_SCRIPT, sweep_script(&exe, &sweep, &workdir, runs, o)?),
+        (REPORT_SCRIPT, report_script(&exe, &sweep, &workdir, o)?),
     ];
     for (name, text) in &scripts {
         let path = sweep.join(name);
@@ -228,7 +273,8 @@ mod tests {
             Path::new("/home/u"),
             12,
             &options(),
-        );
+        )
+        .unwrap();
         for line in [
             "#SBATCH --array=0-11%3",
             "#SBATCH --output=/data/sw/logs/%A_%a.out",
@@ -248,12 +294,71 @@ mod tests {
             Path::new("/data/sw"),
             Path::new("/"),
             &options(),
-        );
+        )
+        .unwrap();
         assert!(r.contains("\"/opt/qornn\" report \"/data/sw\" --out \"/data/sw/report\""));
     }
 
     #[test]
     fn shell_words_are_quoted() {
-        assert_eq!(quoted(Path::new("/a b/$x")), "\"/a b/\\$x\"");
+        let word = quoted("x", Path::new("/a b/$x`y`\"z")).unwrap();
+        assert_eq!(word, "\"/a b/\\$x\\`y\\`\\\"z\"");
+    }
+
+    /// Issue 22, defect 1: a newline in a path, the partition or the time limit wrote a
+    /// script that ran a command of its own (`touch /tmp/PWNED`); white space or a quote
+    /// made an `#SBATCH` line invalid. Every such value is now refused, naming its flag,
+    /// and a quoted command word keeps shell syntax inert.
+    #[test]
+    fn hostile_values_are_refused_or_quoted() {
+        let exe = Path::new("/opt/qornn");
+        let home = Path::new("/home/u");
+        let injected = Path::new("/data/x\ntouch /tmp/PWNED\n");
+        let error = |r: Result<String>| r.unwrap_err().to_string();
+        assert!(error(sweep_script(exe, injected, home, 2, &options())).contains("--out"));
+        assert!(error(report_script(exe, injected, home, &options())).contains("--out"));
+        for folder in ["/data/a b", "/data/a\"b", "/data/$(id)"] {
+            let e = error(sweep_script(exe, Path::new(folder), home, 2, &options()));
+            assert!(e.contains("--out"), "{folder}: {e}");
+        }
+        let e = error(sweep_script(
+            exe,
+            Path::new("/d"),
+            Path::new("/w\nid"),
+            2,
+            &options(),
+        ));
+        assert!(e.contains("working directory"), "{e}");
+        let partition = Options {
+            partition: Some("gpu\ntouch /tmp/PWNED".into()),
+            ..options()
+        };
+        assert!(
+            error(sweep_script(exe, Path::new("/d"), home, 2, &partition)).contains("--partition")
+        );
+        assert!(
+            error(report_script(exe, Path::new("/d"), home, &partition)).contains("--partition")
+        );
+        let time = Options {
+            time: "1:00\ntouch /tmp/PWNED".into(),
+            ..options()
+        };
+        assert!(error(sweep_script(exe, Path::new("/d"), home, 2, &time)).contains("--time"));
+        // A binary under a strange (but single-line) path is one inert word.
+        let s = sweep_script(
+            Path::new("/opt/q\"$(touch x)`id`"),
+            Path::new("/d"),
+            home,
+            2,
+            &options(),
+        )
+        .unwrap();
+        assert!(
+            s.contains("\"/opt/q\\\"\\$(touch x)\\`id\\`\" sweep run \"/d\""),
+            "{s}"
+        );
+        for line in s.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.contains("touch /tmp"), "{line}");
+        }
     }
 }
