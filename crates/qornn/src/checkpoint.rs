@@ -58,6 +58,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
+    // A checkpoint on disk is always one a run can resume from: a non-finite tensor is
+    // refused before anything is written, and the file there stays as it was.
+    let state = ckpt.parametrisation_state.iter().map(|(n, v)| (*n, &v[..]));
+    let values = ckpt.params.iter().map(|t| (t.name, &t.data[..]));
+    if let Some((name, _)) = values
+        .chain(state)
+        .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
+    {
+        return Err(Error::config(
+            "checkpoint",
+            format!(
+                "{name} is not finite at step {}; {} was left as it was",
+                ckpt.step,
+                path.display()
+            ),
+        ));
+    }
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (t, m) in ckpt.params.iter().zip(&ckpt.moments) {
         let (name, shape) = (t.name, vec![t.rows, t.cols]);

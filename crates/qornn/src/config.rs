@@ -232,6 +232,15 @@ settings! {
     /// From this step on the ORNN's recurrent parameter (A, W, the Hadamard signs or the
     /// rotation angles) stays as it is and only the other tensors train; unset: never.
     freeze_recurrent_at: Option<u64> = None,
+    /// Quantization-aware training of the activations: the hidden state and the input
+    /// fake-quantized at A bits (4..=16) as the integer engine computes them (power-of-two
+    /// scales, its rounding and clamping), the hidden state's step learned (LSQ on its
+    /// log2); `qornn quantize` then uses this A and the learned step. ORNN and RNN with
+    /// relu or modrelu; unset: float activations.
+    act_bits: Option<u32> = None,
+    /// act_bits: the step from which the activations are quantized (a float model trained
+    /// so far is fine-tuned from there); its step starts at the calibrated range.
+    act_bits_from: u64 = 0,
     /// Start from the best model of this run folder (its tensors with the same names and
     /// shapes, e.g. a full-precision or 8-bit run of the same architecture).
     init_from: Option<PathBuf> = None,
@@ -492,6 +501,19 @@ impl Config {
                 ),
             ));
         }
+        if let Some(a) = self.act_bits {
+            let integer_core = self.is_elman() && self.act != Activation::Tanh;
+            if !(4..=16).contains(&a) {
+                return Err(Error::config("act_bits", format!("{a} is outside 4..=16")));
+            }
+            if !integer_core || self.task == TaskName::PtbWord {
+                return Err(Error::config(
+                    "act_bits",
+                    "activation quantization covers the integer engine's models: an ORNN or \
+                     RNN with relu or modrelu and dense inputs (not ptb-word)",
+                ));
+            }
+        }
         if self.weights.is_some() && self.init_from.is_some() {
             return Err(Error::config(
                 "init_from",
@@ -746,6 +768,7 @@ impl Config {
             vocabulary: task.embedding_vocabulary(),
             rank_w: (self.rank_w > 0).then_some(self.rank_w),
             rank_u: (self.rank_u > 0).then_some(self.rank_u),
+            act_bits: self.act_bits,
         }
     }
 }

@@ -14,8 +14,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("training diverged at step {step}: loss is {loss} (try a lower --lr or --clip)")]
-    Diverged { step: u64, loss: f64 },
+    #[error(
+        "training diverged at step {step}: {what}; nothing of this step was saved, and the \
+         run folder keeps the checkpoint of the last evaluation (try a lower --lr or --clip)"
+    )]
+    Diverged { step: u64, what: String },
     #[error(
         "stopped at step {step} on request; the checkpoint in {} continues it (--resume)",
         dir.display()

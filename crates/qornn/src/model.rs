@@ -11,6 +11,7 @@ use crate::init::Init;
 use crate::parametrisation::bjorck::BjorckConfig;
 use crate::parametrisation::{RecurrentParametrisation, StepContext};
 use crate::params::{stored_bits, zeros_like, Kind, Tensor};
+use crate::quant::activation::{self, HiddenQuantizer};
 use crate::quant::{self, lsq, Granularity, QuantizedTensor, Quantizer};
 use crate::registry::{ModelName, ParametrisationContext};
 use crate::tasks::Batch;
@@ -41,6 +42,10 @@ pub struct ModelSpec {
     /// (EdgeML's low-rank option); `None`: full matrices.
     pub rank_w: Option<usize>,
     pub rank_u: Option<usize>,
+    /// ORNN and RNN: the hidden state and the input fake-quantized at this many bits in
+    /// training, as the integer engine computes them (`quant/activation.rs`), with a learned
+    /// power-of-two step; `None`: float activations.
+    pub act_bits: Option<u32>,
 }
 
 impl ModelSpec {
@@ -60,13 +65,17 @@ impl ModelSpec {
         (self.model.entry().cell)(self, self.parametrisation().map(|p| p.tensor()))
     }
 
-    /// The core's tensors, then the learned quantizer steps (LSQ), `readout.weight`,
-    /// `readout.bias` and (for token inputs) `embedding.weight`, all zero.
+    /// The core's tensors, then the learned quantizer steps (LSQ), the hidden state's learned
+    /// `log2` step (`--act-bits`), `readout.weight`, `readout.bias` and (for token inputs)
+    /// `embedding.weight`, all zero.
     pub fn tensors(&self) -> Vec<Tensor> {
         let mut t = self.cell().tensors();
         if let Some(q) = self.quantizer {
             let exact_recurrence = self.parametrisation().is_some_and(|p| p.is_exact());
             t.extend(lsq::step_tensors(&t, &q, exact_recurrence));
+        }
+        if self.act_bits.is_some() {
+            t.push(Tensor::zeros(activation::HIDDEN_STEP, 1, 1, Kind::Float));
         }
         t.extend(head::readout_tensors(self.hidden, self.outputs));
         if let Some(v) = self.vocabulary {
@@ -105,6 +114,8 @@ pub struct Workspace {
     /// Token models: `embedded: (T, B, d)`, the gathered embedding rows, and its gradient.
     embedded: Vec<f32>,
     grad_embedded: Vec<f32>,
+    /// `--act-bits`: the input as the integer engine quantizes it, `(T, B, d)`.
+    quantized_input: Vec<f32>,
     /// `(T, B)`.
     steps: usize,
     batch: usize,
@@ -122,8 +133,13 @@ impl Workspace {
         } else {
             0
         };
+        let quantized_input = match (spec.act_bits, spec.vocabulary) {
+            (Some(_), None) => steps * batch * spec.input,
+            _ => 0,
+        };
         Self {
             core: spec.cell().buffers(steps, batch),
+            quantized_input: vec![0.0; quantized_input],
             head: Head::new(spec.readout, steps, batch, spec.outputs),
             dh: vec![0.0; steps * batch * spec.hidden],
             embedded: vec![0.0; embedded],
@@ -159,6 +175,11 @@ pub struct Model {
     learned_steps: Vec<LearnedStep>,
     readout: usize,
     embedding: Option<usize>,
+    /// `--act-bits`: the index of the hidden state's learned `log2` step.
+    hidden_step: Option<usize>,
+    /// Whether the forward pass quantizes the activations (with `--act-bits`: from
+    /// `act_bits_from` on; a loaded model does).
+    pub quantize_activations: bool,
 }
 
 /// A quantized tensor and its learned step (LSQ), as indices into `Model::params`.
@@ -182,6 +203,8 @@ impl Model {
                 (Some(p), Kind::Recurrent) => p.init(t, spec.init, rng),
                 _ if i < core_tensors => cell.init(t, rng),
                 (_, Kind::Step) => {}
+                // Set from the activations when their quantization starts.
+                _ if t.name == activation::HIDDEN_STEP => {}
                 _ if t.name == "embedding.weight" => t
                     .data
                     .iter_mut()
@@ -227,6 +250,8 @@ impl Model {
             core_tensors: cell.tensors().len(),
             readout: position("readout.weight").expect("every model has a read-out"),
             embedding: position("embedding.weight"),
+            hidden_step: position(activation::HIDDEN_STEP),
+            quantize_activations: spec.act_bits.is_some(),
             learned_steps,
             grads: zeros_like(&params),
             used,
@@ -375,11 +400,22 @@ impl Model {
         }
     }
 
-    /// The recurrence's input for `batch`: its dense `x`, or (with an embedding) the
-    /// embedding rows of its tokens gathered into `embedded: (T, B, d)`.
-    fn input<'a>(&self, embedded: &'a mut [f32], batch: &'a Batch) -> &'a [f32] {
+    /// The recurrence's input for `batch`: its dense `x` (quantized as the integer engine
+    /// quantizes it while the activations are), or (with an embedding) the embedding rows
+    /// of its tokens gathered into `embedded: (T, B, d)`.
+    fn input<'a>(
+        &self,
+        (embedded, quantized): (&'a mut [f32], &'a mut [f32]),
+        batch: &'a Batch,
+    ) -> &'a [f32] {
         let Some(e) = self.embedding else {
-            return &batch.x;
+            return match self.act_bits_in_use() {
+                Some(bits) => {
+                    activation::quantize_inputs(&batch.x, bits, quantized);
+                    quantized
+                }
+                None => &batch.x,
+            };
         };
         let d = self.spec.input;
         let table = &self.params[e].data;
@@ -428,13 +464,43 @@ impl Model {
         quant::for_tensor(q, true).codes(&self.w_orth, n, n, self.learned_steps_of(RECURRENT))
     }
 
+    /// The activation bits the forward pass quantizes at now (`--act-bits`, when active).
+    fn act_bits_in_use(&self) -> Option<u32> {
+        self.spec.act_bits.filter(|_| self.quantize_activations)
+    }
+
+    /// The hidden state's fake quantizer, while the activations are quantized.
+    pub fn hidden_quantizer(&self) -> Option<HiddenQuantizer<f32>> {
+        let bits = self.act_bits_in_use()?;
+        let log2_step = self.params[self.hidden_step?].data[0];
+        let modrelu = self.spec.activation == Activation::Modrelu;
+        Some(HiddenQuantizer::new(bits, log2_step, modrelu))
+    }
+
+    /// Starts the hidden state's learned step where calibration would put it: the float
+    /// model's largest `|h|` on `batch` just fits the codes (`l = -f_h`). Quantization of
+    /// the activations is on afterwards.
+    pub fn init_hidden_step(&mut self, ws: &mut Workspace, batch: &Batch, par: Par) {
+        let (Some(bits), Some(index)) = (self.spec.act_bits, self.hidden_step) else {
+            return;
+        };
+        self.quantize_activations = false;
+        self.forward(ws, batch, par);
+        let max_h = ws.core.outputs().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let modrelu = self.spec.activation == Activation::Modrelu;
+        let limit = activation::hidden_code_range(bits, modrelu).1;
+        self.params[index].data[0] = -activation::fraction_bits(max_h, limit) as f32;
+        self.quantize_activations = true;
+    }
+
     /// Forward pass over `batch`; returns the mean loss (logits stay in `ws.head`).
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch, par: Par) -> f32 {
-        let x = self.input(&mut ws.embedded, batch);
+        let x = self.input((&mut ws.embedded, &mut ws.quantized_input), batch);
         let weights = core_weights(
             &self.params[..self.core_tensors],
             &self.used,
             self.parametrisation.as_deref(),
+            self.hidden_quantizer(),
         );
         ws.core.forward(&weights, x, par);
         ws.head.forward(
@@ -472,21 +538,37 @@ impl Model {
         let embedding = self.embedding.is_some();
         let x = if embedding {
             &ws.embedded[..]
+        } else if self.act_bits_in_use().is_some() {
+            &ws.quantized_input[..]
         } else {
             &batch.x[..]
         };
         let grad_x = embedding.then_some(&mut ws.grad_embedded[..]);
+        let hidden_quant = self.hidden_quantizer();
         let weights = core_weights(
             &self.params[..core],
             &self.used,
             self.parametrisation.as_deref(),
+            hidden_quant,
         );
         self.recurrent_grad.fill(0.0);
+        let mut d_hidden_step = 0.0;
         let grads = CoreGrads {
             tensors: &mut self.grads[..core],
             recurrence: &mut self.recurrent_grad,
+            hidden_step: &mut d_hidden_step,
         };
         ws.core.backward(&weights, x, &ws.dh, grads, grad_x, par);
+        if let (Some(q), Some(index), Some(bits)) =
+            (hidden_quant, self.hidden_step, self.act_bits_in_use())
+        {
+            // s = 2^round(l), straight through: ds/dl = s ln 2, times LSQ's scale g.
+            let (steps, batch) = ws.shape();
+            let count = steps * batch * self.spec.hidden;
+            let g = activation::step_gradient_scale(count, bits, q.modrelu);
+            let ds_dl = q.step as f64 * std::f64::consts::LN_2;
+            self.grads[index][0] += (d_hidden_step as f64 * ds_dl * g) as f32;
+        }
         if self.parametrisation.is_none() && !self.recurrent_grad.is_empty() {
             // The RNN's `W` is a plain quantized tensor: `dL/dq(W)` is its gradient.
             self.grads[RECURRENT]
@@ -567,6 +649,7 @@ fn core_weights<'a>(
     core: &'a [Tensor],
     used: &'a [Vec<f32>],
     parametrisation: Option<&'a dyn RecurrentParametrisation>,
+    hidden_quant: Option<HiddenQuantizer<f32>>,
 ) -> CoreWeights<'a> {
     let tensors: Vec<&[f32]> = (0..core.len())
         .map(|i| used_tensor(core, used, i))
@@ -574,5 +657,6 @@ fn core_weights<'a>(
     CoreWeights {
         recurrence: parametrisation.map(|p| p.recurrence(tensors[RECURRENT])),
         tensors,
+        hidden_quant,
     }
 }

@@ -267,9 +267,14 @@ fn drive(
             observer.on_eval(&record);
             state.pending_loss = 0.0;
             state.pending_count = 0;
-            // With a bit-width schedule, only models at the final width may be the best.
-            let final_width = trainer.config.bits_at(trainer.step - 1) == trainer.config.bits();
-            let improved = final_width && val.loss < state.best_val_loss;
+            // Only a model in its final arithmetic may be the best: at the final width of a
+            // bit-width schedule, with its activations quantized when they are.
+            let config = &trainer.config;
+            let final_width = config.bits_at(trainer.step - 1) == config.bits();
+            let activations_final = config
+                .act_bits
+                .is_none_or(|_| trainer.step > config.act_bits_from);
+            let improved = final_width && activations_final && val.loss < state.best_val_loss;
             if improved {
                 state.best_val_loss = val.loss;
                 state.best_step = trainer.step;

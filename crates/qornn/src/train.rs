@@ -44,6 +44,19 @@ fn with_tensors(mut model: Model, source: &[Tensor]) -> (Model, usize) {
     )
 }
 
+/// The name of the first tensor of `params` whose `values` (the tensor's own, or its
+/// gradient) hold a NaN or an infinity.
+fn first_non_finite<'a, V: AsRef<[f32]> + 'a>(
+    params: &[Tensor],
+    values: impl IntoIterator<Item = V>,
+) -> Option<&'static str> {
+    params
+        .iter()
+        .zip(values)
+        .find(|(_, v)| v.as_ref().iter().any(|x| !x.is_finite()))
+        .map(|(t, _)| t.name)
+}
+
 /// The parallelism for matrix products: `threads == 0` uses every core.
 pub fn parallelism(threads: usize) -> Par {
     let n = if threads == 0 {
@@ -254,13 +267,17 @@ impl Trainer {
             q.bits = self.config.bits_at(self.step);
         }
         self.model.parametrise(true, self.par);
+        if self.config.act_bits.is_some() {
+            let from = self.config.act_bits_from;
+            self.model.quantize_activations = self.step >= from;
+            if self.step == from {
+                self.model.init_hidden_step(ws, &batch, self.par);
+            }
+        }
         let t1 = Instant::now();
         let loss = self.model.forward(ws, &batch, self.par);
         if !loss.is_finite() {
-            return Err(Error::Diverged {
-                step: self.step,
-                loss: loss as f64,
-            });
+            return Err(self.diverged(format!("the loss is {loss}")));
         }
         if let Some(state) = &mut self.carried_state {
             ws.core.final_state_into(state);
@@ -269,7 +286,14 @@ impl Trainer {
         self.model.grads.iter_mut().for_each(|g| g.fill(0.0));
         self.model.backward(ws, &batch, self.par);
         let t3 = Instant::now();
+        if let Some(name) = first_non_finite(&self.model.params, &self.model.grads) {
+            return Err(self.diverged(format!("the gradient of {name} is not finite")));
+        }
         self.apply_optimizer();
+        let values = self.model.params.iter().map(|t| &t.data);
+        if let Some(name) = first_non_finite(&self.model.params, values) {
+            return Err(self.diverged(format!("{name} is not finite after the update")));
+        }
         let t4 = Instant::now();
         times.parametrise = (t1 - t0).as_secs_f64();
         times.forward = (t2 - t1).as_secs_f64();
@@ -277,6 +301,15 @@ impl Trainer {
         times.optimiser = (t4 - t3).as_secs_f64();
         self.step += 1;
         Ok((loss, times))
+    }
+
+    /// The error that stops a diverged run at this step. The caller returns it before
+    /// anything is written, so the run folder keeps its last good checkpoint.
+    fn diverged(&self, what: String) -> Error {
+        Error::Diverged {
+            step: self.step,
+            what,
+        }
     }
 
     fn apply_optimizer(&mut self) {
@@ -319,6 +352,9 @@ impl Trainer {
             q.bits = self.config.bits_at(self.step.saturating_sub(1));
         }
         self.model.parametrise(false, self.par);
+        // Quantized once a step has been taken with quantized activations.
+        self.model.quantize_activations =
+            self.config.act_bits.is_some() && self.step > self.config.act_bits_from;
         let batches = if test { &self.test } else { &self.validation };
         let carried = self.carried_state.as_ref().map(Vec::len);
         evaluate(

@@ -106,6 +106,7 @@ impl Problem {
                 u,
                 b,
                 bm,
+                hidden_quant: None,
             },
             &self.x,
             Par::Seq,
@@ -131,6 +132,7 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
         u: &p.u,
         b: &p.b,
         bm: &p.bm,
+        hidden_quant: None,
     };
     cell.forward(&params, &p.x, Par::Seq);
     head.forward(cell.outputs(), n, &p.v, &p.c, &p.targets, Par::Seq);
@@ -153,6 +155,7 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
             u: &mut gu,
             b: &mut gb,
             bm: &mut gbm,
+            hidden_step: &mut 0.0,
         },
         Some(&mut gx),
         Par::Seq,

@@ -23,6 +23,7 @@ fn spec(model: &str, rank_w: Option<usize>, rank_u: Option<usize>) -> ModelSpec 
         vocabulary: None,
         rank_w,
         rank_u,
+        act_bits: None,
     }
 }
 

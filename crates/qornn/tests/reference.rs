@@ -112,6 +112,7 @@ fn run_ornn<T: Real>(
         u: &u,
         b: &b,
         bm: &bm,
+        hidden_quant: None,
     };
     let mut cell = OrnnCell::<T>::new(shape, act);
     let mut head = Head::<T>::new(readout, steps, batch, classes);
@@ -140,6 +141,7 @@ fn run_ornn<T: Real>(
         u: &mut gu,
         b: &mut gb,
         bm: &mut gbm,
+        hidden_step: &mut T::zero(),
     };
     cell.backward(&params, &x, &dh, &mut grads, None, Par::Seq);
     OrnnOut {

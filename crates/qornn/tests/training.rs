@@ -123,7 +123,8 @@ fn rotation_recurrences_learn_the_small_copy_task() {
         let (n, d, c) = (64u64, 10u64, 9u64);
         let size = n * bits as u64 + n * d * bits as u64 + 32 + 32 * (2 * n + c * n + c);
         assert_eq!(summary.size_bytes, size.div_ceil(8), "{bits} bits: size");
-        let refused = qornn::deploy::quantize::quantize_run(dir.path(), 12, 16, None, None, None);
+        let refused =
+            qornn::deploy::quantize::quantize_run(dir.path(), Some(12), 16, None, None, None);
         let message = refused.unwrap_err().to_string();
         assert!(message.contains("one step per tensor"), "{message}");
     }
@@ -141,7 +142,7 @@ fn per_row_models_are_refused_by_the_integer_engine() {
     };
     let dir = tempfile::tempdir().unwrap();
     run::start(config, dir.path(), &mut ()).unwrap();
-    let refused = qornn::deploy::quantize::quantize_run(dir.path(), 12, 16, None, None, None);
+    let refused = qornn::deploy::quantize::quantize_run(dir.path(), Some(12), 16, None, None, None);
     let message = refused.unwrap_err().to_string();
     assert!(message.contains("one step per tensor"), "{message}");
 }
@@ -386,7 +387,8 @@ fn hadamard_and_learned_step_models_run_in_integers() {
         let dir = tempfile::tempdir().unwrap();
         run::start(config, dir.path(), &mut ()).unwrap();
         let (report, _) =
-            qornn::deploy::quantize::quantize_run(dir.path(), 16, 64, None, None, None).unwrap();
+            qornn::deploy::quantize::quantize_run(dir.path(), Some(16), 64, None, None, None)
+                .unwrap();
         assert!(report.bit_exact, "{model}: integer and simulated differ");
         let (float, integer) = (
             report.float.accuracy.unwrap(),
@@ -532,4 +534,49 @@ fn a_frozen_recurrent_parameter_stays_while_the_rest_trains() {
     };
     let message = lstm.validate().unwrap_err().to_string();
     assert!(message.contains("freeze_recurrent_at"), "{message}");
+}
+
+/// Issue 22, defect 2: a recurrent learning rate of 1e20 made the recurrent parameter NaN,
+/// the quantizer mapped NaN to code 0, the loss stayed finite, and NaN weights were written
+/// over `checkpoint.safetensors` and `best.safetensors`. Now the run stops with an error
+/// naming the step, and every checkpoint left on disk is finite and resumes.
+#[test]
+fn a_diverged_run_stops_and_keeps_its_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        steps: 20,
+        eval_every: 1,
+        orthogonal_lr: Some(1e20),
+        ..small_copy("qornn-bjorck", 4)
+    };
+    let error = run::start(config.clone(), dir.path(), &mut ()).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("step") && text.contains("not finite"),
+        "{text}"
+    );
+    let spec = config.model_spec_for(&config.task().unwrap());
+    let mut saved = 0;
+    for file in [run::CHECKPOINT_FILE, run::BEST_FILE] {
+        let path = dir.path().join(file);
+        if !path.exists() {
+            continue;
+        }
+        saved += 1;
+        let ckpt = qornn::checkpoint::load(&path, &spec).unwrap();
+        for t in &ckpt.params {
+            assert!(
+                t.data.iter().all(|v| v.is_finite()),
+                "{file}: {} is not finite",
+                t.name
+            );
+        }
+    }
+    assert!(
+        saved > 0,
+        "the steps before the divergence were checkpointed"
+    );
+    // The last good checkpoint resumes (and stops again at the same step).
+    let again = run::resume(dir.path(), &mut ()).unwrap_err().to_string();
+    assert!(again.contains("not finite"), "{again}");
 }

@@ -25,6 +25,7 @@ fn spec(model: &str, hidden: usize, input: usize) -> ModelSpec {
         vocabulary: None,
         rank_w: None,
         rank_u: None,
+        act_bits: None,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod low_rank;
 
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::params::Tensor;
+use crate::quant::activation::HiddenQuantizer;
 use crate::registry::register;
 use crate::Real;
 use faer::{Accum, Par};
@@ -55,6 +56,8 @@ pub trait Cell: Send + Sync {
 pub struct CoreWeights<'a> {
     pub tensors: Vec<&'a [f32]>,
     pub recurrence: Option<Recurrence<'a, f32>>,
+    /// An Elman core's hidden-state fake quantizer (`--act-bits`); other cores have none.
+    pub hidden_quant: Option<HiddenQuantizer<f32>>,
 }
 
 /// Where the core's backward pass adds its gradients: one per tensor, with respect to the
@@ -64,6 +67,8 @@ pub struct CoreWeights<'a> {
 pub struct CoreGrads<'a> {
     pub tensors: &'a mut [Vec<f32>],
     pub recurrence: &'a mut [f32],
+    /// `dL/ds` of the hidden quantizer's step `s` (with `CoreWeights::hidden_quant`).
+    pub hidden_step: &'a mut f32,
 }
 
 /// One `(T, B)`'s activations of a core, with its forward and backward passes.

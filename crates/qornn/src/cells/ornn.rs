@@ -10,6 +10,7 @@ use crate::cells::{
     split_batch_rows, Rows, TimeLoopGrads,
 };
 use crate::parametrisation::hadamard::fwht_blocks;
+use crate::quant::activation::HiddenQuantizer;
 use crate::Real;
 use faer::{Accum, Par};
 use serde::{Deserialize, Serialize};
@@ -192,6 +193,8 @@ pub struct CellParams<'a, T> {
     pub b: &'a [T],
     /// `(n)`, modReLU bias (ignored for ReLU)
     pub bm: &'a [T],
+    /// The hidden state's fake quantizer (`--act-bits`); `None`: float activations.
+    pub hidden_quant: Option<HiddenQuantizer<T>>,
 }
 
 /// Gradients of the cell parameters; `backward` adds into them.
@@ -203,6 +206,8 @@ pub struct CellGrads<'a, T> {
     pub u: &'a mut [T],
     pub b: &'a mut [T],
     pub bm: &'a mut [T],
+    /// `dL/ds` of the hidden quantizer's step (with `hidden_quant`).
+    pub hidden_step: &'a mut T,
 }
 
 /// Activations and their gradients for one `(steps, batch)`, allocated once.
@@ -293,7 +298,10 @@ impl<T: Real> OrnnCell<T> {
                         }
                     }
                 }
-                activation.forward_rows(z, next[0], p.b, p.bm);
+                match &p.hidden_quant {
+                    Some(q) => q.forward_rows(z, next[0], p.b, p.bm),
+                    None => activation.forward_rows(z, next[0], p.b, p.bm),
+                }
             }
         };
         run_parts(zs.into_iter().zip(hs).collect(), run);
@@ -325,7 +333,7 @@ impl<T: Real> OrnnCell<T> {
         let activation = self.activation;
         let (z, h) = (&self.z, &self.h);
         let dzs = split_batch_rows(&mut self.dz, batch, n, parts);
-        let run = |part: usize, mut dz: Rows<'_, T>| -> [Vec<T>; 3] {
+        let run = |part: usize, mut dz: Rows<'_, T>| -> ([Vec<T>; 3], T) {
             let rows = part_rows(batch, parts, part);
             let nb = rows.len();
             let (mut db, mut dbm) = (vec![T::zero(); n], vec![T::zero(); n]);
@@ -334,6 +342,7 @@ impl<T: Real> OrnnCell<T> {
             // 2i; both summed here.
             let mut d_scale = vec![T::zero(); 2 * n];
             let mut transform = vec![T::zero(); n];
+            let mut d_hidden_step = T::zero();
             for s in (0..steps).rev() {
                 let (now, later) = dz.split_at_mut(s + 1);
                 let dz_s = &mut *now[s];
@@ -358,11 +367,17 @@ impl<T: Real> OrnnCell<T> {
                     }
                 }
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
-                let grads = BiasGrads {
-                    b: &mut db,
-                    bm: &mut dbm,
-                };
-                activation.backward_rows(dz_s, &z[at.clone()], &dh[at.clone()], p.bm, grads);
+                let (z_s, dh_s) = (&z[at.clone()], &dh[at.clone()]);
+                match &p.hidden_quant {
+                    Some(q) => d_hidden_step += q.backward_rows(dz_s, z_s, dh_s, p.bm, (&mut db, &mut dbm)),
+                    None => {
+                        let grads = BiasGrads {
+                            b: &mut db,
+                            bm: &mut dbm,
+                        };
+                        activation.backward_rows(dz_s, z_s, dh_s, p.bm, grads);
+                    }
+                }
                 match p.w {
                     Recurrence::Hadamard { block, .. } => {
                         for (d_row, h_row) in dz_s.chunks(n).zip(h[at].chunks(n)) {
@@ -387,10 +402,11 @@ impl<T: Real> OrnnCell<T> {
                     Recurrence::Dense(_) => {}
                 }
             }
-            [db, dbm, d_scale]
+            ([db, dbm, d_scale], d_hidden_step)
         };
         let sums = run_parts(dzs, run);
-        for [db, dbm, d_scale] in &sums {
+        for ([db, dbm, d_scale], d_hidden_step) in &sums {
+            *g.hidden_step += *d_hidden_step;
             add_column_sums(db, n, g.b);
             add_column_sums(dbm, n, g.bm);
             match p.w {
@@ -535,6 +551,7 @@ fn elman_params<'a>(
         u: t[1],
         b: t[2],
         bm: t.get(3).copied().unwrap_or(zero_bias_mod),
+        hidden_quant: weights.hidden_quant,
     }
 }
 
@@ -565,6 +582,7 @@ impl super::CellBuffers for ElmanBuffers {
             u,
             b,
             bm,
+            hidden_step: grads.hidden_step,
         };
         self.cell.backward(&p, x, dh, &mut g, grad_x, par);
     }

@@ -5,6 +5,7 @@ use crate::cells::ornn::Activation;
 use crate::config::Config;
 use crate::evaluate::Workspaces;
 use crate::model::Model;
+use crate::quant::activation::{fraction_bits, hidden_code_range, input_code_limit};
 use crate::tasks::Task;
 use faer::Par;
 
@@ -12,14 +13,6 @@ use faer::Par;
 pub struct Calibration {
     pub sequences: usize,
     pub act_bits: u32,
-}
-
-/// The largest power-of-two fraction `f` with `max |v| 2^f <= limit`.
-fn fraction_bits(max_abs: f32, limit: i64) -> i32 {
-    if max_abs <= 0.0 {
-        return 0;
-    }
-    (limit as f64 / max_abs as f64).log2().floor() as i32
 }
 
 /// The fraction bits `(f_h, f_x)` of the hidden state and of the input: the largest
@@ -49,12 +42,7 @@ pub fn activation_fractions(
         max_x = batch.x.iter().fold(max_x, |m, v| m.max(v.abs()));
     }
     let modrelu = spec.activation == Activation::Modrelu;
-    let hidden_limit = if modrelu {
-        (1i64 << (act_bits - 1)) - 1
-    } else {
-        (1i64 << act_bits) - 1
-    };
-    let hidden_frac = fraction_bits(max_h, hidden_limit);
-    let input_frac = fraction_bits(max_x, (1i64 << (act_bits - 1)) - 1);
+    let hidden_frac = fraction_bits(max_h, hidden_code_range(act_bits, modrelu).1);
+    let input_frac = fraction_bits(max_x, input_code_limit(act_bits));
     (hidden_frac, input_frac)
 }

@@ -19,6 +19,9 @@ use crate::train::Evaluation;
 use serde::Serialize;
 use std::path::Path;
 
+/// A when neither `--act-bits` nor the run sets it.
+pub const DEFAULT_ACT_BITS: u32 = 8;
+
 /// What `qornn quantize` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct PtqReport {
@@ -28,6 +31,10 @@ pub struct PtqReport {
     pub readout_bits: Option<u32>,
     pub hidden_frac: i32,
     pub input_frac: i32,
+    /// Where `hidden_frac` came from: "trained" (the run's learned step, `--act-bits`) or
+    /// "calibrated" (the largest `|h|` on training sequences); absent for a file read back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_range: Option<&'static str>,
     pub float: Evaluation,
     pub simulated: Evaluation,
     pub integer: Evaluation,
@@ -43,20 +50,18 @@ pub struct PtqReport {
 }
 
 /// Quantizes the best model of the run in `dir`, writes it (`output`, else
-/// `DIR/model.qornn`), and reports the three inferences on the test set.
+/// `DIR/model.qornn`), and reports the three inferences on the test set. `act_bits`:
+/// A, by default the run's own (`--act-bits`, whose learned hidden step is then used), else 8.
 pub fn quantize_run(
     dir: &Path,
-    act_bits: u32,
+    act_bits: Option<u32>,
     calibration: usize,
     bits: Option<u32>,
     readout_bits: Option<u32>,
     output: Option<&Path>,
 ) -> Result<(PtqReport, std::path::PathBuf)> {
-    if !(4..=16).contains(&act_bits) {
-        return Err(Error::config(
-            "act_bits",
-            format!("{act_bits} is outside 4..=16"),
-        ));
+    if let Some(a) = act_bits.filter(|a| !(4..=16).contains(a)) {
+        return Err(Error::config("act_bits", format!("{a} is outside 4..=16")));
     }
     if let Some(r) = readout_bits.filter(|r| !(2..=16).contains(r)) {
         return Err(Error::config(
@@ -66,6 +71,7 @@ pub fn quantize_run(
     }
     let (config, task, mut float_model) = load_best_model(dir)?;
     let spec = float_model.spec.clone();
+    let act_bits = act_bits.or(spec.act_bits).unwrap_or(DEFAULT_ACT_BITS);
     if !spec.is_elman() || spec.activation == Activation::Tanh {
         return Err(Error::config(
             "run",
@@ -118,7 +124,7 @@ pub fn quantize_run(
     let float = evaluate(&float_model, &task, &test, carried, &mut workspaces, par);
     let float_seconds = clock.elapsed().as_secs_f64();
 
-    let (hidden_frac, input_frac) = activation_fractions(
+    let (calibrated_frac, input_frac) = activation_fractions(
         &float_model,
         &task,
         &config,
@@ -129,6 +135,12 @@ pub fn quantize_run(
         &mut workspaces,
         par,
     );
+    // The run's own learned step when it trained its activations at this A.
+    let trained_frac = float_model
+        .hidden_quantizer()
+        .filter(|_| spec.act_bits == Some(act_bits))
+        .map(|q| q.fraction_bits());
+    let hidden_frac = trained_frac.unwrap_or(calibrated_frac);
     let modrelu = spec.activation == Activation::Modrelu;
 
     let m = &float_model;
@@ -192,7 +204,13 @@ pub fn quantize_run(
     model.save(&output)?;
     let sequences: usize = test.iter().map(|b| b.batch).sum();
     let float_speed = sequences as f64 / float_seconds.max(1e-12);
-    Ok((report(&model, float, run, Some(float_speed)), output))
+    let mut report = report(&model, float, run, Some(float_speed));
+    report.hidden_range = Some(if trained_frac.is_some() {
+        "trained"
+    } else {
+        "calibrated"
+    });
+    Ok((report, output))
 }
 
 /// `qornn eval --model M.qornn`: the integer model (and its simulated twin) on the test
@@ -225,6 +243,7 @@ fn report(
         readout_bits: model.readout_codes.as_ref().map(|r| r.bits),
         hidden_frac: q.hidden_frac,
         input_frac: q.input_frac,
+        hidden_range: None,
         float,
         simulated: run.simulated,
         integer: run.integer,

@@ -11,6 +11,8 @@
 //! In training it is recomputed at every forward and its gradient is the identity
 //! (straight-through estimator), so the backward of a quantized tensor is a no-op.
 
+pub mod activation;
+
 use crate::Real;
 use serde::{Deserialize, Serialize};
 

@@ -190,7 +190,13 @@ pub fn ornn_cell_pass(
     dh: &[f64],
 ) -> CellPass {
     let (n, d) = (shape.hidden, shape.input);
-    let p = qornn::CellParams { w, u, b, bm };
+    let p = qornn::CellParams {
+        w,
+        u,
+        b,
+        bm,
+        hidden_quant: None,
+    };
     let mut cell = qornn::OrnnCell::<f64>::new(shape, activation);
     cell.forward(&p, x, par);
     let (mut dw, mut du, mut db, mut dbm) = (
@@ -204,6 +210,7 @@ pub fn ornn_cell_pass(
         u: &mut du,
         b: &mut db,
         bm: &mut dbm,
+        hidden_step: &mut 0.0,
     };
     cell.backward(&p, x, dh, &mut g, None, par);
     CellPass {

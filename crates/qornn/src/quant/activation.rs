@@ -1,0 +1,246 @@
+//! The integer engine's activation quantizer in training (`--act-bits A`): the hidden state
+//! of an ORNN or RNN is fake-quantized at every step with the rules of `qornn-infer`
+//! (`docs/format.md`), and its input is quantized as the engine quantizes it, so that the
+//! integer model computes what training saw.
+//!
+//! With the step `s = 2^-f_h`, a power of two, and `u = z / s` (z the pre-activation, bias
+//! included):
+//!
+//! ```text
+//! Z = floor(u + 1/2)                                  (the engine's (num + 2^(S-1)) >> S)
+//! a = max(Z, 0)                                       (ReLU)
+//! a = sign(Z) max(|Z| + BM, 0),  BM = round(bm / s)   (modReLU)
+//! h = clamp(a, lo, hi) s
+//! ```
+//!
+//! with `lo..=hi` = `0..=2^A - 1` (ReLU) or `-2^(A-1)..=2^(A-1) - 1` (modReLU).
+//!
+//! The step is learned as LSQ learns an activation step (Esser et al. 2020), through its
+//! base-2 logarithm `l`: `s = 2^round(l)` in the forward pass, so that the engine can
+//! rescale by shifts. The backward is the straight-through estimator written out: each
+//! rounding passes its gradient as the identity, the clamps and ReLU's zero cut it. Where
+//! `lo < a < hi` holds before the clamp ("inside"):
+//!
+//! ```text
+//! dh/dz = 1,  dh/dbm = sign(Z),  dh/ds = (Z - u) + sign(Z) (BM - bm / s)
+//! ```
+//!
+//! where the clamp holds, `dh/dz = dh/dbm = 0` and `dh/ds` = the clamped code; elsewhere
+//! (`a = 0`) all three are 0. Then `dL/dl = g s ln 2 sum dL/dh dh/ds`, with LSQ's gradient
+//! scale `g = 1 / sqrt(N Q_P)`, N the activations the step quantizes in the batch. The
+//! straight-through gradient is the exact gradient of the same recurrence with each
+//! rounding's residual and each clamp held at its value: the finite-difference test in
+//! `tests/activation_quant.rs` checks it so, in `f64`.
+
+use crate::Real;
+
+/// The name of the learned `log2` step of the hidden state.
+pub const HIDDEN_STEP: &str = "hidden.log2_step";
+
+/// The hidden codes' range at `bits`: unsigned for ReLU's non-negative state, signed for
+/// modReLU's.
+pub fn hidden_code_range(bits: u32, modrelu: bool) -> (i64, i64) {
+    if modrelu {
+        (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+    } else {
+        (0, (1i64 << bits) - 1)
+    }
+}
+
+/// The input codes' largest magnitude: signed `bits`.
+pub fn input_code_limit(bits: u32) -> i64 {
+    (1i64 << (bits - 1)) - 1
+}
+
+/// The largest fraction `f` with `max_abs 2^f <= limit`: the power-of-two scale of codes that
+/// just hold `max_abs` (0 for an all-zero activation).
+pub fn fraction_bits(max_abs: f32, limit: i64) -> i32 {
+    if max_abs <= 0.0 || !max_abs.is_finite() {
+        return 0;
+    }
+    (limit as f64 / max_abs as f64).log2().floor() as i32
+}
+
+/// The engine's input quantization in float: `round(x 2^f_x)` saturated to signed `bits`,
+/// times `2^-f_x`, with `f_x` from the largest `|x|` (the rule `qornn quantize` calibrates
+/// with). Returns `f_x`.
+pub fn quantize_inputs(x: &[f32], bits: u32, out: &mut [f32]) -> i32 {
+    let limit = input_code_limit(bits) as f32;
+    let max_abs = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let frac = fraction_bits(max_abs, limit as i64);
+    let (scale, unit) = (2f32.powi(frac), 2f32.powi(-frac));
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v * scale).round().clamp(-limit - 1.0, limit) * unit;
+    }
+    frac
+}
+
+/// The fake quantizer of the hidden state at one step `s = 2^-f_h`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HiddenQuantizer<T> {
+    /// `s`, a power of two.
+    pub step: T,
+    /// The codes' range `lo..=hi`.
+    pub lo: T,
+    pub hi: T,
+    /// modReLU (signed codes, the bias `BM`), else ReLU.
+    pub modrelu: bool,
+}
+
+/// Where a unit's code fell: its gradient's case.
+#[derive(Clone, Copy)]
+enum Region {
+    /// `a = 0`: no gradient.
+    Zero,
+    /// Strictly inside the codes' range.
+    Inside,
+    /// Saturated at `lo` or `hi`.
+    Clamped,
+}
+
+/// One unit's quantized activation.
+#[derive(Clone, Copy)]
+struct Code<T> {
+    /// The clamped code `clamp(a, lo, hi)`.
+    value: T,
+    region: Region,
+    sign: T,
+    /// `dh/ds` inside the range: `(Z - u) + sign(Z) (BM - bm / s)`.
+    residual: T,
+}
+
+impl<T: Real> HiddenQuantizer<T> {
+    /// The quantizer of `bits`-bit codes with the step `2^round(log2_step)`.
+    pub fn new(bits: u32, log2_step: f32, modrelu: bool) -> Self {
+        let (lo, hi) = hidden_code_range(bits, modrelu);
+        Self {
+            step: T::of(2f64.powi(log2_step.round() as i32)),
+            lo: T::of(lo as f64),
+            hi: T::of(hi as f64),
+            modrelu,
+        }
+    }
+
+    /// The fraction bits `f_h` of this step.
+    pub fn fraction_bits(&self) -> i32 {
+        -self.step.to_f64().expect("a finite step").log2().round() as i32
+    }
+
+    #[inline(always)]
+    fn code(&self, z: T, bm: T) -> Code<T> {
+        let half = T::of(0.5);
+        let u = z / self.step;
+        let rounded = (u + half).floor();
+        let sign = if rounded > T::zero() {
+            T::one()
+        } else if rounded < T::zero() {
+            -T::one()
+        } else {
+            T::zero()
+        };
+        let (a, bias_residual) = if self.modrelu {
+            let bm_scaled = bm / self.step;
+            let bm_code = bm_scaled.round();
+            let magnitude = rounded.abs() + bm_code;
+            let a = if magnitude > T::zero() {
+                sign * magnitude
+            } else {
+                T::zero()
+            };
+            (a, bm_code - bm_scaled)
+        } else {
+            (rounded.max(T::zero()), T::zero())
+        };
+        let region = if a == T::zero() {
+            Region::Zero
+        } else if a > self.hi || a < self.lo {
+            Region::Clamped
+        } else {
+            Region::Inside
+        };
+        Code {
+            value: a.max(self.lo).min(self.hi),
+            region,
+            sign,
+            residual: (rounded - u) + sign * bias_residual,
+        }
+    }
+
+    /// `z += b`, then `h = q(act(z))`, over rows of `z, h: (rows, n)`.
+    pub fn forward_rows(&self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
+        let n = b.len();
+        for (row_h, row_z) in h.chunks_mut(n).zip(z.chunks_mut(n)) {
+            for (((hi, zi), &bi), &bmi) in row_h.iter_mut().zip(row_z).zip(b).zip(bm) {
+                *zi += bi;
+                *hi = self.code(*zi, bmi).value * self.step;
+            }
+        }
+    }
+
+    /// The straight-through backward over rows of `(rows, n)`: `dz = (dz + dh) dh/dz`, adding
+    /// into `db` and (modReLU) `dbm`; returns `sum (dz + dh) dh/ds`.
+    pub fn backward_rows(
+        &self,
+        dz: &mut [T],
+        z: &[T],
+        dh: &[T],
+        bm: &[T],
+        (db, dbm): (&mut [T], &mut [T]),
+    ) -> T {
+        let n = bm.len();
+        let mut d_step = T::zero();
+        for ((row_dz, row_z), row_dh) in dz.chunks_mut(n).zip(z.chunks(n)).zip(dh.chunks(n)) {
+            for j in 0..n {
+                let upstream = row_dz[j] + row_dh[j];
+                let code = self.code(row_z[j], bm[j]);
+                row_dz[j] = T::zero();
+                match code.region {
+                    Region::Zero => {}
+                    Region::Clamped => d_step += upstream * code.value,
+                    Region::Inside => {
+                        row_dz[j] = upstream;
+                        db[j] += upstream;
+                        if self.modrelu {
+                            dbm[j] += upstream * code.sign;
+                        }
+                        d_step += upstream * code.residual;
+                    }
+                }
+            }
+        }
+        d_step
+    }
+}
+
+/// LSQ's gradient scale `g = 1 / sqrt(N Q_P)` for `count` activations at `bits`.
+pub fn step_gradient_scale(count: usize, bits: u32, modrelu: bool) -> f64 {
+    let q_p = hidden_code_range(bits, modrelu).1 as f64;
+    1.0 / (count as f64 * q_p).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The forward follows the engine's rules: round half up, modReLU's integer bias, the
+    /// clamps; the input rule rounds and saturates.
+    #[test]
+    fn codes_follow_the_integer_engine() {
+        let relu = HiddenQuantizer::<f64>::new(4, -2.0, false); // s = 1/4, codes 0..=15
+        let mut z = vec![0.125, -0.3, 1.1, 9.0, 0.374];
+        let mut h = vec![0.0; 5];
+        relu.forward_rows(&mut z, &mut h, &[0.0; 5], &[0.0; 5]);
+        // 0.5 rounds up to 1; -1.2 to 0 (ReLU); 4.4 to 4; 36 saturates at 15; 1.496 to 1.
+        assert_eq!(h, vec![0.25, 0.0, 1.0, 3.75, 0.25]);
+        let modrelu = HiddenQuantizer::<f64>::new(4, -2.0, true); // codes -8..=7
+        let mut z = vec![-0.9, 0.9, -5.0, 0.1];
+        let mut h = vec![0.0; 4];
+        // BM = round(-0.3 / 0.25) = -1: |Z| - 1; -20 saturates at -8.
+        modrelu.forward_rows(&mut z, &mut h, &[0.0; 4], &[-0.3; 4]);
+        assert_eq!(h, vec![-0.75, 0.75, -2.0, 0.0]);
+        assert_eq!(relu.fraction_bits(), 2);
+        let mut x = vec![0.0f32; 4];
+        assert_eq!(quantize_inputs(&[1.0, 0.5, 0.3, -1.0], 8, &mut x), 6);
+        assert_eq!(x, vec![1.0, 0.5, 19.0 / 64.0, -1.0]);
+    }
+}
