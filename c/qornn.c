@@ -4,17 +4,23 @@
 #include <math.h>
 
 #define QORNN_MAX_SIZE 4096
+#define QORNN_MAX_OUTPUTS 65536
 #define QORNN_MAX_ALIGN 14
 #define QORNN_MAX_SHIFT 62
 #define QORNN_MAX_MANTISSA 4096
+/* |f_h|, |f_x| at most this: every shift sum below stays far inside int32. */
+#define QORNN_MAX_FRAC 62
 /* |B| below 2^61: with both product terms below 2^61 the sum stays below 2^63. */
 #define QORNN_BIAS_LIMIT ((int64_t)1 << 61)
 
-/* S - S_w and S + f_h - S_u - f_x: the left shifts that align the two products. */
-static int32_t w_align(const qornn_model *m) { return m->shift - m->w_shift; }
-static int32_t u_align(const qornn_model *m) {
-    return m->shift + m->hidden_frac - m->u_shift - m->input_frac;
+/* S - S_w and S + f_h - S_u - f_x: the left shifts that align the two products, in int64
+ * so that no field, however large, overflows the sum (validate then bounds them). */
+static int64_t w_align(const qornn_model *m) { return (int64_t)m->shift - m->w_shift; }
+static int64_t u_align(const qornn_model *m) {
+    return (int64_t)m->shift + m->hidden_frac - m->u_shift - m->input_frac;
 }
+
+static int in_range(int64_t v, int64_t lo, int64_t hi) { return v >= lo && v <= hi; }
 
 int qornn_validate(const qornn_model *m) {
     int32_t i;
@@ -30,8 +36,11 @@ int qornn_validate(const qornn_model *m) {
         int32_t b = m->hadamard_block;
         if (b < 2 || (b & (b - 1)) != 0 || m->hidden % b != 0) return QORNN_BAD_HADAMARD;
     }
-    if (m->shift < 0 || m->shift > QORNN_MAX_SHIFT || w_align(m) < 0 ||
-        w_align(m) > QORNN_MAX_ALIGN || u_align(m) < 0 || u_align(m) > QORNN_MAX_ALIGN)
+    if (!in_range(m->shift, 0, QORNN_MAX_SHIFT) || !in_range(m->w_shift, 0, QORNN_MAX_SHIFT) ||
+        !in_range(m->u_shift, 0, QORNN_MAX_SHIFT) ||
+        !in_range(m->hidden_frac, -QORNN_MAX_FRAC, QORNN_MAX_FRAC) ||
+        !in_range(m->input_frac, -QORNN_MAX_FRAC, QORNN_MAX_FRAC) ||
+        !in_range(w_align(m), 0, QORNN_MAX_ALIGN) || !in_range(u_align(m), 0, QORNN_MAX_ALIGN))
         return QORNN_BAD_SHIFT;
     if (m->w_mantissa < 1 || m->w_mantissa > QORNN_MAX_MANTISSA || m->u_mantissa < 1 ||
         m->u_mantissa > QORNN_MAX_MANTISSA)
@@ -40,12 +49,19 @@ int qornn_validate(const qornn_model *m) {
         if (m->bias[i] >= QORNN_BIAS_LIMIT || m->bias[i] <= -QORNN_BIAS_LIMIT)
             return QORNN_BAD_BIAS;
     if (m->modrelu && !m->bias_mod) return QORNN_NULL;
-    if (m->readout_bits == 0 && !m->readout_weight) return QORNN_NULL;
-    if (m->readout_bits != 0) {
+    if (m->outputs > QORNN_MAX_OUTPUTS) return QORNN_BAD_SIZE;
+    if (m->readout_bits == 0) {
+        if (!m->readout_weight) return QORNN_NULL;
+        for (i = 0; i < m->outputs * m->hidden; i++)
+            if (!isfinite(m->readout_weight[i])) return QORNN_BAD_READOUT;
+    } else {
         if (m->readout_bits < 2 || m->readout_bits > 16) return QORNN_BAD_BITS;
         if (!m->readout_codes) return QORNN_NULL;
-        if (m->readout_shift < 0 || m->readout_shift > QORNN_MAX_SHIFT) return QORNN_BAD_SHIFT;
+        if (!in_range(m->readout_shift, 0, QORNN_MAX_SHIFT)) return QORNN_BAD_SHIFT;
+        if (!in_range(m->readout_mantissa, 1, QORNN_MAX_MANTISSA)) return QORNN_BAD_MANTISSA;
     }
+    for (i = 0; i < m->outputs; i++)
+        if (!isfinite(m->readout_bias[i])) return QORNN_BAD_READOUT;
     return QORNN_OK;
 }
 

@@ -74,11 +74,13 @@ enum {
     QORNN_BAD_MANTISSA = 4,
     QORNN_BAD_BIAS = 5,
     QORNN_BAD_HADAMARD = 6,
-    QORNN_NULL = 7
+    QORNN_NULL = 7,
+    QORNN_BAD_READOUT = 8 /* a float read-out weight or bias that is NaN or infinite */
 };
 
-/* Checks dimensions, bit widths, shifts, mantissas and biases against the bounds under
- * which no sum overflows; QORNN_OK or the first problem found. */
+/* Checks dimensions, bit widths, shifts, fractions, mantissas, biases and the read-out
+ * against the bounds under which no sum overflows and no shift is undefined (the same as
+ * the Rust runtime's, listed in docs/format.md); QORNN_OK or the first problem found. */
 int qornn_validate(const qornn_model *model);
 
 /* Points `state` at `buffer`, which holds QORNN_STATE_WORDS(model->hidden) words, and

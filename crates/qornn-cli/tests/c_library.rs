@@ -100,7 +100,7 @@ fn corrupt_trace(model: &Path) {
     let _ = std::fs::remove_dir_all(model.join("build"));
 }
 
-const MODELS: [(&str, &[&str], &[&str]); 4] = [
+const MODELS: [(&str, &[&str], &[&str]); 5] = [
     ("relu-6b", &["--bits", "6"], &["--act-bits", "8"]),
     (
         "modrelu-4b-readout",
@@ -117,7 +117,31 @@ const MODELS: [(&str, &[&str], &[&str]); 4] = [
         &["--model", "block-hadamrnn", "--block", "8", "--bits", "3"],
         &["--act-bits", "8"],
     ),
+    // Activations trained at 8 bits: quantized with the run's own A and learned step.
+    (
+        "modrelu-4b-act-bits-8",
+        &["--bits", "4", "--act", "modrelu", "--act-bits", "8"],
+        &[],
+    ),
 ];
+
+/// Issue 22, defect 3: `qornn_validate` against every arithmetic field at the extremes of
+/// `int32_t` (and non-finite read-out floats), under UBSan: each refused, and the check
+/// itself free of undefined behaviour (`c/examples/validate_hostile.c`).
+#[test]
+fn c_validate_refuses_hostile_fields_without_undefined_behaviour() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(c_dir())
+        .arg("check-validate")
+        .arg(format!("OUT={}", dir.path().display()))
+        .output()
+        .expect("make runs");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("qornn check: PASS"), "{}", text(&out));
+}
 
 #[test]
 fn c_library_matches_traces_under_sanitizers() {

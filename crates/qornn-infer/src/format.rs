@@ -281,6 +281,27 @@ impl<'a> ModelFile<'a> {
             mantissa: field(116) as i32,
             shift: field(120),
         });
+        let frac_ok = |f: i32| (-IntRecurrence::MAX_FRAC..=IntRecurrence::MAX_FRAC).contains(&f);
+        if !frac_ok(recurrence.hidden_frac) || !frac_ok(recurrence.input_frac) {
+            return Err(FormatError::Invalid(
+                "fraction bits f_h or f_x outside -62..=62",
+            ));
+        }
+        if let Some(v) = readout_codes {
+            if !(1..=IntRecurrence::MAX_MANTISSA).contains(&v.mantissa)
+                || v.shift > IntRecurrence::MAX_SHIFT
+            {
+                return Err(FormatError::Invalid(
+                    "read-out step: mantissa outside 1..=4096 or shift above 62",
+                ));
+            }
+        }
+        // Float values the read-out computes with (and `qornn export --c` prints as C
+        // literals) must be numbers.
+        let floats_ok = |bytes: &[u8]| (0..bytes.len() / 4).all(|k| f32_at(bytes, k).is_finite());
+        if (readout_codes.is_none() && !floats_ok(v)) || !floats_ok(cb) {
+            return Err(FormatError::Invalid("read-out weight or bias not finite"));
+        }
         Ok(Self {
             recurrence,
             outputs: c,

@@ -132,8 +132,11 @@ pub fn hadamard_entry(i: usize, j: usize, block: usize) -> i32 {
 impl<'a> IntRecurrence<'a> {
     /// Largest left shift that aligns a product to the accumulator's unit.
     pub const MAX_ALIGN: u32 = 14;
-    /// Largest rounding shift S.
+    /// Largest rounding shift S, and largest weight step shift `S_w`, `S_u`, `S_v`.
     pub const MAX_SHIFT: u32 = 62;
+    /// Largest `|f_h|`, `|f_x|`: every sum of shifts and fractions stays far inside `i32`
+    /// (the C library computes them in `int32_t` fields).
+    pub const MAX_FRAC: i32 = 62;
     /// Largest weight step mantissa (12 bits, `dyadic` rounds up to 2^12 at most).
     pub const MAX_MANTISSA: i32 = 1 << 12;
     /// Bound on `|B|`: with both product terms below 2^61 the sum stays below 2^63.
@@ -189,7 +192,17 @@ impl<'a> IntRecurrence<'a> {
         if !(2..=16).contains(&self.act_bits) {
             return Err(Error::Range { what: "act_bits" });
         }
-        if self.shift > Self::MAX_SHIFT || self.w_shift().is_none() || self.u_shift().is_none() {
+        let frac_ok = |f: i32| (-Self::MAX_FRAC..=Self::MAX_FRAC).contains(&f);
+        if !frac_ok(self.hidden_frac) || !frac_ok(self.input_frac) {
+            return Err(Error::Range {
+                what: "fraction bits f_h or f_x outside -62..=62",
+            });
+        }
+        let shifts = [self.shift, self.w.shift, self.u.shift];
+        if shifts.iter().any(|&s| s > Self::MAX_SHIFT)
+            || self.w_shift().is_none()
+            || self.u_shift().is_none()
+        {
             return Err(Error::Range { what: "shift" });
         }
         let mantissa_ok = |m: i32| (1..=Self::MAX_MANTISSA).contains(&m);

@@ -185,6 +185,62 @@ fn crafted_files_with_valid_checksums_are_refused() {
     assert!(err.contains("bias"), "{err}");
 }
 
+/// Issue 22, defect 3: fields whose sums overflowed `int32_t` in the C library (f_h, f_x and
+/// the weight shifts near `i32::MAX`/`i32::MIN`), a read-out step the C header could not
+/// hold as `int32_t`, and a non-finite float read-out (printed as `inff` into the header)
+/// were accepted. Each is refused now, with a valid checksum, naming the field.
+#[test]
+fn fields_the_c_library_cannot_compute_with_are_refused() {
+    let reseal = |mut b: Vec<u8>| {
+        let end = b.len() - 4;
+        let sum = qornn_infer::format::fnv1a(&b[..end]);
+        b[end..].copy_from_slice(&sum.to_le_bytes());
+        b
+    };
+    let with = |bytes: &[u8], at: usize, value: u32| {
+        let mut b = bytes.to_vec();
+        b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        reseal(b)
+    };
+    let float_readout = model(false, 4).to_bytes();
+    let mut quantized = model(false, 4);
+    quantized.readout_codes = Some(QuantizedReadout::new(&quantized.readout_weight, 4, 5, 8));
+    let quantized = quantized.to_bytes();
+    assert!(IntegerModel::from_bytes(&quantized).is_ok());
+    let extremes = [
+        i32::MAX as u32,
+        i32::MIN as u32,
+        (i32::MAX - 1) as u32,
+        u32::MAX,
+    ];
+    for value in extremes {
+        for (bytes, at, needle) in [
+            (&float_readout, 44, "fraction"),
+            (&float_readout, 48, "fraction"),
+            (&float_readout, 60, "shift"),
+            (&float_readout, 68, "shift"),
+            (&quantized, 116, "read-out step"),
+            (&quantized, 120, "read-out step"),
+        ] {
+            if value == u32::MAX && needle == "fraction" {
+                continue; // f = -1 is a fraction in range.
+            }
+            let err = IntegerModel::from_bytes(&with(bytes, at, value)).unwrap_err();
+            assert!(err.contains(needle), "offset {at} = {value:#x}: {err}");
+        }
+    }
+    // The last read-out bias, then the first float read-out weight, made infinite or NaN.
+    let bias_at = float_readout.len() - 4 - 4;
+    let weight_at = float_readout.len() - 4 - 4 * 4 - 4 * 4 * 5;
+    for at in [bias_at, weight_at] {
+        for value in [f32::INFINITY, f32::NAN] {
+            let err =
+                IntegerModel::from_bytes(&with(&float_readout, at, value.to_bits())).unwrap_err();
+            assert!(err.contains("not finite"), "offset {at}: {err}");
+        }
+    }
+}
+
 /// A Hadamard recurrence (W = s_i (I ⊗ H_m)_ij / sqrt(m)) is stored as its n signs plus the
 /// block size (version 3), round-trips, and its multiplier-free integer step, packed or
 /// unpacked, equals the simulated twin bit for bit, for binary and ternary blocks.

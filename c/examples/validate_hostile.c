@@ -1,0 +1,126 @@
+/* qornn_validate against hostile field values (issue 22, defect 3): every field the
+ * arithmetic uses is set, one at a time, to the extremes of its type. Each such model must
+ * be refused, and checking it must itself be free of undefined behaviour (this program is
+ * built with -fsanitize=undefined and stops at the first report). The untouched model is
+ * accepted and stepped once. Prints "qornn check: PASS" when every case held. */
+#include <math.h>
+#include <stdio.h>
+
+#include "qornn.h"
+
+static const uint8_t w_packed[1] = {0x21};      /* 2 x 2 codes at 2 bits: 1, -2, 0, 0 */
+static const uint8_t u_packed[1] = {0x01};      /* 2 x 1 codes: 1, 0 */
+static const int64_t bias[2] = {3, -3};
+static const int32_t bias_mod[2] = {0, 0};
+static const float readout_weight[2] = {0.5f, -0.25f};
+static const int16_t readout_codes[2] = {1, -1};
+static float readout_bias[1] = {0.125f};
+static float bad_weight[2] = {0.5f, 0.0f};
+
+static qornn_model base(void) {
+    qornn_model m = {0};
+    m.hidden = 2;
+    m.input = 1;
+    m.outputs = 1;
+    m.w_bits = 2;
+    m.u_bits = 2;
+    m.act_bits = 8;
+    m.hidden_frac = 4;
+    m.input_frac = 4;
+    m.shift = 8;
+    m.w_mantissa = 2048;
+    m.w_shift = 8;
+    m.u_mantissa = 2048;
+    m.u_shift = 8;
+    m.w_packed = w_packed;
+    m.u_packed = u_packed;
+    m.bias = bias;
+    m.bias_mod = bias_mod;
+    m.readout_weight = readout_weight;
+    m.readout_codes = readout_codes;
+    m.readout_mantissa = 1024;
+    m.readout_shift = 10;
+    m.readout_bias = readout_bias;
+    return m;
+}
+
+typedef void (*mutation)(qornn_model *m, int32_t v);
+#define FIELD(name) \
+    static void set_##name(qornn_model *m, int32_t v) { m->name = v; }
+FIELD(hidden_frac)
+FIELD(input_frac)
+FIELD(shift)
+FIELD(w_shift)
+FIELD(u_shift)
+FIELD(w_mantissa)
+FIELD(u_mantissa)
+FIELD(act_bits)
+FIELD(u_bits)
+FIELD(w_bits)
+FIELD(hidden)
+FIELD(input)
+FIELD(outputs)
+FIELD(hadamard_block)
+FIELD(readout_bits)
+FIELD(readout_mantissa)
+FIELD(readout_shift)
+
+int main(void) {
+    static const struct {
+        const char *name;
+        mutation set;
+        int quantized_readout;
+    } fields[] = {
+        {"hidden_frac", set_hidden_frac, 0},   {"input_frac", set_input_frac, 0},
+        {"shift", set_shift, 0},               {"w_shift", set_w_shift, 0},
+        {"u_shift", set_u_shift, 0},           {"w_mantissa", set_w_mantissa, 0},
+        {"u_mantissa", set_u_mantissa, 0},     {"act_bits", set_act_bits, 0},
+        {"u_bits", set_u_bits, 0},             {"w_bits", set_w_bits, 0},
+        {"hidden", set_hidden, 0},             {"input", set_input, 0},
+        {"outputs", set_outputs, 0},           {"hadamard_block", set_hadamard_block, 0},
+        {"readout_bits", set_readout_bits, 1}, {"readout_mantissa", set_readout_mantissa, 1},
+        {"readout_shift", set_readout_shift, 1},
+    };
+    static const int32_t extremes[] = {INT32_MAX, INT32_MIN, INT32_MAX - 1, INT32_MIN + 1};
+    int failures = 0;
+    size_t f, e;
+    int32_t buffer[QORNN_STATE_WORDS(2)];
+    int32_t x[1] = {7};
+    float y[1];
+    qornn_state state;
+    qornn_model m = base();
+    if (qornn_validate(&m) != QORNN_OK) {
+        printf("the untouched model was refused: %d\n", qornn_validate(&m));
+        failures++;
+    }
+    qornn_state_init(&m, &state, buffer);
+    qornn_step(&m, &state, x);
+    qornn_readout(&m, &state, y);
+    for (f = 0; f < sizeof fields / sizeof fields[0]; f++)
+        for (e = 0; e < sizeof extremes / sizeof extremes[0]; e++) {
+            int status;
+            m = base();
+            if (fields[f].quantized_readout) m.readout_bits = 8;
+            fields[f].set(&m, extremes[e]);
+            status = qornn_validate(&m);
+            if (status == QORNN_OK) {
+                printf("%s = %ld was accepted\n", fields[f].name, (long)extremes[e]);
+                failures++;
+            }
+        }
+    m = base();
+    bad_weight[1] = INFINITY;
+    m.readout_weight = bad_weight;
+    if (qornn_validate(&m) != QORNN_BAD_READOUT) {
+        printf("an infinite read-out weight was accepted\n");
+        failures++;
+    }
+    m = base();
+    readout_bias[0] = NAN;
+    if (qornn_validate(&m) != QORNN_BAD_READOUT) {
+        printf("a NaN read-out bias was accepted\n");
+        failures++;
+    }
+    printf("qornn check: %s\n", failures == 0 ? "PASS" : "FAIL");
+    return failures != 0;
+}
