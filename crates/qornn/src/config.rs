@@ -11,6 +11,7 @@ use crate::init::Init;
 use crate::model::ModelSpec;
 use crate::optim::{OptimizerKind, Schedule};
 use crate::parametrisation::bjorck::BjorckConfig;
+use crate::quant::activation::ActRange;
 use crate::quant::lsq::LsqInit;
 use crate::quant::Rounding;
 use crate::quant::{Granularity, Quantizer, RangeRule};
@@ -241,6 +242,9 @@ settings! {
     /// act_bits: the step from which the activations are quantized (a float model trained
     /// so far is fine-tuned from there); its step starts at the calibrated range.
     act_bits_from: u64 = 0,
+    /// act_bits: the hidden state's step learned (from its calibrated start) or calibrated
+    /// (set from the largest |h| when quantization starts, then held).
+    act_range: ActRange = ActRange::Learned,
     /// Start from the best model of this run folder (its tensors with the same names and
     /// shapes, e.g. a full-precision or 8-bit run of the same architecture).
     init_from: Option<PathBuf> = None,

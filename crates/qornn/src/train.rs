@@ -11,6 +11,7 @@ use crate::model::Model;
 use crate::optim::{clip_grad_norm, Optimizer, OptimizerConfig, Schedule};
 use crate::parametrisation::StepContext;
 use crate::params::{Kind, Tensor};
+use crate::quant::activation::{self, ActRange};
 use crate::tasks::{rng_for, Batch, Task};
 use faer::Par;
 use serde::{Deserialize, Serialize};
@@ -331,8 +332,13 @@ impl Trainer {
             .config
             .freeze_recurrent_at
             .is_some_and(|step| self.step >= step);
+        let held_step = self.config.act_range == ActRange::Calibrated;
         for index in 0..self.model.params.len() {
-            let tensor_lr = match self.model.params[index].kind {
+            let tensor = &self.model.params[index];
+            if held_step && tensor.name == activation::HIDDEN_STEP {
+                continue;
+            }
+            let tensor_lr = match tensor.kind {
                 Kind::Recurrent if recurrent_frozen => continue,
                 Kind::Recurrent => orthogonal_lr,
                 Kind::Step => step_lr,

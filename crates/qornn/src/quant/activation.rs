@@ -33,6 +33,19 @@
 //! `tests/activation_quant.rs` checks it so, in `f64`.
 
 use crate::Real;
+use serde::{Deserialize, Serialize};
+
+/// How training sets the hidden state's step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActRange {
+    /// Learned from its calibrated start (LSQ on `log2 s`).
+    #[default]
+    Learned,
+    /// Calibrated when quantization starts (the float model's largest `|h|` just fits),
+    /// then held.
+    Calibrated,
+}
 
 /// The name of the learned `log2` step of the hidden state.
 pub const HIDDEN_STEP: &str = "hidden.log2_step";
