@@ -50,8 +50,12 @@ fn describe(r: &EvalRecord) -> String {
         .code_changes
         .map(|f| format!("  W codes changed {f}"))
         .unwrap_or_default();
+    let hidden_step = r
+        .hidden_frac
+        .map(|f| format!("  h step 2^{}", -f))
+        .unwrap_or_default();
     format!(
-        "step {}  train {:.4}  val {:.4}{acc}{bpc}{ppl}  baseline {:.4}{orthogonality}{flips}  {:.0}s",
+        "step {}  train {:.4}  val {:.4}{acc}{bpc}{ppl}  baseline {:.4}{orthogonality}{flips}{hidden_step}  {:.0}s",
         r.step, r.train_loss, r.val_loss, r.baseline_loss, r.seconds
     )
 }

@@ -245,6 +245,10 @@ settings! {
     /// act_bits: the hidden state's step learned (from its calibrated start) or calibrated
     /// (set from the largest |h| when quantization starts, then held).
     act_range: ActRange = ActRange::Learned,
+    /// The read-out V fake-quantized at R bits (2..=16) in training, with the paper's
+    /// per-tensor quantizer and a straight-through gradient, as `qornn quantize
+    /// --readout-bits R` stores it (its default then); unset: float V.
+    readout_bits: Option<u32> = None,
     /// Start from the best model of this run folder (its tensors with the same names and
     /// shapes, e.g. a full-precision or 8-bit run of the same architecture).
     init_from: Option<PathBuf> = None,
@@ -518,6 +522,12 @@ impl Config {
                 ));
             }
         }
+        if let Some(r) = self.readout_bits.filter(|r| !(2..=16).contains(r)) {
+            return Err(Error::config(
+                "readout_bits",
+                format!("{r} is outside 2..=16"),
+            ));
+        }
         if self.weights.is_some() && self.init_from.is_some() {
             return Err(Error::config(
                 "init_from",
@@ -773,6 +783,7 @@ impl Config {
             rank_w: (self.rank_w > 0).then_some(self.rank_w),
             rank_u: (self.rank_u > 0).then_some(self.rank_u),
             act_bits: self.act_bits,
+            readout_bits: self.readout_bits,
         }
     }
 }

@@ -7,10 +7,13 @@ use crate::Real;
 use faer::{Accum, Par};
 use serde::{Deserialize, Serialize};
 
+/// The name of the read-out's weight `V`.
+pub const READOUT_WEIGHT: &str = "readout.weight";
+
 /// The read-out's tensors, zero: `readout.weight (C, n)` and `readout.bias (C)`.
 pub fn readout_tensors(hidden: usize, classes: usize) -> Vec<Tensor> {
     vec![
-        Tensor::zeros("readout.weight", classes, hidden, Kind::Float),
+        Tensor::zeros(READOUT_WEIGHT, classes, hidden, Kind::Float),
         Tensor::zeros("readout.bias", 1, classes, Kind::Float),
     ]
 }
@@ -19,7 +22,7 @@ pub fn readout_tensors(hidden: usize, classes: usize) -> Vec<Tensor> {
 pub fn init_readout(t: &mut Tensor, hidden: usize, rng: &mut dyn rand::RngCore) {
     use rand::Rng;
     match t.name {
-        "readout.weight" => {
+        READOUT_WEIGHT => {
             let bound = 1.0 / (hidden as f32).sqrt();
             t.data
                 .iter_mut()

@@ -46,6 +46,10 @@ pub struct ModelSpec {
     /// training, as the integer engine computes them (`quant/activation.rs`), with a learned
     /// power-of-two step; `None`: float activations.
     pub act_bits: Option<u32>,
+    /// The read-out `V` fake-quantized at this many bits in training (the paper's
+    /// per-tensor quantizer, straight through), as `qornn quantize --readout-bits` stores
+    /// it; `None`: float `V`.
+    pub readout_bits: Option<u32>,
 }
 
 impl ModelSpec {
@@ -230,6 +234,9 @@ impl Model {
             .map(|t| match t.kind {
                 Kind::Recurrent => vec![0.0; n * n],
                 Kind::Quantized if quantized => vec![0.0; t.len()],
+                _ if t.name == head::READOUT_WEIGHT && spec.readout_bits.is_some() => {
+                    vec![0.0; t.len()]
+                }
                 _ => Vec::new(),
             })
             .collect();
@@ -248,7 +255,7 @@ impl Model {
         let position = |name| params.iter().position(|t| t.name == name);
         let mut model = Self {
             core_tensors: cell.tensors().len(),
-            readout: position("readout.weight").expect("every model has a read-out"),
+            readout: position(head::READOUT_WEIGHT).expect("every model has a read-out"),
             embedding: position("embedding.weight"),
             hidden_step: position(activation::HIDDEN_STEP),
             quantize_activations: spec.act_bits.is_some(),
@@ -311,7 +318,8 @@ impl Model {
     }
 
     /// The weights as stored: k bits per quantized entry plus a 32-bit step per tensor
-    /// (or row), 32 bits per float entry; in bytes, rounded up.
+    /// (or row), R bits per entry of a quantized read-out, 32 bits per float entry; in
+    /// bytes, rounded up.
     pub fn size_bytes(&self) -> u64 {
         let bits = self.spec.quantizer.map(|q| q.bits);
         let per_row = self
@@ -322,6 +330,11 @@ impl Model {
             .iter()
             .map(|t| match (&self.parametrisation, t.kind) {
                 (Some(p), Kind::Recurrent) => p.stored_bits(t, bits, per_row),
+                // A quantized read-out: R bits an entry and one step.
+                _ if t.name == head::READOUT_WEIGHT && self.spec.readout_bits.is_some() => {
+                    let r = self.spec.readout_bits.unwrap_or(32) as u64;
+                    t.len() as u64 * r + 32
+                }
                 _ => stored_bits(t, bits, per_row),
             })
             .sum::<u64>()
@@ -397,6 +410,12 @@ impl Model {
                     codes.dequantize_into(&mut self.used[i]);
                 }
             }
+        }
+        if let Some(bits) = self.spec.readout_bits {
+            let v = &self.params[self.readout];
+            let q = Quantizer::post_training(bits, Granularity::PerTensor);
+            q.quantize(&v.data, v.rows, v.cols)
+                .dequantize_into(&mut self.used[self.readout]);
         }
     }
 
@@ -506,7 +525,7 @@ impl Model {
         ws.head.forward(
             ws.core.outputs(),
             self.spec.hidden,
-            &self.params[self.readout].data,
+            self.used(self.readout),
             &self.params[self.readout + 1].data,
             &batch.targets,
             par,
@@ -529,7 +548,7 @@ impl Model {
         ws.head.backward(
             ws.core.outputs(),
             n,
-            &self.params[readout].data,
+            used_tensor(&self.params, &self.used, readout),
             grad_v,
             grad_c,
             &mut ws.dh,

@@ -38,6 +38,10 @@ pub struct EvalRecord {
     /// as `sign_flips`.
     #[serde(default, alias = "sign_flips", skip_serializing_if = "Option::is_none")]
     pub code_changes: Option<usize>,
+    /// `--act-bits`: the hidden state's fraction bits `f_h` (its step `2^-f_h`) the
+    /// evaluation used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_frac: Option<i32>,
     pub seconds: f64,
 }
 
@@ -259,6 +263,7 @@ fn drive(
                 baseline_loss: trainer.task.baseline_loss(),
                 orthogonality: trainer.orthogonality(),
                 code_changes: trainer.take_code_changes(),
+                hidden_frac: trainer.model.hidden_quantizer().map(|q| q.fraction_bits()),
                 seconds: state.seconds,
             };
             let line = serde_json::to_string(&record).expect("records serialise");

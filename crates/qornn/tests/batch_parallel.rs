@@ -58,6 +58,7 @@ fn batch_parallel_time_loops_match_the_sequential_ones() {
             rank_w: None,
             rank_u: None,
             act_bits: None,
+            readout_bits: None,
         };
         let mut model = Model::new(spec, &mut rng);
         // Non-zero biases so that every bias gradient is exercised.

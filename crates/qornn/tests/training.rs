@@ -580,3 +580,53 @@ fn a_diverged_run_stops_and_keeps_its_last_good_checkpoint() {
     let again = run::resume(dir.path(), &mut ()).unwrap_err().to_string();
     assert!(again.contains("not finite"), "{again}");
 }
+
+/// Issue 21: a model trained with its activations (`act_bits`) and read-out
+/// (`readout_bits`) fake-quantized as the integer engine computes them is quantized with
+/// the run's own A, learned hidden step and read-out width by default, and the integer model
+/// (bit-exact with its twin) scores as the run's own evaluation did, within a small bound:
+/// the remaining differences are the weight steps' 12-bit mantissas and the biases'
+/// rounding to the accumulator's unit.
+#[test]
+fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
+    for (model, act) in [
+        ("qornn-bjorck", qornn::Activation::Modrelu),
+        ("hadamrnn", qornn::Activation::Modrelu),
+        ("qornn-bjorck", qornn::Activation::Relu),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            act,
+            act_bits: Some(8),
+            act_bits_from: 200,
+            readout_bits: Some(4),
+            ..small_copy(model, 4)
+        };
+        let summary = run::start(config, dir.path(), &mut ()).unwrap();
+        assert!(
+            summary.best_step > 200,
+            "{model}: the best model has quantized activations"
+        );
+        let (report, _) =
+            qornn::deploy::quantize::quantize_run(dir.path(), None, 64, None, None, None).unwrap();
+        assert_eq!(report.act_bits, 8);
+        assert_eq!(report.readout_bits, Some(4));
+        assert_eq!(report.hidden_range, Some("trained"));
+        assert!(report.bit_exact, "{model}");
+        assert!(
+            (report.float.loss - summary.test.loss).abs() < 1e-9,
+            "{model}: quantize's float evaluation is the run's own"
+        );
+        let (float, integer) = (
+            report.float.accuracy.unwrap(),
+            report.integer.accuracy.unwrap(),
+        );
+        assert!(
+            (float - integer).abs() <= 0.02
+                && (report.float.loss - report.integer.loss).abs() < 0.01,
+            "{model} {act:?}: float {:.4} / {float:.4}, integer {:.4} / {integer:.4}",
+            report.float.loss,
+            report.integer.loss
+        );
+    }
+}

@@ -51,7 +51,8 @@ pub struct PtqReport {
 
 /// Quantizes the best model of the run in `dir`, writes it (`output`, else
 /// `DIR/model.qornn`), and reports the three inferences on the test set. `act_bits`:
-/// A, by default the run's own (`--act-bits`, whose learned hidden step is then used), else 8.
+/// A, by default the run's own (`--act-bits`, whose learned hidden step is then used), else 8;
+/// `readout_bits`: by default the run's (`--readout-bits`), else a float read-out.
 pub fn quantize_run(
     dir: &Path,
     act_bits: Option<u32>,
@@ -72,6 +73,7 @@ pub fn quantize_run(
     let (config, task, mut float_model) = load_best_model(dir)?;
     let spec = float_model.spec.clone();
     let act_bits = act_bits.or(spec.act_bits).unwrap_or(DEFAULT_ACT_BITS);
+    let readout_bits = readout_bits.or(spec.readout_bits);
     if !spec.is_elman() || spec.activation == Activation::Tanh {
         return Err(Error::config(
             "run",
@@ -181,7 +183,7 @@ pub fn quantize_run(
     let readout = m
         .params
         .iter()
-        .position(|t| t.name == "readout.weight")
+        .position(|t| t.name == crate::head::READOUT_WEIGHT)
         .expect("a read-out");
     let readout_codes = readout_bits
         .map(|r| QuantizedReadout::new(&m.params[readout].data, spec.outputs, spec.hidden, r));
