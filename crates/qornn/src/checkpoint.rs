@@ -50,11 +50,42 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    if path.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::other("is a folder; give a file name to write"),
+        ));
+    }
+    let tmp = temporary_beside(path);
+    let written = (|| {
+        // create_new: never truncate (or follow a link at) a file that is already there.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    // rename replaces `path` itself (a link there too), never what a link points to.
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// A temporary name in `path`'s folder that no other file or writer uses:
+/// `.NAME.PID.N.tmp`, N counting this process's writes.
+fn temporary_beside(path: &Path) -> std::path::PathBuf {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
@@ -198,4 +229,46 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
         pending_loss: number("pending_loss")?,
         pending_count: number("pending_count")? as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_atomically;
+
+    /// Issue 22, defect 11: the temporary was `path.with_extension("tmp")`, so writing
+    /// `m.qornn` destroyed an unrelated `m.tmp`, and `--output /tmp` wrote `/tmp.tmp`. Now the
+    /// temporary is unique and hidden, a folder is refused as output, and a link planted at
+    /// the target is replaced, not followed.
+    #[test]
+    fn atomic_writes_touch_nothing_but_their_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let unrelated = dir.path().join("m.tmp");
+        std::fs::write(&unrelated, b"keep me").unwrap();
+        let target = dir.path().join("m.qornn");
+        write_atomically(&target, b"model").unwrap();
+        assert_eq!(std::fs::read(&unrelated).unwrap(), b"keep me");
+        assert_eq!(std::fs::read(&target).unwrap(), b"model");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary left: {names:?}");
+
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).unwrap();
+        let err = write_atomically(&folder, b"x").unwrap_err().to_string();
+        assert!(err.contains("folder"), "{err}");
+        assert!(folder.is_dir());
+
+        #[cfg(unix)]
+        {
+            let elsewhere = dir.path().join("elsewhere");
+            std::fs::write(&elsewhere, b"not yours").unwrap();
+            let link = dir.path().join("link.json");
+            std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+            write_atomically(&link, b"mine").unwrap();
+            assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not yours");
+            assert_eq!(std::fs::read(&link).unwrap(), b"mine");
+        }
+    }
 }

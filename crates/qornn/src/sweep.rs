@@ -28,6 +28,10 @@ pub const RUNS_FILE: &str = "runs.csv";
 /// The logs of the runs (local: `<index>.out`, Slurm: `<job>_<index>.out`).
 pub const LOGS_DIR: &str = "logs";
 
+/// The most runs one sweep may hold: a grid whose lists multiply past this (or past what
+/// a machine word holds) is refused when it is read, before anything is written.
+pub const MAX_RUNS: usize = 10_000;
+
 /// A base configuration and the lists of values to sweep.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grid {
@@ -120,13 +124,32 @@ impl Grid {
                 format!("grid key `{key}` has an empty list: a sweep needs at least one value"),
             ));
         }
-        self.axes.retain(|(k, _)| k != key);
-        self.axes.push((key.to_string(), values));
-        self.axes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut axes = self.axes.clone();
+        axes.retain(|(k, _)| k != key);
+        axes.push((key.to_string(), values));
+        axes.sort_by(|a, b| a.0.cmp(&b.0));
+        let runs = axes
+            .iter()
+            .try_fold(1usize, |runs, (_, v)| runs.checked_mul(v.len()))
+            .filter(|&runs| runs <= MAX_RUNS);
+        if runs.is_none() {
+            let sizes: Vec<String> = axes
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.len()))
+                .collect();
+            return Err(Error::bad_file(
+                source,
+                format!(
+                    "the grid has more than {MAX_RUNS} runs ({}); split it into several sweeps",
+                    sizes.join(", ")
+                ),
+            ));
+        }
+        self.axes = axes;
         Ok(())
     }
 
-    /// How many runs the grid has.
+    /// How many runs the grid has (at most [`MAX_RUNS`], checked as each axis is set).
     pub fn len(&self) -> usize {
         self.axes.iter().map(|(_, v)| v.len()).product()
     }
@@ -319,6 +342,26 @@ mod tests {
 
     fn grid(text: &str) -> Grid {
         Grid::parse(text, Path::new("test.toml")).unwrap()
+    }
+
+    /// Issue 22, defects 6 and 7: 64 two-value axes made a wrapping product of 0 runs (and
+    /// `--array=0-18446744073709551615`); 10^6 points were written without a question. A
+    /// grid over the limit, or one whose size overflows, is refused when read, naming the
+    /// axes; one at the limit is read.
+    #[test]
+    fn grids_past_the_run_limit_are_refused() {
+        let axes: String = (0..64).map(|k| format!("k{k} = [1, 2]\n")).collect();
+        let err = Grid::parse(&format!("[grid]\n{axes}"), Path::new("huge.toml")).unwrap_err();
+        assert!(err.to_string().contains("more than 10000 runs"), "{err}");
+        let err = Grid::parse("[grid]\nseed = [1,2,3,4,5,6,7,8,9,10,11]\nlr = [1,2,3,4,5,6,7,8,9,10]\nbits = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91]\n", Path::new("big.toml")).unwrap_err();
+        assert!(err.to_string().contains("big.toml"), "{err}");
+        let mut g = grid("[grid]\nseed = [1, 2]\n");
+        let hundred: Vec<String> = (0..100).map(|v| v.to_string()).collect();
+        g.apply_override(&format!("lr={}", hundred.join(",")))
+            .unwrap();
+        g.apply_override(&format!("steps={}", hundred.join(",")))
+            .unwrap_err();
+        assert_eq!(g.len(), 200);
     }
 
     #[test]
