@@ -61,6 +61,12 @@ pub fn quantize_run(
     readout_bits: Option<u32>,
     output: Option<&Path>,
 ) -> Result<(PtqReport, std::path::PathBuf)> {
+    if calibration == 0 {
+        return Err(Error::config(
+            "calib",
+            "calibration needs at least one training sequence",
+        ));
+    }
     if let Some(a) = act_bits.filter(|a| !(4..=16).contains(a)) {
         return Err(Error::config("act_bits", format!("{a} is outside 4..=16")));
     }
@@ -253,5 +259,17 @@ fn report(
         bytes: model.to_bytes().len() as u64,
         integer_sequences_per_second: run.sequences_per_second,
         float_sequences_per_second: float_speed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 22, defect 19: `--calib 0` wrote an uncalibrated model; it is refused before
+    /// the run is read.
+    #[test]
+    fn calibration_needs_a_sequence() {
+        let path = std::path::Path::new("no-such-run");
+        let err = super::quantize_run(path, None, 0, None, None, None).unwrap_err();
+        assert!(err.to_string().contains("calib"), "{err}");
     }
 }

@@ -31,12 +31,42 @@ pub fn task_info(task: &Task, config: &crate::config::Config) -> Result<TaskInfo
     })
 }
 
-/// The task a `.qornn` file was trained on (MNIST is read from `data_dir`).
+/// The longest copy delay or adding length a task record may ask for.
+pub const MAX_TASK_LENGTH: u32 = 100_000;
+
+/// The most memory the test set a task record describes may take: a record is a few
+/// bytes that a flipped bit can turn into a request for terabytes.
+pub const MAX_EVAL_BYTES: u64 = 4 << 30;
+
+/// The task a `.qornn` file was trained on (MNIST is read from `data_dir`), after checking
+/// that its record describes a test set of a sane size.
 pub fn task_of(info: &TaskInfo, data_dir: Option<&Path>) -> Result<Task> {
     use crate::data::{data_dir as resolve, mnist::Mnist, Checksums};
-    Ok(match info.kind {
-        0 => Task::Copy(crate::tasks::CopyTask::new(info.parameter.max(1) as usize)),
-        1 => Task::Adding(crate::tasks::AddingTask::new(info.parameter.max(2) as usize)),
+    let length = |least: u32, what: &str| -> Result<usize> {
+        if (least..=MAX_TASK_LENGTH).contains(&info.parameter) {
+            Ok(info.parameter as usize)
+        } else {
+            Err(Error::config(
+                "model",
+                format!(
+                    "the model file's task record gives a {what} of {}, outside {least}..={MAX_TASK_LENGTH}",
+                    info.parameter
+                ),
+            ))
+        }
+    };
+    if info.batch > info.sequences {
+        return Err(Error::config(
+            "model",
+            format!(
+                "the model file's task record gives an evaluation batch of {} for {} sequences",
+                info.batch, info.sequences
+            ),
+        ));
+    }
+    let task = match info.kind {
+        0 => Task::Copy(crate::tasks::CopyTask::new(length(1, "copy delay")?)),
+        1 => Task::Adding(crate::tasks::AddingTask::new(length(2, "adding length")?)),
         2 | 3 => Task::Mnist(crate::tasks::MnistTask::new(
             Mnist::load(&resolve(data_dir), Checksums::Verify)?,
             info.kind == 3,
@@ -47,5 +77,76 @@ pub fn task_of(info: &TaskInfo, data_dir: Option<&Path>) -> Result<Task> {
                 format!("unknown task id {other} in the model file"),
             ))
         }
-    })
+    };
+    let bytes = info.sequences as u64 * task.steps() as u64 * task.input_size() as u64 * 4;
+    if bytes > MAX_EVAL_BYTES {
+        return Err(Error::config(
+            "model",
+            format!(
+                "the model file's task record asks for {} test sequences of {} steps, {:.1} GiB \
+                 of inputs (at most {} GiB)",
+                info.sequences,
+                task.steps(),
+                bytes as f64 / (1u64 << 30) as f64,
+                MAX_EVAL_BYTES >> 30
+            ),
+        ));
+    }
+    Ok(task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 22, defects 4 and 19: a task record's copy delay, adding length, sequence count
+    /// and batch were used as they came (a flipped bit allocated gigabytes to terabytes; a
+    /// delay of 0 was evaluated at 1). Each is refused now, naming what is wrong.
+    #[test]
+    fn task_records_that_describe_no_sane_test_set_are_refused() {
+        let good = TaskInfo {
+            kind: 0,
+            parameter: 10,
+            seed: 1,
+            sequences: 64,
+            batch: 32,
+        };
+        assert!(task_of(&good, None).is_ok());
+        for (record, needle) in [
+            (
+                TaskInfo {
+                    parameter: 0,
+                    ..good
+                },
+                "copy delay of 0",
+            ),
+            (
+                TaskInfo {
+                    parameter: 1 << 31,
+                    ..good
+                },
+                "copy delay",
+            ),
+            (
+                TaskInfo {
+                    kind: 1,
+                    parameter: 1,
+                    ..good
+                },
+                "adding length of 1",
+            ),
+            (
+                TaskInfo {
+                    sequences: u32::MAX,
+                    batch: 128,
+                    ..good
+                },
+                "GiB",
+            ),
+            (TaskInfo { batch: 65, ..good }, "batch of 65 for 64"),
+        ] {
+            let err = task_of(&record, None).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
 }
