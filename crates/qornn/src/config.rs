@@ -242,8 +242,8 @@ settings! {
     /// act_bits: the step from which the activations are quantized (a float model trained
     /// so far is fine-tuned from there); its step starts at the calibrated range.
     act_bits_from: u64 = 0,
-    /// act_bits: the hidden state's step learned (from its calibrated start) or calibrated
-    /// (set from the largest |h| when quantization starts, then held).
+    /// act_bits: the hidden state's step learned or calibrated (held); both start at the
+    /// power of two with the least squared error on the state when quantization starts.
     act_range: ActRange = ActRange::Learned,
     /// The read-out V fake-quantized at R bits (2..=16) in training, with the paper's
     /// per-tensor quantizer and a straight-through gradient, as `qornn quantize

@@ -496,19 +496,19 @@ impl Model {
         Some(HiddenQuantizer::new(bits, log2_step, modrelu))
     }
 
-    /// Starts the hidden state's learned step where calibration would put it: the float
-    /// model's largest `|h|` on `batch` just fits the codes (`l = -f_h`). Quantization of
-    /// the activations is on afterwards.
+    /// Starts the hidden state's step at the power of two that represents the float
+    /// model's `h` on `batch` with the least squared error (`l = -f_h`; the largest `|h|`
+    /// clipped when that costs less than a coarser step). Quantization of the activations
+    /// is on afterwards.
     pub fn init_hidden_step(&mut self, ws: &mut Workspace, batch: &Batch, par: Par) {
         let (Some(bits), Some(index)) = (self.spec.act_bits, self.hidden_step) else {
             return;
         };
         self.quantize_activations = false;
         self.forward(ws, batch, par);
-        let max_h = ws.core.outputs().iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let modrelu = self.spec.activation == Activation::Modrelu;
-        let limit = activation::hidden_code_range(bits, modrelu).1;
-        self.params[index].data[0] = -activation::fraction_bits(max_h, limit) as f32;
+        let frac = activation::least_squares_fraction_bits(ws.core.outputs(), bits, modrelu);
+        self.params[index].data[0] = -frac as f32;
         self.quantize_activations = true;
     }
 

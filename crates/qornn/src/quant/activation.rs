@@ -39,11 +39,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActRange {
-    /// Learned from its calibrated start (LSQ on `log2 s`).
+    /// Learned (LSQ on `log2 s`) from its calibrated start.
     #[default]
     Learned,
-    /// Calibrated when quantization starts (the float model's largest `|h|` just fits),
-    /// then held.
+    /// Calibrated when quantization starts, then held.
     Calibrated,
 }
 
@@ -72,6 +71,30 @@ pub fn fraction_bits(max_abs: f32, limit: i64) -> i32 {
         return 0;
     }
     (limit as f64 / max_abs as f64).log2().floor() as i32
+}
+
+/// The fraction bits `f` whose codes represent `values` with the least squared error,
+/// clamping included: from the largest `f` that holds every value (`fraction_bits` of the
+/// largest `|v|`) to 6 bits finer, where clipping the largest values starts to cost more
+/// than the finer step saves.
+pub fn least_squares_fraction_bits(values: &[f32], bits: u32, modrelu: bool) -> i32 {
+    let (lo, hi) = hidden_code_range(bits, modrelu);
+    let max_abs = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let widest = fraction_bits(max_abs, hi);
+    let error = |frac: i32| -> f64 {
+        let (scale, unit) = (2f64.powi(frac), 2f64.powi(-frac));
+        values
+            .iter()
+            .map(|&v| {
+                let q = (v as f64 * scale + 0.5).floor().clamp(lo as f64, hi as f64) * unit;
+                (q - v as f64).powi(2)
+            })
+            .sum()
+    };
+    (widest..=widest + 6)
+        .map(|f| (error(f), f))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or(widest, |(_, f)| f)
 }
 
 /// The engine's input quantization in float: `round(x 2^f_x)` saturated to signed `bits`,
@@ -255,5 +278,20 @@ mod tests {
         let mut x = vec![0.0f32; 4];
         assert_eq!(quantize_inputs(&[1.0, 0.5, 0.3, -1.0], 8, &mut x), 6);
         assert_eq!(x, vec![1.0, 0.5, 19.0 / 64.0, -1.0]);
+    }
+
+    /// The starting step clips a lone outlier when the finer step saves more error than the
+    /// clipping costs, and keeps every value when it does not.
+    #[test]
+    fn the_starting_step_trades_clipping_for_resolution() {
+        let mut values: Vec<f32> = (0..10_000).map(|i| (i as f32 / 5_000.0) - 1.0).collect();
+        // Largest |h| 1.2: 127 codes hold it at f = 6; f = 7 clips it at 0.99 for a
+        // quarter of the rounding error on every other value.
+        values.push(1.2);
+        assert_eq!(fraction_bits(1.2, 127), 6);
+        assert_eq!(least_squares_fraction_bits(&values, 8, true), 7);
+        // An outlier of 100 costs more clipped than the coarse step does.
+        values.push(100.0);
+        assert_eq!(least_squares_fraction_bits(&values, 8, true), 0);
     }
 }
