@@ -94,11 +94,24 @@ impl Observer for () {}
 /// Starts a run in `dir` (which must not hold one already).
 pub fn start(config: Config, dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
     config.validate()?;
-    if dir.join(CHECKPOINT_FILE).exists() {
+    // Any of a run's results marks the folder as taken: a finished run whose checkpoints
+    // were deleted still has its metrics and summary, which a new run would overwrite.
+    let metrics = dir.join(METRICS_FILE);
+    let taken = [CHECKPOINT_FILE, BEST_FILE, SUMMARY_FILE]
+        .iter()
+        .find(|f| dir.join(f).exists())
+        .copied()
+        .or_else(|| {
+            metrics
+                .metadata()
+                .is_ok_and(|m| m.len() > 0)
+                .then_some(METRICS_FILE)
+        });
+    if let Some(file) = taken {
         return Err(Error::config(
             "out",
             format!(
-                "{} already holds a run; use --resume {0} or another --out",
+                "{} already holds a run (its {file}); use --resume {0} or another --out",
                 dir.display()
             ),
         ));

@@ -630,3 +630,33 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
         );
     }
 }
+
+/// Issue 22, defect 20: `qornn train --out DIR` on a finished run whose checkpoints were
+/// removed started afresh and overwrote its metrics and summary. The folder is refused
+/// while it holds any of a run's results, and they stay as they were.
+#[test]
+fn a_finished_run_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        steps: 20,
+        eval_every: 10,
+        ..small_copy("qornn-bjorck", 8)
+    };
+    run::start(config.clone(), dir.path(), &mut ()).unwrap();
+    let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+    let (metrics, summary) = (read(run::METRICS_FILE), read(run::SUMMARY_FILE));
+    for file in [run::CHECKPOINT_FILE, run::BEST_FILE] {
+        std::fs::remove_file(dir.path().join(file)).unwrap();
+    }
+    let err = run::start(config.clone(), dir.path(), &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds a run"), "{err}");
+    std::fs::remove_file(dir.path().join(run::SUMMARY_FILE)).unwrap();
+    let err = run::start(config, dir.path(), &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(run::METRICS_FILE), "{err}");
+    assert_eq!(read(run::METRICS_FILE), metrics);
+    assert!(!summary.is_empty());
+}
