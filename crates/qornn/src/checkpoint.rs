@@ -175,17 +175,35 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
     let number = |key: &str| -> Result<f64> {
         meta.get(key)
             .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| !v.is_nan())
             .ok_or_else(|| bad(format!("metadata `{key}` is missing or not a number")))
     };
-    let tensor = |name: &str, len: usize| -> Result<Vec<f32>> {
+    // A count is a whole number that a run can reach (below 2^53, exact in the f64 of
+    // metrics): `step = 1e30` would skip training and report success.
+    let count = |key: &str| -> Result<u64> {
+        meta.get(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&v| v < 1 << 53)
+            .ok_or_else(|| bad(format!("metadata `{key}` is missing or not a count")))
+    };
+    let non_negative = |key: &str, infinite_ok: bool| -> Result<f64> {
+        let v = number(key)?;
+        if v < 0.0 || (v.is_infinite() && !infinite_ok) {
+            return Err(bad(format!(
+                "metadata `{key}` is {v}, not a non-negative number"
+            )));
+        }
+        Ok(v)
+    };
+    let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
         let view = st
             .tensor(name)
             .map_err(|_| bad(format!("tensor `{name}` is missing")))?;
-        if view.dtype() != Dtype::F32 || view.data().len() != len * 4 {
+        if view.dtype() != Dtype::F32 || view.shape() != shape {
             return Err(bad(format!(
-                "tensor `{name}` should hold {len} f32 values, has shape {:?} {:?}",
-                view.shape(),
-                view.dtype()
+                "tensor `{name}` should be f32 of shape {shape:?}, is {:?} {:?}",
+                view.dtype(),
+                view.shape()
             )));
         }
         let v: Vec<f32> = view
@@ -201,33 +219,39 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
     let mut params = spec.tensors();
     let mut moments = Vec::new();
     for t in params.iter_mut() {
-        let (name, len) = (t.name, t.len());
-        t.data = tensor(&format!("param.{name}"), len)?;
+        let (name, shape) = (t.name, [t.rows, t.cols]);
+        t.data = tensor(&format!("param.{name}"), &shape)?;
         moments.push(Moments {
-            m: tensor(&format!("optim.m.{name}"), len)?,
-            v: tensor(&format!("optim.v.{name}"), len)?,
+            m: tensor(&format!("optim.m.{name}"), &shape)?,
+            v: tensor(&format!("optim.v.{name}"), &shape)?,
         });
     }
     let parametrisation_state = match spec.parametrisation().and_then(|p| p.state_layout()) {
-        Some((name, len)) => Some((name, tensor(name, len)?)),
+        Some((name, len)) => Some((name, tensor(name, &[len])?)),
         None => None,
     };
     let carried_state = match st.tensor("state.h") {
-        Ok(view) => Some(tensor("state.h", view.data().len() / 4)?),
+        Ok(view) => Some(tensor("state.h", &[view.data().len() / 4])?),
         Err(_) => None,
     };
+    let (step, best_step) = (count("step")?, count("best_step")?);
+    if best_step > step {
+        return Err(bad(format!(
+            "metadata `best_step` {best_step} is after `step` {step}"
+        )));
+    }
     Ok(Checkpoint {
-        step: number("step")? as u64,
+        step,
         params,
         parametrisation_state,
         carried_state,
         moments,
-        updates: number("updates")? as u64,
-        best_val_loss: number("best_val_loss")?,
-        best_step: number("best_step")? as u64,
-        seconds: number("seconds")?,
-        pending_loss: number("pending_loss")?,
-        pending_count: number("pending_count")? as u64,
+        updates: count("updates")?,
+        best_val_loss: non_negative("best_val_loss", true)?,
+        best_step,
+        seconds: non_negative("seconds", false)?,
+        pending_loss: non_negative("pending_loss", false)?,
+        pending_count: count("pending_count")?,
     })
 }
 

@@ -660,3 +660,74 @@ fn a_finished_run_is_never_overwritten() {
     assert_eq!(read(run::METRICS_FILE), metrics);
     assert!(!summary.is_empty());
 }
+
+/// A checkpoint's bytes with one metadata entry replaced, or one tensor's shape.
+fn rewritten(bytes: &[u8], meta: Option<(&str, &str)>, reshape: Option<&str>) -> Vec<u8> {
+    use safetensors::tensor::TensorView;
+    use safetensors::SafeTensors;
+    let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+    let mut info = header.metadata().clone().unwrap();
+    if let Some((key, value)) = meta {
+        info.insert(key.into(), value.into());
+    }
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let tensors: Vec<(String, TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            if reshape == Some(name.as_str()) {
+                let shape = view.shape().iter().rev().copied().collect();
+                let view = TensorView::new(view.dtype(), shape, view.data()).unwrap();
+                (name, view)
+            } else {
+                (name, view)
+            }
+        })
+        .collect();
+    safetensors::serialize(tensors, Some(info)).unwrap()
+}
+
+/// Issue 22, defects 15 and 16: a checkpoint's `step` of 1e30 skipped training and
+/// reported success, a negative or NaN one restarted and dropped metrics, a NaN
+/// `best_val_loss` froze the best model, and a transposed tensor loaded (its byte length
+/// matched). Each is refused when the checkpoint is read, naming the entry.
+#[test]
+fn checkpoints_with_impossible_bookkeeping_or_shapes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        steps: 10,
+        eval_every: 10,
+        ..small_copy("qornn-bjorck", 8)
+    };
+    run::start(config.clone(), dir.path(), &mut ()).unwrap();
+    let spec = config.model_spec_for(&config.task().unwrap());
+    let path = dir.path().join(run::CHECKPOINT_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    let load = |b: Vec<u8>| {
+        std::fs::write(&path, b).unwrap();
+        qornn::checkpoint::load(&path, &spec)
+    };
+    assert!(load(rewritten(&bytes, None, None)).is_ok());
+    for (key, value) in [
+        ("step", "1e30"),
+        ("step", "-3"),
+        ("step", "NaN"),
+        ("best_val_loss", "NaN"),
+        ("best_val_loss", "-1"),
+        ("best_step", "11"),
+        ("seconds", "inf"),
+        ("updates", "2.5"),
+    ] {
+        let err = load(rewritten(&bytes, Some((key, value)), None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key} = {value}: {err}");
+    }
+    let err = load(rewritten(&bytes, None, Some("param.weight_ih")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("param.weight_ih") && err.contains("shape"),
+        "{err}"
+    );
+}
