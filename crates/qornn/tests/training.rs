@@ -731,3 +731,42 @@ fn checkpoints_with_impossible_bookkeeping_or_shapes_are_refused() {
         "{err}"
     );
 }
+
+/// Issue 22, defect 9: `qornn report` spun at 100 % CPU when a loss was about 2e307 or more,
+/// or a size 0 (the log axes' tick search). It now draws what an axis can hold and returns.
+#[test]
+fn reports_of_absurd_values_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let config = Config {
+        steps: 20,
+        eval_every: 10,
+        ..small_copy("qornn-bjorck", 8)
+    };
+    run::start(config, &run_dir, &mut ()).unwrap();
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = run_dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let re = |t: &str, key: &str| -> String {
+            let start = t.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+            let end = start + t[start..].find([',', '\n', '}']).unwrap();
+            format!("{}{}{}", &t[..start], to.trim(), &t[end..])
+        };
+        std::fs::write(&path, re(&text, from)).unwrap();
+    };
+    edit(run::METRICS_FILE, "val_loss", "2e307");
+    edit(run::SUMMARY_FILE, "size_bytes", "0");
+    edit(run::SUMMARY_FILE, "loss", "1.7e308");
+    let out = dir.path().join("report");
+    let (done, finished) = std::sync::mpsc::channel();
+    let paths = vec![run_dir.clone()];
+    std::thread::spawn(move || {
+        let report = qornn::report::Report::collect(&paths).unwrap();
+        done.send(report.write(&out).map(|files| files.len()))
+            .unwrap();
+    });
+    let written = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the report finishes");
+    assert!(written.unwrap() > 0);
+}

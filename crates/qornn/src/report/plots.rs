@@ -96,10 +96,16 @@ fn rasterise(svg: &str) -> Result<Vec<u8>> {
     pixmap.encode_png().map_err(plot_error)
 }
 
+/// Whether an axis can hold `v`: finite, and small enough that padding the range and
+/// placing ticks stay finite (a loss of 2e307 made the log axis's tick search spin forever).
+fn plottable(v: f64) -> bool {
+    v.is_finite() && v.abs() < 1e300
+}
+
 /// The range of `values` padded by 5 % (a unit range around a single value).
 fn padded(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     let (lo, hi) = values
-        .filter(|v| v.is_finite())
+        .filter(|&v| plottable(v))
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
             (lo.min(v), hi.max(v))
         });
@@ -119,7 +125,12 @@ fn draw_lines<DB: DrawingBackend>(
     y_desc: &str,
     lines: &[Line],
 ) -> Result<()> {
-    let all = || lines.iter().flat_map(|l| l.points.iter());
+    let all = || {
+        lines
+            .iter()
+            .flat_map(|l| l.points.iter())
+            .filter(|p| plottable(p.0) && plottable(p.1))
+    };
     let (x0, x1) = padded(all().map(|p| p.0)).unwrap_or((0.0, 1.0));
     let (y0, y1) = padded(all().map(|p| p.1)).unwrap_or((0.0, 1.0));
     let min_y = all().map(|p| p.1).fold(f64::INFINITY, f64::min);
@@ -145,7 +156,11 @@ fn draw_lines<DB: DrawingBackend>(
                 .map_err(plot_error)?;
             for line in lines {
                 let style = ShapeStyle::from(colour(line.colour)).stroke_width(2);
-                let points = line.points.iter().copied();
+                let points = line
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|p| plottable(p.0) && plottable(p.1));
                 if line.dashed {
                     chart
                         .draw_series(DashedLineSeries::new(points, 8, 6, style))
@@ -423,11 +438,17 @@ fn frontier(report: &Report) -> Result<Option<String>> {
         return Ok(None);
     }
     let metric_name = report.groups[0].metric.name();
-    let sizes = || families.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
-    let (lo, hi) = (
-        sizes().fold(f64::INFINITY, f64::min),
-        sizes().fold(0.0, f64::max),
-    );
+    // A size of 0 bytes (a hand-edited summary) has no place on the log axis.
+    let sizes = || {
+        families
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| q.0))
+            .filter(|&s| s >= 1.0 && plottable(s))
+    };
+    let (lo, hi) = match (sizes().reduce(f64::min), sizes().reduce(f64::max)) {
+        (Some(lo), Some(hi)) => (lo, hi),
+        _ => (1.0, 10.0),
+    };
     let ys = || {
         families
             .iter()
@@ -458,6 +479,7 @@ fn frontier(report: &Report) -> Result<Option<String>> {
             .draw()
             .map_err(plot_error)?;
         for (f, (_, points)) in families.iter_mut().enumerate() {
+            points.retain(|p| p.0 >= 1.0 && [p.0, p.1, p.2].iter().all(|&v| plottable(v)));
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             let style = ShapeStyle::from(colour(f)).stroke_width(2);
             chart
