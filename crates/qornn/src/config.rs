@@ -242,9 +242,10 @@ settings! {
     /// act_bits: the step from which the activations are quantized (a float model trained
     /// so far is fine-tuned from there); its step starts at the calibrated range.
     act_bits_from: u64 = 0,
-    /// act_bits: the hidden state's step learned or calibrated (held); both start at the
-    /// power of two with the least squared error on the state when quantization starts.
-    act_range: ActRange = ActRange::Learned,
+    /// act_bits: the hidden state's step calibrated (held) or learned (LSQ on its log2);
+    /// both start at the power of two with the least squared error on the state when
+    /// quantization starts.
+    act_range: ActRange = ActRange::Calibrated,
     /// The read-out V fake-quantized at R bits (2..=16) in training, with the paper's
     /// per-tensor quantizer and a straight-through gradient, as `qornn quantize
     /// --readout-bits R` stores it (its default then); unset: float V.

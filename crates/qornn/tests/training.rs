@@ -589,20 +589,35 @@ fn a_diverged_run_stops_and_keeps_its_last_good_checkpoint() {
 /// rounding to the accumulator's unit.
 #[test]
 fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
-    for (model, act) in [
-        ("qornn-bjorck", qornn::Activation::Modrelu),
-        ("hadamrnn", qornn::Activation::Modrelu),
-        ("qornn-bjorck", qornn::Activation::Relu),
+    use qornn::quant::activation::{ActRange, HIDDEN_STEP};
+    for (model, act, act_range) in [
+        (
+            "qornn-bjorck",
+            qornn::Activation::Modrelu,
+            ActRange::Calibrated,
+        ),
+        ("hadamrnn", qornn::Activation::Modrelu, ActRange::Learned),
+        ("qornn-bjorck", qornn::Activation::Relu, ActRange::Learned),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
             act,
             act_bits: Some(8),
             act_bits_from: 200,
+            act_range,
             readout_bits: Some(4),
             ..small_copy(model, 4)
         };
         let summary = run::start(config, dir.path(), &mut ()).unwrap();
+        // The step starts at a power of two (an integer log2); learned, it moves.
+        let best = run::best_weights(dir.path()).unwrap();
+        let log2_step = best.iter().find(|t| t.name == HIDDEN_STEP).unwrap().data[0];
+        let moved = log2_step != log2_step.round();
+        assert_eq!(
+            moved,
+            act_range == ActRange::Learned,
+            "{model}: log2 step {log2_step}"
+        );
         assert!(
             summary.best_step > 200,
             "{model}: the best model has quantized activations"

@@ -39,10 +39,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActRange {
-    /// Learned (LSQ on `log2 s`) from its calibrated start.
-    #[default]
+    /// Learned (LSQ on `log2 s`) from its calibrated start. On the copy task its power of
+    /// two jumped after about 1,300 steps and the recall collapsed at each jump.
     Learned,
-    /// Calibrated when quantization starts, then held.
+    /// Calibrated when quantization starts, then held: steadier where measured.
+    #[default]
     Calibrated,
 }
 
