@@ -166,8 +166,9 @@ impl<T: Real> HiddenQuantizer<T> {
     #[inline(always)]
     fn code(&self, z: T, bm: T) -> Code<T> {
         let half = T::of(0.5);
-        let u = z / self.step;
-        let rounded = (u + half).floor();
+        // z / s: exact, s being a power of two.
+        let u = z * self.step.recip();
+        let rounded = floor(u + half);
         let sign = if rounded > T::zero() {
             T::one()
         } else if rounded < T::zero() {
@@ -176,8 +177,9 @@ impl<T: Real> HiddenQuantizer<T> {
             T::zero()
         };
         let (a, bias_residual) = if self.modrelu {
-            let bm_scaled = bm / self.step;
-            let bm_code = bm_scaled.round();
+            let bm_scaled = bm * self.step.recip();
+            // Half away from zero, as the integer model's conversion rounds it.
+            let bm_code = floor(bm_scaled.abs() + half).copysign(bm_scaled);
             let magnitude = rounded.abs() + bm_code;
             let a = if magnitude > T::zero() {
                 sign * magnitude
@@ -249,6 +251,26 @@ impl<T: Real> HiddenQuantizer<T> {
     }
 }
 
+/// `floor(x)` without a library call (`floor` is one on baseline x86-64, which stops the
+/// activation loops from vectorising): `x` rounded to an integer by adding and subtracting
+/// `1.5 2^p` (p the mantissa's bits), then one down where that rounded up. Exact for
+/// `|x| < 2^(p-1)`; larger values (codes far past any clamp) are returned as they are.
+#[inline(always)]
+fn floor<T: Real>(x: T) -> T {
+    let magic = T::of(1.5) / T::epsilon();
+    let nearest = (x + magic) - magic;
+    let below = if nearest > x {
+        nearest - T::one()
+    } else {
+        nearest
+    };
+    if x.abs() < magic * T::of(1.0 / 3.0) {
+        below
+    } else {
+        x
+    }
+}
+
 /// LSQ's gradient scale `g = 1 / sqrt(N Q_P)` for `count` activations at `bits`.
 pub fn step_gradient_scale(count: usize, bits: u32, modrelu: bool) -> f64 {
     let q_p = hidden_code_range(bits, modrelu).1 as f64;
@@ -279,6 +301,26 @@ mod tests {
         let mut x = vec![0.0f32; 4];
         assert_eq!(quantize_inputs(&[1.0, 0.5, 0.3, -1.0], 8, &mut x), 6);
         assert_eq!(x, vec![1.0, 0.5, 19.0 / 64.0, -1.0]);
+    }
+
+    /// The library-free floor equals `f32::floor` and `f64::floor` wherever it is exact,
+    /// halves, negatives and the edges of its range included.
+    #[test]
+    fn floor_without_a_library_call_is_floor() {
+        let mut values = vec![0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 2.5, -2.5, 1e-30, -1e-30];
+        values.extend((-2000..2000).map(|i| i as f64 * 0.37));
+        values.extend([
+            4_194_303.5,
+            -4_194_303.5,
+            4_194_304.0,
+            -4_194_304.0,
+            1e9,
+            -1e9,
+        ]);
+        for v in values {
+            assert_eq!(floor(v as f32), (v as f32).floor(), "{v} as f32");
+            assert_eq!(floor(v), v.floor(), "{v}");
+        }
     }
 
     /// The starting step clips a lone outlier when the finer step saves more error than the
