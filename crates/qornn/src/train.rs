@@ -21,11 +21,11 @@ use std::time::Instant;
 /// Stream of the seeded generator that initialises the model (see `tasks::rng_for`).
 const STREAM_INIT: u64 = u64::MAX - 2;
 
-/// `model` around the tensors of `source` with its names and sizes, and how many it took.
+/// `model` around the tensors of `source` with its names and sizes, and the names it took.
 /// A learned step (LSQ) that `source` lacks starts again from the loaded tensor it
 /// quantizes (`Model::from_params` sets every unset step), not from the random one.
-fn with_tensors(mut model: Model, source: &[Tensor]) -> (Model, usize) {
-    let mut copied = 0;
+fn with_tensors(mut model: Model, source: &[Tensor]) -> (Model, Vec<&'static str>) {
+    let mut copied = Vec::new();
     for t in model.params.iter_mut() {
         match source
             .iter()
@@ -33,7 +33,7 @@ fn with_tensors(mut model: Model, source: &[Tensor]) -> (Model, usize) {
         {
             Some(s) => {
                 t.data.copy_from_slice(&s.data);
-                copied += 1;
+                copied.push(t.name);
             }
             None if t.kind == Kind::Step => t.data.fill(0.0),
             None => {}
@@ -155,10 +155,23 @@ impl Trainer {
         if let Some(run) = &config.init_from {
             // The best model of another run: every tensor with this model's name and shape.
             let (loaded, copied) = with_tensors(model, &crate::run::best_weights(run)?);
-            if copied == 0 {
+            // Starting from a read-out alone would be a random recurrence under another
+            // name: at least one of the core's tensors must come across.
+            let core: Vec<&str> = spec.cell().tensors().iter().map(|t| t.name).collect();
+            if !copied.iter().any(|name| core.contains(name)) {
                 return Err(Error::config(
                     "init_from",
-                    format!("{} holds no tensor of this model", run.display()),
+                    format!(
+                        "{} holds none of this model's recurrent tensors ({}) with their \
+                         shapes (copied: {}): a run of another size or model",
+                        run.display(),
+                        core.join(", "),
+                        if copied.is_empty() {
+                            "nothing".into()
+                        } else {
+                            copied.join(", ")
+                        }
+                    ),
                 ));
             }
             model = loaded;

@@ -785,3 +785,55 @@ fn reports_of_absurd_values_finish() {
         .expect("the report finishes");
     assert!(written.unwrap() > 0);
 }
+
+/// Issue 22, defect 18: the same run given twice to `qornn report` (by two spellings of its
+/// path) counted as two seeds. It is read once.
+#[test]
+fn a_run_named_twice_is_one_run_in_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let config = Config {
+        steps: 10,
+        eval_every: 10,
+        ..small_copy("qornn-bjorck", 8)
+    };
+    run::start(config, &run_dir, &mut ()).unwrap();
+    let again = dir.path().join(".").join("run");
+    let report =
+        qornn::report::Report::collect(&[run_dir.clone(), again, dir.path().into()]).unwrap();
+    assert_eq!(report.runs.len(), 1);
+    assert_eq!(report.groups.len(), 1);
+    assert_eq!(report.groups[0].runs.len(), 1);
+}
+
+/// Issue 22, defect 17: `--init-from` a run of another size copied only what fitted (here
+/// the read-out's bias) and trained on silently. It is refused when none of the recurrence
+/// comes across, naming what did.
+#[test]
+fn init_from_a_run_of_another_size_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let config = Config {
+        steps: 10,
+        eval_every: 10,
+        ..small_copy("qornn-bjorck", 8)
+    };
+    run::start(config.clone(), &source, &mut ()).unwrap();
+    let other = Config {
+        hidden: 32,
+        init_from: Some(source.clone()),
+        ..config.clone()
+    };
+    let err = run::start(other, &dir.path().join("other"), &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("recurrent tensors") && err.contains("readout.bias"),
+        "{err}"
+    );
+    let same = Config {
+        init_from: Some(source),
+        ..config
+    };
+    run::start(same, &dir.path().join("same"), &mut ()).unwrap();
+}

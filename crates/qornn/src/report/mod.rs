@@ -134,6 +134,9 @@ impl Report {
     /// (`sweep.toml`), or folders whose subfolders are runs.
     pub fn collect(paths: &[PathBuf]) -> Result<Self> {
         let mut runs = Vec::new();
+        // A run reached twice (named twice, or inside a sweep also named) counts once: it
+        // is one seed, not two.
+        let mut seen = std::collections::HashSet::new();
         for path in paths {
             let found = run_dirs(path)?;
             if found.is_empty() {
@@ -143,7 +146,10 @@ impl Report {
                 ));
             }
             for dir in found {
-                runs.push(read_run(&dir)?);
+                let identity = dir.canonicalize().map_err(|e| Error::io(&dir, e))?;
+                if seen.insert(identity) {
+                    runs.push(read_run(&dir)?);
+                }
             }
         }
         Ok(Self::from_runs(runs))
