@@ -30,6 +30,9 @@ pub struct Checkpoint {
     /// One per tensor of `params`.
     pub moments: Vec<Moments>,
     pub updates: u64,
+    /// The run's configuration (`config.toml`) when it was written; `None` in checkpoints
+    /// of earlier versions. A resumed run must match it (`run::resume_with`).
+    pub config: Option<String>,
     pub best_val_loss: f64,
     pub best_step: u64,
     /// Wall time spent training before this checkpoint.
@@ -128,7 +131,7 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
             )
         })
         .collect();
-    let meta: HashMap<String, String> = [
+    let mut meta: HashMap<String, String> = [
         ("format", FORMAT.to_string()),
         ("version", VERSION.to_string()),
         ("step", ckpt.step.to_string()),
@@ -142,6 +145,9 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some(config) = &ckpt.config {
+        meta.insert("config".into(), config.clone());
+    }
     let bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::bad_file(path, format!("cannot serialise checkpoint: {e}")))?;
     write_atomically(path, &bytes)
@@ -247,6 +253,7 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
         carried_state,
         moments,
         updates: count("updates")?,
+        config: meta.get("config").cloned(),
         best_val_loss: non_negative("best_val_loss", true)?,
         best_step,
         seconds: non_negative("seconds", false)?,

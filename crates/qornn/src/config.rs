@@ -402,6 +402,26 @@ impl Config {
         Self::layered(Some(&dir.join(crate::run::CONFIG_FILE)), flags)
     }
 
+    /// The settings, other than those a resumed run may change, whose values differ
+    /// between `self` and `other`.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        let table = |c: &Config| -> toml::Table {
+            toml::Value::try_from(c)
+                .ok()
+                .and_then(|v| v.as_table().cloned())
+                .unwrap_or_default()
+        };
+        let (a, b) = (table(self), table(other));
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| !CHANGEABLE_ON_RESUME.contains(&k.as_str()))
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect()
+    }
+
     /// The run folder when none is given: `runs/<task>-<model>-<k>b-n<hidden>-s<seed>`,
     /// with `fp` for full precision.
     pub fn default_run_dir(&self) -> PathBuf {

@@ -143,12 +143,28 @@ pub fn resume(dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
 /// others), which is written back to its `config.toml`.
 pub fn resume_with(dir: &Path, config: Config, observer: &mut dyn Observer) -> Result<Summary> {
     config.validate()?;
+    let task = config.task()?;
+    let ckpt = checkpoint::load(&dir.join(CHECKPOINT_FILE), &config.model_spec_for(&task))?;
+    if let Some(trained) = &ckpt.config {
+        let trained = Config::parse(trained, &dir.join(CHECKPOINT_FILE))?;
+        let changed = trained.changed_keys(&config);
+        if !changed.is_empty() {
+            return Err(Error::config(
+                "resume",
+                format!(
+                    "{} was trained with other settings than its config.toml now holds ({}); \
+                     only {} may change when a run continues",
+                    dir.display(),
+                    changed.join(", "),
+                    crate::config::CHANGEABLE_ON_RESUME.join(", ")
+                ),
+            ));
+        }
+    }
     let saved = Config::from_file(&dir.join(CONFIG_FILE))?;
     if saved != config {
         write_atomically(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     }
-    let task = config.task()?;
-    let ckpt = checkpoint::load(&dir.join(CHECKPOINT_FILE), &config.model_spec_for(&task))?;
     truncate_metrics(&dir.join(METRICS_FILE), ckpt.step)?;
     let state = Bookkeeping {
         best_val_loss: ckpt.best_val_loss,

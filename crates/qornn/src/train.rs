@@ -434,6 +434,7 @@ impl Trainer {
             carried_state: self.carried_state.clone(),
             moments: self.optimizer.moments.clone(),
             updates: self.optimizer.updates,
+            config: Some(self.config.to_toml()),
             best_val_loss: f64::INFINITY,
             best_step: 0,
             seconds: 0.0,

@@ -837,3 +837,40 @@ fn init_from_a_run_of_another_size_is_refused() {
     };
     run::start(same, &dir.path().join("same"), &mut ()).unwrap();
 }
+
+/// Issue 22, defect 14: a run's `config.toml` edited between a checkpoint and `--resume`
+/// was used silently. The checkpoint carries the settings it was trained with; a resumed
+/// run may change only steps, epochs, threads and the data folder, and is refused naming
+/// any other setting that differs.
+#[test]
+fn a_run_resumes_only_with_the_settings_it_was_trained_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        steps: 10,
+        eval_every: 10,
+        ..small_copy("qornn-bjorck", 8)
+    };
+    run::start(config.clone(), dir.path(), &mut ()).unwrap();
+    let edited = Config {
+        lr: 0.5,
+        hidden: config.hidden,
+        ..config.clone()
+    };
+    let err = run::resume_with(dir.path(), edited, &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lr") && !err.contains("hidden,"), "{err}");
+    let on_disk = Config::from_file(&dir.path().join(run::CONFIG_FILE)).unwrap();
+    assert_eq!(
+        on_disk.lr,
+        small_copy("qornn-bjorck", 8).lr,
+        "a refused resume writes nothing"
+    );
+    let longer = Config {
+        steps: 20,
+        threads: 2,
+        ..config
+    };
+    let summary = run::resume_with(dir.path(), longer, &mut ()).unwrap();
+    assert_eq!(summary.steps, 20);
+}
