@@ -255,7 +255,7 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
 
 fn export(args: ExportArgs) -> Result<()> {
     let model = qornn::deploy::model_file::IntegerModel::load(&args.model)?;
-    let task = qornn::deploy::task_record::task_of(&model.task, args.data_dir.as_deref())?;
+    let task = qornn::deploy::task_record::task_of_model(&model, args.data_dir.as_deref())?;
     let t = &model.task;
     let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);
     let first = batches

@@ -9,7 +9,7 @@ use super::calibrate::{activation_fractions, Calibration};
 use super::convert::{FloatRecurrence, QuantizedRecurrence};
 use super::integer_run::{run_integer, IntegerRun};
 use super::model_file::{IntegerModel, QuantizedReadout};
-use super::task_record::{task_info, task_of};
+use super::task_record::{task_info, task_of_model};
 use crate::cells::ornn::Activation;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, Workspaces};
@@ -225,7 +225,7 @@ pub fn quantize_run(
 /// set of the task it records, beside the float metrics stored when it was written.
 pub fn evaluate_file(path: &Path, data_dir: Option<&Path>) -> Result<PtqReport> {
     let model = IntegerModel::load(path)?;
-    let task = task_of(&model.task, data_dir)?;
+    let task = task_of_model(&model, data_dir)?;
     let t = &model.task;
     let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);
     let run = run_integer(&model, &task, &batches);

@@ -31,6 +31,35 @@ pub fn task_info(task: &Task, config: &crate::config::Config) -> Result<TaskInfo
     })
 }
 
+/// The task of an integer model's file, checked against the model: its input size,
+/// outputs and read-out (last step or every step) must be the task's, or every metric
+/// (and a C trace) would be computed on the wrong shapes.
+pub fn task_of_model(
+    model: &super::model_file::IntegerModel,
+    data_dir: Option<&Path>,
+) -> Result<Task> {
+    let task = task_of(&model.task, data_dir)?;
+    let found = (model.recurrence.input, model.outputs, model.readout);
+    let expected = (task.input_size(), task.output_size(), task.readout());
+    if found != expected {
+        return Err(Error::config(
+            "model",
+            format!(
+                "the model (input {}, {} outputs, read-out {:?}) does not fit the {} task its \
+                 file records (input {}, {} outputs, read-out {:?})",
+                found.0,
+                found.1,
+                found.2,
+                task.name(),
+                expected.0,
+                expected.1,
+                expected.2
+            ),
+        ));
+    }
+    Ok(task)
+}
+
 /// The longest copy delay or adding length a task record may ask for.
 pub const MAX_TASK_LENGTH: u32 = 100_000;
 
@@ -102,6 +131,53 @@ mod tests {
     /// Issue 22, defects 4 and 19: a task record's copy delay, adding length, sequence count
     /// and batch were used as they came (a flipped bit allocated gigabytes to terabytes; a
     /// delay of 0 was evaluated at 1). Each is refused now, naming what is wrong.
+    /// Issue 22, defect 5: a model whose sizes disagree with its recorded task panicked on
+    /// an index or gave silently wrong metrics. It is refused, naming both shapes.
+    #[test]
+    fn a_model_that_does_not_fit_its_task_is_refused() {
+        use crate::deploy::convert::{FloatRecurrence, QuantizedRecurrence};
+        use crate::deploy::model_file::IntegerModel;
+        let (n, d, c) = (4, 10, 9);
+        let zeros = |len: usize| vec![0.1f32; len];
+        let (w, u, b) = (zeros(n * n), zeros(n * d), zeros(n));
+        let model = |input: usize, outputs: usize| IntegerModel {
+            recurrence: QuantizedRecurrence::new(&FloatRecurrence {
+                hidden: n,
+                input,
+                w: &w,
+                u: &u[..n * input],
+                bias: &b,
+                bias_mod: None,
+                weight_bits: 4,
+                range: crate::quant::RangeRule::Max,
+                act_bits: 8,
+                hidden_frac: 4,
+                input_frac: 6,
+            }),
+            outputs,
+            readout: crate::head::Readout::Every,
+            readout_weight: zeros(outputs * n),
+            readout_bias: zeros(outputs),
+            readout_codes: None,
+            task: TaskInfo {
+                kind: 0,
+                parameter: 10,
+                seed: 1,
+                sequences: 8,
+                batch: 8,
+            },
+            float_loss: 0.0,
+            float_accuracy: 0.0,
+        };
+        assert!(task_of_model(&model(d, c), None).is_ok());
+        for (input, outputs) in [(3, c), (d, 4)] {
+            let err = task_of_model(&model(input, outputs), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("does not fit the copy task"), "{err}");
+        }
+    }
+
     #[test]
     fn task_records_that_describe_no_sane_test_set_are_refused() {
         let good = TaskInfo {
