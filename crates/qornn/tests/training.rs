@@ -22,6 +22,16 @@ fn small_copy(model: &str, bits: u32) -> Config {
     }
 }
 
+/// An 8-bit copy run of `steps` steps evaluated every 10: a finished run folder to test
+/// what is done with one.
+fn tiny_run(steps: u64) -> Config {
+    Config {
+        steps,
+        eval_every: 10,
+        ..small_copy("qornn-bjorck", 8)
+    }
+}
+
 #[test]
 fn small_copy_task_ends_well_below_its_baseline() {
     for (model, bits) in [
@@ -652,11 +662,7 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
 #[test]
 fn a_finished_run_is_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        steps: 20,
-        eval_every: 10,
-        ..small_copy("qornn-bjorck", 8)
-    };
+    let config = tiny_run(20);
     run::start(config.clone(), dir.path(), &mut ()).unwrap();
     let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
     let (metrics, summary) = (read(run::METRICS_FILE), read(run::SUMMARY_FILE));
@@ -709,11 +715,7 @@ fn rewritten(bytes: &[u8], meta: Option<(&str, &str)>, reshape: Option<&str>) ->
 #[test]
 fn checkpoints_with_impossible_bookkeeping_or_shapes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        steps: 10,
-        eval_every: 10,
-        ..small_copy("qornn-bjorck", 8)
-    };
+    let config = tiny_run(10);
     run::start(config.clone(), dir.path(), &mut ()).unwrap();
     let spec = config.model_spec_for(&config.task().unwrap());
     let path = dir.path().join(run::CHECKPOINT_FILE);
@@ -753,11 +755,7 @@ fn checkpoints_with_impossible_bookkeeping_or_shapes_are_refused() {
 fn reports_of_absurd_values_finish() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let config = Config {
-        steps: 20,
-        eval_every: 10,
-        ..small_copy("qornn-bjorck", 8)
-    };
+    let config = tiny_run(20);
     run::start(config, &run_dir, &mut ()).unwrap();
     let edit = |file: &str, from: &str, to: &str| {
         let path = run_dir.join(file);
@@ -792,11 +790,7 @@ fn reports_of_absurd_values_finish() {
 fn a_run_named_twice_is_one_run_in_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let config = Config {
-        steps: 10,
-        eval_every: 10,
-        ..small_copy("qornn-bjorck", 8)
-    };
+    let config = tiny_run(10);
     run::start(config, &run_dir, &mut ()).unwrap();
     let again = dir.path().join(".").join("run");
     let report =
@@ -813,11 +807,7 @@ fn a_run_named_twice_is_one_run_in_a_report() {
 fn init_from_a_run_of_another_size_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
-    let config = Config {
-        steps: 10,
-        eval_every: 10,
-        ..small_copy("qornn-bjorck", 8)
-    };
+    let config = tiny_run(10);
     run::start(config.clone(), &source, &mut ()).unwrap();
     let other = Config {
         hidden: 32,
@@ -845,11 +835,7 @@ fn init_from_a_run_of_another_size_is_refused() {
 #[test]
 fn a_run_resumes_only_with_the_settings_it_was_trained_with() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        steps: 10,
-        eval_every: 10,
-        ..small_copy("qornn-bjorck", 8)
-    };
+    let config = tiny_run(10);
     run::start(config.clone(), dir.path(), &mut ()).unwrap();
     let edited = Config {
         lr: 0.5,
