@@ -336,9 +336,10 @@ impl From<Vec<(u64, u32)>> for BitsSchedule {
     }
 }
 
-/// The settings a resumed run may change: train longer, on other threads or another copy
-/// of the data.
-pub const CHANGEABLE_ON_RESUME: [&str; 4] = ["steps", "epochs", "threads", "data_dir"];
+/// The settings a resumed run may change: train longer, evaluate at another interval (the
+/// training itself is the same), on other threads or another copy of the data.
+pub const CHANGEABLE_ON_RESUME: [&str; 5] =
+    ["steps", "epochs", "eval_every", "threads", "data_dir"];
 impl Config {
     /// Reads a TOML file; unknown keys and bad values name the file.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -394,8 +395,9 @@ impl Config {
                 &fixed.join(", "),
                 format!(
                     "the run in {} continues as its config.toml says; these cannot change in \
-                     a resumed run (only steps, epochs, threads and data_dir can)",
-                    dir.display()
+                     a resumed run (only {} can)",
+                    dir.display(),
+                    CHANGEABLE_ON_RESUME.join(", ")
                 ),
             ));
         }
