@@ -464,6 +464,26 @@ impl Config {
                 ),
             ));
         }
+        // Upper bounds: a size past these is a typo (or a hostile file), and would abort
+        // the process allocating before anything could be said.
+        let bounded = [
+            ("hidden", self.hidden, 8192),
+            ("batch", self.batch, 1 << 16),
+            ("delay", self.delay, 100_000),
+            ("length", self.length, 100_000),
+            ("seq", self.seq, 100_000),
+            ("embedding", self.embedding, 1 << 16),
+            ("eval_sequences", self.eval_sequences, 1 << 20),
+            ("bjorck_iterations", self.bjorck_iterations, 1000),
+        ];
+        for (field, value, most) in bounded {
+            if value > most {
+                return Err(Error::config(
+                    field,
+                    format!("{value} is above the most qornn takes, {most}"),
+                ));
+            }
+        }
         let positive = [
             ("hidden", self.hidden as f64),
             ("batch", self.batch as f64),

@@ -116,11 +116,13 @@ pub fn start(config: Config, dir: &Path, observer: &mut dyn Observer) -> Result<
             ),
         ));
     }
+    // The task and the memory its training needs are checked before anything is created.
+    let task = config.task()?;
+    check_memory(&config, &task)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_atomically(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     std::fs::write(dir.join(METRICS_FILE), b"")
         .map_err(|e| Error::io(dir.join(METRICS_FILE), e))?;
-    let task = config.task()?;
     let trainer = Trainer::new(config, task)?;
     let state = Bookkeeping {
         best_val_loss: f64::INFINITY,
@@ -130,6 +132,35 @@ pub fn start(config: Config, dir: &Path, observer: &mut dyn Observer) -> Result<
         pending_count: 0,
     };
     drive(trainer, state, dir, observer)
+}
+
+/// The most memory a run's activations may take: about a third of the machines the
+/// project targets, so that a typo in `batch` or `hidden` is refused rather than aborting.
+pub const MAX_ACTIVATION_BYTES: u64 = 8 << 30;
+
+/// Refuses a configuration whose training activations (pre-activations, states and their
+/// gradient, `(T, B, n)` floats each; a gated cell holds a few times more) would pass
+/// [`MAX_ACTIVATION_BYTES`], naming the settings that set the size.
+fn check_memory(config: &Config, task: &Task) -> Result<()> {
+    let (steps, batch, hidden) = (
+        task.steps() as u64,
+        config.batch as u64,
+        config.hidden as u64,
+    );
+    let bytes = 3 * 4 * (steps + 1) * batch * hidden;
+    if bytes > MAX_ACTIVATION_BYTES {
+        return Err(Error::config(
+            "batch",
+            format!(
+                "training would hold {:.1} GiB of activations ({} steps x batch {batch} x hidden \
+                 {hidden} x 3 buffers of f32), above {} GiB: lower batch or hidden",
+                bytes as f64 / (1u64 << 30) as f64,
+                steps,
+                MAX_ACTIVATION_BYTES >> 30
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Continues the run in `dir` from its last checkpoint.

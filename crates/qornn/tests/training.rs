@@ -860,3 +860,27 @@ fn a_run_resumes_only_with_the_settings_it_was_trained_with() {
     let summary = run::resume_with(dir.path(), longer, &mut ()).unwrap();
     assert_eq!(summary.steps, 20);
 }
+
+/// Issue 22, defect 12: sizes had no upper bound, and the process aborted allocating after
+/// creating the run folder. A size past its bound, or a configuration whose activations
+/// would take more than 8 GiB, is refused naming the setting, and nothing is created.
+#[test]
+fn oversized_configurations_are_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let huge = Config {
+        hidden: 100_000,
+        ..tiny_run(10)
+    };
+    let err = run::start(huge, &out, &mut ()).unwrap_err().to_string();
+    assert!(err.contains("hidden") && err.contains("100000"), "{err}");
+    let heavy = Config {
+        delay: 1000,
+        batch: 20_000,
+        hidden: 1024,
+        ..tiny_run(10)
+    };
+    let err = run::start(heavy, &out, &mut ()).unwrap_err().to_string();
+    assert!(err.contains("GiB") && err.contains("batch 20000"), "{err}");
+    assert!(!out.exists(), "nothing was created");
+}
