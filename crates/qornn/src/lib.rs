@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod head;
 pub mod init;
 pub mod linalg;
+pub mod lock;
 pub mod model;
 pub mod optim;
 pub mod parametrisation;

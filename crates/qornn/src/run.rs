@@ -5,6 +5,7 @@
 use crate::checkpoint::{self, write_atomically, Checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::lock::RunLock;
 use crate::model::Model;
 use crate::tasks::Task;
 use crate::train::{Evaluation, Orthogonality, Trainer};
@@ -120,6 +121,7 @@ pub fn start(config: Config, dir: &Path, observer: &mut dyn Observer) -> Result<
     let task = config.task()?;
     check_memory(&config, &task)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let _lock = RunLock::acquire(dir)?;
     write_atomically(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     std::fs::write(dir.join(METRICS_FILE), b"")
         .map_err(|e| Error::io(dir.join(METRICS_FILE), e))?;
@@ -174,6 +176,7 @@ pub fn resume(dir: &Path, observer: &mut dyn Observer) -> Result<Summary> {
 /// others), which is written back to its `config.toml`.
 pub fn resume_with(dir: &Path, config: Config, observer: &mut dyn Observer) -> Result<Summary> {
     config.validate()?;
+    let _lock = RunLock::acquire(dir)?;
     let task = config.task()?;
     let ckpt = checkpoint::load(&dir.join(CHECKPOINT_FILE), &config.model_spec_for(&task))?;
     if let Some(trained) = &ckpt.config {
