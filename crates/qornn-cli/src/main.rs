@@ -125,8 +125,8 @@ struct QuantizeArgs {
     /// A run folder written by `qornn train` (an ORNN or RNN with ReLU or modReLU).
     #[arg(long, value_name = "DIR")]
     run: PathBuf,
-    /// Activation bits A (4..=16) [default: the run's act_bits, whose learned hidden step is
-    /// then used, else 8].
+    /// Activation bits A (4..=16) [default: the run's act_bits, whose hidden step is then
+    /// used, else 8].
     #[arg(long)]
     act_bits: Option<u32>,
     /// Training sequences for calibrating the activation ranges.

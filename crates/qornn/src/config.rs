@@ -235,12 +235,12 @@ settings! {
     freeze_recurrent_at: Option<u64> = None,
     /// Quantization-aware training of the activations: the hidden state and the input
     /// fake-quantized at A bits (4..=16) as the integer engine computes them (power-of-two
-    /// scales, its rounding and clamping), the hidden state's step learned (LSQ on its
-    /// log2); `qornn quantize` then uses this A and the learned step. ORNN and RNN with
-    /// relu or modrelu; unset: float activations.
+    /// scales, its rounding and clamping), the hidden state's step as act_range says;
+    /// `qornn quantize` then uses this A and that step. ORNN and RNN with relu or modrelu;
+    /// unset: float activations.
     act_bits: Option<u32> = None,
     /// act_bits: the step from which the activations are quantized (a float model trained
-    /// so far is fine-tuned from there); its step starts at the calibrated range.
+    /// so far is fine-tuned from there).
     act_bits_from: u64 = 0,
     /// act_bits: the hidden state's step calibrated (held) or learned (LSQ on its log2);
     /// both start at the power of two with the least squared error on the state when
@@ -736,6 +736,12 @@ impl Config {
             .rev()
             .find(|&&(from, _)| from <= step)
             .map_or(self.bits(), |&(_, b)| b)
+    }
+
+    /// The activation bits training step `step` runs at (`act_bits` from `act_bits_from`
+    /// on), `None` while the activations are float.
+    pub fn act_bits_at(&self, step: u64) -> Option<u32> {
+        self.act_bits.filter(|_| step >= self.act_bits_from)
     }
 
     /// The warm-up's factor on the learning rate at `step`: `(step + 1) / warmup_steps`

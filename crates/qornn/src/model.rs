@@ -43,8 +43,8 @@ pub struct ModelSpec {
     pub rank_w: Option<usize>,
     pub rank_u: Option<usize>,
     /// ORNN and RNN: the hidden state and the input fake-quantized at this many bits in
-    /// training, as the integer engine computes them (`quant/activation.rs`), with a learned
-    /// power-of-two step; `None`: float activations.
+    /// training, as the integer engine computes them (`quant/activation.rs`), with a
+    /// power-of-two step (the tensor `hidden.log2_step`); `None`: float activations.
     pub act_bits: Option<u32>,
     /// The read-out `V` fake-quantized at this many bits in training (the paper's
     /// per-tensor quantizer, straight through), as `qornn quantize --readout-bits` stores
@@ -331,10 +331,10 @@ impl Model {
             .map(|t| match (&self.parametrisation, t.kind) {
                 (Some(p), Kind::Recurrent) => p.stored_bits(t, bits, per_row),
                 // A quantized read-out: R bits an entry and one step.
-                _ if t.name == head::READOUT_WEIGHT && self.spec.readout_bits.is_some() => {
-                    let r = self.spec.readout_bits.unwrap_or(32) as u64;
-                    t.len() as u64 * r + 32
-                }
+                _ if t.name == head::READOUT_WEIGHT => match self.spec.readout_bits {
+                    Some(r) => t.len() as u64 * r as u64 + 32,
+                    None => stored_bits(t, bits, per_row),
+                },
                 _ => stored_bits(t, bits, per_row),
             })
             .sum::<u64>()

@@ -339,9 +339,7 @@ fn drive(
             // bit-width schedule, with its activations quantized when they are.
             let config = &trainer.config;
             let final_width = config.bits_at(trainer.step - 1) == config.bits();
-            let activations_final = config
-                .act_bits
-                .is_none_or(|_| trainer.step > config.act_bits_from);
+            let activations_final = config.act_bits_at(trainer.step - 1) == config.act_bits;
             let improved = final_width && activations_final && val.loss < state.best_val_loss;
             if improved {
                 state.best_val_loss = val.loss;

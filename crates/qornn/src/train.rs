@@ -282,9 +282,8 @@ impl Trainer {
         }
         self.model.parametrise(true, self.par);
         if self.config.act_bits.is_some() {
-            let from = self.config.act_bits_from;
-            self.model.quantize_activations = self.step >= from;
-            if self.step == from {
+            self.model.quantize_activations = self.config.act_bits_at(self.step).is_some();
+            if self.step == self.config.act_bits_from {
                 self.model.init_hidden_step(ws, &batch, self.par);
             }
         }
@@ -371,9 +370,11 @@ impl Trainer {
             q.bits = self.config.bits_at(self.step.saturating_sub(1));
         }
         self.model.parametrise(false, self.par);
-        // Quantized once a step has been taken with quantized activations.
-        self.model.quantize_activations =
-            self.config.act_bits.is_some() && self.step > self.config.act_bits_from;
+        // As the last step taken ran (float before any: the step is not set yet).
+        self.model.quantize_activations = self
+            .step
+            .checked_sub(1)
+            .is_some_and(|last| self.config.act_bits_at(last).is_some());
         let batches = if test { &self.test } else { &self.validation };
         let carried = self.carried_state.as_ref().map(Vec::len);
         evaluate(

@@ -31,8 +31,9 @@ pub struct PtqReport {
     pub readout_bits: Option<u32>,
     pub hidden_frac: i32,
     pub input_frac: i32,
-    /// Where `hidden_frac` came from: "trained" (the run's learned step, `--act-bits`) or
-    /// "calibrated" (the largest `|h|` on training sequences); absent for a file read back.
+    /// Where `hidden_frac` came from: "trained" (the step the run trained with, held or
+    /// learned, `--act-bits`) or "calibrated" (the largest `|h|` on training sequences);
+    /// absent for a file read back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden_range: Option<&'static str>,
     pub float: Evaluation,
@@ -51,7 +52,7 @@ pub struct PtqReport {
 
 /// Quantizes the best model of the run in `dir`, writes it (`output`, else
 /// `DIR/model.qornn`), and reports the three inferences on the test set. `act_bits`:
-/// A, by default the run's own (`--act-bits`, whose learned hidden step is then used), else 8;
+/// A, by default the run's own (`--act-bits`, whose hidden step is then used), else 8;
 /// `readout_bits`: by default the run's (`--readout-bits`), else a float read-out.
 pub fn quantize_run(
     dir: &Path,
@@ -143,7 +144,7 @@ pub fn quantize_run(
         &mut workspaces,
         par,
     );
-    // The run's own learned step when it trained its activations at this A.
+    // The run's own step when it trained its activations at this A.
     let trained_frac = float_model
         .hidden_quantizer()
         .filter(|_| spec.act_bits == Some(act_bits))
