@@ -22,16 +22,39 @@ static int64_t u_align(const qornn_model *m) {
 
 static int in_range(int64_t v, int64_t lo, int64_t hi) { return v >= lo && v <= hi; }
 
+/* Row i's step mantissas, and its bias. */
+static int32_t w_mantissa(const qornn_model *m, int32_t i) {
+    return m->w_row_mantissas ? (int32_t)m->w_row_mantissas[i] : m->w_mantissa;
+}
+static int32_t u_mantissa(const qornn_model *m, int32_t i) {
+    return m->u_row_mantissas ? (int32_t)m->u_row_mantissas[i] : m->u_mantissa;
+}
+static int64_t bias_of(const qornn_model *m, int32_t i) {
+    return m->bias ? m->bias[i] : (int64_t)m->bias32[i];
+}
+
+static int32_t packed_code(const uint8_t *packed, int32_t bits, int32_t index);
+
 int qornn_validate(const qornn_model *m) {
     int32_t i;
-    if (!m || !m->u_packed || !m->w_packed || !m->bias || !m->readout_bias) return QORNN_NULL;
+    if (!m || !m->u_packed || !m->w_packed || (!m->bias && !m->bias32) || !m->readout_bias)
+        return QORNN_NULL;
     if (m->hidden < 1 || m->input < 1 || m->outputs < 1 || m->hidden > QORNN_MAX_SIZE ||
         m->input > QORNN_MAX_SIZE)
         return QORNN_BAD_SIZE;
     if (m->u_bits < 2 || m->u_bits > 8 || m->act_bits < 2 || m->act_bits > 16)
         return QORNN_BAD_BITS;
+    if (m->rotations != 0 && m->rotations != 1) return QORNN_BAD_ROTATION;
     if (m->hadamard_block == 0) {
         if (m->w_bits < 2 || m->w_bits > 8) return QORNN_BAD_BITS;
+        if (m->rotations) {
+            if (m->hidden % 2 != 0) return QORNN_BAD_ROTATION;
+            for (i = 0; i < m->hidden; i++)
+                if (packed_code(m->w_packed, m->w_bits, i) == -((int32_t)1 << (m->w_bits - 1)))
+                    return QORNN_BAD_ROTATION;
+        }
+    } else if (m->rotations) {
+        return QORNN_BAD_ROTATION;
     } else {
         int32_t b = m->hadamard_block;
         if (b < 2 || (b & (b - 1)) != 0 || m->hidden % b != 0) return QORNN_BAD_HADAMARD;
@@ -42,12 +65,13 @@ int qornn_validate(const qornn_model *m) {
         !in_range(m->input_frac, -QORNN_MAX_FRAC, QORNN_MAX_FRAC) ||
         !in_range(w_align(m), 0, QORNN_MAX_ALIGN) || !in_range(u_align(m), 0, QORNN_MAX_ALIGN))
         return QORNN_BAD_SHIFT;
-    if (m->w_mantissa < 1 || m->w_mantissa > QORNN_MAX_MANTISSA || m->u_mantissa < 1 ||
-        m->u_mantissa > QORNN_MAX_MANTISSA)
-        return QORNN_BAD_MANTISSA;
-    for (i = 0; i < m->hidden; i++)
-        if (m->bias[i] >= QORNN_BIAS_LIMIT || m->bias[i] <= -QORNN_BIAS_LIMIT)
+    for (i = 0; i < m->hidden; i++) {
+        if (w_mantissa(m, i) < 1 || w_mantissa(m, i) > QORNN_MAX_MANTISSA ||
+            u_mantissa(m, i) < 1 || u_mantissa(m, i) > QORNN_MAX_MANTISSA)
+            return QORNN_BAD_MANTISSA;
+        if (bias_of(m, i) >= QORNN_BIAS_LIMIT || bias_of(m, i) <= -QORNN_BIAS_LIMIT)
             return QORNN_BAD_BIAS;
+    }
     if (m->modrelu && !m->bias_mod) return QORNN_NULL;
     if (m->outputs > QORNN_MAX_OUTPUTS) return QORNN_BAD_SIZE;
     if (m->readout_bits == 0) {
@@ -97,8 +121,8 @@ static int64_t floor_shift(int64_t v, int32_t s) {
 /* Rescale, add the bias, round half up, activate and saturate unit i (qornn.h). */
 static int32_t finish(const qornn_model *m, int32_t i, int64_t acc_w, int64_t acc_u) {
     /* Multiplications by powers of two: a left shift of a negative value is undefined. */
-    int64_t num = acc_w * m->w_mantissa * ((int64_t)1 << w_align(m)) +
-                  acc_u * m->u_mantissa * ((int64_t)1 << u_align(m)) + m->bias[i];
+    int64_t num = acc_w * w_mantissa(m, i) * ((int64_t)1 << w_align(m)) +
+                  acc_u * u_mantissa(m, i) * ((int64_t)1 << u_align(m)) + bias_of(m, i);
     int64_t z = m->shift == 0 ? num : floor_shift(num + ((int64_t)1 << (m->shift - 1)), m->shift);
     int64_t a, lo, hi;
     if (m->modrelu) {
@@ -170,6 +194,15 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
             int32_t negative = (m->w_packed[i >> 3] >> (i & 7)) & 1;
             int64_t acc_w = negative ? -(int64_t)next[i] : (int64_t)next[i];
             next[i] = finish(m, i, acc_w, input_sum(m, i, x));
+        }
+    } else if (m->rotations) {
+        /* Pair p: [[a, -b], [b, a]] (h_2p, h_2p+1), 4 multiply-adds. */
+        for (i = 0; i < n; i += 2) {
+            int64_t a = packed_code(m->w_packed, m->w_bits, i);
+            int64_t b = packed_code(m->w_packed, m->w_bits, i + 1);
+            int64_t h0 = h[i], h1 = h[i + 1];
+            next[i] = finish(m, i, a * h0 - b * h1, input_sum(m, i, x));
+            next[i + 1] = finish(m, i + 1, b * h0 + a * h1, input_sum(m, i + 1, x));
         }
     } else {
         for (i = 0; i < n; i++) {

@@ -12,11 +12,14 @@
  *     qornn_readout(&model, &state, outputs);
  *
  * One step (docs/format.md): for every unit i,
- *     num_i = (sum_j W_ij H_j) M_w 2^(S - S_w) + (sum_j U_ij X_j) M_u 2^(S + f_h - S_u - f_x) + B_i
+ *     num_i = (sum_j W_ij H_j) M_w,i 2^(S - S_w) + (sum_j U_ij X_j) M_u,i 2^(S + f_h - S_u - f_x) + B_i
  *     Z_i   = floor((num_i + 2^(S-1)) / 2^S)
  *     H_i   = clamp(act(Z_i), A bits)     (ReLU: max(Z, 0); modReLU: sign(Z) max(|Z| + Bm_i, 0))
- * with W's codes W_ij (k bits, packed), or for a Hadamard recurrence W = diag(s) (I ⊗ H_m)
- * applied by a fast Walsh-Hadamard transform (additions only). Every value stays within
+ * with W's codes W_ij (k bits, packed), for a Hadamard recurrence W = diag(s) (I ⊗ H_m)
+ * applied by a fast Walsh-Hadamard transform (additions only), or for block rotations the
+ * 2 x 2 blocks [[a, -b], [b, a]] (4 multiply-adds per pair of units). A step mantissa is
+ * the tensor's (M_w, M_u) or its row's (w_row_mantissas, u_row_mantissas, the shift
+ * shared). Every value stays within
  * int64 for a model that passes `qornn_validate` (the bound is in docs/format.md). */
 #ifndef QORNN_H
 #define QORNN_H
@@ -47,9 +50,13 @@ typedef struct {
     int32_t u_mantissa;     /* M_u */
     int32_t u_shift;        /* S_u */
     int32_t hadamard_block; /* 0: dense W; m: W = diag(s) (I ⊗ H_m), w_packed = n sign bits */
+    int32_t rotations;      /* 1: W = blocks [[a, -b], [b, a]], w_packed = n codes a0 b0 a1 b1 .. */
+    const uint16_t *w_row_mantissas; /* n mantissas M_w,i (the shift S_w shared), or NULL */
+    const uint16_t *u_row_mantissas; /* n mantissas M_u,i, or NULL */
     const uint8_t *w_packed;
     const uint8_t *u_packed;
-    const int64_t *bias;     /* B: n values in units of 2^-(S + f_h) */
+    const int64_t *bias;     /* B: n values in units of 2^-(S + f_h), or NULL with bias32 */
+    const int32_t *bias32;   /* B when every value fits int32 (then bias is NULL) */
     const int32_t *bias_mod; /* Bm: n values in units of 2^-f_h (modReLU only) */
     /* The read-out y = V h + c, after the last step (or every step). */
     int32_t readout_every_step;
@@ -75,7 +82,8 @@ enum {
     QORNN_BAD_BIAS = 5,
     QORNN_BAD_HADAMARD = 6,
     QORNN_NULL = 7,
-    QORNN_BAD_READOUT = 8 /* a float read-out weight or bias that is NaN or infinite */
+    QORNN_BAD_READOUT = 8, /* a float read-out weight or bias that is NaN or infinite */
+    QORNN_BAD_ROTATION = 9 /* rotations with an odd n, a Hadamard block or a code -2^(k-1) */
 };
 
 /* Checks dimensions, bit widths, shifts, fractions, mantissas, biases and the read-out

@@ -8,7 +8,7 @@
 
 #include "qornn.h"
 
-static const uint8_t w_packed[1] = {0x21};      /* 2 x 2 codes at 2 bits: 1, -2, 0, 0 */
+static const uint8_t w_packed[1] = {0x21};      /* 2 x 2 codes at 2 bits: 1, 0, -2, 0 */
 static const uint8_t u_packed[1] = {0x01};      /* 2 x 1 codes: 1, 0 */
 static const int64_t bias[2] = {3, -3};
 static const int32_t bias_mod[2] = {0, 0};
@@ -61,6 +61,7 @@ FIELD(hidden)
 FIELD(input)
 FIELD(outputs)
 FIELD(hadamard_block)
+FIELD(rotations)
 FIELD(readout_bits)
 FIELD(readout_mantissa)
 FIELD(readout_shift)
@@ -79,7 +80,7 @@ int main(void) {
         {"hidden", set_hidden, 0},             {"input", set_input, 0},
         {"outputs", set_outputs, 0},           {"hadamard_block", set_hadamard_block, 0},
         {"readout_bits", set_readout_bits, 1}, {"readout_mantissa", set_readout_mantissa, 1},
-        {"readout_shift", set_readout_shift, 1},
+        {"readout_shift", set_readout_shift, 1}, {"rotations", set_rotations, 0},
     };
     static const int32_t extremes[] = {INT32_MAX, INT32_MIN, INT32_MAX - 1, INT32_MIN + 1};
     int failures = 0;
@@ -108,6 +109,34 @@ int main(void) {
                 failures++;
             }
         }
+    {
+        /* Row mantissas outside 1..4096, and a rotation pair (1, -2) at 2 bits, whose -2
+         * has no 2-bit negation. */
+        static const uint8_t bad_pair[1] = {0x09};
+        static const uint16_t zero_row[2] = {2048, 0}, wide_row[2] = {4097, 2048};
+        const uint16_t *rows[2] = {zero_row, wide_row};
+        for (e = 0; e < 2; e++) {
+            m = base();
+            m.w_row_mantissas = rows[e];
+            if (qornn_validate(&m) != QORNN_BAD_MANTISSA) {
+                printf("W row mantissas %u, %u were accepted\n", rows[e][0], rows[e][1]);
+                failures++;
+            }
+            m = base();
+            m.u_row_mantissas = rows[e];
+            if (qornn_validate(&m) != QORNN_BAD_MANTISSA) {
+                printf("U row mantissas %u, %u were accepted\n", rows[e][0], rows[e][1]);
+                failures++;
+            }
+        }
+        m = base();
+        m.rotations = 1;
+        m.w_packed = bad_pair;
+        if (qornn_validate(&m) != QORNN_BAD_ROTATION) {
+            printf("a rotation code of -2 at 2 bits was accepted\n");
+            failures++;
+        }
+    }
     m = base();
     bad_weight[1] = INFINITY;
     m.readout_weight = bad_weight;

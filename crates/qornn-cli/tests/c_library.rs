@@ -2,7 +2,8 @@
 //! as errors and run under AddressSanitizer and UBSan on the host, and cross-compiled for
 //! a Cortex-M4 and run on QEMU's mps2-an386 (set up by `scripts/test.sh`; without the
 //! toolchain the M4 test fails and says what to install). Dense ReLU and modReLU models,
-//! a Hadamard recurrence and a quantized read-out; a corrupted trace must fail both checks.
+//! a Hadamard recurrence, block rotations, per-row steps and a quantized read-out; a
+//! corrupted trace must fail both checks.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -100,7 +101,7 @@ fn corrupt_trace(model: &Path) {
     let _ = std::fs::remove_dir_all(model.join("build"));
 }
 
-const MODELS: [(&str, &[&str], &[&str]); 5] = [
+const MODELS: [(&str, &[&str], &[&str]); 7] = [
     ("relu-6b", &["--bits", "6"], &["--act-bits", "8"]),
     (
         "modrelu-4b-readout",
@@ -122,6 +123,25 @@ const MODELS: [(&str, &[&str], &[&str]); 5] = [
         "modrelu-4b-act-bits-8",
         &["--bits", "4", "--act", "modrelu", "--act-bits", "8"],
         &[],
+    ),
+    // Block rotations: the pairs (a, b), a step mantissa per pair of rows (format v4).
+    (
+        "rotations",
+        &[
+            "--model",
+            "qornn-rotations",
+            "--bits",
+            "4",
+            "--act",
+            "modrelu",
+        ],
+        &["--act-bits", "12", "--readout-bits", "8"],
+    ),
+    // A per-row quantizer: W's and U's mantissas per row.
+    (
+        "per-row",
+        &["--bits", "4", "--granularity", "per-row"],
+        &["--act-bits", "10"],
     ),
 ];
 
@@ -184,7 +204,7 @@ fn c_library_matches_traces_on_an_emulated_cortex_m4() {
     if let Err(why) = m4_tools() {
         panic!("{why}");
     }
-    for (name, train, quantize) in [MODELS[1], MODELS[3]] {
+    for (name, train, quantize) in [MODELS[1], MODELS[3], MODELS[5]] {
         let dir = tempfile::tempdir().unwrap();
         let model = exported(dir.path(), train, quantize);
         let checked = make("check-m4", &model);

@@ -1,14 +1,20 @@
-//! The `.qornn` integer model file, version 2 (layout in `docs/format.md`): parsed from a
-//! byte slice without allocation; every length is checked and the FNV-1a checksum too.
+//! The `.qornn` integer model file, version 4 (layout in `docs/format.md`; versions 2 and 3
+//! still read): parsed from a byte slice without allocation; every length is checked and
+//! the FNV-1a checksum too.
 
 use crate::{IntActivation, IntMatrix, IntRecurrence};
 
 pub const MAGIC: [u8; 8] = *b"QORNNINT";
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// The oldest version still read: version 2 has no Hadamard recurrences (offset 124 was
-/// reserved and 0).
+/// reserved and 0), version 3 no rotations, per-row steps or narrow biases.
 pub const MIN_VERSION: u32 = 2;
-pub const HEADER_LEN: usize = 128;
+/// The header of version 4; versions 2 and 3 end theirs at [`OLD_HEADER_LEN`].
+pub const HEADER_LEN: usize = 144;
+pub const OLD_HEADER_LEN: usize = 128;
+/// Version 4, offset 132: which weights have a step per row.
+pub const ROW_STEPS_W: u32 = 1;
+pub const ROW_STEPS_U: u32 = 2;
 pub const CHECKSUM_LEN: usize = 4;
 
 /// Why a file was refused.
@@ -65,9 +71,31 @@ pub struct ModelFile<'a> {
     /// The float model's test metrics, measured when the file was written (NaN: none).
     pub float_loss: f64,
     pub float_accuracy: f64,
-    /// The biases in their own (8-byte) section, kept as bytes to avoid alignment needs.
+    /// The biases in their own sections, kept as bytes to avoid alignment needs, each
+    /// value `bias_bytes` (`bias_mod_bytes`) little-endian two's-complement bytes.
     bias: &'a [u8],
     bias_mod: &'a [u8],
+    bias_bytes: usize,
+    bias_mod_bytes: usize,
+}
+
+/// The little-endian two's-complement integer of 1 to 8 bytes, sign-extended.
+fn signed_at(b: &[u8], at: usize, width: usize) -> i64 {
+    let mut x = [0u8; 8];
+    x[..width].copy_from_slice(&b[at..at + width]);
+    let unused = 64 - 8 * width as u32;
+    (i64::from_le_bytes(x) << unused) >> unused
+}
+
+/// Bytes each of `values` needs as a two's-complement integer (1, 2, 4 or 8).
+pub fn signed_width(values: impl Iterator<Item = i64>) -> usize {
+    let widest = values.map(|v| 64 - v.max(-v - 1).leading_zeros() + 1).max();
+    match widest.unwrap_or(1) {
+        0..=8 => 1,
+        9..=16 => 2,
+        17..=32 => 4,
+        _ => 8,
+    }
 }
 
 /// FNV-1a, 32 bits.
@@ -130,9 +158,7 @@ impl<'a> ModelFile<'a> {
 
     /// The bias of unit `i` in accumulator units.
     pub fn bias(&self, i: usize) -> i64 {
-        let mut x = [0u8; 8];
-        x.copy_from_slice(&self.bias[8 * i..8 * i + 8]);
-        i64::from_le_bytes(x)
+        signed_at(self.bias, self.bias_bytes * i, self.bias_bytes)
     }
 
     /// The modReLU bias of unit `i` in hidden-code units (0 for ReLU).
@@ -140,7 +166,7 @@ impl<'a> ModelFile<'a> {
         if self.bias_mod.is_empty() {
             0
         } else {
-            u32_at(self.bias_mod, 4 * i) as i32
+            signed_at(self.bias_mod, self.bias_mod_bytes * i, self.bias_mod_bytes) as i32
         }
     }
 
@@ -148,9 +174,9 @@ impl<'a> ModelFile<'a> {
     /// empty: read them with [`ModelFile::bias`] / [`ModelFile::bias_mod`] into buffers
     /// the caller owns (`IntRecurrence` wants aligned `i64`s).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+        if bytes.len() < OLD_HEADER_LEN + CHECKSUM_LEN {
             return Err(FormatError::Truncated {
-                needed: HEADER_LEN + CHECKSUM_LEN,
+                needed: OLD_HEADER_LEN + CHECKSUM_LEN,
                 found: bytes.len(),
             });
         }
@@ -158,11 +184,37 @@ impl<'a> ModelFile<'a> {
             return Err(FormatError::BadMagic);
         }
         let field = |at: usize| u32_at(bytes, at);
-        if !(MIN_VERSION..=VERSION).contains(&field(8)) {
-            return Err(FormatError::UnsupportedVersion { found: field(8) });
+        let version = field(8);
+        if !(MIN_VERSION..=VERSION).contains(&version) {
+            return Err(FormatError::UnsupportedVersion { found: version });
         }
-        if field(12) as usize != HEADER_LEN {
+        let header_len = if version >= 4 {
+            HEADER_LEN
+        } else {
+            OLD_HEADER_LEN
+        };
+        if field(12) as usize != header_len {
             return Err(FormatError::Invalid("header length"));
+        }
+        if bytes.len() < header_len + CHECKSUM_LEN {
+            return Err(FormatError::Truncated {
+                needed: header_len + CHECKSUM_LEN,
+                found: bytes.len(),
+            });
+        }
+        // Version 4's fields, and what older files mean by them.
+        let (w_form, row_steps, bias_bytes, bias_mod_bytes) = if version >= 4 {
+            (field(128), field(132), field(136), field(140))
+        } else {
+            (0, 0, 8, 4)
+        };
+        let rotations = match w_form {
+            0 => false,
+            1 => true,
+            _ => return Err(FormatError::Invalid("W's form")),
+        };
+        if row_steps > (ROW_STEPS_W | ROW_STEPS_U) {
+            return Err(FormatError::Invalid("per-row step flags"));
         }
         let (n, d, c, k, a) = (
             field(16) as usize,
@@ -199,17 +251,33 @@ impl<'a> ModelFile<'a> {
         let hadamard_block = field(124);
         let w_len = if hadamard_block > 0 {
             n.div_ceil(8)
+        } else if rotations {
+            IntMatrix::packed_len(1, n, k)
         } else {
             IntMatrix::packed_len(n, n, k)
         };
         let u_len = IntMatrix::packed_len(n, d, k);
-        let bm_len = if activation == IntActivation::Modrelu {
-            4 * n
-        } else {
-            0
-        };
-        let sections = [w_len, u_len, 8 * n, bm_len, v_len, 4 * c];
-        let needed = HEADER_LEN + sections.iter().sum::<usize>() + CHECKSUM_LEN;
+        let modrelu = activation == IntActivation::Modrelu;
+        if !matches!(bias_bytes, 1 | 2 | 4 | 8)
+            || (modrelu && !matches!(bias_mod_bytes, 1 | 2 | 4))
+            || (!modrelu && version >= 4 && bias_mod_bytes != 0)
+        {
+            return Err(FormatError::Invalid("bias widths"));
+        }
+        let (bias_bytes, bias_mod_bytes) = (bias_bytes as usize, bias_mod_bytes as usize);
+        let bm_len = if modrelu { bias_mod_bytes * n } else { 0 };
+        let row_len = |flag: u32| if row_steps & flag != 0 { 2 * n } else { 0 };
+        let sections = [
+            w_len,
+            u_len,
+            row_len(ROW_STEPS_W),
+            row_len(ROW_STEPS_U),
+            bias_bytes * n,
+            bm_len,
+            v_len,
+            4 * c,
+        ];
+        let needed = header_len + sections.iter().sum::<usize>() + CHECKSUM_LEN;
         if bytes.len() != needed {
             return Err(FormatError::Truncated {
                 needed,
@@ -221,16 +289,18 @@ impl<'a> ModelFile<'a> {
         if stored != computed {
             return Err(FormatError::Checksum { stored, computed });
         }
-        let mut offset = HEADER_LEN;
+        let mut offset = header_len;
         let mut take = |len: usize| {
             let s = &bytes[offset..offset + len];
             offset += len;
             s
         };
-        let (w, u, bias, bias_mod, v, cb) = (
+        let (w, u, w_rows, u_rows, bias, bias_mod, v, cb) = (
             take(w_len),
             take(u_len),
-            take(8 * n),
+            take(row_len(ROW_STEPS_W)),
+            take(row_len(ROW_STEPS_U)),
+            take(bias_bytes * n),
             take(bm_len),
             take(v_len),
             take(4 * c),
@@ -245,6 +315,7 @@ impl<'a> ModelFile<'a> {
                 packed: w,
                 mantissa: field(56) as i32,
                 shift: field(60),
+                row_mantissas: w_rows,
             },
             u: IntMatrix {
                 rows: n,
@@ -253,6 +324,7 @@ impl<'a> ModelFile<'a> {
                 packed: u,
                 mantissa: field(64) as i32,
                 shift: field(68),
+                row_mantissas: u_rows,
             },
             bias: &[],
             bias_mod: &[],
@@ -262,6 +334,7 @@ impl<'a> ModelFile<'a> {
             input_frac: field(48) as i32,
             shift: field(52),
             hadamard_block,
+            rotations,
         };
         let task = TaskInfo {
             kind: field(72),
@@ -280,6 +353,7 @@ impl<'a> ModelFile<'a> {
             packed: v,
             mantissa: field(116) as i32,
             shift: field(120),
+            row_mantissas: &[],
         });
         let frac_ok = |f: i32| (-IntRecurrence::MAX_FRAC..=IntRecurrence::MAX_FRAC).contains(&f);
         if !frac_ok(recurrence.hidden_frac) || !frac_ok(recurrence.input_frac) {
@@ -314,6 +388,8 @@ impl<'a> ModelFile<'a> {
             float_accuracy: f64_at(bytes, 104),
             bias,
             bias_mod,
+            bias_bytes,
+            bias_mod_bytes,
         })
     }
 }

@@ -1,11 +1,13 @@
 //! Integer-only inference of a quantized orthogonal RNN: `no_std`, no allocation, no
 //! dependencies. Weights are k-bit codes with a per-tensor step `M 2^-S` (an integer
 //! mantissa and a shift), activations are A-bit codes with power-of-two scales `2^-f`.
-//! One step of the recurrence, for one sequence, is integer multiply-adds into 64-bit
-//! accumulators, shifts, saturation and an integer ReLU or modReLU:
+//! A weight step may also be one per row, `M_i 2^-S` (a mantissa per row, the shift
+//! shared): per-row quantizers and block rotations, whose 2 x 2 blocks each have their own
+//! step. One step of the recurrence, for one sequence, is integer multiply-adds into
+//! 64-bit accumulators, shifts, saturation and an integer ReLU or modReLU:
 //!
 //! ```text
-//! num_i = sum_j W_ij H_j M_w 2^(S - S_w) + sum_j U_ij X_j M_u 2^(S + f_h - S_u - f_x) + B_i
+//! num_i = sum_j W_ij H_j M_w,i 2^(S - S_w) + sum_j U_ij X_j M_u,i 2^(S + f_h - S_u - f_x) + B_i
 //! Z_i   = (num_i + 2^(S - 1)) >> S                        (round half up)
 //! H'_i  = clamp(act(Z_i), range(A))
 //! ```
@@ -33,7 +35,7 @@ pub enum IntActivation {
 
 /// A matrix of k-bit two's-complement codes (k = 2..=16), row-major, packed
 /// little-endian (code `i` occupies bits `i k .. i k + k` of the byte string), and its
-/// step `mantissa 2^-shift`.
+/// step `mantissa 2^-shift`, or one step per row `M_i 2^-shift`.
 #[derive(Clone, Copy, Debug)]
 pub struct IntMatrix<'a> {
     pub rows: usize,
@@ -42,12 +44,32 @@ pub struct IntMatrix<'a> {
     pub packed: &'a [u8],
     pub mantissa: i32,
     pub shift: u32,
+    /// Empty: one step for the whole matrix (`mantissa`). Else `2 rows` bytes, row i's
+    /// mantissa `M_i` as a little-endian u16 (bytes, so that no alignment is needed), and
+    /// `mantissa` is unused.
+    pub row_mantissas: &'a [u8],
 }
 
 impl IntMatrix<'_> {
     /// Bytes that `rows x cols` codes of `bits` bits occupy.
     pub const fn packed_len(rows: usize, cols: usize, bits: u32) -> usize {
         (rows * cols * bits as usize).div_ceil(8)
+    }
+
+    /// The mantissa of row `row`'s step.
+    #[inline(always)]
+    pub fn mantissa_of(&self, row: usize) -> i32 {
+        if self.row_mantissas.is_empty() {
+            self.mantissa
+        } else {
+            u16::from_le_bytes([self.row_mantissas[2 * row], self.row_mantissas[2 * row + 1]])
+                as i32
+        }
+    }
+
+    /// Whether every step mantissa is in `1..=max`.
+    fn mantissas_within(&self, max: i32) -> bool {
+        (0..self.rows).all(|i| (1..=max).contains(&self.mantissa_of(i)))
     }
 
     /// Code `index` (row-major), sign-extended.
@@ -115,6 +137,11 @@ pub struct IntRecurrence<'a> {
     /// `w.packed` holds the `n` signs as bits (bit i set: `s_i = -1`), `ceil(n / 8)` bytes.
     /// Its step is multiplier-free: `sum_j W_ij H_j` is a sum of `±H_j` over i's block.
     pub hadamard_block: u32,
+    /// W is block rotations, `W = R_0 ⊕ R_1 ⊕ …` with `R_p = [[a_p, -b_p], [b_p, a_p]]`
+    /// times its rows' step: `w.packed` holds the `n` codes `a_0, b_0, a_1, b_1, …`
+    /// (`packed_len(1, n, k)` bytes), 4 multiply-adds per pair of units. `n` is even and
+    /// `hadamard_block` 0.
+    pub rotations: bool,
 }
 
 /// The entry `(i, j)` of `I ⊗ H_m` (0 or ±1; `H_m[a][b] = (-1)^popcount(a & b)`).
@@ -167,12 +194,30 @@ impl<'a> IntRecurrence<'a> {
                 what: "Hadamard block size",
             });
         }
+        if self.rotations && (m > 0 || n % 2 != 0) {
+            return Err(Error::Range {
+                what: "rotations need an even hidden size and no Hadamard block",
+            });
+        }
         let w_len = if m > 0 {
             n.div_ceil(8)
+        } else if self.rotations {
+            IntMatrix::packed_len(1, n, self.w.bits)
         } else {
             IntMatrix::packed_len(n, n, self.w.bits)
         };
         check("w codes", w_len, self.w.packed.len())?;
+        // -b of a rotation must be a code too (and fit the unpacked bytes): no -2^(k-1).
+        if self.rotations && (0..n).any(|j| self.w.code(j) == -(1 << (self.w.bits - 1))) {
+            return Err(Error::Range {
+                what: "a rotation code of -2^(k-1), whose negation is not a code",
+            });
+        }
+        for (what, matrix) in [("w row mantissas", &self.w), ("u row mantissas", &self.u)] {
+            if !matrix.row_mantissas.is_empty() {
+                check(what, 2 * n, matrix.row_mantissas.len())?;
+            }
+        }
         check(
             "u codes",
             IntMatrix::packed_len(n, d, self.u.bits),
@@ -205,8 +250,9 @@ impl<'a> IntRecurrence<'a> {
         {
             return Err(Error::Range { what: "shift" });
         }
-        let mantissa_ok = |m: i32| (1..=Self::MAX_MANTISSA).contains(&m);
-        if !mantissa_ok(self.w.mantissa) || !mantissa_ok(self.u.mantissa) {
+        if !self.w.mantissas_within(Self::MAX_MANTISSA)
+            || !self.u.mantissas_within(Self::MAX_MANTISSA)
+        {
             return Err(Error::Range {
                 what: "weight step mantissa outside 1..=4096",
             });
@@ -259,7 +305,9 @@ impl<'a> IntRecurrence<'a> {
         let m = self.hadamard_block as usize;
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
             // m = 0 (a dense W) has no block: checked_div gives None.
-            let acc_w: i64 = if let Some(block_index) = i.checked_div(m) {
+            let acc_w: i64 = if self.rotations {
+                self.rotation_sum(i, h)
+            } else if let Some(block_index) = i.checked_div(m) {
                 // Additions and subtractions only: s_i sum_j (I ⊗ H_m)_ij H_j.
                 let start = block_index * m;
                 let sum: i64 = (start..start + m)
@@ -321,8 +369,34 @@ impl<'a> IntRecurrence<'a> {
         }
     }
 
-    /// W's code `(i, j)`: the packed code, or a Hadamard recurrence's `s_i (I ⊗ H_m)_ij`.
+    /// Row `i` of block rotations times `h`: `a h_2p - b h_2p+1` (i = 2p) or
+    /// `b h_2p + a h_2p+1` (i = 2p + 1), two of the pair's 4 multiply-adds.
+    #[inline(always)]
+    fn rotation_sum(&self, i: usize, h: &[i32]) -> i64 {
+        let p = i / 2;
+        let (a, b) = (self.w.code(2 * p) as i64, self.w.code(2 * p + 1) as i64);
+        let (x, y) = (h[2 * p] as i64, h[2 * p + 1] as i64);
+        if i % 2 == 0 {
+            a * x - b * y
+        } else {
+            b * x + a * y
+        }
+    }
+
+    /// W's code `(i, j)`: the packed code, a Hadamard recurrence's `s_i (I ⊗ H_m)_ij`, or
+    /// a rotation block's entry.
     pub fn w_code(&self, i: usize, j: usize) -> i32 {
+        if self.rotations {
+            if i / 2 != j / 2 {
+                return 0;
+            }
+            let (a, b) = (self.w.code(i / 2 * 2), self.w.code(i / 2 * 2 + 1));
+            return match (i % 2, j % 2) {
+                (0, 0) | (1, 1) => a,
+                (0, _) => -b,
+                _ => b,
+            };
+        }
         match self.hadamard_block as usize {
             0 => self.w.code(i * self.hidden + j),
             m => {
@@ -348,8 +422,8 @@ impl<'a> IntRecurrence<'a> {
     fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
         let (w_shift, u_shift) = (self.w_shift().unwrap_or(0), self.u_shift().unwrap_or(0));
         let (lo, hi) = self.hidden_range();
-        let num = ((acc_w * self.w.mantissa as i64) << w_shift)
-            + ((acc_u * self.u.mantissa as i64) << u_shift)
+        let num = ((acc_w * self.w.mantissa_of(i) as i64) << w_shift)
+            + ((acc_u * self.u.mantissa_of(i) as i64) << u_shift)
             + self.bias[i];
         let z = if self.shift == 0 {
             num
@@ -399,6 +473,7 @@ mod tests {
                 packed: w,
                 mantissa: 1,
                 shift: 0,
+                row_mantissas: &[],
             },
             u: IntMatrix {
                 rows: 2,
@@ -407,8 +482,10 @@ mod tests {
                 packed: u,
                 mantissa: 1,
                 shift: 0,
+                row_mantissas: &[],
             },
             hadamard_block: 0,
+            rotations: false,
             bias,
             bias_mod: &[],
             activation: IntActivation::Relu,
@@ -433,6 +510,44 @@ mod tests {
     }
 
     #[test]
+    fn a_rotation_pair_by_hand() {
+        // One block [[3, -4], [4, 3]] (codes a = 3, b = 4 at 4 bits), rows with their own
+        // mantissas 1 and 2, U = 0, S = 1.
+        let mut m = model(&[0x43], &[0, 0], &[0, 0]);
+        m.w.bits = 4;
+        m.rotations = true;
+        m.w.row_mantissas = &[1, 0, 2, 0];
+        m.act_bits = 8;
+        assert_eq!(m.validate(), Ok(()));
+        assert_eq!(
+            [
+                m.w_code(0, 0),
+                m.w_code(0, 1),
+                m.w_code(1, 0),
+                m.w_code(1, 1)
+            ],
+            [3, -4, 4, 3]
+        );
+        let mut out = [0; 2];
+        m.step(&[5, 1], &[0], &mut out);
+        // unit 0: 3 * 5 - 4 * 1 = 11, times M = 1 and 2^(S - S_w) = 2: 22 -> 11;
+        // unit 1: (4 * 5 + 3 * 1) 2 2 = 92 -> 46.
+        assert_eq!(out, [11, 46]);
+        m.w.row_mantissas = &[1, 0];
+        assert!(matches!(
+            m.validate(),
+            Err(Error::Length {
+                what: "w row mantissas",
+                ..
+            })
+        ));
+        let negative = [0x83u8];
+        m.w.row_mantissas = &[1, 0, 2, 0];
+        m.w.packed = &negative;
+        assert!(m.validate().is_err(), "b = -8 at 4 bits");
+    }
+
+    #[test]
     fn codes_pack_and_unpack_at_every_width() {
         for bits in 2..=16u32 {
             let lo = -(1i32 << (bits - 1));
@@ -450,6 +565,7 @@ mod tests {
                 packed: &packed,
                 mantissa: 1,
                 shift: 0,
+                row_mantissas: &[],
             };
             for (i, &c) in codes.iter().enumerate() {
                 assert_eq!(m.code(i), c, "bits {bits}, code {i}");

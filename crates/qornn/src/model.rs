@@ -98,6 +98,12 @@ impl ModelSpec {
         self.parametrisation()?.hadamard_block()
     }
 
+    /// Whether W is quantized block rotations (`qornn-rotations`).
+    pub fn is_block_rotations(&self) -> bool {
+        self.parametrisation()
+            .is_some_and(|p| p.is_block_rotations())
+    }
+
     /// ORNN or RNN: a core `act(W h + U x + b)`.
     pub fn is_elman(&self) -> bool {
         self.model.entry().elman

@@ -73,7 +73,7 @@ fn round_trip_at_every_width() {
 fn corrupt_truncated_and_foreign_files_are_refused() {
     let bytes = model(true, 4).to_bytes();
     let mut flipped = bytes.clone();
-    flipped[130] ^= 0x10;
+    flipped[qornn_infer::format::HEADER_LEN + 2] ^= 0x10;
     assert!(matches!(
         ModelFile::parse(&flipped),
         Err(FormatError::Checksum { .. })
@@ -175,13 +175,10 @@ fn crafted_files_with_valid_checksums_are_refused() {
         let err = IntegerModel::from_bytes(&with(at, value)).unwrap_err();
         assert!(err.contains(needle), "offset {at}: {err}");
     }
-    // The first bias (after the header and the packed W and U), set to 2^61.
-    let m = model(false, 4);
-    let at =
-        qornn_infer::format::HEADER_LEN + m.recurrence.w_packed.len() + m.recurrence.u_packed.len();
-    let mut b = bytes.clone();
-    b[at..at + 8].copy_from_slice(&(1i64 << 61).to_le_bytes());
-    let err = IntegerModel::from_bytes(&reseal(b)).unwrap_err();
+    // A bias of 2^61 (written at the 8 bytes it needs).
+    let mut m = model(false, 4);
+    m.recurrence.bias[0] = 1 << 61;
+    let err = IntegerModel::from_bytes(&m.to_bytes()).unwrap_err();
     assert!(err.contains("bias"), "{err}");
 }
 
@@ -317,6 +314,151 @@ fn hadamard_recurrences_store_signs_and_run_multiplier_free() {
             std::mem::swap(&mut h_int, &mut next_int);
             std::mem::swap(&mut h_sim, &mut next_sim);
             std::mem::swap(&mut h_unpacked, &mut next_unpacked);
+        }
+        assert!(h_sim.iter().any(|&v| v != 0), "the state stayed at zero");
+    }
+}
+
+/// A version 3 file written before version 4 (per-row steps, rotations, narrow biases),
+/// kept in `tests/data`: it still loads, as the model it was written from, and written
+/// again as version 4 it is smaller (its biases at the width they need) and the same model.
+#[test]
+fn version_3_files_still_load() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/version-3.qornn");
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 3);
+    let old = IntegerModel::from_bytes(&bytes).unwrap();
+    let mut expected = model(true, 4);
+    let readout = QuantizedReadout::new(&expected.readout_weight, 4, 5, 6);
+    expected.readout_weight = readout.dequantized_f32();
+    expected.readout_codes = Some(readout);
+    // The float accuracy is NaN (no accuracy on this task), which no `==` equals.
+    assert!(old.float_accuracy.is_nan());
+    let comparable = |m: &IntegerModel| IntegerModel {
+        float_accuracy: 0.0,
+        ..m.clone()
+    };
+    assert_eq!(comparable(&old), comparable(&expected));
+    let new = old.to_bytes();
+    assert_eq!(u32::from_le_bytes(new[8..12].try_into().unwrap()), 4);
+    assert!(new.len() < bytes.len(), "{} >= {}", new.len(), bytes.len());
+    let again = IntegerModel::from_bytes(&new).unwrap();
+    assert_eq!(comparable(&again), comparable(&old));
+}
+
+/// Biases take 1, 2, 4 or 8 bytes each as their largest magnitude needs, and read back.
+#[test]
+fn biases_are_stored_at_the_width_they_need() {
+    use qornn_infer::format::signed_width;
+    for (values, width) in [
+        (vec![0i64, -128, 127], 1),
+        (vec![128], 2),
+        (vec![-129, 5], 2),
+        (vec![i16::MIN as i64, i16::MAX as i64 + 1], 4),
+        (vec![i32::MIN as i64], 4),
+        (vec![i32::MAX as i64 + 1], 8),
+        (vec![-(1i64 << 60)], 8),
+    ] {
+        assert_eq!(signed_width(values.iter().copied()), width, "{values:?}");
+    }
+    let base = IntegerModel {
+        float_accuracy: 0.5,
+        ..model(true, 4)
+    };
+    let mut sizes = Vec::new();
+    for largest in [100i64, 30_000, 1 << 30, 1 << 40] {
+        let mut m = base.clone();
+        m.recurrence.bias = vec![-largest, largest, 0, 1, -1];
+        m.recurrence.bias_mod = vec![-3, 200, 0, 1, -40_000];
+        let bytes = m.to_bytes();
+        assert_eq!(IntegerModel::from_bytes(&bytes).unwrap(), m, "{largest}");
+        sizes.push(bytes.len());
+    }
+    // 5 biases at 1, 2, 4 and 8 bytes.
+    assert_eq!(
+        [
+            sizes[1] - sizes[0],
+            sizes[2] - sizes[1],
+            sizes[3] - sizes[2]
+        ],
+        [5, 10, 20]
+    );
+}
+
+/// Per-row steps (a u16 mantissa per row, the shift shared) and block rotations (the pairs
+/// `(a, b)`) round-trip, and the file's engine equals the simulated twin bit for bit.
+#[test]
+fn per_row_steps_and_rotations_round_trip() {
+    use qornn::quant::{Granularity, QuantizedTensor, Quantizer};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (n, d) = (6, 3);
+    let draw = |rng: &mut rand_chacha::ChaCha8Rng, len: usize, scale: f32| -> Vec<f32> {
+        (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
+    };
+    let (w_float, u_float, b) = (
+        draw(&mut rng, n * n, 1.0),
+        draw(&mut rng, n * d, 1.0),
+        draw(&mut rng, n, 0.3),
+    );
+    let float = FloatRecurrence {
+        hidden: n,
+        input: d,
+        w: &w_float,
+        u: &u_float,
+        bias: &b,
+        bias_mod: None,
+        weight_bits: 4,
+        range: RangeRule::Max,
+        act_bits: 12,
+        hidden_frac: 8,
+        input_frac: 10,
+    };
+    let per_row = QuantizedRecurrence::with_granularity(&float, Granularity::PerRow);
+    assert!(per_row.w_step.is_per_row() && per_row.u_step.is_per_row());
+    // Three blocks (3, 4), (1, -7), (7, 0) with steps 1/5, 1/sqrt(50), 1/7.
+    let pairs = [(3, 4), (1, -7), (7, 0)];
+    let mut codes = vec![0; n * n];
+    let mut steps = vec![0.0; n];
+    for (p, &(a, b)) in pairs.iter().enumerate() {
+        let (i, j) = (2 * p, 2 * p + 1);
+        (
+            codes[i * n + i],
+            codes[i * n + j],
+            codes[j * n + i],
+            codes[j * n + j],
+        ) = (a, -b, b, a);
+        let step = 1.0 / ((a * a + b * b) as f32).sqrt();
+        (steps[i], steps[j]) = (step, step);
+    }
+    let w = QuantizedTensor {
+        rows: n,
+        cols: n,
+        bits: 4,
+        granularity: Granularity::PerRow,
+        codes,
+        steps,
+    };
+    let u = Quantizer::new(4, Granularity::PerTensor).quantize(&u_float, n, d);
+    let rotations = QuantizedRecurrence::from_codes(&float, &w, &u).into_rotations();
+    assert_eq!(rotations.w_packed, [0x43, 0x91, 0x07]);
+    for q in [per_row, rotations] {
+        let mut file = model(false, 4);
+        file.readout_weight = vec![0.5; file.outputs * n];
+        file.recurrence = q.clone();
+        let back = IntegerModel::from_bytes(&file.to_bytes()).unwrap();
+        assert_eq!(back.recurrence, q);
+        let engine = back.recurrence.as_int();
+        engine.validate().unwrap();
+        let (mut h_int, mut h_sim) = (vec![0i32; n], vec![0i32; n]);
+        let (mut next_int, mut next_sim) = (vec![0; n], vec![0; n]);
+        let mut x = vec![0i32; d];
+        for t in 0..20 {
+            q.quantize_input(&draw(&mut rng, d, 1.5), &mut x);
+            engine.step(&h_int, &x, &mut next_int);
+            q.simulated_step(&h_sim, &x, &mut next_sim);
+            assert_eq!(next_int, next_sim, "step {t}");
+            std::mem::swap(&mut h_int, &mut next_int);
+            std::mem::swap(&mut h_sim, &mut next_sim);
         }
         assert!(h_sim.iter().any(|&v| v != 0), "the state stayed at zero");
     }

@@ -99,8 +99,9 @@ fn hadamard_recurrences_learn_the_small_copy_task() {
 
 /// Block rotations at 2 and 4 bits (W's cosines and sines as codes, one step per block):
 /// q(W) stays exactly orthogonal while the angles train, the small copy task is learned,
-/// the size counts two codes per block, and `qornn quantize` refuses W's per-block steps
-/// with an error instead of a panic.
+/// the size counts two codes per block, and `qornn quantize` stores each block as its pair
+/// of codes with a step mantissa per row: bit-exact with the twin, within reach of the
+/// float model at A = 12.
 #[test]
 fn rotation_recurrences_learn_the_small_copy_task() {
     for bits in [2, 4] {
@@ -133,17 +134,32 @@ fn rotation_recurrences_learn_the_small_copy_task() {
         let (n, d, c) = (64u64, 10u64, 9u64);
         let size = n * bits as u64 + n * d * bits as u64 + 32 + 32 * (2 * n + c * n + c);
         assert_eq!(summary.size_bytes, size.div_ceil(8), "{bits} bits: size");
-        let refused =
-            qornn::deploy::quantize::quantize_run(dir.path(), Some(12), 16, None, None, None);
-        let message = refused.unwrap_err().to_string();
-        assert!(message.contains("one step per tensor"), "{message}");
+        let (report, path) =
+            qornn::deploy::quantize::quantize_run(dir.path(), Some(12), 16, None, None, None)
+                .unwrap();
+        assert_integer_model_is_faithful(&report, bits);
+        let model = qornn::deploy::model_file::IntegerModel::load(&path).unwrap();
+        let q = &model.recurrence;
+        assert!(q.rotations && q.w_step.is_per_row(), "{bits} bits");
+        assert_eq!(q.w_packed.len(), (64 * bits as usize).div_ceil(8));
     }
 }
 
-/// A per-row quantizer's W and U have a step per row too: `qornn quantize` refuses them with
-/// the same error, before it evaluates anything.
+/// What every integer model owes its run: integer = twin bit for bit, and at A = 12 a
+/// loss within 5 % of the float model's.
+fn assert_integer_model_is_faithful(report: &qornn::deploy::quantize::PtqReport, what: u32) {
+    assert!(report.bit_exact, "{what}: not bit-exact with the twin");
+    let (float, integer) = (report.float.loss, report.integer.loss);
+    assert!(
+        (integer - float).abs() < 0.05 * float,
+        "{what}: integer loss {integer} against float {float}"
+    );
+}
+
+/// A per-row quantizer's W and U have a step per row too: `qornn quantize` stores a
+/// mantissa per row for each (the shift shared), bit-exact with the twin.
 #[test]
-fn per_row_models_are_refused_by_the_integer_engine() {
+fn per_row_models_run_in_integers_with_a_mantissa_per_row() {
     let config = Config {
         granularity: qornn::quant::Granularity::PerRow,
         steps: 20,
@@ -152,9 +168,14 @@ fn per_row_models_are_refused_by_the_integer_engine() {
     };
     let dir = tempfile::tempdir().unwrap();
     run::start(config, dir.path(), &mut ()).unwrap();
-    let refused = qornn::deploy::quantize::quantize_run(dir.path(), Some(12), 16, None, None, None);
-    let message = refused.unwrap_err().to_string();
-    assert!(message.contains("one step per tensor"), "{message}");
+    let (report, path) =
+        qornn::deploy::quantize::quantize_run(dir.path(), Some(12), 16, None, None, None).unwrap();
+    assert_integer_model_is_faithful(&report, 4);
+    let model = qornn::deploy::model_file::IntegerModel::load(&path).unwrap();
+    let q = &model.recurrence;
+    assert!(q.w_step.is_per_row() && q.u_step.is_per_row());
+    let distinct = |m: &[i32]| m.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert!(distinct(&q.w_step.mantissas) > 1 && distinct(&q.u_step.mantissas) > 1);
 }
 
 /// Learned steps (LSQ) train: they move away from their initial value and the loss falls.

@@ -1,6 +1,7 @@
 //! Conversion: a model's recurrence as integer codes with power-of-two activation scales
-//! (run by `qornn-infer`): weight steps as `(mantissa, shift)`, biases in the
-//! accumulator's unit. Its simulated twin is in `twin.rs`.
+//! (run by `qornn-infer`): weight steps as `(mantissa, shift)`, one per tensor or a
+//! mantissa per row with the shift shared, biases in the accumulator's unit. Its simulated
+//! twin is in `twin.rs`.
 
 use crate::quant::{Granularity, QuantizedTensor, Quantizer, RangeRule};
 use qornn_infer::{pack_codes, IntActivation, IntMatrix, IntRecurrence};
@@ -15,6 +16,60 @@ pub fn dyadic(step: f64) -> (i32, u32) {
     (mantissa.max(1), shift)
 }
 
+/// A weight tensor's step: `M 2^-S` for the whole tensor (one mantissa), or `M_i 2^-S`
+/// for row i (a mantissa per row, the shift shared).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightStep {
+    pub mantissas: Vec<i32>,
+    pub shift: u32,
+}
+
+impl WeightStep {
+    /// The dyadic form of a quantizer's steps (one, or one per row). Per row, the shift is
+    /// the one that gives the largest step a 12-bit mantissa; smaller steps get fewer bits
+    /// (a step 2^-b of the largest keeps 12 - b), at least 1.
+    pub fn from_steps(steps: &[f32]) -> Self {
+        let largest = steps.iter().fold(0.0f64, |m, &s| m.max(s as f64));
+        let shift = dyadic(largest).1;
+        let scale = 2f64.powi(shift as i32);
+        let mut mantissas: Vec<i32> = steps
+            .iter()
+            .map(|&s| ((s as f64 * scale).round() as i32).max(1))
+            .collect();
+        // Equal steps on every row are one step for the tensor.
+        if mantissas.iter().all(|&m| m == mantissas[0]) {
+            mantissas.truncate(1);
+        }
+        Self { mantissas, shift }
+    }
+
+    pub fn is_per_row(&self) -> bool {
+        self.mantissas.len() > 1
+    }
+
+    /// Row `i`'s mantissa.
+    pub fn mantissa(&self, i: usize) -> i32 {
+        self.mantissas[if self.is_per_row() { i } else { 0 }]
+    }
+
+    /// Row `i`'s step `M_i 2^-S` (exact in `f64`).
+    pub fn value(&self, i: usize) -> f64 {
+        self.mantissa(i) as f64 * 2f64.powi(-(self.shift as i32))
+    }
+
+    /// The per-row mantissas as the engine and the file hold them (little-endian u16);
+    /// empty for one step per tensor.
+    pub fn row_bytes(&self) -> Vec<u8> {
+        if !self.is_per_row() {
+            return Vec::new();
+        }
+        self.mantissas
+            .iter()
+            .flat_map(|&m| (m.clamp(0, u16::MAX as i32) as u16).to_le_bytes())
+            .collect()
+    }
+}
+
 /// The integer recurrence with its owned tensors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedRecurrence {
@@ -22,12 +77,15 @@ pub struct QuantizedRecurrence {
     pub input: usize,
     pub weight_bits: u32,
     pub w_codes: Vec<i8>,
-    pub w_step: (i32, u32),
+    pub w_step: WeightStep,
     pub u_codes: Vec<i8>,
-    pub u_step: (i32, u32),
+    pub u_step: WeightStep,
     /// The codes packed at `weight_bits` bits, as the engine and the file hold them.
     pub w_packed: Vec<u8>,
     pub u_packed: Vec<u8>,
+    /// `WeightStep::row_bytes` of W and U, which the engine borrows.
+    pub w_row_mantissas: Vec<u8>,
+    pub u_row_mantissas: Vec<u8>,
     /// In units of `2^-(S + f_h)`.
     pub bias: Vec<i64>,
     /// modReLU only, in units of `2^-f_h`.
@@ -40,6 +98,9 @@ pub struct QuantizedRecurrence {
     /// A Hadamard recurrence's block size m: `w_packed` then holds W's n signs as bits
     /// (`w_codes` keeps the dense codes `s_i (I ⊗ H_m)_ij` for the simulated twin).
     pub hadamard_block: Option<usize>,
+    /// Block rotations: `w_packed` then holds the pairs `(a_p, b_p)` of
+    /// `[[a, -b], [b, a]]` (`w_codes` keeps the dense codes).
+    pub rotations: bool,
 }
 
 /// The float recurrence to convert, and the fraction bits chosen for its activations.
@@ -63,35 +124,37 @@ impl QuantizedRecurrence {
     /// Quantizes W and U with the paper's per-tensor quantizer (the range rule of `f`),
     /// then as [`QuantizedRecurrence::from_codes`].
     pub fn new(f: &FloatRecurrence<'_>) -> Self {
-        let q = Quantizer::new(f.weight_bits, Granularity::PerTensor).with_range(f.range);
+        Self::with_granularity(f, Granularity::PerTensor)
+    }
+
+    /// As [`QuantizedRecurrence::new`], with one step per row of W and U when
+    /// `granularity` says so.
+    pub fn with_granularity(f: &FloatRecurrence<'_>, granularity: Granularity) -> Self {
+        let q = Quantizer::new(f.weight_bits, granularity).with_range(f.range);
         let w = q.quantize(f.w, f.hidden, f.hidden);
         let u = q.quantize(f.u, f.hidden, f.input);
         Self::from_codes(f, &w, &u)
     }
 
-    /// The recurrence with W's and U's codes and (per-tensor) steps as given (the model's
-    /// own: learned steps, a Hadamard matrix's `±1 / sqrt(m)`), the bias in the
-    /// accumulator's unit; `S` is the smallest shift that keeps both products exact.
+    /// The recurrence with W's and U's codes and steps as given (the model's own: learned
+    /// steps, a Hadamard matrix's `±1 / sqrt(m)`, per-row steps, rotation blocks' steps),
+    /// the bias in the accumulator's unit; `S` is the smallest shift that keeps both
+    /// products exact.
     pub fn from_codes(
         f: &FloatRecurrence<'_>,
         w: &QuantizedTensor<f32>,
         u: &QuantizedTensor<f32>,
     ) -> Self {
-        let codes_and_step = |t: &QuantizedTensor<f32>| -> (Vec<i8>, (i32, u32)) {
-            assert_eq!(
-                t.steps.len(),
-                1,
-                "the integer engine takes one step per tensor"
-            );
+        let codes_and_step = |t: &QuantizedTensor<f32>| -> (Vec<i8>, WeightStep) {
             (
                 t.codes.iter().map(|&c| c as i8).collect(),
-                dyadic(t.steps[0] as f64),
+                WeightStep::from_steps(&t.steps),
             )
         };
         let (w_codes, w_step) = codes_and_step(w);
         let (u_codes, u_step) = codes_and_step(u);
-        let shift = (w_step.1 as i64)
-            .max(u_step.1 as i64 + f.input_frac as i64 - f.hidden_frac as i64)
+        let shift = (w_step.shift as i64)
+            .max(u_step.shift as i64 + f.input_frac as i64 - f.hidden_frac as i64)
             .max(1) as u32;
         let unit = 2f64.powi(shift as i32 + f.hidden_frac);
         let pack = |codes: &[i8]| {
@@ -105,6 +168,8 @@ impl QuantizedRecurrence {
             weight_bits: f.weight_bits,
             w_packed: pack(&w_codes),
             u_packed: pack(&u_codes),
+            w_row_mantissas: w_step.row_bytes(),
+            u_row_mantissas: u_step.row_bytes(),
             w_codes,
             w_step,
             u_codes,
@@ -129,7 +194,38 @@ impl QuantizedRecurrence {
             input_frac: f.input_frac,
             shift,
             hadamard_block: None,
+            rotations: false,
         }
+    }
+
+    /// The same recurrence stored as block rotations: W's codes must be
+    /// `[[a_p, -b_p], [b_p, a_p]]` on the diagonal, zero elsewhere (as
+    /// `qornn-rotations` gives them), kept as the n codes `a_0, b_0, a_1, …`.
+    pub fn into_rotations(mut self) -> Self {
+        let n = self.hidden;
+        assert!(n % 2 == 0, "rotations need an even hidden size");
+        let code = |i: usize, j: usize| self.w_codes[i * n + j] as i32;
+        let mut pairs = Vec::with_capacity(n);
+        for p in 0..n / 2 {
+            let (a, b) = (code(2 * p, 2 * p), code(2 * p + 1, 2 * p));
+            for i in [2 * p, 2 * p + 1] {
+                for j in 0..n {
+                    let expected = match (i - 2 * p, j as i64 - 2 * p as i64) {
+                        (0, 0) | (1, 1) => a,
+                        (0, 1) => -b,
+                        (1, 0) => b,
+                        _ => 0,
+                    };
+                    assert_eq!(code(i, j), expected, "not block rotations at ({i}, {j})");
+                }
+            }
+            pairs.extend([a, b]);
+        }
+        let mut packed = vec![0u8; IntMatrix::packed_len(1, n, self.weight_bits)];
+        pack_codes(pairs.into_iter(), self.weight_bits, &mut packed);
+        self.w_packed = packed;
+        self.rotations = true;
+        self
     }
 
     /// The same recurrence stored as a Hadamard one: W's codes must be `s_i (I ⊗ H_m)_ij`
@@ -158,19 +254,21 @@ impl QuantizedRecurrence {
 
     /// The borrowed view the integer engine runs.
     pub fn as_int(&self) -> IntRecurrence<'_> {
-        let matrix = |packed, rows, cols, (mantissa, shift): (i32, u32)| IntMatrix {
+        let matrix = |packed, rows, cols, step: &WeightStep, row_mantissas| IntMatrix {
             rows,
             cols,
             bits: self.weight_bits,
             packed,
-            mantissa,
-            shift,
+            mantissa: step.mantissa(0),
+            shift: step.shift,
+            row_mantissas,
         };
+        let (n, d) = (self.hidden, self.input);
         IntRecurrence {
-            hidden: self.hidden,
-            input: self.input,
-            w: matrix(&self.w_packed, self.hidden, self.hidden, self.w_step),
-            u: matrix(&self.u_packed, self.hidden, self.input, self.u_step),
+            hidden: n,
+            input: d,
+            w: matrix(&self.w_packed, n, n, &self.w_step, &self.w_row_mantissas),
+            u: matrix(&self.u_packed, n, d, &self.u_step, &self.u_row_mantissas),
             bias: &self.bias,
             bias_mod: &self.bias_mod,
             activation: self.activation,
@@ -179,6 +277,7 @@ impl QuantizedRecurrence {
             input_frac: self.input_frac,
             shift: self.shift,
             hadamard_block: self.hadamard_block.unwrap_or(0) as u32,
+            rotations: self.rotations,
         }
     }
 
@@ -187,6 +286,70 @@ impl QuantizedRecurrence {
         let hi = (1i64 << (self.act_bits - 1)) - 1;
         for (o, &v) in out.iter_mut().zip(x) {
             *o = ((v as f64 * 2f64.powi(self.input_frac)).round() as i64).clamp(-hi - 1, hi) as i32;
+        }
+    }
+}
+
+/// Random integer recurrences of every form, for the engines' property tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// How W is stored.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Form {
+        PerTensor,
+        PerRow,
+        /// Rotation blocks from W's diagonal 2 x 2 blocks (per row when n is odd).
+        Rotations,
+    }
+
+    pub fn form() -> impl proptest::strategy::Strategy<Value = Form> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Form::PerTensor),
+            Just(Form::PerRow),
+            Just(Form::Rotations)
+        ]
+    }
+
+    pub fn model(form: Form, f: &FloatRecurrence<'_>) -> QuantizedRecurrence {
+        let (n, k) = (f.hidden, f.weight_bits);
+        match form {
+            Form::PerTensor => QuantizedRecurrence::new(f),
+            Form::PerRow => QuantizedRecurrence::with_granularity(f, Granularity::PerRow),
+            Form::Rotations if n % 2 == 1 => {
+                QuantizedRecurrence::with_granularity(f, Granularity::PerRow)
+            }
+            Form::Rotations => {
+                // (a, b) from W's entries (i, i) and (i + 1, i), in the symmetric range,
+                // never both 0; the step 1 / sqrt(a^2 + b^2) on both rows.
+                let limit = (1 << (k - 1)) - 1;
+                let code = |v: f32| ((v * limit as f32).round() as i32).clamp(-limit, limit);
+                let mut codes = vec![0; n * n];
+                let mut steps = vec![0.0f32; n];
+                for p in 0..n / 2 {
+                    let (i, j) = (2 * p, 2 * p + 1);
+                    let (a, b) = (code(f.w[i * n + i]).max(1), code(f.w[j * n + i]));
+                    codes[i * n + i] = a;
+                    codes[i * n + j] = -b;
+                    codes[j * n + i] = b;
+                    codes[j * n + j] = a;
+                    let step = 1.0 / ((a * a + b * b) as f32).sqrt();
+                    steps[i] = step;
+                    steps[j] = step;
+                }
+                let w = QuantizedTensor {
+                    rows: n,
+                    cols: n,
+                    bits: k,
+                    granularity: Granularity::PerRow,
+                    codes,
+                    steps,
+                };
+                let u = Quantizer::new(k, Granularity::PerRow).quantize(f.u, n, f.input);
+                QuantizedRecurrence::from_codes(f, &w, &u).into_rotations()
+            }
         }
     }
 }

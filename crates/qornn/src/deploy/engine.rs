@@ -43,11 +43,12 @@ pub enum Kernel {
     PerSequence,
 }
 
-/// `IntRecurrence::finish` with its constants hoisted: `(acc M) << a` is `acc (M << a)`
-/// in int64, as neither overflows for a validated model.
+/// `IntRecurrence::finish` with its constants hoisted: `(acc M_i) << a` is
+/// `acc (M_i << a)` in int64, as neither overflows for a validated model; one scale per
+/// row (the same on every row for a per-tensor step).
 pub(super) struct Finisher<'a> {
-    w_scale: i64,
-    u_scale: i64,
+    w_scales: Vec<i64>,
+    u_scales: Vec<i64>,
     shift: u32,
     round: i64,
     lo: i64,
@@ -63,8 +64,12 @@ impl<'a> Finisher<'a> {
         let (w_align, u_align) = (rec.w_shift().unwrap_or(0), rec.u_shift().unwrap_or(0));
         let (lo, hi) = rec.hidden_range();
         Self {
-            w_scale: (rec.w.mantissa as i64) << w_align,
-            u_scale: (rec.u.mantissa as i64) << u_align,
+            w_scales: (0..rec.hidden)
+                .map(|i| (rec.w.mantissa_of(i) as i64) << w_align)
+                .collect(),
+            u_scales: (0..rec.hidden)
+                .map(|i| (rec.u.mantissa_of(i) as i64) << u_align)
+                .collect(),
             shift: rec.shift,
             round: if rec.shift == 0 {
                 0
@@ -81,7 +86,7 @@ impl<'a> Finisher<'a> {
 
     #[inline(always)]
     fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
-        let num = acc_w * self.w_scale + acc_u * self.u_scale + self.bias[i];
+        let num = acc_w * self.w_scales[i] + acc_u * self.u_scales[i] + self.bias[i];
         let z = (num + self.round) >> self.shift;
         let a = if self.modrelu {
             (z.abs() + self.bias_mod[i] as i64).max(0) * z.signum()
@@ -511,8 +516,8 @@ impl RowConstants {
         // SAFETY: SSE2 and AVX set/broadcast only, called from AVX2 code.
         unsafe {
             Self {
-                w_scale: _mm256_set1_epi64x(f.w_scale),
-                u_scale: _mm256_set1_epi64x(f.u_scale),
+                w_scale: _mm256_set1_epi64x(f.w_scales[i]),
+                u_scale: _mm256_set1_epi64x(f.u_scales[i]),
                 bias: _mm256_set1_epi64x(f.bias[i] + f.round),
                 bias_mod: f.modrelu.then(|| _mm256_set1_epi64x(f.bias_mod[i] as i64)),
                 lo: _mm256_set1_epi64x(f.lo),
@@ -655,8 +660,9 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(40))]
-        /// On random models and inputs, k = 2..8, A = 4..16, n up to 512 and batches that
-        /// are not whole blocks, every kernel gives the scalar engine's hidden codes at
+        /// On random models (W and U per tensor, per row, or W as rotation blocks) and
+        /// inputs, k = 2..8, A = 4..16, n up to 512 and batches that are not whole blocks,
+        /// every kernel gives the scalar engine's hidden codes at
         /// every step (widths above 256 cross the int32 chunks).
         #[test]
         fn batched_engine_is_bit_exact_with_the_scalar_engine(
@@ -667,6 +673,7 @@ mod tests {
             a in 4u32..=16,
             modrelu in any::<bool>(),
             batch in prop_oneof![Just(1usize), 2usize..40],
+            form in crate::deploy::convert::testing::form(),
         ) {
             use rand::{Rng, SeedableRng};
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -676,7 +683,7 @@ mod tests {
             let (w, u, b, bm) = (draw(n * n, 1.0), draw(n * d, 2.0), draw(n, 0.5), draw(n, 0.3));
             let steps = 5;
             let xs = draw(steps * batch * d, 1.5);
-            let model = QuantizedRecurrence::new(&FloatRecurrence {
+            let model = crate::deploy::convert::testing::model(form, &FloatRecurrence {
                 hidden: n, input: d, w: &w, u: &u, bias: &b, bias_mod: modrelu.then_some(&bm[..]),
                 weight_bits: k, range: RangeRule::Max, act_bits: a,
                 hidden_frac: a as i32 - 4, input_frac: a as i32 - 2,

@@ -71,12 +71,26 @@ pub fn model_header(model: &IntegerModel) -> String {
     }
     array(&mut s, "uint8_t", "qornn_w_packed", q.w_packed.iter());
     array(&mut s, "uint8_t", "qornn_u_packed", q.u_packed.iter());
-    array(
-        &mut s,
-        "int64_t",
-        "qornn_bias",
-        q.bias.iter().map(|b| format!("INT64_C({b})")),
-    );
+    for (name, step) in [
+        ("qornn_w_row_mantissas", &q.w_step),
+        ("qornn_u_row_mantissas", &q.u_step),
+    ] {
+        if step.is_per_row() {
+            array(&mut s, "uint16_t", name, step.mantissas.iter());
+        }
+    }
+    // The biases as int32 when every one fits (they usually do), else int64.
+    let bias32 = q.bias.iter().all(|&b| i32::try_from(b).is_ok());
+    if bias32 {
+        array(&mut s, "int32_t", "qornn_bias", q.bias.iter());
+    } else {
+        array(
+            &mut s,
+            "int64_t",
+            "qornn_bias",
+            q.bias.iter().map(|b| format!("INT64_C({b})")),
+        );
+    }
     if modrelu {
         array(&mut s, "int32_t", "qornn_bias_mod", q.bias_mod.iter());
     }
@@ -112,14 +126,34 @@ pub fn model_header(model: &IntegerModel) -> String {
         ("hidden_frac", q.hidden_frac.to_string()),
         ("input_frac", q.input_frac.to_string()),
         ("shift", q.shift.to_string()),
-        ("w_mantissa", q.w_step.0.to_string()),
-        ("w_shift", q.w_step.1.to_string()),
-        ("u_mantissa", q.u_step.0.to_string()),
-        ("u_shift", q.u_step.1.to_string()),
+        ("w_mantissa", q.w_step.mantissa(0).to_string()),
+        ("w_shift", q.w_step.shift.to_string()),
+        ("u_mantissa", q.u_step.mantissa(0).to_string()),
+        ("u_shift", q.u_step.shift.to_string()),
         ("hadamard_block", q.hadamard_block.unwrap_or(0).to_string()),
+        ("rotations", u8::from(q.rotations).to_string()),
+        (
+            "w_row_mantissas",
+            if q.w_step.is_per_row() {
+                "qornn_w_row_mantissas"
+            } else {
+                "NULL"
+            }
+            .into(),
+        ),
+        (
+            "u_row_mantissas",
+            if q.u_step.is_per_row() {
+                "qornn_u_row_mantissas"
+            } else {
+                "NULL"
+            }
+            .into(),
+        ),
         ("w_packed", "qornn_w_packed".into()),
         ("u_packed", "qornn_u_packed".into()),
-        ("bias", "qornn_bias".into()),
+        ("bias", if bias32 { "NULL" } else { "qornn_bias" }.into()),
+        ("bias32", if bias32 { "qornn_bias" } else { "NULL" }.into()),
         (
             "bias_mod",
             if modrelu { "qornn_bias_mod" } else { "NULL" }.into(),

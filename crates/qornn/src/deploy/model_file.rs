@@ -1,11 +1,13 @@
 //! Writing and reading `.qornn` integer model files (layout: `docs/format.md`; the
 //! parser is `qornn_infer::format`, shared with the `no_std` runtime).
 
-use crate::deploy::convert::{dyadic, QuantizedRecurrence};
+use crate::deploy::convert::{dyadic, QuantizedRecurrence, WeightStep};
 use crate::error::{Error, Result};
 use crate::head::Readout;
 use crate::quant::{Granularity, Quantizer};
-use qornn_infer::format::{fnv1a, ModelFile, TaskInfo, HEADER_LEN, MAGIC, VERSION};
+use qornn_infer::format::{
+    fnv1a, signed_width, ModelFile, TaskInfo, HEADER_LEN, MAGIC, ROW_STEPS_U, ROW_STEPS_W, VERSION,
+};
 use qornn_infer::{pack_codes, IntActivation, IntMatrix};
 use std::path::Path;
 
@@ -59,6 +61,28 @@ impl QuantizedReadout {
     }
 }
 
+/// The header's mantissa field: the tensor's step, or 0 when it has one per row (its own
+/// section).
+fn header_mantissa(step: &WeightStep) -> u32 {
+    if step.is_per_row() {
+        0
+    } else {
+        step.mantissa(0) as u32
+    }
+}
+
+/// A weight step as the file holds it.
+fn step_of(m: &IntMatrix<'_>) -> WeightStep {
+    WeightStep {
+        mantissas: if m.row_mantissas.is_empty() {
+            vec![m.mantissa]
+        } else {
+            (0..m.rows).map(|i| m.mantissa_of(i)).collect()
+        },
+        shift: m.shift,
+    }
+}
+
 impl IntegerModel {
     pub fn to_bytes(&self) -> Vec<u8> {
         let q = &self.recurrence;
@@ -85,10 +109,10 @@ impl IntegerModel {
             q.hidden_frac as u32,
             q.input_frac as u32,
             q.shift,
-            q.w_step.0 as u32,
-            q.w_step.1,
-            q.u_step.0 as u32,
-            q.u_step.1,
+            header_mantissa(&q.w_step),
+            q.w_step.shift,
+            header_mantissa(&q.u_step),
+            q.u_step.shift,
         ];
         fields.iter().for_each(|f| b.extend(f.to_le_bytes()));
         for f in [self.task.kind, self.task.parameter] {
@@ -108,11 +132,35 @@ impl IntegerModel {
         for f in [readout_bits, mantissa as u32, shift, hadamard_block] {
             b.extend(f.to_le_bytes());
         }
+        // Version 4: W's form, the per-row steps, the biases at the width they need.
+        let row_steps = [(&q.w_step, ROW_STEPS_W), (&q.u_step, ROW_STEPS_U)]
+            .iter()
+            .filter(|(step, _)| step.is_per_row())
+            .fold(0, |flags, (_, flag)| flags | flag);
+        let bias_bytes = signed_width(q.bias.iter().copied());
+        let bias_mod_bytes = match q.activation {
+            IntActivation::Relu => 0,
+            IntActivation::Modrelu => signed_width(q.bias_mod.iter().map(|&v| v as i64)).min(4),
+        };
+        for f in [
+            q.rotations as u32,
+            row_steps,
+            bias_bytes as u32,
+            bias_mod_bytes as u32,
+        ] {
+            b.extend(f.to_le_bytes());
+        }
         debug_assert_eq!(b.len(), HEADER_LEN);
         b.extend(&q.w_packed);
         b.extend(&q.u_packed);
-        q.bias.iter().for_each(|v| b.extend(v.to_le_bytes()));
-        q.bias_mod.iter().for_each(|v| b.extend(v.to_le_bytes()));
+        b.extend(&q.w_row_mantissas);
+        b.extend(&q.u_row_mantissas);
+        q.bias
+            .iter()
+            .for_each(|v| b.extend(&v.to_le_bytes()[..bias_bytes]));
+        q.bias_mod
+            .iter()
+            .for_each(|v| b.extend(&v.to_le_bytes()[..bias_mod_bytes]));
         match &self.readout_codes {
             Some(r) => {
                 let mut packed = vec![0u8; IntMatrix::packed_len(1, r.codes.len(), r.bits)];
@@ -156,11 +204,13 @@ impl IntegerModel {
             input: d,
             weight_bits: r.w.bits,
             w_codes: (0..n * n).map(|k| r.w_code(k / n, k % n) as i8).collect(),
-            w_step: (r.w.mantissa, r.w.shift),
+            w_step: step_of(&r.w),
             u_codes: unpack(&r.u),
-            u_step: (r.u.mantissa, r.u.shift),
+            u_step: step_of(&r.u),
             w_packed: r.w.packed.to_vec(),
             u_packed: r.u.packed.to_vec(),
+            w_row_mantissas: r.w.row_mantissas.to_vec(),
+            u_row_mantissas: r.u.row_mantissas.to_vec(),
             bias: (0..n).map(|i| f.bias(i)).collect(),
             bias_mod: match r.activation {
                 IntActivation::Modrelu => (0..n).map(|i| f.bias_mod(i)).collect(),
@@ -172,6 +222,7 @@ impl IntegerModel {
             input_frac: r.input_frac,
             shift: r.shift,
             hadamard_block: (r.hadamard_block > 0).then_some(r.hadamard_block as usize),
+            rotations: r.rotations,
         };
         let readout_codes = f.readout_codes.map(|v| QuantizedReadout {
             bits: v.bits,

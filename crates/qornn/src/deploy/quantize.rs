@@ -113,19 +113,10 @@ pub fn quantize_run(
     };
     let par = crate::train::parallelism(config.threads);
     float_model.parametrise(false, par);
-    // A quantized model's own codes (its learned steps, a Hadamard matrix's exact codes);
-    // `None` for a full-precision one, quantized below at --bits.
+    // A quantized model's own codes (its learned steps, per-row steps, a Hadamard matrix's
+    // or a rotation block's exact codes); `None` for a full-precision one, quantized below
+    // at --bits.
     let codes = float_model.weight_codes();
-    if codes
-        .as_ref()
-        .is_some_and(|(w, u)| w.steps.len() > 1 || u.steps.len() > 1)
-    {
-        return Err(Error::config(
-            "run",
-            "the integer engine takes one step per tensor; this model's W or U has one per row \
-             (a per-row quantizer, or the blocks of qornn-rotations)",
-        ));
-    }
     let test = task.eval_batches(true, config.batch, config.eval_sequences, config.seed);
     let mut workspaces = Workspaces::default();
     let carried = task.carries_state().then(|| spec.state_len(config.batch));
@@ -176,9 +167,13 @@ pub fn quantize_run(
         Some((w, u)) => QuantizedRecurrence::from_codes(&float_recurrence, &w, &u),
         None => QuantizedRecurrence::new(&float_recurrence),
     };
-    // A Hadamard recurrence is stored as its n signs and run multiplier-free.
+    // A Hadamard recurrence is stored as its n signs and run multiplier-free, block
+    // rotations as their pairs of codes (4 multiply-adds per pair of units).
     let recurrence = match spec.hadamard_block() {
         Some(block) => recurrence.into_hadamard(block),
+        None if spec.is_block_rotations() && spec.quantizer.is_some() => {
+            recurrence.into_rotations()
+        }
         None => recurrence,
     };
     recurrence.as_int().validate().map_err(|e| {

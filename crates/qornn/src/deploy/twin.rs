@@ -11,12 +11,11 @@ impl QuantizedRecurrence {
     #[inline(always)]
     pub fn simulated_step(&self, h: &[i32], x: &[i32], out: &mut [i32]) {
         let (n, d) = (self.hidden, self.input);
-        let step = |(m, s): (i32, u32)| m as f64 * 2f64.powi(-(s as i32));
-        let (sw, su) = (step(self.w_step), step(self.u_step));
         let (h_unit, x_unit) = (2f64.powi(-self.hidden_frac), 2f64.powi(-self.input_frac));
         let bias_unit = 2f64.powi(-(self.shift as i32 + self.hidden_frac));
         let (lo, hi) = self.as_int().hidden_range();
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
+            let (sw, su) = (self.w_step.value(i), self.u_step.value(i));
             let mut z = exact_dot(&self.w_codes[i * n..(i + 1) * n], sw, h, h_unit);
             z += exact_dot(&self.u_codes[i * d..(i + 1) * d], su, x, x_unit);
             z += self.bias[i] as f64 * bias_unit;
@@ -79,14 +78,14 @@ fn exact_dot(codes: &[i8], step: f64, values: &[i32], unit: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::deploy::convert::FloatRecurrence;
     use crate::quant::RangeRule;
     use proptest::prelude::*;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
-        /// On random models and inputs, k = 2..8 and A = 4..16, the integer engine (on packed
+        /// On random models (W and U per tensor, per row, or W as rotation blocks) and
+        /// inputs, k = 2..8 and A = 4..16, the integer engine (on packed
         /// and on unpacked codes) and the simulated twin give the same hidden codes at every
         /// step; widths above 256 cross the engine's 32-bit partial sums.
         #[test]
@@ -97,6 +96,7 @@ mod tests {
             k in 2u32..=8,
             a in 4u32..=16,
             modrelu in any::<bool>(),
+            form in crate::deploy::convert::testing::form(),
         ) {
             use rand::{Rng, SeedableRng};
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -106,7 +106,7 @@ mod tests {
             // Fraction bits that give the codes room: |h| up to about 4, |x| up to 1.5.
             let hidden_frac = a as i32 - 4;
             let input_frac = a as i32 - 2;
-            let model = QuantizedRecurrence::new(&FloatRecurrence {
+            let model = crate::deploy::convert::testing::model(form, &FloatRecurrence {
                 hidden: n, input: d, w: &w, u: &u, bias: &b, bias_mod: modrelu.then_some(&bm[..]),
                 weight_bits: k, range: RangeRule::Max, act_bits: a, hidden_frac, input_frac,
             });

@@ -73,6 +73,12 @@ pub trait RecurrentParametrisation: Send + Sync {
         None
     }
 
+    /// Whether `W` is 2 x 2 rotation blocks `[[a, -b], [b, a]]` on its diagonal, one step
+    /// per block (stored as the pairs `(a, b)`).
+    fn is_block_rotations(&self) -> bool {
+        false
+    }
+
     /// `W`'s exact integer codes (see `is_exact`), for `bits`-bit models.
     fn exact_codes(&self, _param: &[f32], _bits: u32) -> Option<QuantizedTensor<f32>> {
         None

@@ -15,8 +15,9 @@
 //! the float rotation, `dR/dθ = [[-sin θ, -cos θ], [cos θ, -sin θ]]`. At 32 bits `W` is the
 //! float rotation itself.
 //!
-//! `W`'s codes come with one step per pair of rows, which the integer engine (one step per
-//! tensor) does not take.
+//! `W`'s codes come with one step per pair of rows; the integer engine stores each block
+//! as its pair `(a, b)` with a step mantissa per row (`.qornn` version 4) and applies it
+//! in 4 multiply-adds.
 
 use crate::config::Config;
 use crate::registry::{ModelEntry, ParametrisationContext};
@@ -197,6 +198,10 @@ impl super::RecurrentParametrisation for RotationParametrisation {
                 .filter(|(&a, &b)| direction(a) != direction(b))
                 .count(),
         )
+    }
+
+    fn is_block_rotations(&self) -> bool {
+        self.lattice.is_some()
     }
 
     /// `[[a, -b], [b, a]]` per block with the step `1 / sqrt(a^2 + b^2)` on both its rows.
