@@ -207,3 +207,24 @@ fn splits_shorter_than_one_segment_are_refused() {
         .to_string();
     assert!(err.contains("`seq`") && err.contains("too short"), "{err}");
 }
+
+/// Issue 22, defect 13: a training text with more distinct tokens than a vocabulary may have
+/// (each a one-hot input and a read-out row) is refused naming the file, before anything
+/// the size of the vocabulary is built.
+#[test]
+fn a_vocabulary_past_the_limit_is_refused() {
+    use qornn::data::ptb::MAX_VOCABULARY;
+    let words = |count: usize| (0..count).map(|i| format!("w{i}\n")).collect::<String>();
+    let path = Path::new("ptb.train.txt");
+    let at_limit = words(MAX_VOCABULARY - 1);
+    let ptb = Ptb::from_texts((path, &at_limit), (path, "w1\n"), (path, "w2\n")).unwrap();
+    assert_eq!(ptb.vocabulary.len(), MAX_VOCABULARY);
+    let past = words(MAX_VOCABULARY);
+    let err = Ptb::from_texts((path, &past), (path, "w1\n"), (path, "w2\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ptb.train.txt") && err.contains("distinct tokens"),
+        "{err}"
+    );
+}

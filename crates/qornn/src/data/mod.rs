@@ -78,6 +78,29 @@ pub fn locate(dir: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
+/// The most a gzip data file may inflate to.
+pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
+
+/// Gunzips `raw`, refusing it past `limit` bytes without inflating further (a few
+/// kilobytes of gzip can claim terabytes).
+fn inflate(raw: &[u8], path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::bad_file(path, format!("corrupt or truncated gzip data ({e})")))?;
+    if out.len() as u64 > limit {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "inflates to more than {limit} bytes; the largest data file (MNIST's training \
+                 images) is 47,040,016"
+            ),
+        ));
+    }
+    Ok(out)
+}
+
 /// Whether [`read_file`] checks the SHA-256 of files with a known name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Checksums {
@@ -92,11 +115,7 @@ pub enum Checksums {
 pub fn read_file(path: &Path, checksums: Checksums) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::bad_file(path, format!("corrupt or truncated gzip data ({e})")))?;
-        out
+        inflate(&raw, path, MAX_INFLATED_BYTES)?
     } else {
         raw
     };
@@ -113,4 +132,24 @@ pub fn read_file(path: &Path, checksums: Checksums) -> Result<Vec<u8>> {
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 22, defect 13: a gzip file is inflated only up to the limit, then refused
+    /// naming the file.
+    #[test]
+    fn gzip_past_the_limit_is_refused_without_inflating_it_all() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![0u8; 5000]).unwrap();
+        let raw = gz.finish().unwrap();
+        let path = std::path::Path::new("bomb.gz");
+        assert_eq!(super::inflate(&raw, path, 5000).unwrap().len(), 5000);
+        let err = super::inflate(&raw, path, 4999).unwrap_err().to_string();
+        assert!(
+            err.contains("bomb.gz") && err.contains("more than 4999 bytes"),
+            "{err}"
+        );
+    }
 }

@@ -26,6 +26,9 @@ impl Level {
     }
 }
 
+/// The largest vocabulary (end of line included) a training text may have.
+pub const MAX_VOCABULARY: usize = 1 << 16;
+
 /// Token ids of the three splits and the vocabulary (the training file's tokens, sorted,
 /// then the end of line).
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +73,18 @@ impl Ptb {
             return Err(Error::bad_file(
                 train_path,
                 "no tokens: the training file is empty",
+            ));
+        }
+        // The vocabulary sizes the one-hot input and the read-out (10,000 words for PTB, 50
+        // characters): a text with more distinct tokens is not a vocabulary to train on.
+        if words.len() >= MAX_VOCABULARY {
+            return Err(Error::bad_file(
+                train_path,
+                format!(
+                    "{} distinct tokens: a vocabulary is at most {MAX_VOCABULARY} (PTB has 10,000 \
+                     words)",
+                    words.len() + 1
+                ),
             ));
         }
         let vocabulary: Vec<String> = words
