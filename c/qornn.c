@@ -4,7 +4,7 @@
 #include <math.h>
 
 #define QORNN_MAX_SIZE 4096
-#define QORNN_MAX_OUTPUTS 65536
+#define QORNN_MAX_OUTPUTS 4096
 #define QORNN_MAX_ALIGN 14
 #define QORNN_MAX_SHIFT 62
 #define QORNN_MAX_MANTISSA 4096

@@ -256,10 +256,7 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
 fn export(args: ExportArgs) -> Result<()> {
     let model = qornn::deploy::model_file::IntegerModel::load(&args.model)?;
     let task = qornn::deploy::task_record::task_of_model(&model, args.data_dir.as_deref())?;
-    let t = &model.task;
-    let batches = task.eval_batches(true, t.batch as usize, t.sequences as usize, t.seed);
-    let first = batches
-        .first()
+    let first = qornn::deploy::task_record::first_test_batch(&task, &model.task)
         .context("the task has no test sequence for the trace")?;
     std::fs::create_dir_all(&args.c_dir)
         .with_context(|| format!("cannot create --c {}", args.c_dir.display()))?;
@@ -270,7 +267,7 @@ fn export(args: ExportArgs) -> Result<()> {
         ),
         (
             "qornn_trace.h",
-            qornn::deploy::export_c::trace_header(&model, first),
+            qornn::deploy::export_c::trace_header(&model, &first),
         ),
     ];
     for (name, text) in files {

@@ -223,7 +223,7 @@ impl<'a> ModelFile<'a> {
             field(28),
             field(32),
         );
-        if n == 0 || d == 0 || c == 0 || n > 1 << 12 || d > 1 << 12 || c > 1 << 16 {
+        if n == 0 || d == 0 || c == 0 || n > 1 << 12 || d > 1 << 12 || c > 1 << 12 {
             return Err(FormatError::Invalid("sizes"));
         }
         if !(2..=8).contains(&k) {

@@ -463,3 +463,18 @@ fn per_row_steps_and_rotations_round_trip() {
         assert!(h_sim.iter().any(|&v| v != 0), "the state stayed at zero");
     }
 }
+
+/// Issue 22, defect 21: a valid file could claim 65,536 outputs, whose read-out a reader
+/// unpacks to gigabytes; outputs are bounded by 4096 (every deployable model has 50 at
+/// most), so that what a file costs to evaluate stays within a small multiple of its
+/// size's bound.
+#[test]
+fn more_than_4096_outputs_are_refused() {
+    let bytes = model(false, 4).to_bytes();
+    let mut wide = bytes.clone();
+    wide[24..28].copy_from_slice(&4097u32.to_le_bytes());
+    assert_eq!(
+        ModelFile::parse(&wide).unwrap_err(),
+        FormatError::Invalid("sizes")
+    );
+}

@@ -124,9 +124,43 @@ pub fn task_of(info: &TaskInfo, data_dir: Option<&Path>) -> Result<Task> {
     Ok(task)
 }
 
+/// The first test batch of the recorded task (the one `qornn export --c` traces), built
+/// alone: the rest of the test set is never generated or loaded into batches.
+pub fn first_test_batch(task: &Task, record: &TaskInfo) -> Option<crate::tasks::Batch> {
+    let batch = record.batch as usize;
+    let sequences = (record.sequences as usize).min(batch);
+    task.eval_batches(true, batch, sequences, record.seed)
+        .into_iter()
+        .next()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 22, defect 21: `qornn export` built the whole test set to trace one sequence.
+    /// The first batch built alone is the whole set's first batch.
+    #[test]
+    fn the_first_test_batch_is_built_alone_and_equals_the_whole_sets_first() {
+        use crate::tasks::{AddingTask, CopyTask};
+        for task in [
+            Task::Copy(CopyTask::new(20)),
+            Task::Adding(AddingTask::new(30)),
+        ] {
+            let record = TaskInfo {
+                kind: 0,
+                parameter: 0,
+                seed: 7,
+                sequences: 1000,
+                batch: 64,
+            };
+            let first = first_test_batch(&task, &record).unwrap();
+            let whole = task.eval_batches(true, 64, 1000, 7);
+            assert_eq!(whole.len(), 16);
+            assert_eq!(first.batch, 64);
+            assert_eq!((&first.x, &first.targets), (&whole[0].x, &whole[0].targets));
+        }
+    }
 
     /// Issue 22, defects 4 and 19: a task record's copy delay, adding length, sequence count
     /// and batch were used as they came (a flipped bit allocated gigabytes to terabytes; a
