@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The README's low-bit copy table (T0 = 100) from the run folders: `python3
+"""docs/results/copy-t100.md's low-bit copy table (T0 = 100) from the run folders: `python3
 bench/copy_low_bit_table.py [RUNS]` (default `runs`) prints it in Markdown. Each row names its
 run folder and the command that made it (`qornn train --config configs/... --threads 1
 --out runs/<folder>`); a folder without summary.json prints "(not run)". Two rows come from

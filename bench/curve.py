@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A run's validation curve as README text: `step: loss / accuracy` at the given steps
+"""A run's validation curve as results text: `step: loss / accuracy` at the given steps
 (from metrics.jsonl), and the last evaluation.
 
     python3 bench/curve.py runs/<run> 500 1000 2000 ...

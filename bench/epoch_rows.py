@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Rows of the README's 10-epoch table from run folders: validation accuracy after each epoch
+"""Rows of docs/results/mnist.md's 10-epoch table from run folders: validation accuracy after each epoch
 (metrics.jsonl, evaluations at epoch ends) and the best step's test accuracy (summary.json).
 
     python3 bench/epoch_rows.py 'DIR=config, flags' ...

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's Cortex-M4 table: for the copy and pMNIST models at 4, 6 and 8 weight bits,
+# docs/results/microcontroller.md's Cortex-M4 table: for the copy and pMNIST models at 4, 6 and 8 weight bits,
 # quantize (weight PTQ of a full-precision run, activations at A = 12), export for C, check
 # the trace on QEMU's mps2-an386, and print flash, RAM (arm-none-eabi-size of the trace
 # check) and Cortex-M4 instructions per recurrence step (QEMU, one instruction per

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Markdown rows from run folders (their config.toml and summary.json), so that README tables
+"""Markdown rows from run folders (their config.toml and summary.json), so that results tables
 come from the runs: `python3 bench/runs_table.py runs/copy-t100-* [--command-suffix ...]`.
 
 Columns: run folder, model, weight bits, range rule, test loss, test accuracy, size in bytes,

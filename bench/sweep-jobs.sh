@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's measured sweep: 12 runs of the paper's copy grid at a short budget (T0 = 100,
+# docs/results/copy-t100.md's measured sweep: 12 runs of the paper's copy grid at a short budget (T0 = 100,
 # 500 steps, the best-known optimiser), once with --jobs 1 and once with --jobs 2, on an
 # otherwise idle machine; prints both wall times. Run folders: runs/sweep-jobs1, -jobs2.
 set -euo pipefail
