@@ -28,7 +28,8 @@ for spec in "copy:$copy_run" "pmnist:$pmnist_run"; do
         model_bytes=0 state_bytes=0
         while read -r _ size _ symbol; do
             case $symbol in
-                qornn_w_packed|qornn_u_packed|qornn_bias|qornn_bias_mod|qornn_readout_weight|\
+                qornn_w_packed|qornn_u_packed|qornn_w_row_mantissas|qornn_u_row_mantissas|\
+                qornn_bias|qornn_bias_mod|qornn_readout_weight|\
                 qornn_readout_codes|qornn_readout_bias|qornn_exported_model)
                     model_bytes=$((model_bytes + 16#$size)) ;;
                 state_buffer) state_bytes=$((16#$size)) ;;
