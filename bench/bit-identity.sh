@@ -24,5 +24,5 @@ run adding --task adding --model qornn-bjorck --bits 6 --steps 40 --hidden 32 --
 run ptbc --task ptb-char --bits 4 --steps 6 --hidden 32 --batch 16 --seq 30 --eval-every 3 --eval-sequences 32 --data-dir ${PTB:-../shared/data/ptb}
 run ptbw --task ptb-word --bits 4 --steps 6 --hidden 32 --batch 16 --seq 30 --embedding 16 --eval-every 3 --eval-sequences 32 --data-dir ${PTB:-../shared/data/ptb}
 run sched --bits-schedule 0:8,20:6,30:4 --bits 4 --steps 40 --hidden 32 --delay 20 --warmup-steps 10
-# lsq (per-row steps) and rnn (tanh) are refused by `qornn quantize` by design: "quant fail" for them is expected.
+# rnn (tanh) is refused by `qornn quantize` by design: "quant fail" for it is expected.
 for n in default pmnist4b projunn-d lsq orth hadam bhadam rnn adding sched; do $BIN quantize --run $O/$n --calib 64 --act-bits 12 --output $O/$n.qornn > $O/$n.quant.log 2>&1 || echo "quant fail $n"; done

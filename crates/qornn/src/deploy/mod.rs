@@ -3,14 +3,14 @@
 //! - `calibrate.rs`: activation ranges on training sequences, as power-of-two scales;
 //! - `convert.rs`: the recurrence as integer codes, steps as `(mantissa, shift)`;
 //! - `twin.rs`: the simulated twin, the fake-quantized model in `f64`;
-//! - `engine.rs`: the batched SIMD integer engine over `qornn-infer`'s arithmetic, and
-//!   `byte_kernel.rs`, its kernel for hidden codes of at most 8 bits;
+//! - `engine/`: the batched SIMD integer engine over `qornn-infer`'s arithmetic (`mod.rs`),
+//!   what its kernels share (`layout.rs`), the int16-pair products (`pairs.rs`) and the
+//!   kernel for hidden codes of at most 8 bits (`bytes.rs`);
 //! - `integer_run.rs`: a test set through the engine and the twin;
 //! - `model_file.rs` and `task_record.rs`: the `.qornn` file (`docs/format.md`);
 //! - `export_c.rs`: C headers for the C library (`c/qornn.h`);
 //! - `quantize.rs`: `qornn quantize` and `qornn eval --model`, which run the steps above.
 
-mod byte_kernel;
 pub mod calibrate;
 pub mod convert;
 pub mod engine;

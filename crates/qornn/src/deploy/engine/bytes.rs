@@ -15,7 +15,7 @@
 //! (k <= 7); the rescaling, rounding and activation are the pair kernel's
 //! (`IntRecurrence::finish`), so the codes are the scalar engine's.
 
-use super::engine::{padded_code, pairs_of, Finisher};
+use super::layout::{padded_code, pairs_of, Finisher};
 
 /// Int16 sums may not exceed this.
 const INT16_LIMIT: i64 = i16::MAX as i64;
@@ -127,7 +127,7 @@ pub(super) unsafe fn step_avx2(
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::engine::{finish_8_avx2, RowConstants};
+    use super::layout::{finish_8_avx2, RowConstants};
     use std::arch::x86_64::*;
     let (quads, pd) = (layout.quads, layout.input_pairs);
     assert!(h.len() >= quads * lanes && next.len() >= quads * lanes && x.len() >= pd * lanes);

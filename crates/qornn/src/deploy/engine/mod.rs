@@ -10,27 +10,31 @@
 //! kernel keeps two units' sums for 32 sequences in registers and rescales, activates and
 //! packs them there (`step_in_registers_avx2`); the rescaling, rounding and activation are
 //! the scalar engine's own (`IntRecurrence::finish`). Models whose hidden codes fit a byte
-//! (A <= 8) take `byte_kernel.rs` instead: `vpmaddubsw`, 32 multiply-adds per instruction,
+//! (A <= 8) take `engine/bytes.rs` instead: `vpmaddubsw`, 32 multiply-adds per instruction,
 //! under the bounds stated there. Without AVX2 a
 //! portable loop does the same arithmetic; models whose hidden codes do not fit int16
 //! (ReLU with A = 16) run one sequence at a time on the scalar engine.
 
-use super::byte_kernel::ByteLayout;
-use qornn_infer::IntRecurrence;
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::{__m128i, __m256i};
+mod bytes;
+mod layout;
+mod pairs;
 
-/// Sequences per block: four 8-lane AVX2 accumulators.
-const LANES: usize = 32;
+use bytes::ByteLayout;
+#[cfg(target_arch = "x86_64")]
+use layout::{finish_8_avx2, RowConstants};
+use layout::{halves, padded_code, pair, pairs_of, Finisher, LANES, PAIRS_PER_CHUNK};
+use pairs::products_portable;
+#[cfg(target_arch = "x86_64")]
+use pairs::{pair_sums_avx2, products_avx2};
+use qornn_infer::IntRecurrence;
+
 /// Below this many sequences a call runs them one at a time.
 const SMALL_BATCH: usize = 8;
-/// Pairs summed in int32 before widening (2 * 128 products below 2^23 each).
-const PAIRS_PER_CHUNK: usize = 128;
 
 /// Which kernel runs the products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// AVX2 `vpmaddubsw` over hidden codes as unsigned bytes (`byte_kernel.rs`): hidden
+    /// AVX2 `vpmaddubsw` over hidden codes as unsigned bytes (`bytes.rs`): hidden
     /// codes spanning at most 256 values (A <= 8) and `2 (hi - lo) max|w| <= 32767`
     /// (every model with k <= 7).
     Avx2Bytes,
@@ -41,60 +45,6 @@ pub enum Kernel {
     /// One sequence at a time (`IntRecurrence::step_unpacked`): hidden codes wider than
     /// int16.
     PerSequence,
-}
-
-/// `IntRecurrence::finish` with its constants hoisted: `(acc M_i) << a` is
-/// `acc (M_i << a)` in int64, as neither overflows for a validated model; one scale per
-/// row (the same on every row for a per-tensor step).
-pub(super) struct Finisher<'a> {
-    w_scales: Vec<i64>,
-    u_scales: Vec<i64>,
-    shift: u32,
-    round: i64,
-    lo: i64,
-    hi: i64,
-    modrelu: bool,
-    bias: &'a [i64],
-    bias_mod: &'a [i32],
-}
-
-impl<'a> Finisher<'a> {
-    fn new(rec: &IntRecurrence<'a>) -> Self {
-        // As `IntRecurrence::finish`: a validated model has both shifts.
-        let (w_align, u_align) = (rec.w_shift().unwrap_or(0), rec.u_shift().unwrap_or(0));
-        let (lo, hi) = rec.hidden_range();
-        Self {
-            w_scales: (0..rec.hidden)
-                .map(|i| (rec.w.mantissa_of(i) as i64) << w_align)
-                .collect(),
-            u_scales: (0..rec.hidden)
-                .map(|i| (rec.u.mantissa_of(i) as i64) << u_align)
-                .collect(),
-            shift: rec.shift,
-            round: if rec.shift == 0 {
-                0
-            } else {
-                1 << (rec.shift - 1)
-            },
-            lo: lo as i64,
-            hi: hi as i64,
-            modrelu: rec.activation == qornn_infer::IntActivation::Modrelu,
-            bias: rec.bias,
-            bias_mod: rec.bias_mod,
-        }
-    }
-
-    #[inline(always)]
-    fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
-        let num = acc_w * self.w_scales[i] + acc_u * self.u_scales[i] + self.bias[i];
-        let z = (num + self.round) >> self.shift;
-        let a = if self.modrelu {
-            (z.abs() + self.bias_mod[i] as i64).max(0) * z.signum()
-        } else {
-            z.max(0)
-        };
-        a.clamp(self.lo, self.hi) as i32
-    }
 }
 
 pub struct BatchedEngine<'a> {
@@ -128,39 +78,6 @@ pub struct BatchedState {
     next: Vec<i32>,
     /// Pair kernels: the input codes, `input_pairs x lanes` words.
     x: Vec<i32>,
-}
-
-/// Two int16 codes in one word, `lo` in the low half.
-#[inline(always)]
-fn pair(lo: i32, hi: i32) -> i32 {
-    ((lo as u16 as u32) | ((hi as u16 as u32) << 16)) as i32
-}
-
-#[inline(always)]
-fn halves(word: i32) -> (i32, i32) {
-    (word as i16 as i32, (word >> 16) as i16 as i32)
-}
-
-/// Code (i, j) of a row-major matrix with `cols` columns, 0 past its last row.
-pub(super) fn padded_code(codes: &[i8], cols: usize, i: usize, j: usize) -> i32 {
-    codes.get(i * cols + j).map_or(0, |&c| c as i32)
-}
-
-/// `rows x cols` codes as rows of pairs (a zero pads an odd row).
-pub(super) fn pairs_of(code: impl Fn(usize, usize) -> i32, rows: usize, cols: usize) -> Vec<i32> {
-    let p = cols.div_ceil(2);
-    let mut out = vec![0; rows * p];
-    for r in 0..rows {
-        for q in 0..p {
-            let hi = if 2 * q + 1 < cols {
-                code(r, 2 * q + 1)
-            } else {
-                0
-            };
-            out[r * p + q] = pair(code(r, 2 * q), hi);
-        }
-    }
-    out
 }
 
 impl<'a> BatchedEngine<'a> {
@@ -309,7 +226,7 @@ impl<'a> BatchedEngine<'a> {
             // on a CPU with AVX2; the state holds `quads x lanes` and `input_pairs x lanes`
             // words, `lanes` a multiple of `LANES`.
             unsafe {
-                super::byte_kernel::step_avx2(
+                bytes::step_avx2(
                     bytes,
                     &self.finisher,
                     n,
@@ -465,188 +382,6 @@ unsafe fn step_in_registers_avx2(
                     _mm256_or_si256(_mm256_and_si256(lo, low_half), _mm256_slli_epi32::<16>(hi));
                 _mm256_storeu_si256(out.add(8 * v) as *mut __m256i, words);
             }
-        }
-    }
-}
-
-/// `sum_p rows.r[p] . pairs[p][block + l]` in int32 for two rows and 32 lanes (at most
-/// `PAIRS_PER_CHUNK` pairs): each load of the lanes' pairs serves both rows.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn pair_sums_avx2(
-    rows: (&[i32], &[i32]),
-    pairs: &[i32],
-    lanes: usize,
-    block: usize,
-) -> [[__m256i; LANES / 8]; 2] {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_si256(); LANES / 8]; 2];
-    for (p, (&a, &b)) in rows.0.iter().zip(rows.1).enumerate() {
-        let (wa, wb) = (_mm256_set1_epi32(a), _mm256_set1_epi32(b));
-        let base = pairs.as_ptr().add(p * lanes + block);
-        let [acc_a, acc_b] = &mut acc;
-        for (v, (sa, sb)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
-            let column = _mm256_loadu_si256(base.add(8 * v) as *const __m256i);
-            *sa = _mm256_add_epi32(*sa, _mm256_madd_epi16(wa, column));
-            *sb = _mm256_add_epi32(*sb, _mm256_madd_epi16(wb, column));
-        }
-    }
-    acc
-}
-
-/// One unit's `Finisher` constants, broadcast to 4 int64 lanes.
-#[cfg(target_arch = "x86_64")]
-pub(super) struct RowConstants {
-    w_scale: __m256i,
-    u_scale: __m256i,
-    bias: __m256i,
-    bias_mod: Option<__m256i>,
-    lo: __m256i,
-    hi: __m256i,
-    shift: __m128i,
-    fill: __m128i,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl RowConstants {
-    #[inline(always)]
-    pub(super) fn new(f: &Finisher<'_>, i: usize) -> Self {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 and AVX set/broadcast only, called from AVX2 code.
-        unsafe {
-            Self {
-                w_scale: _mm256_set1_epi64x(f.w_scales[i]),
-                u_scale: _mm256_set1_epi64x(f.u_scales[i]),
-                bias: _mm256_set1_epi64x(f.bias[i] + f.round),
-                bias_mod: f.modrelu.then(|| _mm256_set1_epi64x(f.bias_mod[i] as i64)),
-                lo: _mm256_set1_epi64x(f.lo),
-                hi: _mm256_set1_epi64x(f.hi),
-                shift: _mm_cvtsi32_si128(f.shift as i32),
-                fill: _mm_cvtsi32_si128(64 - f.shift as i32),
-            }
-        }
-    }
-}
-
-/// `Finisher::finish` on 8 int32 sums: the even lanes, then the odd ones moved down, each
-/// as 4 int64 lanes, and the codes put back in order.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-pub(super) unsafe fn finish_8_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> __m256i {
-    use std::arch::x86_64::*;
-    let even = finish_4_avx2(row, acc_w, acc_u);
-    let odd = finish_4_avx2(
-        row,
-        _mm256_srli_epi64::<32>(acc_w),
-        _mm256_srli_epi64::<32>(acc_u),
-    );
-    _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd))
-}
-
-/// `Finisher::finish` on the low 32 bits (signed) of 4 int64 lanes; the code in each lane's
-/// low 32 bits. The scales fit int32 (a 12-bit mantissa shifted by at most 14), so
-/// `vpmuldq` is exact; the arithmetic right shift, which AVX2 lacks for 64-bit lanes, is a
-/// logical one with the sign filled in.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn finish_4_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> __m256i {
-    use std::arch::x86_64::*;
-    let zero = _mm256_setzero_si256();
-    let t = _mm256_add_epi64(
-        _mm256_add_epi64(
-            _mm256_mul_epi32(acc_w, row.w_scale),
-            _mm256_mul_epi32(acc_u, row.u_scale),
-        ),
-        row.bias,
-    );
-    let negative = _mm256_cmpgt_epi64(zero, t);
-    let z = _mm256_or_si256(
-        _mm256_srl_epi64(t, row.shift),
-        _mm256_sll_epi64(negative, row.fill),
-    );
-    let a = match row.bias_mod {
-        Some(bias_mod) => {
-            let sign = _mm256_cmpgt_epi64(zero, z);
-            let magnitude = _mm256_sub_epi64(_mm256_xor_si256(z, sign), sign);
-            let m = _mm256_add_epi64(magnitude, bias_mod);
-            let m = _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, m), m);
-            let signed = _mm256_sub_epi64(_mm256_xor_si256(m, sign), sign);
-            _mm256_andnot_si256(_mm256_cmpeq_epi64(z, zero), signed)
-        }
-        None => _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, z), z),
-    };
-    let a = _mm256_blendv_epi8(a, row.hi, _mm256_cmpgt_epi64(a, row.hi));
-    _mm256_blendv_epi8(a, row.lo, _mm256_cmpgt_epi64(row.lo, a))
-}
-
-fn products_portable(
-    rows: (&[i32], &[i32]),
-    pairs: &[i32],
-    lanes: usize,
-    block: usize,
-    out: &mut [[i64; LANES]; 2],
-) {
-    *out = [[0; LANES]; 2];
-    for (r, row) in [rows.0, rows.1].into_iter().enumerate() {
-        for (c, chunk) in row.chunks(PAIRS_PER_CHUNK).enumerate() {
-            let mut acc = [0i32; LANES];
-            for (k, &w) in chunk.iter().enumerate() {
-                let (w_lo, w_hi) = halves(w);
-                let p = c * PAIRS_PER_CHUNK + k;
-                let column = &pairs[p * lanes + block..p * lanes + block + LANES];
-                for (a, &h) in acc.iter_mut().zip(column) {
-                    let (h_lo, h_hi) = halves(h);
-                    *a += w_lo * h_lo + w_hi * h_hi;
-                }
-            }
-            for (o, a) in out[r].iter_mut().zip(acc) {
-                *o += a as i64;
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn products_avx2(
-    rows: (&[i32], &[i32]),
-    pairs: &[i32],
-    lanes: usize,
-    block: usize,
-    out: &mut [[i64; LANES]; 2],
-) {
-    use std::arch::x86_64::*;
-    let len = rows.0.len();
-    assert!(rows.1.len() == len && block + LANES <= lanes && pairs.len() >= len * lanes);
-    let mut total = [[_mm256_setzero_si256(); LANES / 4]; 2];
-    for start in (0..len).step_by(PAIRS_PER_CHUNK) {
-        let end = (start + PAIRS_PER_CHUNK).min(len);
-        let mut acc = [[_mm256_setzero_si256(); LANES / 8]; 2];
-        for p in start..end {
-            let (wa, wb) = (_mm256_set1_epi32(rows.0[p]), _mm256_set1_epi32(rows.1[p]));
-            let base = pairs.as_ptr().add(p * lanes + block);
-            let [acc_a, acc_b] = &mut acc;
-            for (v, (a, b)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
-                let h = _mm256_loadu_si256(base.add(8 * v) as *const __m256i);
-                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(wa, h));
-                *b = _mm256_add_epi32(*b, _mm256_madd_epi16(wb, h));
-            }
-        }
-        for (acc_r, total_r) in acc.iter().zip(total.iter_mut()) {
-            for (v, a) in acc_r.iter().enumerate() {
-                let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(*a));
-                let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(*a));
-                total_r[2 * v] = _mm256_add_epi64(total_r[2 * v], lo);
-                total_r[2 * v + 1] = _mm256_add_epi64(total_r[2 * v + 1], hi);
-            }
-        }
-    }
-    for (total_r, out_r) in total.iter().zip(out.iter_mut()) {
-        for (v, t) in total_r.iter().enumerate() {
-            _mm256_storeu_si256(out_r.as_mut_ptr().add(4 * v) as *mut __m256i, *t);
         }
     }
 }

@@ -1,0 +1,187 @@
+//! What every kernel of the batched engine shares: the lanes, int16 pairs of codes, and
+//! `IntRecurrence::finish` with its constants hoisted (`Finisher`), in scalar and in AVX2
+//! registers (`RowConstants`, `finish_8_avx2`).
+
+use qornn_infer::IntRecurrence;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{__m128i, __m256i};
+
+/// Sequences per block: four 8-lane AVX2 accumulators.
+pub(super) const LANES: usize = 32;
+
+/// Pairs summed in int32 before widening (2 * 128 products below 2^23 each).
+pub(super) const PAIRS_PER_CHUNK: usize = 128;
+
+/// `IntRecurrence::finish` with its constants hoisted: `(acc M_i) << a` is
+/// `acc (M_i << a)` in int64, as neither overflows for a validated model; one scale per
+/// row (the same on every row for a per-tensor step).
+pub(super) struct Finisher<'a> {
+    w_scales: Vec<i64>,
+    u_scales: Vec<i64>,
+    shift: u32,
+    round: i64,
+    lo: i64,
+    hi: i64,
+    modrelu: bool,
+    bias: &'a [i64],
+    bias_mod: &'a [i32],
+}
+
+impl<'a> Finisher<'a> {
+    pub(super) fn new(rec: &IntRecurrence<'a>) -> Self {
+        // As `IntRecurrence::finish`: a validated model has both shifts.
+        let (w_align, u_align) = (rec.w_shift().unwrap_or(0), rec.u_shift().unwrap_or(0));
+        let (lo, hi) = rec.hidden_range();
+        Self {
+            w_scales: (0..rec.hidden)
+                .map(|i| (rec.w.mantissa_of(i) as i64) << w_align)
+                .collect(),
+            u_scales: (0..rec.hidden)
+                .map(|i| (rec.u.mantissa_of(i) as i64) << u_align)
+                .collect(),
+            shift: rec.shift,
+            round: if rec.shift == 0 {
+                0
+            } else {
+                1 << (rec.shift - 1)
+            },
+            lo: lo as i64,
+            hi: hi as i64,
+            modrelu: rec.activation == qornn_infer::IntActivation::Modrelu,
+            bias: rec.bias,
+            bias_mod: rec.bias_mod,
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
+        let num = acc_w * self.w_scales[i] + acc_u * self.u_scales[i] + self.bias[i];
+        let z = (num + self.round) >> self.shift;
+        let a = if self.modrelu {
+            (z.abs() + self.bias_mod[i] as i64).max(0) * z.signum()
+        } else {
+            z.max(0)
+        };
+        a.clamp(self.lo, self.hi) as i32
+    }
+}
+
+/// Two int16 codes in one word, `lo` in the low half.
+#[inline(always)]
+pub(super) fn pair(lo: i32, hi: i32) -> i32 {
+    ((lo as u16 as u32) | ((hi as u16 as u32) << 16)) as i32
+}
+
+#[inline(always)]
+pub(super) fn halves(word: i32) -> (i32, i32) {
+    (word as i16 as i32, (word >> 16) as i16 as i32)
+}
+
+/// Code (i, j) of a row-major matrix with `cols` columns, 0 past its last row.
+pub(super) fn padded_code(codes: &[i8], cols: usize, i: usize, j: usize) -> i32 {
+    codes.get(i * cols + j).map_or(0, |&c| c as i32)
+}
+
+/// `rows x cols` codes as rows of pairs (a zero pads an odd row).
+pub(super) fn pairs_of(code: impl Fn(usize, usize) -> i32, rows: usize, cols: usize) -> Vec<i32> {
+    let p = cols.div_ceil(2);
+    let mut out = vec![0; rows * p];
+    for r in 0..rows {
+        for q in 0..p {
+            let hi = if 2 * q + 1 < cols {
+                code(r, 2 * q + 1)
+            } else {
+                0
+            };
+            out[r * p + q] = pair(code(r, 2 * q), hi);
+        }
+    }
+    out
+}
+
+/// One unit's `Finisher` constants, broadcast to 4 int64 lanes.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct RowConstants {
+    w_scale: __m256i,
+    u_scale: __m256i,
+    bias: __m256i,
+    bias_mod: Option<__m256i>,
+    lo: __m256i,
+    hi: __m256i,
+    shift: __m128i,
+    fill: __m128i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowConstants {
+    #[inline(always)]
+    pub(super) fn new(f: &Finisher<'_>, i: usize) -> Self {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 and AVX set/broadcast only, called from AVX2 code.
+        unsafe {
+            Self {
+                w_scale: _mm256_set1_epi64x(f.w_scales[i]),
+                u_scale: _mm256_set1_epi64x(f.u_scales[i]),
+                bias: _mm256_set1_epi64x(f.bias[i] + f.round),
+                bias_mod: f.modrelu.then(|| _mm256_set1_epi64x(f.bias_mod[i] as i64)),
+                lo: _mm256_set1_epi64x(f.lo),
+                hi: _mm256_set1_epi64x(f.hi),
+                shift: _mm_cvtsi32_si128(f.shift as i32),
+                fill: _mm_cvtsi32_si128(64 - f.shift as i32),
+            }
+        }
+    }
+}
+
+/// `Finisher::finish` on 8 int32 sums: the even lanes, then the odd ones moved down, each
+/// as 4 int64 lanes, and the codes put back in order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn finish_8_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> __m256i {
+    use std::arch::x86_64::*;
+    let even = finish_4_avx2(row, acc_w, acc_u);
+    let odd = finish_4_avx2(
+        row,
+        _mm256_srli_epi64::<32>(acc_w),
+        _mm256_srli_epi64::<32>(acc_u),
+    );
+    _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd))
+}
+
+/// `Finisher::finish` on the low 32 bits (signed) of 4 int64 lanes; the code in each lane's
+/// low 32 bits. The scales fit int32 (a 12-bit mantissa shifted by at most 14), so
+/// `vpmuldq` is exact; the arithmetic right shift, which AVX2 lacks for 64-bit lanes, is a
+/// logical one with the sign filled in.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn finish_4_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> __m256i {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_si256();
+    let t = _mm256_add_epi64(
+        _mm256_add_epi64(
+            _mm256_mul_epi32(acc_w, row.w_scale),
+            _mm256_mul_epi32(acc_u, row.u_scale),
+        ),
+        row.bias,
+    );
+    let negative = _mm256_cmpgt_epi64(zero, t);
+    let z = _mm256_or_si256(
+        _mm256_srl_epi64(t, row.shift),
+        _mm256_sll_epi64(negative, row.fill),
+    );
+    let a = match row.bias_mod {
+        Some(bias_mod) => {
+            let sign = _mm256_cmpgt_epi64(zero, z);
+            let magnitude = _mm256_sub_epi64(_mm256_xor_si256(z, sign), sign);
+            let m = _mm256_add_epi64(magnitude, bias_mod);
+            let m = _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, m), m);
+            let signed = _mm256_sub_epi64(_mm256_xor_si256(m, sign), sign);
+            _mm256_andnot_si256(_mm256_cmpeq_epi64(z, zero), signed)
+        }
+        None => _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, z), z),
+    };
+    let a = _mm256_blendv_epi8(a, row.hi, _mm256_cmpgt_epi64(a, row.hi));
+    _mm256_blendv_epi8(a, row.lo, _mm256_cmpgt_epi64(row.lo, a))
+}

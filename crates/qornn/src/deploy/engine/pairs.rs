@@ -1,0 +1,103 @@
+//! The pair kernels' products: W's and U's codes as int16 pairs against the sequences'
+//! pairs, two rows at a time for 32 lanes, with AVX2 `vpmaddwd` (16 multiply-adds per
+//! instruction) or in portable Rust; sums exact in int32 over `PAIRS_PER_CHUNK` pairs, then
+//! widened to int64.
+
+use super::layout::{halves, LANES, PAIRS_PER_CHUNK};
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::__m256i;
+
+/// `sum_p rows.r[p] . pairs[p][block + l]` in int32 for two rows and 32 lanes (at most
+/// `PAIRS_PER_CHUNK` pairs): each load of the lanes' pairs serves both rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn pair_sums_avx2(
+    rows: (&[i32], &[i32]),
+    pairs: &[i32],
+    lanes: usize,
+    block: usize,
+) -> [[__m256i; LANES / 8]; 2] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_si256(); LANES / 8]; 2];
+    for (p, (&a, &b)) in rows.0.iter().zip(rows.1).enumerate() {
+        let (wa, wb) = (_mm256_set1_epi32(a), _mm256_set1_epi32(b));
+        let base = pairs.as_ptr().add(p * lanes + block);
+        let [acc_a, acc_b] = &mut acc;
+        for (v, (sa, sb)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
+            let column = _mm256_loadu_si256(base.add(8 * v) as *const __m256i);
+            *sa = _mm256_add_epi32(*sa, _mm256_madd_epi16(wa, column));
+            *sb = _mm256_add_epi32(*sb, _mm256_madd_epi16(wb, column));
+        }
+    }
+    acc
+}
+
+pub(super) fn products_portable(
+    rows: (&[i32], &[i32]),
+    pairs: &[i32],
+    lanes: usize,
+    block: usize,
+    out: &mut [[i64; LANES]; 2],
+) {
+    *out = [[0; LANES]; 2];
+    for (r, row) in [rows.0, rows.1].into_iter().enumerate() {
+        for (c, chunk) in row.chunks(PAIRS_PER_CHUNK).enumerate() {
+            let mut acc = [0i32; LANES];
+            for (k, &w) in chunk.iter().enumerate() {
+                let (w_lo, w_hi) = halves(w);
+                let p = c * PAIRS_PER_CHUNK + k;
+                let column = &pairs[p * lanes + block..p * lanes + block + LANES];
+                for (a, &h) in acc.iter_mut().zip(column) {
+                    let (h_lo, h_hi) = halves(h);
+                    *a += w_lo * h_lo + w_hi * h_hi;
+                }
+            }
+            for (o, a) in out[r].iter_mut().zip(acc) {
+                *o += a as i64;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn products_avx2(
+    rows: (&[i32], &[i32]),
+    pairs: &[i32],
+    lanes: usize,
+    block: usize,
+    out: &mut [[i64; LANES]; 2],
+) {
+    use std::arch::x86_64::*;
+    let len = rows.0.len();
+    assert!(rows.1.len() == len && block + LANES <= lanes && pairs.len() >= len * lanes);
+    let mut total = [[_mm256_setzero_si256(); LANES / 4]; 2];
+    for start in (0..len).step_by(PAIRS_PER_CHUNK) {
+        let end = (start + PAIRS_PER_CHUNK).min(len);
+        let mut acc = [[_mm256_setzero_si256(); LANES / 8]; 2];
+        for p in start..end {
+            let (wa, wb) = (_mm256_set1_epi32(rows.0[p]), _mm256_set1_epi32(rows.1[p]));
+            let base = pairs.as_ptr().add(p * lanes + block);
+            let [acc_a, acc_b] = &mut acc;
+            for (v, (a, b)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
+                let h = _mm256_loadu_si256(base.add(8 * v) as *const __m256i);
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(wa, h));
+                *b = _mm256_add_epi32(*b, _mm256_madd_epi16(wb, h));
+            }
+        }
+        for (acc_r, total_r) in acc.iter().zip(total.iter_mut()) {
+            for (v, a) in acc_r.iter().enumerate() {
+                let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(*a));
+                let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(*a));
+                total_r[2 * v] = _mm256_add_epi64(total_r[2 * v], lo);
+                total_r[2 * v + 1] = _mm256_add_epi64(total_r[2 * v + 1], hi);
+            }
+        }
+    }
+    for (total_r, out_r) in total.iter().zip(out.iter_mut()) {
+        for (v, t) in total_r.iter().enumerate() {
+            _mm256_storeu_si256(out_r.as_mut_ptr().add(4 * v) as *mut __m256i, *t);
+        }
+    }
+}
