@@ -28,7 +28,8 @@ pub mod tasks;
 pub mod train;
 pub mod weights;
 
-pub use cells::ornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell, Recurrence};
+pub use cells::ornn::{Activation, CellGrads, CellParams, OrnnCell};
+pub use cells::recurrence::{CellShape, Recurrence};
 pub use error::{Error, Result};
 pub use head::{Head, Readout, Targets};
 pub use init::Init;

@@ -3,7 +3,7 @@
 //! the cell's own biases and scalars; and the binding of the model's tensors to the cell.
 
 use super::low_rank::InputAndRecurrent;
-use super::ornn::CellShape;
+use super::recurrence::CellShape;
 use super::{Cell, CellBuffers, CoreGrads, CoreWeights};
 use crate::params::Tensor;
 use crate::ModelSpec;

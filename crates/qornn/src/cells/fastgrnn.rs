@@ -9,7 +9,7 @@ use super::{
     add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts, sigmoid,
     split_batch_rows, Buffers4, Rows, TimeLoopGrads,
 };
-use crate::cells::ornn::CellShape;
+use crate::cells::recurrence::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
 

@@ -3,7 +3,7 @@
 //! initialisation (uniform in `±1/sqrt(n)`) and the binding of the model's tensors to the
 //! cell.
 
-use super::ornn::CellShape;
+use super::recurrence::CellShape;
 use super::{Cell, CellBuffers, CoreGrads, CoreWeights};
 use crate::params::{Kind, Tensor};
 use crate::ModelSpec;

@@ -8,7 +8,7 @@ use super::{
     add_column_sums, backprop_step, batch_parts, part_rows, run_parts, sigmoid, split_batch_rows,
     Buffers3, TimeLoopGrads,
 };
-use crate::cells::ornn::CellShape;
+use crate::cells::recurrence::CellShape;
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::Real;
 use faer::{Accum, Par};

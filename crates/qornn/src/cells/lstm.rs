@@ -8,7 +8,7 @@ use super::{
     add_column_sums, backprop_step, batch_parts, part_rows, project_step, run_parts, sigmoid,
     split_batch_rows, Buffers3, Buffers4, TimeLoopGrads,
 };
-use crate::cells::ornn::CellShape;
+use crate::cells::recurrence::CellShape;
 use crate::Real;
 use faer::{Accum, Par};
 

@@ -14,6 +14,7 @@
 pub mod edge;
 pub mod gated;
 pub mod low_rank;
+pub mod recurrence;
 
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::params::Tensor;
@@ -21,9 +22,9 @@ use crate::quant::activation::HiddenQuantizer;
 use crate::registry::register;
 use crate::Real;
 use faer::{Accum, Par};
-use ornn::Recurrence;
 use rand::RngCore;
 use rayon::prelude::*;
+use recurrence::Recurrence;
 
 register! {
     ornn: RNN;

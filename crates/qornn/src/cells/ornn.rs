@@ -5,14 +5,13 @@
 //! The recurrent weight gradient is one `(n x T*B) * (T*B x n)` product after the time
 //! loop; only the `dz_{t+1} W` carry is a per-step product.
 
+use crate::cells::recurrence::{CellShape, Recurrence};
 use crate::cells::{
-    add_column_sums, backprop_step, batch_parts, part_rows, project_input, project_step, run_parts,
-    split_batch_rows, Rows, TimeLoopGrads,
+    add_column_sums, batch_parts, part_rows, run_parts, split_batch_rows, Rows, TimeLoopGrads,
 };
-use crate::parametrisation::hadamard::fwht_blocks;
 use crate::quant::activation::HiddenQuantizer;
 use crate::Real;
-use faer::{Accum, Par};
+use faer::Par;
 use serde::{Deserialize, Serialize};
 
 /// The hidden nonlinearity.
@@ -150,40 +149,6 @@ fn backward_rows_with<const MODULUS_BIAS: bool, T: Real>(
     }
 }
 
-/// `out += R h` on each 2 x 2 block, `R = [[c, -s], [s, c]]` from `cos_sin` (`transpose`:
-/// `out += R^T h`, the rotation by `-θ`).
-fn rotate_add<T: Real>(out: &mut [T], h: &[T], cos_sin: &[T], transpose: bool) {
-    let blocks = out.chunks_exact_mut(2).zip(h.chunks_exact(2));
-    for ((o, h), cs) in blocks.zip(cos_sin.chunks_exact(2)) {
-        let (c, s) = (cs[0], if transpose { -cs[1] } else { cs[1] });
-        o[0] += c * h[0] - s * h[1];
-        o[1] += s * h[0] + c * h[1];
-    }
-}
-
-/// Sizes of one forward pass: hidden `n`, input `d`, steps `t`, batch `b`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CellShape {
-    pub hidden: usize,
-    pub input: usize,
-    pub steps: usize,
-    pub batch: usize,
-}
-
-/// The recurrent matrix as the cell applies it.
-#[derive(Clone, Copy)]
-pub enum Recurrence<'a, T> {
-    /// A dense `(n, n)` matrix: one product per step.
-    Dense(&'a [T]),
-    /// `W = diag(row_scale) (I ⊗ H_m)`, applied with the fast Walsh-Hadamard transform
-    /// (`n log2 m` additions per row); `row_scale: (n)`, `sign(v_i) / sqrt(m)` for HadamRNN.
-    Hadamard { row_scale: &'a [T], block: usize },
-    /// `W = ⊕ [[c_k, -s_k], [s_k, c_k]]`, 2 x 2 rotation blocks on units `(2k, 2k + 1)`;
-    /// `cos_sin: (n)`, `(c_k, s_k)` in entries `2k, 2k + 1`. Four multiply-adds per pair of
-    /// units.
-    Rotations { cos_sin: &'a [T] },
-}
-
 /// Parameters of the cell as the recurrence sees them (already parametrised/quantized).
 pub struct CellParams<'a, T> {
     pub w: Recurrence<'a, T>,
@@ -278,26 +243,7 @@ impl<T: Real> OrnnCell<T> {
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                 // z_t = x_t U^T + h_{t-1} W^T + b, then h_t = act(z_t)
                 let (done, next) = h.split_at_mut(s + 1);
-                match p.w {
-                    Recurrence::Dense(w) => project_step(z, n, (x_s, p.u), (done[s], w)),
-                    Recurrence::Hadamard { row_scale, block } => {
-                        project_input(z, n, x_s, p.u);
-                        for (z_row, h_row) in z.chunks_mut(n).zip(done[s].chunks(n)) {
-                            transform.copy_from_slice(h_row);
-                            fwht_blocks(&mut transform, block);
-                            for ((zi, &ti), &si) in z_row.iter_mut().zip(&transform).zip(row_scale)
-                            {
-                                *zi += si * ti;
-                            }
-                        }
-                    }
-                    Recurrence::Rotations { cos_sin } => {
-                        project_input(z, n, x_s, p.u);
-                        for (z_row, h_row) in z.chunks_mut(n).zip(done[s].chunks(n)) {
-                            rotate_add(z_row, h_row, cos_sin, false);
-                        }
-                    }
-                }
+                p.w.project(z, n, (x_s, p.u), done[s], &mut transform);
                 match &p.hidden_quant {
                     Some(q) => q.forward_rows(z, next[0], p.b, p.bm),
                     None => activation.forward_rows(z, next[0], p.b, p.bm),
@@ -337,34 +283,17 @@ impl<T: Real> OrnnCell<T> {
             let rows = part_rows(batch, parts, part);
             let nb = rows.len();
             let (mut db, mut dbm) = (vec![T::zero(); n], vec![T::zero(); n]);
-            // Hadamard: dL/d row_scale_i = sum_t dz_t,i (H h_{t-1})_i; rotations: the 2 x 2
-            // blocks of dL/dW = sum_t dz_t^T h_{t-1}, (dW_ii, dW_ij, dW_ji, dW_jj) per block at
-            // 2i; both summed here.
-            let mut d_scale = vec![T::zero(); 2 * n];
+            // A structured W's gradient, summed here (`Recurrence::accumulate_gradient`).
+            let mut d_scale = vec![T::zero(); Recurrence::<T>::gradient_sums_len(n)];
             let mut transform = vec![T::zero(); n];
             let mut d_hidden_step = T::zero();
             for s in (0..steps).rev() {
                 let (now, later) = dz.split_at_mut(s + 1);
                 let dz_s = &mut *now[s];
-                match p.w {
-                    _ if s + 1 == steps => dz_s.fill(T::zero()),
-                    Recurrence::Dense(w) => backprop_step(dz_s, Accum::Replace, later[0], w, nb),
-                    // dz_t W = (H (row_scale * dz_t))^T: H is symmetric.
-                    Recurrence::Hadamard { row_scale, block } => {
-                        for (out, d) in dz_s.chunks_mut(n).zip(later[0].chunks(n)) {
-                            for ((o, &di), &si) in out.iter_mut().zip(d).zip(row_scale) {
-                                *o = di * si;
-                            }
-                            fwht_blocks(out, block);
-                        }
-                    }
-                    // dz_t W = (W^T dz_t^T)^T: the blocks rotated by -θ.
-                    Recurrence::Rotations { cos_sin } => {
-                        for (out, d) in dz_s.chunks_mut(n).zip(later[0].chunks(n)) {
-                            out.fill(T::zero());
-                            rotate_add(out, d, cos_sin, true);
-                        }
-                    }
+                if s + 1 == steps {
+                    dz_s.fill(T::zero());
+                } else {
+                    p.w.carry(dz_s, later[0], n, nb);
                 }
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
                 let (z_s, dh_s) = (&z[at.clone()], &dh[at.clone()]);
@@ -378,29 +307,7 @@ impl<T: Real> OrnnCell<T> {
                         activation.backward_rows(dz_s, z_s, dh_s, p.bm, grads);
                     }
                 }
-                match p.w {
-                    Recurrence::Hadamard { block, .. } => {
-                        for (d_row, h_row) in dz_s.chunks(n).zip(h[at].chunks(n)) {
-                            transform.copy_from_slice(h_row);
-                            fwht_blocks(&mut transform, block);
-                            for ((g, &di), &ti) in d_scale.iter_mut().zip(d_row).zip(&transform) {
-                                *g += di * ti;
-                            }
-                        }
-                    }
-                    Recurrence::Rotations { .. } => {
-                        for (d_row, h_row) in dz_s.chunks(n).zip(h[at].chunks(n)) {
-                            let pairs = d_row.chunks_exact(2).zip(h_row.chunks_exact(2));
-                            for (g, (d, h)) in d_scale.chunks_exact_mut(4).zip(pairs) {
-                                g[0] += d[0] * h[0];
-                                g[1] += d[0] * h[1];
-                                g[2] += d[1] * h[0];
-                                g[3] += d[1] * h[1];
-                            }
-                        }
-                    }
-                    Recurrence::Dense(_) => {}
-                }
+                p.w.accumulate_gradient(&mut d_scale, dz_s, &h[at], n, &mut transform);
             }
             ([db, dbm, d_scale], d_hidden_step)
         };
@@ -409,19 +316,7 @@ impl<T: Real> OrnnCell<T> {
             *g.hidden_step += *d_hidden_step;
             add_column_sums(db, n, g.b);
             add_column_sums(dbm, n, g.bm);
-            match p.w {
-                Recurrence::Hadamard { .. } => add_column_sums(&d_scale[..n], n, &mut g.w[..n]),
-                Recurrence::Rotations { .. } => {
-                    for (k, block) in d_scale.chunks_exact(4).enumerate() {
-                        let (i, j) = (2 * k, 2 * k + 1);
-                        g.w[i * n + i] += block[0];
-                        g.w[i * n + j] += block[1];
-                        g.w[j * n + i] += block[2];
-                        g.w[j * n + j] += block[3];
-                    }
-                }
-                Recurrence::Dense(_) => {}
-            }
+            p.w.add_gradient(d_scale, n, g.w);
         }
         let rows = steps * batch;
         TimeLoopGrads {
@@ -434,7 +329,7 @@ impl<T: Real> OrnnCell<T> {
         }
         .apply(
             g.u,
-            matches!(p.w, Recurrence::Dense(_)).then_some(&mut *g.w),
+            p.w.is_dense().then_some(&mut *g.w),
             grad_x,
             par,
         );

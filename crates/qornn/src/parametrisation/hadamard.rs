@@ -5,14 +5,13 @@
 //! `W` is exactly orthogonal for every `v`: only the `n` signs are learned, through an
 //! identity straight-through gradient on `sign` (no clipping mask), and `v` is clamped to
 //! `[-1, 1]` after each step as in the authors' code. The cell applies `W` as
-//! `diag(sign(v) / sqrt(m))` times the transform ([`fwht_blocks`]) and sums the gradient of
-//! that row scale itself (`cells/ornn.rs`). With `m = n` the entries are binary
+//! `diag(sign(v) / sqrt(m))` times the transform (`fwht_blocks`) and sums the gradient of
+//! that row scale itself (`cells/recurrence.rs`). With `m = n` the entries are binary
 //! (`±1/sqrt(n)`); with `m < n` they are ternary (`0, ±1/sqrt(m)`), `1 - m/n` of them zero.
 //! `W h` costs `n log2 m` additions with the fast Walsh-Hadamard transform.
 
 use crate::config::Config;
 use crate::registry::{ModelEntry, ParametrisationContext};
-use crate::Real;
 /// The entry `(i, j)` of `I_{n/m} ⊗ H_m` (0 or ±1), shared with the integer runtime.
 pub use qornn_infer::hadamard_entry;
 
@@ -36,54 +35,6 @@ pub fn dense_into(v: &[f32], block: usize, w: &mut [f32]) {
         for (j, x) in row.iter_mut().enumerate() {
             *x = s * hadamard_entry(i, j, block) as f32;
         }
-    }
-}
-
-/// The unnormalised fast Walsh-Hadamard transform of each block of `m` entries of `x`
-/// in place: `x <- (I ⊗ H_m) x`, `len(x) log2(m)` additions and subtractions.
-pub fn fwht_blocks<T: Real>(x: &mut [T], block: usize) {
-    debug_assert!(block.is_power_of_two() && x.len() % block == 0);
-    for chunk in x.chunks_mut(block) {
-        fwht(chunk);
-    }
-}
-
-/// One block: the first three butterfly stages as an unrolled 8-point transform, then one
-/// pass per stage over halves of 8 or more, whose loops vectorise.
-fn fwht<T: Real>(x: &mut [T]) {
-    let n = x.len();
-    let mut half = 1;
-    if n >= 8 {
-        for c in x.chunks_exact_mut(8) {
-            let (a0, a1) = (c[0] + c[1], c[0] - c[1]);
-            let (a2, a3) = (c[2] + c[3], c[2] - c[3]);
-            let (a4, a5) = (c[4] + c[5], c[4] - c[5]);
-            let (a6, a7) = (c[6] + c[7], c[6] - c[7]);
-            let (b0, b2) = (a0 + a2, a0 - a2);
-            let (b1, b3) = (a1 + a3, a1 - a3);
-            let (b4, b6) = (a4 + a6, a4 - a6);
-            let (b5, b7) = (a5 + a7, a5 - a7);
-            c[0] = b0 + b4;
-            c[4] = b0 - b4;
-            c[1] = b1 + b5;
-            c[5] = b1 - b5;
-            c[2] = b2 + b6;
-            c[6] = b2 - b6;
-            c[3] = b3 + b7;
-            c[7] = b3 - b7;
-        }
-        half = 8;
-    }
-    while half < n {
-        for pair in x.chunks_exact_mut(2 * half) {
-            let (a, b) = pair.split_at_mut(half);
-            for (p, q) in a.iter_mut().zip(b.iter_mut()) {
-                let (s, d) = (*p + *q, *p - *q);
-                *p = s;
-                *q = d;
-            }
-        }
-        half *= 2;
     }
 }
 
@@ -274,7 +225,7 @@ mod tests {
             assert!(defect < 1e-5, "n {n} block {block}: {defect}");
             let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
             let mut fast = x.clone();
-            fwht_blocks(&mut fast, block);
+            crate::cells::recurrence::fwht_blocks(&mut fast, block);
             let scale = 1.0 / (block as f32).sqrt();
             for i in 0..n {
                 let dense: f32 = (0..n).map(|j| w[i * n + j] * x[j]).sum();

@@ -9,7 +9,7 @@
 //! ([`crate::registry::ModelEntry`], e.g. `ModelEntry::elman("qornn-x", Some(build))`), and
 //! its line in the `register!` below.
 
-use crate::cells::ornn::Recurrence;
+use crate::cells::recurrence::Recurrence;
 use crate::init::Init;
 use crate::params::Tensor;
 use crate::quant::QuantizedTensor;

@@ -1,0 +1,209 @@
+//! The recurrent matrix as a cell applies it, in one place: a dense `W` (one product per
+//! step, fused with `U`'s), a Hadamard `W = diag(row_scale) (I ⊗ H_m)` (the fast
+//! Walsh-Hadamard transform) or 2 x 2 rotation blocks (4 multiply-adds per pair of units),
+//! forward, the backward carry `dz_{t+1} W`, and the gradient of the structured forms. A new
+//! structured `W` is one variant here. Also the sizes every cell shares (`CellShape`).
+
+use crate::cells::{backprop_step, project_input, project_step};
+use crate::Real;
+use faer::Accum;
+
+/// `out += R h` on each 2 x 2 block, `R = [[c, -s], [s, c]]` from `cos_sin` (`transpose`:
+/// `out += R^T h`, the rotation by `-θ`).
+fn rotate_add<T: Real>(out: &mut [T], h: &[T], cos_sin: &[T], transpose: bool) {
+    let blocks = out.chunks_exact_mut(2).zip(h.chunks_exact(2));
+    for ((o, h), cs) in blocks.zip(cos_sin.chunks_exact(2)) {
+        let (c, s) = (cs[0], if transpose { -cs[1] } else { cs[1] });
+        o[0] += c * h[0] - s * h[1];
+        o[1] += s * h[0] + c * h[1];
+    }
+}
+
+/// Sizes of one forward pass: hidden `n`, input `d`, steps `t`, batch `b`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CellShape {
+    pub hidden: usize,
+    pub input: usize,
+    pub steps: usize,
+    pub batch: usize,
+}
+
+/// The recurrent matrix as the cell applies it.
+#[derive(Clone, Copy)]
+pub enum Recurrence<'a, T> {
+    /// A dense `(n, n)` matrix: one product per step.
+    Dense(&'a [T]),
+    /// `W = diag(row_scale) (I ⊗ H_m)`, applied with the fast Walsh-Hadamard transform
+    /// (`n log2 m` additions per row); `row_scale: (n)`, `sign(v_i) / sqrt(m)` for HadamRNN.
+    Hadamard { row_scale: &'a [T], block: usize },
+    /// `W = ⊕ [[c_k, -s_k], [s_k, c_k]]`, 2 x 2 rotation blocks on units `(2k, 2k + 1)`;
+    /// `cos_sin: (n)`, `(c_k, s_k)` in entries `2k, 2k + 1`. Four multiply-adds per pair of
+    /// units.
+    Rotations { cos_sin: &'a [T] },
+}
+
+impl<T: Real> Recurrence<'_, T> {
+    pub fn is_dense(&self) -> bool {
+        matches!(self, Recurrence::Dense(_))
+    }
+
+    /// `z = x U^T + h W^T` for a block of rows (`z`, `h`: `(rows, n)`; `x`: `(rows, d)`);
+    /// `scratch`: `n` values.
+    pub fn project(&self, z: &mut [T], n: usize, (x, u): (&[T], &[T]), h: &[T], scratch: &mut [T]) {
+        match *self {
+            Recurrence::Dense(w) => project_step(z, n, (x, u), (h, w)),
+            Recurrence::Hadamard { row_scale, block } => {
+                project_input(z, n, x, u);
+                for (z_row, h_row) in z.chunks_mut(n).zip(h.chunks(n)) {
+                    scratch.copy_from_slice(h_row);
+                    fwht_blocks(scratch, block);
+                    for ((zi, &ti), &si) in z_row.iter_mut().zip(&*scratch).zip(row_scale) {
+                        *zi += si * ti;
+                    }
+                }
+            }
+            Recurrence::Rotations { cos_sin } => {
+                project_input(z, n, x, u);
+                for (z_row, h_row) in z.chunks_mut(n).zip(h.chunks(n)) {
+                    rotate_add(z_row, h_row, cos_sin, false);
+                }
+            }
+        }
+    }
+
+    /// The backward carry `out = dz W` for a block of `rows` rows (`dz`: `dz_{t+1}`).
+    pub fn carry(&self, out: &mut [T], dz: &[T], n: usize, rows: usize) {
+        match *self {
+            Recurrence::Dense(w) => backprop_step(out, Accum::Replace, dz, w, rows),
+            // dz W = (H (row_scale * dz)^T)^T: H is symmetric.
+            Recurrence::Hadamard { row_scale, block } => {
+                for (out, d) in out.chunks_mut(n).zip(dz.chunks(n)) {
+                    for ((o, &di), &si) in out.iter_mut().zip(d).zip(row_scale) {
+                        *o = di * si;
+                    }
+                    fwht_blocks(out, block);
+                }
+            }
+            // dz W = (W^T dz^T)^T: the blocks rotated by -θ.
+            Recurrence::Rotations { cos_sin } => {
+                for (out, d) in out.chunks_mut(n).zip(dz.chunks(n)) {
+                    out.fill(T::zero());
+                    rotate_add(out, d, cos_sin, true);
+                }
+            }
+        }
+    }
+
+    /// Values a structured form sums its gradient in (per thread): `2 n`.
+    pub fn gradient_sums_len(n: usize) -> usize {
+        2 * n
+    }
+
+    /// Adds a block of rows' share of the structured gradient into `sums`: Hadamard,
+    /// `dL/d row_scale_i = sum_t dz_t,i (H h_{t-1})_i` in `sums[..n]`; rotations, the 2 x 2
+    /// blocks of `dL/dW = sum_t dz_t^T h_{t-1}`, `(dW_ii, dW_ij, dW_ji, dW_jj)` at `4k`.
+    /// A dense `W`'s gradient is one product after the time loop instead (nothing here).
+    pub fn accumulate_gradient(
+        &self,
+        sums: &mut [T],
+        dz: &[T],
+        h: &[T],
+        n: usize,
+        scratch: &mut [T],
+    ) {
+        match *self {
+            Recurrence::Hadamard { block, .. } => {
+                for (d_row, h_row) in dz.chunks(n).zip(h.chunks(n)) {
+                    scratch.copy_from_slice(h_row);
+                    fwht_blocks(scratch, block);
+                    for ((g, &di), &ti) in sums.iter_mut().zip(d_row).zip(&*scratch) {
+                        *g += di * ti;
+                    }
+                }
+            }
+            Recurrence::Rotations { .. } => {
+                for (d_row, h_row) in dz.chunks(n).zip(h.chunks(n)) {
+                    let pairs = d_row.chunks_exact(2).zip(h_row.chunks_exact(2));
+                    for (g, (d, h)) in sums.chunks_exact_mut(4).zip(pairs) {
+                        g[0] += d[0] * h[0];
+                        g[1] += d[0] * h[1];
+                        g[2] += d[1] * h[0];
+                        g[3] += d[1] * h[1];
+                    }
+                }
+            }
+            Recurrence::Dense(_) => {}
+        }
+    }
+
+    /// Adds one thread's `sums` (of `accumulate_gradient`) into `dL/dW` as the
+    /// parametrisation reads it: the Hadamard row scales in `grad_w[..n]`, the rotation
+    /// blocks at their places in `(n, n)`.
+    pub fn add_gradient(&self, sums: &[T], n: usize, grad_w: &mut [T]) {
+        match *self {
+            Recurrence::Hadamard { .. } => {
+                for (g, &s) in grad_w[..n].iter_mut().zip(&sums[..n]) {
+                    *g += s;
+                }
+            }
+            Recurrence::Rotations { .. } => {
+                for (k, block) in sums.chunks_exact(4).enumerate() {
+                    let (i, j) = (2 * k, 2 * k + 1);
+                    grad_w[i * n + i] += block[0];
+                    grad_w[i * n + j] += block[1];
+                    grad_w[j * n + i] += block[2];
+                    grad_w[j * n + j] += block[3];
+                }
+            }
+            Recurrence::Dense(_) => {}
+        }
+    }
+}
+
+/// The unnormalised fast Walsh-Hadamard transform of each block of `m` entries of `x`
+/// in place: `x <- (I ⊗ H_m) x`, `len(x) log2(m)` additions and subtractions.
+pub fn fwht_blocks<T: Real>(x: &mut [T], block: usize) {
+    debug_assert!(block.is_power_of_two() && x.len() % block == 0);
+    for chunk in x.chunks_mut(block) {
+        fwht(chunk);
+    }
+}
+
+/// One block: the first three butterfly stages as an unrolled 8-point transform, then one
+/// pass per stage over halves of 8 or more, whose loops vectorise.
+fn fwht<T: Real>(x: &mut [T]) {
+    let n = x.len();
+    let mut half = 1;
+    if n >= 8 {
+        for c in x.chunks_exact_mut(8) {
+            let (a0, a1) = (c[0] + c[1], c[0] - c[1]);
+            let (a2, a3) = (c[2] + c[3], c[2] - c[3]);
+            let (a4, a5) = (c[4] + c[5], c[4] - c[5]);
+            let (a6, a7) = (c[6] + c[7], c[6] - c[7]);
+            let (b0, b2) = (a0 + a2, a0 - a2);
+            let (b1, b3) = (a1 + a3, a1 - a3);
+            let (b4, b6) = (a4 + a6, a4 - a6);
+            let (b5, b7) = (a5 + a7, a5 - a7);
+            c[0] = b0 + b4;
+            c[4] = b0 - b4;
+            c[1] = b1 + b5;
+            c[5] = b1 - b5;
+            c[2] = b2 + b6;
+            c[6] = b2 - b6;
+            c[3] = b3 + b7;
+            c[7] = b3 - b7;
+        }
+        half = 8;
+    }
+    while half < n {
+        for pair in x.chunks_exact_mut(2 * half) {
+            let (a, b) = pair.split_at_mut(half);
+            for (p, q) in a.iter_mut().zip(b.iter_mut()) {
+                let (s, d) = (*p + *q, *p - *q);
+                *p = s;
+                *q = d;
+            }
+        }
+        half *= 2;
+    }
+}
