@@ -33,21 +33,25 @@ start) and the integer results of the earlier, post-training-quantized models ar
 """
 
 
-def row(folder: Path) -> str | None:
-    quantize = folder / "quantize.json"
-    if not quantize.exists():
-        return None
-    q = json.loads(quantize.read_text())
+def rows(folder: Path) -> list[str]:
+    """One row per `qornn quantize` report of the run (`quantize*.json`); the Cortex-M4
+    check belongs to the one with the narrowest read-out."""
+    reports = [json.loads(p.read_text()) for p in sorted(folder.glob("quantize*.json"))]
+    reports.sort(key=lambda q: -(q["readout_bits"] or 32))
+    return [row(folder, q, m4=(i == len(reports) - 1)) for i, q in enumerate(reports)]
+
+
+def row(folder: Path, q: dict, m4: bool) -> str:
     s = json.loads((folder / "summary.json").read_text())
     c = tomllib.loads((folder / "config.toml").read_text())
     command = (folder / "command.txt").read_text().strip()
     check = folder / "check-m4.txt"
-    m4 = ""
-    if check.exists():
+    verdict_m4 = ""
+    if m4 and check.exists():
         lines = check.read_text().splitlines()
         verdict = lines[0].replace("qornn check: ", "").split(" (")[0]
         steps = [l.split(": ")[1].split(" ")[0] for l in lines if l.startswith("instructions")]
-        m4 = verdict + (f", {int(steps[0]):,} instructions per step" if steps else "")
+        verdict_m4 = verdict + (f", {int(steps[0]):,} instructions per step" if steps else "")
     bits = q["weight_bits"]
     w_bits = "1" if c["model"] == "hadamrnn" else str(bits)
     readout = q["readout_bits"] or "float"
@@ -55,14 +59,14 @@ def row(folder: Path) -> str | None:
     return (
         f"| `{folder.name}` | {c['model']} | {w_bits}, {bits} | {q['act_bits']} | {readout} | "
         f"{pct(s['test'])} | **{pct(q['integer'])}** | {'yes' if q['bit_exact'] else 'NO'} | "
-        f"{q['bytes']:,} | {m4} | `{command}` |"
+        f"{q['bytes']:,} | {verdict_m4} | `{command}` |"
     )
 
 
 def main() -> None:
     folder = Path(sys.argv[1])
-    rows = [r for r in (row(f) for f in sorted(folder.iterdir()) if f.is_dir()) if r]
-    print(HEAD + "\n".join(rows) + "\n" + TAIL, end="")
+    table = [r for f in sorted(folder.iterdir()) if f.is_dir() for r in rows(f)]
+    print(HEAD + "\n".join(table) + "\n" + TAIL, end="")
 
 
 if __name__ == "__main__":

@@ -262,6 +262,17 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
     })
 }
 
+/// A run folder's best model (by validation loss).
+pub const BEST_FILE: &str = "best.safetensors";
+
+/// The tensors of the best model of the run in `dir`.
+pub fn best_weights(dir: &Path) -> Result<Vec<crate::params::Tensor>> {
+    let config = crate::config::Config::from_file(&dir.join(crate::config::CONFIG_FILE))?;
+    config.validate()?;
+    let task = config.task()?;
+    Ok(load(&dir.join(BEST_FILE), &config.model_spec_for(&task))?.params)
+}
+
 #[cfg(test)]
 mod tests {
     use super::write_atomically;

@@ -14,7 +14,6 @@
 //! folder's `MODELS`. [`ModelName`] is a handle on an entry, found by its name in those lists.
 
 use crate::cells::Cell;
-use crate::config::{Config, FULL_PRECISION_BITS};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::parametrisation::bjorck::BjorckConfig;
@@ -33,6 +32,25 @@ macro_rules! register {
     };
 }
 pub(crate) use register;
+
+/// The bit width that means full precision (floats).
+pub const FULL_PRECISION_BITS: u32 = 32;
+/// The quantized ORNNs' default bit width.
+pub const QORNN_BITS: u32 = 8;
+/// The default bits of the Hadamard recurrences' and the rotations' input matrix.
+pub const HADAMRNN_BITS: u32 = 4;
+
+/// What a model's own checks read of a configuration ([`ModelEntry::check`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ModelSettings {
+    pub name: &'static str,
+    pub hidden: usize,
+    /// `--block`.
+    pub block: usize,
+    pub bjorck_iterations: usize,
+    /// Whether a bit-width schedule (`--bits-schedule`) is set.
+    pub bits_schedule: bool,
+}
 
 /// What an ORNN's parametrisation is built from.
 #[derive(Clone, Copy, Debug)]
@@ -72,10 +90,10 @@ pub struct ModelEntry {
     /// Low-rank `W` and `U` (`--rank-w`, `--rank-u`) are available.
     pub low_rank: bool,
     /// Checks particular to the model (its width, its block), naming the key to fix.
-    pub check: fn(&Config) -> Result<()>,
+    pub check: fn(&ModelSettings) -> Result<()>,
 }
 
-fn no_check(_: &Config) -> Result<()> {
+fn no_check(_: &ModelSettings) -> Result<()> {
     Ok(())
 }
 
@@ -129,7 +147,7 @@ impl ModelEntry {
     }
 
     /// With its own checks of a configuration.
-    pub const fn checked(self, check: fn(&Config) -> Result<()>) -> Self {
+    pub const fn checked(self, check: fn(&ModelSettings) -> Result<()>) -> Self {
         Self { check, ..self }
     }
 }
@@ -229,35 +247,5 @@ mod tests {
             "a model name is registered twice"
         );
         assert!(names.contains(&"qornn-rotations") && names.contains(&"fastgrnn"));
-    }
-
-    /// Every registered model validates, builds and takes a finite training step from its
-    /// entry alone (a small copy task), with its default bit width.
-    #[test]
-    fn every_registered_model_trains_a_step() {
-        for model in ModelName::all() {
-            let config = Config {
-                model,
-                hidden: 8,
-                block: 4,
-                delay: 5,
-                batch: 4,
-                eval_sequences: 4,
-                threads: 1,
-                ..Config::default()
-            };
-            config.validate().unwrap_or_else(|e| panic!("{model}: {e}"));
-            let task = config.task().unwrap();
-            let mut trainer = crate::train::Trainer::new(config.clone(), task).unwrap();
-            let (loss, _) = trainer.train_step().unwrap();
-            assert!(loss.is_finite() && loss > 0.0, "{model}: loss {loss}");
-            assert_eq!(trainer.model.spec.model, model);
-            assert_eq!(
-                trainer.model.spec.parametrisation().is_some(),
-                model.entry().parametrisation.is_some(),
-                "{model}"
-            );
-            assert_eq!(config.bits(), model.entry().default_bits, "{model}");
-        }
     }
 }

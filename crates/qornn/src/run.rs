@@ -14,10 +14,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub const CONFIG_FILE: &str = "config.toml";
+pub use crate::config::CONFIG_FILE;
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
-pub const BEST_FILE: &str = "best.safetensors";
+pub use crate::checkpoint::{best_weights, BEST_FILE};
 pub const SUMMARY_FILE: &str = "summary.json";
 
 /// One line of `metrics.jsonl`.
@@ -236,14 +236,6 @@ pub fn load_best(dir: &Path) -> Result<(Trainer, u64, f64)> {
     let best = checkpoint::load(&dir.join(BEST_FILE), &config.model_spec_for(&task))?;
     let (step, seconds) = (best.step, best.seconds);
     Ok((Trainer::resume(config, task, best)?, step, seconds))
-}
-
-/// The tensors of the best model of a run.
-pub fn best_weights(dir: &Path) -> Result<Vec<crate::params::Tensor>> {
-    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
-    config.validate()?;
-    let task = config.task()?;
-    Ok(checkpoint::load(&dir.join(BEST_FILE), &config.model_spec_for(&task))?.params)
 }
 
 /// The `summary.json` of a run folder, `None` while the run has not finished.

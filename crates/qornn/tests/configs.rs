@@ -1,5 +1,6 @@
 //! Every file in `configs/` parses and validates, and every grid in `sweeps/` expands into
-//! valid runs (a typo there would only show at run time).
+//! valid runs (a typo there would only show at run time); every registered model trains a
+//! step from its entry alone.
 
 use qornn::config::Config;
 use qornn::sweep::Grid;
@@ -67,4 +68,34 @@ fn a_grid_may_use_the_quantizer_alias() {
     let runs = grid.expand().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].config.range, qornn::quant::RangeRule::Mse);
+}
+
+/// Every registered model validates, builds and takes a finite training step from its
+/// entry alone (a small copy task), with its default bit width.
+#[test]
+fn every_registered_model_trains_a_step() {
+    for model in qornn::registry::ModelName::all() {
+        let config = Config {
+            model,
+            hidden: 8,
+            block: 4,
+            delay: 5,
+            batch: 4,
+            eval_sequences: 4,
+            threads: 1,
+            ..Config::default()
+        };
+        config.validate().unwrap_or_else(|e| panic!("{model}: {e}"));
+        let task = config.task().unwrap();
+        let mut trainer = qornn::train::Trainer::new(config.clone(), task).unwrap();
+        let (loss, _) = trainer.train_step().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{model}: loss {loss}");
+        assert_eq!(trainer.model.spec.model, model);
+        assert_eq!(
+            trainer.model.spec.parametrisation().is_some(),
+            model.entry().parametrisation.is_some(),
+            "{model}"
+        );
+        assert_eq!(config.bits(), model.entry().default_bits, "{model}");
+    }
 }

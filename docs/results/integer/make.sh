@@ -3,8 +3,9 @@
 #   docs/results/integer/make.sh           the page, from the artefacts committed beside it
 #   docs/results/integer/make.sh --rerun   first runs the sweep (SWEEP, default
 #                                          runs/integer-copy-t100), quantizes every run with
-#                                          its own A, step and read-out width, checks each
-#                                          file on the emulated Cortex-M4 and copies the
+#                                          its own A and step (V float, and V at 8 bits),
+#                                          checks the 8-bit-V file on the emulated
+#                                          Cortex-M4 and copies the
 #                                          artefacts into docs/results/integer/<name>/
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -18,11 +19,13 @@ if [[ ${1:-} == --rerun ]]; then
         run="$sweep/$folder"
         name="copy-t100-$model-${bits}b-a8"
         "$qornn" quantize --run "$run" > "$run/quantize.json"
-        "$qornn" export --model "$run/model.qornn" --c "$run/c"
+        "$qornn" quantize --run "$run" --readout-bits 8 --output "$run/model-readout-8.qornn" \
+            > "$run/quantize-readout-8.json"
+        "$qornn" export --model "$run/model-readout-8.qornn" --c "$run/c"
         make -s -C c check-m4 MODEL="$PWD/$run/c" | grep '^qornn check' > "$run/check-m4.txt"
         make -s -C c steps-m4 MODEL="$PWD/$run/c" | grep '^instructions per step' >> "$run/check-m4.txt"
         mkdir -p "$here/$name"
-        cp "$run"/{config.toml,metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
+        cp "$run"/{config.toml,metrics.jsonl,summary.json,quantize.json,quantize-readout-8.json,check-m4.txt} "$here/$name/"
         echo "qornn sweep sweeps/integer-copy-t100.toml model=$model bits=$bits" > "$here/$name/command.txt"
     done < "$sweep/runs.csv"
 fi

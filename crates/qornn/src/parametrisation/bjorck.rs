@@ -4,7 +4,6 @@
 //! Forward: `W_0 = A / sigma(A)`, then `W_{k+1} = (1 + beta) W_k - beta W_k W_k^T W_k`
 //! for `k < N` (the paper: N = 15, beta = 0.5).
 
-use crate::config::Config;
 use crate::registry::{ModelEntry, ParametrisationContext};
 use crate::linalg::{dot, gemm, mat, mat_mut};
 use crate::Real;
@@ -290,7 +289,7 @@ const SPECTRAL_WARMUP: usize = 50;
 
 /// The paper's QORNN, STE-Björck (8 bits unless `--bits`).
 pub const QORNN_BJORCK: ModelEntry = ModelEntry::elman("qornn-bjorck", Some(build))
-    .quantized(Config::QORNN_BITS)
+    .quantized(crate::registry::QORNN_BITS)
     .checked(check);
 
 /// Its full-precision twin.
@@ -302,7 +301,7 @@ fn build(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametris
     Box::new(BjorckParametrisation::new(context.n, context.bjorck))
 }
 
-fn check(config: &Config) -> crate::Result<()> {
+fn check(config: &crate::registry::ModelSettings) -> crate::Result<()> {
     if config.bjorck_iterations == 0 {
         return Err(crate::Error::config(
             "bjorck_iterations",

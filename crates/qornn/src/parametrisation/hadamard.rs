@@ -10,7 +10,6 @@
 //! (`±1/sqrt(n)`); with `m < n` they are ternary (`0, ±1/sqrt(m)`), `1 - m/n` of them zero.
 //! `W h` costs `n log2 m` additions with the fast Walsh-Hadamard transform.
 
-use crate::config::Config;
 use crate::registry::{ModelEntry, ParametrisationContext};
 /// The entry `(i, j)` of `I_{n/m} ⊗ H_m` (0 or ±1), shared with the integer runtime.
 pub use qornn_infer::hadamard_entry;
@@ -73,12 +72,12 @@ impl HadamardParametrisation {
 /// Binary exactly orthogonal recurrence (`m = n`); U at 4 bits unless `--bits`, the
 /// authors' setting.
 pub const HADAMRNN: ModelEntry = ModelEntry::elman("hadamrnn", Some(build_binary))
-    .quantized(Config::HADAMRNN_BITS)
+    .quantized(crate::registry::HADAMRNN_BITS)
     .checked(check_binary);
 
 /// Ternary exactly orthogonal recurrence (`m = --block`).
 pub const BLOCK_HADAMRNN: ModelEntry = ModelEntry::elman("block-hadamrnn", Some(build_block))
-    .quantized(Config::HADAMRNN_BITS)
+    .quantized(crate::registry::HADAMRNN_BITS)
     .checked(check_block);
 
 fn build_binary(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametrisation> {
@@ -89,22 +88,22 @@ fn build_block(context: &ParametrisationContext) -> Box<dyn super::RecurrentPara
     Box::new(HadamardParametrisation::new(context.n, context.block))
 }
 
-fn check_binary(config: &Config) -> crate::Result<()> {
+fn check_binary(config: &crate::registry::ModelSettings) -> crate::Result<()> {
     check(config, config.hidden)
 }
 
-fn check_block(config: &Config) -> crate::Result<()> {
+fn check_block(config: &crate::registry::ModelSettings) -> crate::Result<()> {
     check(config, config.block)
 }
 
 /// `n` and the block `m` powers of two, `m` from 2 to `n`.
-fn check(config: &Config, block: usize) -> crate::Result<()> {
+fn check(config: &crate::registry::ModelSettings, block: usize) -> crate::Result<()> {
     if !config.hidden.is_power_of_two() {
         return Err(crate::Error::config(
             "hidden",
             format!(
                 "{} needs a power of two (a Sylvester Hadamard matrix), got {}",
-                config.model, config.hidden
+                config.name, config.hidden
             ),
         ));
     }

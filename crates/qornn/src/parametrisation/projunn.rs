@@ -11,7 +11,6 @@
 //! `expm(Q K Q^T) = I + Q (expm(K) - I) Q^T`, so `W_new = W + (W Q) (F - I) Q^T` with
 //! `F` the m x m polar factor or exponential. Derivation: `docs/projunn.md`.
 
-use crate::config::Config;
 use crate::registry::{ModelEntry, ParametrisationContext};
 use crate::linalg::{gemm, mat, mat_mut, orthogonality_defect, to_f64_vec};
 use crate::parametrisation::bjorck::{Bjorck, BjorckConfig};
@@ -317,9 +316,9 @@ pub struct ProjUnnParametrisation {
 /// The paper's QORNNs, STE-projUNN-D and -T (8 bits unless `--bits`), and their
 /// full-precision twins.
 pub const QORNN_PROJUNN_D: ModelEntry =
-    ModelEntry::elman("qornn-projunn-d", Some(build_direct)).quantized(Config::QORNN_BITS);
+    ModelEntry::elman("qornn-projunn-d", Some(build_direct)).quantized(crate::registry::QORNN_BITS);
 pub const QORNN_PROJUNN_T: ModelEntry =
-    ModelEntry::elman("qornn-projunn-t", Some(build_tangent)).quantized(Config::QORNN_BITS);
+    ModelEntry::elman("qornn-projunn-t", Some(build_tangent)).quantized(crate::registry::QORNN_BITS);
 pub const ORNN_PROJUNN_D: ModelEntry =
     ModelEntry::elman("ornn-projunn-d", Some(build_direct)).float_only();
 pub const ORNN_PROJUNN_T: ModelEntry =

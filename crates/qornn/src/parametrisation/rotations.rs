@@ -19,7 +19,6 @@
 //! as its pair `(a, b)` with a step mantissa per row (`.qornn` version 4) and applies it
 //! in 4 multiply-adds.
 
-use crate::config::Config;
 use crate::registry::{ModelEntry, ParametrisationContext};
 use crate::params::{Kind, Tensor};
 use crate::quant::{Granularity, QuantizedTensor};
@@ -98,7 +97,7 @@ pub struct RotationParametrisation {
 /// Exactly orthogonal 2 x 2 rotation blocks with integer codes (4 bits unless `--bits`; 32:
 /// float rotations).
 pub const QORNN_ROTATIONS: ModelEntry = ModelEntry::elman("qornn-rotations", Some(build))
-    .quantized(Config::HADAMRNN_BITS)
+    .quantized(crate::registry::HADAMRNN_BITS)
     .checked(check);
 
 fn build(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametrisation> {
@@ -106,7 +105,7 @@ fn build(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametris
 }
 
 /// An even width; one bit width for the whole run.
-fn check(config: &Config) -> crate::Result<()> {
+fn check(config: &crate::registry::ModelSettings) -> crate::Result<()> {
     if config.hidden % 2 != 0 {
         return Err(crate::Error::config(
             "hidden",
@@ -116,7 +115,7 @@ fn check(config: &Config) -> crate::Result<()> {
             ),
         ));
     }
-    if !config.bits_schedule.is_empty() {
+    if config.bits_schedule {
         return Err(crate::Error::config(
             "bits_schedule",
             "qornn-rotations chooses W's codes for one width; give --bits only",
