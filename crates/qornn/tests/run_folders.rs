@@ -1,0 +1,338 @@
+//! Run folders: a resumed run equals an uninterrupted one, and what is on disk is never
+//! lost (diverged runs, finished runs, bad checkpoints, changed settings, oversized
+//! configurations).
+
+use qornn::config::Config;
+use qornn::run;
+
+mod small_runs;
+use small_runs::{small_copy, tiny_run};
+
+/// Stop after 200 of 400 steps (the config's step count then raised), resume, and compare
+/// every evaluation with an uninterrupted run: equal to the last bit.
+#[test]
+fn resumed_run_matches_uninterrupted_run() {
+    for (model, range) in [
+        ("qornn-bjorck", qornn::quant::RangeRule::Max),
+        ("qornn-projunn-t", qornn::quant::RangeRule::Max),
+        ("qornn-bjorck", qornn::quant::RangeRule::Lsq),
+    ] {
+        let config = Config {
+            steps: 400,
+            eval_every: 100,
+            threads: 2,
+            range,
+            ..small_copy(model, 4)
+        };
+        let whole = tempfile::tempdir().unwrap();
+        let expected = run::start(config.clone(), whole.path(), &mut ()).unwrap();
+
+        let split = tempfile::tempdir().unwrap();
+        run::start(
+            Config {
+                steps: 200,
+                ..config.clone()
+            },
+            split.path(),
+            &mut (),
+        )
+        .unwrap();
+        std::fs::write(split.path().join(run::CONFIG_FILE), config.to_toml()).unwrap();
+        let resumed = run::resume(split.path(), &mut ()).unwrap();
+
+        assert_eq!(
+            resumed.test, expected.test,
+            "{model}: test evaluation differs after resume"
+        );
+        let strip_time = |dir: &std::path::Path| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(dir.join(run::METRICS_FILE))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v.as_object_mut().unwrap().remove("seconds");
+                    v
+                })
+                .collect()
+        };
+        assert_eq!(
+            strip_time(split.path()),
+            strip_time(whole.path()),
+            "{model}: metrics differ after resume"
+        );
+    }
+}
+
+/// Issue 22, defect 2: a recurrent learning rate of 1e20 made the recurrent parameter NaN,
+/// the quantizer mapped NaN to code 0, the loss stayed finite, and NaN weights were written
+/// over `checkpoint.safetensors` and `best.safetensors`. Now the run stops with an error
+/// naming the step, and every checkpoint left on disk is finite and resumes.
+#[test]
+fn a_diverged_run_stops_and_keeps_its_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        steps: 20,
+        eval_every: 1,
+        orthogonal_lr: Some(1e20),
+        ..small_copy("qornn-bjorck", 4)
+    };
+    let error = run::start(config.clone(), dir.path(), &mut ()).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("step") && text.contains("not finite"),
+        "{text}"
+    );
+    let spec = config.model_spec_for(&config.task().unwrap());
+    let mut saved = 0;
+    for file in [run::CHECKPOINT_FILE, run::BEST_FILE] {
+        let path = dir.path().join(file);
+        if !path.exists() {
+            continue;
+        }
+        saved += 1;
+        let ckpt = qornn::checkpoint::load(&path, &spec).unwrap();
+        for t in &ckpt.params {
+            assert!(
+                t.data.iter().all(|v| v.is_finite()),
+                "{file}: {} is not finite",
+                t.name
+            );
+        }
+    }
+    assert!(
+        saved > 0,
+        "the steps before the divergence were checkpointed"
+    );
+    // The last good checkpoint resumes (and stops again at the same step).
+    let again = run::resume(dir.path(), &mut ()).unwrap_err().to_string();
+    assert!(again.contains("not finite"), "{again}");
+}
+
+/// Issue 22, defect 20: `qornn train --out DIR` on a finished run whose checkpoints were
+/// removed started afresh and overwrote its metrics and summary. The folder is refused
+/// while it holds any of a run's results, and they stay as they were.
+#[test]
+fn a_finished_run_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_run(20);
+    run::start(config.clone(), dir.path(), &mut ()).unwrap();
+    let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+    let (metrics, summary) = (read(run::METRICS_FILE), read(run::SUMMARY_FILE));
+    for file in [run::CHECKPOINT_FILE, run::BEST_FILE] {
+        std::fs::remove_file(dir.path().join(file)).unwrap();
+    }
+    let err = run::start(config.clone(), dir.path(), &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds a run"), "{err}");
+    std::fs::remove_file(dir.path().join(run::SUMMARY_FILE)).unwrap();
+    let err = run::start(config, dir.path(), &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(run::METRICS_FILE), "{err}");
+    assert_eq!(read(run::METRICS_FILE), metrics);
+    assert!(!summary.is_empty());
+}
+
+/// A checkpoint's bytes with one metadata entry replaced, or one tensor's shape.
+fn rewritten(bytes: &[u8], meta: Option<(&str, &str)>, reshape: Option<&str>) -> Vec<u8> {
+    use safetensors::tensor::TensorView;
+    use safetensors::SafeTensors;
+    let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+    let mut info = header.metadata().clone().unwrap();
+    if let Some((key, value)) = meta {
+        info.insert(key.into(), value.into());
+    }
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let tensors: Vec<(String, TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            if reshape == Some(name.as_str()) {
+                let shape = view.shape().iter().rev().copied().collect();
+                let view = TensorView::new(view.dtype(), shape, view.data()).unwrap();
+                (name, view)
+            } else {
+                (name, view)
+            }
+        })
+        .collect();
+    safetensors::serialize(tensors, Some(info)).unwrap()
+}
+
+/// Issue 22, defects 15 and 16: a checkpoint's `step` of 1e30 skipped training and
+/// reported success, a negative or NaN one restarted and dropped metrics, a NaN
+/// `best_val_loss` froze the best model, and a transposed tensor loaded (its byte length
+/// matched). Each is refused when the checkpoint is read, naming the entry.
+#[test]
+fn checkpoints_with_impossible_bookkeeping_or_shapes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_run(10);
+    run::start(config.clone(), dir.path(), &mut ()).unwrap();
+    let spec = config.model_spec_for(&config.task().unwrap());
+    let path = dir.path().join(run::CHECKPOINT_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    let load = |b: Vec<u8>| {
+        std::fs::write(&path, b).unwrap();
+        qornn::checkpoint::load(&path, &spec)
+    };
+    assert!(load(rewritten(&bytes, None, None)).is_ok());
+    for (key, value) in [
+        ("step", "1e30"),
+        ("step", "-3"),
+        ("step", "NaN"),
+        ("best_val_loss", "NaN"),
+        ("best_val_loss", "-1"),
+        ("best_step", "11"),
+        ("seconds", "inf"),
+        ("updates", "2.5"),
+    ] {
+        let err = load(rewritten(&bytes, Some((key, value)), None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key} = {value}: {err}");
+    }
+    let err = load(rewritten(&bytes, None, Some("param.weight_ih")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("param.weight_ih") && err.contains("shape"),
+        "{err}"
+    );
+}
+
+/// Issue 22, defect 9: `qornn report` spun at 100 % CPU when a loss was about 2e307 or more,
+/// or a size 0 (the log axes' tick search). It now draws what an axis can hold and returns.
+#[test]
+fn reports_of_absurd_values_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let config = tiny_run(20);
+    run::start(config, &run_dir, &mut ()).unwrap();
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = run_dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let re = |t: &str, key: &str| -> String {
+            let start = t.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+            let end = start + t[start..].find([',', '\n', '}']).unwrap();
+            format!("{}{}{}", &t[..start], to.trim(), &t[end..])
+        };
+        std::fs::write(&path, re(&text, from)).unwrap();
+    };
+    edit(run::METRICS_FILE, "val_loss", "2e307");
+    edit(run::SUMMARY_FILE, "size_bytes", "0");
+    edit(run::SUMMARY_FILE, "loss", "1.7e308");
+    let out = dir.path().join("report");
+    let (done, finished) = std::sync::mpsc::channel();
+    let paths = vec![run_dir.clone()];
+    std::thread::spawn(move || {
+        let report = qornn::report::Report::collect(&paths).unwrap();
+        done.send(report.write(&out).map(|files| files.len()))
+            .unwrap();
+    });
+    let written = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the report finishes");
+    assert!(written.unwrap() > 0);
+}
+
+/// Issue 22, defect 18: the same run given twice to `qornn report` (by two spellings of its
+/// path) counted as two seeds. It is read once.
+#[test]
+fn a_run_named_twice_is_one_run_in_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let config = tiny_run(10);
+    run::start(config, &run_dir, &mut ()).unwrap();
+    let again = dir.path().join(".").join("run");
+    let report =
+        qornn::report::Report::collect(&[run_dir.clone(), again, dir.path().into()]).unwrap();
+    assert_eq!(report.runs.len(), 1);
+    assert_eq!(report.groups.len(), 1);
+    assert_eq!(report.groups[0].runs.len(), 1);
+}
+
+/// Issue 22, defect 17: `--init-from` a run of another size copied only what fitted (here
+/// the read-out's bias) and trained on silently. It is refused when none of the recurrence
+/// comes across, naming what did.
+#[test]
+fn init_from_a_run_of_another_size_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let config = tiny_run(10);
+    run::start(config.clone(), &source, &mut ()).unwrap();
+    let other = Config {
+        hidden: 32,
+        init_from: Some(source.clone()),
+        ..config.clone()
+    };
+    let err = run::start(other, &dir.path().join("other"), &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("recurrent tensors") && err.contains("readout.bias"),
+        "{err}"
+    );
+    let same = Config {
+        init_from: Some(source),
+        ..config
+    };
+    run::start(same, &dir.path().join("same"), &mut ()).unwrap();
+}
+
+/// Issue 22, defect 14: a run's `config.toml` edited between a checkpoint and `--resume`
+/// was used silently. The checkpoint carries the settings it was trained with; a resumed
+/// run may change only steps, epochs, threads and the data folder, and is refused naming
+/// any other setting that differs.
+#[test]
+fn a_run_resumes_only_with_the_settings_it_was_trained_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_run(10);
+    run::start(config.clone(), dir.path(), &mut ()).unwrap();
+    let edited = Config {
+        lr: 0.5,
+        hidden: config.hidden,
+        ..config.clone()
+    };
+    let err = run::resume_with(dir.path(), edited, &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lr") && !err.contains("hidden,"), "{err}");
+    let on_disk = Config::from_file(&dir.path().join(run::CONFIG_FILE)).unwrap();
+    assert_eq!(
+        on_disk.lr,
+        small_copy("qornn-bjorck", 8).lr,
+        "a refused resume writes nothing"
+    );
+    let longer = Config {
+        steps: 20,
+        threads: 2,
+        ..config
+    };
+    let summary = run::resume_with(dir.path(), longer, &mut ()).unwrap();
+    assert_eq!(summary.steps, 20);
+}
+
+/// Issue 22, defect 12: sizes had no upper bound, and the process aborted allocating after
+/// creating the run folder. A size past its bound, or a configuration whose activations
+/// would take more than 8 GiB, is refused naming the setting, and nothing is created.
+#[test]
+fn oversized_configurations_are_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let huge = Config {
+        hidden: 100_000,
+        ..tiny_run(10)
+    };
+    let err = run::start(huge, &out, &mut ()).unwrap_err().to_string();
+    assert!(err.contains("hidden") && err.contains("100000"), "{err}");
+    let heavy = Config {
+        delay: 1000,
+        batch: 20_000,
+        hidden: 1024,
+        ..tiny_run(10)
+    };
+    let err = run::start(heavy, &out, &mut ()).unwrap_err().to_string();
+    assert!(err.contains("GiB") && err.contains("batch 20000"), "{err}");
+    assert!(!out.exists(), "nothing was created");
+}
