@@ -88,7 +88,7 @@ fn setting_flag(setting: &'static Setting, defaults: &toml::Table) -> Arg {
     let mut arg = Arg::new(setting.key)
         .long(setting.key.replace('_', "-"))
         .value_name(setting.key.to_uppercase())
-        .help(format!("{}{default}", setting.help.trim()))
+        .help(format!("{}{default}", setting.help_text()))
         .value_parser(move |text: &str| parse(text));
     if let Some(alias) = setting.alias {
         arg = arg.alias(alias);

@@ -108,6 +108,28 @@ pub struct Setting {
     pub parse: fn(&str) -> std::result::Result<toml::Value, String>,
 }
 
+impl Setting {
+    /// The help `qornn train --help` shows: the doc comment, and for `model` and `bits` the
+    /// registered models and their default widths, read from the registry.
+    pub fn help_text(&self) -> String {
+        let help = self.help.trim();
+        let models = || crate::registry::ModelName::all();
+        match self.key {
+            "model" => {
+                let names: Vec<&str> = models().map(|m| m.as_str()).collect();
+                format!("{help} One of: {}.", names.join(", "))
+            }
+            "bits" => {
+                let defaults: Vec<String> = models()
+                    .map(|m| format!("{} {}", m.as_str(), m.entry().default_bits))
+                    .collect();
+                format!("{help} Defaults: {}.", defaults.join(", "))
+            }
+            _ => help.to_string(),
+        }
+    }
+}
+
 /// Declares `Config`, its `Default` and `SETTINGS` from one list: each setting's doc comment
 /// (also the flag's help), an optional alias, its key, type and default.
 macro_rules! settings {
@@ -162,14 +184,13 @@ settings! {
     seq: usize = 150,
     /// ptb-word: the size of the float, trained word embedding.
     embedding: usize = 128,
-    /// qornn-bjorck, qornn-projunn-d, qornn-projunn-t, their full-precision twins ornn-*,
-    /// the Hadamard recurrences hadamrnn and block-hadamrnn (binary or ternary W, exactly
-    /// orthogonal), qornn-rotations (2 x 2 rotations with integer codes, exactly orthogonal),
-    /// or a baseline: rnn, lstm, gru, fastrnn, fastgrnn.
+    /// The model: a quantized ORNN (qornn-*), its full-precision twin (ornn-*), a Hadamard
+    /// recurrence (binary or ternary W, exactly orthogonal), block rotations with integer
+    /// codes, or a baseline.
     model: ModelName = ModelName::new(&crate::parametrisation::bjorck::QORNN_BJORCK),
-    /// Weight bits of every weight matrix (W and U of an ORNN): 2..=8, or 32 for full
-    /// precision; unset: 8 for qornn-*, 4 for *hadamrnn (U only: W is binary or ternary),
-    /// 32 otherwise.
+    /// Weight bits of every weight matrix (W and U of an ORNN; U only where W is binary,
+    /// ternary or rotation codes): 2..=8, or 32 for full precision; unset: the model's
+    /// default.
     bits: Option<u32> = None,
     /// Quantizer scale: per-tensor (the paper) or per-row.
     granularity: Granularity = Granularity::PerTensor,

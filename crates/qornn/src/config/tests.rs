@@ -199,3 +199,17 @@ fn flag_text_is_read_by_the_setting_type() {
 fn unknown_keys_are_refused() {
     assert!(toml::from_str::<Config>("hiden = 3").is_err());
 }
+
+/// `--model` and `--bits` help come from the registry: every model is listed, with the
+/// width it defaults to (a hand-written list said 8 for qornn-rotations, whose default is 4).
+#[test]
+fn model_and_bits_help_list_every_registered_model() {
+    let help = |key: &str| SETTINGS.iter().find(|s| s.key == key).unwrap().help_text();
+    let (models, bits) = (help("model"), help("bits"));
+    for model in crate::registry::ModelName::all() {
+        assert!(models.contains(model.as_str()), "{model} missing: {models}");
+        let entry = format!("{} {}", model.as_str(), model.entry().default_bits);
+        assert!(bits.contains(&entry), "{entry} missing: {bits}");
+    }
+    assert!(bits.contains("qornn-rotations 4"), "{bits}");
+}
