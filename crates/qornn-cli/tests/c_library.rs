@@ -8,20 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn qornn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qornn"))
-        .args(args)
-        .output()
-        .expect("the qornn binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod common;
+use common::{qornn, text};
 
 fn c_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../c")

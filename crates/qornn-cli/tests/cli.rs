@@ -5,12 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn qornn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qornn"))
-        .args(args)
-        .output()
-        .expect("the qornn binary runs")
-}
+mod common;
+use common::qornn;
 
 /// Asserts a failure whose message contains every one of `needles`.
 fn fails_with(args: &[&str], needles: &[&str]) {

@@ -3,21 +3,18 @@
 //! what to install).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn qornn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qornn"))
-        .args(args)
-        .output()
-        .expect("the qornn binary runs")
-}
+mod common;
+use common::qornn;
 
 /// The 4-run grid shipped for this purpose.
 fn smoke_grid() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sweeps/smoke.toml")
 }
 
+/// Bytes (one stream of the output) as text.
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
