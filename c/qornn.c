@@ -15,19 +15,19 @@
 
 /* S - S_w and S + f_h - S_u - f_x: the left shifts that align the two products, in int64
  * so that no field, however large, overflows the sum (validate then bounds them). */
-static int64_t w_align(const qornn_model *m) { return (int64_t)m->shift - m->w_shift; }
+static int64_t w_align(const qornn_model *m) { return (int64_t)m->shift - m->w_scale.shift; }
 static int64_t u_align(const qornn_model *m) {
-    return (int64_t)m->shift + m->hidden_frac - m->u_shift - m->input_frac;
+    return (int64_t)m->shift + m->hidden_frac - m->u_scale.shift - m->input_frac;
 }
 
 static int in_range(int64_t v, int64_t lo, int64_t hi) { return v >= lo && v <= hi; }
 
 /* Row i's step mantissas, and its bias. */
 static int32_t w_mantissa(const qornn_model *m, int32_t i) {
-    return m->w_row_mantissas ? (int32_t)m->w_row_mantissas[i] : m->w_mantissa;
+    return m->w_row_mantissas ? (int32_t)m->w_row_mantissas[i] : m->w_scale.mantissa;
 }
 static int32_t u_mantissa(const qornn_model *m, int32_t i) {
-    return m->u_row_mantissas ? (int32_t)m->u_row_mantissas[i] : m->u_mantissa;
+    return m->u_row_mantissas ? (int32_t)m->u_row_mantissas[i] : m->u_scale.mantissa;
 }
 static int64_t bias_of(const qornn_model *m, int32_t i) {
     return m->bias ? m->bias[i] : (int64_t)m->bias32[i];
@@ -35,32 +35,34 @@ static int64_t bias_of(const qornn_model *m, int32_t i) {
 
 static int32_t packed_code(const uint8_t *packed, int32_t bits, int32_t index);
 
-int qornn_validate(const qornn_model *m) {
+qornn_status qornn_validate(const qornn_model *m) {
     int32_t i;
     if (!m || !m->u_packed || !m->w_packed || (!m->bias && !m->bias32) || !m->readout_bias)
         return QORNN_NULL;
+    if (m->version != QORNN_VERSION) return QORNN_BAD_VERSION;
     if (m->hidden < 1 || m->input < 1 || m->outputs < 1 || m->hidden > QORNN_MAX_SIZE ||
         m->input > QORNN_MAX_SIZE)
         return QORNN_BAD_SIZE;
     if (m->u_bits < 2 || m->u_bits > 8 || m->act_bits < 2 || m->act_bits > 16)
         return QORNN_BAD_BITS;
-    if (m->rotations != 0 && m->rotations != 1) return QORNN_BAD_ROTATION;
-    if (m->hadamard_block == 0) {
+    if (m->recurrence == QORNN_HADAMARD) {
+        int32_t b = m->hadamard_block;
+        if (b < 2 || (b & (b - 1)) != 0 || m->hidden % b != 0) return QORNN_BAD_HADAMARD;
+    } else if (m->recurrence == QORNN_DENSE || m->recurrence == QORNN_ROTATIONS) {
         if (m->w_bits < 2 || m->w_bits > 8) return QORNN_BAD_BITS;
-        if (m->rotations) {
+        if (m->hadamard_block != 0) return QORNN_BAD_HADAMARD;
+        if (m->recurrence == QORNN_ROTATIONS) {
             if (m->hidden % 2 != 0) return QORNN_BAD_ROTATION;
             for (i = 0; i < m->hidden; i++)
                 if (packed_code(m->w_packed, m->w_bits, i) == -((int32_t)1 << (m->w_bits - 1)))
                     return QORNN_BAD_ROTATION;
         }
-    } else if (m->rotations) {
-        return QORNN_BAD_ROTATION;
     } else {
-        int32_t b = m->hadamard_block;
-        if (b < 2 || (b & (b - 1)) != 0 || m->hidden % b != 0) return QORNN_BAD_HADAMARD;
+        return QORNN_BAD_KIND;
     }
-    if (!in_range(m->shift, 0, QORNN_MAX_SHIFT) || !in_range(m->w_shift, 0, QORNN_MAX_SHIFT) ||
-        !in_range(m->u_shift, 0, QORNN_MAX_SHIFT) ||
+    if (!in_range(m->shift, 0, QORNN_MAX_SHIFT) ||
+        !in_range(m->w_scale.shift, 0, QORNN_MAX_SHIFT) ||
+        !in_range(m->u_scale.shift, 0, QORNN_MAX_SHIFT) ||
         !in_range(m->hidden_frac, -QORNN_MAX_FRAC, QORNN_MAX_FRAC) ||
         !in_range(m->input_frac, -QORNN_MAX_FRAC, QORNN_MAX_FRAC) ||
         !in_range(w_align(m), 0, QORNN_MAX_ALIGN) || !in_range(u_align(m), 0, QORNN_MAX_ALIGN))
@@ -81,18 +83,23 @@ int qornn_validate(const qornn_model *m) {
     } else {
         if (m->readout_bits < 2 || m->readout_bits > 16) return QORNN_BAD_BITS;
         if (!m->readout_codes) return QORNN_NULL;
-        if (!in_range(m->readout_shift, 0, QORNN_MAX_SHIFT)) return QORNN_BAD_SHIFT;
-        if (!in_range(m->readout_mantissa, 1, QORNN_MAX_MANTISSA)) return QORNN_BAD_MANTISSA;
+        if (!in_range(m->readout_scale.shift, 0, QORNN_MAX_SHIFT)) return QORNN_BAD_SHIFT;
+        if (!in_range(m->readout_scale.mantissa, 1, QORNN_MAX_MANTISSA))
+            return QORNN_BAD_MANTISSA;
     }
     for (i = 0; i < m->outputs; i++)
         if (!isfinite(m->readout_bias[i])) return QORNN_BAD_READOUT;
     return QORNN_OK;
 }
 
-void qornn_state_init(const qornn_model *m, qornn_state *state, int32_t *buffer) {
+qornn_status qornn_state_init(const qornn_model *m, qornn_state *state, int32_t *buffer,
+                              size_t buffer_words) {
+    if (!m || !state || !buffer) return QORNN_NULL;
+    if (m->hidden < 1 || buffer_words < QORNN_STATE_WORDS(m->hidden)) return QORNN_BAD_BUFFER;
     state->h = buffer;
     state->scratch = buffer + m->hidden;
     qornn_reset(m, state);
+    return QORNN_OK;
 }
 
 void qornn_reset(const qornn_model *m, qornn_state *state) {
@@ -188,14 +195,14 @@ static int64_t input_sum(const qornn_model *m, int32_t i, const int32_t *x) {
 void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
     int32_t n = m->hidden, i;
     int32_t *h = state->h, *next = state->scratch;
-    if (m->hadamard_block) {
+    if (m->recurrence == QORNN_HADAMARD) {
         hadamard_transform(m, h, next);
         for (i = 0; i < n; i++) {
             int32_t negative = (m->w_packed[i >> 3] >> (i & 7)) & 1;
             int64_t acc_w = negative ? -(int64_t)next[i] : (int64_t)next[i];
             next[i] = finish(m, i, acc_w, input_sum(m, i, x));
         }
-    } else if (m->rotations) {
+    } else if (m->recurrence == QORNN_ROTATIONS) {
         /* Pair p: [[a, -b], [b, a]] (h_2p, h_2p+1), 4 multiply-adds. */
         for (i = 0; i < n; i += 2) {
             int64_t a = packed_code(m->w_packed, m->w_bits, i);
@@ -232,7 +239,8 @@ static int64_t readout_sum(const qornn_model *m, const int32_t *h, int32_t i) {
     return acc;
 }
 
-int qornn_readout_sums(const qornn_model *m, const qornn_state *state, int64_t *sums) {
+qornn_status qornn_readout_sums(const qornn_model *m, const qornn_state *state,
+                                int64_t *sums) {
     int32_t i;
     if (m->readout_bits == 0) return QORNN_BAD_BITS;
     for (i = 0; i < m->outputs; i++) sums[i] = readout_sum(m, state->h, i);
@@ -242,7 +250,8 @@ int qornn_readout_sums(const qornn_model *m, const qornn_state *state, int64_t *
 void qornn_readout(const qornn_model *m, const qornn_state *state, float *y) {
     int32_t i, j, n = m->hidden;
     if (m->readout_bits) {
-        double scale = ldexp((double)m->readout_mantissa, -(m->readout_shift + m->hidden_frac));
+        double scale =
+            ldexp((double)m->readout_scale.mantissa, -(m->readout_scale.shift + m->hidden_frac));
         for (i = 0; i < m->outputs; i++)
             y[i] = (float)((double)readout_sum(m, state->h, i) * scale + (double)m->readout_bias[i]);
     } else {

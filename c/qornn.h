@@ -6,7 +6,8 @@
  *
  *     int32_t buffer[QORNN_STATE_WORDS(HIDDEN)];
  *     qornn_state state;
- *     qornn_state_init(&model, &state, buffer);
+ *     if (qornn_validate(&model) != QORNN_OK) ...;
+ *     qornn_state_init(&model, &state, buffer, QORNN_STATE_WORDS(HIDDEN));
  *     for each input x_t: qornn_quantize_input(&model, x_t, codes);
  *                         qornn_step(&model, &state, codes);
  *     qornn_readout(&model, &state, outputs);
@@ -31,26 +32,60 @@
 extern "C" {
 #endif
 
+/* The `.qornn` format version whose recurrence this library computes; a model header
+ * written by `qornn export --c` states the version it was written for, and qornn_validate
+ * refuses another. */
+#define QORNN_VERSION 4
+
 /* Words of int32_t a state needs for `hidden` units: the hidden codes and a scratch row. */
 #define QORNN_STATE_WORDS(hidden) (2 * (size_t)(hidden))
 
+/* What every function that can refuse returns. */
+typedef enum {
+    QORNN_OK = 0,
+    QORNN_BAD_SIZE = 1,
+    QORNN_BAD_BITS = 2,
+    QORNN_BAD_SHIFT = 3,
+    QORNN_BAD_MANTISSA = 4,
+    QORNN_BAD_BIAS = 5,
+    QORNN_BAD_HADAMARD = 6,
+    QORNN_NULL = 7,
+    QORNN_BAD_READOUT = 8,  /* a float read-out weight or bias that is NaN or infinite */
+    QORNN_BAD_ROTATION = 9, /* rotations with an odd n or a code -2^(k-1) */
+    QORNN_BAD_BUFFER = 10,  /* a state buffer shorter than QORNN_STATE_WORDS(hidden) */
+    QORNN_BAD_VERSION = 11, /* a model written for another QORNN_VERSION */
+    QORNN_BAD_KIND = 12     /* a recurrence kind that is none of qornn_recurrence_kind */
+} qornn_status;
+
+/* How W is stored in `w_packed` and applied. */
+typedef enum {
+    QORNN_DENSE = 0,     /* n x n k-bit codes, row-major */
+    QORNN_HADAMARD = 1,  /* W = diag(s) (I ⊗ H_m): n sign bits (bit i set: s_i = -1) */
+    QORNN_ROTATIONS = 2  /* blocks [[a, -b], [b, a]]: the n codes a0 b0 a1 b1 .. */
+} qornn_recurrence_kind;
+
+/* A step M 2^-S: a mantissa of at most 12 bits and a shift. */
 typedef struct {
+    int32_t mantissa;
+    int32_t shift;
+} qornn_scale;
+
+typedef struct {
+    int32_t version;        /* QORNN_VERSION of the header that filled it */
     int32_t hidden;         /* n */
     int32_t input;          /* d */
     int32_t outputs;        /* C */
-    int32_t w_bits;         /* k of W (ignored for a Hadamard recurrence) */
+    int32_t w_bits;         /* k of W (ignored for QORNN_HADAMARD) */
     int32_t u_bits;         /* k of U */
     int32_t act_bits;       /* A: hidden codes are A-bit (unsigned for ReLU, signed for modReLU) */
     int32_t modrelu;        /* 0: ReLU, 1: modReLU */
     int32_t hidden_frac;    /* f_h: H = h 2^f_h */
     int32_t input_frac;     /* f_x: X = x 2^f_x */
     int32_t shift;          /* S */
-    int32_t w_mantissa;     /* M_w */
-    int32_t w_shift;        /* S_w */
-    int32_t u_mantissa;     /* M_u */
-    int32_t u_shift;        /* S_u */
-    int32_t hadamard_block; /* 0: dense W; m: W = diag(s) (I ⊗ H_m), w_packed = n sign bits */
-    int32_t rotations;      /* 1: W = blocks [[a, -b], [b, a]], w_packed = n codes a0 b0 a1 b1 .. */
+    int32_t recurrence;     /* a qornn_recurrence_kind */
+    int32_t hadamard_block; /* QORNN_HADAMARD: the block size m (else 0) */
+    qornn_scale w_scale;    /* W's step M_w 2^-S_w (M_w unused with w_row_mantissas) */
+    qornn_scale u_scale;    /* U's step M_u 2^-S_u */
     const uint16_t *w_row_mantissas; /* n mantissas M_w,i (the shift S_w shared), or NULL */
     const uint16_t *u_row_mantissas; /* n mantissas M_u,i, or NULL */
     const uint8_t *w_packed;
@@ -63,8 +98,7 @@ typedef struct {
     int32_t readout_bits;              /* 0: float V; else V = codes M_v 2^-S_v */
     const float *readout_weight;       /* C x n, float V (readout_bits == 0) */
     const int16_t *readout_codes;      /* C x n (readout_bits > 0) */
-    int32_t readout_mantissa;          /* M_v */
-    int32_t readout_shift;             /* S_v */
+    qornn_scale readout_scale;         /* V's step M_v 2^-S_v */
     const float *readout_bias;         /* c: C values */
 } qornn_model;
 
@@ -73,27 +107,15 @@ typedef struct {
     int32_t *scratch; /* n values */
 } qornn_state;
 
-enum {
-    QORNN_OK = 0,
-    QORNN_BAD_SIZE = 1,
-    QORNN_BAD_BITS = 2,
-    QORNN_BAD_SHIFT = 3,
-    QORNN_BAD_MANTISSA = 4,
-    QORNN_BAD_BIAS = 5,
-    QORNN_BAD_HADAMARD = 6,
-    QORNN_NULL = 7,
-    QORNN_BAD_READOUT = 8, /* a float read-out weight or bias that is NaN or infinite */
-    QORNN_BAD_ROTATION = 9 /* rotations with an odd n, a Hadamard block or a code -2^(k-1) */
-};
-
 /* Checks dimensions, bit widths, shifts, fractions, mantissas, biases and the read-out
  * against the bounds under which no sum overflows and no shift is undefined (the same as
  * the Rust runtime's, listed in docs/format.md); QORNN_OK or the first problem found. */
-int qornn_validate(const qornn_model *model);
+qornn_status qornn_validate(const qornn_model *model);
 
-/* Points `state` at `buffer`, which holds QORNN_STATE_WORDS(model->hidden) words, and
- * resets it. */
-void qornn_state_init(const qornn_model *model, qornn_state *state, int32_t *buffer);
+/* Points `state` at `buffer` of `buffer_words` words and resets it; QORNN_BAD_BUFFER (and
+ * `state` untouched) when that is fewer than QORNN_STATE_WORDS(model->hidden). */
+qornn_status qornn_state_init(const qornn_model *model, qornn_state *state, int32_t *buffer,
+                              size_t buffer_words);
 
 /* The hidden state of a new sequence: all codes zero. */
 void qornn_reset(const qornn_model *model, qornn_state *state);
@@ -108,7 +130,8 @@ void qornn_quantize_input(const qornn_model *model, const float *x, int32_t *cod
 
 /* Integer read-out sums sum_j V_ij H_j (readout_bits > 0; returns QORNN_BAD_BITS for a
  * float read-out). y_i = sums_i M_v 2^-(S_v + f_h) + c_i. */
-int qornn_readout_sums(const qornn_model *model, const qornn_state *state, int64_t *sums);
+qornn_status qornn_readout_sums(const qornn_model *model, const qornn_state *state,
+                                int64_t *sums);
 
 /* The outputs y = V h + c as floats (from the integer sums when V is quantized). */
 void qornn_readout(const qornn_model *model, const qornn_state *state, float *outputs);

@@ -26,12 +26,16 @@ int main(void) {
     const qornn_model *model = &qornn_exported_model;
     qornn_state state;
     long t, i;
-    int problem = qornn_validate(model);
+    qornn_status problem = qornn_validate(model);
     if (problem != QORNN_OK) {
-        printf("qornn check: FAIL qornn_validate returned %d\n", problem);
+        printf("qornn check: FAIL qornn_validate returned %d\n", (int)problem);
         return 1;
     }
-    qornn_state_init(model, &state, state_buffer);
+    if (qornn_state_init(model, &state, state_buffer, QORNN_STATE_WORDS(QORNN_HIDDEN)) !=
+        QORNN_OK) {
+        printf("qornn check: FAIL qornn_state_init refused the state buffer\n");
+        return 1;
+    }
     for (t = 0; t < QORNN_TRACE_STEPS; t++) {
         qornn_quantize_input(model, &qornn_trace_x[t * QORNN_INPUT], input_codes);
         for (i = 0; i < QORNN_INPUT; i++)

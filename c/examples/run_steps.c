@@ -16,7 +16,8 @@ static int32_t state_buffer[QORNN_STATE_WORDS(QORNN_HIDDEN)];
 int main(void) {
     qornn_state state;
     long t;
-    qornn_state_init(&qornn_exported_model, &state, state_buffer);
+    qornn_state_init(&qornn_exported_model, &state, state_buffer,
+                     QORNN_STATE_WORDS(QORNN_HIDDEN));
     for (t = 0; t < QORNN_RUN_STEPS; t++)
         qornn_step(&qornn_exported_model, &state,
                    &qornn_trace_input[(t % QORNN_TRACE_STEPS) * QORNN_INPUT]);

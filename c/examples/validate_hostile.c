@@ -19,6 +19,7 @@ static float bad_weight[2] = {0.5f, 0.0f};
 
 static qornn_model base(void) {
     qornn_model m = {0};
+    m.version = QORNN_VERSION;
     m.hidden = 2;
     m.input = 1;
     m.outputs = 1;
@@ -28,43 +29,44 @@ static qornn_model base(void) {
     m.hidden_frac = 4;
     m.input_frac = 4;
     m.shift = 8;
-    m.w_mantissa = 2048;
-    m.w_shift = 8;
-    m.u_mantissa = 2048;
-    m.u_shift = 8;
+    m.w_scale.mantissa = 2048;
+    m.w_scale.shift = 8;
+    m.u_scale.mantissa = 2048;
+    m.u_scale.shift = 8;
     m.w_packed = w_packed;
     m.u_packed = u_packed;
     m.bias = bias;
     m.bias_mod = bias_mod;
     m.readout_weight = readout_weight;
     m.readout_codes = readout_codes;
-    m.readout_mantissa = 1024;
-    m.readout_shift = 10;
+    m.readout_scale.mantissa = 1024;
+    m.readout_scale.shift = 10;
     m.readout_bias = readout_bias;
     return m;
 }
 
 typedef void (*mutation)(qornn_model *m, int32_t v);
-#define FIELD(name) \
-    static void set_##name(qornn_model *m, int32_t v) { m->name = v; }
-FIELD(hidden_frac)
-FIELD(input_frac)
-FIELD(shift)
-FIELD(w_shift)
-FIELD(u_shift)
-FIELD(w_mantissa)
-FIELD(u_mantissa)
-FIELD(act_bits)
-FIELD(u_bits)
-FIELD(w_bits)
-FIELD(hidden)
-FIELD(input)
-FIELD(outputs)
-FIELD(hadamard_block)
-FIELD(rotations)
-FIELD(readout_bits)
-FIELD(readout_mantissa)
-FIELD(readout_shift)
+#define FIELD(name, field) \
+    static void set_##name(qornn_model *m, int32_t v) { m->field = v; }
+FIELD(hidden_frac, hidden_frac)
+FIELD(input_frac, input_frac)
+FIELD(shift, shift)
+FIELD(w_shift, w_scale.shift)
+FIELD(u_shift, u_scale.shift)
+FIELD(w_mantissa, w_scale.mantissa)
+FIELD(u_mantissa, u_scale.mantissa)
+FIELD(act_bits, act_bits)
+FIELD(u_bits, u_bits)
+FIELD(w_bits, w_bits)
+FIELD(hidden, hidden)
+FIELD(input, input)
+FIELD(outputs, outputs)
+FIELD(hadamard_block, hadamard_block)
+FIELD(recurrence, recurrence)
+FIELD(version, version)
+FIELD(readout_bits, readout_bits)
+FIELD(readout_mantissa, readout_scale.mantissa)
+FIELD(readout_shift, readout_scale.shift)
 
 int main(void) {
     static const struct {
@@ -80,7 +82,8 @@ int main(void) {
         {"hidden", set_hidden, 0},             {"input", set_input, 0},
         {"outputs", set_outputs, 0},           {"hadamard_block", set_hadamard_block, 0},
         {"readout_bits", set_readout_bits, 1}, {"readout_mantissa", set_readout_mantissa, 1},
-        {"readout_shift", set_readout_shift, 1}, {"rotations", set_rotations, 0},
+        {"readout_shift", set_readout_shift, 1}, {"recurrence", set_recurrence, 0},
+        {"version", set_version, 0},
     };
     static const int32_t extremes[] = {INT32_MAX, INT32_MIN, INT32_MAX - 1, INT32_MIN + 1};
     int failures = 0;
@@ -94,7 +97,11 @@ int main(void) {
         printf("the untouched model was refused: %d\n", qornn_validate(&m));
         failures++;
     }
-    qornn_state_init(&m, &state, buffer);
+    if (qornn_state_init(&m, &state, buffer, 3) != QORNN_BAD_BUFFER) {
+        printf("a state buffer of 3 words for 2 units was accepted\n");
+        failures++;
+    }
+    qornn_state_init(&m, &state, buffer, QORNN_STATE_WORDS(2));
     qornn_step(&m, &state, x);
     qornn_readout(&m, &state, y);
     for (f = 0; f < sizeof fields / sizeof fields[0]; f++)
@@ -130,7 +137,7 @@ int main(void) {
             }
         }
         m = base();
-        m.rotations = 1;
+        m.recurrence = QORNN_ROTATIONS;
         m.w_packed = bad_pair;
         if (qornn_validate(&m) != QORNN_BAD_ROTATION) {
             printf("a rotation code of -2 at 2 bits was accepted\n");

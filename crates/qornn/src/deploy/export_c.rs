@@ -7,6 +7,7 @@
 use crate::deploy::model_file::IntegerModel;
 use crate::head::Readout;
 use crate::tasks::Batch;
+use qornn_infer::format::VERSION;
 use std::fmt::Write;
 
 /// `static const CTYPE NAME[N] = { ... };`, 16 values a line.
@@ -50,6 +51,11 @@ pub fn model_header(model: &IntegerModel) -> String {
     );
     let _ = writeln!(s, "#ifndef QORNN_MODEL_H\n#define QORNN_MODEL_H\n");
     let _ = writeln!(s, "#include \"qornn.h\"\n");
+    let _ = writeln!(
+        s,
+        "#if QORNN_VERSION != {VERSION}\n#error \"this model was written for the qornn C library of \
+         format version {VERSION}\"\n#endif\n"
+    );
     let defines: [(&str, usize); 7] = [
         ("HIDDEN", n),
         ("INPUT", d),
@@ -115,7 +121,16 @@ pub fn model_header(model: &IntegerModel) -> String {
         "qornn_readout_bias",
         model.readout_bias.iter().map(float),
     );
+    let recurrence = if q.hadamard_block.is_some() {
+        "QORNN_HADAMARD"
+    } else if q.rotations {
+        "QORNN_ROTATIONS"
+    } else {
+        "QORNN_DENSE"
+    };
+    let scale = |(mantissa, shift): (i32, u32)| format!("{{{mantissa}, {shift}}}");
     let fields: Vec<(&str, String)> = vec![
+        ("version", "QORNN_VERSION".into()),
         ("hidden", n.to_string()),
         ("input", d.to_string()),
         ("outputs", c.to_string()),
@@ -126,12 +141,10 @@ pub fn model_header(model: &IntegerModel) -> String {
         ("hidden_frac", q.hidden_frac.to_string()),
         ("input_frac", q.input_frac.to_string()),
         ("shift", q.shift.to_string()),
-        ("w_mantissa", q.w_step.mantissa(0).to_string()),
-        ("w_shift", q.w_step.shift.to_string()),
-        ("u_mantissa", q.u_step.mantissa(0).to_string()),
-        ("u_shift", q.u_step.shift.to_string()),
+        ("recurrence", recurrence.into()),
         ("hadamard_block", q.hadamard_block.unwrap_or(0).to_string()),
-        ("rotations", u8::from(q.rotations).to_string()),
+        ("w_scale", scale((q.w_step.mantissa(0), q.w_step.shift))),
+        ("u_scale", scale((q.u_step.mantissa(0), q.u_step.shift))),
         (
             "w_row_mantissas",
             if q.w_step.is_per_row() {
@@ -181,8 +194,7 @@ pub fn model_header(model: &IntegerModel) -> String {
             }
             .into(),
         ),
-        ("readout_mantissa", mantissa.to_string()),
-        ("readout_shift", shift.to_string()),
+        ("readout_scale", scale((mantissa, shift))),
         ("readout_bias", "qornn_readout_bias".into()),
     ];
     let _ = writeln!(s, "\nstatic const qornn_model qornn_exported_model = {{");
