@@ -374,10 +374,24 @@ impl ElmanCore {
     }
 }
 
+/// Where the Elman core keeps each of its tensors in its list (`Cell::tensors`), which the
+/// cell, the model and the integer conversion read by role.
+pub mod slot {
+    /// `W` (`weight_hh`): an ORNN's parameter, an RNN's free matrix.
+    pub const W: usize = 0;
+    /// `U` (`weight_ih`).
+    pub const U: usize = 1;
+    /// `b` (`bias`).
+    pub const B: usize = 2;
+    /// modReLU's `bm` (`bias_mod`), present with modReLU only.
+    pub const BM: usize = 3;
+}
+
 impl super::Cell for ElmanCore {
     fn tensors(&self) -> Vec<crate::Tensor> {
         use crate::{Kind, Tensor};
         let (n, d) = (self.hidden, self.input);
+        // In the order of `slot`.
         let mut t = vec![
             self.recurrent.clone(),
             Tensor::zeros("weight_ih", n, d, Kind::Quantized),
@@ -442,10 +456,10 @@ fn elman_params<'a>(
 ) -> CellParams<'a, f32> {
     let t = &weights.tensors;
     CellParams {
-        w: weights.recurrence.unwrap_or(Recurrence::Dense(t[0])),
-        u: t[1],
-        b: t[2],
-        bm: t.get(3).copied().unwrap_or(zero_bias_mod),
+        w: weights.recurrence.unwrap_or(Recurrence::Dense(t[slot::W])),
+        u: t[slot::U],
+        b: t[slot::B],
+        bm: t.get(slot::BM).copied().unwrap_or(zero_bias_mod),
         hidden_quant: weights.hidden_quant,
     }
 }

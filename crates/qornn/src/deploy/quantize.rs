@@ -141,22 +141,16 @@ pub fn quantize_run(
         .filter(|_| spec.act_bits == Some(act_bits))
         .map(|q| q.fraction_bits());
     let hidden_frac = trained_frac.unwrap_or(calibrated_frac);
-    let modrelu = spec.activation == Activation::Modrelu;
 
     let m = &float_model;
-    let tensor = |name| &m.tensor(name).expect("an Elman core's tensor").data[..];
-    // The ORNN's orthogonalised W, the RNN's own.
-    let w = m
-        .w_orthogonal()
-        .unwrap_or_else(|| tensor("weight_hh"))
-        .to_vec();
+    let core = m.elman_tensors().expect("an Elman core (checked above)");
     let float_recurrence = FloatRecurrence {
         hidden: spec.hidden,
         input: spec.input,
-        w: &w,
-        u: tensor("weight_ih"),
-        bias: tensor("bias"),
-        bias_mod: modrelu.then(|| tensor("bias_mod")),
+        w: core.w,
+        u: core.u,
+        bias: core.bias,
+        bias_mod: core.bias_mod,
         weight_bits,
         range,
         act_bits,
@@ -182,23 +176,19 @@ pub fn quantize_run(
             format!("the integer model is out of range: {e:?}"),
         )
     })?;
-    let readout = m
-        .params
-        .iter()
-        .position(|t| t.name == crate::head::READOUT_WEIGHT)
-        .expect("a read-out");
-    let readout_codes = readout_bits
-        .map(|r| QuantizedReadout::new(&m.params[readout].data, spec.outputs, spec.hidden, r));
+    let (readout_weight, readout_bias) = m.readout_tensors();
+    let readout_codes =
+        readout_bits.map(|r| QuantizedReadout::new(readout_weight, spec.outputs, spec.hidden, r));
     let model = IntegerModel {
         recurrence,
         outputs: spec.outputs,
         readout: spec.readout,
         readout_weight: match &readout_codes {
             Some(r) => r.dequantized_f32(),
-            None => m.params[readout].data.clone(),
+            None => readout_weight.to_vec(),
         },
         readout_codes,
-        readout_bias: m.params[readout + 1].data.clone(),
+        readout_bias: readout_bias.to_vec(),
         task: task_info(&task, &config)?,
         float_loss: float.loss,
         float_accuracy: float.accuracy.unwrap_or(f64::NAN),

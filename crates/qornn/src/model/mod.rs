@@ -24,7 +24,17 @@ mod spec;
 pub use spec::{ModelSpec, Workspace};
 
 /// The index of the recurrent parameter of an ORNN (its core lists it first).
-const RECURRENT: usize = 0;
+const RECURRENT: usize = crate::cells::ornn::slot::W;
+
+/// An Elman core's float tensors by role, as the integer conversion reads them.
+pub struct ElmanTensors<'a> {
+    /// The ORNN's orthogonalised `W` (before quantization), the RNN's own.
+    pub w: &'a [f32],
+    pub u: &'a [f32],
+    pub bias: &'a [f32],
+    /// modReLU only.
+    pub bias_mod: Option<&'a [f32]>,
+}
 
 pub struct Model {
     pub spec: ModelSpec,
@@ -182,8 +192,32 @@ impl Model {
     }
 
     /// The tensor called `name`.
-    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
-        self.params.iter().find(|t| t.name == name)
+    /// The Elman core's tensors by role (valid after `parametrise`); `None` for another core.
+    pub fn elman_tensors(&self) -> Option<ElmanTensors<'_>> {
+        use crate::cells::ornn::slot;
+        if !self.spec.is_elman() {
+            return None;
+        }
+        let data = |i: usize| &self.params[i].data[..];
+        Some(ElmanTensors {
+            w: self.w_orthogonal().unwrap_or_else(|| data(slot::W)),
+            u: data(slot::U),
+            bias: data(slot::B),
+            bias_mod: (self.spec.activation == Activation::Modrelu).then(|| data(slot::BM)),
+        })
+    }
+
+    /// The float read-out: `V: (C, n)` and `c: (C)` as trained (before quantization).
+    pub fn readout_tensors(&self) -> (&[f32], &[f32]) {
+        (
+            &self.params[self.readout].data,
+            &self.params[self.readout_bias()].data,
+        )
+    }
+
+    /// The read-out bias's index: the head lists it after `V`.
+    fn readout_bias(&self) -> usize {
+        self.readout + 1
     }
 
     /// The weights as stored: k bits per quantized entry plus a 32-bit step per tensor
@@ -272,7 +306,7 @@ impl Model {
             ws.core.outputs(),
             self.spec.hidden,
             self.used(self.readout),
-            &self.params[self.readout + 1].data,
+            &self.params[self.readout_bias()].data,
             &batch.targets,
             par,
         )
@@ -286,10 +320,10 @@ impl Model {
     /// rows of its tokens.
     pub fn backward(&mut self, ws: &mut Workspace, batch: &Batch, par: Par) {
         let n = self.spec.hidden;
-        let (readout, core) = (self.readout, self.core_tensors);
+        let (readout, readout_bias, core) = (self.readout, self.readout_bias(), self.core_tensors);
         let [grad_v, grad_c] = self
             .grads
-            .get_disjoint_mut([readout, readout + 1])
+            .get_disjoint_mut([readout, readout_bias])
             .expect("distinct indices");
         ws.head.backward(
             ws.core.outputs(),

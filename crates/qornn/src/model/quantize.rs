@@ -75,8 +75,7 @@ impl Model {
             Some(_) => self.recurrent_codes(&q),
             None => self.tensor_codes(&q, RECURRENT),
         };
-        let u = self.params.iter().position(|t| t.name == "weight_ih")?;
-        Some((w, self.tensor_codes(&q, u)))
+        Some((w, self.tensor_codes(&q, crate::cells::ornn::slot::U)))
     }
 
     /// Tensor `tensor`'s learned steps (LSQ), if it has them.
