@@ -178,6 +178,8 @@ pub fn resume_with(dir: &Path, config: Config, observer: &mut dyn Observer) -> R
     config.validate()?;
     let _lock = RunLock::acquire(dir)?;
     let task = config.task()?;
+    // Before the checkpoint's tensors or the workspace are allocated.
+    check_memory(&config, &task)?;
     let ckpt = checkpoint::load(&dir.join(CHECKPOINT_FILE), &config.model_spec_for(&task))?;
     if let Some(trained) = &ckpt.config {
         let trained = Config::parse(trained, &dir.join(CHECKPOINT_FILE))?;

@@ -336,3 +336,32 @@ fn oversized_configurations_are_refused_before_anything_is_created() {
     assert!(err.contains("GiB") && err.contains("batch 20000"), "{err}");
     assert!(!out.exists(), "nothing was created");
 }
+
+/// Issue 22, defect 12: a `config.toml` edited to a size whose activations would not fit was
+/// read on `--resume` and allocated. The memory check runs before the checkpoint is read,
+/// and the folder is left as it was.
+#[test]
+fn a_resume_that_would_not_fit_in_memory_is_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    run::start(tiny_run(20), dir.path(), &mut ()).unwrap();
+    let config_path = dir.path().join(run::CONFIG_FILE);
+    let checkpoint = std::fs::read(dir.path().join(run::CHECKPOINT_FILE)).unwrap();
+    let heavy = Config {
+        delay: 1000,
+        batch: 20_000,
+        hidden: 1024,
+        steps: 40,
+        ..tiny_run(20)
+    };
+    std::fs::write(&config_path, heavy.to_toml()).unwrap();
+    let err = run::resume(dir.path(), &mut ()).unwrap_err().to_string();
+    assert!(err.contains("GiB") && err.contains("batch 20000"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&config_path).unwrap(),
+        heavy.to_toml()
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(run::CHECKPOINT_FILE)).unwrap(),
+        checkpoint
+    );
+}
