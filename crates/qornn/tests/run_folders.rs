@@ -252,6 +252,36 @@ fn a_run_named_twice_is_one_run_in_a_report() {
     assert_eq!(report.groups[0].runs.len(), 1);
 }
 
+/// Issue 22, defect 18: runs of tasks judged by different metrics (copy: accuracy; adding:
+/// MSE) were drawn on one metric axis labelled by the first task. Each row of the table
+/// names its own metric, and the metric figures are drawn only for one metric.
+#[test]
+fn runs_of_different_metrics_do_not_share_a_metric_axis() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy");
+    run::start(tiny_run(10), &copy, &mut ()).unwrap();
+    let adding = dir.path().join("adding");
+    let adding_config = Config {
+        task: "adding".parse().unwrap(),
+        length: 20,
+        ..tiny_run(10)
+    };
+    run::start(adding_config, &adding, &mut ()).unwrap();
+    let report = qornn::report::Report::collect(&[copy.clone(), adding]).unwrap();
+    let out = dir.path().join("report");
+    report.write(&out).unwrap();
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        table.contains("accuracy (%)") && table.contains("MSE"),
+        "{table}"
+    );
+    assert!(out.join("curves-loss.svg").exists());
+    assert!(!out.join("curves-metric.svg").exists() && !out.join("frontier.svg").exists());
+    let single = qornn::report::Report::collect(&[copy]).unwrap();
+    single.write(&dir.path().join("single")).unwrap();
+    assert!(dir.path().join("single/curves-metric.svg").exists());
+}
+
 /// Issue 22, defect 17: `--init-from` a run of another size copied only what fitted (here
 /// the read-out's bias) and trained on silently. It is refused when none of the recurrence
 /// comes across, naming what did.

@@ -61,13 +61,16 @@ pub(super) fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
     if let Some(svg) = curves(report, false)? {
         figures.push(("curves-loss", svg));
     }
-    if let Some(svg) = curves(report, true)? {
+    // One axis holds one metric: runs judged by different metrics (tasks) share only the
+    // loss curves; their metrics are in the table, each row with its own.
+    let one_metric = report.groups.windows(2).all(|g| g[0].metric == g[1].metric);
+    if let Some(svg) = curves(report, true)?.filter(|_| one_metric) {
         figures.push(("curves-metric", svg));
     }
     if let Some(svg) = orthogonality(report)? {
         figures.push(("orthogonality", svg));
     }
-    if let Some(svg) = frontier(report)? {
+    if let Some(svg) = frontier(report)?.filter(|_| one_metric) {
         figures.push(("frontier", svg));
     }
     let mut written = Vec::new();
