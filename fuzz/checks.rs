@@ -73,6 +73,36 @@ pub fn model_file(data: &[u8]) {
     }
 }
 
+/// A `.qornn` task record (kind, parameter, seed, sequences, batch: 28 bytes, the rest
+/// ignored) as `qornn eval --model` and `qornn export` read it: an error, or a task whose
+/// test set stays within the record's bound; its first test batch (what `qornn export`
+/// traces) is built and holds at most one record batch of sequences. MNIST records ask for
+/// data in a folder that does not exist: an error naming it.
+pub fn task_record(data: &[u8]) {
+    use qornn::deploy::task_record::{first_test_batch, task_of, MAX_EVAL_BYTES};
+    let mut fields = [0u8; 28];
+    let n = data.len().min(28);
+    fields[..n].copy_from_slice(&data[..n]);
+    let word = |at: usize| u32::from_le_bytes(fields[at..at + 4].try_into().unwrap());
+    let info = qornn_infer::format::TaskInfo {
+        kind: word(0),
+        parameter: word(4),
+        seed: u64::from_le_bytes(fields[8..16].try_into().unwrap()),
+        sequences: word(16),
+        batch: word(20),
+    };
+    let Ok(task) = task_of(&info, Some(Path::new("/nonexistent/qornn-fuzz-data"))) else {
+        return;
+    };
+    let per_sequence = 4 * (task.steps() * task.input_size()) as u64;
+    assert!(per_sequence * info.sequences as u64 <= MAX_EVAL_BYTES);
+    if per_sequence * info.batch as u64 > 1 << 24 {
+        return; // within the bound, but keep an execution short
+    }
+    let batch = first_test_batch(&task, &info).expect("a record with a sequence");
+    assert!(batch.batch <= info.batch as usize && batch.batch >= 1);
+}
+
 /// MNIST's IDX readers (images and labels) on any bytes: an error or the pixels, never a
 /// panic, and never more memory than the file's own length.
 pub fn mnist_idx(data: &[u8]) {

@@ -17,4 +17,4 @@ mkdir -p logs
 cargo +nightly fuzz build
 run model_file 65536 & run mnist_idx 8192 & wait
 run ptb_text 4096 & run config_toml 4096 & wait
-run checkpoint 8192
+run checkpoint 8192 & run task_record 64 & wait

@@ -10,8 +10,9 @@ use std::path::Path;
 /// A fuzz target's name and its check.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 5] = [
+const TARGETS: [Target; 6] = [
     ("model_file", checks::model_file),
+    ("task_record", checks::task_record),
     ("mnist_idx", checks::mnist_idx),
     ("ptb_text", checks::ptb_text),
     ("checkpoint", checks::checkpoint),

@@ -84,6 +84,12 @@ pub fn task_of(info: &TaskInfo, data_dir: Option<&Path>) -> Result<Task> {
             ))
         }
     };
+    if info.sequences == 0 || info.batch == 0 {
+        return Err(Error::config(
+            "model",
+            "the model file's task record gives an evaluation batch or sequence count of 0",
+        ));
+    }
     if info.batch > info.sequences {
         return Err(Error::config(
             "model",
