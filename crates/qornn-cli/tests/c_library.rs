@@ -133,6 +133,35 @@ const MODELS: [(&str, &[&str], &[&str]); 7] = [
     ),
 ];
 
+/// Issue 22: the C library fuzzed (`c/examples/fuzz_model.c`): 100,000 models built from
+/// mutated bytes through `qornn_validate`, the accepted ones stepped and read out, under
+/// AddressSanitizer and UBSan; some must be accepted, or the steps would go untested.
+#[test]
+fn c_library_survives_fuzzed_models_under_sanitizers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(c_dir())
+        .arg("check-fuzz")
+        .arg("RUNS=100000")
+        .arg(format!("OUT={}", dir.path().display()))
+        .output()
+        .expect("make runs");
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let accepted: u64 = log
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        log.contains("qornn check: PASS (100000 inputs") && accepted > 100,
+        "{log}"
+    );
+}
+
 /// Issue 22, defect 3: `qornn_validate` against every arithmetic field at the extremes of
 /// `int32_t` (and non-finite read-out floats), under UBSan: each refused, and the check
 /// itself free of undefined behaviour (`c/examples/validate_hostile.c`).
