@@ -261,6 +261,22 @@ pub fn prepare(grid: &Grid, sweep: &Path) -> Result<Vec<Point>> {
             ));
         }
     }
+    // Nothing inside the sweep folder that it writes through may be a symbolic link: one
+    // planted there would send a run's files elsewhere.
+    let not_a_link = |path: &Path| -> Result<()> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => Err(Error::bad_file(
+                path,
+                "is a symbolic link inside the sweep folder; qornn writes only into folders \
+                 of its own there (remove the link)",
+            )),
+            _ => Ok(()),
+        }
+    };
+    not_a_link(&sweep.join(LOGS_DIR))?;
+    for point in &points {
+        not_a_link(&run_dir(sweep, point.index))?;
+    }
     std::fs::create_dir_all(sweep.join(LOGS_DIR)).map_err(|e| Error::io(sweep, e))?;
     write_atomically(&grid_path, grid.to_toml().as_bytes())?;
     let mut csv = String::from("index,folder");
@@ -420,5 +436,23 @@ mod tests {
         let other = grid("steps = 2\n[grid]\nseed = [1, 3]\n");
         let e = prepare(&other, dir.path()).unwrap_err();
         assert!(e.to_string().contains("different grid"), "{e}");
+    }
+
+    /// Issue 22: a symbolic link planted as a run folder (or the logs folder) of a sweep
+    /// sent the run's files where it pointed. It is refused, naming it, before anything is
+    /// written.
+    #[cfg(unix)]
+    #[test]
+    fn symbolic_links_inside_a_sweep_folder_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let sweep = dir.path().join("sweep");
+        std::fs::create_dir(&sweep).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), sweep.join("1")).unwrap();
+        let g = grid("steps = 2\n[grid]\nseed = [1, 2]\n");
+        let e = prepare(&g, &sweep).unwrap_err().to_string();
+        assert!(e.contains("symbolic link") && e.contains("sweep/1"), "{e}");
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        assert!(!sweep.join(SWEEP_FILE).exists());
     }
 }
