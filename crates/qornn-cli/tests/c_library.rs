@@ -74,6 +74,21 @@ fn make(target: &str, model: &Path) -> Output {
         .expect("make runs")
 }
 
+/// A target that needs no model (`check-validate`, `check-fuzz`), built in a temporary
+/// folder.
+fn make_standalone(target: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(c_dir())
+        .arg(target)
+        .args(args)
+        .arg(format!("OUT={}", dir.path().display()))
+        .output()
+        .expect("make runs")
+}
+
 /// Changes the first hidden code of the trace: a check that still passed would prove
 /// nothing.
 fn corrupt_trace(model: &Path) {
@@ -138,16 +153,7 @@ const MODELS: [(&str, &[&str], &[&str]); 7] = [
 /// AddressSanitizer and UBSan; some must be accepted, or the steps would go untested.
 #[test]
 fn c_library_survives_fuzzed_models_under_sanitizers() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("make")
-        .arg("-s")
-        .arg("-C")
-        .arg(c_dir())
-        .arg("check-fuzz")
-        .arg("RUNS=100000")
-        .arg(format!("OUT={}", dir.path().display()))
-        .output()
-        .expect("make runs");
+    let out = make_standalone("check-fuzz", &["RUNS=100000"]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     let accepted: u64 = log
@@ -167,15 +173,7 @@ fn c_library_survives_fuzzed_models_under_sanitizers() {
 /// itself free of undefined behaviour (`c/examples/validate_hostile.c`).
 #[test]
 fn c_validate_refuses_hostile_fields_without_undefined_behaviour() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("make")
-        .arg("-s")
-        .arg("-C")
-        .arg(c_dir())
-        .arg("check-validate")
-        .arg(format!("OUT={}", dir.path().display()))
-        .output()
-        .expect("make runs");
+    let out = make_standalone("check-validate", &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("qornn check: PASS"), "{}", text(&out));
 }
