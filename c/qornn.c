@@ -2,6 +2,7 @@
 #include "qornn.h"
 
 #include <math.h>
+#include <string.h>
 
 #define QORNN_MAX_SIZE 4096
 #define QORNN_MAX_OUTPUTS 4096
@@ -98,6 +99,7 @@ qornn_status qornn_state_init(const qornn_model *m, qornn_state *state, int32_t 
     if (m->hidden < 1 || buffer_words < QORNN_STATE_WORDS(m->hidden)) return QORNN_BAD_BUFFER;
     state->h = buffer;
     state->scratch = buffer + m->hidden;
+    state->pairs = (uint32_t *)(void *)(buffer + 2 * m->hidden);
     qornn_reset(m, state);
     return QORNN_OK;
 }
@@ -188,6 +190,116 @@ static int64_t packed_dot(const uint8_t *packed, int32_t bits, int32_t first, in
     return total;
 }
 
+/* The paired kernel for a dense W of 8- or 4-bit codes (hidden codes that fit int16): each
+ * 32-bit word of codes is split into two words of two 16-bit codes (SXTB16, with a
+ * rotation for the odd bytes), and each multiplies a word of two hidden codes with one
+ * SMLAD, two multiply-adds per instruction. The hidden codes are laid out once per step in
+ * the order the split gives (`pair_hidden`). 4-bit codes are split as 16 times their value
+ * (a nibble moved to the top of its byte), and the sum divided by 16 at the end, exactly.
+ * On a Cortex-M with the DSP extension (__ARM_FEATURE_DSP) these are the instructions
+ * themselves; elsewhere the same arithmetic in C99, so that the host checks the layout. */
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+static int32_t smlad(uint32_t a, uint32_t b, int32_t acc) {
+    return __smlad((int16x2_t)a, (int16x2_t)b, acc);
+}
+static uint32_t sxtb16(uint32_t x) { return (uint32_t)__sxtb16((int8x4_t)x); }
+static uint32_t sxtb16_ror8(uint32_t x) {
+    return (uint32_t)__sxtb16((int8x4_t)(x >> 8 | x << 24));
+}
+#else
+static int32_t lane(uint32_t x, int shift) {
+    int32_t v = (int32_t)((x >> shift) & 0xffffu);
+    return v >= 0x8000 ? v - 0x10000 : v;
+}
+static int32_t smlad(uint32_t a, uint32_t b, int32_t acc) {
+    return acc + lane(a, 0) * lane(b, 0) + lane(a, 16) * lane(b, 16);
+}
+static uint32_t byte_lane(uint32_t x, int shift) {
+    int32_t v = (int32_t)((x >> shift) & 0xffu);
+    return (uint32_t)(uint16_t)(v >= 0x80 ? v - 0x100 : v);
+}
+static uint32_t sxtb16(uint32_t x) { return byte_lane(x, 0) | byte_lane(x, 16) << 16; }
+static uint32_t sxtb16_ror8(uint32_t x) { return byte_lane(x, 8) | byte_lane(x, 24) << 16; }
+#endif
+
+static uint32_t pair16(int32_t lo, int32_t hi) {
+    return (uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16;
+}
+
+/* Four bytes of codes, little-endian (the format's order). On a little-endian Cortex-M a
+ * single (unaligned) load. */
+static uint32_t load_word(const uint8_t *p) {
+#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN)
+    uint32_t word;
+    memcpy(&word, p, sizeof word);
+    return word;
+#else
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+#endif
+}
+
+/* Whether the paired kernel runs W: dense codes of 8 bits (rows of whole words: n a
+ * multiple of 4) or 4 bits (n a multiple of 8), hidden codes within int16. */
+static int paired(const qornn_model *m) {
+    int fits = m->modrelu || m->act_bits <= 15;
+    return m->recurrence == QORNN_DENSE && fits &&
+           ((m->w_bits == 8 && m->hidden % 4 == 0) || (m->w_bits == 4 && m->hidden % 8 == 0));
+}
+
+/* H in the order the split of a word gives: 8-bit codes, per 4 units (h0, h2), (h1, h3);
+ * 4-bit codes, per 8 units (h0, h4), (h2, h6), (h1, h5), (h3, h7). */
+static void pair_hidden(const qornn_model *m, const int32_t *h, uint32_t *pairs) {
+    int32_t g, n = m->hidden;
+    if (m->w_bits == 8) {
+        for (g = 0; g < n; g += 4) {
+            *pairs++ = pair16(h[g], h[g + 2]);
+            *pairs++ = pair16(h[g + 1], h[g + 3]);
+        }
+    } else {
+        for (g = 0; g < n; g += 8) {
+            *pairs++ = pair16(h[g], h[g + 4]);
+            *pairs++ = pair16(h[g + 2], h[g + 6]);
+            *pairs++ = pair16(h[g + 1], h[g + 5]);
+            *pairs++ = pair16(h[g + 3], h[g + 7]);
+        }
+    }
+}
+
+/* Row i of W times H by the paired kernel. Each product is below 2^22 in magnitude (a code
+ * or 16 times a 4-bit code is at most 2^7, |H| <= 2^15), so 256 of them sum exactly in
+ * int32 before the chunk is widened. */
+static int64_t paired_row(const qornn_model *m, int32_t i, const uint32_t *pairs) {
+    int32_t n = m->hidden, words = m->w_bits * n / 32, start, w;
+    const uint8_t *row = m->w_packed + (size_t)i * (size_t)n * (size_t)m->w_bits / 8;
+    int64_t total = 0;
+    if (m->w_bits == 8) {
+        for (start = 0; start < words; start += 64) {
+            int32_t end = words - start > 64 ? start + 64 : words, acc = 0;
+            for (w = start; w < end; w++) {
+                uint32_t codes = load_word(row + 4 * w);
+                acc = smlad(sxtb16(codes), pairs[2 * w], acc);
+                acc = smlad(sxtb16_ror8(codes), pairs[2 * w + 1], acc);
+            }
+            total += acc;
+        }
+        return total;
+    }
+    for (start = 0; start < words; start += 32) {
+        int32_t end = words - start > 32 ? start + 32 : words, acc = 0;
+        for (w = start; w < end; w++) {
+            uint32_t codes = load_word(row + 4 * w);
+            uint32_t even = (codes << 4) & 0xf0f0f0f0u, odd = codes & 0xf0f0f0f0u;
+            acc = smlad(sxtb16(even), pairs[4 * w], acc);
+            acc = smlad(sxtb16_ror8(even), pairs[4 * w + 1], acc);
+            acc = smlad(sxtb16(odd), pairs[4 * w + 2], acc);
+            acc = smlad(sxtb16_ror8(odd), pairs[4 * w + 3], acc);
+        }
+        total += acc;
+    }
+    return total / 16;
+}
+
 static int64_t input_sum(const qornn_model *m, int32_t i, const int32_t *x) {
     return packed_dot(m->u_packed, m->u_bits, i * m->input, m->input, x);
 }
@@ -211,6 +323,10 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
             next[i] = finish(m, i, a * h0 - b * h1, input_sum(m, i, x));
             next[i + 1] = finish(m, i + 1, b * h0 + a * h1, input_sum(m, i + 1, x));
         }
+    } else if (paired(m)) {
+        pair_hidden(m, h, state->pairs);
+        for (i = 0; i < n; i++)
+            next[i] = finish(m, i, paired_row(m, i, state->pairs), input_sum(m, i, x));
     } else {
         for (i = 0; i < n; i++) {
             int64_t acc_w = packed_dot(m->w_packed, m->w_bits, i * n, n, h);

@@ -37,8 +37,9 @@ extern "C" {
  * refuses another. */
 #define QORNN_VERSION 4
 
-/* Words of int32_t a state needs for `hidden` units: the hidden codes and a scratch row. */
-#define QORNN_STATE_WORDS(hidden) (2 * (size_t)(hidden))
+/* Words of int32_t a state needs for `hidden` units: the hidden codes, a scratch row, and
+ * the hidden codes as 16-bit pairs for the paired kernel. */
+#define QORNN_STATE_WORDS(hidden) (3 * (size_t)(hidden))
 
 /* What every function that can refuse returns. */
 typedef enum {
@@ -104,6 +105,7 @@ typedef struct {
 
 typedef struct {
     int32_t *h;       /* the hidden codes H, n values (swaps with scratch every step) */
+    uint32_t *pairs;  /* n / 2 words: H as 16-bit pairs in the paired kernel's order */
     int32_t *scratch; /* n values */
 } qornn_state;
 

@@ -104,8 +104,14 @@ fn corrupt_trace(model: &Path) {
     let _ = std::fs::remove_dir_all(model.join("build"));
 }
 
-const MODELS: [(&str, &[&str], &[&str]); 7] = [
+const MODELS: [(&str, &[&str], &[&str]); 8] = [
     ("relu-6b", &["--bits", "6"], &["--act-bits", "8"]),
+    // 8-bit codes: the paired (SXTB16 + SMLAD) kernel, as 4-bit ones below.
+    (
+        "modrelu-8b",
+        &["--bits", "8", "--act", "modrelu"],
+        &["--act-bits", "12"],
+    ),
     (
         "modrelu-4b-readout",
         &["--bits", "4", "--act", "modrelu"],
@@ -219,7 +225,7 @@ fn c_library_matches_traces_on_an_emulated_cortex_m4() {
     if let Err(why) = m4_tools() {
         panic!("{why}");
     }
-    for (name, train, quantize) in [MODELS[1], MODELS[3], MODELS[5]] {
+    for (name, train, quantize) in [MODELS[1], MODELS[2], MODELS[4], MODELS[6]] {
         let dir = tempfile::tempdir().unwrap();
         let model = exported(dir.path(), train, quantize);
         let checked = make("check-m4", &model);

@@ -90,15 +90,6 @@ pub fn task_of(info: &TaskInfo, data_dir: Option<&Path>) -> Result<Task> {
             "the model file's task record gives an evaluation batch or sequence count of 0",
         ));
     }
-    if info.batch > info.sequences {
-        return Err(Error::config(
-            "model",
-            format!(
-                "the model file's task record gives an evaluation batch of {} for {} sequences",
-                info.batch, info.sequences
-            ),
-        ));
-    }
     let task = match info.kind {
         0 => Task::Copy(crate::tasks::CopyTask::new(length(1, "copy delay")?)),
         1 => Task::Adding(crate::tasks::AddingTask::new(length(2, "adding length")?)),
@@ -113,15 +104,22 @@ pub fn task_of(info: &TaskInfo, data_dir: Option<&Path>) -> Result<Task> {
             ))
         }
     };
-    let bytes = info.sequences as u64 * task.steps() as u64 * task.input_size() as u64 * 4;
+    // A generated test set is drawn in whole batches (a run with fewer sequences than a
+    // batch evaluated one whole batch), so its size is the sequences rounded up to a batch.
+    let drawn = match task {
+        Task::Mnist(_) => info.sequences as u64,
+        _ => (info.sequences as u64).div_ceil(info.batch as u64) * info.batch as u64,
+    };
+    let bytes = drawn * task.steps() as u64 * task.input_size() as u64 * 4;
     if bytes > MAX_EVAL_BYTES {
         return Err(Error::config(
             "model",
             format!(
-                "the model file's task record asks for {} test sequences of {} steps, {:.1} GiB \
-                 of inputs (at most {} GiB)",
+                "the model file's task record asks for {} test sequences of {} steps in batches \
+                 of {}, {:.1} GiB of inputs (at most {} GiB)",
                 info.sequences,
                 task.steps(),
+                info.batch,
                 bytes as f64 / (1u64 << 30) as f64,
                 MAX_EVAL_BYTES >> 30
             ),
@@ -143,6 +141,27 @@ pub fn first_test_batch(task: &Task, record: &TaskInfo) -> Option<crate::tasks::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run evaluated with fewer sequences than a batch (`--eval-sequences 32`, batch 128)
+    /// drew one whole batch; its record is accepted (it was refused, so that `qornn export`
+    /// failed on the file `qornn quantize` had just written) and its first test batch is
+    /// that batch.
+    #[test]
+    fn a_record_with_fewer_sequences_than_a_batch_is_read() {
+        use crate::tasks::CopyTask;
+        let record = TaskInfo {
+            kind: 0,
+            parameter: 20,
+            seed: 3,
+            sequences: 32,
+            batch: 128,
+        };
+        let task = task_of(&record, None).unwrap();
+        let first = first_test_batch(&task, &record).unwrap();
+        let run = Task::Copy(CopyTask::new(20)).eval_batches(true, 128, 32, 3);
+        assert_eq!(first.batch, 128);
+        assert_eq!((&first.x, &first.targets), (&run[0].x, &run[0].targets));
+    }
 
     /// Issue 22, defect 21: `qornn export` built the whole test set to trace one sequence.
     /// The first batch built alone is the whole set's first batch.
@@ -259,7 +278,14 @@ mod tests {
                 },
                 "GiB",
             ),
-            (TaskInfo { batch: 65, ..good }, "batch of 65 for 64"),
+            // A batch far above the sequences is drawn whole: bounded like the sequences.
+            (
+                TaskInfo {
+                    batch: u32::MAX,
+                    ..good
+                },
+                "GiB",
+            ),
         ] {
             let err = task_of(&record, None).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
