@@ -22,8 +22,9 @@ if [[ ${1:-} == --rerun ]]; then
         "$qornn" quantize --run "$run" --readout-bits 8 --output "$run/model-readout-8.qornn" \
             > "$run/quantize-readout-8.json"
         "$qornn" export --model "$run/model-readout-8.qornn" --c "$run/c"
-        make -s -C c check-m4 MODEL="$PWD/$run/c" | grep '^qornn check' > "$run/check-m4.txt"
-        make -s -C c steps-m4 MODEL="$PWD/$run/c" | grep '^instructions per step' >> "$run/check-m4.txt"
+        c_model=$(cd "$run/c" && pwd)
+        make -s -C c check-m4 MODEL="$c_model" | grep '^qornn check' > "$run/check-m4.txt"
+        make -s -C c steps-m4 MODEL="$c_model" | grep '^instructions per step' >> "$run/check-m4.txt"
         mkdir -p "$here/$name"
         cp "$run"/{config.toml,metrics.jsonl,summary.json,quantize.json,quantize-readout-8.json,check-m4.txt} "$here/$name/"
         echo "qornn sweep sweeps/integer-copy-t100.toml model=$model bits=$bits" > "$here/$name/command.txt"
