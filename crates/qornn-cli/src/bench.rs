@@ -78,7 +78,11 @@ fn rate(batch: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
+    use qornn::cells::ornn::Activation;
     use qornn::deploy::engine::{scalar_step, BatchedEngine};
+    use qornn::parametrisation::{
+        bjorck::ORNN_BJORCK, hadamard::BLOCK_HADAMRNN, rotations::QORNN_ROTATIONS,
+    };
     let model = qornn::deploy::model_file::IntegerModel::load(path)?;
     let q = &model.recurrence;
     let (n, d, steps, batch) = (q.hidden, q.input, args.seq, args.batch);
@@ -116,10 +120,27 @@ fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
             }
         }
     });
+    // The float model with the integer one's recurrence: its Hadamard blocks, its
+    // rotations (W's bits as the integer one's), or a dense W in full precision.
+    let (entry, bits) = if q.rotations {
+        (&QORNN_ROTATIONS, q.weight_bits)
+    } else if q.hadamard_block.is_some() {
+        (&BLOCK_HADAMRNN, q.weight_bits)
+    } else {
+        (&ORNN_BJORCK, qornn::config::FULL_PRECISION_BITS)
+    };
+    // A modReLU recurrence has its biases `bm`, a ReLU one none.
+    let act = if q.bias_mod.is_empty() {
+        Activation::Relu
+    } else {
+        Activation::Modrelu
+    };
     let float = |b: usize| -> Result<f64> {
         let config = Config {
-            model: qornn::config::ModelName::new(&qornn::parametrisation::bjorck::ORNN_BJORCK),
-            bits: Some(qornn::config::FULL_PRECISION_BITS),
+            model: qornn::config::ModelName::new(entry),
+            bits: Some(bits),
+            act,
+            block: q.hadamard_block.unwrap_or(16),
             hidden: n,
             batch: b,
             threads: 1,

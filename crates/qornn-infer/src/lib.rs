@@ -289,6 +289,16 @@ impl<'a> IntRecurrence<'a> {
             .then_some(s as u32)
     }
 
+    /// The size of W's diagonal blocks, outside which W is zero: a Hadamard recurrence's
+    /// m, 2 for block rotations, n for a dense W.
+    pub fn w_block(&self) -> usize {
+        match self.hadamard_block as usize {
+            0 if self.rotations => 2,
+            0 => self.hidden,
+            m => m,
+        }
+    }
+
     /// The range of hidden codes.
     pub fn hidden_range(&self) -> (i32, i32) {
         match self.activation {

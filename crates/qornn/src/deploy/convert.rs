@@ -302,6 +302,9 @@ pub(crate) mod testing {
         PerRow,
         /// Rotation blocks from W's diagonal 2 x 2 blocks (per row when n is odd).
         Rotations,
+        /// `s_i (I ⊗ H_m)` with the signs of W's diagonal and m the largest power of two
+        /// up to 64 dividing n (per row when n is odd).
+        Hadamard,
     }
 
     pub fn form() -> impl proptest::strategy::Strategy<Value = Form> {
@@ -309,7 +312,8 @@ pub(crate) mod testing {
         prop_oneof![
             Just(Form::PerTensor),
             Just(Form::PerRow),
-            Just(Form::Rotations)
+            Just(Form::Rotations),
+            Just(Form::Hadamard)
         ]
     }
 
@@ -318,8 +322,28 @@ pub(crate) mod testing {
         match form {
             Form::PerTensor => QuantizedRecurrence::new(f),
             Form::PerRow => QuantizedRecurrence::with_granularity(f, Granularity::PerRow),
-            Form::Rotations if n % 2 == 1 => {
+            Form::Rotations | Form::Hadamard if n % 2 == 1 => {
                 QuantizedRecurrence::with_granularity(f, Granularity::PerRow)
+            }
+            Form::Hadamard => {
+                let block = (1usize << n.trailing_zeros()).min(64);
+                let codes = (0..n * n)
+                    .map(|k| {
+                        let (i, j) = (k / n, k % n);
+                        let sign = if f.w[i * n + i] < 0.0 { -1 } else { 1 };
+                        sign * qornn_infer::hadamard_entry(i, j, block)
+                    })
+                    .collect();
+                let w = QuantizedTensor {
+                    rows: n,
+                    cols: n,
+                    bits: k,
+                    granularity: Granularity::PerTensor,
+                    codes,
+                    steps: vec![1.0 / (block as f32).sqrt()],
+                };
+                let u = Quantizer::new(k, Granularity::PerTensor).quantize(f.u, n, f.input);
+                QuantizedRecurrence::from_codes(f, &w, &u).into_hadamard(block)
             }
             Form::Rotations => {
                 // (a, b) from W's entries (i, i) and (i + 1, i), in the symmetric range,

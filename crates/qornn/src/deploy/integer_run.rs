@@ -5,7 +5,7 @@
 use super::engine::BatchedEngine;
 use super::model_file::IntegerModel;
 use super::twin::twin_step;
-use crate::head::Head;
+use crate::head::{Head, Readout};
 use crate::linalg::to_f64_vec;
 use crate::tasks::{Batch, Task};
 use crate::train::Evaluation;
@@ -40,7 +40,13 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
             steps, batch: b, ..
         } = *batch;
         let mut result = BatchResult::default();
-        let mut states = [vec![0.0f64; steps * b * n], vec![0.0f64; steps * b * n]];
+        // The read-out's input: every step's states, or only the last step's (a
+        // many-to-one read-out reads no other).
+        let kept = match model.readout {
+            Readout::Last => 1,
+            Readout::Every => steps,
+        };
+        let mut states = [vec![0.0f64; kept * b * n], vec![0.0f64; kept * b * n]];
         let mut x_codes = vec![0i32; b * d];
         let mut int_state = engine.state(b);
         let mut h_sim = vec![vec![0i32; n]; b];
@@ -60,8 +66,11 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
                 twin_step(q, &h_sim[seq], &x_codes[seq * d..(seq + 1) * d], &mut next);
                 std::mem::swap(&mut h_sim[seq], &mut next);
                 result.mismatched_steps += usize::from(h_int != h_sim[seq]);
+                let Some(slot) = (t + kept).checked_sub(steps) else {
+                    continue;
+                };
                 for (state, h) in states.iter_mut().zip([&h_int, &h_sim[seq]]) {
-                    let row = &mut state[(t * b + seq) * n..(t * b + seq + 1) * n];
+                    let row = &mut state[(slot * b + seq) * n..(slot * b + seq + 1) * n];
                     row.iter_mut()
                         .zip(h.iter())
                         .for_each(|(o, &code)| *o = code as f64 * unit);
@@ -71,7 +80,7 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
         for (total, state) in result.totals.iter_mut().zip(&states) {
             let (loss, accuracy) = match &readout_f64 {
                 Some((v, c)) => {
-                    let mut head = Head::<f64>::new(model.readout, steps, b, model.outputs);
+                    let mut head = Head::<f64>::new(model.readout, kept, b, model.outputs);
                     let loss = head.forward(state, n, v, c, &batch.targets, faer::Par::Seq);
                     let logits: Vec<f32> = head.logits().iter().map(|&l| l as f32).collect();
                     (loss, task.accuracy(&logits, &batch.targets))
@@ -80,7 +89,7 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
                     // Hidden codes times 2^-f_h are exact in f32 (codes below 2^16).
                     let state: Vec<f32> = state.iter().map(|&h| h as f32).collect();
                     let (v, c) = (&model.readout_weight, &model.readout_bias);
-                    let mut head = Head::<f32>::new(model.readout, steps, b, model.outputs);
+                    let mut head = Head::<f32>::new(model.readout, kept, b, model.outputs);
                     let loss = head.forward(&state, n, v, c, &batch.targets, faer::Par::Seq);
                     (loss as f64, task.accuracy(head.logits(), &batch.targets))
                 }

@@ -14,9 +14,13 @@ impl QuantizedRecurrence {
         let (h_unit, x_unit) = (2f64.powi(-self.hidden_frac), 2f64.powi(-self.input_frac));
         let bias_unit = 2f64.powi(-(self.shift as i32 + self.hidden_frac));
         let (lo, hi) = self.as_int().hidden_range();
+        let block = self.as_int().w_block();
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
             let (sw, su) = (self.w_step.value(i), self.u_step.value(i));
-            let mut z = exact_dot(&self.w_codes[i * n..(i + 1) * n], sw, h, h_unit);
+            // W's zeros outside row i's diagonal block add exactly 0.
+            let start = i / block * block;
+            let row = &self.w_codes[i * n + start..i * n + start + block];
+            let mut z = exact_dot(row, sw, &h[start..start + block], h_unit);
             z += exact_dot(&self.u_codes[i * d..(i + 1) * d], su, x, x_unit);
             z += self.bias[i] as f64 * bias_unit;
             let code = (z / h_unit + 0.5).floor();

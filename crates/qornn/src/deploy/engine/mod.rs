@@ -11,14 +11,17 @@
 //! packs them there (`step_in_registers_avx2`); the rescaling, rounding and activation are
 //! the scalar engine's own (`IntRecurrence::finish`). Models whose hidden codes fit a byte
 //! (A <= 8) take `engine/bytes.rs` instead: `vpmaddubsw`, 32 multiply-adds per instruction,
-//! under the bounds stated there. Without AVX2 a
+//! under the bounds stated there. A block-diagonal W (Hadamard blocks, rotation pairs)
+//! takes `engine/blocks.rs`, which multiplies only W's blocks. Without AVX2 a
 //! portable loop does the same arithmetic; models whose hidden codes do not fit int16
 //! (ReLU with A = 16) run one sequence at a time on the scalar engine.
 
+mod blocks;
 mod bytes;
 mod layout;
 mod pairs;
 
+use blocks::BlockLayout;
 use bytes::ByteLayout;
 #[cfg(target_arch = "x86_64")]
 use layout::{finish_8_avx2, RowConstants};
@@ -34,6 +37,9 @@ const SMALL_BATCH: usize = 8;
 /// Which kernel runs the products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
+    /// A block-diagonal W (`blocks.rs`): only W's diagonal blocks are multiplied, AVX2
+    /// where the CPU has it; a dense W takes the byte kernel's place in the order below.
+    Blocks,
     /// AVX2 `vpmaddubsw` over hidden codes as unsigned bytes (`bytes.rs`): hidden
     /// codes spanning at most 256 values (A <= 8) and `2 (hi - lo) max|w| <= 32767`
     /// (every model with k <= 7).
@@ -62,6 +68,9 @@ pub struct BatchedEngine<'a> {
     u_codes: Vec<i8>,
     /// `Kernel::Avx2Bytes`: W and U in its layout.
     bytes: Option<ByteLayout>,
+    /// `Kernel::Blocks`: W's blocks and U, and whether the CPU runs its AVX2 form.
+    blocks: Option<BlockLayout>,
+    blocks_avx2: bool,
 }
 
 /// The hidden codes of a batch of sequences.
@@ -83,7 +92,7 @@ pub struct BatchedState {
 impl<'a> BatchedEngine<'a> {
     /// The engine for a validated recurrence, with the fastest kernel this CPU runs for it.
     pub fn new(rec: IntRecurrence<'a>) -> Self {
-        Self::with_kernel(rec, Kernel::Avx2Bytes)
+        Self::with_kernel(rec, Kernel::Blocks)
     }
 
     /// The fastest kernel without the byte layout: AVX2 where the CPU has it, unless the
@@ -102,17 +111,26 @@ impl<'a> BatchedEngine<'a> {
     }
 
     /// The engine with a given kernel (tests compare them). A kernel the CPU or the model
-    /// does not allow falls back: the byte kernel to the pair kernel, AVX2 to the portable
-    /// loop, and any of them to one sequence at a time for hidden codes wider than int16.
+    /// does not allow falls back: the block kernel (a dense W, or sums past its bound) to
+    /// the byte kernel, the byte kernel to the pair kernel, AVX2 to the portable loop, and
+    /// any of them to one sequence at a time for hidden codes wider than int16.
     pub fn with_kernel(rec: IntRecurrence<'a>, kernel: Kernel) -> Self {
-        let kernel = match (kernel, Self::pair_kernel(&rec)) {
-            (_, Kernel::PerSequence) => Kernel::PerSequence,
-            (Kernel::Avx2 | Kernel::Avx2Bytes, Kernel::Portable) => Kernel::Portable,
-            (k, _) => k,
-        };
         let (n, d) = (rec.hidden, rec.input);
         let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
         rec.unpack(&mut w_codes, &mut u_codes);
+        let pair_kernel = Self::pair_kernel(&rec);
+        let blocks = (kernel == Kernel::Blocks && pair_kernel != Kernel::PerSequence)
+            .then(|| BlockLayout::new(&rec, &w_codes, &u_codes))
+            .flatten();
+        let kernel = match (kernel, pair_kernel, &blocks) {
+            (_, _, Some(_)) => Kernel::Blocks,
+            (_, Kernel::PerSequence, _) => Kernel::PerSequence,
+            (Kernel::Avx2 | Kernel::Avx2Bytes | Kernel::Blocks, Kernel::Portable, _) => {
+                Kernel::Portable
+            }
+            (Kernel::Blocks, _, None) => Kernel::Avx2Bytes,
+            (k, _, _) => k,
+        };
         let (lo, hi) = rec.hidden_range();
         let bytes = (kernel == Kernel::Avx2Bytes)
             .then(|| ByteLayout::new(&w_codes, &u_codes, n, d, lo, hi))
@@ -125,6 +143,7 @@ impl<'a> BatchedEngine<'a> {
         // byte kernel keeps W and U in its own layout and needs no pairs.
         let rows = n.div_ceil(2) * 2;
         let (w_pairs, u_pairs) = match bytes {
+            _ if blocks.is_some() => (Vec::new(), Vec::new()),
             Some(_) => (Vec::new(), Vec::new()),
             None => (
                 pairs_of(|i, j| padded_code(&w_codes, n, i, j), rows, n),
@@ -142,6 +161,8 @@ impl<'a> BatchedEngine<'a> {
             w_codes,
             u_codes,
             bytes,
+            blocks,
+            blocks_avx2: cfg!(target_arch = "x86_64") && avx2(),
         }
     }
 
@@ -153,8 +174,10 @@ impl<'a> BatchedEngine<'a> {
     pub fn state(&self, batch: usize) -> BatchedState {
         let lanes = batch.div_ceil(LANES) * LANES;
         let per_sequence = self.kernel == Kernel::PerSequence || batch < SMALL_BATCH;
+        let (n, d) = (self.rec.hidden, self.rec.input);
         let (h_len, x_len, zero) = match &self.bytes {
-            _ if per_sequence => (batch * self.rec.hidden, 0, 0),
+            _ if per_sequence => (batch * n, 0, 0),
+            _ if self.blocks.is_some() => (n * lanes, d * lanes, 0),
             Some(bytes) => (
                 bytes.quads * lanes,
                 self.input_pairs * lanes,
@@ -179,6 +202,12 @@ impl<'a> BatchedEngine<'a> {
             out[..n].copy_from_slice(&state.h[b * n..(b + 1) * n]);
             return;
         }
+        if self.blocks.is_some() {
+            for (i, o) in out.iter_mut().enumerate().take(n) {
+                *o = state.h[i * state.lanes + b];
+            }
+            return;
+        }
         if let Some(bytes) = &self.bytes {
             for (i, o) in out.iter_mut().enumerate().take(n) {
                 *o = bytes.code(state.h[(i / 4) * state.lanes + b], i);
@@ -197,6 +226,11 @@ impl<'a> BatchedEngine<'a> {
         assert_eq!(x_codes.len(), state.batch * d, "input codes: batch x input");
         if state.per_sequence {
             for b in 0..state.batch {
+                let (h, x) = (&state.h[b * n..(b + 1) * n], &x_codes[b * d..(b + 1) * d]);
+                if let Some(blocks) = &self.blocks {
+                    blocks.step_one(&self.finisher, h, x, &mut state.next[b * n..(b + 1) * n]);
+                    continue;
+                }
                 scalar_step(
                     &self.rec,
                     &self.w_codes,
@@ -210,6 +244,25 @@ impl<'a> BatchedEngine<'a> {
             return;
         }
         let lanes = state.lanes;
+        if let Some(blocks) = &self.blocks {
+            for b in 0..state.batch {
+                for j in 0..d {
+                    state.x[j * lanes + b] = x_codes[b * d + j];
+                }
+            }
+            let (h, x, next) = (&state.h, &state.x, &mut state.next);
+            #[cfg(target_arch = "x86_64")]
+            if self.blocks_avx2 {
+                // SAFETY: `blocks_avx2` is set only on a CPU with AVX2; the state holds
+                // `n x lanes` and `d x lanes` codes, `lanes` a multiple of `LANES`.
+                unsafe { blocks::step_avx2(blocks, &self.finisher, n, h, x, next, lanes) };
+                std::mem::swap(&mut state.h, &mut state.next);
+                return;
+            }
+            blocks::step_portable(blocks, &self.finisher, n, h, x, next, lanes);
+            std::mem::swap(&mut state.h, &mut state.next);
+            return;
+        }
         for b in 0..state.batch {
             for q in 0..self.input_pairs {
                 let hi = if 2 * q + 1 < d {
@@ -309,6 +362,14 @@ impl<'a> BatchedEngine<'a> {
         }
         products_portable(rows, pairs, lanes, block, out);
     }
+}
+
+/// Whether the CPU has AVX2.
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The scalar engine's `step_unpacked` (one sequence), compiled for AVX2 where the CPU has
@@ -425,7 +486,7 @@ mod tests {
             });
             let scalar = model.as_int();
             prop_assert!(scalar.validate().is_ok());
-            let kernels = [Kernel::Avx2Bytes, Kernel::Avx2, Kernel::Portable];
+            let kernels = [Kernel::Blocks, Kernel::Avx2Bytes, Kernel::Avx2, Kernel::Portable];
             let engines: Vec<BatchedEngine> =
                 kernels.iter().map(|&k| BatchedEngine::with_kernel(model.as_int(), k)).collect();
             // The byte kernel takes every model within its bounds (hidden codes spanning at
@@ -437,7 +498,10 @@ mod tests {
                 scalar.unpack(&mut w_codes, &mut u_codes);
                 let w_max = w_codes.iter().map(|&c| (c as i32).abs()).max().unwrap_or(0).max(1);
                 let within = hi - lo <= 255 && 2 * (hi - lo) * w_max <= 32767;
-                prop_assert_eq!(engines[0].kernel() == Kernel::Avx2Bytes, within, "A = {}, k = {}", a, k);
+                prop_assert_eq!(engines[1].kernel() == Kernel::Avx2Bytes, within, "A = {}, k = {}", a, k);
+                // The block kernel takes every structured W within int16 hidden codes.
+                let structured = scalar.w_block() < n && hi <= i16::MAX as i32;
+                prop_assert_eq!(engines[0].kernel() == Kernel::Blocks, structured, "A = {}, k = {}", a, k);
             }
             let mut states: Vec<BatchedState> = engines.iter().map(|e| e.state(batch)).collect();
             let mut h = vec![vec![0i32; n]; batch];

@@ -1,0 +1,154 @@
+//! The batched engine's kernel for a block-diagonal W (a Hadamard recurrence's blocks of m,
+//! block rotations' pairs): row i of W is non-zero only on its block, so a step costs
+//! `n (m + d)` multiply-adds per sequence instead of `n (n + d)`. Codes are kept one per
+//! int32, unit-major (`h[i * lanes + s]`), and each row's products run across 32 sequences
+//! at once. Sums stay in int32 lanes under the bound `BlockLayout::new` checks; the
+//! rescaling, rounding and activation are `IntRecurrence::finish`'s (`Finisher`).
+
+#[cfg(target_arch = "x86_64")]
+use super::layout::{finish_8_avx2, RowConstants};
+use super::layout::{Finisher, LANES};
+use qornn_infer::IntRecurrence;
+
+/// W's diagonal blocks and U, one code per int32.
+pub(super) struct BlockLayout {
+    /// m, the size of W's diagonal blocks.
+    block: usize,
+    /// d, U's columns.
+    input: usize,
+    /// Row i's m codes on its block, `n x m`.
+    w_rows: Vec<i32>,
+    /// U's codes, `n x d`.
+    u: Vec<i32>,
+}
+
+impl BlockLayout {
+    /// The layout for a recurrence whose W is block-diagonal with blocks smaller than n;
+    /// `None` for a dense W, or when a row's sum could leave int32: `m max|W| max|H|` and
+    /// `d max|U| max|X|` must stay below 2^31 (hidden codes in `lo..=hi`, input codes
+    /// within A bits).
+    pub(super) fn new(rec: &IntRecurrence<'_>, w_codes: &[i8], u_codes: &[i8]) -> Option<Self> {
+        let (n, d, m) = (rec.hidden, rec.input, rec.w_block());
+        if m >= n {
+            return None;
+        }
+        let (lo, hi) = rec.hidden_range();
+        let h_max = (lo.unsigned_abs() as u64).max(hi.unsigned_abs() as u64);
+        let x_max = 1u64 << (rec.act_bits - 1);
+        let largest = |codes: &[i8]| codes.iter().map(|c| c.unsigned_abs() as u64).max();
+        let w_rows: Vec<i32> = (0..n * m)
+            .map(|k| {
+                let (i, j) = (k / m, k % m);
+                w_codes[i * n + i / m * m + j] as i32
+            })
+            .collect();
+        let w_bound = m as u64 * largest(w_codes).unwrap_or(0) * h_max;
+        let u_bound = d as u64 * largest(u_codes).unwrap_or(0) * x_max;
+        (w_bound <= i32::MAX as u64 && u_bound <= i32::MAX as u64).then(|| Self {
+            block: m,
+            input: d,
+            w_rows,
+            u: u_codes.iter().map(|&c| c as i32).collect(),
+        })
+    }
+
+    /// Row i's sums over W's block and over U for the 32 sequences from `lane0`.
+    #[inline(always)]
+    fn sums(
+        &self,
+        i: usize,
+        h: &[i32],
+        x: &[i32],
+        lanes: usize,
+        lane0: usize,
+    ) -> ([i32; LANES], [i32; LANES]) {
+        let (m, d) = (self.block, self.input);
+        let start = i / m * m;
+        let (mut acc_w, mut acc_u) = ([0i32; LANES], [0i32; LANES]);
+        let add = |acc: &mut [i32; LANES], codes: &[i32], values: &[i32], first: usize| {
+            for (k, &c) in codes.iter().enumerate() {
+                let row = &values[(first + k) * lanes + lane0..][..LANES];
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += c * v;
+                }
+            }
+        };
+        add(&mut acc_w, &self.w_rows[i * m..(i + 1) * m], h, start);
+        add(&mut acc_u, &self.u[i * d..(i + 1) * d], x, 0);
+        (acc_w, acc_u)
+    }
+}
+
+impl BlockLayout {
+    /// One step of one sequence (`h`, `out`: n codes, `x`: d codes), for batches too small
+    /// to fill the lanes.
+    pub(super) fn step_one(&self, finisher: &Finisher<'_>, h: &[i32], x: &[i32], out: &mut [i32]) {
+        let (m, d) = (self.block, self.input);
+        let dot = |codes: &[i32], values: &[i32]| -> i64 {
+            codes
+                .iter()
+                .zip(values)
+                .map(|(&c, &v)| c as i64 * v as i64)
+                .sum()
+        };
+        for (i, o) in out.iter_mut().enumerate() {
+            let start = i / m * m;
+            let acc_w = dot(&self.w_rows[i * m..(i + 1) * m], &h[start..start + m]);
+            let acc_u = dot(&self.u[i * d..(i + 1) * d], x);
+            *o = finisher.finish(i, acc_w, acc_u);
+        }
+    }
+}
+
+/// One step of every sequence: `h`, `next` are `n x lanes` codes, `x` is `d x lanes`.
+pub(super) fn step_portable(
+    layout: &BlockLayout,
+    finisher: &Finisher<'_>,
+    n: usize,
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
+) {
+    for lane0 in (0..lanes).step_by(LANES) {
+        for i in 0..n {
+            let (acc_w, acc_u) = layout.sums(i, h, x, lanes, lane0);
+            let out = &mut next[i * lanes + lane0..][..LANES];
+            for ((o, &w), &u) in out.iter_mut().zip(&acc_w).zip(&acc_u) {
+                *o = finisher.finish(i, w as i64, u as i64);
+            }
+        }
+    }
+}
+
+/// `step_portable` with the products and the finishing in AVX2 registers.
+///
+/// # Safety
+/// The CPU has AVX2; the slices are as `step_portable`'s, `lanes` a multiple of `LANES`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn step_avx2(
+    layout: &BlockLayout,
+    finisher: &Finisher<'_>,
+    n: usize,
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
+) {
+    use std::arch::x86_64::*;
+    assert!(lanes % LANES == 0 && next.len() >= n * lanes);
+    for lane0 in (0..lanes).step_by(LANES) {
+        for i in 0..n {
+            let (acc_w, acc_u) = layout.sums(i, h, x, lanes, lane0);
+            let row = RowConstants::new(finisher, i);
+            let out = next.as_mut_ptr().add(i * lanes + lane0);
+            for v in 0..LANES / 8 {
+                let w = _mm256_loadu_si256(acc_w.as_ptr().add(8 * v) as *const __m256i);
+                let u = _mm256_loadu_si256(acc_u.as_ptr().add(8 * v) as *const __m256i);
+                let codes = finish_8_avx2(&row, w, u);
+                _mm256_storeu_si256(out.add(8 * v) as *mut __m256i, codes);
+            }
+        }
+    }
+}
