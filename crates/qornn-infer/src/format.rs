@@ -249,6 +249,13 @@ impl<'a> ModelFile<'a> {
             IntMatrix::packed_len(c, n, readout_bits)
         };
         let hadamard_block = field(124);
+        // W is one form: its section's length (below) and `IntRecurrence::w_code` read
+        // it as a Hadamard one's signs or as rotations' codes, not both.
+        if rotations && hadamard_block > 0 {
+            return Err(FormatError::Invalid(
+                "W's form: rotations with a Hadamard block",
+            ));
+        }
         let w_len = if hadamard_block > 0 {
             n.div_ceil(8)
         } else if rotations {
