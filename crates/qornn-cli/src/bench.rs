@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use clap::Args;
+use qornn::cells::ornn::Activation;
 use qornn::config::Config;
 use qornn::tasks::{RandomTask, Task};
 use qornn::train::{StepTimes, Trainer};
@@ -32,6 +33,12 @@ pub struct BenchArgs {
     /// Weight bits (32 for full precision).
     #[arg(long, default_value_t = 4)]
     bits: u32,
+    /// The hidden nonlinearity.
+    #[arg(long, default_value = "relu")]
+    act: String,
+    /// Activations fake-quantized at A bits, as `qornn train --act-bits A`.
+    #[arg(long)]
+    act_bits: Option<u32>,
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     repeats: usize,
@@ -78,7 +85,6 @@ fn rate(batch: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
-    use qornn::cells::ornn::Activation;
     use qornn::deploy::engine::{scalar_step, BatchedEngine};
     use qornn::parametrisation::{
         bjorck::ORNN_BJORCK, hadamard::BLOCK_HADAMRNN, rotations::QORNN_ROTATIONS,
@@ -225,9 +231,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.integer {
         return integer(&args, path);
     }
+    let act = match args.act.as_str() {
+        "relu" => Activation::Relu,
+        "modrelu" => Activation::Modrelu,
+        "tanh" => Activation::Tanh,
+        other => anyhow::bail!("--act: relu, modrelu or tanh, not {other:?}"),
+    };
     let config = Config {
         model: args.model,
         bits: Some(args.bits),
+        act,
+        act_bits: args.act_bits,
         hidden: args.hidden,
         batch: args.batch,
         threads: args.threads,

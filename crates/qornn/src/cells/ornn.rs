@@ -66,6 +66,24 @@ impl Activation {
     /// `z += b`, then `h = act(z)`, over rows of `z, h: (rows, n)`; one loop per
     /// activation so that the compiler can vectorise each.
     fn forward_rows<T: Real>(self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.forward_rows_avx2(z, h, b, bm) };
+        }
+        self.forward_rows_any(z, h, b, bm)
+    }
+
+    /// `forward_rows` compiled for AVX2: 8 lanes where the baseline has 4, the same
+    /// arithmetic element by element (no fused multiply-add), so the same result.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_rows_avx2<T: Real>(self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
+        self.forward_rows_any(z, h, b, bm)
+    }
+
+    #[inline(always)]
+    fn forward_rows_any<T: Real>(self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
         match self {
             Activation::Relu => {
                 forward_rows_with(z, h, b, bm, |z, bm| Activation::Relu.eval(z, bm).0)
@@ -82,6 +100,37 @@ impl Activation {
     /// `dz = (dz + dh) act'(z)` over rows of `(rows, n)`, adding `dz` into `grads.b` and
     /// `(dz + dh) d act / d bm` into `grads.bm` (modReLU only).
     fn backward_rows<T: Real>(
+        self,
+        dz: &mut [T],
+        z: &[T],
+        dh: &[T],
+        bm: &[T],
+        grads: BiasGrads<'_, T>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.backward_rows_avx2(dz, z, dh, bm, grads) };
+        }
+        self.backward_rows_any(dz, z, dh, bm, grads)
+    }
+
+    /// `backward_rows` compiled for AVX2, as `forward_rows_avx2`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn backward_rows_avx2<T: Real>(
+        self,
+        dz: &mut [T],
+        z: &[T],
+        dh: &[T],
+        bm: &[T],
+        grads: BiasGrads<'_, T>,
+    ) {
+        self.backward_rows_any(dz, z, dh, bm, grads)
+    }
+
+    #[inline(always)]
+    fn backward_rows_any<T: Real>(
         self,
         dz: &mut [T],
         z: &[T],

@@ -124,23 +124,16 @@ pub struct HiddenQuantizer<T> {
     pub modrelu: bool,
 }
 
-/// Where a unit's code fell: its gradient's case.
-#[derive(Clone, Copy)]
-enum Region {
-    /// `a = 0`: no gradient.
-    Zero,
-    /// Strictly inside the codes' range.
-    Inside,
-    /// Saturated at `lo` or `hi`.
-    Clamped,
-}
-
 /// One unit's quantized activation.
 #[derive(Clone, Copy)]
 struct Code<T> {
     /// The clamped code `clamp(a, lo, hi)`.
     value: T,
-    region: Region,
+    /// Where the code fell, as weights of its gradient's cases (each 0 or 1, at most one
+    /// of them 1; `a = 0` has neither): strictly inside the codes' range, or saturated at
+    /// `lo` or `hi`. Weights rather than branches, so that the loops vectorise.
+    inside: T,
+    clamped: T,
     sign: T,
     /// `dh/ds` inside the range: `(Z - u) + sign(Z) (BM - bm / s)`.
     residual: T,
@@ -190,16 +183,16 @@ impl<T: Real> HiddenQuantizer<T> {
         } else {
             (rounded.max(T::zero()), T::zero())
         };
-        let region = if a == T::zero() {
-            Region::Zero
-        } else if a > self.hi || a < self.lo {
-            Region::Clamped
+        let nonzero = if a == T::zero() { T::zero() } else { T::one() };
+        let outside = if a > self.hi || a < self.lo {
+            T::one()
         } else {
-            Region::Inside
+            T::zero()
         };
         Code {
             value: a.max(self.lo).min(self.hi),
-            region,
+            inside: nonzero * (T::one() - outside),
+            clamped: nonzero * outside,
             sign,
             residual: (rounded - u) + sign * bias_residual,
         }
@@ -207,6 +200,23 @@ impl<T: Real> HiddenQuantizer<T> {
 
     /// `z += b`, then `h = q(act(z))`, over rows of `z, h: (rows, n)`.
     pub fn forward_rows(&self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.forward_rows_avx2(z, h, b, bm) };
+        }
+        self.forward_rows_any(z, h, b, bm)
+    }
+
+    /// `forward_rows` compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_rows_avx2(&self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
+        self.forward_rows_any(z, h, b, bm)
+    }
+
+    #[inline(always)]
+    fn forward_rows_any(&self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
         let n = b.len();
         for (row_h, row_z) in h.chunks_mut(n).zip(z.chunks_mut(n)) {
             for (((hi, zi), &bi), &bmi) in row_h.iter_mut().zip(row_z).zip(b).zip(bm) {
@@ -226,28 +236,70 @@ impl<T: Real> HiddenQuantizer<T> {
         bm: &[T],
         (db, dbm): (&mut [T], &mut [T]),
     ) -> T {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.backward_rows_avx2(dz, z, dh, bm, (db, dbm)) };
+        }
+        self.backward_rows_any(dz, z, dh, bm, (db, dbm))
+    }
+
+    /// `backward_rows` compiled for AVX2: 8 lanes where the baseline has 4.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn backward_rows_avx2(
+        &self,
+        dz: &mut [T],
+        z: &[T],
+        dh: &[T],
+        bm: &[T],
+        grads: (&mut [T], &mut [T]),
+    ) -> T {
+        self.backward_rows_any(dz, z, dh, bm, grads)
+    }
+
+    #[inline(always)]
+    fn backward_rows_any(
+        &self,
+        dz: &mut [T],
+        z: &[T],
+        dh: &[T],
+        bm: &[T],
+        grads: (&mut [T], &mut [T]),
+    ) -> T {
+        if self.modrelu {
+            self.backward_rows_with::<true>(dz, z, dh, bm, grads)
+        } else {
+            self.backward_rows_with::<false>(dz, z, dh, bm, grads)
+        }
+    }
+
+    #[inline(always)]
+    fn backward_rows_with<const MODRELU: bool>(
+        &self,
+        dz: &mut [T],
+        z: &[T],
+        dh: &[T],
+        bm: &[T],
+        (db, dbm): (&mut [T], &mut [T]),
+    ) -> T {
         let n = bm.len();
-        let mut d_step = T::zero();
+        // `dh/ds` terms summed per unit, then over units: n independent sums vectorise.
+        let mut d_step = vec![T::zero(); n];
         for ((row_dz, row_z), row_dh) in dz.chunks_mut(n).zip(z.chunks(n)).zip(dh.chunks(n)) {
             for j in 0..n {
                 let upstream = row_dz[j] + row_dh[j];
                 let code = self.code(row_z[j], bm[j]);
-                row_dz[j] = T::zero();
-                match code.region {
-                    Region::Zero => {}
-                    Region::Clamped => d_step += upstream * code.value,
-                    Region::Inside => {
-                        row_dz[j] = upstream;
-                        db[j] += upstream;
-                        if self.modrelu {
-                            dbm[j] += upstream * code.sign;
-                        }
-                        d_step += upstream * code.residual;
-                    }
+                let through = upstream * code.inside;
+                row_dz[j] = through;
+                db[j] += through;
+                if MODRELU {
+                    dbm[j] += through * code.sign;
                 }
+                d_step[j] += through * code.residual + upstream * code.clamped * code.value;
             }
         }
-        d_step
+        d_step.into_iter().fold(T::zero(), |sum, v| sum + v)
     }
 }
 
