@@ -127,11 +127,20 @@ static int64_t floor_shift(int64_t v, int32_t s) {
     return -(int64_t)(((uint64_t)(-(v + 1)) >> s)) - 1;
 }
 
+/* acc M 2^align, exactly. M 2^align is below 2^26 (M <= 2^12, align <= 14: validated), so
+ * it is an int32_t; a sum that fits int32_t too (every Hadamard or rotation sum, the input
+ * sums of small d) then takes one 32 x 32 -> 64-bit multiply (SMULL on a Cortex-M) instead
+ * of a 64-bit product. */
+static int64_t rescale(int64_t acc, int32_t mantissa, int64_t align) {
+    int32_t scale = (int32_t)((uint32_t)mantissa << align);
+    if (acc >= INT32_MIN && acc <= INT32_MAX) return (int64_t)(int32_t)acc * scale;
+    return acc * scale;
+}
+
 /* Rescale, add the bias, round half up, activate and saturate unit i (qornn.h). */
 static int32_t finish(const qornn_model *m, int32_t i, int64_t acc_w, int64_t acc_u) {
-    /* Multiplications by powers of two: a left shift of a negative value is undefined. */
-    int64_t num = acc_w * w_mantissa(m, i) * ((int64_t)1 << w_align(m)) +
-                  acc_u * u_mantissa(m, i) * ((int64_t)1 << u_align(m)) + bias_of(m, i);
+    int64_t num = rescale(acc_w, w_mantissa(m, i), w_align(m)) +
+                  rescale(acc_u, u_mantissa(m, i), u_align(m)) + bias_of(m, i);
     int64_t z = m->shift == 0 ? num : floor_shift(num + ((int64_t)1 << (m->shift - 1)), m->shift);
     int64_t a, lo, hi;
     if (m->modrelu) {
@@ -166,7 +175,7 @@ static void hadamard_transform(const qornn_model *m, const int32_t *h, int32_t *
 /* sum_j C_j V_j over a row of `len` packed k-bit codes starting at code `first`. Products
  * are below 2^23 in magnitude (|C| <= 2^7, |V| < 2^16), so 256 of them sum exactly in
  * int32 (at most 127 * 65535 * 256 < 2^31); each chunk is then widened to int64. Byte and
- * nibble codes are read directly. */
+ * nibble codes are read directly (nibbles from any code, odd or even). */
 static int64_t packed_dot(const uint8_t *packed, int32_t bits, int32_t first, int32_t len,
                           const int32_t *values) {
     int64_t total = 0;
@@ -176,10 +185,9 @@ static int64_t packed_dot(const uint8_t *packed, int32_t bits, int32_t first, in
         if (bits == 8) {
             const int8_t *codes = (const int8_t *)(const void *)(packed + first);
             for (j = start; j < end; j++) acc += (int32_t)codes[j] * values[j];
-        } else if (bits == 4 && (first & 1) == 0) {
-            const uint8_t *bytes = packed + (first >> 1);
+        } else if (bits == 4) {
             for (j = start; j < end; j++) {
-                int32_t nibble = (bytes[j >> 1] >> ((j & 1) << 2)) & 15;
+                int32_t k = first + j, nibble = (packed[k >> 1] >> ((k & 1) << 2)) & 15;
                 acc += (nibble >= 8 ? nibble - 16 : nibble) * values[j];
             }
         } else {
@@ -304,24 +312,52 @@ static int64_t input_sum(const qornn_model *m, int32_t i, const int32_t *x) {
     return packed_dot(m->u_packed, m->u_bits, i * m->input, m->input, x);
 }
 
+/* Every row's input sum into `sums` (n values) in one pass over U's codes, where d <= 256:
+ * each sum then fits int32 (packed_dot's chunk bound). Returns 0, writing nothing, for a
+ * larger d. */
+static int input_sums(const qornn_model *m, const int32_t *x, int32_t *sums) {
+    int32_t n = m->hidden, d = m->input, i, j, k = 0;
+    if (d > 256) return 0;
+    for (i = 0; i < n; i++) {
+        int32_t acc = 0;
+        if (m->u_bits == 4) {
+            for (j = 0; j < d; j++, k++) {
+                int32_t nibble = (m->u_packed[k >> 1] >> ((k & 1) << 2)) & 15;
+                acc += (nibble >= 8 ? nibble - 16 : nibble) * x[j];
+            }
+        } else if (m->u_bits == 8) {
+            for (j = 0; j < d; j++, k++) acc += (int32_t)(int8_t)m->u_packed[k] * x[j];
+        } else {
+            for (j = 0; j < d; j++, k++) acc += packed_code(m->u_packed, m->u_bits, k) * x[j];
+        }
+        sums[i] = acc;
+    }
+    return 1;
+}
+
 void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
     int32_t n = m->hidden, i;
     int32_t *h = state->h, *next = state->scratch;
+    /* The structured forms leave the pairs buffer (n words) free for the input sums. */
+    int32_t *u_sums = (int32_t *)(void *)state->pairs;
     if (m->recurrence == QORNN_HADAMARD) {
+        int all = input_sums(m, x, u_sums);
         hadamard_transform(m, h, next);
         for (i = 0; i < n; i++) {
             int32_t negative = (m->w_packed[i >> 3] >> (i & 7)) & 1;
             int64_t acc_w = negative ? -(int64_t)next[i] : (int64_t)next[i];
-            next[i] = finish(m, i, acc_w, input_sum(m, i, x));
+            next[i] = finish(m, i, acc_w, all ? u_sums[i] : input_sum(m, i, x));
         }
     } else if (m->recurrence == QORNN_ROTATIONS) {
+        int all = input_sums(m, x, u_sums);
         /* Pair p: [[a, -b], [b, a]] (h_2p, h_2p+1), 4 multiply-adds. */
         for (i = 0; i < n; i += 2) {
             int64_t a = packed_code(m->w_packed, m->w_bits, i);
             int64_t b = packed_code(m->w_packed, m->w_bits, i + 1);
             int64_t h0 = h[i], h1 = h[i + 1];
-            next[i] = finish(m, i, a * h0 - b * h1, input_sum(m, i, x));
-            next[i + 1] = finish(m, i + 1, b * h0 + a * h1, input_sum(m, i + 1, x));
+            next[i] = finish(m, i, a * h0 - b * h1, all ? u_sums[i] : input_sum(m, i, x));
+            next[i + 1] =
+                finish(m, i + 1, b * h0 + a * h1, all ? u_sums[i + 1] : input_sum(m, i + 1, x));
         }
     } else if (paired(m)) {
         pair_hidden(m, h, state->pairs);
