@@ -5,7 +5,10 @@
 the paper's per-tensor quantizer with a straight-through estimator on W and U, a ReLU
 recurrence over T steps. --model lstm / gru: torch.nn.LSTM / torch.nn.GRU (their fused
 kernels; with --bits 32, as qornn's baselines are timed). --model fastgrnn: EdgeML's
-FastGRNN cell, scripted step by step. Then a last-step read-out with cross-entropy,
+FastGRNN cell, scripted step by step. --model block-hadamrnn: W = diag(sign(v)) (I ⊗ H_m) /
+sqrt(m) built dense (the sign with a straight-through gradient), U at --bits with the
+quantizer above, the recurrence with --act (relu or modrelu), the sequence unbound once.
+Then a last-step read-out with cross-entropy,
 backward through all of it, RMSprop.
 
 Prints one JSON object: {"seconds_per_step", "phases": {...}, "peak_rss_bytes"}.
@@ -36,7 +39,9 @@ def bjorck(w, iterations=15, beta=0.5):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="qornn-bjorck", choices=["qornn-bjorck", "lstm", "gru", "fastgrnn"])
+    p.add_argument("--model", default="qornn-bjorck", choices=["qornn-bjorck", "block-hadamrnn", "lstm", "gru", "fastgrnn"])
+    p.add_argument("--block", type=int, default=16)
+    p.add_argument("--act", default="relu", choices=["relu", "modrelu"])
     p.add_argument("--hidden", type=int, default=170)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seq", type=int, default=784)
@@ -82,6 +87,34 @@ def main():
             # unbind, not xu[t]: indexing's backward would build a full-size gradient per step
             for xu_t in xu.unbind(0):
                 h = torch.relu(h @ W.t() + xu_t)
+            return h
+    elif args.model == "block-hadamrnn":
+        m = args.block
+        H = torch.ones(1, 1)
+        while H.shape[0] < m:
+            H = torch.cat([torch.cat([H, H], 1), torch.cat([H, -H], 1)], 0)
+        blocks = torch.block_diag(*([H / m ** 0.5] * (n // m)))
+        v = torch.nn.Parameter(torch.randn(n))
+        U = torch.nn.Parameter(torch.empty(n, d).uniform_(-d ** -0.5, d ** -0.5))
+        b = torch.nn.Parameter(torch.zeros(n))
+        bm = torch.nn.Parameter(torch.zeros(n))
+        core_params = [v, U, b, bm]
+
+        def parametrise():
+            sign = v + (torch.where(v.detach() < 0, -1.0, 1.0) - v).detach()
+            return sign[:, None] * blocks, quantize_ste(U, args.bits)
+
+        def act(z):
+            if args.act == "relu":
+                return torch.relu(z)
+            return torch.sign(z) * torch.relu(z.abs() + bm)
+
+        def recur(weights):
+            W, Uq = weights
+            xu = (x.reshape(-1, d) @ Uq.t() + b).reshape(args.seq, args.batch, n)
+            h = torch.zeros(args.batch, n)
+            for xu_t in xu.unbind(0):
+                h = act(h @ W.t() + xu_t)
             return h
     elif args.model in ("lstm", "gru"):
         rnn = (torch.nn.LSTM if args.model == "lstm" else torch.nn.GRU)(d, n)

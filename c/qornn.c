@@ -83,7 +83,7 @@ qornn_status qornn_validate(const qornn_model *m) {
             if (!isfinite(m->readout_weight[i])) return QORNN_BAD_READOUT;
     } else {
         if (m->readout_bits < 2 || m->readout_bits > 16) return QORNN_BAD_BITS;
-        if (!m->readout_codes) return QORNN_NULL;
+        if (!m->readout_packed) return QORNN_NULL;
         if (!in_range(m->readout_scale.shift, 0, QORNN_MAX_SHIFT)) return QORNN_BAD_SHIFT;
         if (!in_range(m->readout_scale.mantissa, 1, QORNN_MAX_MANTISSA))
             return QORNN_BAD_MANTISSA;
@@ -109,13 +109,15 @@ void qornn_reset(const qornn_model *m, qornn_state *state) {
     for (i = 0; i < m->hidden; i++) state->h[i] = 0;
 }
 
-/* Code `index` of a packed k-bit matrix (little-endian bit order), sign-extended. */
+/* Code `index` of a packed k-bit matrix (little-endian bit order, k <= 16), sign-extended. */
 static int32_t packed_code(const uint8_t *packed, int32_t bits, int32_t index) {
     uint32_t bit = (uint32_t)index * (uint32_t)bits;
     uint32_t byte = bit >> 3, offset = bit & 7;
     uint32_t word = packed[byte];
     uint32_t raw;
+    /* A code of k bits at `offset` spans these bytes, and no more. */
     if (offset + (uint32_t)bits > 8) word |= (uint32_t)packed[byte + 1] << 8;
+    if (offset + (uint32_t)bits > 16) word |= (uint32_t)packed[byte + 2] << 16;
     raw = (word >> offset) & ((1u << bits) - 1u);
     /* Two's complement without shifting a negative value: subtract 2^k above 2^(k-1). */
     return raw >= (1u << (bits - 1)) ? (int32_t)raw - (int32_t)(1u << bits) : (int32_t)raw;
@@ -383,11 +385,12 @@ void qornn_quantize_input(const qornn_model *m, const float *x, int32_t *codes) 
     }
 }
 
-/* sum_j V_ij H_j of a quantized read-out (|V_ij| < 2^15, |H_j| < 2^16: exact in int64). */
+/* sum_j V_ij H_j of a quantized read-out (|V_ij| <= 2^15, |H_j| < 2^16: exact in int64). */
 static int64_t readout_sum(const qornn_model *m, const int32_t *h, int32_t i) {
     int64_t acc = 0;
     int32_t j, n = m->hidden;
-    for (j = 0; j < n; j++) acc += (int64_t)m->readout_codes[i * n + j] * h[j];
+    for (j = 0; j < n; j++)
+        acc += (int64_t)packed_code(m->readout_packed, m->readout_bits, i * n + j) * h[j];
     return acc;
 }
 

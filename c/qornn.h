@@ -98,7 +98,8 @@ typedef struct {
     int32_t readout_every_step;
     int32_t readout_bits;              /* 0: float V; else V = codes M_v 2^-S_v */
     const float *readout_weight;       /* C x n, float V (readout_bits == 0) */
-    const int16_t *readout_codes;      /* C x n (readout_bits > 0) */
+    const uint8_t *readout_packed;     /* C x n codes of readout_bits bits, packed as W's
+                                          (readout_bits > 0) */
     qornn_scale readout_scale;         /* V's step M_v 2^-S_v */
     const float *readout_bias;         /* c: C values */
 } qornn_model;

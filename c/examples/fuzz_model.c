@@ -34,7 +34,8 @@ static int64_t bias[MAX_UNITS];
 static int32_t bias32[MAX_UNITS], bias_mod[MAX_UNITS];
 static uint16_t w_rows[MAX_UNITS], u_rows[MAX_UNITS];
 static float readout_weight[MAX_OUTPUTS * MAX_UNITS], readout_bias[MAX_OUTPUTS];
-static int16_t readout_codes[MAX_OUTPUTS * MAX_UNITS];
+/* Packed codes of up to 16 bits: every bit pattern is a code. */
+static uint8_t readout_packed[2 * MAX_OUTPUTS * MAX_UNITS];
 
 static int32_t field(const uint8_t *data, size_t size, int i) {
     uint32_t v = 0;
@@ -97,7 +98,7 @@ static int fuzz_one(const uint8_t *data, size_t size) {
     fill((uint8_t *)bias_mod, sizeof bias_mod, data, size, &at);
     fill((uint8_t *)w_rows, sizeof w_rows, data, size, &at);
     fill((uint8_t *)u_rows, sizeof u_rows, data, size, &at);
-    fill((uint8_t *)readout_codes, sizeof readout_codes, data, size, &at);
+    fill(readout_packed, sizeof readout_packed, data, size, &at);
     if (!(flags & 8))
         for (k = 0; k < MAX_UNITS; k++) {
             bias[k] /= 256; /* |B| < 2^55: within the bound, most of the time */
@@ -107,13 +108,6 @@ static int fuzz_one(const uint8_t *data, size_t size) {
     for (k = 0; k < MAX_OUTPUTS * MAX_UNITS; k++)
         readout_weight[k] = (float)((int8_t)w_packed[k % sizeof w_packed]) / 16.0f;
     for (k = 0; k < MAX_OUTPUTS; k++) readout_bias[k] = (float)(int8_t)u_packed[k] / 8.0f;
-    /* A read-out code wider than R bits is outside what V's codes are. */
-    if (m.readout_bits >= 2 && m.readout_bits <= 16)
-        for (k = 0; k < MAX_OUTPUTS * MAX_UNITS; k++) {
-            int32_t lo = -(1 << (m.readout_bits - 1)), hi = (1 << (m.readout_bits - 1)) - 1;
-            if (readout_codes[k] < lo) readout_codes[k] = (int16_t)lo;
-            if (readout_codes[k] > hi) readout_codes[k] = (int16_t)hi;
-        }
     m.w_packed = w_packed;
     m.u_packed = u_packed;
     if (flags & 4)
@@ -124,7 +118,7 @@ static int fuzz_one(const uint8_t *data, size_t size) {
     m.w_row_mantissas = (flags & 1) ? w_rows : NULL;
     m.u_row_mantissas = (flags & 2) ? u_rows : NULL;
     m.readout_weight = readout_weight;
-    m.readout_codes = readout_codes;
+    m.readout_packed = readout_packed;
     m.readout_bias = readout_bias;
     if (qornn_validate(&m) != QORNN_OK) return 0;
     if (qornn_state_init(&m, &state, buffer, QORNN_STATE_WORDS(MAX_UNITS)) != QORNN_OK) return -1;

@@ -13,7 +13,7 @@ static const uint8_t u_packed[1] = {0x01};      /* 2 x 1 codes: 1, 0 */
 static const int64_t bias[2] = {3, -3};
 static const int32_t bias_mod[2] = {0, 0};
 static const float readout_weight[2] = {0.5f, -0.25f};
-static const int16_t readout_codes[2] = {1, -1};
+static const uint8_t readout_packed[4] = {0x01, 0x00, 0xff, 0xff}; /* 2 codes, R <= 16 */
 static float readout_bias[1] = {0.125f};
 static float bad_weight[2] = {0.5f, 0.0f};
 
@@ -38,7 +38,7 @@ static qornn_model base(void) {
     m.bias = bias;
     m.bias_mod = bias_mod;
     m.readout_weight = readout_weight;
-    m.readout_codes = readout_codes;
+    m.readout_packed = readout_packed;
     m.readout_scale.mantissa = 1024;
     m.readout_scale.shift = 10;
     m.readout_bias = readout_bias;

@@ -102,7 +102,11 @@ pub fn model_header(model: &IntegerModel) -> String {
     }
     let (mantissa, shift) = match &model.readout_codes {
         Some(r) => {
-            array(&mut s, "int16_t", "qornn_readout_codes", r.codes.iter());
+            // Packed at R bits as in the file (every code fits: `QuantizedReadout`).
+            let mut packed =
+                vec![0u8; qornn_infer::IntMatrix::packed_len(1, r.codes.len(), r.bits)];
+            qornn_infer::pack_codes(r.codes.iter().copied(), r.bits, &mut packed);
+            array(&mut s, "uint8_t", "qornn_readout_packed", packed.iter());
             r.step
         }
         None => {
@@ -186,11 +190,11 @@ pub fn model_header(model: &IntegerModel) -> String {
             .into(),
         ),
         (
-            "readout_codes",
+            "readout_packed",
             if readout_bits == 0 {
                 "NULL"
             } else {
-                "qornn_readout_codes"
+                "qornn_readout_packed"
             }
             .into(),
         ),
