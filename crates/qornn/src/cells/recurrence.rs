@@ -217,6 +217,7 @@ unsafe fn fwht_blocks_f32_avx2(x: &mut [f32], block: usize) {
 
 /// One block: the first three butterfly stages as an unrolled 8-point transform, then one
 /// pass per stage over halves of 8 or more, whose loops vectorise.
+#[inline(always)]
 fn fwht<T: Real>(x: &mut [T]) {
     let n = x.len();
     let mut half = 1;
