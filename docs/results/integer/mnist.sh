@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The pMNIST and sMNIST rows of docs/results/integer.md: the shipped 4-bit Block-HadamRNN
 # config trained one epoch in float, then fine-tuned one epoch with its activations at A bits
-# and its read-out at 4 bits (`--act-bits A --readout-bits 4`), quantized with the run's own
+# and its read-out at 4 bits (`--act-bits A --readout-bits 4`; one row trained so from the
+# start), quantized with the run's own
 # A, step and read-out width, exported to C and checked on the emulated Cortex-M4; the
 # artefacts copied into docs/results/integer/<name>/ and the page regenerated.
 #   docs/results/integer/mnist.sh DATA_DIR
@@ -19,17 +20,18 @@ train() { # out, then qornn train's flags
     local out=$1
     shift
     [[ -f $runs/$out/summary.json ]] ||
-        "$qornn" train "$@" --epochs 1 --data-dir "$data" --threads 1 --out "$runs/$out"
+        "$qornn" train "$@" --data-dir "$data" --threads 1 --out "$runs/$out"
 }
 
-# name, task, A, the run it starts from, extra flags
+# name, task, A, the run it starts from ("-": none, the config's own schedule), extra flags
 fine_tune() {
     local name=$1 task=$2 a=$3 from=$4
     shift 4
     local config=configs/$task-block-hadamrnn-4b.toml run=$runs/$name
-    train "$task-block-hadamrnn-4b-1ep" --config "$config"
-    train "$name" --config "$config" --init-from "$runs/$from" --lr 1e-4 --orthogonal-lr 1e-4 \
-        --act-bits "$a" --readout-bits 4 "$@"
+    train "$task-block-hadamrnn-4b-1ep" --config "$config" --epochs 1
+    local start=(--epochs 1 --init-from "$runs/$from" --lr 1e-4 --orthogonal-lr 1e-4)
+    [[ $from == - ]] && start=()
+    train "$name" --config "$config" "${start[@]}" --act-bits "$a" --readout-bits 4 "$@"
     [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
     if [[ ! -f $run/check-m4.txt ]]; then
         "$qornn" export --model "$run/model.qornn" --c "$run/c" --data-dir "$data"
@@ -42,7 +44,10 @@ fine_tune() {
     cp "$run"/{config.toml,metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
     local first="qornn train --config $config --epochs 1 --data-dir DIR --threads 1 --out runs/$task-block-hadamrnn-4b-1ep"
     local tune="qornn train --config $config --epochs 1 --data-dir DIR --threads 1 --init-from runs/$from --lr 1e-4 --orthogonal-lr 1e-4 --act-bits $a --readout-bits 4${*:+ $*} --out runs/$name"
-    if [[ $from == "$task-block-hadamrnn-4b-1ep" ]]; then
+    if [[ $from == - ]]; then
+        echo "qornn train --config $config --data-dir DIR --threads 1 --act-bits $a --readout-bits 4 $* --out runs/$name; qornn quantize --run runs/$name" \
+            > "$here/$name/command.txt"
+    elif [[ $from == "$task-block-hadamrnn-4b-1ep" ]]; then
         echo "$first; $tune; qornn quantize --run runs/$name" > "$here/$name/command.txt"
     else
         echo "$first; (runs/$from as its row); $tune; qornn quantize --run runs/$name" \
@@ -53,6 +58,7 @@ fine_tune() {
 fine_tune pmnist-block-hadamrnn-4b-a12-v4 pmnist 12 pmnist-block-hadamrnn-4b-1ep
 fine_tune pmnist-block-hadamrnn-4b-a10-v4 pmnist 10 pmnist-block-hadamrnn-4b-1ep
 fine_tune pmnist-block-hadamrnn-4b-a8-v4 pmnist 8 pmnist-block-hadamrnn-4b-a12-v4 --act-range learned
+fine_tune pmnist-block-hadamrnn-4b-a8-3ep pmnist 8 - --epochs 3 --act-range learned
 fine_tune smnist-block-hadamrnn-4b-a12-v4 smnist 12 smnist-block-hadamrnn-4b-1ep
 fine_tune smnist-block-hadamrnn-4b-a8-v4 smnist 8 smnist-block-hadamrnn-4b-1ep
 python3 bench/integer_page.py "$here" > docs/results/integer.md
