@@ -5,7 +5,7 @@
 the paper's per-tensor quantizer with a straight-through estimator on W and U, a ReLU
 recurrence over T steps. --model lstm / gru: torch.nn.LSTM / torch.nn.GRU (their fused
 kernels; with --bits 32, as qornn's baselines are timed). --model fastgrnn: EdgeML's
-FastGRNN cell, scripted step by step. --model block-hadamrnn: W = diag(sign(v)) (I ⊗ H_m) /
+FastGRNN cell, scripted step by step. --model block-hadamrnn (hadamrnn: one block, m = n): W = diag(sign(v)) (I ⊗ H_m) /
 sqrt(m) built dense (the sign with a straight-through gradient), U at --bits with the
 quantizer above, the recurrence with --act (relu or modrelu), the sequence unbound once.
 Then a last-step read-out with cross-entropy,
@@ -39,7 +39,7 @@ def bjorck(w, iterations=15, beta=0.5):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="qornn-bjorck", choices=["qornn-bjorck", "block-hadamrnn", "lstm", "gru", "fastgrnn"])
+    p.add_argument("--model", default="qornn-bjorck", choices=["qornn-bjorck", "block-hadamrnn", "hadamrnn", "lstm", "gru", "fastgrnn"])
     p.add_argument("--block", type=int, default=16)
     p.add_argument("--act", default="relu", choices=["relu", "modrelu"])
     p.add_argument("--hidden", type=int, default=170)
@@ -88,8 +88,8 @@ def main():
             for xu_t in xu.unbind(0):
                 h = torch.relu(h @ W.t() + xu_t)
             return h
-    elif args.model == "block-hadamrnn":
-        m = args.block
+    elif args.model in ("block-hadamrnn", "hadamrnn"):
+        m = args.block if args.model == "block-hadamrnn" else n
         H = torch.ones(1, 1)
         while H.shape[0] < m:
             H = torch.cat([torch.cat([H, H], 1), torch.cat([H, -H], 1)], 0)
