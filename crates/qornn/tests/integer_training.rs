@@ -163,6 +163,7 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
             act_bits: Some(8),
             act_bits_from: 200,
             act_range,
+            act_hidden_frac: None,
             readout_bits: Some(4),
             ..small_copy(model, 4)
         };
@@ -201,5 +202,39 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
             report.float.loss,
             report.integer.loss
         );
+    }
+}
+
+/// `act_hidden_frac` starts (and, calibrated, holds) the hidden step at `2^-F` instead of
+/// the least-squares power of two, and `qornn quantize` takes it; without `act_bits`, or
+/// past the engine's fraction bound, it is refused.
+#[test]
+fn the_hidden_step_can_be_set_in_fraction_bits() {
+    use qornn::quant::activation::HIDDEN_STEP;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        act: qornn::Activation::Modrelu,
+        act_bits: Some(8),
+        act_hidden_frac: Some(5),
+        steps: 20,
+        eval_every: 10,
+        eval_sequences: 64,
+        ..small_copy("hadamrnn", 4)
+    };
+    run::start(config.clone(), dir.path(), &mut ()).unwrap();
+    let best = run::best_weights(dir.path()).unwrap();
+    let log2_step = best.iter().find(|t| t.name == HIDDEN_STEP).unwrap().data[0];
+    assert_eq!(log2_step, -5.0);
+    let (report, _) =
+        qornn::deploy::quantize::quantize_run(dir.path(), None, 64, None, None, None).unwrap();
+    assert_eq!((report.hidden_frac, report.bit_exact), (5, true));
+    for (act_bits, frac) in [(None, 5), (Some(8), 63), (Some(8), -63)] {
+        let bad = Config {
+            act_bits,
+            act_hidden_frac: Some(frac),
+            ..config.clone()
+        };
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("act_hidden_frac"), "{error}");
     }
 }

@@ -26,6 +26,7 @@ fn spec(model: &str, hidden: usize, input: usize) -> ModelSpec {
         rank_w: None,
         rank_u: None,
         act_bits: None,
+        act_hidden_frac: None,
         readout_bits: None,
     }
 }

@@ -157,6 +157,7 @@ impl Config {
             rank_w: (self.rank_w > 0).then_some(self.rank_w),
             rank_u: (self.rank_u > 0).then_some(self.rank_u),
             act_bits: self.act_bits,
+            act_hidden_frac: self.act_hidden_frac,
             readout_bits: self.readout_bits,
         }
     }

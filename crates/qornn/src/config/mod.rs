@@ -265,8 +265,11 @@ settings! {
     act_bits_from: u64 = 0,
     /// act_bits: the hidden state's step calibrated (held) or learned (LSQ on its log2);
     /// both start at the power of two with the least squared error on the state when
-    /// quantization starts.
+    /// quantization starts, or at act_hidden_frac.
     act_range: ActRange = ActRange::Calibrated,
+    /// act_bits: start the hidden state's step at 2^-F (F fraction bits; codes then hold
+    /// +-2^(A-1-F)) instead of the least-squares power of two; unset: least squares.
+    act_hidden_frac: Option<i32> = None,
     /// The read-out V fake-quantized at R bits (2..=16) in training, with the paper's
     /// per-tensor quantizer and a straight-through gradient, as `qornn quantize
     /// --readout-bits R` stores it (its default then); unset: float V.

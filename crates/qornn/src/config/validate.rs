@@ -126,6 +126,18 @@ impl Config {
                 ));
             }
         }
+        if let Some(f) = self.act_hidden_frac {
+            if self.act_bits.is_none() {
+                return Err(Error::config("act_hidden_frac", "needs act_bits"));
+            }
+            let limit = qornn_infer::IntRecurrence::MAX_FRAC;
+            if !(-limit..=limit).contains(&f) {
+                return Err(Error::config(
+                    "act_hidden_frac",
+                    format!("{f} is outside -{limit}..={limit}"),
+                ));
+            }
+        }
         if let Some(r) = self.readout_bits.filter(|r| !(2..=16).contains(r)) {
             return Err(Error::config(
                 "readout_bits",

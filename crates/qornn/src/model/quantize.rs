@@ -113,8 +113,8 @@ impl Model {
 
     /// Starts the hidden state's step at the power of two that represents the float
     /// model's `h` on `batch` with the least squared error (`l = -f_h`; the largest `|h|`
-    /// clipped when that costs less than a coarser step). Quantization of the activations
-    /// is on afterwards.
+    /// clipped when that costs less than a coarser step), or at `2^-act_hidden_frac` when
+    /// the spec sets it. Quantization of the activations is on afterwards.
     pub fn init_hidden_step(&mut self, ws: &mut Workspace, batch: &Batch, par: Par) {
         let (Some(bits), Some(index)) = (self.spec.act_bits, self.hidden_step) else {
             return;
@@ -122,7 +122,9 @@ impl Model {
         self.quantize_activations = false;
         self.forward(ws, batch, par);
         let modrelu = self.spec.activation == Activation::Modrelu;
-        let frac = activation::least_squares_fraction_bits(ws.core.outputs(), bits, modrelu);
+        let frac = self.spec.act_hidden_frac.unwrap_or_else(|| {
+            activation::least_squares_fraction_bits(ws.core.outputs(), bits, modrelu)
+        });
         self.params[index].data[0] = -frac as f32;
         self.quantize_activations = true;
     }
