@@ -59,7 +59,13 @@ fine_tune pmnist-block-hadamrnn-4b-a12-v4 pmnist 12 pmnist-block-hadamrnn-4b-1ep
 fine_tune pmnist-block-hadamrnn-4b-a10-v4 pmnist 10 pmnist-block-hadamrnn-4b-1ep
 fine_tune pmnist-block-hadamrnn-4b-a8-v4 pmnist 8 pmnist-block-hadamrnn-4b-a12-v4 --act-range learned
 fine_tune pmnist-block-hadamrnn-4b-a8-3ep pmnist 8 - --epochs 3 --act-range learned
+for f in 3 4 5; do
+    fine_tune pmnist-block-hadamrnn-4b-a8-f$f-v4 pmnist 8 pmnist-block-hadamrnn-4b-a12-v4 \
+        --act-hidden-frac $f
+done
 fine_tune smnist-block-hadamrnn-4b-a12-v4 smnist 12 smnist-block-hadamrnn-4b-1ep
 fine_tune smnist-block-hadamrnn-4b-a8-v4 smnist 8 smnist-block-hadamrnn-4b-1ep
+fine_tune smnist-block-hadamrnn-4b-a8-f4-v4 smnist 8 smnist-block-hadamrnn-4b-a12-v4 \
+    --act-hidden-frac 4
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"
