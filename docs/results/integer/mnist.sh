@@ -63,6 +63,11 @@ for f in 3 4 5; do
     fine_tune pmnist-block-hadamrnn-4b-a8-f$f-v4 pmnist 8 pmnist-block-hadamrnn-4b-a12-v4 \
         --act-hidden-frac $f
 done
+# A = 6 and 4 with the state saturating at +-8 and +-4.
+fine_tune pmnist-block-hadamrnn-4b-a6-f2-v4 pmnist 6 pmnist-block-hadamrnn-4b-a12-v4 \
+    --act-hidden-frac 2
+fine_tune pmnist-block-hadamrnn-4b-a4-f1-v4 pmnist 4 pmnist-block-hadamrnn-4b-a12-v4 \
+    --act-hidden-frac 1
 fine_tune smnist-block-hadamrnn-4b-a12-v4 smnist 12 smnist-block-hadamrnn-4b-1ep
 fine_tune smnist-block-hadamrnn-4b-a8-v4 smnist 8 smnist-block-hadamrnn-4b-1ep
 fine_tune smnist-block-hadamrnn-4b-a8-f4-v4 smnist 8 smnist-block-hadamrnn-4b-a12-v4 \
