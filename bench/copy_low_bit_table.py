@@ -3,7 +3,7 @@
 bench/copy_low_bit_table.py [RUNS]` (default `runs`) prints it in Markdown. Each row names its
 run folder and the command that made it (`qornn train --config configs/... --threads 1
 --out runs/<folder>`); a folder without summary.json prints "(not run)". Two rows come from
-the previous session's table (the literature's full-precision and 4-bit runs, whose
+an earlier table (the literature's full-precision and 4-bit runs, whose
 folders are not here) and say so.
 """
 import json
@@ -47,10 +47,10 @@ for method, setting, run, cmd in rows:
     parts = cmd.split(' ', 1)
     command = f"`{parts[0]}.toml{(' ' + parts[1]) if len(parts) > 1 else ''}`"
     if run == "FP_LIT":
-        out.append(f"| {method} | {setting} | {command} | fp32 | 0.0094 | 97.6 % | 75812 | 135 s (previous session, table below) |")
+        out.append(f"| {method} | {setting} | {command} | fp32 | 0.0094 | 97.6 % | 75812 | 135 s (an earlier run, table below) |")
         continue
     if run is None:
-        out.append(f"| {method} | {setting} | {command} | 4 | 0.1664 | 23.8 % | 13996 | 97 s (previous session, table below) |")
+        out.append(f"| {method} | {setting} | {command} | 4 | 0.1664 | 23.8 % | 13996 | 97 s (an earlier run, table below) |")
         continue
     p = R / run / 'summary.json'
     if not p.exists():
