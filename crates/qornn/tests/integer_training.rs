@@ -164,6 +164,7 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
             act_bits_from: 200,
             act_range,
             act_hidden_frac: None,
+            act_hidden_cover: None,
             readout_bits: Some(4),
             ..small_copy(model, 4)
         };
@@ -205,7 +206,8 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
     }
 }
 
-/// `act_hidden_frac` starts (and, calibrated, holds) the hidden step at `2^-F` instead of
+/// `act_hidden_frac` starts (and, calibrated, holds) the hidden step at `2^-F` (and
+/// `act_hidden_cover` where its codes hold a fraction of the state) instead of
 /// the least-squares power of two, and `qornn quantize` takes it; without `act_bits`, or
 /// past the engine's fraction bound, it is refused.
 #[test]
@@ -236,5 +238,34 @@ fn the_hidden_step_can_be_set_in_fraction_bits() {
         };
         let error = bad.validate().unwrap_err().to_string();
         assert!(error.contains("act_hidden_frac"), "{error}");
+    }
+    // `act_hidden_cover`: the step whose codes hold that fraction of the state, held and
+    // taken by `qornn quantize`; a fraction outside (0, 1] or without act_bits is refused.
+    let covered = tempfile::tempdir().unwrap();
+    let config = Config {
+        act_hidden_frac: None,
+        act_hidden_cover: Some(0.5),
+        ..config
+    };
+    run::start(config.clone(), covered.path(), &mut ()).unwrap();
+    let best = run::best_weights(covered.path()).unwrap();
+    let log2_step = best.iter().find(|t| t.name == HIDDEN_STEP).unwrap().data[0];
+    assert_eq!(log2_step, log2_step.round());
+    let (report, _) =
+        qornn::deploy::quantize::quantize_run(covered.path(), None, 64, None, None, None).unwrap();
+    assert_eq!(report.hidden_frac, -log2_step as i32);
+    for (act_bits, cover) in [
+        (None, 0.5),
+        (Some(8), 0.0),
+        (Some(8), 1.5),
+        (Some(8), f64::NAN),
+    ] {
+        let bad = Config {
+            act_bits,
+            act_hidden_cover: Some(cover),
+            ..config.clone()
+        };
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("act_hidden_cover"), "{error}");
     }
 }

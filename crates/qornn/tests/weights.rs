@@ -27,6 +27,7 @@ fn spec(model: &str, hidden: usize, input: usize) -> ModelSpec {
         rank_u: None,
         act_bits: None,
         act_hidden_frac: None,
+        act_hidden_cover: None,
         readout_bits: None,
     }
 }

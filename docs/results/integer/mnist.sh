@@ -63,6 +63,11 @@ for f in 3 4 5; do
     fine_tune pmnist-block-hadamrnn-4b-a8-f$f-v4 pmnist 8 pmnist-block-hadamrnn-4b-a12-v4 \
         --act-hidden-frac $f
 done
+# The step from a quantile of the state's magnitudes instead.
+for c in 0.99 0.999; do
+    fine_tune pmnist-block-hadamrnn-4b-a8-cover$c-v4 pmnist 8 pmnist-block-hadamrnn-4b-a12-v4 \
+        --act-hidden-cover $c
+done
 # A = 6 and 4 with the state saturating at +-8 and +-4.
 fine_tune pmnist-block-hadamrnn-4b-a6-f2-v4 pmnist 6 pmnist-block-hadamrnn-4b-a12-v4 \
     --act-hidden-frac 2

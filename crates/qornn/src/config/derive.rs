@@ -158,6 +158,7 @@ impl Config {
             rank_u: (self.rank_u > 0).then_some(self.rank_u),
             act_bits: self.act_bits,
             act_hidden_frac: self.act_hidden_frac,
+            act_hidden_cover: self.act_hidden_cover,
             readout_bits: self.readout_bits,
         }
     }

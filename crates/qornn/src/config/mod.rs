@@ -270,6 +270,10 @@ settings! {
     /// act_bits: start the hidden state's step at 2^-F (F fraction bits; codes then hold
     /// +-2^(A-1-F)) instead of the least-squares power of two; unset: least squares.
     act_hidden_frac: Option<i32> = None,
+    /// act_bits: start the hidden step at the largest power of two whose codes hold this
+    /// fraction (0..=1, e.g. 0.99) of the state's magnitudes when quantization starts, the
+    /// larger ones saturating; unset: least squares (act_hidden_frac takes precedence).
+    act_hidden_cover: Option<f64> = None,
     /// The read-out V fake-quantized at R bits (2..=16) in training, with the paper's
     /// per-tensor quantizer and a straight-through gradient, as `qornn quantize
     /// --readout-bits R` stores it (its default then); unset: float V.

@@ -138,6 +138,14 @@ impl Config {
                 ));
             }
         }
+        if let Some(cover) = self.act_hidden_cover {
+            if self.act_bits.is_none() || !(cover > 0.0 && cover <= 1.0) {
+                return Err(Error::config(
+                    "act_hidden_cover",
+                    format!("{cover}: a fraction in (0, 1], with act_bits"),
+                ));
+            }
+        }
         if let Some(r) = self.readout_bits.filter(|r| !(2..=16).contains(r)) {
             return Err(Error::config(
                 "readout_bits",

@@ -122,9 +122,12 @@ impl Model {
         self.quantize_activations = false;
         self.forward(ws, batch, par);
         let modrelu = self.spec.activation == Activation::Modrelu;
-        let frac = self.spec.act_hidden_frac.unwrap_or_else(|| {
-            activation::least_squares_fraction_bits(ws.core.outputs(), bits, modrelu)
-        });
+        let states = ws.core.outputs();
+        let frac = match (self.spec.act_hidden_frac, self.spec.act_hidden_cover) {
+            (Some(frac), _) => frac,
+            (None, Some(cover)) => activation::covering_fraction_bits(states, bits, modrelu, cover),
+            (None, None) => activation::least_squares_fraction_bits(states, bits, modrelu),
+        };
         self.params[index].data[0] = -frac as f32;
         self.quantize_activations = true;
     }

@@ -74,6 +74,22 @@ pub fn fraction_bits(max_abs: f32, limit: i64) -> i32 {
     (limit as f64 / max_abs as f64).log2().floor() as i32
 }
 
+/// The largest fraction bits `f` whose codes hold the `cover` quantile of `|values|` (a
+/// fraction in `(0, 1]`; the larger values then saturate): for long sequences at few bits
+/// the least-squares step (`least_squares_fraction_bits`) is set by a few large states and
+/// leaves the rest too coarse. The quantile is taken on at most 2^20 values, evenly strided.
+pub fn covering_fraction_bits(values: &[f32], bits: u32, modrelu: bool, cover: f64) -> i32 {
+    let hi = hidden_code_range(bits, modrelu).1;
+    let stride = values.len() / (1 << 20) + 1;
+    let mut magnitudes: Vec<f32> = values.iter().step_by(stride).map(|v| v.abs()).collect();
+    if magnitudes.is_empty() {
+        return 0;
+    }
+    let rank = ((cover * magnitudes.len() as f64).ceil() as usize).clamp(1, magnitudes.len());
+    let (_, quantile, _) = magnitudes.select_nth_unstable_by(rank - 1, f32::total_cmp);
+    fraction_bits(*quantile, hi)
+}
+
 /// The fraction bits `f` whose codes represent `values` with the least squared error,
 /// clamping included: from the largest `f` that holds every value (`fraction_bits` of the
 /// largest `|v|`) to 6 bits finer, where clipping the largest values starts to cost more
@@ -388,5 +404,12 @@ mod tests {
         // An outlier of 100 costs more clipped than the coarse step does.
         values.push(100.0);
         assert_eq!(least_squares_fraction_bits(&values, 8, true), 0);
+        // Covering 99 % of the magnitudes (up to 0.99) lets the outliers saturate: the
+        // largest f with 0.99 2^f <= 127 is 7; covering all of them is the widest step.
+        assert_eq!(covering_fraction_bits(&values, 8, true, 0.99), 7);
+        assert_eq!(
+            covering_fraction_bits(&values, 8, true, 1.0),
+            fraction_bits(100.0, 127)
+        );
     }
 }
