@@ -123,6 +123,12 @@ static int32_t packed_code(const uint8_t *packed, int32_t bits, int32_t index) {
     return raw >= (1u << (bits - 1)) ? (int32_t)raw - (int32_t)(1u << bits) : (int32_t)raw;
 }
 
+/* Code `index` of packed 4-bit codes: a nibble of its byte, sign-extended. */
+static int32_t nibble_code(const uint8_t *packed, int32_t index) {
+    int32_t nibble = (packed[index >> 1] >> ((index & 1) << 2)) & 15;
+    return nibble >= 8 ? nibble - 16 : nibble;
+}
+
 /* floor(v / 2^s) for any sign, without shifting a negative value. */
 static int64_t floor_shift(int64_t v, int32_t s) {
     if (v >= 0) return v >> s;
@@ -188,10 +194,7 @@ static int64_t packed_dot(const uint8_t *packed, int32_t bits, int32_t first, in
             const int8_t *codes = (const int8_t *)(const void *)(packed + first);
             for (j = start; j < end; j++) acc += (int32_t)codes[j] * values[j];
         } else if (bits == 4) {
-            for (j = start; j < end; j++) {
-                int32_t k = first + j, nibble = (packed[k >> 1] >> ((k & 1) << 2)) & 15;
-                acc += (nibble >= 8 ? nibble - 16 : nibble) * values[j];
-            }
+            for (j = start; j < end; j++) acc += nibble_code(packed, first + j) * values[j];
         } else {
             for (j = start; j < end; j++) acc += packed_code(packed, bits, first + j) * values[j];
         }
@@ -323,10 +326,7 @@ static int input_sums(const qornn_model *m, const int32_t *x, int32_t *sums) {
     for (i = 0; i < n; i++) {
         int32_t acc = 0;
         if (m->u_bits == 4) {
-            for (j = 0; j < d; j++, k++) {
-                int32_t nibble = (m->u_packed[k >> 1] >> ((k & 1) << 2)) & 15;
-                acc += (nibble >= 8 ? nibble - 16 : nibble) * x[j];
-            }
+            for (j = 0; j < d; j++, k++) acc += nibble_code(m->u_packed, k) * x[j];
         } else if (m->u_bits == 8) {
             for (j = 0; j < d; j++, k++) acc += (int32_t)(int8_t)m->u_packed[k] * x[j];
         } else {

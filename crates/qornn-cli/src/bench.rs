@@ -33,9 +33,9 @@ pub struct BenchArgs {
     /// Weight bits (32 for full precision).
     #[arg(long, default_value_t = 4)]
     bits: u32,
-    /// The hidden nonlinearity.
-    #[arg(long, default_value = "relu")]
-    act: String,
+    /// The hidden nonlinearity, as `qornn train --act`.
+    #[arg(long, default_value = "relu", value_parser = activation)]
+    act: Activation,
     /// Activations fake-quantized at A bits, as `qornn train --act-bits A`.
     #[arg(long)]
     act_bits: Option<u32>,
@@ -206,6 +206,13 @@ struct Report {
     peak_rss_bytes: u64,
 }
 
+/// `--act`: the names configs use (`Activation`'s serde names).
+fn activation(text: &str) -> std::result::Result<Activation, String> {
+    use serde::de::{value::StrDeserializer, Deserialize};
+    Activation::deserialize(StrDeserializer::<serde::de::value::Error>::new(text))
+        .map_err(|e| e.to_string())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -231,16 +238,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.integer {
         return integer(&args, path);
     }
-    let act = match args.act.as_str() {
-        "relu" => Activation::Relu,
-        "modrelu" => Activation::Modrelu,
-        "tanh" => Activation::Tanh,
-        other => anyhow::bail!("--act: relu, modrelu or tanh, not {other:?}"),
-    };
     let config = Config {
         model: args.model,
         bits: Some(args.bits),
-        act,
+        act: args.act,
         act_bits: args.act_bits,
         hidden: args.hidden,
         batch: args.batch,

@@ -13,8 +13,8 @@ impl QuantizedRecurrence {
         let (n, d) = (self.hidden, self.input);
         let (h_unit, x_unit) = (2f64.powi(-self.hidden_frac), 2f64.powi(-self.input_frac));
         let bias_unit = 2f64.powi(-(self.shift as i32 + self.hidden_frac));
-        let (lo, hi) = self.as_int().hidden_range();
-        let block = self.as_int().w_block();
+        let int = self.as_int();
+        let ((lo, hi), block) = (int.hidden_range(), int.w_block());
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
             let (sw, su) = (self.w_step.value(i), self.u_step.value(i));
             // W's zeros outside row i's diagonal block add exactly 0.

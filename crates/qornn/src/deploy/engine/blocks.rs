@@ -77,9 +77,7 @@ impl BlockLayout {
         add(&mut acc_u, &self.u[i * d..(i + 1) * d], x, 0);
         (acc_w, acc_u)
     }
-}
 
-impl BlockLayout {
     /// One step of one sequence (`h`, `out`: n codes, `x`: d codes), for batches too small
     /// to fill the lanes.
     pub(super) fn step_one(&self, finisher: &Finisher<'_>, h: &[i32], x: &[i32], out: &mut [i32]) {

@@ -68,9 +68,8 @@ pub struct BatchedEngine<'a> {
     u_codes: Vec<i8>,
     /// `Kernel::Avx2Bytes`: W and U in its layout.
     bytes: Option<ByteLayout>,
-    /// `Kernel::Blocks`: W's blocks and U, and whether the CPU runs its AVX2 form.
+    /// `Kernel::Blocks`: W's blocks and U.
     blocks: Option<BlockLayout>,
-    blocks_avx2: bool,
 }
 
 /// The hidden codes of a batch of sequences.
@@ -142,13 +141,13 @@ impl<'a> BatchedEngine<'a> {
         // Rows come in twos (units 2q and 2q+1 share a pass); a zero row pads an odd n. The
         // byte kernel keeps W and U in its own layout and needs no pairs.
         let rows = n.div_ceil(2) * 2;
-        let (w_pairs, u_pairs) = match bytes {
-            _ if blocks.is_some() => (Vec::new(), Vec::new()),
-            Some(_) => (Vec::new(), Vec::new()),
-            None => (
+        let (w_pairs, u_pairs) = if bytes.is_some() || blocks.is_some() {
+            (Vec::new(), Vec::new())
+        } else {
+            (
                 pairs_of(|i, j| padded_code(&w_codes, n, i, j), rows, n),
                 pairs_of(|i, j| padded_code(&u_codes, d, i, j), rows, d),
-            ),
+            )
         };
         Self {
             finisher: Finisher::new(&rec),
@@ -162,7 +161,6 @@ impl<'a> BatchedEngine<'a> {
             u_codes,
             bytes,
             blocks,
-            blocks_avx2: cfg!(target_arch = "x86_64") && avx2(),
         }
     }
 
@@ -252,9 +250,9 @@ impl<'a> BatchedEngine<'a> {
             }
             let (h, x, next) = (&state.h, &state.x, &mut state.next);
             #[cfg(target_arch = "x86_64")]
-            if self.blocks_avx2 {
-                // SAFETY: `blocks_avx2` is set only on a CPU with AVX2; the state holds
-                // `n x lanes` and `d x lanes` codes, `lanes` a multiple of `LANES`.
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2; the state holds `n x lanes` and `d x lanes`
+                // codes, `lanes` a multiple of `LANES`.
                 unsafe { blocks::step_avx2(blocks, &self.finisher, n, h, x, next, lanes) };
                 std::mem::swap(&mut state.h, &mut state.next);
                 return;
@@ -362,14 +360,6 @@ impl<'a> BatchedEngine<'a> {
         }
         products_portable(rows, pairs, lanes, block, out);
     }
-}
-
-/// Whether the CPU has AVX2.
-fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// The scalar engine's `step_unpacked` (one sequence), compiled for AVX2 where the CPU has
