@@ -23,6 +23,13 @@ train() { # out, then qornn train's flags
         "$qornn" train "$@" --data-dir "$data" --threads 1 --out "$runs/$out"
 }
 
+# A run's config.toml without this machine's paths: the data folder as DATA_DIR, the run it
+# started from as runs/<name>, as in command.txt.
+portable_config() {
+    sed -e 's|^data_dir = .*|data_dir = "DATA_DIR"|' \
+        -e 's|^init_from = ".*/\([^/]*\)"$|init_from = "runs/\1"|' "$1"
+}
+
 # name, task, A, the run it starts from ("-": none, the config's own schedule), extra flags
 fine_tune() {
     local name=$1 task=$2 a=$3 from=$4
@@ -41,7 +48,8 @@ fine_tune() {
         make -s -C c steps-m4 MODEL="$c_model" | grep '^instructions per step' >> "$run/check-m4.txt"
     fi
     mkdir -p "$here/$name"
-    cp "$run"/{config.toml,metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
+    cp "$run"/{metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
+    portable_config "$run/config.toml" > "$here/$name/config.toml"
     local first="qornn train --config $config --epochs 1 --data-dir DIR --threads 1 --out runs/$task-block-hadamrnn-4b-1ep"
     local tune="qornn train --config $config --epochs 1 --data-dir DIR --threads 1 --init-from runs/$from --lr 1e-4 --orthogonal-lr 1e-4 --act-bits $a --readout-bits 4${*:+ $*} --out runs/$name"
     if [[ $from == - ]]; then
