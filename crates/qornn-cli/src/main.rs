@@ -351,6 +351,12 @@ fn report(args: ReportArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    // A reader that closes early (`qornn report ... | head`) ends the program as it ends
+    // any Unix tool, instead of a panic in `println!`: Rust ignores SIGPIPE by default.
+    // SAFETY: called first, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train(*args),

@@ -523,3 +523,33 @@ fn resume_extends_a_run_and_refuses_fixed_flags() {
     assert_eq!(summary["steps"], 80);
     assert_eq!(metric_lines(&run), 4);
 }
+
+#[test]
+fn a_reader_that_closes_early_ends_the_output_without_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qornn"))
+        .args([
+            "bench",
+            "--hidden",
+            "8",
+            "--seq",
+            "4",
+            "--batch",
+            "2",
+            "--repeats",
+            "1",
+        ])
+        .args(["--threads", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the qornn binary runs");
+    // Close the reading end before the step has been timed and anything printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("qornn ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !out.status.success(),
+        "the output was lost, the exit says so"
+    );
+}
