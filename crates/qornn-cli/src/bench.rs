@@ -204,6 +204,37 @@ struct Report {
     seconds_per_step: f64,
     phases: StepTimes,
     peak_rss_bytes: u64,
+    /// Elman cores: the bytes a step cannot avoid moving ([`elman_floor_bytes`]).
+    floor_bytes: Option<u64>,
+    /// A plain copy's rate on this machine (bytes read + written per second).
+    copy_bytes_per_second: Option<f64>,
+    /// `floor_bytes` at `copy_bytes_per_second`.
+    floor_seconds: Option<f64>,
+}
+
+/// The bytes an Elman core's training step cannot avoid moving: the pre-activation `z_t`
+/// and the state `h_t` of every step and sequence (4-byte floats), written once by the
+/// forward pass and read once by the backward pass: `2 tensors x 2 passes x T B n x 4`.
+/// Weights, inputs and the read-out are left out (they are small next to these).
+fn elman_floor_bytes(seq: usize, batch: usize, hidden: usize) -> u64 {
+    16 * (seq * batch * hidden) as u64
+}
+
+/// Bytes read and written per second by a copy of 256 MiB into another buffer (best of 5),
+/// counted as numpy's `copyto` is in `bench/compare.sh`.
+fn copy_bytes_per_second() -> f64 {
+    let floats = 64 << 20;
+    let source = vec![1.0f32; floats];
+    let mut target = vec![0.0f32; floats];
+    let best = (0..5)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            target.copy_from_slice(std::hint::black_box(&source));
+            std::hint::black_box(&target);
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    2.0 * (4 * floats) as f64 / best
 }
 
 /// `--act`: the names configs use (`Activation`'s serde names).
@@ -272,6 +303,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         totals.push(start.elapsed().as_secs_f64());
         phases.push(t);
     }
+    let floor_bytes = args
+        .model
+        .entry()
+        .elman
+        .then(|| elman_floor_bytes(args.seq, args.batch, args.hidden));
+    // Read before the copy's 512 MiB of buffers count in it.
+    let peak_rss = peak_rss_bytes();
+    let copy_rate = floor_bytes.map(|_| copy_bytes_per_second());
     let report = Report {
         model: args.model.to_string(),
         hidden: args.hidden,
@@ -286,7 +325,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             backward: median(phases.iter().map(|p| p.backward).collect()),
             optimiser: median(phases.iter().map(|p| p.optimiser).collect()),
         },
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: peak_rss,
+        floor_bytes,
+        copy_bytes_per_second: copy_rate,
+        floor_seconds: floor_bytes.zip(copy_rate).map(|(b, r)| b as f64 / r),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -298,6 +340,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             p.parametrise, p.forward, p.backward, p.optimiser,
             report.peak_rss_bytes as f64 / (1024.0 * 1024.0)
         );
+        if let (Some(bytes), Some(rate), Some(floor)) = (
+            report.floor_bytes,
+            report.copy_bytes_per_second,
+            report.floor_seconds,
+        ) {
+            println!(
+                "  bytes-moved floor {:.3} GB (z and h written and read once) at a plain copy's {:.1} GB/s: {floor:.4} s; the step is {:.1}x it",
+                bytes as f64 / 1e9,
+                rate / 1e9,
+                report.seconds_per_step / floor
+            );
+        }
     }
     Ok(())
 }

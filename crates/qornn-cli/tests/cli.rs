@@ -553,3 +553,35 @@ fn a_reader_that_closes_early_ends_the_output_without_a_panic() {
         "the output was lost, the exit says so"
     );
 }
+
+#[test]
+fn bench_prints_the_bytes_moved_floor_of_an_elman_step() {
+    let bench = |model: &str| {
+        let out = qornn(&[
+            "bench",
+            "--model",
+            model,
+            "--hidden",
+            "16",
+            "--seq",
+            "3",
+            "--batch",
+            "2",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", common::text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("one JSON object")
+    };
+    let elman = bench("hadamrnn");
+    // z and h, written and read once: 2 x 2 x T B n floats of 4 bytes.
+    assert_eq!(elman["floor_bytes"], 16 * 3 * 2 * 16);
+    assert!(elman["copy_bytes_per_second"].as_f64().unwrap() > 0.0);
+    let floor = elman["floor_seconds"].as_f64().unwrap();
+    assert!(floor > 0.0 && floor.is_finite());
+    // The gated cells keep other tensors: no floor is claimed for them.
+    assert!(bench("lstm")["floor_bytes"].is_null());
+}
