@@ -149,7 +149,7 @@ pub struct IntRecurrence<'a> {
 pub fn hadamard_entry(i: usize, j: usize, block: usize) -> i32 {
     if i / block != j / block {
         0
-    } else if ((i % block) & (j % block)).count_ones() % 2 == 0 {
+    } else if ((i % block) & (j % block)).count_ones().is_multiple_of(2) {
         1
     } else {
         -1
@@ -386,7 +386,7 @@ impl<'a> IntRecurrence<'a> {
         let p = i / 2;
         let (a, b) = (self.w.code(2 * p) as i64, self.w.code(2 * p + 1) as i64);
         let (x, y) = (h[2 * p] as i64, h[2 * p + 1] as i64);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             a * x - b * y
         } else {
             b * x + a * y

@@ -293,7 +293,7 @@ fn drive(
         state.pending_loss += loss as f64;
         state.pending_count += 1;
         observer.on_step(trainer.step, loss);
-        let at_eval = trainer.step % eval_every == 0 || trainer.step == total;
+        let at_eval = trainer.step.is_multiple_of(eval_every) || trainer.step == total;
         if !at_eval && observer.should_stop() {
             // Batches are a function of (seed, step), so a checkpoint between two
             // evaluations resumes to the same result.

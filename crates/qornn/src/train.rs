@@ -270,7 +270,7 @@ impl Trainer {
                 .task
                 .steps_per_epoch(self.config.batch)
                 .unwrap_or(u64::MAX);
-            if self.step % per_epoch == 0 {
+            if self.step.is_multiple_of(per_epoch) {
                 state.fill(0.0);
             }
             ws.core.set_initial_state(state);

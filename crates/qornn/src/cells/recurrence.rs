@@ -163,7 +163,7 @@ impl<T: Real> Recurrence<'_, T> {
 /// The unnormalised fast Walsh-Hadamard transform of each block of `m` entries of `x`
 /// in place: `x <- (I ⊗ H_m) x`, `len(x) log2(m)` additions and subtractions.
 pub fn fwht_blocks<T: Real>(x: &mut [T], block: usize) {
-    debug_assert!(block.is_power_of_two() && x.len() % block == 0);
+    debug_assert!(block.is_power_of_two() && x.len().is_multiple_of(block));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         if block >= 8 && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {

@@ -203,7 +203,7 @@ impl QuantizedRecurrence {
     /// `qornn-rotations` gives them), kept as the n codes `a_0, b_0, a_1, …`.
     pub fn into_rotations(mut self) -> Self {
         let n = self.hidden;
-        assert!(n % 2 == 0, "rotations need an even hidden size");
+        assert!(n.is_multiple_of(2), "rotations need an even hidden size");
         let code = |i: usize, j: usize| self.w_codes[i * n + j] as i32;
         let mut pairs = Vec::with_capacity(n);
         for p in 0..n / 2 {

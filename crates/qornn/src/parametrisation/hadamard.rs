@@ -107,7 +107,7 @@ fn check(config: &crate::registry::ModelSettings, block: usize) -> crate::Result
             ),
         ));
     }
-    if block < 2 || !block.is_power_of_two() || config.hidden % block != 0 {
+    if block < 2 || !block.is_power_of_two() || !config.hidden.is_multiple_of(block) {
         return Err(crate::Error::config(
             "block",
             format!(

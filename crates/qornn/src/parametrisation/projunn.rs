@@ -279,7 +279,7 @@ pub fn retract<T: Real>(
 ) {
     let (a, b, r) = low_rank_sketch(delta, n, rank, rng);
     apply_low_rank_step(kind, w, n, &a, &b, r);
-    if (step + 1) % ORTHOGONALITY_CHECK_EVERY == 0 && orthogonality_defect(w, n) > tolerance {
+    if (step + 1).is_multiple_of(ORTHOGONALITY_CHECK_EVERY) && orthogonality_defect(w, n) > tolerance {
         reorthonormalize(w, n);
     }
 }

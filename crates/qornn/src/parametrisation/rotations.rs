@@ -106,7 +106,7 @@ fn build(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametris
 
 /// An even width; one bit width for the whole run.
 fn check(config: &crate::registry::ModelSettings) -> crate::Result<()> {
-    if config.hidden % 2 != 0 {
+    if !config.hidden.is_multiple_of(2) {
         return Err(crate::Error::config(
             "hidden",
             format!(
@@ -127,7 +127,7 @@ fn check(config: &crate::registry::ModelSettings) -> crate::Result<()> {
 impl RotationParametrisation {
     /// `n` even; `bits` in 2..=8, or `None` for float rotations.
     pub fn new(n: usize, bits: Option<u32>) -> Self {
-        assert!(n % 2 == 0, "rotations: odd hidden size {n}");
+        assert!(n.is_multiple_of(2), "rotations: odd hidden size {n}");
         Self {
             n,
             lattice: bits.map(Lattice::new),

@@ -135,7 +135,7 @@ pub(super) unsafe fn step_avx2(
     lanes: usize,
 ) {
     use std::arch::x86_64::*;
-    assert!(lanes % LANES == 0 && next.len() >= n * lanes);
+    assert!(lanes.is_multiple_of(LANES) && next.len() >= n * lanes);
     for lane0 in (0..lanes).step_by(LANES) {
         for i in 0..n {
             let (acc_w, acc_u) = layout.sums(i, h, x, lanes, lane0);
