@@ -4,7 +4,7 @@
 
 use qornn_infer::IntRecurrence;
 #[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::{__m128i, __m256i};
+use std::arch::x86_64::{__m128i, __m256i, __m512i};
 
 /// Sequences per block: four 8-lane AVX2 accumulators.
 pub(super) const LANES: usize = 32;
@@ -184,4 +184,87 @@ unsafe fn finish_4_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> _
     };
     let a = _mm256_blendv_epi8(a, row.hi, _mm256_cmpgt_epi64(a, row.hi));
     _mm256_blendv_epi8(a, row.lo, _mm256_cmpgt_epi64(row.lo, a))
+}
+
+/// One unit's `Finisher` constants, broadcast to 8 int64 lanes (AVX-512).
+#[cfg(target_arch = "x86_64")]
+pub(super) struct RowConstants512 {
+    w_scale: __m512i,
+    u_scale: __m512i,
+    bias: __m512i,
+    bias_mod: Option<__m512i>,
+    lo: __m512i,
+    hi: __m512i,
+    shift: __m128i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowConstants512 {
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn new(f: &Finisher<'_>, i: usize) -> Self {
+        use std::arch::x86_64::*;
+        Self {
+            w_scale: _mm512_set1_epi64(f.w_scales[i]),
+            u_scale: _mm512_set1_epi64(f.u_scales[i]),
+            bias: _mm512_set1_epi64(f.bias[i] + f.round),
+            bias_mod: f.modrelu.then(|| _mm512_set1_epi64(f.bias_mod[i] as i64)),
+            lo: _mm512_set1_epi64(f.lo),
+            hi: _mm512_set1_epi64(f.hi),
+            shift: _mm_cvtsi32_si128(f.shift as i32),
+        }
+    }
+}
+
+/// `Finisher::finish` on 16 int32 sums, as `finish_8_avx2` does on 8: the even lanes, then
+/// the odd ones moved down, each as 8 int64 lanes, and the codes put back in order.
+/// AVX-512 has the 64-bit arithmetic shift, absolute value, minimum and maximum that AVX2
+/// builds from comparisons.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn finish_16_avx512(
+    row: &RowConstants512,
+    acc_w: __m512i,
+    acc_u: __m512i,
+) -> __m512i {
+    use std::arch::x86_64::*;
+    let even = finish_8_avx512(row, acc_w, acc_u);
+    let odd = finish_8_avx512(
+        row,
+        _mm512_srli_epi64::<32>(acc_w),
+        _mm512_srli_epi64::<32>(acc_u),
+    );
+    _mm512_mask_blend_epi32(0b1010_1010_1010_1010, even, _mm512_slli_epi64::<32>(odd))
+}
+
+/// `Finisher::finish` on the low 32 bits (signed) of 8 int64 lanes; the code in each lane's
+/// low 32 bits (`vpmuldq` is exact: the scales fit int32).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn finish_8_avx512(row: &RowConstants512, acc_w: __m512i, acc_u: __m512i) -> __m512i {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_si512();
+    let t = _mm512_add_epi64(
+        _mm512_add_epi64(
+            _mm512_mul_epi32(acc_w, row.w_scale),
+            _mm512_mul_epi32(acc_u, row.u_scale),
+        ),
+        row.bias,
+    );
+    let z = _mm512_sra_epi64(t, row.shift);
+    let a = match row.bias_mod {
+        // sign(z) max(|z| + b_mod, 0): 0 where z is 0.
+        Some(bias_mod) => {
+            let m = _mm512_max_epi64(_mm512_add_epi64(_mm512_abs_epi64(z), bias_mod), zero);
+            let negative = _mm512_cmplt_epi64_mask(z, zero);
+            let signed = _mm512_mask_sub_epi64(m, negative, zero, m);
+            _mm512_maskz_mov_epi64(_mm512_cmpneq_epi64_mask(z, zero), signed)
+        }
+        None => _mm512_max_epi64(z, zero),
+    };
+    _mm512_max_epi64(_mm512_min_epi64(a, row.hi), row.lo)
 }

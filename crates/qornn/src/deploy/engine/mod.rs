@@ -11,7 +11,8 @@
 //! packs them there (`step_in_registers_avx2`); the rescaling, rounding and activation are
 //! the scalar engine's own (`IntRecurrence::finish`). Models whose hidden codes fit a byte
 //! (A <= 8) take `engine/bytes.rs` instead: `vpmaddubsw`, 32 multiply-adds per instruction,
-//! under the bounds stated there. A block-diagonal W (Hadamard blocks, rotation pairs)
+//! under the bounds stated there, or AVX-512 VNNI `vpdpbusd` (64 per instruction) where
+//! the CPU has it. A block-diagonal W (Hadamard blocks, rotation pairs)
 //! takes `engine/blocks.rs`, which multiplies only W's blocks. Without AVX2 a
 //! portable loop does the same arithmetic; models whose hidden codes do not fit int16
 //! (ReLU with A = 16) run one sequence at a time on the scalar engine.
@@ -31,6 +32,18 @@ use pairs::products_portable;
 use pairs::{pair_sums_avx2, products_avx2};
 use qornn_infer::IntRecurrence;
 
+/// Whether the CPU runs the AVX-512 VNNI byte kernel.
+fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Below this many sequences a call runs them one at a time.
 const SMALL_BATCH: usize = 8;
 
@@ -40,6 +53,9 @@ pub enum Kernel {
     /// A block-diagonal W (`blocks.rs`): only W's diagonal blocks are multiplied, AVX2
     /// where the CPU has it; a dense W takes the byte kernel's place in the order below.
     Blocks,
+    /// AVX-512 VNNI `vpdpbusd` over the byte kernel's layout (`bytes.rs`), on the models
+    /// `Avx2Bytes` takes, where the CPU has AVX-512 VNNI (and BW).
+    Avx512VnniBytes,
     /// AVX2 `vpmaddubsw` over hidden codes as unsigned bytes (`bytes.rs`): hidden
     /// codes spanning at most 256 values (A <= 8) and `2 (hi - lo) max|w| <= 32767`
     /// (every model with k <= 7).
@@ -66,7 +82,7 @@ pub struct BatchedEngine<'a> {
     /// The codes one byte each, for one sequence at a time.
     w_codes: Vec<i8>,
     u_codes: Vec<i8>,
-    /// `Kernel::Avx2Bytes`: W and U in its layout.
+    /// The byte kernels: W and U in their layout.
     bytes: Option<ByteLayout>,
     /// `Kernel::Blocks`: W's blocks and U.
     blocks: Option<BlockLayout>,
@@ -124,18 +140,23 @@ impl<'a> BatchedEngine<'a> {
         let kernel = match (kernel, pair_kernel, &blocks) {
             (_, _, Some(_)) => Kernel::Blocks,
             (_, Kernel::PerSequence, _) => Kernel::PerSequence,
-            (Kernel::Avx2 | Kernel::Avx2Bytes | Kernel::Blocks, Kernel::Portable, _) => {
-                Kernel::Portable
+            (
+                Kernel::Avx2 | Kernel::Avx2Bytes | Kernel::Avx512VnniBytes | Kernel::Blocks,
+                Kernel::Portable,
+                _,
+            ) => Kernel::Portable,
+            (Kernel::Blocks | Kernel::Avx512VnniBytes, _, None) if has_avx512_vnni() => {
+                Kernel::Avx512VnniBytes
             }
-            (Kernel::Blocks, _, None) => Kernel::Avx2Bytes,
+            (Kernel::Blocks | Kernel::Avx512VnniBytes, _, None) => Kernel::Avx2Bytes,
             (k, _, _) => k,
         };
         let (lo, hi) = rec.hidden_range();
-        let bytes = (kernel == Kernel::Avx2Bytes)
+        let bytes = matches!(kernel, Kernel::Avx2Bytes | Kernel::Avx512VnniBytes)
             .then(|| ByteLayout::new(&w_codes, &u_codes, n, d, lo, hi))
             .flatten();
         let kernel = match (kernel, &bytes) {
-            (Kernel::Avx2Bytes, None) => Kernel::Avx2,
+            (Kernel::Avx2Bytes | Kernel::Avx512VnniBytes, None) => Kernel::Avx2,
             (k, _) => k,
         };
         // Rows come in twos (units 2q and 2q+1 share a pass); a zero row pads an odd n. The
@@ -273,20 +294,18 @@ impl<'a> BatchedEngine<'a> {
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(bytes) = &self.bytes {
-            // SAFETY: `Kernel::Avx2Bytes` (the only kernel with a byte layout) is chosen only
-            // on a CPU with AVX2; the state holds `quads x lanes` and `input_pairs x lanes`
-            // words, `lanes` a multiple of `LANES`.
+            let (h, x, next) = (&state.h, &state.x, &mut state.next);
+            // SAFETY: the byte kernels (the only ones with a byte layout) are chosen only on
+            // a CPU with AVX2, `Kernel::Avx512VnniBytes` only on one with AVX-512 VNNI and
+            // BW; the state holds `quads x lanes` and `input_pairs x lanes` words, `lanes`
+            // a multiple of `LANES`.
             unsafe {
-                bytes::step_avx2(
-                    bytes,
-                    &self.finisher,
-                    n,
-                    &state.h,
-                    &state.x,
-                    &mut state.next,
-                    lanes,
-                )
-            };
+                if self.kernel == Kernel::Avx512VnniBytes {
+                    bytes::step_avx512vnni(bytes, &self.finisher, n, h, x, next, lanes);
+                } else {
+                    bytes::step_avx2(bytes, &self.finisher, n, h, x, next, lanes);
+                }
+            }
             std::mem::swap(&mut state.h, &mut state.next);
             return;
         }
@@ -411,7 +430,7 @@ unsafe fn step_in_registers_avx2(
     use std::arch::x86_64::*;
     let (pn, pd, n) = (e.hidden_pairs, e.input_pairs, e.rec.hidden);
     assert!(h.len() >= pn * lanes && next.len() >= pn * lanes && x.len() >= pd * lanes);
-    assert!(lanes % LANES == 0 && pn <= PAIRS_PER_CHUNK && pd <= PAIRS_PER_CHUNK);
+    assert!(lanes.is_multiple_of(LANES) && pn <= PAIRS_PER_CHUNK && pd <= PAIRS_PER_CHUNK);
     let low_half = _mm256_set1_epi32(0xffff);
     for block in (0..lanes).step_by(LANES) {
         for q in 0..pn {
@@ -476,7 +495,10 @@ mod tests {
             });
             let scalar = model.as_int();
             prop_assert!(scalar.validate().is_ok());
-            let kernels = [Kernel::Blocks, Kernel::Avx2Bytes, Kernel::Avx2, Kernel::Portable];
+            let kernels = [
+                Kernel::Blocks, Kernel::Avx2Bytes, Kernel::Avx2, Kernel::Portable,
+                Kernel::Avx512VnniBytes,
+            ];
             let engines: Vec<BatchedEngine> =
                 kernels.iter().map(|&k| BatchedEngine::with_kernel(model.as_int(), k)).collect();
             // The byte kernel takes every model within its bounds (hidden codes spanning at
@@ -489,6 +511,9 @@ mod tests {
                 let w_max = w_codes.iter().map(|&c| (c as i32).abs()).max().unwrap_or(0).max(1);
                 let within = hi - lo <= 255 && 2 * (hi - lo) * w_max <= 32767;
                 prop_assert_eq!(engines[1].kernel() == Kernel::Avx2Bytes, within, "A = {}, k = {}", a, k);
+                // The VNNI kernel takes the same models where the CPU has it.
+                let vnni = if has_avx512_vnni() { Kernel::Avx512VnniBytes } else { Kernel::Avx2Bytes };
+                prop_assert_eq!(engines[4].kernel() == vnni, within, "A = {}, k = {}", a, k);
                 // The block kernel takes every structured W within int16 hidden codes.
                 let structured = scalar.w_block() < n && hi <= i16::MAX as i32;
                 prop_assert_eq!(engines[0].kernel() == Kernel::Blocks, structured, "A = {}, k = {}", a, k);
@@ -511,6 +536,50 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The proptest above compares every kernel with the scalar engine; this one says
+    /// whether the VNNI kernel was among them on this CPU.
+    #[test]
+    fn the_vnni_byte_kernel_runs_where_the_cpu_has_it() {
+        let (n, d) = (8, 1);
+        let (w, u, b) = (vec![0.25f32; n * n], vec![1.0f32; n * d], vec![0.1f32; n]);
+        let model = QuantizedRecurrence::new(&FloatRecurrence {
+            hidden: n,
+            input: d,
+            w: &w,
+            u: &u,
+            bias: &b,
+            bias_mod: None,
+            weight_bits: 4,
+            range: RangeRule::Max,
+            act_bits: 8,
+            hidden_frac: 4,
+            input_frac: 6,
+        });
+        let engine = BatchedEngine::new(model.as_int());
+        if !has_avx512_vnni() {
+            eprintln!(
+                "skipped: this CPU has no AVX-512 VNNI; {:?} ran",
+                engine.kernel()
+            );
+            return;
+        }
+        assert_eq!(engine.kernel(), Kernel::Avx512VnniBytes);
+        let mut state = engine.state(40);
+        let x: Vec<i32> = (0..40).map(|s| s * 3 - 60).collect();
+        engine.step(&mut state, &x);
+        engine.step(&mut state, &x);
+        let (mut got, mut h, mut next) = (vec![0; n], vec![0; n], vec![0; n]);
+        for s in 0..40 {
+            h.fill(0);
+            for _ in 0..2 {
+                model.as_int().step(&h, &x[s..s + 1], &mut next);
+                h.copy_from_slice(&next);
+            }
+            engine.hidden(&state, s, &mut got);
+            assert_eq!(got, h, "sequence {s}");
         }
     }
 
