@@ -15,7 +15,7 @@
 //! (k <= 7); the rescaling, rounding and activation are the pair kernel's
 //! (`IntRecurrence::finish`), so the codes are the scalar engine's.
 
-use super::layout::{padded_code, pairs_of, Finisher};
+use super::layout::{padded_code, pairs_of, Finisher, SixteenRows};
 
 /// Int16 sums may not exceed this.
 const INT16_LIMIT: i64 = i16::MAX as i64;
@@ -38,6 +38,13 @@ pub(super) struct ByteLayout {
     row_offset: Vec<i32>,
     /// Products of `vpmaddubsw` summed in int16 before widening.
     run: usize,
+    /// One sequence at a time (`step_one_avx512vnni`): `ceil(n / 16)` blocks of 16 rows,
+    /// W as `blocks x quads x 16` words (row `16 b + l`, codes `4q..4q+4`), U as
+    /// `blocks x ceil(d / 2) x 16` int16 pairs, and the blocks' finishing constants.
+    row_blocks: usize,
+    w_columns: Vec<i32>,
+    u_columns: Vec<i32>,
+    sixteen_rows: Vec<SixteenRows>,
     /// The smallest hidden code.
     pub lo: i32,
 }
@@ -50,8 +57,8 @@ impl ByteLayout {
         u_codes: &[i8],
         n: usize,
         d: usize,
-        lo: i32,
-        hi: i32,
+        (lo, hi): (i32, i32),
+        finisher: &Finisher<'_>,
     ) -> Option<Self> {
         let range = (hi - lo) as i64;
         let w_max = w_codes
@@ -84,18 +91,42 @@ impl ByteLayout {
                 w_quads[i * quads + q] = i32::from_le_bytes(bytes);
             }
         }
-        let row_offset = (0..4 * quads)
+        let row_blocks = n.div_ceil(16);
+        let row_offset = (0..(4 * quads).max(16 * row_blocks))
             .map(|i| lo * (0..n).map(|j| code(i, j)).sum::<i32>())
             .collect();
+        let input_pairs = d.div_ceil(2);
+        let u_pairs = pairs_of(|i, j| padded_code(u_codes, d, i, j), 16 * row_blocks, d);
+        // Row-major words to blocks of 16 rows side by side.
+        let columns = |rows: &[i32], per_row: usize| {
+            let mut out = vec![0i32; row_blocks * per_row * 16];
+            for (i, row) in rows.chunks(per_row).enumerate().take(n) {
+                for (q, &word) in row.iter().enumerate() {
+                    out[((i / 16) * per_row + q) * 16 + i % 16] = word;
+                }
+            }
+            out
+        };
         Some(Self {
             quads,
+            w_columns: columns(&w_quads, quads),
+            u_columns: columns(&u_pairs, input_pairs),
+            sixteen_rows: (0..row_blocks)
+                .map(|b| finisher.sixteen_rows(16 * b))
+                .collect(),
+            row_blocks,
             w_quads,
-            u_pairs: pairs_of(|i, j| padded_code(u_codes, d, i, j), 4 * quads, d),
-            input_pairs: d.div_ceil(2),
+            u_pairs: u_pairs[..4 * quads * input_pairs].to_vec(),
+            input_pairs,
             row_offset,
             run: (INT16_LIMIT / pair_bound) as usize,
             lo,
         })
+    }
+
+    /// The words `step_one_avx512vnni` takes the hidden codes of one sequence into.
+    pub fn one_sequence_words(&self) -> usize {
+        4 * self.row_blocks
     }
 
     /// The word of four zero hidden codes (a sequence's start).
@@ -269,5 +300,80 @@ pub(super) unsafe fn step_avx512vnni(
             _mm512_storeu_si512(out as *mut __m512i, words[0]);
             _mm512_storeu_si512(out.add(16) as *mut __m512i, words[1]);
         }
+    }
+}
+
+/// One step of one sequence with AVX-512 VNNI, 16 rows at a time: each `vpdpbusd` multiplies
+/// one word of four hidden bytes, broadcast, by the codes of 16 rows in those four columns,
+/// so no sum crosses lanes; 16 units are finished together. `h` and `next` hold the
+/// sequence's `n` codes; `x` its input as int16 pairs (`ceil(d / 2)` words); `words`, of
+/// `ByteLayout::one_sequence_words` words, takes the hidden codes as bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn step_one_avx512vnni(
+    layout: &ByteLayout,
+    finisher: &Finisher<'_>,
+    n: usize,
+    h: &[i32],
+    x: &[i32],
+    words: &mut [i32],
+    next: &mut [i32],
+) {
+    use super::layout::{finish_16_avx512, RowConstants512};
+    use std::arch::x86_64::*;
+    let (quads, pd) = (layout.quads, layout.input_pairs);
+    assert!(h.len() >= n && next.len() >= n && x.len() >= pd);
+    assert!(layout.row_blocks * 16 >= n && 4 * quads >= n);
+    assert!(words.len() == layout.one_sequence_words());
+    // The hidden codes as offset bytes, four to a word; past n, any byte (W's columns
+    // there are zero).
+    let lo = _mm512_set1_epi32(layout.lo);
+    for (c, chunk) in words.chunks_mut(4).enumerate() {
+        let left = n.saturating_sub(16 * c).min(16);
+        let codes = _mm512_maskz_loadu_epi32(
+            (1u32 << left).wrapping_sub(1) as u16,
+            h.as_ptr().add(16 * c),
+        );
+        let bytes = _mm512_cvtepi32_epi8(_mm512_sub_epi32(codes, lo));
+        _mm_storeu_si128(chunk.as_mut_ptr() as *mut __m128i, bytes);
+    }
+    let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
+    for b in 0..layout.row_blocks {
+        let w = layout.w_columns.as_ptr().add(b * quads * 16);
+        // Four accumulators, so that consecutive vpdpbusd do not wait on each other.
+        let mut acc = [_mm512_setzero_si512(); 4];
+        let mut q = 0;
+        while q + 4 <= quads {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let word = _mm512_set1_epi32(*words.get_unchecked(q + k));
+                *a = _mm512_dpbusd_epi32(*a, word, load(w.add((q + k) * 16)));
+            }
+            q += 4;
+        }
+        for (k, q) in (q..quads).enumerate() {
+            let word = _mm512_set1_epi32(*words.get_unchecked(q));
+            acc[k] = _mm512_dpbusd_epi32(acc[k], word, load(w.add(q * 16)));
+        }
+        let sum_w = _mm512_add_epi32(
+            _mm512_add_epi32(
+                _mm512_add_epi32(acc[0], acc[1]),
+                _mm512_add_epi32(acc[2], acc[3]),
+            ),
+            load(layout.row_offset.as_ptr().add(16 * b)),
+        );
+        let u = layout.u_columns.as_ptr().add(b * pd * 16);
+        let mut sum_u = _mm512_setzero_si512();
+        for p in 0..pd {
+            let pair = _mm512_set1_epi32(*x.get_unchecked(p));
+            sum_u = _mm512_add_epi32(sum_u, _mm512_madd_epi16(pair, load(u.add(p * 16))));
+        }
+        let row = RowConstants512::sixteen(finisher, &layout.sixteen_rows[b]);
+        let codes = finish_16_avx512(&row, sum_w, sum_u);
+        let left = (n - 16 * b).min(16);
+        _mm512_mask_storeu_epi32(
+            next.as_mut_ptr().add(16 * b),
+            (1u32 << left).wrapping_sub(1) as u16,
+            codes,
+        );
     }
 }

@@ -186,13 +186,66 @@ unsafe fn finish_4_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> _
     _mm256_blendv_epi8(a, row.lo, _mm256_cmpgt_epi64(row.lo, a))
 }
 
-/// One unit's `Finisher` constants, broadcast to 8 int64 lanes (AVX-512).
+/// `Finisher` constants of 16 consecutive rows as AVX-512 int64 lanes: the even rows
+/// (`first + 2k` in lane k) and the odd ones (`first + 2k + 1`), which is how
+/// `finish_16_avx512` splits 16 int32 sums. Rows past the last have zero constants.
+#[derive(Clone, Copy)]
+pub(super) struct SixteenRows {
+    /// `[even, odd]` each.
+    w_scale: [[i64; 8]; 2],
+    u_scale: [[i64; 8]; 2],
+    bias: [[i64; 8]; 2],
+    bias_mod: [[i64; 8]; 2],
+}
+
+impl Finisher<'_> {
+    /// The constants of rows `first .. first + 16`.
+    pub(super) fn sixteen_rows(&self, first: usize) -> SixteenRows {
+        let lanes = |value: &dyn Fn(usize) -> i64| {
+            [0, 1].map(|odd| {
+                std::array::from_fn(|k| {
+                    let i = first + 2 * k + odd;
+                    if i < self.w_scales.len() {
+                        value(i)
+                    } else {
+                        0
+                    }
+                })
+            })
+        };
+        SixteenRows {
+            w_scale: lanes(&|i| self.w_scales[i]),
+            u_scale: lanes(&|i| self.u_scales[i]),
+            bias: lanes(&|i| self.bias[i] + self.round),
+            bias_mod: lanes(&|i| {
+                if self.modrelu {
+                    self.bias_mod[i] as i64
+                } else {
+                    0
+                }
+            }),
+        }
+    }
+}
+
+/// The constants of 8 rows, one per int64 lane.
 #[cfg(target_arch = "x86_64")]
-pub(super) struct RowConstants512 {
+#[derive(Clone, Copy)]
+struct Lanes512 {
     w_scale: __m512i,
     u_scale: __m512i,
     bias: __m512i,
-    bias_mod: Option<__m512i>,
+    bias_mod: __m512i,
+}
+
+/// `Finisher` constants for 16 int32 sums (AVX-512): one row broadcast to every lane (the
+/// batched kernel: 16 sequences of one unit) or 16 rows (one sequence: 16 units).
+#[cfg(target_arch = "x86_64")]
+pub(super) struct RowConstants512 {
+    /// The even and the odd int32 lanes.
+    even: Lanes512,
+    odd: Lanes512,
+    modrelu: bool,
     lo: __m512i,
     hi: __m512i,
     shift: __m128i,
@@ -200,17 +253,49 @@ pub(super) struct RowConstants512 {
 
 #[cfg(target_arch = "x86_64")]
 impl RowConstants512 {
+    /// Row `i` in every lane.
+    ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(super) unsafe fn new(f: &Finisher<'_>, i: usize) -> Self {
         use std::arch::x86_64::*;
-        Self {
+        let lanes = Lanes512 {
             w_scale: _mm512_set1_epi64(f.w_scales[i]),
             u_scale: _mm512_set1_epi64(f.u_scales[i]),
             bias: _mm512_set1_epi64(f.bias[i] + f.round),
-            bias_mod: f.modrelu.then(|| _mm512_set1_epi64(f.bias_mod[i] as i64)),
+            bias_mod: _mm512_set1_epi64(if f.modrelu { f.bias_mod[i] as i64 } else { 0 }),
+        };
+        Self::with_lanes(f, lanes, lanes)
+    }
+
+    /// The 16 rows of `rows`, one per int32 lane.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn sixteen(f: &Finisher<'_>, rows: &SixteenRows) -> Self {
+        use std::arch::x86_64::*;
+        let load = |v: &[i64; 8]| _mm512_loadu_si512(v.as_ptr() as *const __m512i);
+        let lanes = |half: usize| Lanes512 {
+            w_scale: load(&rows.w_scale[half]),
+            u_scale: load(&rows.u_scale[half]),
+            bias: load(&rows.bias[half]),
+            bias_mod: load(&rows.bias_mod[half]),
+        };
+        Self::with_lanes(f, lanes(0), lanes(1))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn with_lanes(f: &Finisher<'_>, even: Lanes512, odd: Lanes512) -> Self {
+        use std::arch::x86_64::*;
+        Self {
+            even,
+            odd,
+            modrelu: f.modrelu,
             lo: _mm512_set1_epi64(f.lo),
             hi: _mm512_set1_epi64(f.hi),
             shift: _mm_cvtsi32_si128(f.shift as i32),
@@ -231,9 +316,10 @@ pub(super) unsafe fn finish_16_avx512(
     acc_u: __m512i,
 ) -> __m512i {
     use std::arch::x86_64::*;
-    let even = finish_8_avx512(row, acc_w, acc_u);
+    let even = finish_8_avx512(row, &row.even, acc_w, acc_u);
     let odd = finish_8_avx512(
         row,
+        &row.odd,
         _mm512_srli_epi64::<32>(acc_w),
         _mm512_srli_epi64::<32>(acc_u),
     );
@@ -245,26 +331,30 @@ pub(super) unsafe fn finish_16_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn finish_8_avx512(row: &RowConstants512, acc_w: __m512i, acc_u: __m512i) -> __m512i {
+unsafe fn finish_8_avx512(
+    row: &RowConstants512,
+    lanes: &Lanes512,
+    acc_w: __m512i,
+    acc_u: __m512i,
+) -> __m512i {
     use std::arch::x86_64::*;
     let zero = _mm512_setzero_si512();
     let t = _mm512_add_epi64(
         _mm512_add_epi64(
-            _mm512_mul_epi32(acc_w, row.w_scale),
-            _mm512_mul_epi32(acc_u, row.u_scale),
+            _mm512_mul_epi32(acc_w, lanes.w_scale),
+            _mm512_mul_epi32(acc_u, lanes.u_scale),
         ),
-        row.bias,
+        lanes.bias,
     );
     let z = _mm512_sra_epi64(t, row.shift);
-    let a = match row.bias_mod {
+    let a = if row.modrelu {
         // sign(z) max(|z| + b_mod, 0): 0 where z is 0.
-        Some(bias_mod) => {
-            let m = _mm512_max_epi64(_mm512_add_epi64(_mm512_abs_epi64(z), bias_mod), zero);
-            let negative = _mm512_cmplt_epi64_mask(z, zero);
-            let signed = _mm512_mask_sub_epi64(m, negative, zero, m);
-            _mm512_maskz_mov_epi64(_mm512_cmpneq_epi64_mask(z, zero), signed)
-        }
-        None => _mm512_max_epi64(z, zero),
+        let m = _mm512_max_epi64(_mm512_add_epi64(_mm512_abs_epi64(z), lanes.bias_mod), zero);
+        let negative = _mm512_cmplt_epi64_mask(z, zero);
+        let signed = _mm512_mask_sub_epi64(m, negative, zero, m);
+        _mm512_maskz_mov_epi64(_mm512_cmpneq_epi64_mask(z, zero), signed)
+    } else {
+        _mm512_max_epi64(z, zero)
     };
     _mm512_max_epi64(_mm512_min_epi64(a, row.hi), row.lo)
 }

@@ -152,8 +152,9 @@ impl<'a> BatchedEngine<'a> {
             (k, _, _) => k,
         };
         let (lo, hi) = rec.hidden_range();
+        let finisher = Finisher::new(&rec);
         let bytes = matches!(kernel, Kernel::Avx2Bytes | Kernel::Avx512VnniBytes)
-            .then(|| ByteLayout::new(&w_codes, &u_codes, n, d, lo, hi))
+            .then(|| ByteLayout::new(&w_codes, &u_codes, n, d, (lo, hi), &finisher))
             .flatten();
         let kernel = match (kernel, &bytes) {
             (Kernel::Avx2Bytes | Kernel::Avx512VnniBytes, None) => Kernel::Avx2,
@@ -171,7 +172,7 @@ impl<'a> BatchedEngine<'a> {
             )
         };
         Self {
-            finisher: Finisher::new(&rec),
+            finisher,
             rec,
             kernel,
             w_pairs,
@@ -195,6 +196,10 @@ impl<'a> BatchedEngine<'a> {
         let per_sequence = self.kernel == Kernel::PerSequence || batch < SMALL_BATCH;
         let (n, d) = (self.rec.hidden, self.rec.input);
         let (h_len, x_len, zero) = match &self.bytes {
+            // The VNNI kernel's input pairs and hidden bytes for one sequence.
+            Some(bytes) if per_sequence && self.kernel == Kernel::Avx512VnniBytes => {
+                (batch * n, self.input_pairs + bytes.one_sequence_words(), 0)
+            }
             _ if per_sequence => (batch * n, 0, 0),
             _ if self.blocks.is_some() => (n * lanes, d * lanes, 0),
             Some(bytes) => (
@@ -243,6 +248,29 @@ impl<'a> BatchedEngine<'a> {
     pub fn step(&self, state: &mut BatchedState, x_codes: &[i32]) {
         let (n, d) = (self.rec.hidden, self.rec.input);
         assert_eq!(x_codes.len(), state.batch * d, "input codes: batch x input");
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Kernel::Avx512VnniBytes, Some(bytes)) =
+            (state.per_sequence, self.kernel, &self.bytes)
+        {
+            let (pairs, words) = state.x.split_at_mut(self.input_pairs);
+            for b in 0..state.batch {
+                let x = &x_codes[b * d..(b + 1) * d];
+                for (q, p) in pairs.iter_mut().enumerate() {
+                    *p = pair(x[2 * q], x.get(2 * q + 1).copied().unwrap_or(0));
+                }
+                let (h, next) = (
+                    &state.h[b * n..(b + 1) * n],
+                    &mut state.next[b * n..(b + 1) * n],
+                );
+                // SAFETY: `Kernel::Avx512VnniBytes` is chosen only on a CPU with AVX-512 VNNI
+                // and BW; `state` sized `pairs` and `words` for it.
+                unsafe {
+                    bytes::step_one_avx512vnni(bytes, &self.finisher, n, h, pairs, words, next)
+                };
+            }
+            std::mem::swap(&mut state.h, &mut state.next);
+            return;
+        }
         if state.per_sequence {
             for b in 0..state.batch {
                 let (h, x) = (&state.h[b * n..(b + 1) * n], &x_codes[b * d..(b + 1) * d]);
@@ -567,19 +595,22 @@ mod tests {
             return;
         }
         assert_eq!(engine.kernel(), Kernel::Avx512VnniBytes);
-        let mut state = engine.state(40);
-        let x: Vec<i32> = (0..40).map(|s| s * 3 - 60).collect();
-        engine.step(&mut state, &x);
-        engine.step(&mut state, &x);
-        let (mut got, mut h, mut next) = (vec![0; n], vec![0; n], vec![0; n]);
-        for s in 0..40 {
-            h.fill(0);
-            for _ in 0..2 {
-                model.as_int().step(&h, &x[s..s + 1], &mut next);
-                h.copy_from_slice(&next);
+        // 40 sequences: 32 lanes side by side; 3: one sequence at a time, 16 rows at once.
+        for batch in [40, 3] {
+            let mut state = engine.state(batch);
+            let x: Vec<i32> = (0..batch as i32).map(|s| s * 3 - 60).collect();
+            engine.step(&mut state, &x);
+            engine.step(&mut state, &x);
+            let (mut got, mut h, mut next) = (vec![0; n], vec![0; n], vec![0; n]);
+            for s in 0..batch {
+                h.fill(0);
+                for _ in 0..2 {
+                    model.as_int().step(&h, &x[s..s + 1], &mut next);
+                    h.copy_from_slice(&next);
+                }
+                engine.hidden(&state, s, &mut got);
+                assert_eq!(got, h, "batch {batch} sequence {s}");
             }
-            engine.hidden(&state, s, &mut got);
-            assert_eq!(got, h, "sequence {s}");
         }
     }
 
