@@ -111,7 +111,10 @@ impl<T: Real> Head<T> {
         }
     }
 
-    /// Adds `dV`, `dc` and writes `dL/dh_t` into `grad_outputs: (T, B, n)`.
+    /// Adds `dV`, `dc` and writes `dL/dh` of the read-out's rows (the last `rows x n` of
+    /// `outputs`) into `grad_outputs: (rows, n)`. The steps before them have no read-out:
+    /// their `dL/dh_t` is zero, and a caller that keeps all of `(T, B, n)` leaves that part
+    /// zero once instead of writing it every step.
     #[allow(clippy::too_many_arguments)] // destination-first, like faer's matmul
     pub fn backward(
         &self,
@@ -137,9 +140,8 @@ impl<T: Real> Head<T> {
                 *g += d;
             }
         }
-        grad_outputs[..start].fill(T::zero());
         gemm(
-            mat_mut(&mut grad_outputs[start..], self.rows, hidden),
+            mat_mut(grad_outputs, self.rows, hidden),
             Accum::Replace,
             mat(&self.dlogits, self.rows, self.classes),
             mat(v, self.classes, hidden),

@@ -138,7 +138,16 @@ fn check_cell(act: Activation, readout: Readout, regression: bool) {
     head.forward(cell.outputs(), n, &p.v, &p.c, &p.targets, Par::Seq);
     let (mut gv, mut gc) = (vec![0.0; p.v.len()], vec![0.0; p.c.len()]);
     let mut dh = vec![0.0; cell.outputs().len()];
-    head.backward(cell.outputs(), n, &p.v, &mut gv, &mut gc, &mut dh, Par::Seq);
+    let read_out = dh.len() - head.rows * n;
+    head.backward(
+        cell.outputs(),
+        n,
+        &p.v,
+        &mut gv,
+        &mut gc,
+        &mut dh[read_out..],
+        Par::Seq,
+    );
     let (mut gw, mut gu, mut gb, mut gbm) = (
         vec![0.0; n * n],
         vec![0.0; p.u.len()],

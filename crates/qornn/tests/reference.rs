@@ -127,13 +127,14 @@ fn run_ornn<T: Real>(
     );
     let (mut gv, mut gc) = (vec![T::zero(); v.len()], vec![T::zero(); classes]);
     let mut dh = vec![T::zero(); cell.outputs().len()];
+    let read_out = dh.len() - head.rows * hidden;
     head.backward(
         cell.outputs(),
         hidden,
         &v,
         &mut gv,
         &mut gc,
-        &mut dh,
+        &mut dh[read_out..],
         Par::Seq,
     );
     let mut grads = CellGrads {

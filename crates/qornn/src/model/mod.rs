@@ -325,13 +325,15 @@ impl Model {
             .grads
             .get_disjoint_mut([readout, readout_bias])
             .expect("distinct indices");
+        // dh's steps before the read-out's rows stay zero from the workspace's allocation.
+        let read_out = ws.dh.len() - ws.head.rows * n;
         ws.head.backward(
             ws.core.outputs(),
             n,
             used_tensor(&self.params, &self.used, readout),
             grad_v,
             grad_c,
-            &mut ws.dh,
+            &mut ws.dh[read_out..],
             par,
         );
         let embedding = self.embedding.is_some();

@@ -110,7 +110,8 @@ impl ModelSpec {
 pub struct Workspace {
     pub core: Box<dyn CellBuffers>,
     pub head: Head<f32>,
-    /// `dh: (T, B, n)`: `dL/dh_t` from the read-out.
+    /// `dh: (T, B, n)`: `dL/dh_t` from the read-out, written only at its rows (the last
+    /// steps, `Head::backward`); zero before them from allocation on.
     pub(super) dh: Vec<f32>,
     /// Token models: `embedded: (T, B, d)`, the gathered embedding rows, and its gradient.
     pub(super) embedded: Vec<f32>,
