@@ -53,6 +53,31 @@ pub struct BenchArgs {
     /// call), all on one core.
     #[arg(long, value_name = "M.qornn")]
     integer: Option<std::path::PathBuf>,
+    /// With --integer: the batched engine's kernel (one the CPU or the model does not
+    /// allow falls back, and the report names the one that ran); unset: the fastest.
+    #[arg(long, value_parser = kernel, requires = "integer")]
+    kernel: Option<qornn::deploy::engine::Kernel>,
+}
+
+/// `--kernel`: the batched engine's kernels by name.
+fn kernel(text: &str) -> std::result::Result<qornn::deploy::engine::Kernel, String> {
+    use qornn::deploy::engine::Kernel;
+    let kernels = [
+        ("blocks", Kernel::Blocks),
+        ("avx512-vnni-bytes", Kernel::Avx512VnniBytes),
+        ("avx2-bytes", Kernel::Avx2Bytes),
+        ("avx2", Kernel::Avx2),
+        ("portable", Kernel::Portable),
+        ("per-sequence", Kernel::PerSequence),
+    ];
+    kernels
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|&(_, k)| k)
+        .ok_or_else(|| {
+            let names: Vec<&str> = kernels.iter().map(|(name, _)| *name).collect();
+            format!("unknown kernel {text:?}; one of {}", names.join(", "))
+        })
 }
 
 #[derive(Serialize)]
@@ -101,7 +126,10 @@ fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
         .map(|k| ((k * 2_654_435_761) % 4096) as i32 - 2048)
         .map(|c| c.clamp(-(1 << (q.act_bits - 1)), (1 << (q.act_bits - 1)) - 1))
         .collect();
-    let engine = BatchedEngine::new(q.as_int());
+    let engine = match args.kernel {
+        Some(kernel) => BatchedEngine::with_kernel(q.as_int(), kernel),
+        None => BatchedEngine::new(q.as_int()),
+    };
     let batched = |b: usize| {
         let mut state = engine.state(b);
         rate(b, args.repeats, || {

@@ -56,6 +56,10 @@ fn bad_flags_and_files_are_refused_clearly() {
     fails_with(&["bench", "--classes", "0"], &["--classes"]);
     fails_with(&["bench", "--seq", "0"], &["--seq"]);
     fails_with(
+        &["bench", "--integer", "m.qornn", "--kernel", "fast"],
+        &["--kernel", "avx2-bytes"],
+    );
+    fails_with(
         &["train", "--bjorck-iterations", "0", "--out", &out("a")],
         &["--bjorck-iterations"],
     );

@@ -125,10 +125,11 @@ impl<'a> BatchedEngine<'a> {
         Kernel::Portable
     }
 
-    /// The engine with a given kernel (tests compare them). A kernel the CPU or the model
-    /// does not allow falls back: the block kernel (a dense W, or sums past its bound) to
-    /// the byte kernel, the byte kernel to the pair kernel, AVX2 to the portable loop, and
-    /// any of them to one sequence at a time for hidden codes wider than int16.
+    /// The engine with a given kernel (tests and `qornn bench --kernel` compare them). A
+    /// kernel the CPU or the model does not allow falls back: the block kernel (a dense W,
+    /// or sums past its bound) to the byte kernel (VNNI where the CPU has it), VNNI to AVX2,
+    /// the byte kernels to the pair kernel, AVX2 to the portable loop, and any of them to
+    /// one sequence at a time for hidden codes wider than int16.
     pub fn with_kernel(rec: IntRecurrence<'a>, kernel: Kernel) -> Self {
         let (n, d) = (rec.hidden, rec.input);
         let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
