@@ -9,6 +9,9 @@
 #define QORNN_MAX_ALIGN 14
 #define QORNN_MAX_SHIFT 62
 #define QORNN_MAX_MANTISSA 4096
+/* Block rotations' W: 16-bit mantissas (a rotation's gain is raised to the sequence's
+ * length); its sums are below 2^24, so the products stay as bounded as a dense W's. */
+#define QORNN_MAX_ROTATION_MANTISSA 65535
 /* |f_h|, |f_x| at most this: every shift sum below stays far inside int32. */
 #define QORNN_MAX_FRAC 62
 /* |B| below 2^61: with both product terms below 2^61 the sum stays below 2^63. */
@@ -69,7 +72,9 @@ qornn_status qornn_validate(const qornn_model *m) {
         !in_range(w_align(m), 0, QORNN_MAX_ALIGN) || !in_range(u_align(m), 0, QORNN_MAX_ALIGN))
         return QORNN_BAD_SHIFT;
     for (i = 0; i < m->hidden; i++) {
-        if (w_mantissa(m, i) < 1 || w_mantissa(m, i) > QORNN_MAX_MANTISSA ||
+        int32_t w_max =
+            m->recurrence == QORNN_ROTATIONS ? QORNN_MAX_ROTATION_MANTISSA : QORNN_MAX_MANTISSA;
+        if (w_mantissa(m, i) < 1 || w_mantissa(m, i) > w_max ||
             u_mantissa(m, i) < 1 || u_mantissa(m, i) > QORNN_MAX_MANTISSA)
             return QORNN_BAD_MANTISSA;
         if (bias_of(m, i) >= QORNN_BIAS_LIMIT || bias_of(m, i) <= -QORNN_BIAS_LIMIT)
@@ -135,7 +140,7 @@ static int64_t floor_shift(int64_t v, int32_t s) {
     return -(int64_t)(((uint64_t)(-(v + 1)) >> s)) - 1;
 }
 
-/* acc M 2^align, exactly. M 2^align is below 2^26 (M <= 2^12, align <= 14: validated), so
+/* acc M 2^align, exactly. M 2^align is below 2^30 (M < 2^16, align <= 14: validated), so
  * it is an int32_t; a sum that fits int32_t too (every Hadamard or rotation sum, the input
  * sums of small d) then takes one 32 x 32 -> 64-bit multiply (SMULL on a Cortex-M) instead
  * of a 64-bit product. */

@@ -65,7 +65,8 @@ typedef enum {
     QORNN_ROTATIONS = 2  /* blocks [[a, -b], [b, a]]: the n codes a0 b0 a1 b1 .. */
 } qornn_recurrence_kind;
 
-/* A step M 2^-S: a mantissa of at most 12 bits and a shift. */
+/* A step M 2^-S: a mantissa of at most 12 bits (16 for the rows of block rotations' W)
+ * and a shift. */
 typedef struct {
     int32_t mantissa;
     int32_t shift;

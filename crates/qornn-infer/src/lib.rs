@@ -19,7 +19,9 @@
 //! (`S - S_w` or `S + f_h - S_u - f_x`, at most `MAX_ALIGN` = 14) below 2^61: the two
 //! terms and the bias (`|B| < 2^61`, checked) stay inside `i64`. Every premise of this
 //! bound (bit widths, sizes, mantissas of at most 12 bits, shifts, bias) is checked by
-//! `validate`, so a model it accepts cannot overflow, whatever file it came from.
+//! `validate`, so a model it accepts cannot overflow, whatever file it came from. Block
+//! rotations' W may have 16-bit mantissas: its sums are below 2^24, so the products stay
+//! below 2^54.
 #![no_std]
 
 pub mod format;
@@ -166,6 +168,10 @@ impl<'a> IntRecurrence<'a> {
     pub const MAX_FRAC: i32 = 62;
     /// Largest weight step mantissa (12 bits, `dyadic` rounds up to 2^12 at most).
     pub const MAX_MANTISSA: i32 = 1 << 12;
+    /// Largest step mantissa of block rotations' W (16 bits): a rotation's sum
+    /// `a h_2p - b h_2p+1` is below 2^(k + A) <= 2^24, its product with the mantissa below
+    /// 2^40 and after the left shift below 2^54, inside the bound of the module's header.
+    pub const MAX_ROTATION_MANTISSA: i32 = u16::MAX as i32;
     /// Bound on `|B|`: with both product terms below 2^61 the sum stays below 2^63.
     pub const BIAS_LIMIT: u64 = 1 << 61;
 
@@ -250,11 +256,14 @@ impl<'a> IntRecurrence<'a> {
         {
             return Err(Error::Range { what: "shift" });
         }
-        if !self.w.mantissas_within(Self::MAX_MANTISSA)
-            || !self.u.mantissas_within(Self::MAX_MANTISSA)
-        {
+        let w_max = if self.rotations {
+            Self::MAX_ROTATION_MANTISSA
+        } else {
+            Self::MAX_MANTISSA
+        };
+        if !self.w.mantissas_within(w_max) || !self.u.mantissas_within(Self::MAX_MANTISSA) {
             return Err(Error::Range {
-                what: "weight step mantissa outside 1..=4096",
+                what: "weight step mantissa outside 1..=4096 (W of rotations: 1..=65535)",
             });
         }
         if self

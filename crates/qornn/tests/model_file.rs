@@ -439,7 +439,7 @@ fn per_row_steps_and_rotations_round_trip() {
         steps,
     };
     let u = Quantizer::new(4, Granularity::PerTensor).quantize(&u_float, n, d);
-    let rotations = QuantizedRecurrence::from_codes(&float, &w, &u).into_rotations();
+    let rotations = QuantizedRecurrence::from_rotation_codes(&float, &w, &u);
     assert_eq!(rotations.w_packed, [0x43, 0x91, 0x07]);
     for q in [per_row, rotations] {
         let mut file = model(false, 4);

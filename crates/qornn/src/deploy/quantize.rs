@@ -157,17 +157,18 @@ pub fn quantize_run(
         hidden_frac,
         input_frac,
     };
+    // Block rotations are stored as their pairs of codes (4 multiply-adds per pair of
+    // units), a Hadamard recurrence as its n signs and run multiplier-free.
+    let rotations = spec.is_block_rotations() && spec.quantizer.is_some();
     let recurrence = match codes {
+        Some((w, u)) if rotations => {
+            QuantizedRecurrence::from_rotation_codes(&float_recurrence, &w, &u)
+        }
         Some((w, u)) => QuantizedRecurrence::from_codes(&float_recurrence, &w, &u),
         None => QuantizedRecurrence::new(&float_recurrence),
     };
-    // A Hadamard recurrence is stored as its n signs and run multiplier-free, block
-    // rotations as their pairs of codes (4 multiply-adds per pair of units).
     let recurrence = match spec.hadamard_block() {
         Some(block) => recurrence.into_hadamard(block),
-        None if spec.is_block_rotations() && spec.quantizer.is_some() => {
-            recurrence.into_rotations()
-        }
         None => recurrence,
     };
     recurrence.as_int().validate().map_err(|e| {
