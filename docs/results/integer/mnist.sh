@@ -24,19 +24,25 @@ train() { # out, then qornn train's flags
 }
 
 # A run's config.toml without this machine's paths: the data folder as DATA_DIR, the run it
-# started from as runs/<name>, as in command.txt.
+# started from (the second argument) as runs/<name>, as in command.txt.
 portable_config() {
     sed -e 's|^data_dir = .*|data_dir = "DATA_DIR"|' \
-        -e 's|^init_from = ".*/\([^/]*\)"$|init_from = "runs/\1"|' "$1"
+        -e "s|^init_from = .*|init_from = \"runs/$2\"|" "$1"
 }
+
+# The float model every row starts from: the shipped config trained FLOAT_EPOCHS epochs
+# (runs/<task>-block-hadamrnn-4b-1ep, or -10ep); each fine-tuning runs QAT_EPOCHS epochs.
+float_epochs=1
+qat_epochs=1
 
 # name, task, A, the run it starts from ("-": none, the config's own schedule), extra flags
 fine_tune() {
     local name=$1 task=$2 a=$3 from=$4
     shift 4
     local config=configs/$task-block-hadamrnn-4b.toml run=$runs/$name
-    train "$task-block-hadamrnn-4b-1ep" --config "$config" --epochs 1
-    local start=(--epochs 1 --init-from "$runs/$from" --lr 1e-4 --orthogonal-lr 1e-4)
+    local float=$task-block-hadamrnn-4b-${float_epochs}ep
+    train "$float" --config "$config" --epochs "$float_epochs"
+    local start=(--epochs "$qat_epochs" --init-from "$runs/$from" --lr 1e-4 --orthogonal-lr 1e-4)
     [[ $from == - ]] && start=()
     train "$name" --config "$config" "${start[@]}" --act-bits "$a" --readout-bits 4 "$@"
     [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
@@ -49,13 +55,13 @@ fine_tune() {
     fi
     mkdir -p "$here/$name"
     cp "$run"/{metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
-    portable_config "$run/config.toml" > "$here/$name/config.toml"
-    local first="qornn train --config $config --epochs 1 --data-dir DIR --threads 1 --out runs/$task-block-hadamrnn-4b-1ep"
-    local tune="qornn train --config $config --epochs 1 --data-dir DIR --threads 1 --init-from runs/$from --lr 1e-4 --orthogonal-lr 1e-4 --act-bits $a --readout-bits 4${*:+ $*} --out runs/$name"
+    portable_config "$run/config.toml" "$from" > "$here/$name/config.toml"
+    local first="qornn train --config $config --epochs $float_epochs --data-dir DIR --threads 1 --out runs/$float"
+    local tune="qornn train --config $config --epochs $qat_epochs --data-dir DIR --threads 1 --init-from runs/$from --lr 1e-4 --orthogonal-lr 1e-4 --act-bits $a --readout-bits 4${*:+ $*} --out runs/$name"
     if [[ $from == - ]]; then
         echo "qornn train --config $config --data-dir DIR --threads 1 --act-bits $a --readout-bits 4 $* --out runs/$name; qornn quantize --run runs/$name" \
             > "$here/$name/command.txt"
-    elif [[ $from == "$task-block-hadamrnn-4b-1ep" ]]; then
+    elif [[ $from == "$float" ]]; then
         echo "$first; $tune; qornn quantize --run runs/$name" > "$here/$name/command.txt"
     else
         echo "$first; (runs/$from as its row); $tune; qornn quantize --run runs/$name" \
@@ -84,6 +90,22 @@ fine_tune pmnist-block-hadamrnn-4b-a4-f1-v4 pmnist 4 pmnist-block-hadamrnn-4b-a1
 fine_tune smnist-block-hadamrnn-4b-a12-v4 smnist 12 smnist-block-hadamrnn-4b-1ep
 fine_tune smnist-block-hadamrnn-4b-a8-v4 smnist 8 smnist-block-hadamrnn-4b-1ep
 fine_tune smnist-block-hadamrnn-4b-a8-f4-v4 smnist 8 smnist-block-hadamrnn-4b-a12-v4 \
+    --act-hidden-frac 4
+# The 10-epoch model (the config's own budget), fine-tuned one epoch at A = 12, then one at
+# A = 8 with the step held at 2^-4, then three more at A = 8.
+float_epochs=10
+fine_tune pmnist-block-hadamrnn-4b-10ep-a12 pmnist 12 pmnist-block-hadamrnn-4b-10ep
+fine_tune pmnist-block-hadamrnn-4b-10ep-a8-f4 pmnist 8 pmnist-block-hadamrnn-4b-10ep-a12 \
+    --act-hidden-frac 4
+qat_epochs=3
+fine_tune pmnist-block-hadamrnn-4b-10ep-a8-f4-3ep pmnist 8 pmnist-block-hadamrnn-4b-10ep-a8-f4 \
+    --act-hidden-frac 4
+qat_epochs=1
+fine_tune smnist-block-hadamrnn-4b-10ep-a12 smnist 12 smnist-block-hadamrnn-4b-10ep
+fine_tune smnist-block-hadamrnn-4b-10ep-a8-f4 smnist 8 smnist-block-hadamrnn-4b-10ep-a12 \
+    --act-hidden-frac 4
+qat_epochs=3
+fine_tune smnist-block-hadamrnn-4b-10ep-a8-f4-3ep smnist 8 smnist-block-hadamrnn-4b-10ep-a8-f4 \
     --act-hidden-frac 4
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"

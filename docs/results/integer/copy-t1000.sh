@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The copy task at T0 = 1000 in integers: block rotations with W and U at 4 bits
+# (configs/copy-t1000-qornn-rotations-4b.toml, 10,000 steps with the angles learned), then
+# the angles frozen (a recurrent learning rate of 1e-12) and U, V and the biases trained on
+# with the activations as the integer engine computes them at A = 12 and the read-out at 8
+# bits; quantized with the run's own A, step and read-out width, exported to C and checked
+# on the emulated Cortex-M4; the artefacts copied into docs/results/integer/<name>/ and the
+# page regenerated.
+#   docs/results/integer/copy-t1000.sh
+# Runs go to RUNS (default runs/); a step whose output exists is not run again, so the
+# script resumes where it stopped. One core.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+qornn=${QORNN:-target/release/qornn}
+runs=${RUNS:-runs}
+here=docs/results/integer
+config=configs/copy-t1000-qornn-rotations-4b.toml
+float=copy-t1000-qornn-rotations-4b
+name=copy-t1000-qornn-rotations-4b-frozen-a12
+run=$runs/$name
+tune=(--init-from "$runs/$float" --orthogonal-lr 1e-12 --steps 12000 --act-bits 12 --readout-bits 8)
+[[ -f $runs/$float/summary.json ]] ||
+    "$qornn" train --config "$config" --threads 1 --out "$runs/$float"
+[[ -f $run/summary.json ]] ||
+    "$qornn" train --config "$config" "${tune[@]}" --threads 1 --out "$run"
+[[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
+if [[ ! -f $run/check-m4.txt ]]; then
+    "$qornn" export --model "$run/model.qornn" --c "$run/c"
+    c_model=$(cd "$run/c" && pwd)
+    make -s -C c check-m4 MODEL="$c_model" | grep '^qornn check' > "$run/check-m4.txt"
+    make -s -C c steps-m4 MODEL="$c_model" | grep '^instructions per step' >> "$run/check-m4.txt"
+fi
+mkdir -p "$here/$name"
+cp "$run"/{metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
+sed -e "s|^init_from = .*|init_from = \"runs/$float\"|" "$run/config.toml" > "$here/$name/config.toml"
+echo "qornn train --config $config --threads 1 --out runs/$float; qornn train --config $config ${tune[*]/$runs\//runs/} --threads 1 --out runs/$name; qornn quantize --run runs/$name" \
+    > "$here/$name/command.txt"
+python3 bench/integer_page.py "$here" > docs/results/integer.md
+echo "wrote docs/results/integer.md"
