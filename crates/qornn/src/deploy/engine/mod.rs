@@ -568,25 +568,30 @@ mod tests {
         }
     }
 
-    /// The proptest above compares every kernel with the scalar engine; this one says
-    /// whether the VNNI kernel was among them on this CPU.
-    #[test]
-    fn the_vnni_byte_kernel_runs_where_the_cpu_has_it() {
-        let (n, d) = (8, 1);
-        let (w, u, b) = (vec![0.25f32; n * n], vec![1.0f32; n * d], vec![0.1f32; n]);
-        let model = QuantizedRecurrence::new(&FloatRecurrence {
+    /// A ReLU recurrence of n units and one input, W's entries all `w`, U's 1, biases 0.1.
+    fn uniform_model(n: usize, w: f32, weight_bits: u32, act_bits: u32) -> QuantizedRecurrence {
+        let (w, u, b) = (vec![w; n * n], vec![1.0f32; n], vec![0.1f32; n]);
+        QuantizedRecurrence::new(&FloatRecurrence {
             hidden: n,
-            input: d,
+            input: 1,
             w: &w,
             u: &u,
             bias: &b,
             bias_mod: None,
-            weight_bits: 4,
+            weight_bits,
             range: RangeRule::Max,
-            act_bits: 8,
-            hidden_frac: 4,
-            input_frac: 6,
-        });
+            act_bits,
+            hidden_frac: act_bits as i32 - 4,
+            input_frac: act_bits as i32 - 2,
+        })
+    }
+
+    /// The proptest above compares every kernel with the scalar engine; this one says
+    /// whether the VNNI kernel was among them on this CPU.
+    #[test]
+    fn the_vnni_byte_kernel_runs_where_the_cpu_has_it() {
+        let n = 8;
+        let model = uniform_model(n, 0.25, 4, 8);
         let engine = BatchedEngine::new(model.as_int());
         if !has_avx512_vnni() {
             eprintln!(
@@ -617,21 +622,8 @@ mod tests {
 
     #[test]
     fn relu_codes_wider_than_int16_run_one_sequence_at_a_time() {
-        let (n, d) = (4, 1);
-        let (w, u, b) = (vec![0.5f32; n * n], vec![1.0f32; n * d], vec![0.1f32; n]);
-        let model = QuantizedRecurrence::new(&FloatRecurrence {
-            hidden: n,
-            input: d,
-            w: &w,
-            u: &u,
-            bias: &b,
-            bias_mod: None,
-            weight_bits: 8,
-            range: RangeRule::Max,
-            act_bits: 16,
-            hidden_frac: 12,
-            input_frac: 12,
-        });
+        let n = 4;
+        let model = uniform_model(n, 0.5, 8, 16);
         let engine = BatchedEngine::new(model.as_int());
         assert_eq!(engine.kernel(), Kernel::PerSequence);
         let mut state = engine.state(3);
