@@ -94,18 +94,20 @@ fine_tune smnist-block-hadamrnn-4b-a8-f4-v4 smnist 8 smnist-block-hadamrnn-4b-a1
 # The 10-epoch model (the config's own budget), fine-tuned one epoch at A = 12, then one at
 # A = 8 with the step held at 2^-4, then three more at A = 8.
 float_epochs=10
-fine_tune pmnist-block-hadamrnn-4b-10ep-a12 pmnist 12 pmnist-block-hadamrnn-4b-10ep
-fine_tune pmnist-block-hadamrnn-4b-10ep-a8-f4 pmnist 8 pmnist-block-hadamrnn-4b-10ep-a12 \
-    --act-hidden-frac 4
-qat_epochs=3
-fine_tune pmnist-block-hadamrnn-4b-10ep-a8-f4-3ep pmnist 8 pmnist-block-hadamrnn-4b-10ep-a8-f4 \
-    --act-hidden-frac 4
+for task in pmnist smnist; do
+    qat_epochs=1
+    fine_tune $task-block-hadamrnn-4b-10ep-a12 $task 12 $task-block-hadamrnn-4b-10ep
+    fine_tune $task-block-hadamrnn-4b-10ep-a8-f4 $task 8 $task-block-hadamrnn-4b-10ep-a12 \
+        --act-hidden-frac 4
+    qat_epochs=3
+    fine_tune $task-block-hadamrnn-4b-10ep-a8-f4-3ep $task 8 \
+        $task-block-hadamrnn-4b-10ep-a8-f4 --act-hidden-frac 4
+done
+# sMNIST with a finer step: 2^-6 at A = 12 (+-32), then 2^-5 at A = 8 (+-4).
 qat_epochs=1
-fine_tune smnist-block-hadamrnn-4b-10ep-a12 smnist 12 smnist-block-hadamrnn-4b-10ep
-fine_tune smnist-block-hadamrnn-4b-10ep-a8-f4 smnist 8 smnist-block-hadamrnn-4b-10ep-a12 \
-    --act-hidden-frac 4
-qat_epochs=3
-fine_tune smnist-block-hadamrnn-4b-10ep-a8-f4-3ep smnist 8 smnist-block-hadamrnn-4b-10ep-a8-f4 \
-    --act-hidden-frac 4
+fine_tune smnist-block-hadamrnn-4b-10ep-a12-f6 smnist 12 smnist-block-hadamrnn-4b-10ep \
+    --act-hidden-frac 6
+fine_tune smnist-block-hadamrnn-4b-10ep-a8-f5 smnist 8 smnist-block-hadamrnn-4b-10ep-a12-f6 \
+    --act-hidden-frac 5
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"
