@@ -1,0 +1,149 @@
+use super::*;
+use crate::deploy::convert::{FloatRecurrence, QuantizedRecurrence};
+use crate::quant::RangeRule;
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+    /// On random models (W and U per tensor, per row, or W as rotation blocks) and
+    /// inputs, k = 2..8, A = 4..16, n up to 512 and batches that are not whole blocks,
+    /// every kernel gives the scalar engine's hidden codes at
+    /// every step (widths above 256 cross the int32 chunks).
+    #[test]
+    fn batched_engine_is_bit_exact_with_the_scalar_engine(
+        seed in any::<u64>(),
+        n in prop_oneof![1usize..40, 250usize..270, 500usize..=512],
+        d in 1usize..6,
+        k in 2u32..=8,
+        a in 4u32..=16,
+        modrelu in any::<bool>(),
+        batch in prop_oneof![Just(1usize), 2usize..40],
+        form in crate::deploy::convert::testing::form(),
+    ) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut draw = |len: usize, scale: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
+        };
+        let (w, u, b, bm) = (draw(n * n, 1.0), draw(n * d, 2.0), draw(n, 0.5), draw(n, 0.3));
+        let steps = 5;
+        let xs = draw(steps * batch * d, 1.5);
+        let model = crate::deploy::convert::testing::model(form, &FloatRecurrence {
+            hidden: n, input: d, w: &w, u: &u, bias: &b, bias_mod: modrelu.then_some(&bm[..]),
+            weight_bits: k, range: RangeRule::Max, act_bits: a,
+            hidden_frac: a as i32 - 4, input_frac: a as i32 - 2,
+        });
+        let scalar = model.as_int();
+        prop_assert!(scalar.validate().is_ok());
+        let kernels = [
+            Kernel::Blocks, Kernel::Avx2Bytes, Kernel::Avx2, Kernel::Portable,
+            Kernel::Avx512VnniBytes,
+        ];
+        let engines: Vec<BatchedEngine> =
+            kernels.iter().map(|&k| BatchedEngine::with_kernel(model.as_int(), k)).collect();
+        // The byte kernel takes every model within its bounds (hidden codes spanning at
+        // most 256 values, `2 (hi - lo) max|w| <= 32767`) and no other.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let (lo, hi) = scalar.hidden_range();
+            let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
+            scalar.unpack(&mut w_codes, &mut u_codes);
+            let w_max = w_codes.iter().map(|&c| (c as i32).abs()).max().unwrap_or(0).max(1);
+            let within = hi - lo <= 255 && 2 * (hi - lo) * w_max <= 32767;
+            prop_assert_eq!(engines[1].kernel() == Kernel::Avx2Bytes, within, "A = {}, k = {}", a, k);
+            // The VNNI kernel takes the same models where the CPU has it.
+            let vnni = if has_avx512_vnni() { Kernel::Avx512VnniBytes } else { Kernel::Avx2Bytes };
+            prop_assert_eq!(engines[4].kernel() == vnni, within, "A = {}, k = {}", a, k);
+            // The block kernel takes every structured W within int16 hidden codes.
+            let structured = scalar.w_block() < n && hi <= i16::MAX as i32;
+            prop_assert_eq!(engines[0].kernel() == Kernel::Blocks, structured, "A = {}, k = {}", a, k);
+        }
+        let mut states: Vec<BatchedState> = engines.iter().map(|e| e.state(batch)).collect();
+        let mut h = vec![vec![0i32; n]; batch];
+        let (mut next, mut x, mut got) = (vec![0i32; n], vec![0i32; batch * d], vec![0i32; n]);
+        for t in 0..steps {
+            for s in 0..batch {
+                let at = (t * batch + s) * d;
+                model.quantize_input(&xs[at..at + d], &mut x[s * d..(s + 1) * d]);
+                scalar.step(&h[s], &x[s * d..(s + 1) * d], &mut next);
+                h[s].copy_from_slice(&next);
+            }
+            for (engine, state) in engines.iter().zip(states.iter_mut()) {
+                engine.step(state, &x);
+                for (s, expected) in h.iter().enumerate() {
+                    engine.hidden(state, s, &mut got);
+                    prop_assert_eq!(&got, expected, "{:?} step {} sequence {}", engine.kernel(), t, s);
+                }
+            }
+        }
+    }
+}
+
+/// A ReLU recurrence of n units and one input, W's entries all `w`, U's 1, biases 0.1.
+fn uniform_model(n: usize, w: f32, weight_bits: u32, act_bits: u32) -> QuantizedRecurrence {
+    let (w, u, b) = (vec![w; n * n], vec![1.0f32; n], vec![0.1f32; n]);
+    QuantizedRecurrence::new(&FloatRecurrence {
+        hidden: n,
+        input: 1,
+        w: &w,
+        u: &u,
+        bias: &b,
+        bias_mod: None,
+        weight_bits,
+        range: RangeRule::Max,
+        act_bits,
+        hidden_frac: act_bits as i32 - 4,
+        input_frac: act_bits as i32 - 2,
+    })
+}
+
+/// The proptest above compares every kernel with the scalar engine; this one says
+/// whether the VNNI kernel was among them on this CPU.
+#[test]
+fn the_vnni_byte_kernel_runs_where_the_cpu_has_it() {
+    let n = 8;
+    let model = uniform_model(n, 0.25, 4, 8);
+    let engine = BatchedEngine::new(model.as_int());
+    if !has_avx512_vnni() {
+        eprintln!(
+            "skipped: this CPU has no AVX-512 VNNI; {:?} ran",
+            engine.kernel()
+        );
+        return;
+    }
+    assert_eq!(engine.kernel(), Kernel::Avx512VnniBytes);
+    // 40 sequences: 32 lanes side by side; 3: one sequence at a time, 16 rows at once.
+    for batch in [40, 3] {
+        let mut state = engine.state(batch);
+        let x: Vec<i32> = (0..batch as i32).map(|s| s * 3 - 60).collect();
+        engine.step(&mut state, &x);
+        engine.step(&mut state, &x);
+        let (mut got, mut h, mut next) = (vec![0; n], vec![0; n], vec![0; n]);
+        for s in 0..batch {
+            h.fill(0);
+            for _ in 0..2 {
+                model.as_int().step(&h, &x[s..s + 1], &mut next);
+                h.copy_from_slice(&next);
+            }
+            engine.hidden(&state, s, &mut got);
+            assert_eq!(got, h, "batch {batch} sequence {s}");
+        }
+    }
+}
+
+#[test]
+fn relu_codes_wider_than_int16_run_one_sequence_at_a_time() {
+    let n = 4;
+    let model = uniform_model(n, 0.5, 8, 16);
+    let engine = BatchedEngine::new(model.as_int());
+    assert_eq!(engine.kernel(), Kernel::PerSequence);
+    let mut state = engine.state(3);
+    let x = [4096, -4096, 2048];
+    engine.step(&mut state, &x);
+    let (mut got, mut expected) = (vec![0; n], vec![0; n]);
+    for s in 0..3 {
+        model.as_int().step(&[0; 4], &x[s..s + 1], &mut expected);
+        engine.hidden(&state, s, &mut got);
+        assert_eq!(got, expected);
+    }
+}
