@@ -38,15 +38,28 @@ pub(super) struct ByteLayout {
     row_offset: Vec<i32>,
     /// Products of `vpmaddubsw` summed in int16 before widening.
     run: usize,
-    /// One sequence at a time (`step_one_avx512vnni`): `ceil(n / 16)` blocks of 16 rows,
-    /// W as `blocks x quads x 16` words (row `16 b + l`, codes `4q..4q+4`), U as
-    /// `blocks x ceil(d / 2) x 16` int16 pairs, and the blocks' finishing constants.
-    row_blocks: usize,
+    /// The smallest hidden code.
+    pub lo: i32,
+    /// The layout for one sequence at a time, where the engine runs it
+    /// ([`ByteLayout::with_row_blocks`]).
+    pub one_sequence: Option<RowBlocks>,
+}
+
+/// W and U for one sequence at a time (`step_one_avx512vnni`): `ceil(n / 16)` blocks of 16
+/// rows, W as `blocks x quads x 16` words (row `16 b + l`, codes `4q..4q+4`), U as
+/// `blocks x ceil(d / 2) x 16` int16 pairs, and the blocks' finishing constants.
+pub(super) struct RowBlocks {
+    count: usize,
     w_columns: Vec<i32>,
     u_columns: Vec<i32>,
     sixteen_rows: Vec<SixteenRows>,
-    /// The smallest hidden code.
-    pub lo: i32,
+}
+
+impl RowBlocks {
+    /// The words `step_one_avx512vnni` takes the hidden codes of one sequence into.
+    pub fn hidden_words(&self) -> usize {
+        4 * self.count
+    }
 }
 
 impl ByteLayout {
@@ -58,7 +71,6 @@ impl ByteLayout {
         n: usize,
         d: usize,
         (lo, hi): (i32, i32),
-        finisher: &Finisher<'_>,
     ) -> Option<Self> {
         let range = (hi - lo) as i64;
         let w_max = w_codes
@@ -91,42 +103,45 @@ impl ByteLayout {
                 w_quads[i * quads + q] = i32::from_le_bytes(bytes);
             }
         }
-        let row_blocks = n.div_ceil(16);
-        let row_offset = (0..(4 * quads).max(16 * row_blocks))
+        // Padded to whole blocks of 16 rows (`4 quads <= 16 ceil(n / 16)`) for
+        // `step_one_avx512vnni`'s loads.
+        let row_offset = (0..16 * n.div_ceil(16))
             .map(|i| lo * (0..n).map(|j| code(i, j)).sum::<i32>())
             .collect();
-        let input_pairs = d.div_ceil(2);
-        let u_pairs = pairs_of(|i, j| padded_code(u_codes, d, i, j), 16 * row_blocks, d);
+        Some(Self {
+            quads,
+            w_quads,
+            u_pairs: pairs_of(|i, j| padded_code(u_codes, d, i, j), 4 * quads, d),
+            input_pairs: d.div_ceil(2),
+            row_offset,
+            run: (INT16_LIMIT / pair_bound) as usize,
+            lo,
+            one_sequence: None,
+        })
+    }
+
+    /// The layout with [`RowBlocks`] too, for the kernels that run one sequence at a time.
+    pub fn with_row_blocks(mut self, finisher: &Finisher<'_>) -> Self {
+        // The 4 quads rows (zero past the last) in blocks of 16: as many blocks as
+        // `ceil(n / 16)`.
+        let count = (4 * self.quads).div_ceil(16);
         // Row-major words to blocks of 16 rows side by side.
         let columns = |rows: &[i32], per_row: usize| {
-            let mut out = vec![0i32; row_blocks * per_row * 16];
-            for (i, row) in rows.chunks(per_row).enumerate().take(n) {
+            let mut out = vec![0i32; count * per_row * 16];
+            for (i, row) in rows.chunks(per_row).enumerate() {
                 for (q, &word) in row.iter().enumerate() {
                     out[((i / 16) * per_row + q) * 16 + i % 16] = word;
                 }
             }
             out
         };
-        Some(Self {
-            quads,
-            w_columns: columns(&w_quads, quads),
-            u_columns: columns(&u_pairs, input_pairs),
-            sixteen_rows: (0..row_blocks)
-                .map(|b| finisher.sixteen_rows(16 * b))
-                .collect(),
-            row_blocks,
-            w_quads,
-            u_pairs: u_pairs[..4 * quads * input_pairs].to_vec(),
-            input_pairs,
-            row_offset,
-            run: (INT16_LIMIT / pair_bound) as usize,
-            lo,
-        })
-    }
-
-    /// The words `step_one_avx512vnni` takes the hidden codes of one sequence into.
-    pub fn one_sequence_words(&self) -> usize {
-        4 * self.row_blocks
+        self.one_sequence = Some(RowBlocks {
+            count,
+            w_columns: columns(&self.w_quads, self.quads),
+            u_columns: columns(&self.u_pairs, self.input_pairs),
+            sixteen_rows: (0..count).map(|b| finisher.sixteen_rows(16 * b)).collect(),
+        });
+        self
     }
 
     /// The word of four zero hidden codes (a sequence's start).
@@ -307,7 +322,7 @@ pub(super) unsafe fn step_avx512vnni(
 /// one word of four hidden bytes, broadcast, by the codes of 16 rows in those four columns,
 /// so no sum crosses lanes; 16 units are finished together. `h` and `next` hold the
 /// sequence's `n` codes; `x` its input as int16 pairs (`ceil(d / 2)` words); `words`, of
-/// `ByteLayout::one_sequence_words` words, takes the hidden codes as bytes.
+/// `RowBlocks::hidden_words` words, takes the hidden codes as bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn step_one_avx512vnni(
@@ -322,9 +337,13 @@ pub(super) unsafe fn step_one_avx512vnni(
     use super::layout::{finish_16_avx512, RowConstants512};
     use std::arch::x86_64::*;
     let (quads, pd) = (layout.quads, layout.input_pairs);
+    let blocks = layout
+        .one_sequence
+        .as_ref()
+        .expect("the layout has its row blocks");
     assert!(h.len() >= n && next.len() >= n && x.len() >= pd);
-    assert!(layout.row_blocks * 16 >= n && 4 * quads >= n);
-    assert!(words.len() == layout.one_sequence_words());
+    assert!(blocks.count * 16 >= n && 4 * quads >= n);
+    assert!(words.len() == blocks.hidden_words());
     // The hidden codes as offset bytes, four to a word; past n, any byte (W's columns
     // there are zero).
     let lo = _mm512_set1_epi32(layout.lo);
@@ -338,8 +357,8 @@ pub(super) unsafe fn step_one_avx512vnni(
         _mm_storeu_si128(chunk.as_mut_ptr() as *mut __m128i, bytes);
     }
     let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
-    for b in 0..layout.row_blocks {
-        let w = layout.w_columns.as_ptr().add(b * quads * 16);
+    for b in 0..blocks.count {
+        let w = blocks.w_columns.as_ptr().add(b * quads * 16);
         // Four accumulators, so that consecutive vpdpbusd do not wait on each other.
         let mut acc = [_mm512_setzero_si512(); 4];
         let mut q = 0;
@@ -361,13 +380,13 @@ pub(super) unsafe fn step_one_avx512vnni(
             ),
             load(layout.row_offset.as_ptr().add(16 * b)),
         );
-        let u = layout.u_columns.as_ptr().add(b * pd * 16);
+        let u = blocks.u_columns.as_ptr().add(b * pd * 16);
         let mut sum_u = _mm512_setzero_si512();
         for p in 0..pd {
             let pair = _mm512_set1_epi32(*x.get_unchecked(p));
             sum_u = _mm512_add_epi32(sum_u, _mm512_madd_epi16(pair, load(u.add(p * 16))));
         }
-        let row = RowConstants512::sixteen(finisher, &layout.sixteen_rows[b]);
+        let row = RowConstants512::sixteen(finisher, &blocks.sixteen_rows[b]);
         let codes = finish_16_avx512(&row, sum_w, sum_u);
         let left = (n - 16 * b).min(16);
         _mm512_mask_storeu_epi32(

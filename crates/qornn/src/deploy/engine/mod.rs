@@ -155,8 +155,12 @@ impl<'a> BatchedEngine<'a> {
         let (lo, hi) = rec.hidden_range();
         let finisher = Finisher::new(&rec);
         let bytes = matches!(kernel, Kernel::Avx2Bytes | Kernel::Avx512VnniBytes)
-            .then(|| ByteLayout::new(&w_codes, &u_codes, n, d, (lo, hi), &finisher))
-            .flatten();
+            .then(|| ByteLayout::new(&w_codes, &u_codes, n, d, (lo, hi)))
+            .flatten()
+            .map(|layout| match kernel {
+                Kernel::Avx512VnniBytes => layout.with_row_blocks(&finisher),
+                _ => layout,
+            });
         let kernel = match (kernel, &bytes) {
             (Kernel::Avx2Bytes | Kernel::Avx512VnniBytes, None) => Kernel::Avx2,
             (k, _) => k,
@@ -198,9 +202,10 @@ impl<'a> BatchedEngine<'a> {
         let (n, d) = (self.rec.hidden, self.rec.input);
         let (h_len, x_len, zero) = match &self.bytes {
             // The VNNI kernel's input pairs and hidden bytes for one sequence.
-            Some(bytes) if per_sequence && self.kernel == Kernel::Avx512VnniBytes => {
-                (batch * n, self.input_pairs + bytes.one_sequence_words(), 0)
-            }
+            Some(ByteLayout {
+                one_sequence: Some(blocks),
+                ..
+            }) if per_sequence => (batch * n, self.input_pairs + blocks.hidden_words(), 0),
             _ if per_sequence => (batch * n, 0, 0),
             _ if self.blocks.is_some() => (n * lanes, d * lanes, 0),
             Some(bytes) => (
@@ -249,9 +254,12 @@ impl<'a> BatchedEngine<'a> {
     pub fn step(&self, state: &mut BatchedState, x_codes: &[i32]) {
         let (n, d) = (self.rec.hidden, self.rec.input);
         assert_eq!(x_codes.len(), state.batch * d, "input codes: batch x input");
+        // The VNNI kernel's row blocks run a small batch one sequence at a time.
         #[cfg(target_arch = "x86_64")]
-        if let (true, Kernel::Avx512VnniBytes, Some(bytes)) =
-            (state.per_sequence, self.kernel, &self.bytes)
+        if let Some(bytes) = self
+            .bytes
+            .as_ref()
+            .filter(|bytes| state.per_sequence && bytes.one_sequence.is_some())
         {
             let (pairs, words) = state.x.split_at_mut(self.input_pairs);
             for b in 0..state.batch {
@@ -263,8 +271,9 @@ impl<'a> BatchedEngine<'a> {
                     &state.h[b * n..(b + 1) * n],
                     &mut state.next[b * n..(b + 1) * n],
                 );
-                // SAFETY: `Kernel::Avx512VnniBytes` is chosen only on a CPU with AVX-512 VNNI
-                // and BW; `state` sized `pairs` and `words` for it.
+                // SAFETY: the row blocks are built only for `Kernel::Avx512VnniBytes`, chosen
+                // only on a CPU with AVX-512 VNNI and BW; `state` sized `pairs` and `words`
+                // for them.
                 unsafe {
                     bytes::step_one_avx512vnni(bytes, &self.finisher, n, h, pairs, words, next)
                 };
