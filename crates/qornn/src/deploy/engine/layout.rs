@@ -53,6 +53,20 @@ impl<'a> Finisher<'a> {
         }
     }
 
+    /// Row `i`'s constants as the vector kernels take them.
+    pub(super) fn row(&self, i: usize) -> RowValues {
+        RowValues {
+            w_scale: self.w_scales[i],
+            u_scale: self.u_scales[i],
+            bias: self.bias[i] + self.round,
+            bias_mod: if self.modrelu {
+                self.bias_mod[i] as i64
+            } else {
+                0
+            },
+        }
+    }
+
     #[inline(always)]
     pub(super) fn finish(&self, i: usize, acc_w: i64, acc_u: i64) -> i32 {
         let num = acc_w * self.w_scales[i] + acc_u * self.u_scales[i] + self.bias[i];
@@ -64,6 +78,16 @@ impl<'a> Finisher<'a> {
         };
         a.clamp(self.lo, self.hi) as i32
     }
+}
+
+/// One row's `Finisher` constants: W's and U's scales, the bias with the rounding term
+/// added, and modReLU's bias (0 for ReLU).
+#[derive(Clone, Copy, Default)]
+pub(super) struct RowValues {
+    pub w_scale: i64,
+    pub u_scale: i64,
+    pub bias: i64,
+    pub bias_mod: i64,
 }
 
 /// Two int16 codes in one word, `lo` in the low half.
@@ -117,13 +141,14 @@ impl RowConstants {
     #[inline(always)]
     pub(super) fn new(f: &Finisher<'_>, i: usize) -> Self {
         use std::arch::x86_64::*;
+        let row = f.row(i);
         // SAFETY: SSE2 and AVX set/broadcast only, called from AVX2 code.
         unsafe {
             Self {
-                w_scale: _mm256_set1_epi64x(f.w_scales[i]),
-                u_scale: _mm256_set1_epi64x(f.u_scales[i]),
-                bias: _mm256_set1_epi64x(f.bias[i] + f.round),
-                bias_mod: f.modrelu.then(|| _mm256_set1_epi64x(f.bias_mod[i] as i64)),
+                w_scale: _mm256_set1_epi64x(row.w_scale),
+                u_scale: _mm256_set1_epi64x(row.u_scale),
+                bias: _mm256_set1_epi64x(row.bias),
+                bias_mod: f.modrelu.then(|| _mm256_set1_epi64x(row.bias_mod)),
                 lo: _mm256_set1_epi64x(f.lo),
                 hi: _mm256_set1_epi64x(f.hi),
                 shift: _mm_cvtsi32_si128(f.shift as i32),
@@ -201,29 +226,22 @@ pub(super) struct SixteenRows {
 impl Finisher<'_> {
     /// The constants of rows `first .. first + 16`.
     pub(super) fn sixteen_rows(&self, first: usize) -> SixteenRows {
-        let lanes = |value: &dyn Fn(usize) -> i64| {
-            [0, 1].map(|odd| {
-                std::array::from_fn(|k| {
-                    let i = first + 2 * k + odd;
-                    if i < self.w_scales.len() {
-                        value(i)
-                    } else {
-                        0
-                    }
-                })
-            })
-        };
-        SixteenRows {
-            w_scale: lanes(&|i| self.w_scales[i]),
-            u_scale: lanes(&|i| self.u_scales[i]),
-            bias: lanes(&|i| self.bias[i] + self.round),
-            bias_mod: lanes(&|i| {
-                if self.modrelu {
-                    self.bias_mod[i] as i64
+        let rows: [[RowValues; 8]; 2] = [0, 1].map(|odd| {
+            std::array::from_fn(|k| {
+                let i = first + 2 * k + odd;
+                if i < self.w_scales.len() {
+                    self.row(i)
                 } else {
-                    0
+                    RowValues::default()
                 }
-            }),
+            })
+        });
+        let lanes = |value: fn(&RowValues) -> i64| rows.map(|half| half.map(|r| value(&r)));
+        SixteenRows {
+            w_scale: lanes(|r| r.w_scale),
+            u_scale: lanes(|r| r.u_scale),
+            bias: lanes(|r| r.bias),
+            bias_mod: lanes(|r| r.bias_mod),
         }
     }
 }
@@ -261,11 +279,12 @@ impl RowConstants512 {
     #[inline]
     pub(super) unsafe fn new(f: &Finisher<'_>, i: usize) -> Self {
         use std::arch::x86_64::*;
+        let row = f.row(i);
         let lanes = Lanes512 {
-            w_scale: _mm512_set1_epi64(f.w_scales[i]),
-            u_scale: _mm512_set1_epi64(f.u_scales[i]),
-            bias: _mm512_set1_epi64(f.bias[i] + f.round),
-            bias_mod: _mm512_set1_epi64(if f.modrelu { f.bias_mod[i] as i64 } else { 0 }),
+            w_scale: _mm512_set1_epi64(row.w_scale),
+            u_scale: _mm512_set1_epi64(row.u_scale),
+            bias: _mm512_set1_epi64(row.bias),
+            bias_mod: _mm512_set1_epi64(row.bias_mod),
         };
         Self::with_lanes(f, lanes, lanes)
     }
