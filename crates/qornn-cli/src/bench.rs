@@ -34,7 +34,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4)]
     bits: u32,
     /// The hidden nonlinearity, as `qornn train --act`.
-    #[arg(long, default_value = "relu", value_parser = activation)]
+    #[arg(long, default_value = "relu", value_parser = by_name::<Activation>)]
     act: Activation,
     /// Activations fake-quantized at A bits, as `qornn train --act-bits A`.
     #[arg(long)]
@@ -55,29 +55,8 @@ pub struct BenchArgs {
     integer: Option<std::path::PathBuf>,
     /// With --integer: the batched engine's kernel (one the CPU or the model does not
     /// allow falls back, and the report names the one that ran); unset: the fastest.
-    #[arg(long, value_parser = kernel, requires = "integer")]
+    #[arg(long, value_parser = by_name::<qornn::deploy::engine::Kernel>, requires = "integer")]
     kernel: Option<qornn::deploy::engine::Kernel>,
-}
-
-/// `--kernel`: the batched engine's kernels by name.
-fn kernel(text: &str) -> std::result::Result<qornn::deploy::engine::Kernel, String> {
-    use qornn::deploy::engine::Kernel;
-    let kernels = [
-        ("blocks", Kernel::Blocks),
-        ("avx512-vnni-bytes", Kernel::Avx512VnniBytes),
-        ("avx2-bytes", Kernel::Avx2Bytes),
-        ("avx2", Kernel::Avx2),
-        ("portable", Kernel::Portable),
-        ("per-sequence", Kernel::PerSequence),
-    ];
-    kernels
-        .iter()
-        .find(|(name, _)| *name == text)
-        .map(|&(_, k)| k)
-        .ok_or_else(|| {
-            let names: Vec<&str> = kernels.iter().map(|(name, _)| *name).collect();
-            format!("unknown kernel {text:?}; one of {}", names.join(", "))
-        })
 }
 
 #[derive(Serialize)]
@@ -265,11 +244,11 @@ fn copy_bytes_per_second() -> f64 {
     2.0 * (4 * floats) as f64 / best
 }
 
-/// `--act`: the names configs use (`Activation`'s serde names).
-fn activation(text: &str) -> std::result::Result<Activation, String> {
-    use serde::de::{value::StrDeserializer, Deserialize};
-    Activation::deserialize(StrDeserializer::<serde::de::value::Error>::new(text))
-        .map_err(|e| e.to_string())
+/// `--act`, `--kernel`: a value by its serde name (the names configs use for `Activation`),
+/// an unknown one refused with the list of names.
+fn by_name<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+    use serde::de::value::{Error, StrDeserializer};
+    T::deserialize(StrDeserializer::<Error>::new(text)).map_err(|e| e.to_string())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -47,8 +47,10 @@ fn has_avx512_vnni() -> bool {
 /// Below this many sequences a call runs them one at a time.
 const SMALL_BATCH: usize = 8;
 
-/// Which kernel runs the products.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which kernel runs the products (named in kebab case, `avx512-vnni-bytes`, by
+/// `qornn bench --kernel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Kernel {
     /// A block-diagonal W (`blocks.rs`): only W's diagonal blocks are multiplied, AVX2
     /// where the CPU has it; a dense W takes the byte kernel's place in the order below.
