@@ -40,7 +40,7 @@ static int64_t bias_of(const qornn_model *m, int32_t i) {
 static int32_t packed_code(const uint8_t *packed, int32_t bits, int32_t index);
 
 qornn_status qornn_validate(const qornn_model *m) {
-    int32_t i;
+    int32_t i, w_max;
     if (!m || !m->u_packed || !m->w_packed || (!m->bias && !m->bias32) || !m->readout_bias)
         return QORNN_NULL;
     if (m->version != QORNN_VERSION) return QORNN_BAD_VERSION;
@@ -71,9 +71,8 @@ qornn_status qornn_validate(const qornn_model *m) {
         !in_range(m->input_frac, -QORNN_MAX_FRAC, QORNN_MAX_FRAC) ||
         !in_range(w_align(m), 0, QORNN_MAX_ALIGN) || !in_range(u_align(m), 0, QORNN_MAX_ALIGN))
         return QORNN_BAD_SHIFT;
+    w_max = m->recurrence == QORNN_ROTATIONS ? QORNN_MAX_ROTATION_MANTISSA : QORNN_MAX_MANTISSA;
     for (i = 0; i < m->hidden; i++) {
-        int32_t w_max =
-            m->recurrence == QORNN_ROTATIONS ? QORNN_MAX_ROTATION_MANTISSA : QORNN_MAX_MANTISSA;
         if (w_mantissa(m, i) < 1 || w_mantissa(m, i) > w_max ||
             u_mantissa(m, i) < 1 || u_mantissa(m, i) > QORNN_MAX_MANTISSA)
             return QORNN_BAD_MANTISSA;
