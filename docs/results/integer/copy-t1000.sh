@@ -14,6 +14,7 @@ cd "$(dirname "$0")/../../.."
 qornn=${QORNN:-target/release/qornn}
 runs=${RUNS:-runs}
 here=docs/results/integer
+source "$here/m4.sh"
 config=configs/copy-t1000-qornn-rotations-4b.toml
 float=copy-t1000-qornn-rotations-4b
 name=copy-t1000-qornn-rotations-4b-frozen-a12
@@ -24,12 +25,7 @@ tune=(--init-from "$runs/$float" --orthogonal-lr 1e-12 --steps 12000 --act-bits 
 [[ -f $run/summary.json ]] ||
     "$qornn" train --config "$config" "${tune[@]}" --threads 1 --out "$run"
 [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
-if [[ ! -f $run/check-m4.txt ]]; then
-    "$qornn" export --model "$run/model.qornn" --c "$run/c"
-    c_model=$(cd "$run/c" && pwd)
-    make -s -C c check-m4 MODEL="$c_model" | grep '^qornn check' > "$run/check-m4.txt"
-    make -s -C c steps-m4 MODEL="$c_model" | grep '^instructions per step' >> "$run/check-m4.txt"
-fi
+[[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn"
 mkdir -p "$here/$name"
 cp "$run"/{metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
 sed -e "s|^init_from = .*|init_from = \"runs/$float\"|" "$run/config.toml" > "$here/$name/config.toml"

@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 qornn=${QORNN:-target/release/qornn}
 here=docs/results/integer
+source "$here/m4.sh"
 sweep=${SWEEP:-runs/integer-copy-t100}
 if [[ ${1:-} == --rerun ]]; then
     "$qornn" sweep sweeps/integer-copy-t100.toml --out "$sweep" --jobs "${JOBS:-2}" --threads 1
@@ -21,10 +22,7 @@ if [[ ${1:-} == --rerun ]]; then
         "$qornn" quantize --run "$run" > "$run/quantize.json"
         "$qornn" quantize --run "$run" --readout-bits 8 --output "$run/model-readout-8.qornn" \
             > "$run/quantize-readout-8.json"
-        "$qornn" export --model "$run/model-readout-8.qornn" --c "$run/c"
-        c_model=$(cd "$run/c" && pwd)
-        make -s -C c check-m4 MODEL="$c_model" | grep '^qornn check' > "$run/check-m4.txt"
-        make -s -C c steps-m4 MODEL="$c_model" | grep '^instructions per step' >> "$run/check-m4.txt"
+        check_on_m4 "$run" "$run/model-readout-8.qornn"
         mkdir -p "$here/$name"
         cp "$run"/{config.toml,metrics.jsonl,summary.json,quantize.json,quantize-readout-8.json,check-m4.txt} "$here/$name/"
         echo "qornn sweep sweeps/integer-copy-t100.toml model=$model bits=$bits" > "$here/$name/command.txt"

@@ -1,0 +1,15 @@
+# Sourced by the integer page's scripts (make.sh, copy-t1000.sh, mnist.sh), from the
+# repository's root with $qornn set.
+
+# check_on_m4 RUN MODEL [export flags]: exports MODEL (a .qornn file) to C in RUN/c, checks
+# its trace on the emulated Cortex-M4 and counts its instructions per step, both into
+# RUN/check-m4.txt.
+check_on_m4() {
+    local run=$1 model=$2
+    shift 2
+    "$qornn" export --model "$model" --c "$run/c" "$@"
+    local c_model
+    c_model=$(cd "$run/c" && pwd)
+    make -s -C c check-m4 MODEL="$c_model" | grep '^qornn check' > "$run/check-m4.txt"
+    make -s -C c steps-m4 MODEL="$c_model" | grep '^instructions per step' >> "$run/check-m4.txt"
+}
