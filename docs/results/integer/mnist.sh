@@ -44,6 +44,12 @@ fine_tune() {
     local config=configs/$task-block-hadamrnn-4b.toml run=$runs/$name
     local float=$task-block-hadamrnn-4b-${float_epochs}ep
     train "$float" --config "$config" --epochs "$float_epochs"
+    # The float model's own artefacts: the accuracy the page compares with.
+    mkdir -p "$here/$float"
+    cp "$runs/$float"/{metrics.jsonl,summary.json} "$here/$float/"
+    portable_config "$runs/$float/config.toml" - > "$here/$float/config.toml"
+    echo "qornn train --config $config --epochs $float_epochs --data-dir DIR --threads 1 --out runs/$float" \
+        > "$here/$float/command.txt"
     local start=(--epochs "$qat_epochs" --init-from "$runs/$from" --lr 1e-4 --orthogonal-lr 1e-4)
     [[ $from == - ]] && start=()
     train "$name" --config "$config" "${start[@]}" --act-bits "$a" --readout-bits 4 "$@"
