@@ -58,8 +58,7 @@ fn batch_parallel_time_loops_match_the_sequential_ones() {
             rank_w: None,
             rank_u: None,
             act_bits: None,
-            act_hidden_frac: None,
-            act_hidden_cover: None,
+            act_hidden_start: Default::default(),
             readout_bits: None,
         };
         let mut model = Model::new(spec, &mut rng);

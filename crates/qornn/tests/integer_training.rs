@@ -269,3 +269,73 @@ fn the_hidden_step_can_be_set_in_fraction_bits() {
         assert!(error.contains("act_hidden_cover"), "{error}");
     }
 }
+
+/// `act_hidden_search` starts the hidden step at the power of two whose quantized forward
+/// pass has the lowest loss on the batch, among the widest step that holds every state and
+/// the finer ones: no candidate (the least-squares step among them) has a lower loss, and
+/// it is refused without act_bits or beside another start rule.
+#[test]
+fn the_hidden_step_search_starts_at_the_lowest_loss() {
+    use qornn::quant::activation::{self, HiddenStepStart, HIDDEN_STEP, LOSS_SEARCH_SPAN};
+    use rand::SeedableRng;
+    let config = Config {
+        act: qornn::Activation::Modrelu,
+        act_bits: Some(6),
+        act_hidden_search: true,
+        ..small_copy("hadamrnn", 4)
+    };
+    config.validate().unwrap();
+    let task = config.task().unwrap();
+    let spec = config.model_spec_for(&task);
+    assert_eq!(spec.act_hidden_start, HiddenStepStart::LowestLoss);
+    let mut model = qornn::Model::new(spec, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
+    let batch = task.train_batch(0, 32, 1);
+    let mut ws = qornn::Workspace::new(&model.spec, batch.steps, batch.batch);
+    let par = faer::Par::Seq;
+    model.parametrise(false, par);
+    model.init_hidden_step(&mut ws, &batch, par);
+    let step = model
+        .params
+        .iter()
+        .position(|t| t.name == HIDDEN_STEP)
+        .unwrap();
+    let chosen = -model.params[step].data[0] as i32;
+    let chosen_loss = model.forward(&mut ws, &batch, par);
+    // The float model's states, as the search saw them.
+    model.quantize_activations = false;
+    model.forward(&mut ws, &batch, par);
+    let states = ws.core.outputs().to_vec();
+    let widest = activation::widest_fraction_bits(&states, 6, true);
+    let least_squares = activation::least_squares_fraction_bits(&states, 6, true);
+    assert!((widest..=widest + LOSS_SEARCH_SPAN).contains(&chosen));
+    model.quantize_activations = true;
+    let mut highest = chosen_loss;
+    for frac in (widest..=widest + LOSS_SEARCH_SPAN).chain([least_squares]) {
+        model.params[step].data[0] = -frac as f32;
+        let loss = model.forward(&mut ws, &batch, par);
+        assert!(
+            chosen_loss <= loss,
+            "2^-{chosen}: loss {chosen_loss} above 2^-{frac}'s {loss}"
+        );
+        highest = highest.max(loss);
+    }
+    // The step matters on this batch, so the search had something to find.
+    assert!(highest > 1.01 * chosen_loss, "{chosen_loss} {highest}");
+    for bad in [
+        Config {
+            act_bits: None,
+            ..config.clone()
+        },
+        Config {
+            act_hidden_frac: Some(3),
+            ..config.clone()
+        },
+        Config {
+            act_hidden_cover: Some(0.9),
+            ..config.clone()
+        },
+    ] {
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("act_hidden_search"), "{error}");
+    }
+}

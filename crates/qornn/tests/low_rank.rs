@@ -24,8 +24,7 @@ fn spec(model: &str, rank_w: Option<usize>, rank_u: Option<usize>) -> ModelSpec 
         rank_w,
         rank_u,
         act_bits: None,
-        act_hidden_frac: None,
-        act_hidden_cover: None,
+        act_hidden_start: Default::default(),
         readout_bits: None,
     }
 }

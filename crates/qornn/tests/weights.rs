@@ -26,8 +26,7 @@ fn spec(model: &str, hidden: usize, input: usize) -> ModelSpec {
         rank_w: None,
         rank_u: None,
         act_bits: None,
-        act_hidden_frac: None,
-        act_hidden_cover: None,
+        act_hidden_start: Default::default(),
         readout_bits: None,
     }
 }

@@ -66,6 +66,21 @@ impl Config {
 
     /// The warm-up's factor on the learning rate at `step`: `(step + 1) / warmup_steps`
     /// until it reaches 1.
+    /// Where the hidden step starts: act_hidden_frac, else act_hidden_search, else
+    /// act_hidden_cover, else least squares (validation refuses more than one).
+    pub fn act_hidden_start(&self) -> HiddenStepStart {
+        match (
+            self.act_hidden_frac,
+            self.act_hidden_search,
+            self.act_hidden_cover,
+        ) {
+            (Some(frac), _, _) => HiddenStepStart::Fraction(frac),
+            (None, true, _) => HiddenStepStart::LowestLoss,
+            (None, false, Some(cover)) => HiddenStepStart::Cover(cover),
+            (None, false, None) => HiddenStepStart::LeastSquares,
+        }
+    }
+
     pub fn warmup_factor(&self, step: u64) -> f64 {
         if step >= self.warmup_steps {
             1.0
@@ -157,8 +172,7 @@ impl Config {
             rank_w: (self.rank_w > 0).then_some(self.rank_w),
             rank_u: (self.rank_u > 0).then_some(self.rank_u),
             act_bits: self.act_bits,
-            act_hidden_frac: self.act_hidden_frac,
-            act_hidden_cover: self.act_hidden_cover,
+            act_hidden_start: self.act_hidden_start(),
             readout_bits: self.readout_bits,
         }
     }

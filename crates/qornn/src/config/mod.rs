@@ -11,7 +11,7 @@ use crate::init::Init;
 use crate::model::ModelSpec;
 use crate::optim::{OptimizerKind, Schedule};
 use crate::parametrisation::bjorck::BjorckConfig;
-use crate::quant::activation::ActRange;
+use crate::quant::activation::{ActRange, HiddenStepStart};
 use crate::quant::lsq::LsqInit;
 use crate::quant::Rounding;
 use crate::quant::{Granularity, Quantizer, RangeRule};
@@ -274,6 +274,10 @@ settings! {
     /// fraction (0..=1, e.g. 0.99) of the state's magnitudes when quantization starts, the
     /// larger ones saturating; unset: least squares (act_hidden_frac takes precedence).
     act_hidden_cover: Option<f64> = None,
+    /// act_bits: start the hidden step at the power of two whose quantized forward pass
+    /// has the lowest loss on the batch where quantization starts, among the widest step
+    /// that holds every state and the 8 finer ones; false: least squares.
+    act_hidden_search: bool = false,
     /// The read-out V fake-quantized at R bits (2..=16) in training, with the paper's
     /// per-tensor quantizer and a straight-through gradient, as `qornn quantize
     /// --readout-bits R` stores it (its default then); unset: float V.

@@ -146,6 +146,20 @@ impl Config {
                 ));
             }
         }
+        let starts = [
+            self.act_hidden_frac.is_some(),
+            self.act_hidden_cover.is_some(),
+            self.act_hidden_search,
+        ];
+        if self.act_hidden_search && self.act_bits.is_none() {
+            return Err(Error::config("act_hidden_search", "needs act_bits"));
+        }
+        if starts.iter().filter(|&&set| set).count() > 1 {
+            return Err(Error::config(
+                "act_hidden_search",
+                "give one of act_hidden_frac, act_hidden_cover and act_hidden_search",
+            ));
+        }
         if let Some(r) = self.readout_bits.filter(|r| !(2..=16).contains(r)) {
             return Err(Error::config(
                 "readout_bits",

@@ -11,7 +11,7 @@ use crate::init::Init;
 use crate::parametrisation::bjorck::BjorckConfig;
 use crate::parametrisation::{RecurrentParametrisation, StepContext};
 use crate::params::{stored_bits, zeros_like, Kind, Tensor};
-use crate::quant::activation::{self, HiddenQuantizer};
+use crate::quant::activation::{self, HiddenQuantizer, HiddenStepStart};
 use crate::quant::{self, lsq, Granularity, QuantizedTensor, Quantizer};
 use crate::registry::{ModelName, ParametrisationContext};
 use crate::tasks::Batch;

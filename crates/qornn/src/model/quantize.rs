@@ -111,10 +111,9 @@ impl Model {
         Some(HiddenQuantizer::new(bits, log2_step, modrelu))
     }
 
-    /// Starts the hidden state's step at the power of two that represents the float
-    /// model's `h` on `batch` with the least squared error (`l = -f_h`; the largest `|h|`
-    /// clipped when that costs less than a coarser step), or at `2^-act_hidden_frac` when
-    /// the spec sets it. Quantization of the activations is on afterwards.
+    /// Starts the hidden state's step where `spec.act_hidden_start` says, from the float
+    /// model's `h` on `batch` (`HiddenStepStart`; its step is `2^l`, `l = -f_h`).
+    /// Quantization of the activations is on afterwards.
     pub fn init_hidden_step(&mut self, ws: &mut Workspace, batch: &Batch, par: Par) {
         let (Some(bits), Some(index)) = (self.spec.act_bits, self.hidden_step) else {
             return;
@@ -123,10 +122,28 @@ impl Model {
         self.forward(ws, batch, par);
         let modrelu = self.spec.activation == Activation::Modrelu;
         let states = ws.core.outputs();
-        let frac = match (self.spec.act_hidden_frac, self.spec.act_hidden_cover) {
-            (Some(frac), _) => frac,
-            (None, Some(cover)) => activation::covering_fraction_bits(states, bits, modrelu, cover),
-            (None, None) => activation::least_squares_fraction_bits(states, bits, modrelu),
+        let frac = match self.spec.act_hidden_start {
+            HiddenStepStart::Fraction(frac) => frac,
+            HiddenStepStart::Cover(cover) => {
+                activation::covering_fraction_bits(states, bits, modrelu, cover)
+            }
+            HiddenStepStart::LeastSquares => {
+                activation::least_squares_fraction_bits(states, bits, modrelu)
+            }
+            HiddenStepStart::LowestLoss => {
+                let widest = activation::widest_fraction_bits(states, bits, modrelu);
+                self.quantize_activations = true;
+                let mut best = (f32::INFINITY, widest);
+                for frac in widest..=widest + activation::LOSS_SEARCH_SPAN {
+                    self.params[index].data[0] = -frac as f32;
+                    let loss = self.forward(ws, batch, par);
+                    // A non-finite loss is never the best.
+                    if loss < best.0 {
+                        best = (loss, frac);
+                    }
+                }
+                best.1
+            }
         };
         self.params[index].data[0] = -frac as f32;
         self.quantize_activations = true;

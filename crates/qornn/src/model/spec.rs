@@ -31,12 +31,8 @@ pub struct ModelSpec {
     /// training, as the integer engine computes them (`quant/activation.rs`), with a
     /// power-of-two step (the tensor `hidden.log2_step`); `None`: float activations.
     pub act_bits: Option<u32>,
-    /// With `act_bits`: the hidden step's starting fraction bits F (step 2^-F); `None`: the
-    /// least-squares power of two on the state when quantization starts.
-    pub act_hidden_frac: Option<i32>,
-    /// With `act_bits` and no `act_hidden_frac`: start the hidden step where the codes hold
-    /// this fraction of the state's magnitudes; `None`: least squares.
-    pub act_hidden_cover: Option<f64>,
+    /// With `act_bits`: where the hidden step starts when quantization starts.
+    pub act_hidden_start: HiddenStepStart,
     /// The read-out `V` fake-quantized at this many bits in training (the paper's
     /// per-tensor quantizer, straight through), as `qornn quantize --readout-bits` stores
     /// it; `None`: float `V`.

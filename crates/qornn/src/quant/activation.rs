@@ -47,6 +47,28 @@ pub enum ActRange {
     Calibrated,
 }
 
+/// Where the hidden state's step starts when the activations' quantization starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum HiddenStepStart {
+    /// The power of two with the least squared error on the state
+    /// (`least_squares_fraction_bits`).
+    #[default]
+    LeastSquares,
+    /// `2^-F`: F fraction bits (`act_hidden_frac`).
+    Fraction(i32),
+    /// The largest power of two whose codes hold this fraction of the state's magnitudes
+    /// (`covering_fraction_bits`, `act_hidden_cover`).
+    Cover(f64),
+    /// The power of two whose quantized forward pass has the lowest loss on the batch,
+    /// among the widest step that holds every state and the `LOSS_SEARCH_SPAN` finer ones
+    /// (`act_hidden_search`): the state is heavy-tailed, and the step that trains best
+    /// saturates far more of it than a rule on its values alone lets saturate.
+    LowestLoss,
+}
+
+/// `HiddenStepStart::LowestLoss` tries the widest step and this many finer powers of two.
+pub const LOSS_SEARCH_SPAN: i32 = 8;
+
 /// The name of the learned `log2` step of the hidden state.
 pub const HIDDEN_STEP: &str = "hidden.log2_step";
 
@@ -96,8 +118,7 @@ pub fn covering_fraction_bits(values: &[f32], bits: u32, modrelu: bool, cover: f
 /// than the finer step saves.
 pub fn least_squares_fraction_bits(values: &[f32], bits: u32, modrelu: bool) -> i32 {
     let (lo, hi) = hidden_code_range(bits, modrelu);
-    let max_abs = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let widest = fraction_bits(max_abs, hi);
+    let widest = widest_fraction_bits(values, bits, modrelu);
     let error = |frac: i32| -> f64 {
         let (scale, unit) = (2f64.powi(frac), 2f64.powi(-frac));
         values
@@ -112,6 +133,13 @@ pub fn least_squares_fraction_bits(values: &[f32], bits: u32, modrelu: bool) -> 
         .map(|f| (error(f), f))
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map_or(widest, |(_, f)| f)
+}
+
+/// The largest fraction bits whose codes hold every one of `values` (the coarsest step
+/// that saturates nothing).
+pub fn widest_fraction_bits(values: &[f32], bits: u32, modrelu: bool) -> i32 {
+    let max_abs = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    fraction_bits(max_abs, hidden_code_range(bits, modrelu).1)
 }
 
 /// The engine's input quantization in float: `round(x 2^f_x)` saturated to signed `bits`,
