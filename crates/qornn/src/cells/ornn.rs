@@ -2,16 +2,18 @@
 //! backpropagation through time over preallocated buffers.
 //!
 //! Matrices act on row vectors as in PyTorch: `z_t = h_{t-1} W^T + x_t U^T + b`.
-//! The recurrent weight gradient is one `(n x T*B) * (T*B x n)` product after the time
-//! loop; only the `dz_{t+1} W` carry is a per-step product.
+//! A dense recurrent weight's gradient is one `(n x T*B) * (T*B x n)` product after the
+//! time loop; only the `dz_{t+1} W` carry is a per-step product. A structured one sums its
+//! gradient, and `dU`'s, inside the loop.
 
 use crate::cells::recurrence::{CellShape, Recurrence};
 use crate::cells::{
     add_column_sums, batch_parts, part_rows, run_parts, split_batch_rows, Rows, TimeLoopGrads,
 };
+use crate::linalg::{gemm, mat, mat_mut};
 use crate::quant::activation::HiddenQuantizer;
 use crate::Real;
-use faer::Par;
+use faer::{Accum, Par};
 use serde::{Deserialize, Serialize};
 
 /// The hidden nonlinearity.
@@ -232,7 +234,8 @@ pub struct OrnnCell<T> {
     z: Vec<T>,
     /// `h: (T + 1, B, n)`; block 0 is `h_0`.
     h: Vec<T>,
-    /// `dz: (T, B, n)`; block `s` is `dL/dz_{s+1}`.
+    /// `dz: (T, B, n)`; block `s` is `dL/dz_{s+1}` (a structured W without an input
+    /// gradient uses blocks 0 and 1 in turn; the others are then never touched).
     dz: Vec<T>,
 }
 
@@ -326,24 +329,34 @@ impl<T: Real> OrnnCell<T> {
         } = self.shape;
         let parts = batch_parts(par, batch);
         let activation = self.activation;
+        let d = self.shape.input;
+        // A structured W sums its own gradient inside the time loop. Without an input
+        // gradient to give back, `dU = sum_t dz_t^T x_t` is summed there too, and `dz`
+        // lives in two step blocks used in turn instead of all `T`: it is never written
+        // out and read back after the loop.
+        let streaming = !p.w.is_dense() && grad_x.is_none();
         let (z, h) = (&self.z, &self.h);
         let dzs = split_batch_rows(&mut self.dz, batch, n, parts);
-        let run = |part: usize, mut dz: Rows<'_, T>| -> ([Vec<T>; 3], T) {
+        let run = |part: usize, mut dz: Rows<'_, T>| -> ([Vec<T>; 4], T) {
             let rows = part_rows(batch, parts, part);
             let nb = rows.len();
             let (mut db, mut dbm) = (vec![T::zero(); n], vec![T::zero(); n]);
             // A structured W's gradient, summed here (`Recurrence::accumulate_gradient`).
             let mut d_scale = vec![T::zero(); Recurrence::<T>::gradient_sums_len(n)];
+            let mut du = vec![T::zero(); if streaming { n * d } else { 0 }];
             let mut transform = vec![T::zero(); n];
             let mut d_hidden_step = T::zero();
+            let block = |s: usize| if streaming { s % 2 } else { s };
             for s in (0..steps).rev() {
-                let (now, later) = dz.split_at_mut(s + 1);
-                let dz_s = &mut *now[s];
                 if s + 1 == steps {
-                    dz_s.fill(T::zero());
+                    dz[block(s)].fill(T::zero());
                 } else {
-                    p.w.carry(dz_s, later[0], n, nb);
+                    let [dz_s, later] = dz
+                        .get_disjoint_mut([block(s), block(s + 1)])
+                        .expect("two distinct step blocks");
+                    p.w.carry(dz_s, later, n, nb);
                 }
+                let dz_s = &mut *dz[block(s)];
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
                 let (z_s, dh_s) = (&z[at.clone()], &dh[at.clone()]);
                 match &p.hidden_quant {
@@ -357,15 +370,30 @@ impl<T: Real> OrnnCell<T> {
                     }
                 }
                 p.w.accumulate_gradient(&mut d_scale, dz_s, &h[at], n, &mut transform);
+                if streaming {
+                    let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
+                    gemm(
+                        mat_mut(&mut du, n, d),
+                        Accum::Add,
+                        mat(dz_s, nb, n).transpose(),
+                        mat(x_s, nb, d),
+                        T::one(),
+                        Par::Seq,
+                    );
+                }
             }
-            ([db, dbm, d_scale], d_hidden_step)
+            ([db, dbm, d_scale, du], d_hidden_step)
         };
         let sums = run_parts(dzs, run);
-        for ([db, dbm, d_scale], d_hidden_step) in &sums {
+        for ([db, dbm, d_scale, du], d_hidden_step) in &sums {
             *g.hidden_step += *d_hidden_step;
             add_column_sums(db, n, g.b);
             add_column_sums(dbm, n, g.bm);
             p.w.add_gradient(d_scale, n, g.w);
+            g.u.iter_mut().zip(du).for_each(|(g, &v)| *g += v);
+        }
+        if streaming {
+            return;
         }
         let rows = steps * batch;
         TimeLoopGrads {
