@@ -80,3 +80,74 @@ fn transform_path_matches_the_dense_matrix() {
         }
     }
 }
+
+/// Under a many-to-one read-out the cell reads `dh` at the last step only: with `dh` zero
+/// elsewhere it gives the same gradients as the cell that reads every step, and what the
+/// other steps' rows hold does not change them (for a dense W and a Hadamard one, whose
+/// backward keeps `dz` in two step blocks).
+#[test]
+fn a_last_step_readout_reads_only_the_last_steps_gradient() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let (n, d, steps, batch) = (16, 2, 6, 5);
+    let shape = CellShape {
+        hidden: n,
+        input: d,
+        steps,
+        batch,
+    };
+    let w = random(&mut rng, n * n);
+    let row_scale: Vec<f64> = random(&mut rng, n)
+        .iter()
+        .map(|v| v.signum() / 2.0)
+        .collect();
+    let (u, b, bm) = (
+        random(&mut rng, n * d),
+        random(&mut rng, n),
+        random(&mut rng, n),
+    );
+    let x = random(&mut rng, steps * batch * d);
+    let last = (steps - 1) * batch * n;
+    let mut dh = vec![0.0; steps * batch * n];
+    dh[last..].copy_from_slice(&random(&mut rng, batch * n));
+    let mut garbage = random(&mut rng, steps * batch * n);
+    garbage[last..].copy_from_slice(&dh[last..]);
+    let grads = |recurrence: Recurrence<'_, f64>, last_only: bool, dh: &[f64]| {
+        let p = CellParams {
+            w: recurrence,
+            u: &u,
+            b: &b,
+            bm: &bm,
+            hidden_quant: None,
+        };
+        let mut cell =
+            OrnnCell::<f64>::new(shape, Activation::Modrelu).with_last_step_readout(last_only);
+        cell.forward(&p, &x, Par::Seq);
+        let (mut dw, mut du, mut db, mut dbm) = (
+            vec![0.0; n * n],
+            vec![0.0; n * d],
+            vec![0.0; n],
+            vec![0.0; n],
+        );
+        let mut g = CellGrads {
+            w: &mut dw,
+            u: &mut du,
+            b: &mut db,
+            bm: &mut dbm,
+            hidden_step: &mut 0.0,
+        };
+        cell.backward(&p, &x, dh, &mut g, None, Par::Seq);
+        [dw, du, db, dbm]
+    };
+    for recurrence in [
+        Recurrence::Dense(&w),
+        Recurrence::Hadamard {
+            row_scale: &row_scale,
+            block: 4,
+        },
+    ] {
+        let every = grads(recurrence, false, &dh);
+        assert_eq!(grads(recurrence, true, &dh), every);
+        assert_eq!(grads(recurrence, true, &garbage), every);
+        assert_ne!(grads(recurrence, false, &garbage), every);
+    }
+}

@@ -237,6 +237,10 @@ pub struct OrnnCell<T> {
     /// `dz: (T, B, n)`; block `s` is `dL/dz_{s+1}` (a structured W without an input
     /// gradient uses blocks 0 and 1 in turn; the others are then never touched).
     dz: Vec<T>,
+    /// The read-out's gradient `dh` is zero at every step but the last (a many-to-one
+    /// read-out): `backward` reads only that step of it, and a block of zeros that stays
+    /// in cache for the others.
+    dh_last_only: bool,
 }
 
 impl<T: Real> OrnnCell<T> {
@@ -248,6 +252,16 @@ impl<T: Real> OrnnCell<T> {
             z: vec![T::zero(); shape.steps * block],
             h: vec![T::zero(); (shape.steps + 1) * block],
             dz: vec![T::zero(); shape.steps * block],
+            dh_last_only: false,
+        }
+    }
+
+    /// The cell under a many-to-one read-out (`h_T` only) when `last_only`: see
+    /// `dh_last_only`.
+    pub fn with_last_step_readout(self, last_only: bool) -> Self {
+        Self {
+            dh_last_only: last_only,
+            ..self
         }
     }
 
@@ -335,6 +349,7 @@ impl<T: Real> OrnnCell<T> {
         // lives in two step blocks used in turn instead of all `T`: it is never written
         // out and read back after the loop.
         let streaming = !p.w.is_dense() && grad_x.is_none();
+        let dh_last_only = self.dh_last_only;
         let (z, h) = (&self.z, &self.h);
         let dzs = split_batch_rows(&mut self.dz, batch, n, parts);
         let run = |part: usize, mut dz: Rows<'_, T>| -> ([Vec<T>; 4], T) {
@@ -346,6 +361,7 @@ impl<T: Real> OrnnCell<T> {
             let mut du = vec![T::zero(); if streaming { n * d } else { 0 }];
             let mut transform = vec![T::zero(); n];
             let mut d_hidden_step = T::zero();
+            let zeros = vec![T::zero(); if dh_last_only { nb * n } else { 0 }];
             let block = |s: usize| if streaming { s % 2 } else { s };
             for s in (0..steps).rev() {
                 if s + 1 == steps {
@@ -358,7 +374,12 @@ impl<T: Real> OrnnCell<T> {
                 }
                 let dz_s = &mut *dz[block(s)];
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
-                let (z_s, dh_s) = (&z[at.clone()], &dh[at.clone()]);
+                let z_s = &z[at.clone()];
+                let dh_s = if dh_last_only && s + 1 < steps {
+                    &zeros[..]
+                } else {
+                    &dh[at.clone()]
+                };
                 match &p.hidden_quant {
                     Some(q) => d_hidden_step += q.backward_rows(dz_s, z_s, dh_s, p.bm, (&mut db, &mut dbm)),
                     None => {
@@ -420,6 +441,8 @@ pub struct ElmanCore {
     hidden: usize,
     input: usize,
     activation: Activation,
+    /// Many-to-one: the read-out sees `h_T` only.
+    last_step_readout: bool,
     init: crate::Init,
     recurrent: crate::Tensor,
 }
@@ -444,6 +467,7 @@ impl ElmanCore {
             hidden: n,
             input: spec.input,
             activation: spec.activation,
+            last_step_readout: spec.readout == crate::head::Readout::Last,
             init: spec.init,
             recurrent: recurrent
                 .unwrap_or_else(|| crate::Tensor::zeros("weight_hh", n, n, crate::Kind::Quantized)),
@@ -510,7 +534,8 @@ impl super::Cell for ElmanCore {
             batch,
         };
         Box::new(ElmanBuffers {
-            cell: OrnnCell::new(shape, self.activation),
+            cell: OrnnCell::new(shape, self.activation)
+                .with_last_step_readout(self.last_step_readout),
             zero_bias_mod: vec![0.0; self.hidden],
             unused_grad: vec![0.0; self.hidden],
         })
