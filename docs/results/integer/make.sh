@@ -1,32 +1,59 @@
 #!/usr/bin/env bash
-# Writes docs/results/integer.md from the runs of sweeps/integer-copy-t100.toml.
+# Writes docs/results/integer.md from the runs of sweeps/integer-copy-t100.toml and
+# sweeps/integer-copy-t100-low-a.toml.
 #   docs/results/integer/make.sh           the page, from the artefacts committed beside it
-#   docs/results/integer/make.sh --rerun   first runs the sweep (SWEEP, default
-#                                          runs/integer-copy-t100), quantizes every run with
-#                                          its own A and step (V float, and V at 8 bits),
-#                                          checks the 8-bit-V file on the emulated
-#                                          Cortex-M4 and copies the
-#                                          artefacts into docs/results/integer/<name>/
+#   docs/results/integer/make.sh --rerun   first runs the sweeps (into RUNS, default runs/;
+#                                          a finished run is not run again), quantizes
+#                                          every run with its own A and step (V float, and
+#                                          V at 8 bits), checks the 8-bit-V file on the
+#                                          emulated Cortex-M4 and copies the artefacts
+#                                          into docs/results/integer/<name>/
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 qornn=${QORNN:-target/release/qornn}
+runs=${RUNS:-runs}
 here=docs/results/integer
 source "$here/m4.sh"
-sweep=${SWEEP:-runs/integer-copy-t100}
+
+# sweep_rows SWEEP_FILE: runs the sweep and keeps each run as
+# copy-t100-<model>-<bits>b-a<A>, with -search when its hidden step came from the loss
+# search.
+sweep_rows() {
+    local file=$1 name line fields header i
+    name=$(basename "$file" .toml)
+    local out=$runs/$name
+    "$qornn" sweep "$file" --out "$out" --jobs "${JOBS:-2}" --threads 1
+    while IFS= read -r line; do
+        IFS=, read -r -a fields <<< "$line"
+        if [[ ${fields[0]} == index ]]; then
+            header=("${fields[@]}")
+            continue
+        fi
+        local run=$out/${fields[1]}
+        local model act_bits bits
+        model=$(sed -n 's/^model = "\(.*\)"/\1/p' "$run/config.toml")
+        act_bits=$(sed -n 's/^act_bits = //p' "$run/config.toml")
+        bits=$(sed -n 's/^bits = //p' "$run/config.toml")
+        local row=copy-t100-$model-${bits}b-a$act_bits
+        grep -q '^act_hidden_search = true' "$run/config.toml" && row+=-search
+        local point=""
+        for ((i = 2; i < ${#fields[@]}; i++)); do
+            point+=" ${header[i]}=${fields[i]}"
+        done
+        [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
+        [[ -f $run/quantize-readout-8.json ]] ||
+            "$qornn" quantize --run "$run" --readout-bits 8 --output "$run/model-readout-8.qornn" \
+                > "$run/quantize-readout-8.json"
+        [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model-readout-8.qornn"
+        mkdir -p "$here/$row"
+        cp "$run"/{config.toml,metrics.jsonl,summary.json,quantize.json,quantize-readout-8.json,check-m4.txt} "$here/$row/"
+        echo "qornn sweep $file$point" > "$here/$row/command.txt"
+    done < "$out/runs.csv"
+}
+
 if [[ ${1:-} == --rerun ]]; then
-    "$qornn" sweep sweeps/integer-copy-t100.toml --out "$sweep" --jobs "${JOBS:-2}" --threads 1
-    while IFS=, read -r index folder bits model; do
-        [[ $index == index ]] && continue
-        run="$sweep/$folder"
-        name="copy-t100-$model-${bits}b-a8"
-        "$qornn" quantize --run "$run" > "$run/quantize.json"
-        "$qornn" quantize --run "$run" --readout-bits 8 --output "$run/model-readout-8.qornn" \
-            > "$run/quantize-readout-8.json"
-        check_on_m4 "$run" "$run/model-readout-8.qornn"
-        mkdir -p "$here/$name"
-        cp "$run"/{config.toml,metrics.jsonl,summary.json,quantize.json,quantize-readout-8.json,check-m4.txt} "$here/$name/"
-        echo "qornn sweep sweeps/integer-copy-t100.toml model=$model bits=$bits" > "$here/$name/command.txt"
-    done < "$sweep/runs.csv"
+    sweep_rows sweeps/integer-copy-t100.toml
+    sweep_rows sweeps/integer-copy-t100-low-a.toml
 fi
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"

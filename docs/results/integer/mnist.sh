@@ -113,5 +113,17 @@ for task in pmnist smnist; do
 done
 fine_tune smnist-block-hadamrnn-4b-10ep-a8-f5 smnist 8 smnist-block-hadamrnn-4b-10ep-a12-f6 \
     --act-hidden-frac 5
+# The hidden step found by the loss search (--act-hidden-search: the power of two whose
+# quantized forward has the lowest loss on the first batch) instead of held by hand.
+float_epochs=1
+fine_tune pmnist-block-hadamrnn-4b-a8-search-v4 pmnist 8 pmnist-block-hadamrnn-4b-a12-v4 \
+    --act-hidden-search true
+float_epochs=10
+for task in pmnist smnist; do
+    fine_tune $task-block-hadamrnn-4b-10ep-a8-search $task 8 $task-block-hadamrnn-4b-10ep-a12 \
+        --act-hidden-search true
+done
+# The config's 10 epochs at A = 8 from the start (step 2^-4) instead of a fine-tuning.
+fine_tune pmnist-block-hadamrnn-4b-a8-f4-scratch pmnist 8 - --act-hidden-frac 4
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"
