@@ -57,9 +57,10 @@ gives **99.9 %** in integers against 99.4 % with least squares' 2^-2 (2,632 byte
 **80.0 %** (2,056 bytes; step 2^-1, a range of +-16), the best model of a run whose
 validation recall stood at 70 to 81 % from step 2,700 and fell at step 3,600 to 27 % or
 less for the rest of the run. With U at 4 bits at A = 6 the search picks 2^-6 (a range of +-0.5): the
-recall falls to chance at once and does not recover in 4,000 steps, so the loss at the
-start of quantization is not always the loss after training; at A = 4 neither row learns
-(2^-3 for both, a range of +-1).
+recall falls to chance at once and does not recover in 4,000 steps; the step that trains
+U at 2 bits does no better there (14.3 %: `qornn train --config
+configs/copy-t100-hadamrnn-4b-a8.toml --act-bits 6 --act-hidden-frac 1`). At A = 4
+neither row learns (2^-3 for both, a range of +-1).
 
 **pMNIST and sMNIST at A = 8: set the hidden step, do not fit it.** The `*-v4` rows
 fine-tune the one-epoch float Block-HadamRNN (pMNIST 86.4 %, sMNIST 64.1 % test) for one
