@@ -8,9 +8,11 @@
 //! quantized forward, and its central differences in `W`, `U`, `b`, `bm` and the step must
 //! equal the cell's backward.
 
+mod common;
+
 use faer::Par;
 use qornn::quant::activation::HiddenQuantizer;
-use qornn::{Activation, CellGrads, CellParams, CellShape, OrnnCell, Recurrence};
+use qornn::{Activation, CellParams, CellShape, OrnnCell, Recurrence};
 use rand::{Rng, SeedableRng};
 
 const N: usize = 5;
@@ -165,28 +167,8 @@ fn check(modrelu: bool, seed: u64) {
         hidden_quant: Some(quantizer),
     };
     let mut cell = OrnnCell::<f64>::new(shape, activation);
-    cell.forward(&params, &x, Par::Seq);
-    let (mut gw, mut gu, mut gb, mut gbm) = (
-        vec![0.0; N * N],
-        vec![0.0; N * D],
-        vec![0.0; N],
-        vec![0.0; N],
-    );
-    let mut g_step = 0.0;
-    cell.backward(
-        &params,
-        &x,
-        &dh,
-        &mut CellGrads {
-            w: &mut gw,
-            u: &mut gu,
-            b: &mut gb,
-            bm: &mut gbm,
-            hidden_step: &mut g_step,
-        },
-        None,
-        Par::Seq,
-    );
+    let pass = common::run_cell(&mut cell, &params, &x, &dh, Par::Seq);
+    let (gw, gu, gb, gbm, g_step) = (pass.dw, pass.du, pass.db, pass.dbm, pass.d_hidden_step);
 
     let mut frozen = Vec::new();
     let (_, states) = reference(&point, &x, &dh, modrelu, &mut frozen);

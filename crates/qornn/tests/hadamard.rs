@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::ornn_cell_pass;
+use common::{ornn_cell_pass, run_cell};
 use faer::Par;
 use qornn::parametrisation::hadamard::{dense_into, hadamard_entry};
 use qornn::*;
@@ -119,24 +119,9 @@ fn a_last_step_readout_reads_only_the_last_steps_gradient() {
             bm: &bm,
             hidden_quant: None,
         };
-        let mut cell =
-            OrnnCell::<f64>::new(shape, Activation::Modrelu).with_last_step_readout(last_only);
-        cell.forward(&p, &x, Par::Seq);
-        let (mut dw, mut du, mut db, mut dbm) = (
-            vec![0.0; n * n],
-            vec![0.0; n * d],
-            vec![0.0; n],
-            vec![0.0; n],
-        );
-        let mut g = CellGrads {
-            w: &mut dw,
-            u: &mut du,
-            b: &mut db,
-            bm: &mut dbm,
-            hidden_step: &mut 0.0,
-        };
-        cell.backward(&p, &x, dh, &mut g, None, Par::Seq);
-        [dw, du, db, dbm]
+        let mut cell = OrnnCell::new(shape, Activation::Modrelu).with_last_step_readout(last_only);
+        let pass = run_cell(&mut cell, &p, &x, dh, Par::Seq);
+        [pass.dw, pass.du, pass.db, pass.dbm]
     };
     for recurrence in [
         Recurrence::Dense(&w),

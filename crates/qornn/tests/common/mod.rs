@@ -174,6 +174,44 @@ pub struct CellPass {
     pub du: Vec<f64>,
     pub db: Vec<f64>,
     pub dbm: Vec<f64>,
+    /// `dL/ds` of the hidden quantizer's step (zero without one).
+    pub d_hidden_step: f64,
+}
+
+/// `cell`'s forward over `x` and backward from `dh` with the parameters `p`, from zero
+/// gradients.
+pub fn run_cell(
+    cell: &mut qornn::OrnnCell<f64>,
+    p: &qornn::CellParams<'_, f64>,
+    x: &[f64],
+    dh: &[f64],
+    par: faer::Par,
+) -> CellPass {
+    let (n, d) = (p.b.len(), p.u.len() / p.b.len());
+    cell.forward(p, x, par);
+    let (mut dw, mut du, mut db, mut dbm) = (
+        vec![0.0; n * n],
+        vec![0.0; n * d],
+        vec![0.0; n],
+        vec![0.0; n],
+    );
+    let mut d_hidden_step = 0.0;
+    let mut g = qornn::CellGrads {
+        w: &mut dw,
+        u: &mut du,
+        b: &mut db,
+        bm: &mut dbm,
+        hidden_step: &mut d_hidden_step,
+    };
+    cell.backward(p, x, dh, &mut g, None, par);
+    CellPass {
+        h: cell.outputs().to_vec(),
+        dw,
+        du,
+        db,
+        dbm,
+        d_hidden_step,
+    }
 }
 
 /// The ORNN cell's forward over `x` and backward from `dh`, in f64, with the recurrence `w`
@@ -189,7 +227,6 @@ pub fn ornn_cell_pass(
     x: &[f64],
     dh: &[f64],
 ) -> CellPass {
-    let (n, d) = (shape.hidden, shape.input);
     let p = qornn::CellParams {
         w,
         u,
@@ -197,27 +234,5 @@ pub fn ornn_cell_pass(
         bm,
         hidden_quant: None,
     };
-    let mut cell = qornn::OrnnCell::<f64>::new(shape, activation);
-    cell.forward(&p, x, par);
-    let (mut dw, mut du, mut db, mut dbm) = (
-        vec![0.0; n * n],
-        vec![0.0; n * d],
-        vec![0.0; n],
-        vec![0.0; n],
-    );
-    let mut g = qornn::CellGrads {
-        w: &mut dw,
-        u: &mut du,
-        b: &mut db,
-        bm: &mut dbm,
-        hidden_step: &mut 0.0,
-    };
-    cell.backward(&p, x, dh, &mut g, None, par);
-    CellPass {
-        h: cell.outputs().to_vec(),
-        dw,
-        du,
-        db,
-        dbm,
-    }
+    run_cell(&mut qornn::OrnnCell::new(shape, activation), &p, x, dh, par)
 }
