@@ -6,7 +6,7 @@
 //! rescaling, rounding and activation are `IntRecurrence::finish`'s (`Finisher`).
 
 #[cfg(target_arch = "x86_64")]
-use super::layout::{finish_8_avx2, RowConstants};
+use super::layout::{finish_16_avx512, finish_8_avx2, RowConstants, RowConstants512};
 use super::layout::{Finisher, LANES};
 use qornn_infer::IntRecurrence;
 
@@ -146,6 +146,40 @@ pub(super) unsafe fn step_avx2(
                 let u = _mm256_loadu_si256(acc_u.as_ptr().add(8 * v) as *const __m256i);
                 let codes = finish_8_avx2(&row, w, u);
                 _mm256_storeu_si256(out.add(8 * v) as *mut __m256i, codes);
+            }
+        }
+    }
+}
+
+/// `step_avx2` with each row's sums finished 16 lanes at a time in AVX-512 (its 64-bit
+/// arithmetic shift, absolute value, minimum and maximum, which AVX2 emulates), and the
+/// products compiled for it.
+///
+/// # Safety
+/// The CPU has AVX-512F; the slices are as `step_portable`'s, `lanes` a multiple of `LANES`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn step_avx512(
+    layout: &BlockLayout,
+    finisher: &Finisher<'_>,
+    n: usize,
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
+) {
+    use std::arch::x86_64::*;
+    assert!(lanes.is_multiple_of(LANES) && next.len() >= n * lanes);
+    for lane0 in (0..lanes).step_by(LANES) {
+        for i in 0..n {
+            let (acc_w, acc_u) = layout.sums(i, h, x, lanes, lane0);
+            let row = RowConstants512::new(finisher, i);
+            let out = next.as_mut_ptr().add(i * lanes + lane0);
+            for v in 0..LANES / 16 {
+                let w = _mm512_loadu_si512(acc_w.as_ptr().add(16 * v) as *const __m512i);
+                let u = _mm512_loadu_si512(acc_u.as_ptr().add(16 * v) as *const __m512i);
+                let codes = finish_16_avx512(&row, w, u);
+                _mm512_storeu_si512(out.add(16 * v) as *mut __m512i, codes);
             }
         }
     }

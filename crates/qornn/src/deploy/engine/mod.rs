@@ -311,6 +311,13 @@ impl<'a> BatchedEngine<'a> {
             }
             let (h, x, next) = (&state.h, &state.x, &mut state.next);
             #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F; the state is as below.
+                unsafe { blocks::step_avx512(blocks, &self.finisher, n, h, x, next, lanes) };
+                std::mem::swap(&mut state.h, &mut state.next);
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2; the state holds `n x lanes` and `d x lanes`
                 // codes, `lanes` a multiple of `LANES`.

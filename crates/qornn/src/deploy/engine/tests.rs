@@ -147,3 +147,76 @@ fn relu_codes_wider_than_int16_run_one_sequence_at_a_time() {
         assert_eq!(got, expected);
     }
 }
+
+/// The block kernel's three builds (portable, AVX2, AVX-512) give the same codes on
+/// Hadamard and rotation models: the engine runs only the widest one the CPU has, so the
+/// others are compared here directly; a build this CPU lacks is skipped and said so.
+#[test]
+fn the_block_kernels_agree_with_the_portable_one() {
+    use crate::deploy::convert::testing::{model, Form};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (n, d, lanes) = (256, 2, 2 * layout::LANES);
+    for (form, modrelu) in [
+        (Form::Hadamard, true),
+        (Form::Hadamard, false),
+        (Form::Rotations, true),
+    ] {
+        let mut draw = |len: usize, scale: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
+        };
+        let (w, u, b, bm) = (
+            draw(n * n, 1.0),
+            draw(n * d, 2.0),
+            draw(n, 0.5),
+            draw(n, 0.3),
+        );
+        let model = model(
+            form,
+            &FloatRecurrence {
+                hidden: n,
+                input: d,
+                w: &w,
+                u: &u,
+                bias: &b,
+                bias_mod: modrelu.then_some(&bm[..]),
+                weight_bits: 4,
+                range: RangeRule::Max,
+                act_bits: 8,
+                hidden_frac: 4,
+                input_frac: 6,
+            },
+        );
+        let engine = BatchedEngine::new(model.as_int());
+        let blocks = engine.blocks.as_ref().expect("a block-diagonal W");
+        let (lo, hi) = engine.rec.hidden_range();
+        let h: Vec<i32> = (0..n * lanes).map(|_| rng.gen_range(lo..=hi)).collect();
+        let x: Vec<i32> = (0..d * lanes).map(|_| rng.gen_range(-128..=127)).collect();
+        let mut expected = vec![0; n * lanes];
+        blocks::step_portable(blocks, &engine.finisher, n, &h, &x, &mut expected, lanes);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut got = vec![0; n * lanes];
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2; `h`, `x`, `got` hold n, d, n rows of `lanes`.
+                unsafe { blocks::step_avx2(blocks, &engine.finisher, n, &h, &x, &mut got, lanes) };
+                assert_eq!(got, expected, "{form:?} modrelu {modrelu}: AVX2");
+            } else {
+                eprintln!("skipped: this CPU has no AVX2");
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F; as above.
+                unsafe {
+                    blocks::step_avx512(blocks, &engine.finisher, n, &h, &x, &mut got, lanes)
+                };
+                assert_eq!(got, expected, "{form:?} modrelu {modrelu}: AVX-512");
+            } else {
+                eprintln!("skipped: this CPU has no AVX-512F");
+            }
+        }
+        assert!(
+            expected.iter().any(|&c| c != 0 && c != lo && c != hi),
+            "{form:?}: codes inside the range"
+        );
+    }
+}
