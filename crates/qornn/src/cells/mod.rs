@@ -1,5 +1,5 @@
 //! The recurrent cores, one file each behind the [`Cell`] trait: the (quantized) orthogonal
-//! RNN and the Elman RNN (`ornn.rs`), LSTM and GRU with PyTorch's equations and parameter
+//! RNN and the Elman RNN (`ornn.rs`, their nonlinearity in `activation.rs`), LSTM and GRU with PyTorch's equations and parameter
 //! layout (`lstm.rs`, `gru.rs`, sharing `gated.rs`), FastRNN and FastGRNN with EdgeML's
 //! (`fastrnn.rs`, `fastgrnn.rs`, sharing `edge.rs`, low-rank factors in `low_rank.rs`).
 //! Each has its forward pass and its backward pass through time written explicitly over
@@ -11,6 +11,7 @@
 //! `--model` entry ([`crate::registry::ModelEntry::cell`]), and its line in the
 //! `register!` below.
 
+pub mod activation;
 pub mod edge;
 pub mod gated;
 pub mod low_rank;
