@@ -64,8 +64,6 @@ impl Config {
         self.act_bits.filter(|_| step >= self.act_bits_from)
     }
 
-    /// The warm-up's factor on the learning rate at `step`: `(step + 1) / warmup_steps`
-    /// until it reaches 1.
     /// Where the hidden step starts: act_hidden_frac, else act_hidden_search, else
     /// act_hidden_cover, else least squares (validation refuses more than one).
     pub fn act_hidden_start(&self) -> HiddenStepStart {
@@ -81,6 +79,8 @@ impl Config {
         }
     }
 
+    /// The warm-up's factor on the learning rate at `step`: `(step + 1) / warmup_steps`
+    /// until it reaches 1.
     pub fn warmup_factor(&self, step: u64) -> f64 {
         if step >= self.warmup_steps {
             1.0

@@ -272,7 +272,8 @@ settings! {
     act_hidden_frac: Option<i32> = None,
     /// act_bits: start the hidden step at the largest power of two whose codes hold this
     /// fraction (0..=1, e.g. 0.99) of the state's magnitudes when quantization starts, the
-    /// larger ones saturating; unset: least squares (act_hidden_frac takes precedence).
+    /// larger ones saturating; unset: least squares. One of act_hidden_frac,
+    /// act_hidden_cover and act_hidden_search at most.
     act_hidden_cover: Option<f64> = None,
     /// act_bits: start the hidden step at the power of two whose quantized forward pass
     /// has the lowest loss on the batch where quantization starts, among the widest step

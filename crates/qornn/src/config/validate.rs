@@ -146,18 +146,21 @@ impl Config {
                 ));
             }
         }
-        let starts = [
-            self.act_hidden_frac.is_some(),
-            self.act_hidden_cover.is_some(),
-            self.act_hidden_search,
-        ];
         if self.act_hidden_search && self.act_bits.is_none() {
             return Err(Error::config("act_hidden_search", "needs act_bits"));
         }
-        if starts.iter().filter(|&&set| set).count() > 1 {
+        let starts: Vec<&str> = [
+            ("act_hidden_frac", self.act_hidden_frac.is_some()),
+            ("act_hidden_cover", self.act_hidden_cover.is_some()),
+            ("act_hidden_search", self.act_hidden_search),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        if let [_, second, ..] = starts[..] {
             return Err(Error::config(
-                "act_hidden_search",
-                "give one of act_hidden_frac, act_hidden_cover and act_hidden_search",
+                second,
+                format!("set with {}: give one of them", starts.join(" and ")),
             ));
         }
         if let Some(r) = self.readout_bits.filter(|r| !(2..=16).contains(r)) {
