@@ -52,8 +52,9 @@ const SMALL_BATCH: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kernel {
-    /// A block-diagonal W (`blocks.rs`): only W's diagonal blocks are multiplied, AVX2
-    /// where the CPU has it; a dense W takes the byte kernel's place in the order below.
+    /// A block-diagonal W (`blocks.rs`): only W's diagonal blocks are multiplied, with
+    /// AVX-512 or AVX2 where the CPU has it; a dense W takes the byte kernel's place in the
+    /// order below.
     Blocks,
     /// AVX-512 VNNI `vpdpbusd` over the byte kernel's layout (`bytes.rs`), on the models
     /// `Avx2Bytes` takes, where the CPU has AVX-512 VNNI (and BW).
@@ -312,7 +313,8 @@ impl<'a> BatchedEngine<'a> {
             let (h, x, next) = (&state.h, &state.x, &mut state.next);
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F; the state is as below.
+                // SAFETY: the CPU has AVX-512F; the state holds `n x lanes` and `d x lanes`
+                // codes, `lanes` a multiple of `LANES`.
                 unsafe { blocks::step_avx512(blocks, &self.finisher, n, h, x, next, lanes) };
                 std::mem::swap(&mut state.h, &mut state.next);
                 return;

@@ -22,17 +22,9 @@ proptest! {
     ) {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut draw = |len: usize, scale: f32| -> Vec<f32> {
-            (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
-        };
-        let (w, u, b, bm) = (draw(n * n, 1.0), draw(n * d, 2.0), draw(n, 0.5), draw(n, 0.3));
+        let model = random_model(&mut rng, form, (n, d), k, a, modrelu);
         let steps = 5;
-        let xs = draw(steps * batch * d, 1.5);
-        let model = crate::deploy::convert::testing::model(form, &FloatRecurrence {
-            hidden: n, input: d, w: &w, u: &u, bias: &b, bias_mod: modrelu.then_some(&bm[..]),
-            weight_bits: k, range: RangeRule::Max, act_bits: a,
-            hidden_frac: a as i32 - 4, input_frac: a as i32 - 2,
-        });
+        let xs: Vec<f32> = (0..steps * batch * d).map(|_| rng.gen_range(-1.5..1.5)).collect();
         let scalar = model.as_int();
         prop_assert!(scalar.validate().is_ok());
         let kernels = [
@@ -77,6 +69,44 @@ proptest! {
             }
         }
     }
+}
+
+/// A model of `form` with n units and d inputs from uniform W, U and biases (modReLU's
+/// too when `modrelu`), W and U at k bits, activations at A bits with the hidden step
+/// 2^-(A - 4) and the input step 2^-(A - 2).
+fn random_model(
+    rng: &mut impl rand::Rng,
+    form: crate::deploy::convert::testing::Form,
+    (n, d): (usize, usize),
+    k: u32,
+    a: u32,
+    modrelu: bool,
+) -> QuantizedRecurrence {
+    let mut draw = |len: usize, scale: f32| -> Vec<f32> {
+        (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
+    };
+    let (w, u, b, bm) = (
+        draw(n * n, 1.0),
+        draw(n * d, 2.0),
+        draw(n, 0.5),
+        draw(n, 0.3),
+    );
+    crate::deploy::convert::testing::model(
+        form,
+        &FloatRecurrence {
+            hidden: n,
+            input: d,
+            w: &w,
+            u: &u,
+            bias: &b,
+            bias_mod: modrelu.then_some(&bm[..]),
+            weight_bits: k,
+            range: RangeRule::Max,
+            act_bits: a,
+            hidden_frac: a as i32 - 4,
+            input_frac: a as i32 - 2,
+        },
+    )
 }
 
 /// A ReLU recurrence of n units and one input, W's entries all `w`, U's 1, biases 0.1.
@@ -153,7 +183,7 @@ fn relu_codes_wider_than_int16_run_one_sequence_at_a_time() {
 /// others are compared here directly; a build this CPU lacks is skipped and said so.
 #[test]
 fn the_block_kernels_agree_with_the_portable_one() {
-    use crate::deploy::convert::testing::{model, Form};
+    use crate::deploy::convert::testing::Form;
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let (n, d, lanes) = (256, 2, 2 * layout::LANES);
@@ -162,31 +192,7 @@ fn the_block_kernels_agree_with_the_portable_one() {
         (Form::Hadamard, false),
         (Form::Rotations, true),
     ] {
-        let mut draw = |len: usize, scale: f32| -> Vec<f32> {
-            (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
-        };
-        let (w, u, b, bm) = (
-            draw(n * n, 1.0),
-            draw(n * d, 2.0),
-            draw(n, 0.5),
-            draw(n, 0.3),
-        );
-        let model = model(
-            form,
-            &FloatRecurrence {
-                hidden: n,
-                input: d,
-                w: &w,
-                u: &u,
-                bias: &b,
-                bias_mod: modrelu.then_some(&bm[..]),
-                weight_bits: 4,
-                range: RangeRule::Max,
-                act_bits: 8,
-                hidden_frac: 4,
-                input_frac: 6,
-            },
-        );
+        let model = random_model(&mut rng, form, (n, d), 4, 8, modrelu);
         let engine = BatchedEngine::new(model.as_int());
         let blocks = engine.blocks.as_ref().expect("a block-diagonal W");
         let (lo, hi) = engine.rec.hidden_range();
