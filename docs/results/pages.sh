@@ -3,11 +3,20 @@
 qornn=${QORNN:-target/release/qornn}
 runs=${RUNS:-runs}
 
-# keep_run RUN DEST COMMAND: RUN's config.toml (the data folder written as DATA_DIR),
-# metrics.jsonl and summary.json into DEST, with the command that trained it.
+# portable_config CONFIG [FROM]: CONFIG (a run's config.toml) without this machine's
+# paths: the data folder written DATA_DIR and, given FROM, the run it started from
+# written runs/FROM, as the kept commands write them.
+portable_config() {
+    local rules=(-e 's|^data_dir = .*|data_dir = "DATA_DIR"|')
+    [[ -n ${2:-} ]] && rules+=(-e "s|^init_from = .*|init_from = \"runs/$2\"|")
+    sed "${rules[@]}" "$1"
+}
+
+# keep_run RUN DEST COMMAND: RUN's config.toml (portable), metrics.jsonl and summary.json
+# into DEST, with the command that trained it.
 keep_run() {
     mkdir -p "$2"
-    sed -e 's|^data_dir = .*|data_dir = "DATA_DIR"|' "$1/config.toml" > "$2/config.toml"
+    portable_config "$1/config.toml" > "$2/config.toml"
     cp "$1"/{metrics.jsonl,summary.json} "$2/"
     echo "$3" > "$2/command.txt"
 }
@@ -34,7 +43,8 @@ keep_sweep() {
 }
 
 # keep_config DEST CONFIG [FLAGS...]: `qornn train --config configs/CONFIG.toml FLAGS`
-# into RUNS/CONFIG (skipped when it has finished), kept in DEST/CONFIG.
+# into RUNS/CONFIG (skipped when it has finished), kept in DEST/CONFIG; the caller's
+# data folder `$data`, if set, is written DATA_DIR in the kept command.
 keep_config() {
     local dest=$1 config=$2
     shift 2

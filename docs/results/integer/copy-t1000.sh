@@ -11,9 +11,8 @@
 # script resumes where it stopped. One core.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-qornn=${QORNN:-target/release/qornn}
-runs=${RUNS:-runs}
 here=docs/results/integer
+source docs/results/pages.sh
 source "$here/m4.sh"
 config=configs/copy-t1000-qornn-rotations-4b.toml
 float=copy-t1000-qornn-rotations-4b
@@ -28,7 +27,7 @@ tune=(--init-from "$runs/$float" --orthogonal-lr 1e-12 --steps 12000 --act-bits 
 [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn"
 mkdir -p "$here/$name"
 cp "$run"/{metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
-sed -e "s|^init_from = .*|init_from = \"runs/$float\"|" "$run/config.toml" > "$here/$name/config.toml"
+portable_config "$run/config.toml" "$float" > "$here/$name/config.toml"
 echo "qornn train --config $config --threads 1 --out runs/$float; qornn train --config $config ${tune[*]/$runs\//runs/} --threads 1 --out runs/$name; qornn quantize --run runs/$name" \
     > "$here/$name/command.txt"
 python3 bench/integer_page.py "$here" > docs/results/integer.md

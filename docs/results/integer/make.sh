@@ -10,9 +10,8 @@
 #                                          into docs/results/integer/<name>/
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-qornn=${QORNN:-target/release/qornn}
-runs=${RUNS:-runs}
 here=docs/results/integer
+source docs/results/pages.sh
 source "$here/m4.sh"
 
 # sweep_rows SWEEP_FILE: runs the sweep and keeps each run as

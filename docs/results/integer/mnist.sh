@@ -13,9 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 data=${1:?usage: docs/results/integer/mnist.sh DATA_DIR (MNIST)}
-qornn=${QORNN:-target/release/qornn}
-runs=${RUNS:-runs}
 here=docs/results/integer
+source docs/results/pages.sh
 source "$here/m4.sh"
 
 train() { # out, then qornn train's flags
@@ -23,13 +22,6 @@ train() { # out, then qornn train's flags
     shift
     [[ -f $runs/$out/summary.json ]] ||
         "$qornn" train "$@" --data-dir "$data" --threads 1 --out "$runs/$out"
-}
-
-# A run's config.toml without this machine's paths: the data folder as DATA_DIR, the run it
-# started from (the second argument) as runs/<name>, as in command.txt.
-portable_config() {
-    sed -e 's|^data_dir = .*|data_dir = "DATA_DIR"|' \
-        -e "s|^init_from = .*|init_from = \"runs/$2\"|" "$1"
 }
 
 # The float model every row starts from: the shipped config trained float_epochs epochs
@@ -47,7 +39,7 @@ fine_tune() {
     # The float model's own artefacts: the accuracy the page compares with.
     mkdir -p "$here/$float"
     cp "$runs/$float"/{metrics.jsonl,summary.json} "$here/$float/"
-    portable_config "$runs/$float/config.toml" - > "$here/$float/config.toml"
+    portable_config "$runs/$float/config.toml" > "$here/$float/config.toml"
     echo "qornn train --config $config --epochs $float_epochs --data-dir DIR --threads 1 --out runs/$float" \
         > "$here/$float/command.txt"
     local start=(--epochs "$qat_epochs" --init-from "$runs/$from" --lr 1e-4 --orthogonal-lr 1e-4)
