@@ -104,7 +104,7 @@ fn corrupt_trace(model: &Path) {
     let _ = std::fs::remove_dir_all(model.join("build"));
 }
 
-const MODELS: [(&str, &[&str], &[&str]); 8] = [
+const MODELS: [(&str, &[&str], &[&str]); 9] = [
     ("relu-6b", &["--bits", "6"], &["--act-bits", "8"]),
     // 8-bit codes: the paired (SXTB16 + SMLAD) kernel, as 4-bit ones below.
     (
@@ -144,6 +144,12 @@ const MODELS: [(&str, &[&str], &[&str]); 8] = [
             "--act",
             "modrelu",
         ],
+        &["--act-bits", "12", "--readout-bits", "8"],
+    ),
+    // The LRU's blocks: the rotations' codes with the learned radius in each row's step.
+    (
+        "lru",
+        &["--model", "lru", "--bits", "4", "--act", "modrelu"],
         &["--act-bits", "12", "--readout-bits", "8"],
     ),
     // A per-row quantizer: W's and U's mantissas per row.

@@ -55,6 +55,50 @@ fn rotation_recurrences_learn_the_small_copy_task() {
     }
 }
 
+/// The LRU's diagonal recurrence (rotation blocks with a learned radius below 1): it learns
+/// the small copy task, its radii move and stay below 1 (so `q(W)` is not orthogonal),
+/// the size counts one float per radius, and `qornn quantize` stores each block as its
+/// codes with the radius in the rows' step: bit-exact with the twin, within reach of the
+/// float model at A = 12.
+#[test]
+fn lru_blocks_learn_the_small_copy_task_and_run_in_integers() {
+    let config = Config {
+        act: qornn::Activation::Modrelu,
+        ..small_copy("lru", 4)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run::start(config, dir.path(), &mut ()).unwrap();
+    let ratio = summary.test.loss / summary.baseline_loss;
+    assert!(ratio < 0.6, "test loss {:.4}", summary.test.loss);
+    let lines = std::fs::read_to_string(dir.path().join(run::METRICS_FILE)).unwrap();
+    let last: run::EvalRecord = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    let o = last.orthogonality.unwrap();
+    assert!(
+        o.quantized_sigma_max < 1.0 && o.quantized_sigma_min > 0.5,
+        "radii {} to {}",
+        o.quantized_sigma_min,
+        o.quantized_sigma_max
+    );
+    // 32 blocks of two 4-bit codes and a float radius, U's codes and step, floats for the
+    // rest.
+    let (n, d, c) = (64u64, 10u64, 9u64);
+    let size = n * 4 + 32 * 32 + n * d * 4 + 32 + 32 * (2 * n + c * n + c);
+    assert_eq!(summary.size_bytes, size.div_ceil(8), "size");
+    let (report, path) =
+        qornn::deploy::quantize::quantize_run(dir.path(), Some(12), 16, None, None, None).unwrap();
+    assert_integer_model_is_faithful(&report, 4);
+    let model = qornn::deploy::model_file::IntegerModel::load(&path).unwrap();
+    let q = &model.recurrence;
+    assert!(q.rotations && q.w_step.is_per_row());
+    let distinct = q
+        .w_step
+        .mantissas
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert!(distinct > 8, "{distinct} distinct row steps");
+}
+
 /// What every integer model owes its run: integer = twin bit for bit, and at A = 12 a
 /// loss within 5 % of the float model's.
 fn assert_integer_model_is_faithful(report: &qornn::deploy::quantize::PtqReport, what: u32) {

@@ -3,7 +3,8 @@
 //! - `bjorck.rs`: a free `A`, spectrally normalised, then Björck iterations;
 //! - `projunn.rs`: `W` itself, kept orthogonal by a retraction of each optimiser step;
 //! - `hadamard.rs`: `diag(sign(v)) (I ⊗ H_m) / sqrt(m)`, exactly orthogonal (HadamRNN);
-//! - `rotations.rs`: `⊕ R(θ_k)`, 2 x 2 rotations with integer codes, exactly orthogonal.
+//! - `rotations.rs`: `⊕ R(θ_k)`, 2 x 2 rotations with integer codes, exactly orthogonal,
+//!   and `⊕ r_k R(θ_k)` with a learned radius `r_k < 1` (the LRU's diagonal recurrence).
 //!
 //! Adding one: a file with a type implementing the trait and its `--model` entries
 //! ([`crate::registry::ModelEntry`], e.g. `ModelEntry::elman("qornn-x", Some(build))`), and
@@ -21,7 +22,7 @@ register! {
     bjorck: QORNN_BJORCK, ORNN_BJORCK;
     projunn: QORNN_PROJUNN_D, QORNN_PROJUNN_T, ORNN_PROJUNN_D, ORNN_PROJUNN_T;
     hadamard: HADAMRNN, BLOCK_HADAMRNN;
-    rotations: QORNN_ROTATIONS;
+    rotations: QORNN_ROTATIONS, LRU;
 }
 
 /// What an optimiser step needs besides the parameter and its step.

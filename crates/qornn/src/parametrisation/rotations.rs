@@ -18,6 +18,16 @@
 //! `W`'s codes come with one step per pair of rows; the integer engine stores each block
 //! as its pair `(a, b)` with a step mantissa per row (`.qornn` version 4) and applies it
 //! in 4 multiply-adds.
+//!
+//! `lru` is the same blocks with a learned radius each, `W = ⊕ r_k R(θ_k)`: the real form
+//! of a complex diagonal recurrence `λ_k = r_k e^{iθ_k}` (LRU, Orvieto et al., 2023; S5),
+//! with the LRU's exponential parametrisation `r_k = exp(-exp(ν_k))`, so that `0 < r_k < 1`
+//! for every `ν_k`, and its ring initialisation (`r_k^2` uniform in `[0.9^2, 0.999^2]`).
+//! Quantized like the rotations: the direction's codes `(a, b)` at `k` bits and the block's
+//! step `r_k / sqrt(a^2 + b^2)` (the radius lives in the step, so the integer engine runs
+//! it unchanged). The parameter is `(2, n / 2)`: the angles, then the `ν_k`. The gradient of
+//! `ν` is exact given the used direction: `dL/dr_k = <dL/dq(W)_block, q(R_k)>` and
+//! `dr/dν = -r exp(ν)`.
 
 use crate::registry::{ModelEntry, ParametrisationContext};
 use crate::params::{Kind, Tensor};
@@ -67,6 +77,11 @@ impl Lattice {
     }
 }
 
+/// `r = exp(-exp(ν))`, in `(0, 1)` for every `ν`.
+fn radius(nu: f32) -> f64 {
+    (-(nu as f64).exp()).exp()
+}
+
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 {
         a
@@ -85,14 +100,20 @@ fn set_block<T: Copy + std::ops::Neg<Output = T>>(m: &mut [T], n: usize, k: usiz
     m[j * n + j] = c;
 }
 
-/// The block-rotation parametrisation: the parameter is the `n / 2` angles, `(1, n / 2)`.
+/// The block-rotation parametrisation: the parameter is the `n / 2` angles, `(1, n / 2)`,
+/// and with a learned radius the `n / 2` values `ν_k` too, `(2, n / 2)`.
 pub struct RotationParametrisation {
     n: usize,
     /// `None`: full precision (float rotations).
     lattice: Option<Lattice>,
-    /// `(c_k, s_k)` of each block as used, `(n)`: what the cell applies.
+    /// Whether each block has a learned radius `exp(-exp(ν_k))` (`lru`).
+    learned_radius: bool,
+    /// `r_k (c_k, s_k)` of each block as used, `(n)`: what the cell applies.
     cos_sin: Vec<f32>,
 }
+
+/// The LRU's ring initialisation: `r^2` uniform in `[RING.0^2, RING.1^2]`.
+const RING: (f64, f64) = (0.9, 0.999);
 
 /// Exactly orthogonal 2 x 2 rotation blocks with integer codes (4 bits unless `--bits`; 32:
 /// float rotations).
@@ -100,8 +121,18 @@ pub const QORNN_ROTATIONS: ModelEntry = ModelEntry::elman("qornn-rotations", Som
     .quantized(crate::registry::HADAMRNN_BITS)
     .checked(check);
 
+/// A quantized diagonal recurrence (LRU / S5 in real 2 x 2 form): rotation blocks with a
+/// learned radius below 1 (4 bits unless `--bits`; 32: float blocks).
+pub const LRU: ModelEntry = ModelEntry::elman("lru", Some(build_lru))
+    .quantized(crate::registry::HADAMRNN_BITS)
+    .checked(check);
+
 fn build(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametrisation> {
     Box::new(RotationParametrisation::new(context.n, context.bits))
+}
+
+fn build_lru(context: &ParametrisationContext) -> Box<dyn super::RecurrentParametrisation> {
+    Box::new(RotationParametrisation::with_radius(context.n, context.bits))
 }
 
 /// An even width; one bit width for the whole run.
@@ -110,15 +141,18 @@ fn check(config: &crate::registry::ModelSettings) -> crate::Result<()> {
         return Err(crate::Error::config(
             "hidden",
             format!(
-                "qornn-rotations needs an even size (2 x 2 blocks), got {}",
-                config.hidden
+                "{} needs an even size (2 x 2 blocks), got {}",
+                config.name, config.hidden
             ),
         ));
     }
     if config.bits_schedule {
         return Err(crate::Error::config(
             "bits_schedule",
-            "qornn-rotations chooses W's codes for one width; give --bits only",
+            format!(
+                "{} chooses W's codes for one width; give --bits only",
+                config.name
+            ),
         ));
     }
     Ok(())
@@ -131,8 +165,27 @@ impl RotationParametrisation {
         Self {
             n,
             lattice: bits.map(Lattice::new),
+            learned_radius: false,
             cos_sin: vec![0.0; n],
         }
+    }
+
+    /// The same blocks, each with a learned radius (`lru`).
+    pub fn with_radius(n: usize, bits: Option<u32>) -> Self {
+        Self {
+            learned_radius: true,
+            ..Self::new(n, bits)
+        }
+    }
+
+    /// The angles and the radii of the parameter (radii 1 without a learned radius).
+    fn blocks<'p>(&self, param: &'p [f32]) -> impl Iterator<Item = (f32, f64)> + 'p {
+        let (angles, nu) = param.split_at(self.n / 2);
+        let learned = self.learned_radius;
+        angles.iter().enumerate().map(move |(k, &theta)| {
+            let r = if learned { radius(nu[k]) } else { 1.0 };
+            (theta, r)
+        })
     }
 
     /// Block `k`'s `(cos, sin)` as used: the lattice direction's, or the float angle's.
@@ -150,26 +203,31 @@ impl RotationParametrisation {
 
 impl super::RecurrentParametrisation for RotationParametrisation {
     fn tensor(&self) -> Tensor {
-        Tensor::zeros("weight_hh", 1, self.n / 2, Kind::Recurrent)
+        let rows = if self.learned_radius { 2 } else { 1 };
+        Tensor::zeros("weight_hh", rows, self.n / 2, Kind::Recurrent)
     }
 
     /// Angles uniform in `[-π, π)`: Henaff et al.'s initialisation, which is block
-    /// rotations of random angles (the same for every `init`).
+    /// rotations of random angles (the same for every `init`); radii on the LRU's ring.
     fn init(&self, param: &mut Tensor, _init: crate::Init, rng: &mut dyn rand::RngCore) {
         use rand::Rng;
         let pi = PI as f32;
-        param
-            .data
+        let (angles, nu) = param.data.split_at_mut(self.n / 2);
+        angles
             .iter_mut()
             .for_each(|t| *t = rng.gen_range(-pi..pi));
+        for v in nu {
+            let r = rng.gen_range(RING.0 * RING.0..RING.1 * RING.1).sqrt();
+            *v = (-r.ln()).ln() as f32;
+        }
     }
 
     fn forward(&mut self, param: &[f32], _training: bool, w: &mut [f32], _par: faer::Par) {
         let n = self.n;
         w.fill(0.0);
-        for (k, &theta) in param.iter().enumerate() {
+        for (k, (theta, r)) in self.blocks(param).enumerate() {
             let (c, s) = self.used_cos_sin(theta);
-            let (c, s) = (c as f32, s as f32);
+            let (c, s) = ((r * c) as f32, (r * s) as f32);
             self.cos_sin[2 * k] = c;
             self.cos_sin[2 * k + 1] = s;
             set_block(w, n, k, c, s);
@@ -190,10 +248,11 @@ impl super::RecurrentParametrisation for RotationParametrisation {
     fn code_changes(&self, before: &[f32], after: &[f32]) -> Option<usize> {
         let lattice = self.lattice.as_ref()?;
         let direction = |theta: f32| lattice.nearest(theta as f64);
+        let blocks = self.n / 2;
         Some(
-            before
+            before[..blocks]
                 .iter()
-                .zip(after)
+                .zip(&after[..blocks])
                 .filter(|(&a, &b)| direction(a) != direction(b))
                 .count(),
         )
@@ -203,16 +262,16 @@ impl super::RecurrentParametrisation for RotationParametrisation {
         self.lattice.is_some()
     }
 
-    /// `[[a, -b], [b, a]]` per block with the step `1 / sqrt(a^2 + b^2)` on both its rows.
+    /// `[[a, -b], [b, a]]` per block with the step `r / sqrt(a^2 + b^2)` on both its rows.
     fn exact_codes(&self, param: &[f32], bits: u32) -> Option<QuantizedTensor<f32>> {
         let lattice = self.lattice.as_ref().filter(|l| l.bits == bits)?;
         let n = self.n;
         let mut codes = vec![0; n * n];
         let mut steps = vec![0.0; n];
-        for (k, &theta) in param.iter().enumerate() {
+        for (k, (theta, r)) in self.blocks(param).enumerate() {
             let (a, b) = lattice.nearest(theta as f64);
             set_block(&mut codes, n, k, a, b);
-            let step = 1.0 / ((a * a + b * b) as f32).sqrt();
+            let step = (r / ((a * a + b * b) as f64).sqrt()) as f32;
             steps[2 * k] = step;
             steps[2 * k + 1] = step;
         }
@@ -226,24 +285,35 @@ impl super::RecurrentParametrisation for RotationParametrisation {
         })
     }
 
-    /// Straight through the lattice: `dL/dθ_k = <dL/dq(W)_block, dR(θ_k)/dθ>`.
+    /// Straight through the lattice: `dL/dθ_k = r_k <dL/dq(W)_block, dR(θ_k)/dθ>`; the
+    /// radius exactly, `dL/dν_k = <dL/dq(W)_block, q(R_k)> (-r_k exp(ν_k))`.
     fn backward(&mut self, param: &[f32], grad_applied: &[f32], grad: &mut [f32], _: faer::Par) {
-        let n = self.n;
+        let (n, blocks) = (self.n, self.n / 2);
         let g = |i: usize, j: usize| grad_applied[i * n + j] as f64;
-        for (k, (&theta, out)) in param.iter().zip(grad.iter_mut()).enumerate() {
+        for (k, (theta, r)) in self.blocks(param).enumerate() {
             let (s, c) = (theta as f64).sin_cos();
             let (i, j) = (2 * k, 2 * k + 1);
             let d = -s * g(i, i) - c * g(i, j) + c * g(j, i) - s * g(j, j);
-            *out += d as f32;
+            grad[k] += (r * d) as f32;
+            if self.learned_radius {
+                let (c, s) = self.used_cos_sin(theta);
+                let d_r = c * g(i, i) - s * g(i, j) + s * g(j, i) + c * g(j, j);
+                let nu = param[blocks + k] as f64;
+                grad[blocks + k] += (d_r * -r * nu.exp()) as f32;
+            }
         }
     }
 
-    /// Two `k`-bit codes per block (its step follows from them), or a float angle.
+    /// Two `k`-bit codes per block (its step follows from them), or a float angle; a learned
+    /// radius is one float more per block.
     fn stored_bits(&self, param: &Tensor, _bits: Option<u32>, _per_row: bool) -> u64 {
-        match &self.lattice {
-            Some(l) => 2 * l.bits as u64 * param.len() as u64,
-            None => 32 * param.len() as u64,
-        }
+        let blocks = self.n as u64 / 2;
+        let radii = param.len() as u64 - blocks;
+        let angles = match &self.lattice {
+            Some(l) => 2 * l.bits as u64 * blocks,
+            None => 32 * blocks,
+        };
+        angles + 32 * radii
     }
 }
 
@@ -345,5 +415,75 @@ mod tests {
                 grad[k]
             );
         }
+    }
+
+    /// `lru`: `<G, W(θ, ν)>` against central differences in every angle (float blocks) and
+    /// every `ν` (float and 4-bit blocks: the radius' gradient is exact, not straight
+    /// through); the 4-bit codes with their steps give back the `W` the cell applies.
+    #[test]
+    fn the_radius_gradient_matches_finite_differences_and_lives_in_the_step() {
+        let n = 6;
+        let param = [0.4f32, -2.2, 1.9, -2.5, 0.3, -4.0];
+        let g: Vec<f32> = (0..n * n)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let loss = |p: &mut RotationParametrisation, a: &[f32]| {
+            let mut w = vec![0.0; n * n];
+            p.forward(a, true, &mut w, faer::Par::Seq);
+            w.iter()
+                .zip(&g)
+                .map(|(x, y)| *x as f64 * *y as f64)
+                .sum::<f64>()
+        };
+        for bits in [None, Some(4)] {
+            let mut p = RotationParametrisation::with_radius(n, bits);
+            assert_eq!(p.tensor().rows, 2);
+            let mut grad = vec![0.0; 6];
+            p.backward(&param, &g, &mut grad, faer::Par::Seq);
+            let checked = if bits.is_some() { 3..6 } else { 0..6 };
+            let eps = 1e-3;
+            for k in checked {
+                let (mut up, mut down) = (param, param);
+                up[k] += eps;
+                down[k] -= eps;
+                let numeric = (loss(&mut p, &up) - loss(&mut p, &down)) / (2.0 * eps as f64);
+                assert!(
+                    (numeric - grad[k] as f64).abs() < 1e-3 * (1.0 + numeric.abs()),
+                    "{bits:?}, parameter {k}: {numeric} vs {}",
+                    grad[k]
+                );
+            }
+        }
+        let mut p = RotationParametrisation::with_radius(n, Some(4));
+        let mut w = vec![0.0; n * n];
+        p.forward(&param, true, &mut w, faer::Par::Seq);
+        let q = p.exact_codes(&param, 4).unwrap();
+        let mut dequantized = vec![0.0; n * n];
+        q.dequantize_into(&mut dequantized);
+        for (x, y) in dequantized.iter().zip(&w) {
+            assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+        }
+        // Each block's singular values are its radius, below 1 for every ν.
+        for (k, &nu) in param[3..].iter().enumerate() {
+            let r = radius(nu);
+            let (c, s) = (w[2 * k * n + 2 * k] as f64, w[(2 * k + 1) * n + 2 * k] as f64);
+            assert!(((c * c + s * s).sqrt() - r).abs() < 1e-6 && r < 1.0, "block {k}");
+        }
+        assert!(radius(-30.0) < 1.0 && radius(30.0) >= 0.0);
+    }
+
+    /// The ring initialisation: radii in `[0.9, 0.999]`, angles in `[-π, π)`.
+    #[test]
+    fn lru_blocks_start_on_the_ring() {
+        use rand::SeedableRng;
+        let p = RotationParametrisation::with_radius(64, Some(4));
+        let mut t = p.tensor();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        p.init(&mut t, crate::Init::Orthogonal, &mut rng);
+        let (angles, nu) = t.data.split_at(32);
+        assert!(angles.iter().all(|a| (-PI as f32..PI as f32).contains(a)));
+        let radii: Vec<f64> = nu.iter().map(|&v| radius(v)).collect();
+        assert!(radii.iter().all(|r| (0.9 - 1e-6..=0.999 + 1e-6).contains(r)), "{radii:?}");
+        assert!(radii.iter().any(|&r| r < 0.95) && radii.iter().any(|&r| r > 0.99));
     }
 }
