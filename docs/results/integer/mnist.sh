@@ -117,5 +117,18 @@ for task in pmnist smnist; do
 done
 # The config's 10 epochs at A = 8 from the start (step 2^-4) instead of a fine-tuning.
 fine_tune pmnist-block-hadamrnn-4b-a8-f4-scratch pmnist 8 - --act-hidden-frac 4
+# A config that holds its whole recipe (activations at A = 8 from a given step on): trained,
+# quantized with the run's own A, step and read-out width, checked on the Cortex-M4, kept.
+config_row() {
+    local name=$1 run=$runs/$1
+    train "$name" --config "configs/$name.toml"
+    [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
+    [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn" --data-dir "$data"
+    keep_run "$run" "$here/$name" \
+        "qornn train --config configs/$name.toml --data-dir DIR --threads 1 --out runs/$name; qornn quantize --run runs/$name"
+    cp "$run"/{quantize.json,check-m4.txt} "$here/$name/"
+}
+# The LRU's diagonal recurrence (rotation blocks with a learned radius), A = 8 from epoch 2.
+config_row pmnist-lru-4b-a8
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"
