@@ -12,18 +12,26 @@ impl QuantizedRecurrence {
     pub fn simulated_step(&self, h: &[i32], x: &[i32], out: &mut [i32]) {
         let (n, d) = (self.hidden, self.input);
         let (h_unit, x_unit) = (2f64.powi(-self.hidden_frac), 2f64.powi(-self.input_frac));
+        // Powers of two: multiplying by `per_h_unit` is dividing by `h_unit`, exactly.
+        let per_h_unit = 2f64.powi(self.hidden_frac);
         let bias_unit = 2f64.powi(-(self.shift as i32 + self.hidden_frac));
+        // Row i's steps are `M_i 2^-S` (`WeightStep::value`), the power taken once a step.
+        let (w_unit, u_unit) = (
+            2f64.powi(-(self.w_step.shift as i32)),
+            2f64.powi(-(self.u_step.shift as i32)),
+        );
         let int = self.as_int();
         let ((lo, hi), block) = (int.hidden_range(), int.w_block());
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
-            let (sw, su) = (self.w_step.value(i), self.u_step.value(i));
+            let sw = self.w_step.mantissa(i) as f64 * w_unit;
+            let su = self.u_step.mantissa(i) as f64 * u_unit;
             // W's zeros outside row i's diagonal block add exactly 0.
             let start = i / block * block;
             let row = &self.w_codes[i * n + start..i * n + start + block];
             let mut z = exact_dot(row, sw, &h[start..start + block], h_unit);
             z += exact_dot(&self.u_codes[i * d..(i + 1) * d], su, x, x_unit);
             z += self.bias[i] as f64 * bias_unit;
-            let code = (z / h_unit + 0.5).floor();
+            let code = (z * per_h_unit + 0.5).floor();
             let a = match self.activation {
                 IntActivation::Relu => code.max(0.0),
                 IntActivation::Modrelu => {
