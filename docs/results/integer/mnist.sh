@@ -117,6 +117,12 @@ for task in pmnist smnist; do
 done
 # The config's 10 epochs at A = 8 from the start (step 2^-4) instead of a fine-tuning.
 fine_tune pmnist-block-hadamrnn-4b-a8-f4-scratch pmnist 8 - --act-hidden-frac 4
+# The state saturating at +-8 from the start but with a fine step (A = 12, 2^-8: the range
+# of A = 8 at 2^-4), the config's 10 epochs, then three at A = 8 with the step 2^-4.
+fine_tune pmnist-block-hadamrnn-4b-a12-f8-scratch pmnist 12 - --act-hidden-frac 8
+qat_epochs=3
+fine_tune pmnist-block-hadamrnn-4b-a12-f8-scratch-a8-f4 pmnist 8 \
+    pmnist-block-hadamrnn-4b-a12-f8-scratch --act-hidden-frac 4
 # A config that holds its whole recipe (activations at A = 8 from a given step on): trained,
 # quantized with the run's own A, step and read-out width, checked on the Cortex-M4, kept.
 config_row() {
@@ -128,7 +134,11 @@ config_row() {
         "qornn train --config configs/$name.toml --data-dir DIR --threads 1 --out runs/$name; qornn quantize --run runs/$name"
     cp "$run"/{quantize.json,check-m4.txt} "$here/$name/"
 }
-# The LRU's diagonal recurrence (rotation blocks with a learned radius), A = 8 from epoch 2.
+# The LRU's diagonal recurrence (rotation blocks with a learned radius), A = 8 from epoch 2,
+# and the same config with float activations and V float, the accuracy it is held against.
 config_row pmnist-lru-4b-a8
+train pmnist-lru-4b --config configs/pmnist-lru-4b.toml
+keep_run "$runs/pmnist-lru-4b" "$here/pmnist-lru-4b" \
+    "qornn train --config configs/pmnist-lru-4b.toml --data-dir DIR --threads 1 --out runs/pmnist-lru-4b"
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"
