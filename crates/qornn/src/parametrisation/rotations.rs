@@ -321,6 +321,7 @@ impl super::RecurrentParametrisation for RotationParametrisation {
 mod tests {
     use super::super::RecurrentParametrisation;
     use super::*;
+    use std::ops::Range;
 
     /// A block counts as changed when its lattice direction does, not when its angle moves
     /// inside the direction's cell; float rotations have no codes to count.
@@ -384,15 +385,13 @@ mod tests {
         assert_eq!(Lattice::new(4).directions.len(), 144);
     }
 
-    /// The float rotation's gradient against central differences of `L = <G, W(θ)>`.
-    #[test]
-    fn the_angle_gradient_matches_finite_differences() {
-        let n = 6;
-        let angles = [0.4f32, -2.2, 1.9];
+    /// `dL/dparam` of `L = <G, W(param)>` (a fixed `G`) from `backward` against central
+    /// differences, for the parameters in `checked`.
+    fn check_gradient(p: &mut RotationParametrisation, param: &[f32], checked: Range<usize>) {
+        let n = p.n;
         let g: Vec<f32> = (0..n * n)
             .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
             .collect();
-        let mut p = RotationParametrisation::new(n, None);
         let loss = |p: &mut RotationParametrisation, a: &[f32]| {
             let mut w = vec![0.0; n * n];
             p.forward(a, true, &mut w, faer::Par::Seq);
@@ -401,59 +400,40 @@ mod tests {
                 .map(|(x, y)| *x as f64 * *y as f64)
                 .sum::<f64>()
         };
-        let mut grad = vec![0.0; 3];
-        p.backward(&angles, &g, &mut grad, faer::Par::Seq);
+        let mut grad = vec![0.0; param.len()];
+        p.backward(param, &g, &mut grad, faer::Par::Seq);
         let eps = 1e-3;
-        for k in 0..3 {
-            let (mut up, mut down) = (angles, angles);
+        for k in checked {
+            let (mut up, mut down) = (param.to_vec(), param.to_vec());
             up[k] += eps;
             down[k] -= eps;
-            let numeric = (loss(&mut p, &up) - loss(&mut p, &down)) / (2.0 * eps as f64);
+            let numeric = (loss(p, &up) - loss(p, &down)) / (2.0 * eps as f64);
             assert!(
                 (numeric - grad[k] as f64).abs() < 1e-3 * (1.0 + numeric.abs()),
-                "θ_{k}: {numeric} vs {}",
+                "parameter {k}: {numeric} vs {}",
                 grad[k]
             );
         }
     }
 
-    /// `lru`: `<G, W(θ, ν)>` against central differences in every angle (float blocks) and
-    /// every `ν` (float and 4-bit blocks: the radius' gradient is exact, not straight
-    /// through); the 4-bit codes with their steps give back the `W` the cell applies.
+    /// The float rotation's angle gradient.
+    #[test]
+    fn the_angle_gradient_matches_finite_differences() {
+        let mut p = RotationParametrisation::new(6, None);
+        check_gradient(&mut p, &[0.4, -2.2, 1.9], 0..3);
+    }
+
+    /// `lru`: every angle (float blocks) and every `ν` (float and 4-bit blocks: the radius'
+    /// gradient is exact, not straight through); the 4-bit codes with their steps give back
+    /// the `W` the cell applies.
     #[test]
     fn the_radius_gradient_matches_finite_differences_and_lives_in_the_step() {
         let n = 6;
         let param = [0.4f32, -2.2, 1.9, -2.5, 0.3, -4.0];
-        let g: Vec<f32> = (0..n * n)
-            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
-            .collect();
-        let loss = |p: &mut RotationParametrisation, a: &[f32]| {
-            let mut w = vec![0.0; n * n];
-            p.forward(a, true, &mut w, faer::Par::Seq);
-            w.iter()
-                .zip(&g)
-                .map(|(x, y)| *x as f64 * *y as f64)
-                .sum::<f64>()
-        };
-        for bits in [None, Some(4)] {
-            let mut p = RotationParametrisation::with_radius(n, bits);
-            assert_eq!(p.tensor().rows, 2);
-            let mut grad = vec![0.0; 6];
-            p.backward(&param, &g, &mut grad, faer::Par::Seq);
-            let checked = if bits.is_some() { 3..6 } else { 0..6 };
-            let eps = 1e-3;
-            for k in checked {
-                let (mut up, mut down) = (param, param);
-                up[k] += eps;
-                down[k] -= eps;
-                let numeric = (loss(&mut p, &up) - loss(&mut p, &down)) / (2.0 * eps as f64);
-                assert!(
-                    (numeric - grad[k] as f64).abs() < 1e-3 * (1.0 + numeric.abs()),
-                    "{bits:?}, parameter {k}: {numeric} vs {}",
-                    grad[k]
-                );
-            }
-        }
+        let mut float = RotationParametrisation::with_radius(n, None);
+        assert_eq!(float.tensor().rows, 2);
+        check_gradient(&mut float, &param, 0..6);
+        check_gradient(&mut RotationParametrisation::with_radius(n, Some(4)), &param, 3..6);
         let mut p = RotationParametrisation::with_radius(n, Some(4));
         let mut w = vec![0.0; n * n];
         p.forward(&param, true, &mut w, faer::Par::Seq);
