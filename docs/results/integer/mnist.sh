@@ -57,6 +57,10 @@ fine_tune() {
             > "$here/$name/command.txt"
     elif [[ $from == "$float" ]]; then
         echo "$first; $tune; qornn quantize --run runs/$name" > "$here/$name/command.txt"
+    elif ! grep -q -- --init-from "$here/$from/command.txt"; then
+        # A row trained from the start: the float model plays no part.
+        echo "(runs/$from as its row); $tune; qornn quantize --run runs/$name" \
+            > "$here/$name/command.txt"
     else
         echo "$first; (runs/$from as its row); $tune; qornn quantize --run runs/$name" \
             > "$here/$name/command.txt"
@@ -123,6 +127,12 @@ fine_tune pmnist-block-hadamrnn-4b-a12-f8-scratch pmnist 12 - --act-hidden-frac 
 qat_epochs=3
 fine_tune pmnist-block-hadamrnn-4b-a12-f8-scratch-a8-f4 pmnist 8 \
     pmnist-block-hadamrnn-4b-a12-f8-scratch --act-hidden-frac 4
+# The same with the state saturating at +-4 (2^-9 at A = 12), then one epoch at A = 8 with
+# the step 2^-5.
+qat_epochs=1
+fine_tune pmnist-block-hadamrnn-4b-a12-f9-scratch pmnist 12 - --act-hidden-frac 9
+fine_tune pmnist-block-hadamrnn-4b-a12-f9-scratch-a8-f5 pmnist 8 \
+    pmnist-block-hadamrnn-4b-a12-f9-scratch --act-hidden-frac 5
 # A config that holds its whole recipe (activations at A = 8 from a given step on): trained,
 # quantized with the run's own A, step and read-out width, checked on the Cortex-M4, kept.
 config_row() {
