@@ -124,7 +124,9 @@ model loses to. A narrower range with a finer step does better: trained saturati
 with the step 2^-5 (`-a12-f9-scratch-a8-f5`), the model keeps **88.6 %** in integers
 (its run 88.6 %, bit-exact, 5,628 bytes, PASS on the Cortex-M4 at 101,664 instructions
 per step): the best pMNIST model at A = 8 here, 2.5 points below the float model where the
-target is 0.5.
+target is 0.5. Narrower still, +-2 (2^-10 at A = 12: 88.0 %, `-a12-f10-scratch`; then
+2^-6 at A = 8: 87.2 %, `-a12-f10-scratch-a8-f6`), the saturation starts to cost more than
+the finer step gains.
 **A quantized diagonal recurrence at A = 8.** The LRU's blocks (`--model lru`: rotation
 blocks with a learned radius below 1, hidden 432, W's directions, U and V at 4 bits,
 `configs/pmnist-lru-4b-a8.toml`: the Block-HadamRNN's optimiser and schedule, activations

@@ -133,6 +133,10 @@ qat_epochs=1
 fine_tune pmnist-block-hadamrnn-4b-a12-f9-scratch pmnist 12 - --act-hidden-frac 9
 fine_tune pmnist-block-hadamrnn-4b-a12-f9-scratch-a8-f5 pmnist 8 \
     pmnist-block-hadamrnn-4b-a12-f9-scratch --act-hidden-frac 5
+# And at +-2 (2^-10 at A = 12), then 2^-6 at A = 8.
+fine_tune pmnist-block-hadamrnn-4b-a12-f10-scratch pmnist 12 - --act-hidden-frac 10
+fine_tune pmnist-block-hadamrnn-4b-a12-f10-scratch-a8-f6 pmnist 8 \
+    pmnist-block-hadamrnn-4b-a12-f10-scratch --act-hidden-frac 6
 # A config that holds its whole recipe (activations at A = 8 from a given step on): trained,
 # quantized with the run's own A, step and read-out width, checked on the Cortex-M4, kept.
 config_row() {
