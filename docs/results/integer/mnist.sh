@@ -137,6 +137,12 @@ fine_tune pmnist-block-hadamrnn-4b-a12-f9-scratch-a8-f5 pmnist 8 \
 fine_tune pmnist-block-hadamrnn-4b-a12-f10-scratch pmnist 12 - --act-hidden-frac 10
 fine_tune pmnist-block-hadamrnn-4b-a12-f10-scratch-a8-f6 pmnist 8 \
     pmnist-block-hadamrnn-4b-a12-f10-scratch --act-hidden-frac 6
+# sMNIST the same way, saturating at +-8 and at +-4.
+for f in 8 9; do
+    fine_tune smnist-block-hadamrnn-4b-a12-f$f-scratch smnist 12 - --act-hidden-frac $f
+    fine_tune smnist-block-hadamrnn-4b-a12-f$f-scratch-a8-f$((f - 4)) smnist 8 \
+        smnist-block-hadamrnn-4b-a12-f$f-scratch --act-hidden-frac $((f - 4))
+done
 # A config that holds its whole recipe (activations at A = 8 from a given step on): trained,
 # quantized with the run's own A, step and read-out width, checked on the Cortex-M4, kept.
 config_row() {
