@@ -56,7 +56,7 @@ fn rotation_recurrences_learn_the_small_copy_task() {
 }
 
 /// The LRU's diagonal recurrence (rotation blocks with a learned radius below 1): it learns
-/// the small copy task, its radii move and stay below 1 (so `q(W)` is not orthogonal),
+/// the small copy task, its radii stay below 1 (so `q(W)` is not orthogonal),
 /// the size counts one float per radius, and `qornn quantize` stores each block as its
 /// codes with the radius in the rows' step: bit-exact with the twin, within reach of the
 /// float model at A = 12.

@@ -65,9 +65,14 @@ impl WeightStep {
         self.mantissas[if self.is_per_row() { i } else { 0 }]
     }
 
+    /// `2^-S`: row `i`'s step is `mantissa(i)` times it.
+    pub fn unit(&self) -> f64 {
+        2f64.powi(-(self.shift as i32))
+    }
+
     /// Row `i`'s step `M_i 2^-S` (exact in `f64`).
     pub fn value(&self, i: usize) -> f64 {
-        self.mantissa(i) as f64 * 2f64.powi(-(self.shift as i32))
+        self.mantissa(i) as f64 * self.unit()
     }
 
     /// The per-row mantissas as the engine and the file hold them (little-endian u16);

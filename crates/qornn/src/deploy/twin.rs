@@ -16,10 +16,7 @@ impl QuantizedRecurrence {
         let per_h_unit = 2f64.powi(self.hidden_frac);
         let bias_unit = 2f64.powi(-(self.shift as i32 + self.hidden_frac));
         // Row i's steps are `M_i 2^-S` (`WeightStep::value`), the power taken once a step.
-        let (w_unit, u_unit) = (
-            2f64.powi(-(self.w_step.shift as i32)),
-            2f64.powi(-(self.u_step.shift as i32)),
-        );
+        let (w_unit, u_unit) = (self.w_step.unit(), self.u_step.unit());
         let int = self.as_int();
         let ((lo, hi), block) = (int.hidden_range(), int.w_block());
         for (i, out_i) in out.iter_mut().enumerate().take(n) {
