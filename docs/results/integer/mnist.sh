@@ -24,6 +24,16 @@ train() { # out, then qornn train's flags
         "$qornn" train "$@" --data-dir "$data" --threads 1 --out "$runs/$out"
 }
 
+# quantize_and_check RUN DEST: quantizes RUN with its own A, step and read-out width,
+# checks the file on the emulated Cortex-M4 and keeps both reports in DEST.
+quantize_and_check() {
+    local run=$1 dest=$2
+    [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
+    [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn" --data-dir "$data"
+    mkdir -p "$dest"
+    cp "$run"/{quantize.json,check-m4.txt} "$dest/"
+}
+
 # The float model every row starts from: the shipped config trained float_epochs epochs
 # (runs/<task>-block-hadamrnn-4b-1ep, or -10ep); each fine-tuning runs qat_epochs epochs.
 float_epochs=1
@@ -45,10 +55,8 @@ fine_tune() {
     local start=(--epochs "$qat_epochs" --init-from "$runs/$from" --lr 1e-4 --orthogonal-lr 1e-4)
     [[ $from == - ]] && start=()
     train "$name" --config "$config" "${start[@]}" --act-bits "$a" --readout-bits 4 "$@"
-    [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
-    [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn" --data-dir "$data"
-    mkdir -p "$here/$name"
-    cp "$run"/{metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
+    quantize_and_check "$run" "$here/$name"
+    cp "$run"/{metrics.jsonl,summary.json} "$here/$name/"
     portable_config "$run/config.toml" "$from" > "$here/$name/config.toml"
     local first="qornn train --config $config --epochs $float_epochs --data-dir DIR --threads 1 --out runs/$float"
     local tune="qornn train --config $config --epochs $qat_epochs --data-dir DIR --threads 1 --init-from runs/$from --lr 1e-4 --orthogonal-lr 1e-4 --act-bits $a --readout-bits 4${*:+ $*} --out runs/$name"
@@ -144,15 +152,13 @@ for f in 8 9; do
         smnist-block-hadamrnn-4b-a12-f$f-scratch --act-hidden-frac $((f - 4))
 done
 # A config that holds its whole recipe (activations at A = 8 from a given step on): trained,
-# quantized with the run's own A, step and read-out width, checked on the Cortex-M4, kept.
+# quantized, checked and kept.
 config_row() {
     local name=$1 run=$runs/$1
     train "$name" --config "configs/$name.toml"
-    [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
-    [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn" --data-dir "$data"
+    quantize_and_check "$run" "$here/$name"
     keep_run "$run" "$here/$name" \
         "qornn train --config configs/$name.toml --data-dir DIR --threads 1 --out runs/$name; qornn quantize --run runs/$name"
-    cp "$run"/{quantize.json,check-m4.txt} "$here/$name/"
 }
 # The LRU's diagonal recurrence (rotation blocks with a learned radius), A = 8 from epoch 2,
 # and the same config with float activations and V float, the accuracy it is held against.
