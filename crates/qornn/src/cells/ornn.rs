@@ -48,7 +48,10 @@ pub struct CellGrads<'a, T> {
 pub struct OrnnCell<T> {
     pub shape: CellShape,
     pub activation: Activation,
-    /// `z: (T, B, n)` pre-activations; block `s` is `z_{s+1}`.
+    /// `z: (T, B, n)` pre-activations, block `s` is `z_{s+1}`, under a dense `W` only
+    /// (sized at its first forward pass; empty otherwise): a structured `W`'s backward pass
+    /// recomputes `z_t` from `h_{t-1}` (a few additions per unit) instead of reading it
+    /// back, so its step moves `h` alone.
     z: Vec<T>,
     /// `h: (T + 1, B, n)`; block 0 is `h_0`.
     h: Vec<T>,
@@ -67,7 +70,7 @@ impl<T: Real> OrnnCell<T> {
         Self {
             shape,
             activation,
-            z: vec![T::zero(); shape.steps * block],
+            z: Vec::new(),
             h: vec![T::zero(); (shape.steps + 1) * block],
             dz: vec![T::zero(); shape.steps * block],
             dh_last_only: false,
@@ -116,18 +119,26 @@ impl<T: Real> OrnnCell<T> {
         } = self.shape;
         assert_eq!(x.len(), steps * batch * d, "forward: x is not (T, B, d)");
         let parts = batch_parts(par, batch);
+        if p.w.is_dense() {
+            self.z.resize(steps * batch * n, T::zero());
+        }
         let activation = self.activation;
         let zs = split_batch_rows(&mut self.z, batch, n, parts);
         let hs = split_batch_rows(&mut self.h, batch, n, parts);
         let run = |part: usize, (mut z, mut h): (Rows<'_, T>, Rows<'_, T>)| {
             let rows = part_rows(batch, parts, part);
-            let mut transform = vec![T::zero(); n];
+            // A structured W's z_t lives here, one step at a time (`z` is empty then).
+            let mut step_z = vec![T::zero(); if z.is_empty() { rows.len() * n } else { 0 }];
+            let mut transformed = vec![T::zero(); rows.len() * n];
             for s in 0..steps {
-                let z = &mut *z[s];
+                let z = match z.get_mut(s) {
+                    Some(z) => &mut **z,
+                    None => &mut step_z[..],
+                };
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                 // z_t = x_t U^T + h_{t-1} W^T + b, then h_t = act(z_t)
                 let (done, next) = h.split_at_mut(s + 1);
-                p.w.project(z, n, (x_s, p.u), done[s], &mut transform);
+                p.w.project(z, n, (x_s, p.u), done[s], &mut transformed);
                 match &p.hidden_quant {
                     Some(q) => q.forward_rows(z, next[0], p.b, p.bm),
                     None => activation.forward_rows(z, next[0], p.b, p.bm),
@@ -177,7 +188,10 @@ impl<T: Real> OrnnCell<T> {
             // A structured W's gradient, summed here (`Recurrence::accumulate_gradient`).
             let mut d_scale = vec![T::zero(); Recurrence::<T>::gradient_sums_len(n)];
             let mut du = vec![T::zero(); if streaming { n * d } else { 0 }];
-            let mut transform = vec![T::zero(); n];
+            // A structured W's z_t, recomputed from h_{t-1} as `forward` made it, and the
+            // transformed rows the recomputation leaves.
+            let mut step_z = vec![T::zero(); if z.is_empty() { nb * n } else { 0 }];
+            let mut transformed = vec![T::zero(); nb * n];
             let mut d_hidden_step = T::zero();
             let zeros = vec![T::zero(); if dh_last_only { nb * n } else { 0 }];
             let block = |s: usize| if streaming { s % 2 } else { s };
@@ -192,11 +206,23 @@ impl<T: Real> OrnnCell<T> {
                 }
                 let dz_s = &mut *dz[block(s)];
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
-                let z_s = &z[at.clone()];
+                let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
+                let h_prev = &h[at.clone()];
+                let z_s = if z.is_empty() {
+                    // `forward`'s z_t exactly: the same products, then `+= b` as the
+                    // activation's forward adds it.
+                    p.w.project(&mut step_z, n, (x_s, p.u), h_prev, &mut transformed);
+                    for z_row in step_z.chunks_mut(n) {
+                        z_row.iter_mut().zip(p.b).for_each(|(zi, &bi)| *zi += bi);
+                    }
+                    &step_z[..]
+                } else {
+                    &z[at.clone()]
+                };
                 let dh_s = if dh_last_only && s + 1 < steps {
                     &zeros[..]
                 } else {
-                    &dh[at.clone()]
+                    &dh[at]
                 };
                 match &p.hidden_quant {
                     Some(q) => d_hidden_step += q.backward_rows(dz_s, z_s, dh_s, p.bm, (&mut db, &mut dbm)),
@@ -208,9 +234,8 @@ impl<T: Real> OrnnCell<T> {
                         activation.backward_rows(dz_s, z_s, dh_s, p.bm, grads);
                     }
                 }
-                p.w.accumulate_gradient(&mut d_scale, dz_s, &h[at], n, &mut transform);
+                p.w.accumulate_gradient(&mut d_scale, dz_s, (h_prev, &transformed), n);
                 if streaming {
-                    let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                     gemm(
                         mat_mut(&mut du, n, d),
                         Accum::Add,

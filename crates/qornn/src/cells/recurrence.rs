@@ -47,17 +47,25 @@ impl<T: Real> Recurrence<'_, T> {
         matches!(self, Recurrence::Dense(_))
     }
 
-    /// `z = x U^T + h W^T` for a block of rows (`z`, `h`: `(rows, n)`; `x`: `(rows, d)`);
-    /// `scratch`: `n` values.
-    pub fn project(&self, z: &mut [T], n: usize, (x, u): (&[T], &[T]), h: &[T], scratch: &mut [T]) {
+    /// `z = x U^T + h W^T` for a block of rows (`z`, `h`: `(rows, n)`; `x`: `(rows, d)`).
+    /// A Hadamard `W` leaves the transformed rows `(I ⊗ H_m) h` in `transformed`
+    /// (`(rows, n)`), which `accumulate_gradient` reads; the other forms do not touch it.
+    pub fn project(
+        &self,
+        z: &mut [T],
+        n: usize,
+        (x, u): (&[T], &[T]),
+        h: &[T],
+        transformed: &mut [T],
+    ) {
         match *self {
             Recurrence::Dense(w) => project_step(z, n, (x, u), (h, w)),
             Recurrence::Hadamard { row_scale, block } => {
                 project_input(z, n, x, u);
-                for (z_row, h_row) in z.chunks_mut(n).zip(h.chunks(n)) {
-                    scratch.copy_from_slice(h_row);
-                    fwht_blocks(scratch, block);
-                    for ((zi, &ti), &si) in z_row.iter_mut().zip(&*scratch).zip(row_scale) {
+                let transformed = &mut transformed[..h.len()];
+                fwht_blocks_into(h, transformed, block);
+                for (z_row, t_row) in z.chunks_mut(n).zip(transformed.chunks(n)) {
+                    for ((zi, &ti), &si) in z_row.iter_mut().zip(t_row).zip(row_scale) {
                         *zi += si * ti;
                     }
                 }
@@ -100,23 +108,21 @@ impl<T: Real> Recurrence<'_, T> {
     }
 
     /// Adds a block of rows' share of the structured gradient into `sums`: Hadamard,
-    /// `dL/d row_scale_i = sum_t dz_t,i (H h_{t-1})_i` in `sums[..n]`; rotations, the 2 x 2
-    /// blocks of `dL/dW = sum_t dz_t^T h_{t-1}`, `(dW_ii, dW_ij, dW_ji, dW_jj)` at `4k`.
+    /// `dL/d row_scale_i = sum_t dz_t,i (H h_{t-1})_i` in `sums[..n]`, from the rows
+    /// `transformed` that `project` left for `h_{t-1}`; rotations, the 2 x 2 blocks of
+    /// `dL/dW = sum_t dz_t^T h_{t-1}`, `(dW_ii, dW_ij, dW_ji, dW_jj)` at `4k`.
     /// A dense `W`'s gradient is one product after the time loop instead (nothing here).
     pub fn accumulate_gradient(
         &self,
         sums: &mut [T],
         dz: &[T],
-        h: &[T],
+        (h, transformed): (&[T], &[T]),
         n: usize,
-        scratch: &mut [T],
     ) {
         match *self {
-            Recurrence::Hadamard { block, .. } => {
-                for (d_row, h_row) in dz.chunks(n).zip(h.chunks(n)) {
-                    scratch.copy_from_slice(h_row);
-                    fwht_blocks(scratch, block);
-                    for ((g, &di), &ti) in sums.iter_mut().zip(d_row).zip(&*scratch) {
+            Recurrence::Hadamard { .. } => {
+                for (d_row, t_row) in dz.chunks(n).zip(transformed.chunks(n)) {
+                    for ((g, &di), &ti) in sums.iter_mut().zip(d_row).zip(t_row) {
                         *g += di * ti;
                     }
                 }
@@ -166,10 +172,9 @@ pub fn fwht_blocks<T: Real>(x: &mut [T], block: usize) {
     debug_assert!(block.is_power_of_two() && x.len().is_multiple_of(block));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        if block >= 8 && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
-            // SAFETY: T is f32 (the same type, so the same layout); the CPU has AVX2.
-            let x32 = unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) };
-            return unsafe { fwht_blocks_f32_avx2(x32, block) };
+        if let Some(x32) = as_f32_mut(x).filter(|_| block >= 8) {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { fwht_blocks_f32_avx2(None, x32, block) };
         }
         // SAFETY: the CPU has AVX2.
         return unsafe { fwht_blocks_avx2(x, block) };
@@ -177,6 +182,35 @@ pub fn fwht_blocks<T: Real>(x: &mut [T], block: usize) {
     for chunk in x.chunks_mut(block) {
         fwht(chunk);
     }
+}
+
+/// `dst = (I ⊗ H_m) src`: [`fwht_blocks`] without a copy first (the f32 AVX2 kernel reads
+/// `src` in its first stages), the same result.
+pub fn fwht_blocks_into<T: Real>(src: &[T], dst: &mut [T], block: usize) {
+    assert_eq!(
+        src.len(),
+        dst.len(),
+        "fwht_blocks_into: src and dst differ in length"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && block >= 8 {
+        if let Some(dst32) = as_f32_mut(dst) {
+            // SAFETY: T is f32 (the same type, so the same layout); the CPU has AVX2.
+            let src32 = unsafe { std::slice::from_raw_parts(src.as_ptr().cast(), src.len()) };
+            // SAFETY: the CPU has AVX2.
+            return unsafe { fwht_blocks_f32_avx2(Some(src32), dst32, block) };
+        }
+    }
+    dst.copy_from_slice(src);
+    fwht_blocks(dst, block);
+}
+
+/// `x` as `&mut [f32]` when `T` is `f32`.
+fn as_f32_mut<T: Real>(x: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32 (the same type, so the same layout).
+        unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }
+    })
 }
 
 /// `fwht_blocks` compiled for AVX2 (its wide stages 8 lanes at a time).
@@ -191,14 +225,16 @@ unsafe fn fwht_blocks_avx2<T: Real>(x: &mut [T], block: usize) {
 /// `fwht_blocks` on f32 with the first three stages inside one AVX register: each stage
 /// adds a permutation of the 8 values to them (lanes that take `a + b`) or subtracts them
 /// from it (lanes that take `a - b`), so each output is the same sum or difference of the
-/// same two values as in `fwht`'s unrolled 8-point transform: the same result.
+/// same two values as in `fwht`'s unrolled 8-point transform: the same result. The first
+/// stages read `src` (as long as `x`; `None`: `x` itself, the transform in place) and
+/// write `x`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fwht_blocks_f32_avx2(x: &mut [f32], block: usize) {
+unsafe fn fwht_blocks_f32_avx2(src: Option<&[f32]>, x: &mut [f32], block: usize) {
     use std::arch::x86_64::*;
-    for c in x.chunks_exact_mut(8) {
-        let p = c.as_mut_ptr();
-        let mut v = _mm256_loadu_ps(p);
+    for (i, c) in x.chunks_exact_mut(8).enumerate() {
+        let from = src.map_or(c.as_ptr(), |s| s[8 * i..8 * i + 8].as_ptr());
+        let mut v = _mm256_loadu_ps(from);
         // Stage 1: pairs (0, 1), (2, 3), …; lanes 1, 3, 5, 7 take the difference.
         let w = _mm256_permute_ps::<0b10_11_00_01>(v);
         v = _mm256_blend_ps::<0b1010_1010>(_mm256_add_ps(v, w), _mm256_sub_ps(w, v));
@@ -208,7 +244,7 @@ unsafe fn fwht_blocks_f32_avx2(x: &mut [f32], block: usize) {
         // Stage 3: pairs (i, i + 4); lanes 4..8 take the difference.
         let w = _mm256_permute2f128_ps::<1>(v, v);
         v = _mm256_blend_ps::<0b1111_0000>(_mm256_add_ps(v, w), _mm256_sub_ps(w, v));
-        _mm256_storeu_ps(p, v);
+        _mm256_storeu_ps(c.as_mut_ptr(), v);
     }
     for chunk in x.chunks_mut(block) {
         butterflies_from(chunk, 8);
@@ -266,8 +302,9 @@ fn butterflies_from<T: Real>(x: &mut [T], mut half: usize) {
 mod tests {
     use super::*;
 
-    /// The dispatched transform (AVX2 where the CPU has it, with the f32 register stages)
-    /// equals the portable one bit for bit, in f32 and f64, for every block size.
+    /// The dispatched transform (AVX2 where the CPU has it, with the f32 register stages),
+    /// in place and into another buffer, equals the portable one bit for bit, in f32 and
+    /// f64, for every block size.
     #[test]
     fn fwht_blocks_is_the_portable_transform_exactly() {
         #[cfg(target_arch = "x86_64")]
@@ -283,9 +320,12 @@ mod tests {
                     .collect();
                 let mut fast = x.clone();
                 fwht_blocks(&mut fast, block);
+                let mut into = vec![T::zero(); len];
+                fwht_blocks_into(&x, &mut into, block);
                 let mut portable = x;
                 portable.chunks_mut(block).for_each(fwht);
                 assert_eq!(fast, portable, "block {block}");
+                assert_eq!(into, portable, "block {block}, into another buffer");
             }
         }
         check::<f32>();
