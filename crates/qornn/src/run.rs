@@ -282,6 +282,7 @@ fn drive(
         .open(&metrics_path)
         .map_err(|e| Error::io(&metrics_path, e))?;
     let (total, eval_every) = (trainer.total_steps, trainer.eval_every);
+    final_arithmetic_within(&trainer.config, total)?;
     observer.on_start(&RunStart {
         step: trainer.step,
         total_steps: total,
@@ -365,6 +366,34 @@ fn drive(
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomically(&dir.join(SUMMARY_FILE), json.as_bytes())?;
     Ok(summary)
+}
+
+/// Only a model in its final arithmetic is scored (`drive`): a bit-width schedule or
+/// `act_bits_from` that starts it at or after the run's last step would leave no best
+/// model, so the run is refused before it starts.
+fn final_arithmetic_within(config: &crate::config::Config, total: u64) -> Result<()> {
+    let starts = [
+        (
+            "bits_schedule",
+            config.bits_schedule.last().map(|&(from, _)| from),
+        ),
+        (
+            "act_bits_from",
+            config.act_bits.map(|_| config.act_bits_from),
+        ),
+    ];
+    for (field, from) in starts {
+        if let Some(from) = from.filter(|&from| from >= total) {
+            return Err(Error::config(
+                field,
+                format!(
+                    "the final arithmetic starts at step {from}, but the run ends at step {total}: \
+                     no model in it would be evaluated; train longer or start it earlier"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn with_bookkeeping(ckpt: Checkpoint, state: &Bookkeeping) -> Checkpoint {

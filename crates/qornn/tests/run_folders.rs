@@ -395,3 +395,31 @@ fn a_resume_that_would_not_fit_in_memory_is_refused_first() {
         checkpoint
     );
 }
+
+/// A run that would end before its activations are quantized (`act_bits_from` at or past
+/// its last step) has no model in its final arithmetic to score: it is refused before it
+/// trains, naming the setting (it used to train, then fail to find its best checkpoint);
+/// one step earlier it runs.
+#[test]
+fn a_run_that_ends_before_its_final_arithmetic_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        act_bits: Some(8),
+        act_bits_from: 10,
+        ..tiny_run(10)
+    };
+    let out = dir.path().join("late");
+    let err = run::start(config.clone(), &out, &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("act_bits_from") && err.contains("step 10"),
+        "{err}"
+    );
+    assert!(!out.join(run::BEST_FILE).exists());
+    let earlier = Config {
+        act_bits_from: 9,
+        ..config
+    };
+    run::start(earlier, &dir.path().join("in_time"), &mut ()).unwrap();
+}
