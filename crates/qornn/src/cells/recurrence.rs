@@ -225,30 +225,47 @@ unsafe fn fwht_blocks_avx2<T: Real>(x: &mut [T], block: usize) {
 /// `fwht_blocks` on f32 with the first three stages inside one AVX register: each stage
 /// adds a permutation of the 8 values to them (lanes that take `a + b`) or subtracts them
 /// from it (lanes that take `a - b`), so each output is the same sum or difference of the
-/// same two values as in `fwht`'s unrolled 8-point transform: the same result. The first
+/// same two values as in `fwht`'s unrolled 8-point transform: the same result. Blocks of 16
+/// or more take their fourth stage between two registers before the first store. The first
 /// stages read `src` (as long as `x`; `None`: `x` itself, the transform in place) and
 /// write `x`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn fwht_blocks_f32_avx2(src: Option<&[f32]>, x: &mut [f32], block: usize) {
     use std::arch::x86_64::*;
-    for (i, c) in x.chunks_exact_mut(8).enumerate() {
-        let from = src.map_or(c.as_ptr(), |s| s[8 * i..8 * i + 8].as_ptr());
-        let mut v = _mm256_loadu_ps(from);
-        // Stage 1: pairs (0, 1), (2, 3), …; lanes 1, 3, 5, 7 take the difference.
-        let w = _mm256_permute_ps::<0b10_11_00_01>(v);
-        v = _mm256_blend_ps::<0b1010_1010>(_mm256_add_ps(v, w), _mm256_sub_ps(w, v));
-        // Stage 2: pairs (0, 2), (1, 3), …; lanes 2, 3, 6, 7 take the difference.
-        let w = _mm256_permute_ps::<0b01_00_11_10>(v);
-        v = _mm256_blend_ps::<0b1100_1100>(_mm256_add_ps(v, w), _mm256_sub_ps(w, v));
-        // Stage 3: pairs (i, i + 4); lanes 4..8 take the difference.
-        let w = _mm256_permute2f128_ps::<1>(v, v);
-        v = _mm256_blend_ps::<0b1111_0000>(_mm256_add_ps(v, w), _mm256_sub_ps(w, v));
-        _mm256_storeu_ps(c.as_mut_ptr(), v);
+    let width = if block >= 16 { 16 } else { 8 };
+    for (i, c) in x.chunks_exact_mut(width).enumerate() {
+        let from = src.map_or(c.as_ptr(), |s| s[width * i..width * (i + 1)].as_ptr());
+        let v = fwht8_avx2(_mm256_loadu_ps(from));
+        if width == 8 {
+            _mm256_storeu_ps(c.as_mut_ptr(), v);
+        } else {
+            // Stage 4: pairs (i, i + 8).
+            let w = fwht8_avx2(_mm256_loadu_ps(from.add(8)));
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_add_ps(v, w));
+            _mm256_storeu_ps(c.as_mut_ptr().add(8), _mm256_sub_ps(v, w));
+        }
     }
     for chunk in x.chunks_mut(block) {
-        butterflies_from(chunk, 8);
+        butterflies_from(chunk, width);
     }
+}
+
+/// The 8-point transform of one register's lanes (stages 1 to 3 of `fwht`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn fwht8_avx2(mut v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // Stage 1: pairs (0, 1), (2, 3), …; lanes 1, 3, 5, 7 take the difference.
+    let w = _mm256_permute_ps::<0b10_11_00_01>(v);
+    v = _mm256_blend_ps::<0b1010_1010>(_mm256_add_ps(v, w), _mm256_sub_ps(w, v));
+    // Stage 2: pairs (0, 2), (1, 3), …; lanes 2, 3, 6, 7 take the difference.
+    let w = _mm256_permute_ps::<0b01_00_11_10>(v);
+    v = _mm256_blend_ps::<0b1100_1100>(_mm256_add_ps(v, w), _mm256_sub_ps(w, v));
+    // Stage 3: pairs (i, i + 4); lanes 4..8 take the difference.
+    let w = _mm256_permute2f128_ps::<1>(v, v);
+    _mm256_blend_ps::<0b1111_0000>(_mm256_add_ps(v, w), _mm256_sub_ps(w, v))
 }
 
 /// One block: the first three butterfly stages as an unrolled 8-point transform, then one
