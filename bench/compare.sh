@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Times one training step in qornn and in PyTorch (CPU) on this machine, in one command,
 # and prints the machine's floors and a Markdown table of the ratios (the memory floor is
-# the one `qornn bench` prints for an Elman step: z and h written and read once).
+# the one `qornn bench` prints for an Elman step: h, and z under a dense W, written and read once).
 # Usage: bench/compare.sh [MODEL:HIDDEN:BITS[:ACT] ...] (QORNN: the binary, else a build)
 # Default: the QORNN step at n = 170 and 512 (4 bits), and LSTM, GRU, FastGRNN at n = 170
 # in full precision. T = 784, batch 128, input 1, 10 classes (the sMNIST shape).

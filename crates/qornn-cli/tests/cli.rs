@@ -581,8 +581,10 @@ fn bench_prints_the_bytes_moved_floor_of_an_elman_step() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("one JSON object")
     };
     let elman = bench("hadamrnn");
-    // z and h, written and read once: 2 x 2 x T B n floats of 4 bytes.
-    assert_eq!(elman["floor_bytes"], 16 * 3 * 2 * 16);
+    // A structured W keeps h alone, written and read once: 2 x T B n floats of 4 bytes.
+    assert_eq!(elman["floor_bytes"], 8 * 3 * 2 * 16);
+    // A dense one keeps z too: 2 x 2 x T B n.
+    assert_eq!(bench("qornn-bjorck")["floor_bytes"], 16 * 3 * 2 * 16);
     assert!(elman["copy_bytes_per_second"].as_f64().unwrap() > 0.0);
     let floor = elman["floor_seconds"].as_f64().unwrap();
     assert!(floor > 0.0 && floor.is_finite());

@@ -267,6 +267,14 @@ impl Model {
         self.parametrisation.as_ref()?.code_changes(before, now)
     }
 
+    /// Whether the recurrence is structured (Hadamard, rotations): its training step keeps
+    /// the states alone, and recomputes the pre-activations in the backward pass.
+    pub fn structured_recurrence(&self) -> bool {
+        self.parametrisation
+            .as_ref()
+            .is_some_and(|p| !p.recurrence(&self.used[RECURRENT]).is_dense())
+    }
+
     /// The parametrisation's state for a checkpoint: its name and value.
     pub fn parametrisation_state(&self) -> Option<(&'static str, Vec<f32>)> {
         let p = self.parametrisation.as_ref()?;
