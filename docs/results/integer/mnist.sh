@@ -7,7 +7,8 @@
 # artefacts copied into docs/results/integer/<name>/ and the page regenerated.
 #   docs/results/integer/mnist.sh DATA_DIR
 # Runs go to RUNS (default runs/); a step whose output exists is not run again, so the
-# script resumes where it stopped. One core per run; on one core of an AMD EPYC (AVX-512),
+# script resumes where it stopped. ONLY=REGEX runs only the rows whose names match it (the
+# others' kept artefacts stay as they are; the page is written from all of them). One core per run; on one core of an AMD EPYC (AVX-512),
 # with another run on the other core, 10 float pMNIST epochs took 1,503 s and one
 # fine-tuning epoch at A = 8 189 s.
 set -euo pipefail
@@ -43,15 +44,19 @@ qat_epochs=1
 fine_tune() {
     local name=$1 task=$2 a=$3 from=$4
     shift 4
+    [[ -z ${ONLY:-} || $name =~ $ONLY ]] || return 0
     local config=configs/$task-block-hadamrnn-4b.toml run=$runs/$name
     local float=$task-block-hadamrnn-4b-${float_epochs}ep
-    train "$float" --config "$config" --epochs "$float_epochs"
-    # The float model's own artefacts: the accuracy the page compares with.
-    mkdir -p "$here/$float"
-    cp "$runs/$float"/{metrics.jsonl,summary.json} "$here/$float/"
-    portable_config "$runs/$float/config.toml" > "$here/$float/config.toml"
-    echo "qornn train --config $config --epochs $float_epochs --data-dir DIR --threads 1 --out runs/$float" \
-        > "$here/$float/command.txt"
+    # The float model, where the row starts from it (directly or through the row it starts
+    # from), and its own artefacts: the accuracy the page compares with.
+    if [[ $from == "$float" ]] || { [[ $from != - ]] && grep -q -- --init-from "$here/$from/command.txt"; }; then
+        train "$float" --config "$config" --epochs "$float_epochs"
+        mkdir -p "$here/$float"
+        cp "$runs/$float"/{metrics.jsonl,summary.json} "$here/$float/"
+        portable_config "$runs/$float/config.toml" > "$here/$float/config.toml"
+        echo "qornn train --config $config --epochs $float_epochs --data-dir DIR --threads 1 --out runs/$float" \
+            > "$here/$float/command.txt"
+    fi
     local start=(--epochs "$qat_epochs" --init-from "$runs/$from" --lr 1e-4 --orthogonal-lr 1e-4)
     [[ $from == - ]] && start=()
     train "$name" --config "$config" "${start[@]}" --act-bits "$a" --readout-bits 4 "$@"
@@ -155,6 +160,7 @@ done
 # quantized, checked and kept.
 config_row() {
     local name=$1 run=$runs/$1
+    [[ -z ${ONLY:-} || $name =~ $ONLY ]] || return 0
     train "$name" --config "configs/$name.toml"
     quantize_and_check "$run" "$here/$name"
     keep_run "$run" "$here/$name" \
@@ -163,8 +169,20 @@ config_row() {
 # The LRU's diagonal recurrence (rotation blocks with a learned radius), A = 8 from epoch 2,
 # and the same config with float activations and V float, the accuracy it is held against.
 config_row pmnist-lru-4b-a8
-train pmnist-lru-4b --config configs/pmnist-lru-4b.toml
-keep_run "$runs/pmnist-lru-4b" "$here/pmnist-lru-4b" \
-    "qornn train --config configs/pmnist-lru-4b.toml --data-dir DIR --threads 1 --out runs/pmnist-lru-4b"
+if [[ -z ${ONLY:-} || pmnist-lru-4b =~ $ONLY ]]; then
+    train pmnist-lru-4b --config configs/pmnist-lru-4b.toml
+    keep_run "$runs/pmnist-lru-4b" "$here/pmnist-lru-4b" \
+        "qornn train --config configs/pmnist-lru-4b.toml --data-dir DIR --threads 1 --out runs/pmnist-lru-4b"
+fi
+# The +-4 (pMNIST) and +-8 (sMNIST) recipes at three times the config's budget: 30 epochs
+# at A = 12, lr x 0.92 per epoch, then one epoch at A = 8 with the step 16 times coarser.
+for task_frac in pmnist:9 smnist:8; do
+    task=${task_frac%:*} f=${task_frac#*:}
+    qat_epochs=1
+    fine_tune $task-block-hadamrnn-4b-a12-f$f-30ep $task 12 - --act-hidden-frac $f \
+        --epochs 30 --lr-gamma 0.92
+    fine_tune $task-block-hadamrnn-4b-a12-f$f-30ep-a8-f$((f - 4)) $task 8 \
+        $task-block-hadamrnn-4b-a12-f$f-30ep --act-hidden-frac $((f - 4))
+done
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"
