@@ -175,13 +175,17 @@ if [[ -z ${ONLY:-} || pmnist-lru-4b =~ $ONLY ]]; then
         "qornn train --config configs/pmnist-lru-4b.toml --data-dir DIR --threads 1 --out runs/pmnist-lru-4b"
 fi
 # The +-4 (pMNIST) and +-8 (sMNIST) recipes at three times the config's budget: 30 epochs
-# at A = 12, lr x 0.92 per epoch, then one epoch at A = 8 with the step 16 times coarser.
+# at A = 12, lr x 0.92 per epoch, then one (and three) epochs at A = 8 with the step 16
+# times coarser.
 for task_frac in pmnist:9 smnist:8; do
     task=${task_frac%:*} f=${task_frac#*:}
     qat_epochs=1
     fine_tune $task-block-hadamrnn-4b-a12-f$f-30ep $task 12 - --act-hidden-frac $f \
         --epochs 30 --lr-gamma 0.92
     fine_tune $task-block-hadamrnn-4b-a12-f$f-30ep-a8-f$((f - 4)) $task 8 \
+        $task-block-hadamrnn-4b-a12-f$f-30ep --act-hidden-frac $((f - 4))
+    qat_epochs=3
+    fine_tune $task-block-hadamrnn-4b-a12-f$f-30ep-a8-f$((f - 4))-3ep $task 8 \
         $task-block-hadamrnn-4b-a12-f$f-30ep --act-hidden-frac $((f - 4))
 done
 python3 bench/integer_page.py "$here" > docs/results/integer.md
