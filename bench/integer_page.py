@@ -127,7 +127,9 @@ per step): the best pMNIST model at A = 8 here, 2.5 points below the float model
 target is 0.5. Over three seeds (`-a12-f9-scratch-s2`, `-s3` and their `-a8-f5`) the
 recipe gives 89.8 ± 0.5 % in integers at A = 12 (89.3, 90.2, 89.8 %) and **88.4 ± 0.8 %**
 at A = 8 (88.6, 89.1, 87.5 %; mean ± standard deviation), 2.7 points below the float
-model on average. Narrower still, +-2 (2^-10 at A = 12: 88.0 %, `-a12-f10-scratch`; then
+model on average. An epoch at A = 10 between the two (2^-7, still +-4: `-s2-a10-f7`,
+`-s3-a10-f7`, 90.2 and 90.0 % in integers) gives 88.6 % at A = 8 for both seeds
+(`-a10-f7-a8-f5`), against 89.1 and 87.5 % straight from A = 12: no better on average. Narrower still, +-2 (2^-10 at A = 12: 88.0 %, `-a12-f10-scratch`; then
 2^-6 at A = 8: 87.2 %, `-a12-f10-scratch-a8-f6`), the saturation starts to cost more than
 the finer step gains. Trained three times longer at +-4 (30 epochs at A = 12, lr x 0.92 per
 epoch, `-a12-f9-30ep`), the model keeps **90.7 %** in integers at A = 12, 0.4 point below

@@ -49,7 +49,9 @@ fine_tune() {
     local float=$task-block-hadamrnn-4b-${float_epochs}ep
     # The float model, where the row starts from it (directly or through the row it starts
     # from), and its own artefacts: the accuracy the page compares with.
-    if [[ $from == "$float" ]] || { [[ $from != - ]] && grep -q -- --init-from "$here/$from/command.txt"; }; then
+    local from_float=false
+    if [[ $from == "$float" ]] || { [[ $from != - ]] && grep -qF "runs/$float;" "$here/$from/command.txt"; }; then
+        from_float=true
         train "$float" --config "$config" --epochs "$float_epochs"
         mkdir -p "$here/$float"
         cp "$runs/$float"/{metrics.jsonl,summary.json} "$here/$float/"
@@ -70,8 +72,8 @@ fine_tune() {
             > "$here/$name/command.txt"
     elif [[ $from == "$float" ]]; then
         echo "$first; $tune; qornn quantize --run runs/$name" > "$here/$name/command.txt"
-    elif ! grep -q -- --init-from "$here/$from/command.txt"; then
-        # A row trained from the start: the float model plays no part.
+    elif ! $from_float; then
+        # A chain that starts from a row trained from the start: no float model in it.
         echo "(runs/$from as its row); $tune; qornn quantize --run runs/$name" \
             > "$here/$name/command.txt"
     else
@@ -164,6 +166,11 @@ for seed in 2 3; do
         --seed $seed
     fine_tune pmnist-block-hadamrnn-4b-a12-f9-scratch-s$seed-a8-f5 pmnist 8 \
         pmnist-block-hadamrnn-4b-a12-f9-scratch-s$seed --act-hidden-frac 5 --seed $seed
+    # One epoch at A = 10 (2^-7, still +-4) between the two.
+    fine_tune pmnist-block-hadamrnn-4b-a12-f9-scratch-s$seed-a10-f7 pmnist 10 \
+        pmnist-block-hadamrnn-4b-a12-f9-scratch-s$seed --act-hidden-frac 7 --seed $seed
+    fine_tune pmnist-block-hadamrnn-4b-a12-f9-scratch-s$seed-a10-f7-a8-f5 pmnist 8 \
+        pmnist-block-hadamrnn-4b-a12-f9-scratch-s$seed-a10-f7 --act-hidden-frac 5 --seed $seed
 done
 # A config that holds its whole recipe (activations at A = 8 from a given step on): trained,
 # quantized, checked and kept.
