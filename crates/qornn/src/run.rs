@@ -330,12 +330,9 @@ fn drive(
             observer.on_eval(&record);
             state.pending_loss = 0.0;
             state.pending_count = 0;
-            // Only a model in its final arithmetic may be the best: at the final width of a
-            // bit-width schedule, with its activations quantized when they are.
-            let config = &trainer.config;
-            let final_width = config.bits_at(trainer.step - 1) == config.bits();
-            let activations_final = config.act_bits_at(trainer.step - 1) == config.act_bits;
-            let improved = final_width && activations_final && val.loss < state.best_val_loss;
+            // Only a model in its final arithmetic may be the best.
+            let in_final_arithmetic = not_yet_final(&trainer.config, trainer.step - 1).is_none();
+            let improved = in_final_arithmetic && val.loss < state.best_val_loss;
             if improved {
                 state.best_val_loss = val.loss;
                 state.best_step = trainer.step;
@@ -368,32 +365,31 @@ fn drive(
     Ok(summary)
 }
 
-/// Only a model in its final arithmetic is scored (`drive`): a bit-width schedule or
-/// `act_bits_from` that starts it at or after the run's last step would leave no best
-/// model, so the run is refused before it starts.
-fn final_arithmetic_within(config: &crate::config::Config, total: u64) -> Result<()> {
-    let starts = [
-        (
-            "bits_schedule",
-            config.bits_schedule.last().map(|&(from, _)| from),
-        ),
-        (
-            "act_bits_from",
-            config.act_bits.map(|_| config.act_bits_from),
-        ),
-    ];
-    for (field, from) in starts {
-        if let Some(from) = from.filter(|&from| from >= total) {
-            return Err(Error::config(
-                field,
-                format!(
-                    "the final arithmetic starts at step {from}, but the run ends at step {total}: \
-                     no model in it would be evaluated; train longer or start it earlier"
-                ),
-            ));
-        }
+/// The setting that keeps training step `step` out of the model's final arithmetic (the
+/// final width of a bit-width schedule, the activations quantized when they are), if any.
+fn not_yet_final(config: &crate::config::Config, step: u64) -> Option<&'static str> {
+    if config.bits_at(step) != config.bits() {
+        Some("bits_schedule")
+    } else if config.act_bits_at(step) != config.act_bits {
+        Some("act_bits_from")
+    } else {
+        None
     }
-    Ok(())
+}
+
+/// Only a model in its final arithmetic is scored (`drive`): a run whose last step is not
+/// in it would leave no best model, so it is refused before it starts.
+fn final_arithmetic_within(config: &crate::config::Config, total: u64) -> Result<()> {
+    match not_yet_final(config, total.saturating_sub(1)) {
+        Some(field) => Err(Error::config(
+            field,
+            format!(
+                "the run ends at step {total}, before its final arithmetic starts: no model \
+                 in it would be evaluated; train longer or start it earlier"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn with_bookkeeping(ckpt: Checkpoint, state: &Bookkeeping) -> Checkpoint {
