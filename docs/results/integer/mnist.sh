@@ -8,15 +8,20 @@
 #   docs/results/integer/mnist.sh DATA_DIR
 # Runs go to RUNS (default runs/); a step whose output exists is not run again, so the
 # script resumes where it stopped. ONLY=REGEX runs only the rows whose names match it (the
-# others' kept artefacts stay as they are; the page is written from all of them). One core per run; on one core of an AMD EPYC (AVX-512),
-# with another run on the other core, 10 float pMNIST epochs took 1,503 s and one
-# fine-tuning epoch at A = 8 189 s.
+# others' kept artefacts stay as they are; the page is written from all of them). One core
+# per run; on one core of an AMD EPYC (AVX-512), with another run on the other core, 10
+# float pMNIST epochs took 1,503 s and one fine-tuning epoch at A = 8 189 s.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 data=${1:?usage: docs/results/integer/mnist.sh DATA_DIR (MNIST)}
 here=docs/results/integer
 source docs/results/pages.sh
 source "$here/m4.sh"
+
+# selected NAME: whether the row NAME is to run (ONLY unset, or NAME matches it).
+selected() {
+    [[ -z ${ONLY:-} || $1 =~ $ONLY ]]
+}
 
 train() { # out, then qornn train's flags
     local out=$1
@@ -44,7 +49,7 @@ qat_epochs=1
 fine_tune() {
     local name=$1 task=$2 a=$3 from=$4
     shift 4
-    [[ -z ${ONLY:-} || $name =~ $ONLY ]] || return 0
+    selected "$name" || return 0
     local config=configs/$task-block-hadamrnn-4b.toml run=$runs/$name
     local float=$task-block-hadamrnn-4b-${float_epochs}ep
     # The float model, where the row starts from it (directly or through the row it starts
@@ -176,7 +181,7 @@ done
 # quantized, checked and kept.
 config_row() {
     local name=$1 run=$runs/$1
-    [[ -z ${ONLY:-} || $name =~ $ONLY ]] || return 0
+    selected "$name" || return 0
     train "$name" --config "configs/$name.toml"
     quantize_and_check "$run" "$here/$name"
     keep_run "$run" "$here/$name" \
@@ -185,7 +190,7 @@ config_row() {
 # The LRU's diagonal recurrence (rotation blocks with a learned radius), A = 8 from epoch 2,
 # and the same config with float activations and V float, the accuracy it is held against.
 config_row pmnist-lru-4b-a8
-if [[ -z ${ONLY:-} || pmnist-lru-4b =~ $ONLY ]]; then
+if selected pmnist-lru-4b; then
     train pmnist-lru-4b --config configs/pmnist-lru-4b.toml
     keep_run "$runs/pmnist-lru-4b" "$here/pmnist-lru-4b" \
         "qornn train --config configs/pmnist-lru-4b.toml --data-dir DIR --threads 1 --out runs/pmnist-lru-4b"
