@@ -283,7 +283,7 @@ fn export(args: ExportArgs) -> Result<()> {
 }
 
 fn weights(args: WeightsArgs) -> Result<()> {
-    let tensors = run::best_weights(&args.run)?;
+    let tensors = run::best_weights(&args.run, None)?;
     qornn::weights::save(&args.out, &tensors)?;
     let names: Vec<&str> = tensors.iter().map(|t| t.name).collect();
     eprintln!("wrote {} ({})", args.out.display(), names.join(", "));

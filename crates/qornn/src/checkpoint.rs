@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::optim::Moments;
 use crate::params::Tensor;
+use crate::tasks::Task;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -265,12 +266,22 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
 /// A run folder's best model (by validation loss).
 pub const BEST_FILE: &str = "best.safetensors";
 
-/// The tensors of the best model of the run in `dir`.
-pub fn best_weights(dir: &Path) -> Result<Vec<crate::params::Tensor>> {
+/// The tensors of the best model of the run in `dir`. Their shapes follow from its config
+/// and its task; `task`, when given and the same task as the run's, stands for the run's,
+/// so that its data are neither loaded again nor looked for where the run's config says (a
+/// run folder copied from another machine names a data folder that is not there).
+pub fn best_weights(dir: &Path, task: Option<&Task>) -> Result<Vec<Tensor>> {
     let config = crate::config::Config::from_file(&dir.join(crate::config::CONFIG_FILE))?;
     config.validate()?;
-    let task = config.task()?;
-    Ok(load(&dir.join(BEST_FILE), &config.model_spec_for(&task))?.params)
+    let loaded;
+    let task = match task {
+        Some(task) if task.name() == config.task.as_str() => task,
+        _ => {
+            loaded = config.task()?;
+            &loaded
+        }
+    };
+    Ok(load(&dir.join(BEST_FILE), &config.model_spec_for(task))?.params)
 }
 
 #[cfg(test)]

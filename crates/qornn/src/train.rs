@@ -154,7 +154,8 @@ impl Trainer {
         }
         if let Some(run) = &config.init_from {
             // The best model of another run: every tensor with this model's name and shape.
-            let (loaded, copied) = with_tensors(model, &crate::checkpoint::best_weights(run)?);
+            let (loaded, copied) =
+                with_tensors(model, &crate::checkpoint::best_weights(run, Some(&task))?);
             // Starting from a read-out alone would be a random recurrence under another
             // name: at least one of the core's tensors must come across.
             let core: Vec<&str> = spec.cell().tensors().iter().map(|t| t.name).collect();

@@ -221,3 +221,34 @@ fn uneven_remainders_evaluate_and_small_splits_are_refused() {
     let err = Trainer::new(config(200), task).err().unwrap().to_string();
     assert!(err.contains("`batch`") && err.contains("160"), "{err}");
 }
+
+/// `--init-from` a run folder whose config names a data folder that is no longer there (a
+/// run copied from another machine) starts from its best model when the new run has the
+/// same task: the shapes come from the task already loaded, not from the source's data.
+#[test]
+fn init_from_a_moved_run_needs_not_its_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    std::fs::create_dir(&first).unwrap();
+    write_toy_mnist(&first, 64, 16);
+    let config = Config {
+        task: "pmnist".parse().unwrap(),
+        data_dir: Some(first.clone()),
+        verify_data: false,
+        hidden: 16,
+        batch: 16,
+        steps: 2,
+        eval_every: 2,
+        threads: 1,
+        ..Config::default()
+    };
+    let source = dir.path().join("source");
+    qornn::run::start(config.clone(), &source, &mut ()).unwrap();
+    std::fs::rename(&first, &second).unwrap();
+    let fine_tune = Config {
+        data_dir: Some(second),
+        init_from: Some(source),
+        ..config
+    };
+    qornn::run::start(fine_tune, &dir.path().join("fine-tune"), &mut ()).unwrap();
+}

@@ -214,7 +214,7 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
         };
         let summary = run::start(config, dir.path(), &mut ()).unwrap();
         // The step starts at a power of two (an integer log2); learned, it moves.
-        let best = run::best_weights(dir.path()).unwrap();
+        let best = run::best_weights(dir.path(), None).unwrap();
         let log2_step = best.iter().find(|t| t.name == HIDDEN_STEP).unwrap().data[0];
         let moved = log2_step != log2_step.round();
         assert_eq!(
@@ -268,7 +268,7 @@ fn the_hidden_step_can_be_set_in_fraction_bits() {
         ..small_copy("hadamrnn", 4)
     };
     run::start(config.clone(), dir.path(), &mut ()).unwrap();
-    let best = run::best_weights(dir.path()).unwrap();
+    let best = run::best_weights(dir.path(), None).unwrap();
     let log2_step = best.iter().find(|t| t.name == HIDDEN_STEP).unwrap().data[0];
     assert_eq!(log2_step, -5.0);
     let (report, _) =
@@ -292,7 +292,7 @@ fn the_hidden_step_can_be_set_in_fraction_bits() {
         ..config
     };
     run::start(config.clone(), covered.path(), &mut ()).unwrap();
-    let best = run::best_weights(covered.path()).unwrap();
+    let best = run::best_weights(covered.path(), None).unwrap();
     let log2_step = best.iter().find(|t| t.name == HIDDEN_STEP).unwrap().data[0];
     assert_eq!(log2_step, log2_step.round());
     let (report, _) =

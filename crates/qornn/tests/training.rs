@@ -258,7 +258,7 @@ fn bit_width_schedule_warm_up_and_init_from() {
     assert!(defect(&records[1]) < 0.5 * defect(&records[2]));
 
     // A 4-bit run started from this run's best model holds its tensors at step 0.
-    let source = run::best_weights(dir.path()).unwrap();
+    let source = run::best_weights(dir.path(), None).unwrap();
     let from = Config {
         init_from: Some(dir.path().to_path_buf()),
         bits_schedule: Default::default(),
