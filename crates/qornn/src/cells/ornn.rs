@@ -138,7 +138,7 @@ impl<T: Real> OrnnCell<T> {
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                 // z_t = x_t U^T + h_{t-1} W^T + b, then h_t = act(z_t)
                 let (done, next) = h.split_at_mut(s + 1);
-                p.w.project(z, n, (x_s, p.u), done[s], &mut transformed);
+                p.w.project(z, n, (x_s, p.u), done[s], (&mut transformed, false));
                 match &p.hidden_quant {
                     Some(q) => q.forward_rows(z, next[0], p.b, p.bm),
                     None => activation.forward_rows(z, next[0], p.b, p.bm),
@@ -211,7 +211,7 @@ impl<T: Real> OrnnCell<T> {
                 let z_s = if z.is_empty() {
                     // `forward`'s z_t exactly: the same products, then `+= b` as the
                     // activation's forward adds it.
-                    p.w.project(&mut step_z, n, (x_s, p.u), h_prev, &mut transformed);
+                    p.w.project(&mut step_z, n, (x_s, p.u), h_prev, (&mut transformed, true));
                     for z_row in step_z.chunks_mut(n) {
                         z_row.iter_mut().zip(p.b).for_each(|(zi, &bi)| *zi += bi);
                     }
