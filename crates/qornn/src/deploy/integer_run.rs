@@ -4,7 +4,7 @@
 
 use super::engine::BatchedEngine;
 use super::model_file::IntegerModel;
-use super::twin::twin_step;
+use super::twin::Twin;
 use crate::head::{Head, Readout};
 use crate::linalg::to_f64_vec;
 use crate::tasks::{Batch, Task};
@@ -27,6 +27,7 @@ pub struct IntegerRun {
 pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> IntegerRun {
     let q = &model.recurrence;
     let engine = BatchedEngine::new(q.as_int());
+    let twin = Twin::new(q);
     let (n, d) = (q.hidden, q.input);
     let unit = 2f64.powi(-q.hidden_frac);
     // A quantized read-out in f64 is exactly the integer one: every product of a code
@@ -51,6 +52,7 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
         let mut int_state = engine.state(b);
         let mut h_sim = vec![vec![0i32; n]; b];
         let (mut h_int, mut next) = (vec![0i32; n], vec![0i32; n]);
+        let mut twin_values = Vec::with_capacity(n + d);
         for t in 0..steps {
             for seq in 0..b {
                 q.quantize_input(
@@ -63,7 +65,8 @@ pub fn run_integer(model: &IntegerModel, task: &Task, batches: &[Batch]) -> Inte
             result.integer_seconds += clock.elapsed().as_secs_f64();
             for seq in 0..b {
                 engine.hidden(&int_state, seq, &mut h_int);
-                twin_step(q, &h_sim[seq], &x_codes[seq * d..(seq + 1) * d], &mut next);
+                let x_seq = &x_codes[seq * d..(seq + 1) * d];
+                twin.step(&h_sim[seq], x_seq, &mut next, &mut twin_values);
                 std::mem::swap(&mut h_sim[seq], &mut next);
                 result.mismatched_steps += usize::from(h_int != h_sim[seq]);
                 let Some(slot) = (t + kept).checked_sub(steps) else {

@@ -6,81 +6,132 @@ use super::convert::QuantizedRecurrence;
 use qornn_infer::IntActivation;
 
 impl QuantizedRecurrence {
-    /// The simulated twin of one step: the fake-quantized model in `f64`, dequantized
-    /// weights `q(W) = W_c M 2^-S` and activations `h = H 2^-f_h`, re-quantized to codes.
-    #[inline(always)]
+    /// The simulated twin of one step (see [`Twin`]).
     pub fn simulated_step(&self, h: &[i32], x: &[i32], out: &mut [i32]) {
-        let (n, d) = (self.hidden, self.input);
-        let (h_unit, x_unit) = (2f64.powi(-self.hidden_frac), 2f64.powi(-self.input_frac));
-        // Powers of two: multiplying by `per_h_unit` is dividing by `h_unit`, exactly.
-        let per_h_unit = 2f64.powi(self.hidden_frac);
-        let bias_unit = 2f64.powi(-(self.shift as i32 + self.hidden_frac));
-        // Row i's steps are `M_i 2^-S` (`WeightStep::value`), the power taken once a step.
-        let (w_unit, u_unit) = (self.w_step.unit(), self.u_step.unit());
-        let int = self.as_int();
-        let ((lo, hi), block) = (int.hidden_range(), int.w_block());
-        for (i, out_i) in out.iter_mut().enumerate().take(n) {
-            let sw = self.w_step.mantissa(i) as f64 * w_unit;
-            let su = self.u_step.mantissa(i) as f64 * u_unit;
-            // W's zeros outside row i's diagonal block add exactly 0.
+        Twin::new(self).step(h, x, out, &mut Vec::new());
+    }
+}
+
+/// The simulated twin of a recurrence: the fake-quantized model in `f64`, dequantized
+/// weights `q(W) = W_c M 2^-S` (row i's step `M_i 2^-S`) and activations `h = H 2^-f_h`,
+/// re-quantized to codes at each step. The dequantized weights are computed once here
+/// (row i over its diagonal block of W, the only entries that can be non-zero), the
+/// dequantized state once a step.
+pub struct Twin<'a> {
+    q: &'a QuantizedRecurrence,
+    /// `(n, block)`: row i's entries of `q(W)` in its diagonal block.
+    w: Vec<f64>,
+    /// `(n, d)`: `q(U)`.
+    u: Vec<f64>,
+    /// The biases in `f64`: `b_i 2^-(S + f_h)`.
+    bias: Vec<f64>,
+}
+
+impl<'a> Twin<'a> {
+    pub fn new(q: &'a QuantizedRecurrence) -> Self {
+        let (n, d) = (q.hidden, q.input);
+        let block = q.as_int().w_block();
+        let (w_unit, u_unit) = (q.w_step.unit(), q.u_step.unit());
+        let bias_unit = 2f64.powi(-(q.shift as i32 + q.hidden_frac));
+        let mut w = Vec::with_capacity(n * block);
+        for i in 0..n {
+            // Powers of two: `M_i 2^-S` is exact, the power taken once a step.
+            let step = q.w_step.mantissa(i) as f64 * w_unit;
             let start = i / block * block;
-            let row = &self.w_codes[i * n + start..i * n + start + block];
-            let mut z = exact_dot(row, sw, &h[start..start + block], h_unit);
-            z += exact_dot(&self.u_codes[i * d..(i + 1) * d], su, x, x_unit);
-            z += self.bias[i] as f64 * bias_unit;
-            let code = (z * per_h_unit + 0.5).floor();
-            let a = match self.activation {
-                IntActivation::Relu => code.max(0.0),
-                IntActivation::Modrelu => {
-                    // sign(0) = 0, as in the engine (f64::signum would give 1 for +0).
-                    let sign = if code > 0.0 {
-                        1.0
-                    } else if code < 0.0 {
-                        -1.0
-                    } else {
-                        0.0
-                    };
-                    sign * (code.abs() + self.bias_mod[i] as f64).max(0.0)
-                }
-            };
-            *out_i = a.clamp(lo as f64, hi as f64) as i32;
+            let row = &q.w_codes[i * n + start..i * n + start + block];
+            w.extend(row.iter().map(|&c| c as f64 * step));
         }
+        let u = (0..n * d)
+            .map(|k| q.u_codes[k] as f64 * (q.u_step.mantissa(k / d) as f64 * u_unit))
+            .collect();
+        let bias = q.bias.iter().map(|&b| b as f64 * bias_unit).collect();
+        Self { q, w, u, bias }
     }
-}
 
-/// The twin's step, compiled for AVX2 where the CPU has it, like
-/// `engine::scalar_step`.
-pub fn twin_step(q: &QuantizedRecurrence, h: &[i32], x: &[i32], out: &mut [i32]) {
+    /// One step: `h` and `x` codes in, the next hidden codes in `out`; `values` is
+    /// scratch (the dequantized state and input).
+    pub fn step(&self, h: &[i32], x: &[i32], out: &mut [i32], values: &mut Vec<f64>) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.step_avx2(h, x, out, values) };
+        }
+        self.step_any(h, x, out, values)
+    }
+
+    /// `step` compiled for AVX2, like `engine::scalar_step`.
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { twin_step_avx2(q, h, x, out) };
+    #[target_feature(enable = "avx2")]
+    unsafe fn step_avx2(&self, h: &[i32], x: &[i32], out: &mut [i32], values: &mut Vec<f64>) {
+        self.step_any(h, x, out, values)
     }
-    q.simulated_step(h, x, out)
-}
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn twin_step_avx2(q: &QuantizedRecurrence, h: &[i32], x: &[i32], out: &mut [i32]) {
-    q.simulated_step(h, x, out)
-}
-
-/// `sum_j (c_j step) (v_j unit)` in `f64`, in eight interleaved partial sums. Every
-/// product and partial sum is a multiple of `step unit` far below 2^53 of it, so each is
-/// exact and the order of summation cannot change the result; eight independent sums
-/// let the loop vectorise (one serial sum would wait on every addition).
-#[inline(always)]
-fn exact_dot(codes: &[i8], step: f64, values: &[i32], unit: f64) -> f64 {
-    let mut sums = [0.0f64; 8];
-    let (codes8, values8) = (codes.chunks_exact(8), values.chunks_exact(8));
-    let (codes_rest, values_rest) = (codes8.remainder(), values8.remainder());
-    for (c, v) in codes8.zip(values8) {
-        for k in 0..8 {
-            sums[k] += (c[k] as f64 * step) * (v[k] as f64 * unit);
+    #[inline(always)]
+    fn step_any(&self, h: &[i32], x: &[i32], out: &mut [i32], values: &mut Vec<f64>) {
+        let q = self.q;
+        let (n, d) = (q.hidden, q.input);
+        let int = q.as_int();
+        let ((lo, hi), block) = (int.hidden_range(), int.w_block());
+        // Multiplying by `per_h_unit` is dividing by `h_unit`, exactly (powers of two).
+        let per_h_unit = 2f64.powi(q.hidden_frac);
+        let (h_unit, x_unit) = (2f64.powi(-q.hidden_frac), 2f64.powi(-q.input_frac));
+        values.clear();
+        values.extend(h[..n].iter().map(|&v| v as f64 * h_unit));
+        values.extend(x[..d].iter().map(|&v| v as f64 * x_unit));
+        // The pre-activations, then the codes, each a loop of its own that vectorises.
+        values.resize(2 * n + d, 0.0);
+        let (state, z) = values.split_at_mut(n + d);
+        let (h, x) = state.split_at(n);
+        // Block by block: its rows of q(W) read only its units of h.
+        let blocks = z.chunks_exact_mut(block).zip(h.chunks_exact(block));
+        let weights = self
+            .w
+            .chunks_exact(block * block)
+            .zip(self.u.chunks_exact(block * d));
+        for (((z, h_block), (w, u)), bias) in blocks.zip(weights).zip(self.bias.chunks_exact(block))
+        {
+            let rows = w.chunks_exact(block).zip(u.chunks_exact(d)).zip(bias);
+            for (z_i, ((w_row, u_row), &b)) in z.iter_mut().zip(rows) {
+                *z_i = exact_dot(w_row, h_block) + exact_dot(u_row, x) + b;
+            }
+        }
+        let (lo, hi) = (lo as f64, hi as f64);
+        let codes = z.iter().map(|&z_i| (z_i * per_h_unit + 0.5).floor());
+        match q.activation {
+            IntActivation::Relu => {
+                for (out_i, code) in out.iter_mut().zip(codes) {
+                    *out_i = code.max(0.0).clamp(lo, hi) as i32;
+                }
+            }
+            // sign(code) (|code| + bm)^+, sign(0) = 0 as in the engine (f64::signum would
+            // give 1 for +0).
+            IntActivation::Modrelu => {
+                for ((out_i, code), &bm) in out.iter_mut().zip(codes).zip(&q.bias_mod) {
+                    let sign = f64::from(u8::from(code > 0.0)) - f64::from(u8::from(code < 0.0));
+                    *out_i = (sign * (code.abs() + bm as f64).max(0.0)).clamp(lo, hi) as i32;
+                }
+            }
         }
     }
-    for (&c, &v) in codes_rest.iter().zip(values_rest) {
-        sums[0] += (c as f64 * step) * (v as f64 * unit);
+}
+
+/// `sum_j w_j v_j` in `f64`, in eight interleaved partial sums. Every product (a code times
+/// its step times a code times its unit) and partial sum is a multiple of `step unit` far
+/// below 2^53 of it, so each is exact and the order of summation cannot change the result;
+/// eight independent sums let the loop vectorise (one serial sum would wait on every
+/// addition).
+#[inline(always)]
+fn exact_dot(w: &[f64], values: &[f64]) -> f64 {
+    let mut sums = [0.0f64; 8];
+    let (w8, values8) = (w.chunks_exact(8), values.chunks_exact(8));
+    let (w_rest, values_rest) = (w8.remainder(), values8.remainder());
+    for (c, v) in w8.zip(values8) {
+        for k in 0..8 {
+            sums[k] += c[k] * v[k];
+        }
+    }
+    for (&c, &v) in w_rest.iter().zip(values_rest) {
+        sums[0] += c * v;
     }
     sums.iter().sum()
 }
