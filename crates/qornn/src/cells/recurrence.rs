@@ -206,8 +206,9 @@ fn register_block(block: usize) -> Option<usize> {
     (matches!(block, 8 | 16) && std::arch::is_x86_feature_detected!("avx2")).then_some(block)
 }
 
-/// The 8 or 16 values at `from` transformed in registers (`fwht`'s stages, the same sums
-/// and differences): `(low, high)`, `high` unused for 8.
+/// The 8 values of `v` (`width` 8) or the 16 of `v` then `w` (`width` 16) transformed in
+/// registers (`fwht`'s stages, the same sums and differences): `(low, high)`, `high`
+/// unused for 8.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -238,6 +239,7 @@ unsafe fn add_scaled_fwht_f32_avx2(
     use std::arch::x86_64::*;
     let n = row_scale.len();
     assert!(z.len() == h.len() && n.is_multiple_of(width) && h.len().is_multiple_of(n));
+    assert!(transformed.as_ref().is_none_or(|t| t.len() >= h.len()));
     for i in (0..h.len()).step_by(width) {
         let (h, z, s) = (
             h.as_ptr().add(i),

@@ -35,7 +35,7 @@ impl<'a> Twin<'a> {
         let bias_unit = 2f64.powi(-(q.shift as i32 + q.hidden_frac));
         let mut w = Vec::with_capacity(n * block);
         for i in 0..n {
-            // Powers of two: `M_i 2^-S` is exact, the power taken once a step.
+            // `M_i 2^-S`, exact: a mantissa times a power of two.
             let step = q.w_step.mantissa(i) as f64 * w_unit;
             let start = i / block * block;
             let row = &q.w_codes[i * n + start..i * n + start + block];
@@ -49,7 +49,7 @@ impl<'a> Twin<'a> {
     }
 
     /// One step: `h` and `x` codes in, the next hidden codes in `out`; `values` is
-    /// scratch (the dequantized state and input).
+    /// scratch (the dequantized state and input, then the pre-activations).
     pub fn step(&self, h: &[i32], x: &[i32], out: &mut [i32], values: &mut Vec<f64>) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
