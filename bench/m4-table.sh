@@ -1,42 +1,71 @@
 #!/usr/bin/env bash
-# docs/results/microcontroller.md's Cortex-M4 table: for the copy and pMNIST models at 4, 6 and 8 weight bits,
-# quantize (weight PTQ of a full-precision run, activations at A = 12), export for C, check
-# the trace on QEMU's mps2-an386, and print flash, RAM (arm-none-eabi-size of the trace
-# check) and Cortex-M4 instructions per recurrence step (QEMU, one instruction per
-# translation block, executions counted). Needs the run folders named below and MNIST.
-#   bench/m4-table.sh COPY_RUN PMNIST_RUN DATA_DIR
+# The Cortex-M4 table of docs/results/microcontroller.md: for each shape below, a model of
+# that shape trained 10 steps (the sizes depend on the shape and the widths only, the
+# instruction counts on them and, by a few per cent, on the values: modReLU's zeros, the
+# rescaling's 32-bit path where a sum fits), quantized with its activations at A = 12,
+# exported for C, its trace checked on QEMU's mps2-an386, its flash and RAM from
+# arm-none-eabi-size and its Cortex-M4 instructions per step and per multiply-add from
+# QEMU (`make -C c steps-m4`). Prints the table (markdown) on stdout.
+#   bench/m4-table.sh DATA_DIR      (MNIST, for the pMNIST shapes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 qornn=${QORNN:-target/release/qornn}
-copy_run=$1 pmnist_run=$2 data=$3
-out=${OUT:-runs/m4}
+data=$1
+out=${OUT:-runs/m4-table}
+rm -rf "$out"
 mkdir -p "$out"
-echo "| model | W, U bits | n | library code (bytes) | model arrays, flash (bytes) | state, RAM (bytes) | program flash / RAM (bytes) | instructions per step | trace on the M4 |"
-echo "|---|---|---|---|---|---|---|---|---|"
-for spec in "copy:$copy_run" "pmnist:$pmnist_run"; do
-    name=${spec%%:*} run=${spec#*:}
-    for bits in 4 6 8; do
-        dir="$out/$name-${bits}b"
-        "$qornn" quantize --run "$run" --bits "$bits" --act-bits 12 --calib 256 \
-            --output "$dir.qornn" > "$dir.quantize.json" 2>/dev/null
-        "$qornn" export --model "$dir.qornn" --c "$dir" --data-dir "$data" 2>/dev/null
-        verdict=$(make -s -C c check-m4 MODEL="$PWD/$dir" 2>&1 | grep '^qornn check' || true)
-        sizes=$(make -s -C c size-m4 MODEL="$PWD/$dir")
-        # The library object's text; the model's arrays and the state in the 1-step program.
-        library=$(echo "$sizes" | awk '/qornn-m4.o/ {print $1}')
-        read -r text data_bytes bss _ < <(echo "$sizes" | awk '/steps-1.elf/ {print $1, $2, $3}')
-        model_bytes=0 state_bytes=0
-        while read -r _ size _ symbol; do
-            case $symbol in
-                qornn_w_packed|qornn_u_packed|qornn_w_row_mantissas|qornn_u_row_mantissas|\
-                qornn_bias|qornn_bias_mod|qornn_readout_weight|\
-                qornn_readout_codes|qornn_readout_bias|qornn_exported_model)
-                    model_bytes=$((model_bytes + 16#$size)) ;;
-                state_buffer) state_bytes=$((16#$size)) ;;
-            esac
-        done < <(echo "$sizes" | grep -E '^[0-9a-f]{8} [0-9a-f]{8} ')
-        steps=$(make -s -C c steps-m4 MODEL="$PWD/$dir" | sed -n 's/instructions per step: \([0-9]*\).*/\1/p')
-        hidden=$(sed -n 's/#define QORNN_HIDDEN //p' "$dir/qornn_model.h")
-        echo "| $name | $bits | $hidden | $library | $model_bytes | $state_bytes | $((text + data_bytes)) / $((data_bytes + bss)) | $steps | ${verdict#qornn check: } |"
-    done
+
+echo "| task shape | recurrence | n | W, U bits | A | V bits | library code (bytes) | model arrays, flash (bytes) | state, RAM (bytes) | program flash / RAM (bytes) | instructions per step | per unit | per multiply-add | trace on the M4 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+rows=0
+# row NAME RECURRENCE V_BITS TRAIN_FLAGS...: one row of the table.
+row() {
+    local name=$1 recurrence=$2 readout_bits=$3
+    shift 3
+    rows=$((rows + 1))
+    local run=$out/$rows-$name
+    "$qornn" train "$@" --steps 10 --eval-every 10 --eval-sequences 32 --batch 16 \
+        --threads 1 --out "$run" > /dev/null
+    "$qornn" quantize --run "$run" --act-bits 12 --readout-bits "$readout_bits" --calib 32 \
+        > "$run/quantize.json"
+    "$qornn" export --model "$run/model.qornn" --c "$run/c" --data-dir "$data" > /dev/null
+    local c_model verdict sizes library text data_bytes bss steps per_mac
+    c_model=$(cd "$run/c" && pwd)
+    verdict=$(make -s -C c check-m4 MODEL="$c_model" 2>&1 | grep '^qornn check' || true)
+    sizes=$(make -s -C c size-m4 MODEL="$c_model")
+    # The library object's text; the model's arrays and the state in the 1-step program.
+    library=$(echo "$sizes" | awk '/qornn-m4.o/ {print $1}')
+    read -r text data_bytes bss < <(echo "$sizes" | awk '/steps-1.elf/ {print $1, $2, $3}')
+    # The model's arrays: those `qornn export --c` writes into qornn_model.h.
+    local model_bytes=0 state_bytes=0 symbol size
+    while read -r _ size _ symbol; do
+        case $symbol in
+            qornn_w_packed | qornn_u_packed | qornn_w_row_mantissas | qornn_u_row_mantissas | \
+                qornn_bias | qornn_bias_mod | qornn_readout_weight | qornn_readout_packed | \
+                qornn_readout_bias | qornn_exported_model)
+                model_bytes=$((model_bytes + 16#$size)) ;;
+            state_buffer) state_bytes=$((16#$size)) ;;
+        esac
+    done < <(echo "$sizes" | grep -E '^[0-9a-f]{8} [0-9a-f]{8} ')
+    steps=$(make -s -C c steps-m4 MODEL="$c_model")
+    per_mac=$(echo "$steps" | sed -n 's/instructions per multiply-add: \([0-9.]*\).*/\1/p')
+    steps=$(echo "$steps" | sed -n 's/instructions per step: \([0-9]*\).*/\1/p')
+    # A Hadamard W multiplies nothing: per multiply-add would count U's alone.
+    [[ $recurrence == hadamard* ]] && per_mac=-
+    local define hidden w_bits u_bits
+    define() { sed -n "s/#define QORNN_$1 //p" "$run/c/qornn_model.h"; }
+    hidden=$(define HIDDEN) w_bits=$(define W_BITS) u_bits=$(define U_BITS)
+    echo "| $name | $recurrence | $hidden | $w_bits, $u_bits | 12 | $readout_bits | $library | $model_bytes | $state_bytes | $((text + data_bytes)) / $((data_bytes + bss)) | $steps | $((steps / hidden)) | ${per_mac:--} | ${verdict#qornn check: } |"
+}
+
+for bits in 4 6 8; do
+    row copy dense 8 --hidden 128 --bits "$bits" --act modrelu
 done
+row copy hadamard 8 --model hadamrnn --hidden 128 --bits 4 --act modrelu
+row copy rotations 8 --model qornn-rotations --hidden 128 --bits 4 --act modrelu
+for bits in 4 8; do
+    # ReLU: the 4-bit dense modReLU model explodes over 784 steps within its first steps.
+    row pmnist dense 8 --task pmnist --data-dir "$data" --hidden 170 --bits "$bits" --act relu
+done
+row pmnist "hadamard, blocks of 16" 4 --task pmnist --data-dir "$data" --model block-hadamrnn \
+    --block 16 --hidden 512 --bits 4 --act modrelu --optimizer adam

@@ -256,18 +256,23 @@ static uint32_t load_word(const uint8_t *p) {
 #endif
 }
 
-/* Whether the paired kernel runs W: dense codes of 8 bits (rows of whole words: n a
- * multiple of 4) or 4 bits (n a multiple of 8), hidden codes within int16. */
+/* Whether the paired kernel runs W: dense codes of 8 bits, or of 4 bits with n even (every
+ * row then starts on a byte), hidden codes within int16. A row's whole words of codes go
+ * through the pairs; the codes after its last whole word (n mod 4 bytes, n mod 8 nibbles)
+ * are taken one at a time. */
 static int paired(const qornn_model *m) {
     int fits = m->modrelu || m->act_bits <= 15;
     return m->recurrence == QORNN_DENSE && fits &&
-           ((m->w_bits == 8 && m->hidden % 4 == 0) || (m->w_bits == 4 && m->hidden % 8 == 0));
+           (m->w_bits == 8 || (m->w_bits == 4 && m->hidden % 2 == 0));
 }
+
+/* Codes per 32-bit word of a paired row (8 or 4 bits). */
+static int32_t codes_per_word(const qornn_model *m) { return m->w_bits == 8 ? 4 : 8; }
 
 /* H in the order the split of a word gives: 8-bit codes, per 4 units (h0, h2), (h1, h3);
  * 4-bit codes, per 8 units (h0, h4), (h2, h6), (h1, h5), (h3, h7). */
 static void pair_hidden(const qornn_model *m, const int32_t *h, uint32_t *pairs) {
-    int32_t g, n = m->hidden;
+    int32_t g, n = m->hidden - m->hidden % codes_per_word(m);
     if (m->w_bits == 8) {
         for (g = 0; g < n; g += 4) {
             *pairs++ = pair16(h[g], h[g + 2]);
@@ -287,7 +292,7 @@ static void pair_hidden(const qornn_model *m, const int32_t *h, uint32_t *pairs)
  * or 16 times a 4-bit code is at most 2^7, |H| <= 2^15), so 256 of them sum exactly in
  * int32 before the chunk is widened. */
 static int64_t paired_row(const qornn_model *m, int32_t i, const uint32_t *pairs) {
-    int32_t n = m->hidden, words = m->w_bits * n / 32, start, w;
+    int32_t n = m->hidden, words = n / codes_per_word(m), start, w;
     const uint8_t *row = m->w_packed + (size_t)i * (size_t)n * (size_t)m->w_bits / 8;
     int64_t total = 0;
     if (m->w_bits == 8) {
@@ -366,9 +371,15 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
                 finish(m, i + 1, b * h0 + a * h1, all ? u_sums[i + 1] : input_sum(m, i + 1, x));
         }
     } else if (paired(m)) {
+        /* The codes after a row's last whole word, one at a time. */
+        int32_t done = n - n % codes_per_word(m);
         pair_hidden(m, h, state->pairs);
-        for (i = 0; i < n; i++)
-            next[i] = finish(m, i, paired_row(m, i, state->pairs), input_sum(m, i, x));
+        for (i = 0; i < n; i++) {
+            int64_t acc_w = paired_row(m, i, state->pairs);
+            if (done < n)
+                acc_w += packed_dot(m->w_packed, m->w_bits, i * n + done, n - done, h + done);
+            next[i] = finish(m, i, acc_w, input_sum(m, i, x));
+        }
     } else {
         for (i = 0; i < n; i++) {
             int64_t acc_w = packed_dot(m->w_packed, m->w_bits, i * n, n, h);

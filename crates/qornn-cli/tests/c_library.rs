@@ -15,7 +15,7 @@ fn c_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../c")
 }
 
-/// Trains a small copy model with `extra` settings, quantizes it (with `quantize` flags)
+/// Trains a small copy model (32 units unless `extra` says) with `extra` settings, quantizes it (with `quantize` flags)
 /// and exports it for C into `dir/c`.
 fn exported(dir: &Path, extra: &[&str], quantize: &[&str]) -> PathBuf {
     let run = dir.join("run");
@@ -23,8 +23,6 @@ fn exported(dir: &Path, extra: &[&str], quantize: &[&str]) -> PathBuf {
         "train",
         "--delay",
         "10",
-        "--hidden",
-        "32",
         "--batch",
         "16",
         "--eval-sequences",
@@ -43,6 +41,9 @@ fn exported(dir: &Path, extra: &[&str], quantize: &[&str]) -> PathBuf {
     ];
     let run_text = run.to_string_lossy().into_owned();
     args.push(&run_text);
+    if !extra.contains(&"--hidden") {
+        args.extend(["--hidden", "32"]);
+    }
     args.extend(extra);
     let trained = qornn(&args);
     assert!(trained.status.success(), "{}", text(&trained));
@@ -89,6 +90,16 @@ fn make_standalone(target: &str, args: &[&str]) -> Output {
         .expect("make runs")
 }
 
+/// A `#define QORNN_<NAME>` of the exported model's header.
+fn define(model: &Path, name: &str) -> u64 {
+    let header = std::fs::read_to_string(model.join("qornn_model.h")).unwrap();
+    let prefix = format!("#define QORNN_{name} ");
+    header
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in the exported header"))
+}
+
 /// Changes the first hidden code of the trace: a check that still passed would prove
 /// nothing.
 fn corrupt_trace(model: &Path) {
@@ -104,7 +115,7 @@ fn corrupt_trace(model: &Path) {
     let _ = std::fs::remove_dir_all(model.join("build"));
 }
 
-const MODELS: [(&str, &[&str], &[&str]); 9] = [
+const MODELS: [(&str, &[&str], &[&str]); 11] = [
     ("relu-6b", &["--bits", "6"], &["--act-bits", "8"]),
     // 8-bit codes: the paired (SXTB16 + SMLAD) kernel, as 4-bit ones below.
     (
@@ -157,6 +168,18 @@ const MODELS: [(&str, &[&str], &[&str]); 9] = [
         "per-row",
         &["--bits", "4", "--granularity", "per-row"],
         &["--act-bits", "10"],
+    ),
+    // Rows that end inside a word: the paired kernel's whole words, then 2 bytes (8-bit
+    // codes) and 6 nibbles (4-bit codes) one at a time.
+    (
+        "modrelu-8b-30-units",
+        &["--hidden", "30", "--bits", "8", "--act", "modrelu"],
+        &["--act-bits", "12"],
+    ),
+    (
+        "modrelu-4b-30-units",
+        &["--hidden", "30", "--bits", "4", "--act", "modrelu"],
+        &["--act-bits", "12", "--readout-bits", "8"],
     ),
 ];
 
@@ -231,7 +254,9 @@ fn c_library_matches_traces_on_an_emulated_cortex_m4() {
     if let Err(why) = m4_tools() {
         panic!("{why}");
     }
-    for (name, train, quantize) in [MODELS[1], MODELS[2], MODELS[4], MODELS[6]] {
+    for (name, train, quantize) in [
+        MODELS[1], MODELS[2], MODELS[4], MODELS[6], MODELS[9], MODELS[10],
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let model = exported(dir.path(), train, quantize);
         let checked = make("check-m4", &model);
@@ -240,6 +265,30 @@ fn c_library_matches_traces_on_an_emulated_cortex_m4() {
         let size = make("size-m4", &model);
         assert!(size.status.success(), "{}", text(&size));
         assert!(text(&size).contains("check-m4.elf"));
+        // Instructions per step and per multiply-add: U x (n d), plus W h for a dense W
+        // (n^2) or the rotations (4 per pair: 2n); the Hadamard transform multiplies nothing.
+        let (n, d) = (define(&model, "HIDDEN"), define(&model, "INPUT"));
+        let multiply_adds = match name {
+            "block-hadamrnn" => n * d,
+            "rotations" => n * d + 2 * n,
+            _ => n * d + n * n,
+        };
+        let steps = make("steps-m4", &model);
+        let steps_text = text(&steps);
+        assert!(steps.status.success(), "{name}: {steps_text}");
+        let per_step: u64 = steps_text
+            .strip_prefix("instructions per step: ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0);
+        assert!(per_step > multiply_adds, "{name}: {steps_text}");
+        assert!(
+            steps_text.contains(&format!(
+                "instructions per multiply-add: {:.2} ({multiply_adds} multiply-adds per step)",
+                per_step as f64 / multiply_adds as f64
+            )),
+            "{name}: {steps_text}"
+        );
         corrupt_trace(&model);
         let failed = make("check-m4", &model);
         assert!(

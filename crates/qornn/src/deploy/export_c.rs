@@ -56,7 +56,17 @@ pub fn model_header(model: &IntegerModel) -> String {
         "#if QORNN_VERSION != {VERSION}\n#error \"this model was written for the qornn C library of \
          format version {VERSION}\"\n#endif\n"
     );
-    let defines: [(&str, usize); 7] = [
+    // The multiplications of one step (`make -C c steps-m4` divides by them): U x for every
+    // recurrence, plus W h for a dense W (n^2) or the 2 x 2 rotations (4 per pair, 2n); the
+    // Hadamard transform adds and subtracts only.
+    let recurrent_products = if q.hadamard_block.is_some() {
+        0
+    } else if q.rotations {
+        2 * n
+    } else {
+        n * n
+    };
+    let defines: [(&str, usize); 8] = [
         ("HIDDEN", n),
         ("INPUT", d),
         ("OUTPUTS", c),
@@ -71,6 +81,7 @@ pub fn model_header(model: &IntegerModel) -> String {
         ("U_BITS", q.weight_bits as usize),
         ("ACT_BITS", q.act_bits as usize),
         ("READOUT_BITS", readout_bits as usize),
+        ("STEP_MULTIPLY_ADDS", n * d + recurrent_products),
     ];
     for (name, value) in defines {
         let _ = writeln!(s, "#define QORNN_{name} {value}");
