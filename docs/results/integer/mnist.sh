@@ -231,5 +231,9 @@ fine_tune smnist-block-hadamrnn-4b-a12-f8-30ep-a8-f4-frozen smnist 8 \
 # The literature's budget, 100 epochs (lr x 0.98 per epoch), trained at A = 12 with the
 # +-4 recipe's step and V at 4 bits from the start; two threads.
 config_row pmnist-block-hadamrnn-4b-a12-100ep 2
+# Its A = 8 version: three epochs with W held (lr x 0.5 per epoch), as the 10-epoch rows.
+qat_epochs=3
+fine_tune pmnist-block-hadamrnn-4b-a12-100ep-a8-f5-frozen-3ep pmnist 8 \
+    pmnist-block-hadamrnn-4b-a12-100ep --act-hidden-frac 5 --freeze-recurrent-at 0 --lr-gamma 0.5
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"
