@@ -44,7 +44,8 @@ sequence's length, and the rows whose steps are several times smaller than the l
 kept only 9 bits, enough to drift the state by a factor of e over a thousand steps; W's
 rows now have 16-bit mantissas for block rotations (`docs/format.md`). Instructions per step
 are Cortex-M4 instructions counted by QEMU (`make -C c steps-m4`), the difference between a
-2-step and a 1-step program. How the recipe was chosen (held against learned steps, when to
+2-step and a 1-step program, with the C library of the commit that made each row (the
+current library's, shape by shape, are in [microcontroller.md](microcontroller.md)). How the recipe was chosen (held against learned steps, when to
 start) and the integer results of the earlier, post-training-quantized models are in
 [integer-notes.md](integer-notes.md).
 

@@ -149,24 +149,38 @@ static int64_t rescale(int64_t acc, int32_t mantissa, int64_t align) {
     return acc * scale;
 }
 
+/* What `finish` needs that is the same for every unit of a model: taken once a step. */
+typedef struct {
+    int64_t w_align, u_align;
+    int64_t half;   /* 2^(S - 1), rounding half up before the shift by S (0 when S = 0) */
+    int64_t lo, hi; /* the activation's codes: [-2^(A-1), 2^(A-1) - 1] or [0, 2^A - 1] */
+} unit_rules;
+
+static unit_rules rules_of(const qornn_model *m) {
+    unit_rules r;
+    r.w_align = w_align(m);
+    r.u_align = u_align(m);
+    r.half = m->shift == 0 ? 0 : (int64_t)1 << (m->shift - 1);
+    r.lo = m->modrelu ? -((int64_t)1 << (m->act_bits - 1)) : 0;
+    r.hi = m->modrelu ? ((int64_t)1 << (m->act_bits - 1)) - 1 : ((int64_t)1 << m->act_bits) - 1;
+    return r;
+}
+
 /* Rescale, add the bias, round half up, activate and saturate unit i (qornn.h). */
-static int32_t finish(const qornn_model *m, int32_t i, int64_t acc_w, int64_t acc_u) {
-    int64_t num = rescale(acc_w, w_mantissa(m, i), w_align(m)) +
-                  rescale(acc_u, u_mantissa(m, i), u_align(m)) + bias_of(m, i);
-    int64_t z = m->shift == 0 ? num : floor_shift(num + ((int64_t)1 << (m->shift - 1)), m->shift);
-    int64_t a, lo, hi;
+static int32_t finish(const qornn_model *m, const unit_rules *r, int32_t i, int64_t acc_w,
+                      int64_t acc_u) {
+    int64_t num = rescale(acc_w, w_mantissa(m, i), r->w_align) +
+                  rescale(acc_u, u_mantissa(m, i), r->u_align) + bias_of(m, i);
+    int64_t z = m->shift == 0 ? num : floor_shift(num + r->half, m->shift);
+    int64_t a;
     if (m->modrelu) {
         int64_t mag = (z < 0 ? -z : z) + m->bias_mod[i];
         if (mag < 0) mag = 0;
         a = z > 0 ? mag : (z < 0 ? -mag : 0);
-        lo = -((int64_t)1 << (m->act_bits - 1));
-        hi = ((int64_t)1 << (m->act_bits - 1)) - 1;
     } else {
         a = z < 0 ? 0 : z;
-        lo = 0;
-        hi = ((int64_t)1 << m->act_bits) - 1;
     }
-    return (int32_t)(a < lo ? lo : (a > hi ? hi : a));
+    return (int32_t)(a < r->lo ? r->lo : (a > r->hi ? r->hi : a));
 }
 
 /* scratch = (I ⊗ H_m) h by an in-place fast Walsh-Hadamard transform per block: n log2(m)
@@ -347,6 +361,7 @@ static int input_sums(const qornn_model *m, const int32_t *x, int32_t *sums) {
 }
 
 void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
+    const unit_rules rules = rules_of(m);
     int32_t n = m->hidden, i;
     int32_t *h = state->h, *next = state->scratch;
     /* The structured forms leave the pairs buffer (n words) free for the input sums. */
@@ -357,7 +372,7 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
         for (i = 0; i < n; i++) {
             int32_t negative = (m->w_packed[i >> 3] >> (i & 7)) & 1;
             int64_t acc_w = negative ? -(int64_t)next[i] : (int64_t)next[i];
-            next[i] = finish(m, i, acc_w, all ? u_sums[i] : input_sum(m, i, x));
+            next[i] = finish(m, &rules, i, acc_w, all ? u_sums[i] : input_sum(m, i, x));
         }
     } else if (m->recurrence == QORNN_ROTATIONS) {
         int all = input_sums(m, x, u_sums);
@@ -366,9 +381,10 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
             int64_t a = packed_code(m->w_packed, m->w_bits, i);
             int64_t b = packed_code(m->w_packed, m->w_bits, i + 1);
             int64_t h0 = h[i], h1 = h[i + 1];
-            next[i] = finish(m, i, a * h0 - b * h1, all ? u_sums[i] : input_sum(m, i, x));
-            next[i + 1] =
-                finish(m, i + 1, b * h0 + a * h1, all ? u_sums[i + 1] : input_sum(m, i + 1, x));
+            next[i] =
+                finish(m, &rules, i, a * h0 - b * h1, all ? u_sums[i] : input_sum(m, i, x));
+            next[i + 1] = finish(m, &rules, i + 1, b * h0 + a * h1,
+                                 all ? u_sums[i + 1] : input_sum(m, i + 1, x));
         }
     } else if (paired(m)) {
         /* The codes after a row's last whole word, one at a time. */
@@ -378,12 +394,12 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
             int64_t acc_w = paired_row(m, i, state->pairs);
             if (done < n)
                 acc_w += packed_dot(m->w_packed, m->w_bits, i * n + done, n - done, h + done);
-            next[i] = finish(m, i, acc_w, input_sum(m, i, x));
+            next[i] = finish(m, &rules, i, acc_w, input_sum(m, i, x));
         }
     } else {
         for (i = 0; i < n; i++) {
             int64_t acc_w = packed_dot(m->w_packed, m->w_bits, i * n, n, h);
-            next[i] = finish(m, i, acc_w, input_sum(m, i, x));
+            next[i] = finish(m, &rules, i, acc_w, input_sum(m, i, x));
         }
     }
     state->h = next;
