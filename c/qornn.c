@@ -389,17 +389,20 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
     } else if (paired(m)) {
         /* The codes after a row's last whole word, one at a time. */
         int32_t done = n - n % codes_per_word(m);
+        /* The input sums first, into next: each unit reads its own before it writes it. */
+        int all = input_sums(m, x, next);
         pair_hidden(m, h, state->pairs);
         for (i = 0; i < n; i++) {
             int64_t acc_w = paired_row(m, i, state->pairs);
             if (done < n)
                 acc_w += packed_dot(m->w_packed, m->w_bits, i * n + done, n - done, h + done);
-            next[i] = finish(m, &rules, i, acc_w, input_sum(m, i, x));
+            next[i] = finish(m, &rules, i, acc_w, all ? next[i] : input_sum(m, i, x));
         }
     } else {
+        int all = input_sums(m, x, next);
         for (i = 0; i < n; i++) {
             int64_t acc_w = packed_dot(m->w_packed, m->w_bits, i * n, n, h);
-            next[i] = finish(m, &rules, i, acc_w, input_sum(m, i, x));
+            next[i] = finish(m, &rules, i, acc_w, all ? next[i] : input_sum(m, i, x));
         }
     }
     state->h = next;
