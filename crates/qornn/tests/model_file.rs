@@ -3,6 +3,7 @@
 
 use qornn::deploy::convert::{FloatRecurrence, QuantizedRecurrence};
 use qornn::deploy::model_file::{IntegerModel, QuantizedReadout};
+use qornn::deploy::twin::Twin;
 use qornn::head::Readout;
 use qornn::quant::RangeRule;
 use qornn_infer::format::{FormatError, ModelFile, TaskInfo};
@@ -303,12 +304,13 @@ fn hadamard_recurrences_store_signs_and_run_multiplier_free() {
         let (mut h_int, mut h_sim, mut h_unpacked) = (vec![0i32; n], vec![0i32; n], vec![0i32; n]);
         let (mut next_int, mut next_sim, mut next_unpacked) = (vec![0; n], vec![0; n], vec![0; n]);
         let mut x = vec![0i32; d];
+        let (twin, mut twin_values) = (Twin::new(&back.recurrence), Vec::new());
         for t in 0..20 {
             let xs = draw(&mut rng, d, 1.5);
             back.recurrence.quantize_input(&xs, &mut x);
             engine.step(&h_int, &x, &mut next_int);
             engine.step_unpacked(&w_codes, &u_codes, &h_unpacked, &x, &mut next_unpacked);
-            back.recurrence.simulated_step(&h_sim, &x, &mut next_sim);
+            twin.step(&h_sim, &x, &mut next_sim, &mut twin_values);
             assert_eq!(next_int, next_sim, "n {n} m {block} step {t}");
             assert_eq!(next_unpacked, next_sim, "n {n} m {block} step {t} unpacked");
             std::mem::swap(&mut h_int, &mut next_int);
@@ -452,10 +454,11 @@ fn per_row_steps_and_rotations_round_trip() {
         let (mut h_int, mut h_sim) = (vec![0i32; n], vec![0i32; n]);
         let (mut next_int, mut next_sim) = (vec![0; n], vec![0; n]);
         let mut x = vec![0i32; d];
+        let (twin, mut twin_values) = (Twin::new(&q), Vec::new());
         for t in 0..20 {
             q.quantize_input(&draw(&mut rng, d, 1.5), &mut x);
             engine.step(&h_int, &x, &mut next_int);
-            q.simulated_step(&h_sim, &x, &mut next_sim);
+            twin.step(&h_sim, &x, &mut next_sim, &mut twin_values);
             assert_eq!(next_int, next_sim, "step {t}");
             std::mem::swap(&mut h_int, &mut next_int);
             std::mem::swap(&mut h_sim, &mut next_sim);

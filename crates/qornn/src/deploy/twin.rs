@@ -5,13 +5,6 @@
 use super::convert::QuantizedRecurrence;
 use qornn_infer::IntActivation;
 
-impl QuantizedRecurrence {
-    /// The simulated twin of one step (see [`Twin`]).
-    pub fn simulated_step(&self, h: &[i32], x: &[i32], out: &mut [i32]) {
-        Twin::new(self).step(h, x, out, &mut Vec::new());
-    }
-}
-
 /// The simulated twin of a recurrence: the fake-quantized model in `f64`, dequantized
 /// weights `q(W) = W_c M 2^-S` (row i's step `M_i 2^-S`) and activations `h = H 2^-f_h`,
 /// re-quantized to codes at each step. The dequantized weights are computed once here
@@ -180,11 +173,12 @@ mod tests {
             let (mut h_int, mut h_sim) = (vec![0i32; n], vec![0i32; n]);
             let (mut next_int, mut next_sim) = (vec![0i32; n], vec![0i32; n]);
             let mut x = vec![0i32; d];
+            let (twin, mut twin_values) = (super::Twin::new(&model), Vec::new());
             for t in 0..10 {
                 model.quantize_input(&xs[t * d..(t + 1) * d], &mut x);
                 engine.step(&h_int, &x, &mut next_int);
                 engine.step_unpacked(&w_unpacked, &u_unpacked, &h_int, &x, &mut next_unpacked);
-                model.simulated_step(&h_sim, &x, &mut next_sim);
+                twin.step(&h_sim, &x, &mut next_sim, &mut twin_values);
                 prop_assert_eq!(&next_int, &next_sim, "step {}", t);
                 prop_assert_eq!(&next_unpacked, &next_int, "step {} unpacked", t);
                 std::mem::swap(&mut h_int, &mut next_int);
