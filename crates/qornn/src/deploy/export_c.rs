@@ -56,15 +56,15 @@ pub fn model_header(model: &IntegerModel) -> String {
         "#if QORNN_VERSION != {VERSION}\n#error \"this model was written for the qornn C library of \
          format version {VERSION}\"\n#endif\n"
     );
-    // The multiplications of one step (`make -C c steps-m4` divides by them): U x for every
-    // recurrence, plus W h for a dense W (n^2) or the 2 x 2 rotations (4 per pair, 2n); the
-    // Hadamard transform adds and subtracts only.
-    let recurrent_products = if q.hadamard_block.is_some() {
-        0
+    // The recurrence's kind, and the multiplications of W h in one step (`make -C c
+    // steps-m4` divides by them, with U x's n d): n^2 for a dense W, 4 per pair (2n) for
+    // the 2 x 2 rotations; the Hadamard transform adds and subtracts only.
+    let (recurrence, recurrent_products) = if q.hadamard_block.is_some() {
+        ("QORNN_HADAMARD", 0)
     } else if q.rotations {
-        2 * n
+        ("QORNN_ROTATIONS", 2 * n)
     } else {
-        n * n
+        ("QORNN_DENSE", n * n)
     };
     let defines: [(&str, usize); 8] = [
         ("HIDDEN", n),
@@ -136,13 +136,6 @@ pub fn model_header(model: &IntegerModel) -> String {
         "qornn_readout_bias",
         model.readout_bias.iter().map(float),
     );
-    let recurrence = if q.hadamard_block.is_some() {
-        "QORNN_HADAMARD"
-    } else if q.rotations {
-        "QORNN_ROTATIONS"
-    } else {
-        "QORNN_DENSE"
-    };
     let scale = |(mantissa, shift): (i32, u32)| format!("{{{mantissa}, {shift}}}");
     let fields: Vec<(&str, String)> = vec![
         ("version", "QORNN_VERSION".into()),
