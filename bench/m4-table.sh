@@ -5,11 +5,13 @@
 # rescaling's 32-bit path where a sum fits), quantized with its activations at A = 12,
 # exported for C, its trace checked on QEMU's mps2-an386, its flash and RAM from
 # arm-none-eabi-size and its Cortex-M4 instructions per step and per multiply-add from
-# QEMU (`make -C c steps-m4`). Prints the table (markdown) on stdout.
+# QEMU (`check_on_m4` of docs/results/integer/m4.sh, then `make -C c size-m4`). Stops at a
+# trace that fails. Prints the table (markdown) on stdout.
 #   bench/m4-table.sh DATA_DIR      (MNIST, for the pMNIST shapes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 qornn=${QORNN:-target/release/qornn}
+source docs/results/integer/m4.sh
 data=$1
 out=${OUT:-runs/m4-table}
 rm -rf "$out"
@@ -28,10 +30,12 @@ row() {
         --threads 1 --out "$run" > /dev/null
     "$qornn" quantize --run "$run" --act-bits 12 --readout-bits "$readout_bits" --calib 32 \
         > "$run/quantize.json"
-    "$qornn" export --model "$run/model.qornn" --c "$run/c" --data-dir "$data" > /dev/null
+    check_on_m4 "$run" "$run/model.qornn" --data-dir "$data" > /dev/null
     local c_model verdict sizes library text data_bytes bss steps per_mac
+    verdict=$(sed -n 's/^qornn check: //p' "$run/check-m4.txt")
+    steps=$(sed -n 's/^instructions per step: \([0-9]*\).*/\1/p' "$run/check-m4.txt")
+    per_mac=$(sed -n 's/^instructions per multiply-add: \([0-9.]*\).*/\1/p' "$run/check-m4.txt")
     c_model=$(cd "$run/c" && pwd)
-    verdict=$(make -s -C c check-m4 MODEL="$c_model" 2>&1 | grep '^qornn check' || true)
     sizes=$(make -s -C c size-m4 MODEL="$c_model")
     # The library object's text; the model's arrays and the state in the 1-step program.
     library=$(echo "$sizes" | awk '/qornn-m4.o/ {print $1}')
@@ -47,15 +51,12 @@ row() {
             state_buffer) state_bytes=$((16#$size)) ;;
         esac
     done < <(echo "$sizes" | grep -E '^[0-9a-f]{8} [0-9a-f]{8} ')
-    steps=$(make -s -C c steps-m4 MODEL="$c_model")
-    per_mac=$(echo "$steps" | sed -n 's/instructions per multiply-add: \([0-9.]*\).*/\1/p')
-    steps=$(echo "$steps" | sed -n 's/instructions per step: \([0-9]*\).*/\1/p')
     # A Hadamard W multiplies nothing: per multiply-add would count U's alone.
     [[ $recurrence == hadamard* ]] && per_mac=-
-    local define hidden w_bits u_bits
+    local hidden w_bits u_bits
     define() { sed -n "s/#define QORNN_$1 //p" "$run/c/qornn_model.h"; }
     hidden=$(define HIDDEN) w_bits=$(define W_BITS) u_bits=$(define U_BITS)
-    echo "| $name | $recurrence | $hidden | $w_bits, $u_bits | 12 | $readout_bits | $library | $model_bytes | $state_bytes | $((text + data_bytes)) / $((data_bytes + bss)) | $steps | $((steps / hidden)) | ${per_mac:--} | ${verdict#qornn check: } |"
+    echo "| $name | $recurrence | $hidden | $w_bits, $u_bits | 12 | $readout_bits | $library | $model_bytes | $state_bytes | $((text + data_bytes)) / $((data_bytes + bss)) | $steps | $((steps / hidden)) | ${per_mac:--} | $verdict |"
 }
 
 for bits in 4 6 8; do
