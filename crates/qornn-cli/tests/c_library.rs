@@ -15,8 +15,8 @@ fn c_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../c")
 }
 
-/// Trains a small copy model (32 units unless `extra` says) with `extra` settings, quantizes it (with `quantize` flags)
-/// and exports it for C into `dir/c`.
+/// Trains a small copy model (32 units unless `extra` says) with `extra` settings,
+/// quantizes it (with `quantize` flags) and exports it for C into `dir/c`.
 fn exported(dir: &Path, extra: &[&str], quantize: &[&str]) -> PathBuf {
     let run = dir.join("run");
     let mut args = vec![

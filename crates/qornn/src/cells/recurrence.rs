@@ -483,9 +483,10 @@ mod tests {
     }
 
     /// A Hadamard `W`'s projection (`z += row_scale * H h`, the transformed rows kept or
-    /// not, as `project` adds it to `x U^T`) and carry (`H (row_scale * dz)`), dispatched (the f32 register kernels for
-    /// blocks of 8 and 16 where the CPU has AVX2), equal the portable arithmetic bit for
-    /// bit: the transform, then each product rounded, then each sum.
+    /// not, as `project` adds it to `x U^T`) and carry (`H (row_scale * dz)`), dispatched
+    /// (the f32 register kernels for blocks of 8 and 16 where the CPU has AVX2), equal the
+    /// portable arithmetic bit for bit: the transform, then each product rounded, then each
+    /// sum.
     #[test]
     fn hadamard_projection_and_carry_are_the_portable_arithmetic_exactly() {
         #[cfg(target_arch = "x86_64")]
