@@ -80,6 +80,12 @@ impl<T: Real> Head<T> {
         &self.logits
     }
 
+    /// The logits of the last `forward` and the gradient `backward` will use, for a loss
+    /// computed elsewhere (distillation) to replace `forward`'s.
+    pub fn logits_and_gradient(&mut self) -> (&[T], &mut [T]) {
+        (&self.logits, &mut self.dlogits)
+    }
+
     /// Logits from the hidden states `outputs: (T, B, n)`; returns the mean loss and
     /// leaves `dL/dlogits` ready for `backward`.
     pub fn forward(

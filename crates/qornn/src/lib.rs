@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod deploy;
+pub mod distill;
 pub mod error;
 pub mod evaluate;
 pub mod head;

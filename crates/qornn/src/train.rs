@@ -4,6 +4,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
+use crate::distill::{distillation_loss, Teacher};
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, Workspaces};
 use crate::linalg::{extreme_singular_values, orthogonality_defect};
@@ -13,6 +14,7 @@ use crate::parametrisation::StepContext;
 use crate::params::{Kind, Tensor};
 use crate::quant::activation::{self, ActRange};
 use crate::tasks::{rng_for, Batch, Task};
+use crate::Targets;
 use faer::Par;
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroUsize;
@@ -135,6 +137,8 @@ pub struct Trainer {
     /// evaluation (a checkpoint is written at each, so a resumed run starts from the right
     /// one).
     recurrent_at_last_eval: Option<Vec<f32>>,
+    /// `teacher`: the model distilled from.
+    teacher: Option<Teacher>,
 }
 
 impl Trainer {
@@ -220,7 +224,12 @@ impl Trainer {
             Some(per_epoch) => (config.epochs * per_epoch, per_epoch),
             None => (config.steps, config.eval_every),
         };
+        let teacher = match &config.teacher {
+            Some(dir) => Some(Teacher::load(dir, &task)?),
+            None => None,
+        };
         Ok(Self {
+            teacher,
             validation: sets(false),
             test: sets(true),
             carried_state: task
@@ -289,7 +298,20 @@ impl Trainer {
             }
         }
         let t1 = Instant::now();
-        let loss = self.model.forward(ws, &batch, self.par);
+        let mut loss = self.model.forward(ws, &batch, self.par);
+        if let (Some(teacher), Targets::Classes(labels)) = (&mut self.teacher, &batch.targets) {
+            let classes = ws.head.classes;
+            let (logits, dlogits) = ws.head.logits_and_gradient();
+            loss = distillation_loss(
+                logits,
+                teacher.logits(&batch, self.par),
+                classes,
+                labels,
+                self.config.distill_weight,
+                self.config.distill_temperature,
+                dlogits,
+            );
+        }
         if !loss.is_finite() {
             return Err(self.diverged(format!("the loss is {loss}")));
         }

@@ -353,3 +353,51 @@ fn a_frozen_recurrent_parameter_stays_while_the_rest_trains() {
     let message = lstm.validate().unwrap_err().to_string();
     assert!(message.contains("freeze_recurrent_at"), "{message}");
 }
+
+/// `teacher` reaches the loss: a student started from its teacher's own best model, taught
+/// by it alone (distill_weight 1), starts at a zero loss (KL of a distribution with itself),
+/// where the labels' cross-entropy of that model is well above zero; a teacher of another
+/// task and a teacher for value targets are refused, naming `teacher`.
+#[test]
+fn a_student_started_from_its_teacher_has_nothing_to_learn_from_it() {
+    let config = Config {
+        steps: 40,
+        eval_every: 20,
+        ..small_copy("hadamrnn", 4)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    run::start(config.clone(), dir.path(), &mut ()).unwrap();
+    let first_loss = |distill_weight: f64| {
+        let student = Config {
+            init_from: Some(dir.path().to_path_buf()),
+            teacher: Some(dir.path().to_path_buf()),
+            distill_weight,
+            ..config.clone()
+        };
+        let mut trainer =
+            qornn::train::Trainer::new(student.clone(), student.task().unwrap()).unwrap();
+        trainer.train_step().unwrap().0
+    };
+    let (taught, labelled) = (first_loss(1.0), first_loss(0.0));
+    assert!(taught.abs() < 1e-5, "loss against itself {taught}");
+    assert!(labelled > 0.1, "the labels' cross-entropy {labelled}");
+    let mixed = first_loss(0.5);
+    assert!(
+        (mixed - 0.5 * labelled).abs() < 1e-4,
+        "{mixed} vs {labelled} / 2"
+    );
+
+    let other_task = Config {
+        task: "adding".parse().unwrap(),
+        teacher: Some(dir.path().to_path_buf()),
+        ..config.clone()
+    };
+    let err = other_task.validate().unwrap_err().to_string();
+    assert!(err.contains("teacher"), "{err}");
+    let adding = qornn::Task::Adding(qornn::tasks::AddingTask::new(50));
+    let err = qornn::distill::Teacher::load(dir.path(), &adding)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("teacher") && err.contains("copy"), "{err}");
+}

@@ -286,6 +286,16 @@ settings! {
     /// Start from the best model of this run folder (its tensors with the same names and
     /// shapes, e.g. a full-precision or 8-bit run of the same architecture).
     init_from: Option<PathBuf> = None,
+    /// Distil from the best model of this run folder (Hinton et al. 2015), trained on the
+    /// same task (any model): each batch's loss mixes the labels' cross-entropy with the
+    /// teacher's softened class probabilities, as distill_weight and distill_temperature
+    /// say. Classification tasks; unset: the labels alone.
+    teacher: Option<PathBuf> = None,
+    /// teacher: the weight a of the teacher's term, in [0, 1]: (1 - a) CE + a tau^2 KL.
+    distill_weight: f64 = 0.5,
+    /// teacher: the temperature tau (> 0) both models' logits are divided by in the
+    /// teacher's term.
+    distill_temperature: f64 = 2.0,
     /// Training steps.
     steps: u64 = 2000,
     /// Data sets: train this many epochs instead of steps, evaluating and checkpointing

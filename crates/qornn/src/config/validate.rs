@@ -175,6 +175,24 @@ impl Config {
                 "give --weights or --init-from, not both",
             ));
         }
+        if !(0.0..=1.0).contains(&self.distill_weight) {
+            return Err(Error::config(
+                "distill_weight",
+                format!("{} is outside [0, 1]", self.distill_weight),
+            ));
+        }
+        if !(self.distill_temperature > 0.0 && self.distill_temperature.is_finite()) {
+            return Err(Error::config(
+                "distill_temperature",
+                format!("{}: a temperature > 0", self.distill_temperature),
+            ));
+        }
+        if self.teacher.is_some() && self.task == TaskName::Adding {
+            return Err(Error::config(
+                "teacher",
+                "distillation needs class labels; the adding task's targets are values",
+            ));
+        }
         if self.schedule == ScheduleName::Step && self.lr_every == 0 {
             return Err(Error::config(
                 "lr_every",
