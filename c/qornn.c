@@ -224,7 +224,8 @@ static int64_t packed_dot(const uint8_t *packed, int32_t bits, int32_t first, in
 /* The paired kernel for a dense W of 8- or 4-bit codes (hidden codes that fit int16): each
  * 32-bit word of codes is split into two words of two 16-bit codes (SXTB16, with a
  * rotation for the odd bytes), and each multiplies a word of two hidden codes with one
- * SMLAD, two multiply-adds per instruction. The hidden codes are laid out once per step in
+ * SMLAD, two multiply-adds per instruction; rows go two at a time, so that each word of
+ * hidden pairs is loaded once for both. The hidden codes are laid out once per step in
  * the order the split gives (`pair_hidden`). 4-bit codes are split as 16 times their value
  * (a nibble moved to the top of its byte), and the sum divided by 16 at the end, exactly.
  * On a Cortex-M with the DSP extension (__ARM_FEATURE_DSP) these are the instructions
@@ -235,8 +236,11 @@ static int32_t smlad(uint32_t a, uint32_t b, int32_t acc) {
     return __smlad((int16x2_t)a, (int16x2_t)b, acc);
 }
 static uint32_t sxtb16(uint32_t x) { return (uint32_t)__sxtb16((int8x4_t)x); }
+/* SXTB16 with its operand rotated, one instruction (the compiler rotates first otherwise). */
 static uint32_t sxtb16_ror8(uint32_t x) {
-    return (uint32_t)__sxtb16((int8x4_t)(x >> 8 | x << 24));
+    uint32_t out;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(out) : "r"(x));
+    return out;
 }
 #else
 static int32_t lane(uint32_t x, int shift) {
@@ -302,38 +306,80 @@ static void pair_hidden(const qornn_model *m, const int32_t *h, uint32_t *pairs)
     }
 }
 
-/* Row i of W times H by the paired kernel. Each product is below 2^22 in magnitude (a code
- * or 16 times a 4-bit code is at most 2^7, |H| <= 2^15), so 256 of them sum exactly in
+/* Rows i and r of W times H by the paired kernel, into sums[0] and sums[1]: each word of
+ * hidden pairs is loaded once for both rows. Each product is below 2^22 in magnitude (a
+ * code or 16 times a 4-bit code is at most 2^7, |H| <= 2^15), so 256 of them sum exactly in
  * int32 before the chunk is widened. */
-static int64_t paired_row(const qornn_model *m, int32_t i, const uint32_t *pairs) {
+static void paired_rows(const qornn_model *m, int32_t i, int32_t r, const uint32_t *pairs,
+                        int64_t sums[2]) {
     int32_t n = m->hidden, words = n / codes_per_word(m), start, w;
-    const uint8_t *row = m->w_packed + (size_t)i * (size_t)n * (size_t)m->w_bits / 8;
-    int64_t total = 0;
+    size_t row_bytes = (size_t)n * (size_t)m->w_bits / 8;
+    const uint8_t *row_a = m->w_packed + (size_t)i * row_bytes;
+    const uint8_t *row_b = m->w_packed + (size_t)r * row_bytes;
+    sums[0] = sums[1] = 0;
     if (m->w_bits == 8) {
         for (start = 0; start < words; start += 64) {
-            int32_t end = words - start > 64 ? start + 64 : words, acc = 0;
-            for (w = start; w < end; w++) {
-                uint32_t codes = load_word(row + 4 * w);
-                acc = smlad(sxtb16(codes), pairs[2 * w], acc);
-                acc = smlad(sxtb16_ror8(codes), pairs[2 * w + 1], acc);
+            int32_t end = words - start > 64 ? start + 64 : words, acc_a = 0, acc_b = 0;
+            /* Two words a turn: one loop test per 16 multiply-adds. */
+            for (w = start; w + 2 <= end; w += 2) {
+                uint32_t a0 = load_word(row_a + 4 * w), b0 = load_word(row_b + 4 * w);
+                uint32_t a1 = load_word(row_a + 4 * w + 4), b1 = load_word(row_b + 4 * w + 4);
+                const uint32_t *p = pairs + 2 * w;
+                acc_a = smlad(sxtb16(a0), p[0], acc_a);
+                acc_b = smlad(sxtb16(b0), p[0], acc_b);
+                acc_a = smlad(sxtb16_ror8(a0), p[1], acc_a);
+                acc_b = smlad(sxtb16_ror8(b0), p[1], acc_b);
+                acc_a = smlad(sxtb16(a1), p[2], acc_a);
+                acc_b = smlad(sxtb16(b1), p[2], acc_b);
+                acc_a = smlad(sxtb16_ror8(a1), p[3], acc_a);
+                acc_b = smlad(sxtb16_ror8(b1), p[3], acc_b);
             }
-            total += acc;
+            if (w < end) {
+                uint32_t a = load_word(row_a + 4 * w), b = load_word(row_b + 4 * w);
+                acc_a = smlad(sxtb16(a), pairs[2 * w], acc_a);
+                acc_b = smlad(sxtb16(b), pairs[2 * w], acc_b);
+                acc_a = smlad(sxtb16_ror8(a), pairs[2 * w + 1], acc_a);
+                acc_b = smlad(sxtb16_ror8(b), pairs[2 * w + 1], acc_b);
+            }
+            sums[0] += acc_a;
+            sums[1] += acc_b;
         }
-        return total;
+        return;
     }
     for (start = 0; start < words; start += 32) {
-        int32_t end = words - start > 32 ? start + 32 : words, acc = 0;
+        int32_t end = words - start > 32 ? start + 32 : words, acc_a = 0, acc_b = 0;
         for (w = start; w < end; w++) {
-            uint32_t codes = load_word(row + 4 * w);
-            uint32_t even = (codes << 4) & 0xf0f0f0f0u, odd = codes & 0xf0f0f0f0u;
-            acc = smlad(sxtb16(even), pairs[4 * w], acc);
-            acc = smlad(sxtb16_ror8(even), pairs[4 * w + 1], acc);
-            acc = smlad(sxtb16(odd), pairs[4 * w + 2], acc);
-            acc = smlad(sxtb16_ror8(odd), pairs[4 * w + 3], acc);
+            uint32_t a = load_word(row_a + 4 * w), b = load_word(row_b + 4 * w);
+            const uint32_t *p = pairs + 4 * w;
+            uint32_t a_even = (a << 4) & 0xf0f0f0f0u, a_odd = a & 0xf0f0f0f0u;
+            uint32_t b_even = (b << 4) & 0xf0f0f0f0u, b_odd = b & 0xf0f0f0f0u;
+            acc_a = smlad(sxtb16(a_even), p[0], acc_a);
+            acc_b = smlad(sxtb16(b_even), p[0], acc_b);
+            acc_a = smlad(sxtb16_ror8(a_even), p[1], acc_a);
+            acc_b = smlad(sxtb16_ror8(b_even), p[1], acc_b);
+            acc_a = smlad(sxtb16(a_odd), p[2], acc_a);
+            acc_b = smlad(sxtb16(b_odd), p[2], acc_b);
+            acc_a = smlad(sxtb16_ror8(a_odd), p[3], acc_a);
+            acc_b = smlad(sxtb16_ror8(b_odd), p[3], acc_b);
         }
-        total += acc;
+        sums[0] += acc_a;
+        sums[1] += acc_b;
     }
-    return total / 16;
+    sums[0] /= 16;
+    sums[1] /= 16;
+}
+
+/* Codes done .. n - 1 of row i (fewer than a word's: 3 bytes or 7 nibbles at most) times
+ * H, for the paired kernel. */
+static int64_t row_tail(const qornn_model *m, int32_t i, int32_t done, const int32_t *h) {
+    int32_t n = m->hidden, j, first = i * n, acc = 0;
+    if (m->w_bits == 8) {
+        const int8_t *codes = (const int8_t *)(const void *)(m->w_packed + first);
+        for (j = done; j < n; j++) acc += (int32_t)codes[j] * h[j];
+    } else {
+        for (j = done; j < n; j++) acc += nibble_code(m->w_packed, first + j) * h[j];
+    }
+    return acc;
 }
 
 static int64_t input_sum(const qornn_model *m, int32_t i, const int32_t *x) {
@@ -349,7 +395,30 @@ static int input_sums(const qornn_model *m, const int32_t *x, int32_t *sums) {
     for (i = 0; i < n; i++) {
         int32_t acc = 0;
         if (m->u_bits == 4) {
-            for (j = 0; j < d; j++, k++) acc += nibble_code(m->u_packed, k) * x[j];
+            /* A row that starts on a high nibble takes it alone; then a byte (two codes) a
+             * turn, each nibble sign-extended as ((v & 15) ^ 8) - 8. */
+            j = 0;
+            if (k & 1) {
+                acc += nibble_code(m->u_packed, k) * x[0];
+                j = 1;
+                k++;
+            }
+            {
+                const uint8_t *bytes = m->u_packed + (k >> 1);
+                const int32_t *xj = x + j;
+                int32_t pairs = (d - j) / 2, p;
+                for (p = 0; p < pairs; p++) {
+                    uint32_t byte = bytes[p];
+                    acc += ((int32_t)((byte & 15u) ^ 8u) - 8) * xj[2 * p] +
+                           ((int32_t)((byte >> 4) ^ 8u) - 8) * xj[2 * p + 1];
+                }
+                j += 2 * pairs;
+                k += 2 * pairs;
+            }
+            if (j < d) {
+                acc += nibble_code(m->u_packed, k) * x[j];
+                k++;
+            }
         } else if (m->u_bits == 8) {
             for (j = 0; j < d; j++, k++) acc += (int32_t)(int8_t)m->u_packed[k] * x[j];
         } else {
@@ -392,11 +461,17 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
         /* The input sums first, into next: each unit reads its own before it writes it. */
         int all = input_sums(m, x, next);
         pair_hidden(m, h, state->pairs);
-        for (i = 0; i < n; i++) {
-            int64_t acc_w = paired_row(m, i, state->pairs);
-            if (done < n)
-                acc_w += packed_dot(m->w_packed, m->w_bits, i * n + done, n - done, h + done);
-            next[i] = finish(m, &rules, i, acc_w, all ? next[i] : input_sum(m, i, x));
+        for (i = 0; i < n; i += 2) {
+            /* Rows i and i + 1 together (an odd n's last row with itself). */
+            int32_t r = i + 1 < n ? i + 1 : i, k;
+            int64_t sums[2];
+            paired_rows(m, i, r, state->pairs, sums);
+            for (k = 0; k <= r - i; k++) {
+                int64_t acc_w = sums[k];
+                if (done < n) acc_w += row_tail(m, i + k, done, h);
+                next[i + k] =
+                    finish(m, &rules, i + k, acc_w, all ? next[i + k] : input_sum(m, i + k, x));
+            }
         }
     } else {
         int all = input_sums(m, x, next);

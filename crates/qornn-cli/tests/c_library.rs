@@ -115,7 +115,7 @@ fn corrupt_trace(model: &Path) {
     let _ = std::fs::remove_dir_all(model.join("build"));
 }
 
-const MODELS: [(&str, &[&str], &[&str]); 11] = [
+const MODELS: [(&str, &[&str], &[&str]); 12] = [
     ("relu-6b", &["--bits", "6"], &["--act-bits", "8"]),
     // 8-bit codes: the paired (SXTB16 + SMLAD) kernel, as 4-bit ones below.
     (
@@ -180,6 +180,13 @@ const MODELS: [(&str, &[&str], &[&str]); 11] = [
         "modrelu-4b-30-units",
         &["--hidden", "30", "--bits", "4", "--act", "modrelu"],
         &["--act-bits", "12", "--readout-bits", "8"],
+    ),
+    // An odd number of rows: the paired kernel takes rows two at a time, the last alone;
+    // each row ends with 3 bytes taken one at a time.
+    (
+        "relu-8b-31-units",
+        &["--hidden", "31", "--bits", "8"],
+        &["--act-bits", "12"],
     ),
 ];
 
@@ -255,7 +262,7 @@ fn c_library_matches_traces_on_an_emulated_cortex_m4() {
         panic!("{why}");
     }
     for (name, train, quantize) in [
-        MODELS[1], MODELS[2], MODELS[4], MODELS[6], MODELS[9], MODELS[10],
+        MODELS[1], MODELS[2], MODELS[4], MODELS[6], MODELS[9], MODELS[10], MODELS[11],
     ] {
         let dir = tempfile::tempdir().unwrap();
         let model = exported(dir.path(), train, quantize);
