@@ -4,10 +4,11 @@ qornn=${QORNN:-target/release/qornn}
 runs=${RUNS:-runs}
 
 # portable_config CONFIG [FROM]: CONFIG (a run's config.toml) without this machine's
-# paths: the data folder written DATA_DIR and, given FROM, the run it started from
-# written runs/FROM, as the kept commands write them.
+# paths: the data folder written DATA_DIR, a teacher run written runs/<its folder> and,
+# given FROM, the run it started from written runs/FROM, as the kept commands write them.
 portable_config() {
-    local rules=(-e 's|^data_dir = .*|data_dir = "DATA_DIR"|')
+    local rules=(-e 's|^data_dir = .*|data_dir = "DATA_DIR"|'
+        -e 's|^teacher = ".*/\([^/]*\)"$|teacher = "runs/\1"|')
     [[ -n ${2:-} ]] && rules+=(-e "s|^init_from = .*|init_from = \"runs/$2\"|")
     sed "${rules[@]}" "$1"
 }
