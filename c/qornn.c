@@ -392,33 +392,30 @@ static int64_t input_sum(const qornn_model *m, int32_t i, const int32_t *x) {
 static int input_sums(const qornn_model *m, const int32_t *x, int32_t *sums) {
     int32_t n = m->hidden, d = m->input, i, j, k = 0;
     if (d > 256) return 0;
+    if (m->u_bits == 4 && d >= 4) {
+        /* A byte (two codes) a turn, each nibble sign-extended as ((v & 15) ^ 8) - 8; a row
+         * that starts on a high nibble takes that one alone first. */
+        for (i = 0; i < n; i++) {
+            const int32_t *xj = x;
+            int32_t left = d, acc = 0;
+            if (k & 1) {
+                acc += nibble_code(m->u_packed, k++) * *xj++;
+                left--;
+            }
+            for (; left >= 2; left -= 2, k += 2, xj += 2) {
+                uint32_t byte = m->u_packed[k >> 1];
+                acc += ((int32_t)((byte & 15u) ^ 8u) - 8) * xj[0] +
+                       ((int32_t)((byte >> 4) ^ 8u) - 8) * xj[1];
+            }
+            if (left) acc += nibble_code(m->u_packed, k++) * *xj;
+            sums[i] = acc;
+        }
+        return 1;
+    }
     for (i = 0; i < n; i++) {
         int32_t acc = 0;
         if (m->u_bits == 4) {
-            /* A row that starts on a high nibble takes it alone; then a byte (two codes) a
-             * turn, each nibble sign-extended as ((v & 15) ^ 8) - 8. */
-            j = 0;
-            if (k & 1) {
-                acc += nibble_code(m->u_packed, k) * x[0];
-                j = 1;
-                k++;
-            }
-            {
-                const uint8_t *bytes = m->u_packed + (k >> 1);
-                const int32_t *xj = x + j;
-                int32_t pairs = (d - j) / 2, p;
-                for (p = 0; p < pairs; p++) {
-                    uint32_t byte = bytes[p];
-                    acc += ((int32_t)((byte & 15u) ^ 8u) - 8) * xj[2 * p] +
-                           ((int32_t)((byte >> 4) ^ 8u) - 8) * xj[2 * p + 1];
-                }
-                j += 2 * pairs;
-                k += 2 * pairs;
-            }
-            if (j < d) {
-                acc += nibble_code(m->u_packed, k) * x[j];
-                k++;
-            }
+            for (j = 0; j < d; j++, k++) acc += nibble_code(m->u_packed, k) * x[j];
         } else if (m->u_bits == 8) {
             for (j = 0; j < d; j++, k++) acc += (int32_t)(int8_t)m->u_packed[k] * x[j];
         } else {
