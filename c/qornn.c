@@ -306,67 +306,66 @@ static void pair_hidden(const qornn_model *m, const int32_t *h, uint32_t *pairs)
     }
 }
 
+/* Two 16-bit pairs of row a's codes and two of row b's against two words of hidden pairs:
+ * acc_a += a0 . p0 + a1 . p1, acc_b likewise (four SMLAD). */
+static void smlad_rows(uint32_t a0, uint32_t a1, uint32_t b0, uint32_t b1, uint32_t p0,
+                       uint32_t p1, int32_t *acc_a, int32_t *acc_b) {
+    int32_t sum_a = smlad(a0, p0, *acc_a), sum_b = smlad(b0, p0, *acc_b);
+    *acc_a = smlad(a1, p1, sum_a);
+    *acc_b = smlad(b1, p1, sum_b);
+}
+
 /* Rows i and r of W times H by the paired kernel, into sums[0] and sums[1]: each word of
  * hidden pairs is loaded once for both rows. Each product is below 2^22 in magnitude (a
  * code or 16 times a 4-bit code is at most 2^7, |H| <= 2^15), so 256 of them sum exactly in
- * int32 before the chunk is widened. */
+ * int32 before the chunk is widened: 64 words of 8-bit codes, 32 of 4-bit codes. */
 static void paired_rows(const qornn_model *m, int32_t i, int32_t r, const uint32_t *pairs,
                         int64_t sums[2]) {
     int32_t n = m->hidden, words = n / codes_per_word(m), start, w;
+    int32_t chunk = m->w_bits == 8 ? 64 : 32;
     size_t row_bytes = (size_t)n * (size_t)m->w_bits / 8;
     const uint8_t *row_a = m->w_packed + (size_t)i * row_bytes;
     const uint8_t *row_b = m->w_packed + (size_t)r * row_bytes;
     sums[0] = sums[1] = 0;
-    if (m->w_bits == 8) {
-        for (start = 0; start < words; start += 64) {
-            int32_t end = words - start > 64 ? start + 64 : words, acc_a = 0, acc_b = 0;
-            /* Two words a turn: one loop test per 16 multiply-adds. */
+    for (start = 0; start < words; start += chunk) {
+        int32_t end = words - start > chunk ? start + chunk : words, acc_a = 0, acc_b = 0;
+        if (m->w_bits == 8) {
+            /* A word splits into its even and its odd bytes; two words a turn, one loop
+             * test per 16 multiply-adds. */
             for (w = start; w + 2 <= end; w += 2) {
                 uint32_t a0 = load_word(row_a + 4 * w), b0 = load_word(row_b + 4 * w);
                 uint32_t a1 = load_word(row_a + 4 * w + 4), b1 = load_word(row_b + 4 * w + 4);
                 const uint32_t *p = pairs + 2 * w;
-                acc_a = smlad(sxtb16(a0), p[0], acc_a);
-                acc_b = smlad(sxtb16(b0), p[0], acc_b);
-                acc_a = smlad(sxtb16_ror8(a0), p[1], acc_a);
-                acc_b = smlad(sxtb16_ror8(b0), p[1], acc_b);
-                acc_a = smlad(sxtb16(a1), p[2], acc_a);
-                acc_b = smlad(sxtb16(b1), p[2], acc_b);
-                acc_a = smlad(sxtb16_ror8(a1), p[3], acc_a);
-                acc_b = smlad(sxtb16_ror8(b1), p[3], acc_b);
+                smlad_rows(sxtb16(a0), sxtb16_ror8(a0), sxtb16(b0), sxtb16_ror8(b0), p[0], p[1],
+                           &acc_a, &acc_b);
+                smlad_rows(sxtb16(a1), sxtb16_ror8(a1), sxtb16(b1), sxtb16_ror8(b1), p[2], p[3],
+                           &acc_a, &acc_b);
             }
             if (w < end) {
                 uint32_t a = load_word(row_a + 4 * w), b = load_word(row_b + 4 * w);
-                acc_a = smlad(sxtb16(a), pairs[2 * w], acc_a);
-                acc_b = smlad(sxtb16(b), pairs[2 * w], acc_b);
-                acc_a = smlad(sxtb16_ror8(a), pairs[2 * w + 1], acc_a);
-                acc_b = smlad(sxtb16_ror8(b), pairs[2 * w + 1], acc_b);
+                smlad_rows(sxtb16(a), sxtb16_ror8(a), sxtb16(b), sxtb16_ror8(b), pairs[2 * w],
+                           pairs[2 * w + 1], &acc_a, &acc_b);
             }
-            sums[0] += acc_a;
-            sums[1] += acc_b;
-        }
-        return;
-    }
-    for (start = 0; start < words; start += 32) {
-        int32_t end = words - start > 32 ? start + 32 : words, acc_a = 0, acc_b = 0;
-        for (w = start; w < end; w++) {
-            uint32_t a = load_word(row_a + 4 * w), b = load_word(row_b + 4 * w);
-            const uint32_t *p = pairs + 4 * w;
-            uint32_t a_even = (a << 4) & 0xf0f0f0f0u, a_odd = a & 0xf0f0f0f0u;
-            uint32_t b_even = (b << 4) & 0xf0f0f0f0u, b_odd = b & 0xf0f0f0f0u;
-            acc_a = smlad(sxtb16(a_even), p[0], acc_a);
-            acc_b = smlad(sxtb16(b_even), p[0], acc_b);
-            acc_a = smlad(sxtb16_ror8(a_even), p[1], acc_a);
-            acc_b = smlad(sxtb16_ror8(b_even), p[1], acc_b);
-            acc_a = smlad(sxtb16(a_odd), p[2], acc_a);
-            acc_b = smlad(sxtb16(b_odd), p[2], acc_b);
-            acc_a = smlad(sxtb16_ror8(a_odd), p[3], acc_a);
-            acc_b = smlad(sxtb16_ror8(b_odd), p[3], acc_b);
+        } else {
+            /* A word's low nibbles (moved up) and its high nibbles, each split in two. */
+            for (w = start; w < end; w++) {
+                uint32_t a = load_word(row_a + 4 * w), b = load_word(row_b + 4 * w);
+                uint32_t a_even = (a << 4) & 0xf0f0f0f0u, a_odd = a & 0xf0f0f0f0u;
+                uint32_t b_even = (b << 4) & 0xf0f0f0f0u, b_odd = b & 0xf0f0f0f0u;
+                const uint32_t *p = pairs + 4 * w;
+                smlad_rows(sxtb16(a_even), sxtb16_ror8(a_even), sxtb16(b_even),
+                           sxtb16_ror8(b_even), p[0], p[1], &acc_a, &acc_b);
+                smlad_rows(sxtb16(a_odd), sxtb16_ror8(a_odd), sxtb16(b_odd), sxtb16_ror8(b_odd),
+                           p[2], p[3], &acc_a, &acc_b);
+            }
         }
         sums[0] += acc_a;
         sums[1] += acc_b;
     }
-    sums[0] /= 16;
-    sums[1] /= 16;
+    if (m->w_bits == 4) {
+        sums[0] /= 16;
+        sums[1] /= 16;
+    }
 }
 
 /* Codes done .. n - 1 of row i (fewer than a word's: 3 bytes or 7 nibbles at most) times
