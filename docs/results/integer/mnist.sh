@@ -228,6 +228,18 @@ done
 qat_epochs=1
 fine_tune smnist-block-hadamrnn-4b-a12-f8-30ep-a8-f4-frozen smnist 8 \
     smnist-block-hadamrnn-4b-a12-f8-30ep --act-hidden-frac 4 --freeze-recurrent-at 0
+# And its 10-epoch +-8 model with pMNIST's best A = 8 recipe: three epochs with W held,
+# lr x 0.5 per epoch.
+qat_epochs=3
+fine_tune smnist-block-hadamrnn-4b-a12-f8-scratch-a8-f4-frozen-3ep smnist 8 \
+    smnist-block-hadamrnn-4b-a12-f8-scratch --act-hidden-frac 4 --freeze-recurrent-at 0 \
+    --lr-gamma 0.5
+# Still rising after three: six epochs, lr x 0.7 per epoch.
+qat_epochs=6
+fine_tune smnist-block-hadamrnn-4b-a12-f8-scratch-a8-f4-frozen-6ep smnist 8 \
+    smnist-block-hadamrnn-4b-a12-f8-scratch --act-hidden-frac 4 --freeze-recurrent-at 0 \
+    --lr-gamma 0.7
+qat_epochs=1
 # The literature's budget, 100 epochs (lr x 0.98 per epoch), trained at A = 12 with the
 # +-4 recipe's step and V at 4 bits from the start; two threads.
 config_row pmnist-block-hadamrnn-4b-a12-100ep 2
