@@ -6,9 +6,13 @@
 # bits; quantized with the run's own A, step and read-out width, exported to C and checked
 # on the emulated Cortex-M4; the artefacts copied into docs/results/integer/<name>/ and the
 # page regenerated.
+# The same recipe as one config from a random initialisation
+# (configs/copy-t1000-qornn-rotations-4b-a12.toml: the angles frozen and the activations at
+# A = 12 from step 10,000 on, V at 8 bits throughout) is the second row.
 #   docs/results/integer/copy-t1000.sh
 # Runs go to RUNS (default runs/); a step whose output exists is not run again, so the
-# script resumes where it stopped. One core.
+# script resumes where it stopped. ONLY=REGEX runs only the rows whose names match it. One
+# core.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 here=docs/results/integer
@@ -18,17 +22,35 @@ config=configs/copy-t1000-qornn-rotations-4b.toml
 float=copy-t1000-qornn-rotations-4b
 name=copy-t1000-qornn-rotations-4b-frozen-a12
 run=$runs/$name
-tune=(--init-from "$runs/$float" --orthogonal-lr 1e-12 --steps 12000 --act-bits 12 --readout-bits 8)
-[[ -f $runs/$float/summary.json ]] ||
-    "$qornn" train --config "$config" --threads 1 --out "$runs/$float"
-[[ -f $run/summary.json ]] ||
-    "$qornn" train --config "$config" "${tune[@]}" --threads 1 --out "$run"
-[[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
-[[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn"
-mkdir -p "$here/$name"
-cp "$run"/{metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$here/$name/"
-portable_config "$run/config.toml" "$float" > "$here/$name/config.toml"
-echo "qornn train --config $config --threads 1 --out runs/$float; qornn train --config $config ${tune[*]/$runs\//runs/} --threads 1 --out runs/$name; qornn quantize --run runs/$name" \
-    > "$here/$name/command.txt"
+# quantize_and_keep RUN DEST: RUN quantized with its own A, step and read-out width, checked
+# on the emulated Cortex-M4, both reports kept in DEST with its metrics and summary.
+quantize_and_keep() {
+    local run=$1 dest=$2
+    [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
+    [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn"
+    mkdir -p "$dest"
+    cp "$run"/{metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$dest/"
+}
+if [[ -z ${ONLY:-} || $name =~ $ONLY ]]; then
+    tune=(--init-from "$runs/$float" --orthogonal-lr 1e-12 --steps 12000 --act-bits 12
+        --readout-bits 8)
+    [[ -f $runs/$float/summary.json ]] ||
+        "$qornn" train --config "$config" --threads 1 --out "$runs/$float"
+    [[ -f $run/summary.json ]] ||
+        "$qornn" train --config "$config" "${tune[@]}" --threads 1 --out "$run"
+    quantize_and_keep "$run" "$here/$name"
+    portable_config "$run/config.toml" "$float" > "$here/$name/config.toml"
+    echo "qornn train --config $config --threads 1 --out runs/$float; qornn train --config $config ${tune[*]/$runs\//runs/} --threads 1 --out runs/$name; qornn quantize --run runs/$name" \
+        > "$here/$name/command.txt"
+fi
+one=copy-t1000-qornn-rotations-4b-a12
+if [[ -z ${ONLY:-} || $one =~ $ONLY ]]; then
+    [[ -f $runs/$one/summary.json ]] ||
+        "$qornn" train --config "configs/$one.toml" --threads 1 --out "$runs/$one"
+    quantize_and_keep "$runs/$one" "$here/$one"
+    portable_config "$runs/$one/config.toml" > "$here/$one/config.toml"
+    echo "qornn train --config configs/$one.toml --threads 1 --out runs/$one; qornn quantize --run runs/$one" \
+        > "$here/$one/command.txt"
+fi
 python3 bench/integer_page.py "$here" > docs/results/integer.md
 echo "wrote docs/results/integer.md"
