@@ -394,6 +394,12 @@ fn a_student_started_from_its_teacher_has_nothing_to_learn_from_it() {
     };
     let err = other_task.validate().unwrap_err().to_string();
     assert!(err.contains("teacher"), "{err}");
+    let language_model = Config {
+        task: "ptb-char".parse().unwrap(),
+        ..other_task
+    };
+    let err = language_model.validate().unwrap_err().to_string();
+    assert!(err.contains("teacher") && err.contains("language"), "{err}");
     let adding = qornn::Task::Adding(qornn::tasks::AddingTask::new(50));
     let err = qornn::distill::Teacher::load(dir.path(), &adding)
         .err()

@@ -289,7 +289,8 @@ settings! {
     /// Distil from the best model of this run folder (Hinton et al. 2015), trained on the
     /// same task (any model): each batch's loss mixes the labels' cross-entropy with the
     /// teacher's softened class probabilities, as distill_weight and distill_temperature
-    /// say. Classification tasks; unset: the labels alone.
+    /// say. The copy task and MNIST (class labels, each batch from a zero state); unset:
+    /// the labels alone.
     teacher: Option<PathBuf> = None,
     /// teacher: the weight a of the teacher's term, in [0, 1]: (1 - a) CE + a tau^2 KL.
     distill_weight: f64 = 0.5,

@@ -193,6 +193,15 @@ impl Config {
                 "distillation needs class labels; the adding task's targets are values",
             ));
         }
+        if self.teacher.is_some() && matches!(self.task, TaskName::PtbChar | TaskName::PtbWord) {
+            // The student carries its state from one batch to the next; a teacher that
+            // started each batch from zero would teach other probabilities.
+            return Err(Error::config(
+                "teacher",
+                "distillation covers tasks whose batches start from a zero state, not the \
+                 language models, which carry it across batches",
+            ));
+        }
         if self.schedule == ScheduleName::Step && self.lr_every == 0 {
             return Err(Error::config(
                 "lr_every",
