@@ -17,6 +17,9 @@ use std::path::Path;
 const FORMAT: &str = "qornn-checkpoint";
 const VERSION: &str = "1";
 
+/// The checkpoint tensor of `Checkpoint::recurrent_at_last_eval`.
+const LAST_EVAL_RECURRENT: &str = "eval.recurrent";
+
 /// Everything needed to continue a run exactly where it stopped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
@@ -28,6 +31,10 @@ pub struct Checkpoint {
     pub parametrisation_state: Option<(&'static str, Vec<f32>)>,
     /// Language models: the hidden state carried into the next batch, `(B, n)`.
     pub carried_state: Option<Vec<f32>>,
+    /// An exact W (Hadamard signs, rotation angles): the recurrent parameter at the last
+    /// evaluation, where it differs from `params[0]` (a checkpoint written between two
+    /// evaluations), so that a resumed run counts W's code changes from there.
+    pub recurrent_at_last_eval: Option<Vec<f32>>,
     /// One per tensor of `params`.
     pub moments: Vec<Moments>,
     pub updates: u64,
@@ -122,6 +129,9 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
     }
     if let Some(h) = &ckpt.carried_state {
         named.push(("state.h".into(), vec![h.len()], f32_bytes(h)));
+    }
+    if let Some(w) = &ckpt.recurrent_at_last_eval {
+        named.push((LAST_EVAL_RECURRENT.into(), vec![w.len()], f32_bytes(w)));
     }
     let views: Vec<(String, TensorView<'_>)> = named
         .iter()
@@ -241,6 +251,10 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
         Ok(view) => Some(tensor("state.h", &[view.data().len() / 4])?),
         Err(_) => None,
     };
+    let recurrent_at_last_eval = match st.tensor(LAST_EVAL_RECURRENT) {
+        Ok(_) => Some(tensor(LAST_EVAL_RECURRENT, &[params[0].len()])?),
+        Err(_) => None,
+    };
     let (step, best_step) = (count("step")?, count("best_step")?);
     if best_step > step {
         return Err(bad(format!(
@@ -252,6 +266,7 @@ pub fn parse(bytes: &[u8], path: &Path, spec: &ModelSpec) -> Result<Checkpoint> 
         params,
         parametrisation_state,
         carried_state,
+        recurrent_at_last_eval,
         moments,
         updates: count("updates")?,
         config: meta.get("config").cloned(),

@@ -208,6 +208,12 @@ impl Trainer {
             *state = saved;
         }
         trainer.optimizer.updates = ckpt.updates;
+        if let (Some(at_eval), Some(saved)) = (
+            &mut trainer.recurrent_at_last_eval,
+            ckpt.recurrent_at_last_eval,
+        ) {
+            *at_eval = saved;
+        }
         Ok(trainer)
     }
 
@@ -456,6 +462,10 @@ impl Trainer {
             params: self.model.params.clone(),
             parametrisation_state: self.model.parametrisation_state(),
             carried_state: self.carried_state.clone(),
+            recurrent_at_last_eval: self
+                .recurrent_at_last_eval
+                .clone()
+                .filter(|w| *w != self.model.params[0].data),
             moments: self.optimizer.moments.clone(),
             updates: self.optimizer.updates,
             config: Some(self.config.to_toml()),

@@ -8,6 +8,19 @@ use qornn::run;
 mod small_runs;
 use small_runs::{small_copy, tiny_run};
 
+/// A run folder's `metrics.jsonl` without its wall times.
+fn metrics_without_time(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join(run::METRICS_FILE))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v
+        })
+        .collect()
+}
+
 /// Stop after 200 of 400 steps (the config's step count then raised), resume, and compare
 /// every evaluation with an uninterrupted run: equal to the last bit.
 #[test]
@@ -44,20 +57,9 @@ fn resumed_run_matches_uninterrupted_run() {
             resumed.test, expected.test,
             "{model}: test evaluation differs after resume"
         );
-        let strip_time = |dir: &std::path::Path| -> Vec<serde_json::Value> {
-            std::fs::read_to_string(dir.join(run::METRICS_FILE))
-                .unwrap()
-                .lines()
-                .map(|l| {
-                    let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                    v.as_object_mut().unwrap().remove("seconds");
-                    v
-                })
-                .collect()
-        };
         assert_eq!(
-            strip_time(split.path()),
-            strip_time(whole.path()),
+            metrics_without_time(split.path()),
+            metrics_without_time(whole.path()),
             "{model}: metrics differ after resume"
         );
     }
@@ -422,4 +424,48 @@ fn a_run_that_ends_before_its_final_arithmetic_is_refused() {
         ..config
     };
     run::start(earlier, &dir.path().join("in_time"), &mut ()).unwrap();
+}
+
+/// Stops at the first step past `at` that is not an evaluation (as a signal does).
+struct StopAt(u64, u64);
+
+impl run::Observer for StopAt {
+    fn on_step(&mut self, step: u64, _loss: f32) {
+        self.1 = step;
+    }
+    fn should_stop(&mut self) -> bool {
+        self.1 >= self.0
+    }
+}
+
+/// A run stopped between two evaluations (a signal's checkpoint) resumes to the same
+/// metrics as an uninterrupted one, the exact W's codes changed since the last evaluation
+/// included: they are counted against W as it was at that evaluation, not at the stop.
+#[test]
+fn a_run_stopped_between_evaluations_counts_code_changes_from_its_last_evaluation() {
+    let config = Config {
+        steps: 300,
+        eval_every: 100,
+        ..small_copy("hadamrnn", 4)
+    };
+    let whole = tempfile::tempdir().unwrap();
+    run::start(config.clone(), whole.path(), &mut ()).unwrap();
+    let split = tempfile::tempdir().unwrap();
+    let stopped = run::start(config.clone(), split.path(), &mut StopAt(150, 0));
+    assert!(
+        matches!(stopped, Err(qornn::Error::Interrupted { .. })),
+        "{stopped:?}"
+    );
+    run::resume(split.path(), &mut ()).unwrap();
+    let (resumed, expected) = (
+        metrics_without_time(split.path()),
+        metrics_without_time(whole.path()),
+    );
+    assert!(
+        expected
+            .iter()
+            .any(|r| r["code_changes"].as_u64().unwrap_or(0) > 0),
+        "W's codes must change for the test to say anything: {expected:?}"
+    );
+    assert_eq!(resumed, expected);
 }
