@@ -43,7 +43,7 @@ initialisation (`configs/copy-t1000-qornn-rotations-4b-a12.toml`: the angles fro
 activations at A = 12 from step 10,000 on, the optimiser's moments carried over, V at 8
 bits from the start; `copy-t1000-qornn-rotations-4b-a12`, best step 21,800) gives 87.1 % in
 integers (its run 87.1 %), bit-exact, 2,808 bytes, PASS on the Cortex-M4: 3.6 points below
-the two-run recipe, whose second run restarts Adam's moments and trains V at 8 bits only
+the two-run recipe, whose second run restarts RMSprop's moments and trains V at 8 bits only
 once the angles are frozen. With 12-bit mantissas for the rotations' steps the same
 model gave 84.5 %: a rotation's gain `M_i 2^-S sqrt(a^2 + b^2)` is raised to the
 sequence's length, and the rows whose steps are several times smaller than the largest
