@@ -47,17 +47,17 @@ impl Teacher {
         }
         let spec = config.model_spec_for(task);
         let best = checkpoint::load(&dir.join(BEST_FILE), &spec)?;
-        let last_step = best.step.saturating_sub(1);
+        let (bits, quantized_activations) = config.arithmetic_after(best.step);
         let mut model = Model::from_params(
             spec,
             best.params,
             checkpoint::state_values(best.parametrisation_state),
         );
         if let Some(q) = &mut model.spec.quantizer {
-            q.bits = config.bits_at(last_step);
+            q.bits = bits;
         }
-        model.quantize_activations = best.step > 0 && config.act_bits_at(last_step).is_some();
         model.parametrise(false, Par::Seq);
+        model.quantize_activations = quantized_activations;
         Ok(Self {
             model,
             workspaces: Workspaces::default(),
@@ -100,23 +100,22 @@ pub fn distillation_loss<T: Real>(
         "distillation: teacher vs student"
     );
     let inv_rows = 1.0 / rows as f64;
-    let (mut total, mut hard, mut soft, mut target) = (
-        0.0f64,
-        vec![0.0f64; classes],
-        vec![0.0f64; classes],
-        vec![0.0f64; classes],
-    );
+    let mut total = 0.0f64;
+    // One row's logits in float64 (z, t) and its three distributions, reused row by row.
+    let [mut z, mut t, mut hard, mut soft, mut target] =
+        std::array::from_fn(|_| vec![0.0f64; classes]);
     for (((row, trow), drow), &yi) in logits
         .chunks(classes)
         .zip(teacher.chunks(classes))
         .zip(dlogits.chunks_mut(classes))
         .zip(y)
     {
-        let z: Vec<f64> = row.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).collect();
-        let t: Vec<f64> = trow
-            .iter()
-            .map(|v| v.to_f64().unwrap_or(f64::NAN))
-            .collect();
+        for ((zi, ti), (&r, &tr)) in z.iter_mut().zip(t.iter_mut()).zip(row.iter().zip(trow)) {
+            (*zi, *ti) = (
+                r.to_f64().unwrap_or(f64::NAN),
+                tr.to_f64().unwrap_or(f64::NAN),
+            );
+        }
         let log_z = log_softmax(&z, 1.0, &mut hard);
         let log_zt = log_softmax(&z, temperature, &mut soft);
         let log_t = log_softmax(&t, temperature, &mut target);

@@ -394,16 +394,12 @@ impl Trainer {
 
     /// Loss and accuracy of the current parameters on the validation or test set.
     pub fn evaluate(&mut self, test: bool) -> Evaluation {
+        let (bits, quantized_activations) = self.config.arithmetic_after(self.step);
         if let Some(q) = &mut self.model.spec.quantizer {
-            // The width of the last step taken (of the next one before any).
-            q.bits = self.config.bits_at(self.step.saturating_sub(1));
+            q.bits = bits;
         }
         self.model.parametrise(false, self.par);
-        // As the last step taken ran (float before any: the step is not set yet).
-        self.model.quantize_activations = self
-            .step
-            .checked_sub(1)
-            .is_some_and(|last| self.config.act_bits_at(last).is_some());
+        self.model.quantize_activations = quantized_activations;
         let batches = if test { &self.test } else { &self.validation };
         let carried = self.carried_state.as_ref().map(Vec::len);
         evaluate(

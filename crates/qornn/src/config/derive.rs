@@ -64,6 +64,17 @@ impl Config {
         self.act_bits.filter(|_| step >= self.act_bits_from)
     }
 
+    /// The arithmetic a model is evaluated in after `steps_taken` training steps: the
+    /// weights' width and whether the activations are quantized, as the last step taken
+    /// ran (before any step: the first step's width, float activations).
+    pub fn arithmetic_after(&self, steps_taken: u64) -> (u32, bool) {
+        let last = steps_taken.saturating_sub(1);
+        (
+            self.bits_at(last),
+            steps_taken > 0 && self.act_bits_at(last).is_some(),
+        )
+    }
+
     /// Where the hidden step starts: act_hidden_frac, else act_hidden_search, else
     /// act_hidden_cover, else least squares (validation refuses more than one).
     pub fn act_hidden_start(&self) -> HiddenStepStart {
