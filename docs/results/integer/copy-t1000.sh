@@ -22,15 +22,6 @@ config=configs/copy-t1000-qornn-rotations-4b.toml
 float=copy-t1000-qornn-rotations-4b
 name=copy-t1000-qornn-rotations-4b-frozen-a12
 run=$runs/$name
-# quantize_and_keep RUN DEST: RUN quantized with its own A, step and read-out width, checked
-# on the emulated Cortex-M4, both reports kept in DEST with its metrics and summary.
-quantize_and_keep() {
-    local run=$1 dest=$2
-    [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
-    [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn"
-    mkdir -p "$dest"
-    cp "$run"/{metrics.jsonl,summary.json,quantize.json,check-m4.txt} "$dest/"
-}
 if [[ -z ${ONLY:-} || $name =~ $ONLY ]]; then
     tune=(--init-from "$runs/$float" --orthogonal-lr 1e-12 --steps 12000 --act-bits 12
         --readout-bits 8)
@@ -38,7 +29,8 @@ if [[ -z ${ONLY:-} || $name =~ $ONLY ]]; then
         "$qornn" train --config "$config" --threads 1 --out "$runs/$float"
     [[ -f $run/summary.json ]] ||
         "$qornn" train --config "$config" "${tune[@]}" --threads 1 --out "$run"
-    quantize_and_keep "$run" "$here/$name"
+    quantize_and_check "$run" "$here/$name"
+    cp "$run"/{metrics.jsonl,summary.json} "$here/$name/"
     portable_config "$run/config.toml" "$float" > "$here/$name/config.toml"
     echo "qornn train --config $config --threads 1 --out runs/$float; qornn train --config $config ${tune[*]/$runs\//runs/} --threads 1 --out runs/$name; qornn quantize --run runs/$name" \
         > "$here/$name/command.txt"
@@ -47,7 +39,8 @@ one=copy-t1000-qornn-rotations-4b-a12
 if [[ -z ${ONLY:-} || $one =~ $ONLY ]]; then
     [[ -f $runs/$one/summary.json ]] ||
         "$qornn" train --config "configs/$one.toml" --threads 1 --out "$runs/$one"
-    quantize_and_keep "$runs/$one" "$here/$one"
+    quantize_and_check "$runs/$one" "$here/$one"
+    cp "$runs/$one"/{metrics.jsonl,summary.json} "$here/$one/"
     portable_config "$runs/$one/config.toml" > "$here/$one/config.toml"
     echo "qornn train --config configs/$one.toml --threads 1 --out runs/$one; qornn quantize --run runs/$one" \
         > "$here/$one/command.txt"

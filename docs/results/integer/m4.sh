@@ -13,3 +13,15 @@ check_on_m4() {
     make -s -C c check-m4 MODEL="$c_model" | grep '^qornn check' > "$run/check-m4.txt"
     make -s -C c steps-m4 MODEL="$c_model" | grep '^instructions per' >> "$run/check-m4.txt"
 }
+
+# quantize_and_check RUN DEST [export flags]: quantizes RUN with its own A, step and
+# read-out width, checks the file on the emulated Cortex-M4 (check_on_m4) and keeps both
+# reports in DEST.
+quantize_and_check() {
+    local run=$1 dest=$2
+    shift 2
+    [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
+    [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn" "$@"
+    mkdir -p "$dest"
+    cp "$run"/{quantize.json,check-m4.txt} "$dest/"
+}

@@ -30,16 +30,6 @@ train() { # out, then qornn train's flags; THREADS threads (default 1)
         "$qornn" train "$@" --data-dir "$data" --threads "${THREADS:-1}" --out "$runs/$out"
 }
 
-# quantize_and_check RUN DEST: quantizes RUN with its own A, step and read-out width,
-# checks the file on the emulated Cortex-M4 and keeps both reports in DEST.
-quantize_and_check() {
-    local run=$1 dest=$2
-    [[ -f $run/quantize.json ]] || "$qornn" quantize --run "$run" > "$run/quantize.json"
-    [[ -f $run/check-m4.txt ]] || check_on_m4 "$run" "$run/model.qornn" --data-dir "$data"
-    mkdir -p "$dest"
-    cp "$run"/{quantize.json,check-m4.txt} "$dest/"
-}
-
 # The float model every row starts from: the shipped config trained float_epochs epochs
 # (runs/<task>-block-hadamrnn-4b-1ep, or -10ep); each fine-tuning runs qat_epochs epochs.
 float_epochs=1
@@ -67,7 +57,7 @@ fine_tune() {
     local start=(--epochs "$qat_epochs" --init-from "$runs/$from" --lr 1e-4 --orthogonal-lr 1e-4)
     [[ $from == - ]] && start=()
     train "$name" --config "$config" "${start[@]}" --act-bits "$a" --readout-bits 4 "$@"
-    quantize_and_check "$run" "$here/$name"
+    quantize_and_check "$run" "$here/$name" --data-dir "$data"
     cp "$run"/{metrics.jsonl,summary.json} "$here/$name/"
     portable_config "$run/config.toml" "$from" > "$here/$name/config.toml"
     local first="qornn train --config $config --epochs $float_epochs --data-dir DIR --threads 1 --out runs/$float"
@@ -202,7 +192,7 @@ config_row() { # name [threads: a run is bit for bit reproducible with the same 
     local name=$1 threads=${2:-1} run=$runs/$1
     selected "$name" || return 0
     THREADS=$threads train "$name" --config "configs/$name.toml"
-    quantize_and_check "$run" "$here/$name"
+    quantize_and_check "$run" "$here/$name" --data-dir "$data"
     keep_run "$run" "$here/$name" \
         "qornn train --config configs/$name.toml --data-dir DIR --threads $threads --out runs/$name; qornn quantize --run runs/$name"
 }
