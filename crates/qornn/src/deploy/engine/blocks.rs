@@ -7,7 +7,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::layout::{finish_16_avx512, finish_8_avx2, RowConstants, RowConstants512};
-use super::layout::{Finisher, LANES};
+use super::layout::{Finisher, SixteenRows, LANES};
 use qornn_infer::IntRecurrence;
 
 /// W's diagonal blocks and U, one code per int32.
@@ -20,6 +20,24 @@ pub(super) struct BlockLayout {
     w_rows: Vec<i32>,
     /// U's codes, `n x d`.
     u: Vec<i32>,
+    /// The codes by groups of 16 rows for one sequence at a time (`step_one_avx512`), where
+    /// 16 divides n and m divides 16 or 16 divides m.
+    one_sequence: Option<SixteenRowGroups>,
+}
+
+/// W's block columns and U's columns by groups of 16 rows, one row per int32 lane, and the
+/// groups' finishing constants: one step of one sequence is then m + d vector
+/// multiply-adds and one 16-lane finishing per 16 units.
+struct SixteenRowGroups {
+    /// Group g's W codes, m vectors: lane r of vector k is row 16 g + r's code k.
+    w_columns: Vec<i32>,
+    /// Group g's U codes, d vectors: lane r of vector j is row 16 g + r's code j.
+    u_columns: Vec<i32>,
+    /// For m < 16, m vectors: lane r of vector k is where row 16 g + r's block column k
+    /// sits among the group's 16 hidden codes (`r / m * m + k`); empty when every row of
+    /// a group shares one block (16 divides m).
+    columns_in_group: Vec<[i32; 16]>,
+    sixteen_rows: Vec<SixteenRows>,
 }
 
 impl BlockLayout {
@@ -49,7 +67,46 @@ impl BlockLayout {
             input: d,
             w_rows,
             u: u_codes.iter().map(|&c| c as i32).collect(),
+            one_sequence: None,
         })
+    }
+
+    /// The layout with its groups of 16 rows for `step_one_avx512`, where their shape
+    /// allows (16 divides n; m divides 16 or 16 divides m).
+    pub(super) fn with_sixteen_row_groups(mut self, finisher: &Finisher<'_>) -> Self {
+        let (m, d) = (self.block, self.input);
+        let n = self.w_rows.len() / m;
+        if !n.is_multiple_of(16) || !(m.is_multiple_of(16) || 16 % m == 0) {
+            return self;
+        }
+        let groups = n / 16;
+        let columns = |codes: &[i32], width: usize| -> Vec<i32> {
+            (0..groups * width * 16)
+                .map(|at| {
+                    let (g, k, r) = (at / (width * 16), at / 16 % width, at % 16);
+                    codes[(16 * g + r) * width + k]
+                })
+                .collect()
+        };
+        let columns_in_group = if m < 16 {
+            (0..m)
+                .map(|k| std::array::from_fn(|r| (r / m * m + k) as i32))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.one_sequence = Some(SixteenRowGroups {
+            w_columns: columns(&self.w_rows, m),
+            u_columns: columns(&self.u, d),
+            columns_in_group,
+            sixteen_rows: (0..groups).map(|g| finisher.sixteen_rows(16 * g)).collect(),
+        });
+        self
+    }
+
+    /// Whether `step_one_avx512` runs this layout.
+    pub(super) fn has_sixteen_row_groups(&self) -> bool {
+        self.one_sequence.is_some()
     }
 
     /// Row i's sums over W's block and over U for the 32 sequences from `lane0`.
@@ -95,6 +152,61 @@ impl BlockLayout {
             let acc_u = dot(&self.u[i * d..(i + 1) * d], x);
             *o = finisher.finish(i, acc_w, acc_u);
         }
+    }
+}
+
+/// `BlockLayout::step_one` 16 rows at a time in AVX-512: row 16 g + r's sums in lane r,
+/// from W's block columns times the hidden codes they meet (one code broadcast when the
+/// 16 rows share a block, else the group's codes permuted to each row's block) and U's
+/// columns times the broadcast input codes; then 16 units finished together.
+///
+/// # Safety
+/// The CPU has AVX-512F; the layout has its groups of 16 rows
+/// (`BlockLayout::has_sixteen_row_groups`); `h` and `out` hold n codes, `x` d.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn step_one_avx512(
+    layout: &BlockLayout,
+    finisher: &Finisher<'_>,
+    h: &[i32],
+    x: &[i32],
+    out: &mut [i32],
+) {
+    use super::layout::{finish_16_avx512, RowConstants512};
+    use std::arch::x86_64::*;
+    let (m, d) = (layout.block, layout.input);
+    let groups = layout
+        .one_sequence
+        .as_ref()
+        .expect("the layout has its groups of 16 rows");
+    let n = out.len();
+    assert!(h.len() == n && x.len() == d && groups.sixteen_rows.len() * 16 == n);
+    let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
+    for (g, constants) in groups.sixteen_rows.iter().enumerate() {
+        let w = groups.w_columns.as_ptr().add(g * m * 16);
+        let mut sum_w = _mm512_setzero_si512();
+        if groups.columns_in_group.is_empty() {
+            let start = 16 * g / m * m;
+            for k in 0..m {
+                let code = _mm512_set1_epi32(*h.get_unchecked(start + k));
+                sum_w = _mm512_add_epi32(sum_w, _mm512_mullo_epi32(code, load(w.add(16 * k))));
+            }
+        } else {
+            let codes = load(h.as_ptr().add(16 * g));
+            for (k, at) in groups.columns_in_group.iter().enumerate() {
+                let met = _mm512_permutexvar_epi32(load(at.as_ptr()), codes);
+                sum_w = _mm512_add_epi32(sum_w, _mm512_mullo_epi32(met, load(w.add(16 * k))));
+            }
+        }
+        let u = groups.u_columns.as_ptr().add(g * d * 16);
+        let mut sum_u = _mm512_setzero_si512();
+        for (j, &code) in x.iter().enumerate() {
+            let code = _mm512_set1_epi32(code);
+            sum_u = _mm512_add_epi32(sum_u, _mm512_mullo_epi32(code, load(u.add(16 * j))));
+        }
+        let row = RowConstants512::sixteen(finisher, constants);
+        let codes = finish_16_avx512(&row, sum_w, sum_u);
+        _mm512_storeu_si512(out.as_mut_ptr().add(16 * g) as *mut __m512i, codes);
     }
 }
 

@@ -13,7 +13,8 @@
 //! (A <= 8) take `engine/bytes.rs` instead: `vpmaddubsw`, 32 multiply-adds per instruction,
 //! under the bounds stated there, or AVX-512 VNNI `vpdpbusd` (64 per instruction) where
 //! the CPU has it. A block-diagonal W (Hadamard blocks, rotation pairs)
-//! takes `engine/blocks.rs`, which multiplies only W's blocks. Without AVX2 a
+//! takes `engine/blocks.rs`, which multiplies only W's blocks (below 8 sequences, one
+//! sequence at a time with 16 units per AVX-512 vector where the CPU has it). Without AVX2 a
 //! portable loop does the same arithmetic; models whose hidden codes do not fit int16
 //! (ReLU with A = 16) run one sequence at a time on the scalar engine.
 
@@ -157,6 +158,7 @@ impl<'a> BatchedEngine<'a> {
         };
         let (lo, hi) = rec.hidden_range();
         let finisher = Finisher::new(&rec);
+        let blocks = blocks.map(|layout| layout.with_sixteen_row_groups(&finisher));
         let bytes = matches!(kernel, Kernel::Avx2Bytes | Kernel::Avx512VnniBytes)
             .then(|| ByteLayout::new(&w_codes, &u_codes, n, d, (lo, hi)))
             .flatten()
@@ -288,7 +290,17 @@ impl<'a> BatchedEngine<'a> {
             for b in 0..state.batch {
                 let (h, x) = (&state.h[b * n..(b + 1) * n], &x_codes[b * d..(b + 1) * d]);
                 if let Some(blocks) = &self.blocks {
-                    blocks.step_one(&self.finisher, h, x, &mut state.next[b * n..(b + 1) * n]);
+                    let next = &mut state.next[b * n..(b + 1) * n];
+                    #[cfg(target_arch = "x86_64")]
+                    if blocks.has_sixteen_row_groups()
+                        && std::arch::is_x86_feature_detected!("avx512f")
+                    {
+                        // SAFETY: the CPU has AVX-512F and the layout its groups of 16
+                        // rows; `h`, `next` hold n codes, `x` d.
+                        unsafe { blocks::step_one_avx512(blocks, &self.finisher, h, x, next) };
+                        continue;
+                    }
+                    blocks.step_one(&self.finisher, h, x, next);
                     continue;
                 }
                 scalar_step(

@@ -179,8 +179,9 @@ fn relu_codes_wider_than_int16_run_one_sequence_at_a_time() {
 }
 
 /// The block kernel's three builds (portable, AVX2, AVX-512) give the same codes on
-/// Hadamard and rotation models: the engine runs only the widest one the CPU has, so the
-/// others are compared here directly; a build this CPU lacks is skipped and said so.
+/// Hadamard and rotation models, and so do its two one-sequence steps (scalar, AVX-512):
+/// the engine runs only the widest one the CPU has, so the others are compared here
+/// directly; a build this CPU lacks is skipped and said so.
 #[test]
 fn the_block_kernels_agree_with_the_portable_one() {
     use crate::deploy::convert::testing::Form;
@@ -216,8 +217,25 @@ fn the_block_kernels_agree_with_the_portable_one() {
                     blocks::step_avx512(blocks, &engine.finisher, n, &h, &x, &mut got, lanes)
                 };
                 assert_eq!(got, expected, "{form:?} modrelu {modrelu}: AVX-512");
+                // One sequence at a time, 16 rows per vector, against the scalar loop.
+                assert!(
+                    blocks.has_sixteen_row_groups(),
+                    "{form:?}: 16 divides n and m"
+                );
+                for s in 0..3 {
+                    let one_h: Vec<i32> = (0..n).map(|i| h[i * lanes + s]).collect();
+                    let one_x: Vec<i32> = (0..d).map(|j| x[j * lanes + s]).collect();
+                    let (mut scalar, mut wide) = (vec![0; n], vec![0; n]);
+                    blocks.step_one(&engine.finisher, &one_h, &one_x, &mut scalar);
+                    // SAFETY: the CPU has AVX-512F, the layout its groups of 16 rows;
+                    // n and d codes.
+                    unsafe {
+                        blocks::step_one_avx512(blocks, &engine.finisher, &one_h, &one_x, &mut wide)
+                    };
+                    assert_eq!(wide, scalar, "{form:?} modrelu {modrelu}: one sequence");
+                }
             } else {
-                eprintln!("skipped: this CPU has no AVX-512F");
+                eprintln!("skipped: this CPU has no AVX-512F (and its one-sequence kernel)");
             }
         }
         assert!(
