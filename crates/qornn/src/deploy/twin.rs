@@ -9,12 +9,14 @@ use qornn_infer::IntActivation;
 /// weights `q(W) = W_c M 2^-S` (row i's step `M_i 2^-S`) and activations `h = H 2^-f_h`,
 /// re-quantized to codes at each step. The dequantized weights are computed once here
 /// (row i over its diagonal block of W, the only entries that can be non-zero), the
-/// dequantized state once a step.
+/// dequantized state once a step. Both are kept block by block, column by column, so that
+/// a block's pre-activations are column times value sums across its rows.
 pub struct Twin<'a> {
     q: &'a QuantizedRecurrence,
-    /// `(n, block)`: row i's entries of `q(W)` in its diagonal block.
+    /// `(n / block, block, block)`: diagonal block b's column k of `q(W)` at
+    /// `(b block + k) block`.
     w: Vec<f64>,
-    /// `(n, d)`: `q(U)`.
+    /// `(n / block, d, block)`: the rows of block b of `q(U)`, column j at `(b d + j) block`.
     u: Vec<f64>,
     /// The biases in `f64`: `b_i 2^-(S + f_h)`.
     bias: Vec<f64>,
@@ -26,17 +28,24 @@ impl<'a> Twin<'a> {
         let block = q.as_int().w_block();
         let (w_unit, u_unit) = (q.w_step.unit(), q.u_step.unit());
         let bias_unit = 2f64.powi(-(q.shift as i32 + q.hidden_frac));
-        let mut w = Vec::with_capacity(n * block);
-        for i in 0..n {
-            // `M_i 2^-S`, exact: a mantissa times a power of two.
-            let step = q.w_step.mantissa(i) as f64 * w_unit;
-            let start = i / block * block;
-            let row = &q.w_codes[i * n + start..i * n + start + block];
-            w.extend(row.iter().map(|&c| c as f64 * step));
+        // Entry (i, j) of q(W) is `W_ij M_i 2^-S`, of q(U) `U_ij M'_i 2^-S'`: exact, a code
+        // times a mantissa times a power of two.
+        let (mut w, mut u) = (Vec::with_capacity(n * block), Vec::with_capacity(n * d));
+        for first in (0..n).step_by(block) {
+            let rows = first..first + block;
+            for k in 0..block {
+                w.extend(rows.clone().map(|i| {
+                    q.w_codes[i * n + first + k] as f64 * (q.w_step.mantissa(i) as f64 * w_unit)
+                }));
+            }
+            for j in 0..d {
+                u.extend(
+                    rows.clone().map(|i| {
+                        q.u_codes[i * d + j] as f64 * (q.u_step.mantissa(i) as f64 * u_unit)
+                    }),
+                );
+            }
         }
-        let u = (0..n * d)
-            .map(|k| q.u_codes[k] as f64 * (q.u_step.mantissa(k / d) as f64 * u_unit))
-            .collect();
         let bias = q.bias.iter().map(|&b| b as f64 * bias_unit).collect();
         Self { q, w, u, bias }
     }
@@ -75,7 +84,10 @@ impl<'a> Twin<'a> {
         values.resize(2 * n + d, 0.0);
         let (state, z) = values.split_at_mut(n + d);
         let (h, x) = state.split_at(n);
-        // Block by block: its rows of q(W) read only its units of h.
+        // Block by block: its rows of q(W) read only its units of h. Every product (a code
+        // times its step times a code times its unit) and every partial sum is a multiple
+        // of the finest unit far below 2^53 of it, so each is exact and the order of
+        // summation cannot change the result: the columns are added across the rows.
         let blocks = z.chunks_exact_mut(block).zip(h.chunks_exact(block));
         let weights = self
             .w
@@ -83,10 +95,17 @@ impl<'a> Twin<'a> {
             .zip(self.u.chunks_exact(block * d));
         for (((z, h_block), (w, u)), bias) in blocks.zip(weights).zip(self.bias.chunks_exact(block))
         {
-            let rows = w.chunks_exact(block).zip(u.chunks_exact(d)).zip(bias);
-            for (z_i, ((w_row, u_row), &b)) in z.iter_mut().zip(rows) {
-                *z_i = exact_dot(w_row, h_block) + exact_dot(u_row, x) + b;
+            // Sixteen rows at a time, their sums in registers; then the rows left.
+            let mut first = 0;
+            while first + 16 <= block {
+                let mut sums: [f64; 16] = bias[first..first + 16].try_into().expect("16 rows");
+                add_columns(&mut sums, w, u, block, first, h_block, x);
+                z[first..first + 16].copy_from_slice(&sums);
+                first += 16;
             }
+            let rest = &mut z[first..];
+            rest.copy_from_slice(&bias[first..]);
+            add_columns(rest, w, u, block, first, h_block, x);
         }
         let (lo, hi) = (lo as f64, hi as f64);
         let codes = z.iter().map(|&z_i| (z_i * per_h_unit + 0.5).floor());
@@ -108,25 +127,25 @@ impl<'a> Twin<'a> {
     }
 }
 
-/// `sum_j w_j v_j` in `f64`, in eight interleaved partial sums. Every product (a code times
-/// its step times a code times its unit) and partial sum is a multiple of `step unit` far
-/// below 2^53 of it, so each is exact and the order of summation cannot change the result;
-/// eight independent sums let the loop vectorise (one serial sum would wait on every
-/// addition).
+/// `sums[r] += sum_k W_(first + r) k h_k + sum_j U_(first + r) j x_j` for the rows of one
+/// block from `first`, with W's and U's columns `block` apart (`Twin`'s layout).
 #[inline(always)]
-fn exact_dot(w: &[f64], values: &[f64]) -> f64 {
-    let mut sums = [0.0f64; 8];
-    let (w8, values8) = (w.chunks_exact(8), values.chunks_exact(8));
-    let (w_rest, values_rest) = (w8.remainder(), values8.remainder());
-    for (c, v) in w8.zip(values8) {
-        for k in 0..8 {
-            sums[k] += c[k] * v[k];
+fn add_columns(
+    sums: &mut [f64],
+    w: &[f64],
+    u: &[f64],
+    block: usize,
+    first: usize,
+    h: &[f64],
+    x: &[f64],
+) {
+    let rows = sums.len();
+    let columns = w.chunks_exact(block).zip(h);
+    for (column, &value) in columns.chain(u.chunks_exact(block).zip(x)) {
+        for (sum, &c) in sums.iter_mut().zip(&column[first..first + rows]) {
+            *sum += c * value;
         }
     }
-    for (&c, &v) in w_rest.iter().zip(values_rest) {
-        sums[0] += c * v;
-    }
-    sums.iter().sum()
 }
 
 #[cfg(test)]
