@@ -51,9 +51,8 @@ kept only 9 bits, enough to drift the state by a factor of e over a thousand ste
 rows now have 16-bit mantissas for block rotations (`docs/format.md`). Instructions per step
 are Cortex-M4 instructions counted by QEMU (`make -C c steps-m4`), the difference between a
 2-step and a 1-step program, with the C library of the commit that made each row (the
-current library's, shape by shape, are in [microcontroller.md](microcontroller.md)). How the recipe was chosen (held against learned steps, when to
-start) and the integer results of the earlier, post-training-quantized models are in
-[integer-notes.md](integer-notes.md).
+current library's, shape by shape, are in [microcontroller.md](microcontroller.md)); the
+integer engine's speed on the host is on the [speed](speed.md) page.
 
 **Copy, T0 = 100, the paper's STE-Björck QORNN at A = 8.** The 4-bit modReLU model
 (`configs/copy-t100-qornn-bjorck-4b-modrelu-a8.toml`: Adam, activations at A = 8 from step
