@@ -12,7 +12,8 @@
 //! the scalar engine's own (`IntRecurrence::finish`). Models whose hidden codes fit a byte
 //! (A <= 8) take `engine/bytes.rs` instead: `vpmaddubsw`, 32 multiply-adds per instruction,
 //! under the bounds stated there, or AVX-512 VNNI `vpdpbusd` (64 per instruction) where
-//! the CPU has it. A block-diagonal W (Hadamard blocks, rotation pairs)
+//! the CPU has it; there, the others take the pair layout with `vpdpwssd` (32 multiply-adds
+//! and their sum per instruction, 16 lanes per register) for n, d <= 256. A block-diagonal W (Hadamard blocks, rotation pairs)
 //! takes `engine/blocks.rs`, which multiplies only W's blocks (below 8 sequences, one
 //! sequence at a time with 16 units per AVX-512 vector where the CPU has it). Without AVX2 a
 //! portable loop does the same arithmetic; models whose hidden codes do not fit int16
@@ -30,7 +31,7 @@ use layout::{finish_8_avx2, RowConstants};
 use layout::{halves, padded_code, pair, pairs_of, Finisher, LANES, PAIRS_PER_CHUNK};
 use pairs::products_portable;
 #[cfg(target_arch = "x86_64")]
-use pairs::{pair_sums_avx2, products_avx2};
+use pairs::{pair_sums_avx2, pair_sums_avx512vnni, products_avx2};
 use qornn_infer::IntRecurrence;
 
 /// Whether the CPU runs the AVX-512 VNNI byte kernel.
@@ -64,6 +65,9 @@ pub enum Kernel {
     /// codes spanning at most 256 values (A <= 8) and `2 (hi - lo) max|w| <= 32767`
     /// (every model with k <= 7).
     Avx2Bytes,
+    /// AVX-512 VNNI `vpdpwssd` over int16 pairs, the sums kept in registers, for n and d up
+    /// to 256 where the CPU has AVX-512 VNNI: the models `Avx2` takes there.
+    Avx512VnniPairs,
     /// AVX2 `vpmaddwd` over int16 pairs.
     Avx2,
     /// The same pair layout in portable Rust.
@@ -142,14 +146,25 @@ impl<'a> BatchedEngine<'a> {
         let blocks = (kernel == Kernel::Blocks && pair_kernel != Kernel::PerSequence)
             .then(|| BlockLayout::new(&rec, &w_codes, &u_codes))
             .flatten();
+        // The VNNI pair kernel keeps a row's sums in int32 registers: n, d <= 256.
+        let vnni_pairs = if has_avx512_vnni() && n.max(d) <= 2 * PAIRS_PER_CHUNK {
+            Kernel::Avx512VnniPairs
+        } else {
+            Kernel::Avx2
+        };
         let kernel = match (kernel, pair_kernel, &blocks) {
             (_, _, Some(_)) => Kernel::Blocks,
             (_, Kernel::PerSequence, _) => Kernel::PerSequence,
             (
-                Kernel::Avx2 | Kernel::Avx2Bytes | Kernel::Avx512VnniBytes | Kernel::Blocks,
+                Kernel::Avx2
+                | Kernel::Avx2Bytes
+                | Kernel::Avx512VnniBytes
+                | Kernel::Avx512VnniPairs
+                | Kernel::Blocks,
                 Kernel::Portable,
                 _,
             ) => Kernel::Portable,
+            (Kernel::Avx512VnniPairs, _, _) => vnni_pairs,
             (Kernel::Blocks | Kernel::Avx512VnniBytes, _, None) if has_avx512_vnni() => {
                 Kernel::Avx512VnniBytes
             }
@@ -167,7 +182,8 @@ impl<'a> BatchedEngine<'a> {
                 _ => layout,
             });
         let kernel = match (kernel, &bytes) {
-            (Kernel::Avx2Bytes | Kernel::Avx512VnniBytes, None) => Kernel::Avx2,
+            (Kernel::Avx512VnniBytes, None) => vnni_pairs,
+            (Kernel::Avx2Bytes, None) => Kernel::Avx2,
             (k, _) => k,
         };
         // Rows come in twos (units 2q and 2q+1 share a pass); a zero row pads an odd n. The
@@ -371,6 +387,17 @@ impl<'a> BatchedEngine<'a> {
             return;
         }
         #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Avx512VnniPairs {
+            // SAFETY: `Kernel::Avx512VnniPairs` is chosen only on a CPU with AVX-512 VNNI
+            // and only for n, d <= 256; the state holds `hidden_pairs x lanes` and
+            // `input_pairs x lanes` words, `lanes` a multiple of `LANES`.
+            unsafe {
+                step_in_registers_avx512vnni(self, &state.h, &state.x, &mut state.next, lanes)
+            };
+            std::mem::swap(&mut state.h, &mut state.next);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if self.kernel == Kernel::Avx2
             && self.hidden_pairs <= PAIRS_PER_CHUNK
             && self.input_pairs <= PAIRS_PER_CHUNK
@@ -512,6 +539,51 @@ unsafe fn step_in_registers_avx2(
                 let words =
                     _mm256_or_si256(_mm256_and_si256(lo, low_half), _mm256_slli_epi32::<16>(hi));
                 _mm256_storeu_si256(out.add(8 * v) as *mut __m256i, words);
+            }
+        }
+    }
+}
+
+/// `step_in_registers_avx2` with AVX-512 VNNI: `vpdpwssd` (32 multiply-adds and the sum
+/// per instruction, `pair_sums_avx512vnni`), and the two rows' 32 lanes finished 16 at a
+/// time (`finish_16_avx512`) and packed into pairs there.
+///
+/// # Safety
+/// The CPU has AVX-512F and VNNI; as `step_in_registers_avx2` otherwise.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn step_in_registers_avx512vnni(
+    e: &BatchedEngine<'_>,
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
+) {
+    use layout::{finish_16_avx512, RowConstants512};
+    use std::arch::x86_64::*;
+    let (pn, pd, n) = (e.hidden_pairs, e.input_pairs, e.rec.hidden);
+    assert!(h.len() >= pn * lanes && next.len() >= pn * lanes && x.len() >= pd * lanes);
+    assert!(lanes.is_multiple_of(LANES) && pn <= PAIRS_PER_CHUNK && pd <= PAIRS_PER_CHUNK);
+    let low_half = _mm512_set1_epi32(0xffff);
+    for block in (0..lanes).step_by(LANES) {
+        for q in 0..pn {
+            let w_rows = e.w_pairs[2 * q * pn..(2 * q + 2) * pn].split_at(pn);
+            let u_rows = e.u_pairs[2 * q * pd..(2 * q + 2) * pd].split_at(pd);
+            let [u_lo, u_hi] = pair_sums_avx512vnni(u_rows, x, lanes, block);
+            let [w_lo, w_hi] = pair_sums_avx512vnni(w_rows, h, lanes, block);
+            let lo_row = RowConstants512::new(&e.finisher, 2 * q);
+            // An odd n pads with a zero row whose codes are never read.
+            let hi_row = (2 * q + 1 < n).then(|| RowConstants512::new(&e.finisher, 2 * q + 1));
+            let out = next.as_mut_ptr().add(q * lanes + block);
+            for v in 0..LANES / 16 {
+                let lo = finish_16_avx512(&lo_row, w_lo[v], u_lo[v]);
+                let hi = hi_row.as_ref().map_or(_mm512_setzero_si512(), |r| {
+                    finish_16_avx512(r, w_hi[v], u_hi[v])
+                });
+                // `pair(lo, hi)` on 16 lanes.
+                let words =
+                    _mm512_or_si512(_mm512_and_si512(lo, low_half), _mm512_slli_epi32::<16>(hi));
+                _mm512_storeu_si512(out.add(16 * v) as *mut __m512i, words);
             }
         }
     }

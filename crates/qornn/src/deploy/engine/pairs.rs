@@ -1,11 +1,11 @@
 //! The pair kernels' products: W's and U's codes as int16 pairs against the sequences'
 //! pairs, two rows at a time for 32 lanes, with AVX2 `vpmaddwd` (16 multiply-adds per
-//! instruction) or in portable Rust; sums exact in int32 over `PAIRS_PER_CHUNK` pairs, then
-//! widened to int64.
+//! instruction), AVX-512 VNNI `vpdpwssd` (32, the sum included) or in portable Rust; sums
+//! exact in int32 over `PAIRS_PER_CHUNK` pairs, then widened to int64.
 
 use super::layout::{halves, LANES, PAIRS_PER_CHUNK};
 #[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::__m256i;
+use std::arch::x86_64::{__m256i, __m512i};
 
 /// `sum_p rows.r[p] . pairs[p][block + l]` in int32 for two rows and 32 lanes (at most
 /// `PAIRS_PER_CHUNK` pairs): each load of the lanes' pairs serves both rows.
@@ -28,6 +28,33 @@ pub(super) unsafe fn pair_sums_avx2(
             let column = _mm256_loadu_si256(base.add(8 * v) as *const __m256i);
             *sa = _mm256_add_epi32(*sa, _mm256_madd_epi16(wa, column));
             *sb = _mm256_add_epi32(*sb, _mm256_madd_epi16(wb, column));
+        }
+    }
+    acc
+}
+
+/// `pair_sums_avx2` with AVX-512 VNNI: one `vpdpwssd` multiplies a row's pair of codes
+/// with the pairs of 16 lanes and adds both products to their sums (the same int32
+/// arithmetic as `vpmaddwd` then `vpaddd`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[inline]
+pub(super) unsafe fn pair_sums_avx512vnni(
+    rows: (&[i32], &[i32]),
+    pairs: &[i32],
+    lanes: usize,
+    block: usize,
+) -> [[__m512i; LANES / 16]; 2] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_si512(); LANES / 16]; 2];
+    for (p, (&a, &b)) in rows.0.iter().zip(rows.1).enumerate() {
+        let (wa, wb) = (_mm512_set1_epi32(a), _mm512_set1_epi32(b));
+        let base = pairs.as_ptr().add(p * lanes + block);
+        let [acc_a, acc_b] = &mut acc;
+        for (v, (sa, sb)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
+            let column = _mm512_loadu_si512(base.add(16 * v) as *const __m512i);
+            *sa = _mm512_dpwssd_epi32(*sa, wa, column);
+            *sb = _mm512_dpwssd_epi32(*sb, wb, column);
         }
     }
     acc

@@ -29,7 +29,7 @@ proptest! {
         prop_assert!(scalar.validate().is_ok());
         let kernels = [
             Kernel::Blocks, Kernel::Avx2Bytes, Kernel::Avx2, Kernel::Portable,
-            Kernel::Avx512VnniBytes,
+            Kernel::Avx512VnniBytes, Kernel::Avx512VnniPairs,
         ];
         let engines: Vec<BatchedEngine> =
             kernels.iter().map(|&k| BatchedEngine::with_kernel(model.as_int(), k)).collect();
@@ -46,6 +46,10 @@ proptest! {
             // The VNNI kernel takes the same models where the CPU has it.
             let vnni = if has_avx512_vnni() { Kernel::Avx512VnniBytes } else { Kernel::Avx2Bytes };
             prop_assert_eq!(engines[4].kernel() == vnni, within, "A = {}, k = {}", a, k);
+            // The VNNI pair kernel takes the pair kernel's models up to n, d = 256 where
+            // the CPU has it.
+            let vnni_pairs = has_avx512_vnni() && engines[2].kernel() == Kernel::Avx2 && n <= 256;
+            prop_assert_eq!(engines[5].kernel() == Kernel::Avx512VnniPairs, vnni_pairs, "n = {}", n);
             // The block kernel takes every structured W within int16 hidden codes.
             let structured = scalar.w_block() < n && hi <= i16::MAX as i32;
             prop_assert_eq!(engines[0].kernel() == Kernel::Blocks, structured, "A = {}, k = {}", a, k);
@@ -159,6 +163,45 @@ fn the_vnni_byte_kernel_runs_where_the_cpu_has_it() {
             assert_eq!(got, h, "batch {batch} sequence {s}");
         }
     }
+}
+
+/// Likewise for the VNNI pair kernel, which takes a dense model whose hidden codes need
+/// more than a byte (A = 12).
+#[test]
+fn the_vnni_pair_kernel_runs_where_the_cpu_has_it() {
+    let n = 9;
+    let model = uniform_model(n, 0.25, 4, 12);
+    let engine = BatchedEngine::new(model.as_int());
+    if !has_avx512_vnni() {
+        eprintln!(
+            "skipped: this CPU has no AVX-512 VNNI; {:?} ran",
+            engine.kernel()
+        );
+        return;
+    }
+    assert_eq!(engine.kernel(), Kernel::Avx512VnniPairs);
+    let batch = 40;
+    let mut state = engine.state(batch);
+    let x: Vec<i32> = (0..batch as i32).map(|s| s * 50 - 1000).collect();
+    engine.step(&mut state, &x);
+    engine.step(&mut state, &x);
+    let (mut got, mut h, mut next) = (vec![0; n], vec![0; n], vec![0; n]);
+    let mut active = 0;
+    for s in 0..batch {
+        h.fill(0);
+        for _ in 0..2 {
+            model.as_int().step(&h, &x[s..s + 1], &mut next);
+            h.copy_from_slice(&next);
+        }
+        engine.hidden(&state, s, &mut got);
+        assert_eq!(got, h, "sequence {s}");
+        active += usize::from(h.iter().any(|&c| c != 0));
+    }
+    // ReLU zeroes the negative inputs' sequences, not the others.
+    assert!(
+        active > batch / 4,
+        "{active} sequences with codes other than zero"
+    );
 }
 
 #[test]
