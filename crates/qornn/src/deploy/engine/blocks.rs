@@ -23,6 +23,10 @@ pub(super) struct BlockLayout {
     /// The codes by groups of 16 rows for one sequence at a time (`step_one_avx512`), where
     /// 16 divides n and m divides 16 or 16 divides m.
     one_sequence: Option<SixteenRowGroups>,
+    /// A Hadamard recurrence with blocks of at most 16 (`W_ij = s_i (I ⊗ H_m)_ij`, s_i = W's
+    /// code on its block's first column): `step_avx512` transforms the blocks instead of
+    /// multiplying them.
+    hadamard: bool,
 }
 
 /// W's block columns and U's columns by groups of 16 rows, one row per int32 lane, and the
@@ -68,6 +72,7 @@ impl BlockLayout {
             w_rows,
             u: u_codes.iter().map(|&c| c as i32).collect(),
             one_sequence: None,
+            hadamard: rec.hadamard_block > 0 && m <= 16,
         })
     }
 
@@ -282,6 +287,16 @@ pub(super) unsafe fn step_avx512(
 ) {
     use std::arch::x86_64::*;
     assert!(lanes.is_multiple_of(LANES) && next.len() >= n * lanes);
+    assert!(h.len() >= n * lanes && x.len() >= layout.input * lanes);
+    if layout.hadamard {
+        match layout.block {
+            2 => return hadamard_step_avx512::<2>(layout, finisher, n, h, x, next, lanes),
+            4 => return hadamard_step_avx512::<4>(layout, finisher, n, h, x, next, lanes),
+            8 => return hadamard_step_avx512::<8>(layout, finisher, n, h, x, next, lanes),
+            16 => return hadamard_step_avx512::<16>(layout, finisher, n, h, x, next, lanes),
+            _ => {}
+        }
+    }
     for lane0 in (0..lanes).step_by(LANES) {
         for i in 0..n {
             let (acc_w, acc_u) = layout.sums(i, h, x, lanes, lane0);
@@ -292,6 +307,64 @@ pub(super) unsafe fn step_avx512(
                 let u = _mm512_loadu_si512(acc_u.as_ptr().add(16 * v) as *const __m512i);
                 let codes = finish_16_avx512(&row, w, u);
                 _mm512_storeu_si512(out.add(16 * v) as *mut __m512i, codes);
+            }
+        }
+    }
+}
+
+/// `step_avx512` for a Hadamard recurrence with blocks of M: a block's W sums for 16 lanes,
+/// `s_i sum_k H_M[r][k] h_k` (row i = first + r, `H_M[r][k] = (-1)^popcount(r & k)`), are
+/// the fast Walsh-Hadamard transform of its M hidden rows (log2 M stages of additions and
+/// subtractions in registers, exact in int32 under the layout's bound) times the row's
+/// sign, instead of M products per row.
+///
+/// # Safety
+/// As `step_avx512`; the layout is a Hadamard one with blocks of M.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn hadamard_step_avx512<const M: usize>(
+    layout: &BlockLayout,
+    finisher: &Finisher<'_>,
+    n: usize,
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
+) {
+    use super::layout::{finish_16_avx512, RowConstants512};
+    use std::arch::x86_64::*;
+    assert!(layout.hadamard && layout.block == M && n.is_multiple_of(M));
+    let d = layout.input;
+    let at = |rows: &[i32], row: usize, lane0: usize| {
+        _mm512_loadu_si512(rows.as_ptr().add(row * lanes + lane0) as *const __m512i)
+    };
+    for lane0 in (0..lanes).step_by(16) {
+        for first in (0..n).step_by(M) {
+            let mut v: [__m512i; M] = std::array::from_fn(|r| at(h, first + r, lane0));
+            let mut stride = 1;
+            while stride < M {
+                for r in (0..M).filter(|r| r & stride == 0) {
+                    let (a, b) = (v[r], v[r + stride]);
+                    v[r] = _mm512_add_epi32(a, b);
+                    v[r + stride] = _mm512_sub_epi32(a, b);
+                }
+                stride *= 2;
+            }
+            for (r, &transformed) in v.iter().enumerate() {
+                let i = first + r;
+                let sign = _mm512_set1_epi32(layout.w_rows[i * M]);
+                let sum_w = _mm512_mullo_epi32(transformed, sign);
+                let mut sum_u = _mm512_setzero_si512();
+                for (j, &code) in layout.u[i * d..(i + 1) * d].iter().enumerate() {
+                    let product = _mm512_mullo_epi32(_mm512_set1_epi32(code), at(x, j, lane0));
+                    sum_u = _mm512_add_epi32(sum_u, product);
+                }
+                let row = RowConstants512::new(finisher, i);
+                let codes = finish_16_avx512(&row, sum_w, sum_u);
+                _mm512_storeu_si512(
+                    next.as_mut_ptr().add(i * lanes + lane0) as *mut __m512i,
+                    codes,
+                );
             }
         }
     }

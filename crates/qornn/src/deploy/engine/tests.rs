@@ -230,11 +230,14 @@ fn the_block_kernels_agree_with_the_portable_one() {
     use crate::deploy::convert::testing::Form;
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    let (n, d, lanes) = (256, 2, 2 * layout::LANES);
-    for (form, modrelu) in [
-        (Form::Hadamard, true),
-        (Form::Hadamard, false),
-        (Form::Rotations, true),
+    let (d, lanes) = (2, 2 * layout::LANES);
+    // n = 256: Hadamard blocks of 64 (multiplied); n = 48, 80: blocks of 16 (transformed).
+    for (form, modrelu, n) in [
+        (Form::Hadamard, true, 256),
+        (Form::Hadamard, false, 256),
+        (Form::Hadamard, true, 48),
+        (Form::Hadamard, false, 80),
+        (Form::Rotations, true, 256),
     ] {
         let model = random_model(&mut rng, form, (n, d), 4, 8, modrelu);
         let engine = BatchedEngine::new(model.as_int());
