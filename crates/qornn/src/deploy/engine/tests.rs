@@ -148,21 +148,32 @@ fn the_vnni_byte_kernel_runs_where_the_cpu_has_it() {
     assert_eq!(engine.kernel(), Kernel::Avx512VnniBytes);
     // 40 sequences: 32 lanes side by side; 3: one sequence at a time, 16 rows at once.
     for batch in [40, 3] {
-        let mut state = engine.state(batch);
-        let x: Vec<i32> = (0..batch as i32).map(|s| s * 3 - 60).collect();
-        engine.step(&mut state, &x);
-        engine.step(&mut state, &x);
-        let (mut got, mut h, mut next) = (vec![0; n], vec![0; n], vec![0; n]);
-        for s in 0..batch {
-            h.fill(0);
-            for _ in 0..2 {
-                model.as_int().step(&h, &x[s..s + 1], &mut next);
-                h.copy_from_slice(&next);
-            }
-            engine.hidden(&state, s, &mut got);
-            assert_eq!(got, h, "batch {batch} sequence {s}");
-        }
+        let x: Vec<i32> = (0..batch).map(|s| s * 3 - 60).collect();
+        two_steps_agree(&engine, &model, &x);
     }
+}
+
+/// Two steps of the engine over one input code per sequence (`x`, one per sequence, the
+/// same at both steps) give the scalar engine's codes; returns how many sequences end
+/// with codes other than zero.
+fn two_steps_agree(engine: &BatchedEngine, model: &QuantizedRecurrence, x: &[i32]) -> usize {
+    let (n, batch) = (model.hidden, x.len());
+    let mut state = engine.state(batch);
+    engine.step(&mut state, x);
+    engine.step(&mut state, x);
+    let (mut got, mut h, mut next) = (vec![0; n], vec![0; n], vec![0; n]);
+    let mut active = 0;
+    for s in 0..batch {
+        h.fill(0);
+        for _ in 0..2 {
+            model.as_int().step(&h, &x[s..s + 1], &mut next);
+            h.copy_from_slice(&next);
+        }
+        engine.hidden(&state, s, &mut got);
+        assert_eq!(got, h, "batch {batch} sequence {s}");
+        active += usize::from(h.iter().any(|&c| c != 0));
+    }
+    active
 }
 
 /// Likewise for the VNNI pair kernel, which takes a dense model whose hidden codes need
@@ -181,22 +192,8 @@ fn the_vnni_pair_kernel_runs_where_the_cpu_has_it() {
     }
     assert_eq!(engine.kernel(), Kernel::Avx512VnniPairs);
     let batch = 40;
-    let mut state = engine.state(batch);
     let x: Vec<i32> = (0..batch as i32).map(|s| s * 50 - 1000).collect();
-    engine.step(&mut state, &x);
-    engine.step(&mut state, &x);
-    let (mut got, mut h, mut next) = (vec![0; n], vec![0; n], vec![0; n]);
-    let mut active = 0;
-    for s in 0..batch {
-        h.fill(0);
-        for _ in 0..2 {
-            model.as_int().step(&h, &x[s..s + 1], &mut next);
-            h.copy_from_slice(&next);
-        }
-        engine.hidden(&state, s, &mut got);
-        assert_eq!(got, h, "sequence {s}");
-        active += usize::from(h.iter().any(|&c| c != 0));
-    }
+    let active = two_steps_agree(&engine, &model, &x);
     // ReLU zeroes the negative inputs' sequences, not the others.
     assert!(
         active > batch / 4,
