@@ -41,6 +41,9 @@ struct SixteenRowGroups {
     /// sits among the group's 16 hidden codes (`r / m * m + k`); empty when every row of
     /// a group shares one block (16 divides m).
     columns_in_group: Vec<[i32; 16]>,
+    /// The fast Walsh-Hadamard transform's partners at stages 1, 2, 4, 8: lane r of vector
+    /// t is `r ^ 2^t`.
+    butterflies: [[i32; 16]; 4],
     sixteen_rows: Vec<SixteenRows>,
 }
 
@@ -104,6 +107,7 @@ impl BlockLayout {
             w_columns: columns(&self.w_rows, m),
             u_columns: columns(&self.u, d),
             columns_in_group,
+            butterflies: std::array::from_fn(|t| std::array::from_fn(|r| (r ^ (1 << t)) as i32)),
             sixteen_rows: (0..groups).map(|g| finisher.sixteen_rows(16 * g)).collect(),
         });
         self
@@ -187,10 +191,29 @@ pub(super) unsafe fn step_one_avx512(
     let n = out.len();
     assert!(h.len() == n && x.len() == d && groups.sixteen_rows.len() * 16 == n);
     let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
+    let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (g, constants) in groups.sixteen_rows.iter().enumerate() {
         let w = groups.w_columns.as_ptr().add(g * m * 16);
         let mut sum_w = _mm512_setzero_si512();
-        if groups.columns_in_group.is_empty() {
+        if layout.hadamard {
+            // A Hadamard W (blocks of m <= 16, inside the group): the fast Walsh-Hadamard
+            // transform of the group's 16 codes, lane r taking r ^ s at stage s (< m: within
+            // its block), added where bit s of r is 0 and subtracted from where it is 1,
+            // then each row's sign (its code on its block's first column).
+            let mut codes = load(h.as_ptr().add(16 * g));
+            let mut stride = 1;
+            while stride < m {
+                let partner = _mm512_permutexvar_epi32(
+                    load(groups.butterflies[stride.trailing_zeros() as usize].as_ptr()),
+                    codes,
+                );
+                let upper = _mm512_test_epi32_mask(_mm512_set1_epi32(stride as i32), lanes);
+                codes =
+                    _mm512_mask_sub_epi32(_mm512_add_epi32(codes, partner), upper, partner, codes);
+                stride *= 2;
+            }
+            sum_w = _mm512_mullo_epi32(codes, load(w));
+        } else if groups.columns_in_group.is_empty() {
             let start = 16 * g / m * m;
             for k in 0..m {
                 let code = _mm512_set1_epi32(*h.get_unchecked(start + k));
