@@ -29,9 +29,9 @@ use bytes::ByteLayout;
 #[cfg(target_arch = "x86_64")]
 use layout::{finish_8_avx2, RowConstants};
 use layout::{halves, padded_code, pair, pairs_of, Finisher, LANES, PAIRS_PER_CHUNK};
-use pairs::products_portable;
 #[cfg(target_arch = "x86_64")]
 use pairs::{pair_sums_avx2, pair_sums_avx512vnni, products_avx2};
+use pairs::{products_portable, PairRowGroups};
 use qornn_infer::IntRecurrence;
 
 /// Whether the CPU runs the AVX-512 VNNI byte kernel.
@@ -66,7 +66,8 @@ pub enum Kernel {
     /// (every model with k <= 7).
     Avx2Bytes,
     /// AVX-512 VNNI `vpdpwssd` over int16 pairs, the sums kept in registers, for n and d up
-    /// to 256 where the CPU has AVX-512 VNNI: the models `Avx2` takes there.
+    /// to 256 where the CPU has AVX-512 VNNI: the models `Avx2` takes there. Below 8
+    /// sequences, one at a time with 16 rows per instruction.
     Avx512VnniPairs,
     /// AVX2 `vpmaddwd` over int16 pairs.
     Avx2,
@@ -94,6 +95,9 @@ pub struct BatchedEngine<'a> {
     bytes: Option<ByteLayout>,
     /// `Kernel::Blocks`: W's blocks and U.
     blocks: Option<BlockLayout>,
+    /// `Kernel::Avx512VnniPairs`: W's and U's pairs by groups of 16 rows, for one sequence
+    /// at a time.
+    pair_groups: Option<PairRowGroups>,
 }
 
 /// The hidden codes of a batch of sequences.
@@ -197,10 +201,20 @@ impl<'a> BatchedEngine<'a> {
                 pairs_of(|i, j| padded_code(&u_codes, d, i, j), rows, d),
             )
         };
+        let pair_groups = (kernel == Kernel::Avx512VnniPairs).then(|| {
+            let (hidden_pairs, input_pairs) = (n.div_ceil(2), d.div_ceil(2));
+            PairRowGroups::new(
+                &finisher,
+                n,
+                (&w_pairs, hidden_pairs),
+                (&u_pairs, input_pairs),
+            )
+        });
         Self {
             finisher,
             rec,
             kernel,
+            pair_groups,
             w_pairs,
             u_pairs,
             hidden_pairs: n.div_ceil(2),
@@ -227,6 +241,10 @@ impl<'a> BatchedEngine<'a> {
                 one_sequence: Some(blocks),
                 ..
             }) if per_sequence => (batch * n, self.input_pairs + blocks.hidden_words(), 0),
+            // The VNNI pair kernel's input and hidden pairs for one sequence.
+            _ if per_sequence && self.pair_groups.is_some() => {
+                (batch * n, self.input_pairs + self.hidden_pairs, 0)
+            }
             _ if per_sequence => (batch * n, 0, 0),
             _ if self.blocks.is_some() => (n * lanes, d * lanes, 0),
             Some(bytes) => (
@@ -297,6 +315,28 @@ impl<'a> BatchedEngine<'a> {
                 // for them.
                 unsafe {
                     bytes::step_one_avx512vnni(bytes, &self.finisher, n, h, pairs, words, next)
+                };
+            }
+            std::mem::swap(&mut state.h, &mut state.next);
+            return;
+        }
+        // The VNNI pair kernel's groups of rows run a small batch one sequence at a time.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(groups) = self.pair_groups.as_ref().filter(|_| state.per_sequence) {
+            let (x_pairs, h_pairs) = state.x.split_at_mut(self.input_pairs);
+            for b in 0..state.batch {
+                let x = &x_codes[b * d..(b + 1) * d];
+                for (q, p) in x_pairs.iter_mut().enumerate() {
+                    *p = pair(x[2 * q], x.get(2 * q + 1).copied().unwrap_or(0));
+                }
+                let (h, next) = (
+                    &state.h[b * n..(b + 1) * n],
+                    &mut state.next[b * n..(b + 1) * n],
+                );
+                // SAFETY: the groups are built only for `Kernel::Avx512VnniPairs`, chosen
+                // only on a CPU with AVX-512 VNNI; `state` sized the pairs for them.
+                unsafe {
+                    pairs::step_one_avx512vnni(groups, &self.finisher, h, x_pairs, h_pairs, next)
                 };
             }
             std::mem::swap(&mut state.h, &mut state.next);

@@ -3,7 +3,7 @@
 //! instruction), AVX-512 VNNI `vpdpwssd` (32, the sum included) or in portable Rust; sums
 //! exact in int32 over `PAIRS_PER_CHUNK` pairs, then widened to int64.
 
-use super::layout::{halves, LANES, PAIRS_PER_CHUNK};
+use super::layout::{halves, Finisher, SixteenRows, LANES, PAIRS_PER_CHUNK};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m256i, __m512i};
 
@@ -126,5 +126,95 @@ pub(super) unsafe fn products_avx2(
         for (v, t) in total_r.iter().enumerate() {
             _mm256_storeu_si256(out_r.as_mut_ptr().add(4 * v) as *mut __m256i, *t);
         }
+    }
+}
+
+/// W's and U's pairs of codes by groups of 16 rows for one sequence at a time
+/// (`step_one_avx512vnni`): lane r of a group's vector p is row 16 g + r's pair p (zero
+/// past the last row), so that one `vpdpwssd` adds a broadcast pair of hidden codes times
+/// 16 rows' pairs to their sums.
+pub(super) struct PairRowGroups {
+    w_columns: Vec<i32>,
+    u_columns: Vec<i32>,
+    sixteen_rows: Vec<SixteenRows>,
+}
+
+impl PairRowGroups {
+    /// From the rows of pairs (`w_pairs`: n rows of `hidden_pairs` words, padded to an
+    /// even count; `u_pairs`: of `input_pairs`).
+    pub(super) fn new(
+        finisher: &Finisher<'_>,
+        n: usize,
+        (w_pairs, hidden_pairs): (&[i32], usize),
+        (u_pairs, input_pairs): (&[i32], usize),
+    ) -> Self {
+        let groups = n.div_ceil(16);
+        let columns = |rows: &[i32], width: usize| -> Vec<i32> {
+            (0..groups * width * 16)
+                .map(|at| {
+                    let (g, p, r) = (at / (width * 16), at / 16 % width, at % 16);
+                    let row = 16 * g + r;
+                    if row < n {
+                        rows[row * width + p]
+                    } else {
+                        0
+                    }
+                })
+                .collect()
+        };
+        Self {
+            w_columns: columns(w_pairs, hidden_pairs),
+            u_columns: columns(u_pairs, input_pairs),
+            sixteen_rows: (0..groups).map(|g| finisher.sixteen_rows(16 * g)).collect(),
+        }
+    }
+}
+
+/// One step of one sequence with AVX-512 VNNI, 16 rows at a time: `h` and `next` hold its
+/// n codes, `x` its input as int16 pairs (`input_pairs` words), `pairs` (`hidden_pairs`
+/// words) takes its hidden codes as pairs; each group's sums are finished 16 units at once.
+///
+/// # Safety
+/// The CPU has AVX-512F and VNNI; the slices are as stated.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub(super) unsafe fn step_one_avx512vnni(
+    groups: &PairRowGroups,
+    finisher: &Finisher<'_>,
+    h: &[i32],
+    x: &[i32],
+    pairs: &mut [i32],
+    next: &mut [i32],
+) {
+    use super::layout::{finish_16_avx512, pair, RowConstants512};
+    use std::arch::x86_64::*;
+    let (n, pn, pd) = (h.len(), pairs.len(), x.len());
+    assert!(next.len() == n && pn == n.div_ceil(2) && groups.sixteen_rows.len() == n.div_ceil(16));
+    assert!(groups.w_columns.len() == groups.sixteen_rows.len() * pn * 16);
+    assert!(groups.u_columns.len() == groups.sixteen_rows.len() * pd * 16);
+    for (q, word) in pairs.iter_mut().enumerate() {
+        *word = pair(h[2 * q], h.get(2 * q + 1).copied().unwrap_or(0));
+    }
+    let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
+    let sums = |columns: *const i32, words: &[i32]| {
+        // Two accumulators, so that consecutive vpdpwssd do not wait on each other.
+        let mut acc = [_mm512_setzero_si512(); 2];
+        for (p, &word) in words.iter().enumerate() {
+            let a = &mut acc[p % 2];
+            *a = _mm512_dpwssd_epi32(*a, _mm512_set1_epi32(word), load(columns.add(16 * p)));
+        }
+        _mm512_add_epi32(acc[0], acc[1])
+    };
+    for (g, constants) in groups.sixteen_rows.iter().enumerate() {
+        let sum_w = sums(groups.w_columns.as_ptr().add(g * pn * 16), pairs);
+        let sum_u = sums(groups.u_columns.as_ptr().add(g * pd * 16), x);
+        let row = RowConstants512::sixteen(finisher, constants);
+        let codes = finish_16_avx512(&row, sum_w, sum_u);
+        let left = (n - 16 * g).min(16);
+        _mm512_mask_storeu_epi32(
+            next.as_mut_ptr().add(16 * g),
+            (1u32 << left).wrapping_sub(1) as u16,
+            codes,
+        );
     }
 }
