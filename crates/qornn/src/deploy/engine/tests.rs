@@ -131,12 +131,23 @@ fn uniform_model(n: usize, w: f32, weight_bits: u32, act_bits: u32) -> Quantized
     })
 }
 
-/// The proptest above compares every kernel with the scalar engine; this one says
-/// whether the VNNI kernel was among them on this CPU.
+/// The proptest above compares every kernel with the scalar engine; these say whether the
+/// VNNI kernels were among them on this CPU: the byte kernel on a model whose hidden codes
+/// fit a byte (A = 8), the pair kernel on one whose codes need more (A = 12).
 #[test]
 fn the_vnni_byte_kernel_runs_where_the_cpu_has_it() {
-    let n = 8;
-    let model = uniform_model(n, 0.25, 4, 8);
+    vnni_kernel_agrees(uniform_model(8, 0.25, 4, 8), Kernel::Avx512VnniBytes, 3);
+}
+
+#[test]
+fn the_vnni_pair_kernel_runs_where_the_cpu_has_it() {
+    vnni_kernel_agrees(uniform_model(9, 0.25, 4, 12), Kernel::Avx512VnniPairs, 50);
+}
+
+/// Where the CPU has AVX-512 VNNI, `model` runs on `kernel`, and two of its steps agree
+/// with the scalar engine for 40 sequences (32 lanes side by side) and for 3 (one at a
+/// time, 16 rows at once), sequence s's input code `(s - 2) spacing`; else it says so.
+fn vnni_kernel_agrees(model: QuantizedRecurrence, kernel: Kernel, spacing: i32) {
     let engine = BatchedEngine::new(model.as_int());
     if !has_avx512_vnni() {
         eprintln!(
@@ -145,11 +156,15 @@ fn the_vnni_byte_kernel_runs_where_the_cpu_has_it() {
         );
         return;
     }
-    assert_eq!(engine.kernel(), Kernel::Avx512VnniBytes);
-    // 40 sequences: 32 lanes side by side; 3: one sequence at a time, 16 rows at once.
+    assert_eq!(engine.kernel(), kernel);
     for batch in [40, 3] {
-        let x: Vec<i32> = (0..batch).map(|s| s * 3 - 60).collect();
-        two_steps_agree(&engine, &model, &x);
+        let x: Vec<i32> = (0..batch).map(|s| (s - 2) * spacing).collect();
+        let active = two_steps_agree(&engine, &model, &x);
+        // ReLU zeroes the sequences of negative inputs, not the others.
+        assert!(
+            active as i32 >= batch - 2,
+            "{active} of {batch} sequences active"
+        );
     }
 }
 
@@ -174,33 +189,6 @@ fn two_steps_agree(engine: &BatchedEngine, model: &QuantizedRecurrence, x: &[i32
         active += usize::from(h.iter().any(|&c| c != 0));
     }
     active
-}
-
-/// Likewise for the VNNI pair kernel, which takes a dense model whose hidden codes need
-/// more than a byte (A = 12).
-#[test]
-fn the_vnni_pair_kernel_runs_where_the_cpu_has_it() {
-    let n = 9;
-    let model = uniform_model(n, 0.25, 4, 12);
-    let engine = BatchedEngine::new(model.as_int());
-    if !has_avx512_vnni() {
-        eprintln!(
-            "skipped: this CPU has no AVX-512 VNNI; {:?} ran",
-            engine.kernel()
-        );
-        return;
-    }
-    assert_eq!(engine.kernel(), Kernel::Avx512VnniPairs);
-    // 40 sequences: 32 lanes side by side; 3: one sequence at a time, 16 rows at once.
-    for batch in [40, 3] {
-        let x: Vec<i32> = (0..batch as i32).map(|s| s * 50 - 100).collect();
-        let active = two_steps_agree(&engine, &model, &x);
-        // ReLU zeroes the negative inputs' sequences, not the others.
-        assert!(
-            active >= batch / 2,
-            "{active} of {batch} sequences with codes other than zero"
-        );
-    }
 }
 
 #[test]
