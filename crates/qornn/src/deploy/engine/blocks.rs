@@ -7,7 +7,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::layout::{finish_16_avx512, finish_8_avx2, RowConstants, RowConstants512};
-use super::layout::{Finisher, SixteenRows, LANES};
+use super::layout::{sixteen_row_columns, Finisher, SixteenRows, LANES};
 use qornn_infer::IntRecurrence;
 
 /// W's diagonal blocks and U, one code per int32.
@@ -88,14 +88,6 @@ impl BlockLayout {
             return self;
         }
         let groups = n / 16;
-        let columns = |codes: &[i32], width: usize| -> Vec<i32> {
-            (0..groups * width * 16)
-                .map(|at| {
-                    let (g, k, r) = (at / (width * 16), at / 16 % width, at % 16);
-                    codes[(16 * g + r) * width + k]
-                })
-                .collect()
-        };
         let columns_in_group = if m < 16 {
             (0..m)
                 .map(|k| std::array::from_fn(|r| (r / m * m + k) as i32))
@@ -104,8 +96,8 @@ impl BlockLayout {
             Vec::new()
         };
         self.one_sequence = Some(SixteenRowGroups {
-            w_columns: columns(&self.w_rows, m),
-            u_columns: columns(&self.u, d),
+            w_columns: sixteen_row_columns(&self.w_rows, m, groups),
+            u_columns: sixteen_row_columns(&self.u, d, groups),
             columns_in_group,
             butterflies: std::array::from_fn(|t| std::array::from_fn(|r| (r ^ (1 << t)) as i32)),
             sixteen_rows: (0..groups).map(|g| finisher.sixteen_rows(16 * g)).collect(),

@@ -15,7 +15,7 @@
 //! (k <= 7); the rescaling, rounding and activation are the pair kernel's
 //! (`IntRecurrence::finish`), so the codes are the scalar engine's.
 
-use super::layout::{padded_code, pairs_of, Finisher, SixteenRows};
+use super::layout::{padded_code, pairs_of, sixteen_row_columns, Finisher, SixteenRows};
 
 /// Int16 sums may not exceed this.
 const INT16_LIMIT: i64 = i16::MAX as i64;
@@ -125,20 +125,10 @@ impl ByteLayout {
         // The 4 quads rows (zero past the last) in blocks of 16: as many blocks as
         // `ceil(n / 16)`.
         let count = (4 * self.quads).div_ceil(16);
-        // Row-major words to blocks of 16 rows side by side.
-        let columns = |rows: &[i32], per_row: usize| {
-            let mut out = vec![0i32; count * per_row * 16];
-            for (i, row) in rows.chunks(per_row).enumerate() {
-                for (q, &word) in row.iter().enumerate() {
-                    out[((i / 16) * per_row + q) * 16 + i % 16] = word;
-                }
-            }
-            out
-        };
         self.one_sequence = Some(RowBlocks {
             count,
-            w_columns: columns(&self.w_quads, self.quads),
-            u_columns: columns(&self.u_pairs, self.input_pairs),
+            w_columns: sixteen_row_columns(&self.w_quads, self.quads, count),
+            u_columns: sixteen_row_columns(&self.u_pairs, self.input_pairs, count),
             sixteen_rows: (0..count).map(|b| finisher.sixteen_rows(16 * b)).collect(),
         });
         self

@@ -106,6 +106,19 @@ pub(super) fn padded_code(codes: &[i8], cols: usize, i: usize, j: usize) -> i32 
     codes.get(i * cols + j).map_or(0, |&c| c as i32)
 }
 
+/// Row-major rows of `per_row` words as groups of 16 rows side by side, for the kernels that
+/// run one sequence at a time with one row per lane: word q of row 16 g + r at
+/// `(g per_row + q) 16 + r`; rows past the last, up to `groups` groups, are zero.
+pub(super) fn sixteen_row_columns(rows: &[i32], per_row: usize, groups: usize) -> Vec<i32> {
+    let mut out = vec![0i32; groups * per_row * 16];
+    for (i, row) in rows.chunks(per_row).enumerate() {
+        for (q, &word) in row.iter().enumerate() {
+            out[((i / 16) * per_row + q) * 16 + i % 16] = word;
+        }
+    }
+    out
+}
+
 /// `rows x cols` codes as rows of pairs (a zero pads an odd row).
 pub(super) fn pairs_of(code: impl Fn(usize, usize) -> i32, rows: usize, cols: usize) -> Vec<i32> {
     let p = cols.div_ceil(2);

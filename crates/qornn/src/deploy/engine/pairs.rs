@@ -3,7 +3,7 @@
 //! instruction), AVX-512 VNNI `vpdpwssd` (32, the sum included) or in portable Rust; sums
 //! exact in int32 over `PAIRS_PER_CHUNK` pairs, then widened to int64.
 
-use super::layout::{halves, Finisher, SixteenRows, LANES, PAIRS_PER_CHUNK};
+use super::layout::{halves, sixteen_row_columns, Finisher, SixteenRows, LANES, PAIRS_PER_CHUNK};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m256i, __m512i};
 
@@ -148,23 +148,11 @@ impl PairRowGroups {
         (w_pairs, hidden_pairs): (&[i32], usize),
         (u_pairs, input_pairs): (&[i32], usize),
     ) -> Self {
+        // The rows of pairs past n (an odd n's padding row) are zero.
         let groups = n.div_ceil(16);
-        let columns = |rows: &[i32], width: usize| -> Vec<i32> {
-            (0..groups * width * 16)
-                .map(|at| {
-                    let (g, p, r) = (at / (width * 16), at / 16 % width, at % 16);
-                    let row = 16 * g + r;
-                    if row < n {
-                        rows[row * width + p]
-                    } else {
-                        0
-                    }
-                })
-                .collect()
-        };
         Self {
-            w_columns: columns(w_pairs, hidden_pairs),
-            u_columns: columns(u_pairs, input_pairs),
+            w_columns: sixteen_row_columns(w_pairs, hidden_pairs, groups),
+            u_columns: sixteen_row_columns(u_pairs, input_pairs, groups),
             sixteen_rows: (0..groups).map(|g| finisher.sixteen_rows(16 * g)).collect(),
         }
     }
