@@ -119,6 +119,13 @@ pub(super) fn sixteen_row_columns(rows: &[i32], per_row: usize, groups: usize) -
     out
 }
 
+/// Codes as int16 pairs, word q `pair(codes[2q], codes[2q + 1])` (a zero pads an odd count).
+pub(super) fn pack_pairs(codes: &[i32], words: &mut [i32]) {
+    for (q, word) in words.iter_mut().enumerate() {
+        *word = pair(codes[2 * q], codes.get(2 * q + 1).copied().unwrap_or(0));
+    }
+}
+
 /// `rows x cols` codes as rows of pairs (a zero pads an odd row).
 pub(super) fn pairs_of(code: impl Fn(usize, usize) -> i32, rows: usize, cols: usize) -> Vec<i32> {
     let p = cols.div_ceil(2);

@@ -27,6 +27,8 @@ mod pairs;
 use blocks::BlockLayout;
 use bytes::ByteLayout;
 #[cfg(target_arch = "x86_64")]
+use layout::pack_pairs;
+#[cfg(target_arch = "x86_64")]
 use layout::{finish_8_avx2, RowConstants};
 use layout::{halves, padded_code, pair, pairs_of, Finisher, LANES, PAIRS_PER_CHUNK};
 #[cfg(target_arch = "x86_64")]
@@ -293,51 +295,31 @@ impl<'a> BatchedEngine<'a> {
     pub fn step(&self, state: &mut BatchedState, x_codes: &[i32]) {
         let (n, d) = (self.rec.hidden, self.rec.input);
         assert_eq!(x_codes.len(), state.batch * d, "input codes: batch x input");
-        // The VNNI kernel's row blocks run a small batch one sequence at a time.
+        // The VNNI kernels' groups of 16 rows run a small batch one sequence at a time, the
+        // input as pairs in `state.x`, then the hidden codes' scratch (bytes or pairs).
         #[cfg(target_arch = "x86_64")]
-        if let Some(bytes) = self
-            .bytes
-            .as_ref()
-            .filter(|bytes| state.per_sequence && bytes.one_sequence.is_some())
-        {
-            let (pairs, words) = state.x.split_at_mut(self.input_pairs);
+        let byte_rows = self.bytes.as_ref().filter(|b| b.one_sequence.is_some());
+        #[cfg(target_arch = "x86_64")]
+        if state.per_sequence && (byte_rows.is_some() || self.pair_groups.is_some()) {
+            let (x_pairs, scratch) = state.x.split_at_mut(self.input_pairs);
+            let f = &self.finisher;
             for b in 0..state.batch {
-                let x = &x_codes[b * d..(b + 1) * d];
-                for (q, p) in pairs.iter_mut().enumerate() {
-                    *p = pair(x[2 * q], x.get(2 * q + 1).copied().unwrap_or(0));
-                }
+                pack_pairs(&x_codes[b * d..(b + 1) * d], x_pairs);
                 let (h, next) = (
                     &state.h[b * n..(b + 1) * n],
                     &mut state.next[b * n..(b + 1) * n],
                 );
-                // SAFETY: the row blocks are built only for `Kernel::Avx512VnniBytes`, chosen
-                // only on a CPU with AVX-512 VNNI and BW; `state` sized `pairs` and `words`
-                // for them.
+                // SAFETY: the row blocks and the pair groups are built only for
+                // `Kernel::Avx512VnniBytes` and `Kernel::Avx512VnniPairs`, chosen only on a
+                // CPU with AVX-512 VNNI (and BW); `state` sized `x_pairs` and `scratch` for
+                // the one built.
                 unsafe {
-                    bytes::step_one_avx512vnni(bytes, &self.finisher, n, h, pairs, words, next)
-                };
-            }
-            std::mem::swap(&mut state.h, &mut state.next);
-            return;
-        }
-        // The VNNI pair kernel's groups of rows run a small batch one sequence at a time.
-        #[cfg(target_arch = "x86_64")]
-        if let Some(groups) = self.pair_groups.as_ref().filter(|_| state.per_sequence) {
-            let (x_pairs, h_pairs) = state.x.split_at_mut(self.input_pairs);
-            for b in 0..state.batch {
-                let x = &x_codes[b * d..(b + 1) * d];
-                for (q, p) in x_pairs.iter_mut().enumerate() {
-                    *p = pair(x[2 * q], x.get(2 * q + 1).copied().unwrap_or(0));
+                    if let Some(bytes) = byte_rows {
+                        bytes::step_one_avx512vnni(bytes, f, n, h, x_pairs, scratch, next);
+                    } else if let Some(groups) = &self.pair_groups {
+                        pairs::step_one_avx512vnni(groups, f, h, x_pairs, scratch, next);
+                    }
                 }
-                let (h, next) = (
-                    &state.h[b * n..(b + 1) * n],
-                    &mut state.next[b * n..(b + 1) * n],
-                );
-                // SAFETY: the groups are built only for `Kernel::Avx512VnniPairs`, chosen
-                // only on a CPU with AVX-512 VNNI; `state` sized the pairs for them.
-                unsafe {
-                    pairs::step_one_avx512vnni(groups, &self.finisher, h, x_pairs, h_pairs, next)
-                };
             }
             std::mem::swap(&mut state.h, &mut state.next);
             return;

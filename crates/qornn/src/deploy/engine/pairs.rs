@@ -174,15 +174,13 @@ pub(super) unsafe fn step_one_avx512vnni(
     pairs: &mut [i32],
     next: &mut [i32],
 ) {
-    use super::layout::{finish_16_avx512, pair, RowConstants512};
+    use super::layout::{finish_16_avx512, pack_pairs, RowConstants512};
     use std::arch::x86_64::*;
     let (n, pn, pd) = (h.len(), pairs.len(), x.len());
     assert!(next.len() == n && pn == n.div_ceil(2) && groups.sixteen_rows.len() == n.div_ceil(16));
     assert!(groups.w_columns.len() == groups.sixteen_rows.len() * pn * 16);
     assert!(groups.u_columns.len() == groups.sixteen_rows.len() * pd * 16);
-    for (q, word) in pairs.iter_mut().enumerate() {
-        *word = pair(h[2 * q], h.get(2 * q + 1).copied().unwrap_or(0));
-    }
+    pack_pairs(h, pairs);
     let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
     let sums = |columns: *const i32, words: &[i32]| {
         // Two accumulators, so that consecutive vpdpwssd do not wait on each other.
