@@ -24,8 +24,8 @@ pub(super) struct BlockLayout {
     /// 16 divides n and m divides 16 or 16 divides m.
     one_sequence: Option<SixteenRowGroups>,
     /// A Hadamard recurrence with blocks of at most 16 (`W_ij = s_i (I ⊗ H_m)_ij`, s_i = W's
-    /// code on its block's first column): `step_avx512` transforms the blocks instead of
-    /// multiplying them.
+    /// code on its block's first column): `step_avx512` and `step_one_avx512` transform the
+    /// blocks instead of multiplying them.
     hadamard: bool,
 }
 
@@ -37,13 +37,6 @@ struct SixteenRowGroups {
     w_columns: Vec<i32>,
     /// Group g's U codes, d vectors: lane r of vector j is row 16 g + r's code j.
     u_columns: Vec<i32>,
-    /// For m < 16, m vectors: lane r of vector k is where row 16 g + r's block column k
-    /// sits among the group's 16 hidden codes (`r / m * m + k`); empty when every row of
-    /// a group shares one block (16 divides m).
-    columns_in_group: Vec<[i32; 16]>,
-    /// The fast Walsh-Hadamard transform's partners at stages 1, 2, 4, 8: lane r of vector
-    /// t is `r ^ 2^t`.
-    butterflies: [[i32; 16]; 4],
     sixteen_rows: Vec<SixteenRows>,
 }
 
@@ -88,18 +81,9 @@ impl BlockLayout {
             return self;
         }
         let groups = n / 16;
-        let columns_in_group = if m < 16 {
-            (0..m)
-                .map(|k| std::array::from_fn(|r| (r / m * m + k) as i32))
-                .collect()
-        } else {
-            Vec::new()
-        };
         self.one_sequence = Some(SixteenRowGroups {
             w_columns: sixteen_row_columns(&self.w_rows, m, groups),
             u_columns: sixteen_row_columns(&self.u, d, groups),
-            columns_in_group,
-            butterflies: std::array::from_fn(|t| std::array::from_fn(|r| (r ^ (1 << t)) as i32)),
             sixteen_rows: (0..groups).map(|g| finisher.sixteen_rows(16 * g)).collect(),
         });
         self
@@ -183,7 +167,8 @@ pub(super) unsafe fn step_one_avx512(
     let n = out.len();
     assert!(h.len() == n && x.len() == d && groups.sixteen_rows.len() * 16 == n);
     let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
-    let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    // Lane r holds r: the permutations below are computed from it.
+    let lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (g, constants) in groups.sixteen_rows.iter().enumerate() {
         let w = groups.w_columns.as_ptr().add(g * m * 16);
         let mut sum_w = _mm512_setzero_si512();
@@ -195,26 +180,28 @@ pub(super) unsafe fn step_one_avx512(
             let mut codes = load(h.as_ptr().add(16 * g));
             let mut stride = 1;
             while stride < m {
-                let partner = _mm512_permutexvar_epi32(
-                    load(groups.butterflies[stride.trailing_zeros() as usize].as_ptr()),
-                    codes,
-                );
-                let upper = _mm512_test_epi32_mask(_mm512_set1_epi32(stride as i32), lanes);
+                let stride_v = _mm512_set1_epi32(stride as i32);
+                let partner = _mm512_permutexvar_epi32(_mm512_xor_si512(lane, stride_v), codes);
+                let upper = _mm512_test_epi32_mask(stride_v, lane);
                 codes =
                     _mm512_mask_sub_epi32(_mm512_add_epi32(codes, partner), upper, partner, codes);
                 stride *= 2;
             }
             sum_w = _mm512_mullo_epi32(codes, load(w));
-        } else if groups.columns_in_group.is_empty() {
+        } else if m >= 16 {
+            // Every row of the group in one block.
             let start = 16 * g / m * m;
             for k in 0..m {
                 let code = _mm512_set1_epi32(*h.get_unchecked(start + k));
                 sum_w = _mm512_add_epi32(sum_w, _mm512_mullo_epi32(code, load(w.add(16 * k))));
             }
         } else {
+            // m < 16 divides 16: lane r takes its block's column k, `r / m * m + k`.
             let codes = load(h.as_ptr().add(16 * g));
-            for (k, at) in groups.columns_in_group.iter().enumerate() {
-                let met = _mm512_permutexvar_epi32(load(at.as_ptr()), codes);
+            let block_start = _mm512_and_si512(lane, _mm512_set1_epi32(!(m as i32 - 1)));
+            for k in 0..m {
+                let at = _mm512_add_epi32(block_start, _mm512_set1_epi32(k as i32));
+                let met = _mm512_permutexvar_epi32(at, codes);
                 sum_w = _mm512_add_epi32(sum_w, _mm512_mullo_epi32(met, load(w.add(16 * k))));
             }
         }
