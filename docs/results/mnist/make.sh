@@ -17,8 +17,8 @@ source docs/results/pages.sh
 if [[ ${1:-} == --rerun ]]; then
     mnist=${2:?usage: docs/results/mnist/make.sh --rerun MNIST_DIR PTB_DIR}
     ptb=${3:?usage: docs/results/mnist/make.sh --rerun MNIST_DIR PTB_DIR}
+    data=$mnist
     for task in pmnist smnist; do
-        data=$mnist
         for config in qornn-bjorck-4b ornn-bjorck-fp block-hadamrnn-fp; do
             keep_config "$here/$task-10ep" "$task-$config" --data-dir "$mnist"
         done
