@@ -8,7 +8,7 @@
 //! (|code| <= 2^7, |H| <= 2^15), so 128 pairs (256 products) sum exactly in int32 lanes
 //! (below 2^31); each such chunk is widened to int64. For n, d <= 256 (one chunk) the AVX2
 //! kernel keeps two units' sums for 32 sequences in registers and rescales, activates and
-//! packs them there (`step_in_registers_avx2`); the rescaling, rounding and activation are
+//! packs them there (`pairs::step_in_registers_avx2`); the rescaling, rounding and activation are
 //! the scalar engine's own (`IntRecurrence::finish`). Models whose hidden codes fit a byte
 //! (A <= 8) take `engine/bytes.rs` instead: `vpmaddubsw`, 32 multiply-adds per instruction,
 //! under the bounds stated there, or AVX-512 VNNI `vpdpbusd` (64 per instruction) where
@@ -28,11 +28,9 @@ use blocks::BlockLayout;
 use bytes::ByteLayout;
 #[cfg(target_arch = "x86_64")]
 use layout::pack_pairs;
-#[cfg(target_arch = "x86_64")]
-use layout::{finish_8_avx2, RowConstants};
 use layout::{halves, padded_code, pair, pairs_of, Finisher, LANES, PAIRS_PER_CHUNK};
 #[cfg(target_arch = "x86_64")]
-use pairs::{pair_sums_avx2, pair_sums_avx512vnni, products_avx2};
+use pairs::{products_avx2, step_in_registers_avx2, step_in_registers_avx512vnni};
 use pairs::{products_portable, PairRowGroups};
 use qornn_infer::IntRecurrence;
 
@@ -521,94 +519,6 @@ unsafe fn scalar_step_avx2(
     out: &mut [i32],
 ) {
     rec.step_unpacked(w_codes, u_codes, h, x, out)
-}
-
-/// One step of every block of `LANES` sequences with the sums kept in registers: for
-/// n, d <= 256 (at most `PAIRS_PER_CHUNK` pairs) a row's sums fit int32 (256 products below
-/// 2^23), so two rows' 32 lanes take eight accumulators, and their rescaling, activation
-/// and packing into pairs happen before the next two rows, without a round trip through
-/// memory.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn step_in_registers_avx2(
-    e: &BatchedEngine<'_>,
-    h: &[i32],
-    x: &[i32],
-    next: &mut [i32],
-    lanes: usize,
-) {
-    use std::arch::x86_64::*;
-    let (pn, pd, n) = (e.hidden_pairs, e.input_pairs, e.rec.hidden);
-    assert!(h.len() >= pn * lanes && next.len() >= pn * lanes && x.len() >= pd * lanes);
-    assert!(lanes.is_multiple_of(LANES) && pn <= PAIRS_PER_CHUNK && pd <= PAIRS_PER_CHUNK);
-    let low_half = _mm256_set1_epi32(0xffff);
-    for block in (0..lanes).step_by(LANES) {
-        for q in 0..pn {
-            let w_rows = e.w_pairs[2 * q * pn..(2 * q + 2) * pn].split_at(pn);
-            let u_rows = e.u_pairs[2 * q * pd..(2 * q + 2) * pd].split_at(pd);
-            let [u_lo, u_hi] = pair_sums_avx2(u_rows, x, lanes, block);
-            let [w_lo, w_hi] = pair_sums_avx2(w_rows, h, lanes, block);
-            let lo_row = RowConstants::new(&e.finisher, 2 * q);
-            // An odd n pads with a zero row whose codes are never read.
-            let hi_row = (2 * q + 1 < n).then(|| RowConstants::new(&e.finisher, 2 * q + 1));
-            let out = next.as_mut_ptr().add(q * lanes + block);
-            for v in 0..LANES / 8 {
-                let lo = finish_8_avx2(&lo_row, w_lo[v], u_lo[v]);
-                let hi = hi_row.as_ref().map_or(_mm256_setzero_si256(), |r| {
-                    finish_8_avx2(r, w_hi[v], u_hi[v])
-                });
-                // `pair(lo, hi)` on 8 lanes.
-                let words =
-                    _mm256_or_si256(_mm256_and_si256(lo, low_half), _mm256_slli_epi32::<16>(hi));
-                _mm256_storeu_si256(out.add(8 * v) as *mut __m256i, words);
-            }
-        }
-    }
-}
-
-/// `step_in_registers_avx2` with AVX-512 VNNI: `vpdpwssd` (32 multiply-adds and the sum
-/// per instruction, `pair_sums_avx512vnni`), and the two rows' 32 lanes finished 16 at a
-/// time (`finish_16_avx512`) and packed into pairs there.
-///
-/// # Safety
-/// The CPU has AVX-512F and VNNI; as `step_in_registers_avx2` otherwise.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn step_in_registers_avx512vnni(
-    e: &BatchedEngine<'_>,
-    h: &[i32],
-    x: &[i32],
-    next: &mut [i32],
-    lanes: usize,
-) {
-    use layout::{finish_16_avx512, RowConstants512};
-    use std::arch::x86_64::*;
-    let (pn, pd, n) = (e.hidden_pairs, e.input_pairs, e.rec.hidden);
-    assert!(h.len() >= pn * lanes && next.len() >= pn * lanes && x.len() >= pd * lanes);
-    assert!(lanes.is_multiple_of(LANES) && pn <= PAIRS_PER_CHUNK && pd <= PAIRS_PER_CHUNK);
-    let low_half = _mm512_set1_epi32(0xffff);
-    for block in (0..lanes).step_by(LANES) {
-        for q in 0..pn {
-            let w_rows = e.w_pairs[2 * q * pn..(2 * q + 2) * pn].split_at(pn);
-            let u_rows = e.u_pairs[2 * q * pd..(2 * q + 2) * pd].split_at(pd);
-            let [u_lo, u_hi] = pair_sums_avx512vnni(u_rows, x, lanes, block);
-            let [w_lo, w_hi] = pair_sums_avx512vnni(w_rows, h, lanes, block);
-            let lo_row = RowConstants512::new(&e.finisher, 2 * q);
-            // An odd n pads with a zero row whose codes are never read.
-            let hi_row = (2 * q + 1 < n).then(|| RowConstants512::new(&e.finisher, 2 * q + 1));
-            let out = next.as_mut_ptr().add(q * lanes + block);
-            for v in 0..LANES / 16 {
-                let lo = finish_16_avx512(&lo_row, w_lo[v], u_lo[v]);
-                let hi = hi_row.as_ref().map_or(_mm512_setzero_si512(), |r| {
-                    finish_16_avx512(r, w_hi[v], u_hi[v])
-                });
-                // `pair(lo, hi)` on 16 lanes.
-                let words =
-                    _mm512_or_si512(_mm512_and_si512(lo, low_half), _mm512_slli_epi32::<16>(hi));
-                _mm512_storeu_si512(out.add(16 * v) as *mut __m512i, words);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
