@@ -357,6 +357,11 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Gradients carried back through long sequences decay into subnormal floats, which
+    // x86 CPUs compute many times slower (`qornn::subnormal`).
+    if let Err(e) = qornn::subnormal::flush_everywhere() {
+        eprintln!("warning: subnormal floats are not flushed to zero in every thread: {e}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train(*args),

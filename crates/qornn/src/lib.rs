@@ -24,6 +24,7 @@ pub mod real;
 pub mod registry;
 pub mod report;
 pub mod run;
+pub mod subnormal;
 pub mod sweep;
 pub mod tasks;
 pub mod train;
