@@ -63,6 +63,8 @@ pub struct BenchArgs {
 struct IntegerReport {
     model: String,
     kernel: String,
+    /// Whether the kernel rescales and activates in int32 lanes (else int64).
+    finish_int32: bool,
     hidden: usize,
     input: usize,
     seq: usize,
@@ -175,6 +177,7 @@ fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
     let report = IntegerReport {
         model: path.display().to_string(),
         kernel: format!("{:?}", engine.kernel()),
+        finish_int32: engine.finishes_in_int32(),
         hidden: n,
         input: d,
         seq: steps,
@@ -190,8 +193,10 @@ fn integer(args: &BenchArgs, path: &std::path::Path) -> Result<()> {
     } else {
         let r = &report;
         println!(
-            "{}: n={} d={} T={}, one core ({} kernel)\n  batched engine: {:.0} sequences/s at batch {}, {:.0} at batch 1\n  scalar engine: {:.0} sequences/s ({:.1}x slower than batched)\n  float forward: {:.0} sequences/s at batch {}, {:.0} at batch 1",
-            r.model, r.hidden, r.input, r.seq, r.kernel, r.sequences_per_second, r.batch,
+            "{}: n={} d={} T={}, one core ({} kernel, finishing in int{})\n  batched engine: {:.0} sequences/s at batch {}, {:.0} at batch 1\n  scalar engine: {:.0} sequences/s ({:.1}x slower than batched)\n  float forward: {:.0} sequences/s at batch {}, {:.0} at batch 1",
+            r.model, r.hidden, r.input, r.seq, r.kernel,
+            if r.finish_int32 { 32 } else { 64 },
+            r.sequences_per_second, r.batch,
             r.sequences_per_second_batch_1, r.scalar_sequences_per_second,
             r.sequences_per_second / r.scalar_sequences_per_second,
             r.float_forward_sequences_per_second, r.batch, r.float_forward_sequences_per_second_batch_1

@@ -1,6 +1,8 @@
 //! What every kernel of the batched engine shares: the lanes, int16 pairs of codes, and
-//! `IntRecurrence::finish` with its constants hoisted (`Finisher`), in scalar and in AVX2
-//! registers (`RowConstants`, `finish_8_avx2`).
+//! `IntRecurrence::finish` with its constants hoisted (`Finisher`), in scalar, in AVX2
+//! registers (`RowConstants`, `finish_8_avx2`) and in AVX-512 (`finish_16_avx512`): in
+//! int32 lanes where the model's bound allows it (`Finisher::fits_int32`), in int64 ones
+//! otherwise.
 
 use qornn_infer::IntRecurrence;
 #[cfg(target_arch = "x86_64")]
@@ -25,6 +27,10 @@ pub(super) struct Finisher<'a> {
     modrelu: bool,
     bias: &'a [i64],
     bias_mod: &'a [i32],
+    /// Whether every intermediate of `finish` fits int32 for any codes the model meets
+    /// (`fits_int32`): the vector kernels then finish 16 (AVX-512) or 8 (AVX2) lanes in
+    /// int32 at once instead of two int64 halves, with the same result.
+    narrow: bool,
 }
 
 impl<'a> Finisher<'a> {
@@ -50,7 +56,43 @@ impl<'a> Finisher<'a> {
             modrelu: rec.activation == qornn_infer::IntActivation::Modrelu,
             bias: rec.bias,
             bias_mod: rec.bias_mod,
+            narrow: false,
         }
+        .with_narrow(rec)
+    }
+
+    /// Sets `narrow` from the bound on row i's numerator, with hidden codes within
+    /// `lo..=hi` and input codes within A bits (`|x| <= 2^(A-1)`):
+    /// `|num_i| <= max|h| sum_j |W_ij| |s_w,i| + max|x| sum_j |U_ij| |s_u,i| + |b_i + round|`,
+    /// which bounds every partial sum too; it and modReLU's `|z_i| + |b_mod,i|`
+    /// (`|z_i| <= |num_i| >> shift` rounded up) must stay within int32.
+    fn with_narrow(mut self, rec: &IntRecurrence<'_>) -> Self {
+        let (n, d) = (rec.hidden, rec.input);
+        let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
+        rec.unpack(&mut w_codes, &mut u_codes);
+        let h_max = self.lo.unsigned_abs().max(self.hi.unsigned_abs()) as u128;
+        let x_max = 1u128 << (rec.act_bits - 1);
+        let l1 = |codes: &[i8]| {
+            codes
+                .iter()
+                .map(|&c| c.unsigned_abs() as u128)
+                .sum::<u128>()
+        };
+        let limit = i32::MAX as u128;
+        self.narrow = (0..n).all(|i| {
+            let row = self.row(i);
+            let num = h_max * l1(&w_codes[i * n..(i + 1) * n]) * row.w_scale.unsigned_abs() as u128
+                + x_max * l1(&u_codes[i * d..(i + 1) * d]) * row.u_scale.unsigned_abs() as u128
+                + row.bias.unsigned_abs() as u128;
+            let z = (num >> self.shift) + 1;
+            num <= limit && z + row.bias_mod.unsigned_abs() as u128 <= limit
+        });
+        self
+    }
+
+    /// Whether the vector kernels finish in int32 (`narrow`).
+    pub(super) fn fits_int32(&self) -> bool {
+        self.narrow
     }
 
     /// Row `i`'s constants as the vector kernels take them.
@@ -154,6 +196,19 @@ pub(super) struct RowConstants {
     hi: __m256i,
     shift: __m128i,
     fill: __m128i,
+    /// The same constants as 8 int32 lanes, where the model finishes in int32.
+    narrow: Option<Narrow256>,
+}
+
+/// One row's constants broadcast to 8 int32 lanes (`Finisher::fits_int32`).
+#[cfg(target_arch = "x86_64")]
+struct Narrow256 {
+    w_scale: __m256i,
+    u_scale: __m256i,
+    bias: __m256i,
+    bias_mod: __m256i,
+    lo: __m256i,
+    hi: __m256i,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -173,6 +228,15 @@ impl RowConstants {
                 hi: _mm256_set1_epi64x(f.hi),
                 shift: _mm_cvtsi32_si128(f.shift as i32),
                 fill: _mm_cvtsi32_si128(64 - f.shift as i32),
+                // Every value fits int32 when the finisher is narrow.
+                narrow: f.narrow.then(|| Narrow256 {
+                    w_scale: _mm256_set1_epi32(row.w_scale as i32),
+                    u_scale: _mm256_set1_epi32(row.u_scale as i32),
+                    bias: _mm256_set1_epi32(row.bias as i32),
+                    bias_mod: _mm256_set1_epi32(row.bias_mod as i32),
+                    lo: _mm256_set1_epi32(f.lo as i32),
+                    hi: _mm256_set1_epi32(f.hi as i32),
+                }),
             }
         }
     }
@@ -185,6 +249,9 @@ impl RowConstants {
 #[inline]
 pub(super) unsafe fn finish_8_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __m256i) -> __m256i {
     use std::arch::x86_64::*;
+    if let Some(narrow) = &row.narrow {
+        return finish_8_narrow_avx2(narrow, row.shift, acc_w, acc_u);
+    }
     let even = finish_4_avx2(row, acc_w, acc_u);
     let odd = finish_4_avx2(
         row,
@@ -192,6 +259,34 @@ pub(super) unsafe fn finish_8_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __
         _mm256_srli_epi64::<32>(acc_u),
     );
     _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd))
+}
+
+/// `Finisher::finish` on 8 int32 sums in int32 lanes, for a model whose every
+/// intermediate fits there (`Finisher::fits_int32`): `vpmulld` is then exact, and modReLU's
+/// `sign(z) max(|z| + b_mod, 0)` is one `vpsignd`, which also gives 0 where z is 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn finish_8_narrow_avx2(
+    row: &Narrow256,
+    shift: __m128i,
+    acc_w: __m256i,
+    acc_u: __m256i,
+) -> __m256i {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_si256();
+    let t = _mm256_add_epi32(
+        _mm256_add_epi32(
+            _mm256_mullo_epi32(acc_w, row.w_scale),
+            _mm256_mullo_epi32(acc_u, row.u_scale),
+        ),
+        row.bias,
+    );
+    let z = _mm256_sra_epi32(t, shift);
+    let magnitude = _mm256_max_epi32(_mm256_add_epi32(_mm256_abs_epi32(z), row.bias_mod), zero);
+    // For ReLU (b_mod 0, lo 0) this is z, which the clamp below makes max(z, 0).
+    let a = _mm256_sign_epi32(magnitude, z);
+    _mm256_max_epi32(_mm256_min_epi32(a, row.hi), row.lo)
 }
 
 /// `Finisher::finish` on the low 32 bits (signed) of 4 int64 lanes; the code in each lane's
@@ -241,6 +336,9 @@ pub(super) struct SixteenRows {
     u_scale: [[i64; 8]; 2],
     bias: [[i64; 8]; 2],
     bias_mod: [[i64; 8]; 2],
+    /// The 16 rows in order as int32 (`w_scale`, `u_scale`, `bias`, `bias_mod`), where the
+    /// model finishes in int32.
+    narrow: Option<[[i32; 16]; 4]>,
 }
 
 impl Finisher<'_> {
@@ -257,11 +355,23 @@ impl Finisher<'_> {
             })
         });
         let lanes = |value: fn(&RowValues) -> i64| rows.map(|half| half.map(|r| value(&r)));
+        // Row first + r is lane r / 2 of half r % 2; every value fits int32 when narrow.
+        let in_order = |value: fn(&RowValues) -> i64| {
+            std::array::from_fn(|r| value(&rows[r % 2][r / 2]) as i32)
+        };
         SixteenRows {
             w_scale: lanes(|r| r.w_scale),
             u_scale: lanes(|r| r.u_scale),
             bias: lanes(|r| r.bias),
             bias_mod: lanes(|r| r.bias_mod),
+            narrow: self.narrow.then(|| {
+                [
+                    in_order(|r| r.w_scale),
+                    in_order(|r| r.u_scale),
+                    in_order(|r| r.bias),
+                    in_order(|r| r.bias_mod),
+                ]
+            }),
         }
     }
 }
@@ -287,6 +397,9 @@ pub(super) struct RowConstants512 {
     lo: __m512i,
     hi: __m512i,
     shift: __m128i,
+    /// The 16 lanes' constants as int32 and the range as 16 int32 lanes `(lo, hi)`, where
+    /// the model finishes in int32.
+    narrow: Option<(Lanes512, __m512i, __m512i)>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -306,7 +419,14 @@ impl RowConstants512 {
             bias: _mm512_set1_epi64(row.bias),
             bias_mod: _mm512_set1_epi64(row.bias_mod),
         };
-        Self::with_lanes(f, lanes, lanes)
+        // Every value fits int32 when the finisher is narrow.
+        let narrow = f.narrow.then(|| Lanes512 {
+            w_scale: _mm512_set1_epi32(row.w_scale as i32),
+            u_scale: _mm512_set1_epi32(row.u_scale as i32),
+            bias: _mm512_set1_epi32(row.bias as i32),
+            bias_mod: _mm512_set1_epi32(row.bias_mod as i32),
+        });
+        Self::with_lanes(f, lanes, lanes, narrow)
     }
 
     /// The 16 rows of `rows`, one per int32 lane.
@@ -324,12 +444,27 @@ impl RowConstants512 {
             bias: load(&rows.bias[half]),
             bias_mod: load(&rows.bias_mod[half]),
         };
-        Self::with_lanes(f, lanes(0), lanes(1))
+        let load32 = |v: &[i32; 16]| _mm512_loadu_si512(v.as_ptr() as *const __m512i);
+        let narrow = rows
+            .narrow
+            .as_ref()
+            .map(|[w_scale, u_scale, bias, bias_mod]| Lanes512 {
+                w_scale: load32(w_scale),
+                u_scale: load32(u_scale),
+                bias: load32(bias),
+                bias_mod: load32(bias_mod),
+            });
+        Self::with_lanes(f, lanes(0), lanes(1), narrow)
     }
 
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn with_lanes(f: &Finisher<'_>, even: Lanes512, odd: Lanes512) -> Self {
+    unsafe fn with_lanes(
+        f: &Finisher<'_>,
+        even: Lanes512,
+        odd: Lanes512,
+        narrow: Option<Lanes512>,
+    ) -> Self {
         use std::arch::x86_64::*;
         Self {
             even,
@@ -338,6 +473,13 @@ impl RowConstants512 {
             lo: _mm512_set1_epi64(f.lo),
             hi: _mm512_set1_epi64(f.hi),
             shift: _mm_cvtsi32_si128(f.shift as i32),
+            narrow: narrow.map(|lanes| {
+                (
+                    lanes,
+                    _mm512_set1_epi32(f.lo as i32),
+                    _mm512_set1_epi32(f.hi as i32),
+                )
+            }),
         }
     }
 }
@@ -355,6 +497,9 @@ pub(super) unsafe fn finish_16_avx512(
     acc_u: __m512i,
 ) -> __m512i {
     use std::arch::x86_64::*;
+    if let Some((narrow, lo, hi)) = &row.narrow {
+        return finish_16_narrow_avx512(row.modrelu, row.shift, narrow, (*lo, *hi), acc_w, acc_u);
+    }
     let even = finish_8_avx512(row, &row.even, acc_w, acc_u);
     let odd = finish_8_avx512(
         row,
@@ -363,6 +508,42 @@ pub(super) unsafe fn finish_16_avx512(
         _mm512_srli_epi64::<32>(acc_u),
     );
     _mm512_mask_blend_epi32(0b1010_1010_1010_1010, even, _mm512_slli_epi64::<32>(odd))
+}
+
+/// `Finisher::finish` on 16 int32 sums in int32 lanes, for a model whose every
+/// intermediate fits there (`Finisher::fits_int32`, `vpmulld` exact): as `finish_8_avx512`
+/// on twice the lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn finish_16_narrow_avx512(
+    modrelu: bool,
+    shift: __m128i,
+    lanes: &Lanes512,
+    (lo, hi): (__m512i, __m512i),
+    acc_w: __m512i,
+    acc_u: __m512i,
+) -> __m512i {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_si512();
+    let t = _mm512_add_epi32(
+        _mm512_add_epi32(
+            _mm512_mullo_epi32(acc_w, lanes.w_scale),
+            _mm512_mullo_epi32(acc_u, lanes.u_scale),
+        ),
+        lanes.bias,
+    );
+    let z = _mm512_sra_epi32(t, shift);
+    let a = if modrelu {
+        // sign(z) max(|z| + b_mod, 0): 0 where z is 0.
+        let m = _mm512_max_epi32(_mm512_add_epi32(_mm512_abs_epi32(z), lanes.bias_mod), zero);
+        let negative = _mm512_cmplt_epi32_mask(z, zero);
+        let signed = _mm512_mask_sub_epi32(m, negative, zero, m);
+        _mm512_maskz_mov_epi32(_mm512_cmpneq_epi32_mask(z, zero), signed)
+    } else {
+        _mm512_max_epi32(z, zero)
+    };
+    _mm512_max_epi32(_mm512_min_epi32(a, hi), lo)
 }
 
 /// `Finisher::finish` on the low 32 bits (signed) of 8 int64 lanes; the code in each lane's

@@ -230,6 +230,12 @@ impl<'a> BatchedEngine<'a> {
         self.kernel
     }
 
+    /// Whether the vector kernels rescale, round and activate in int32 lanes (the model's
+    /// every intermediate fits there) rather than int64.
+    pub fn finishes_in_int32(&self) -> bool {
+        self.finisher.fits_int32()
+    }
+
     /// A zero state for `batch` sequences.
     pub fn state(&self, batch: usize) -> BatchedState {
         let lanes = batch.div_ceil(LANES) * LANES;

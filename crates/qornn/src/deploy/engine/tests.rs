@@ -20,59 +20,151 @@ proptest! {
         batch in prop_oneof![Just(1usize), 2usize..40],
         form in crate::deploy::convert::testing::form(),
     ) {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let model = random_model(&mut rng, form, (n, d), k, a, modrelu);
-        let steps = 5;
-        let xs: Vec<f32> = (0..steps * batch * d).map(|_| rng.gen_range(-1.5..1.5)).collect();
-        let scalar = model.as_int();
-        prop_assert!(scalar.validate().is_ok());
-        let kernels = [
-            Kernel::Blocks, Kernel::Avx2Bytes, Kernel::Avx2, Kernel::Portable,
-            Kernel::Avx512VnniBytes, Kernel::Avx512VnniPairs,
-        ];
-        let engines: Vec<BatchedEngine> =
-            kernels.iter().map(|&k| BatchedEngine::with_kernel(model.as_int(), k)).collect();
-        // The byte kernel takes every model within its bounds (hidden codes spanning at
-        // most 256 values, `2 (hi - lo) max|w| <= 32767`) and no other.
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            let (lo, hi) = scalar.hidden_range();
-            let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
-            scalar.unpack(&mut w_codes, &mut u_codes);
-            let w_max = w_codes.iter().map(|&c| (c as i32).abs()).max().unwrap_or(0).max(1);
-            let within = hi - lo <= 255 && 2 * (hi - lo) * w_max <= 32767;
-            prop_assert_eq!(engines[1].kernel() == Kernel::Avx2Bytes, within, "A = {}, k = {}", a, k);
-            // The VNNI kernel takes the same models where the CPU has it.
-            let vnni = if has_avx512_vnni() { Kernel::Avx512VnniBytes } else { Kernel::Avx2Bytes };
-            prop_assert_eq!(engines[4].kernel() == vnni, within, "A = {}, k = {}", a, k);
-            // The VNNI pair kernel takes the pair kernel's models up to n, d = 256 where
-            // the CPU has it.
-            let vnni_pairs = has_avx512_vnni() && engines[2].kernel() == Kernel::Avx2 && n <= 256;
-            prop_assert_eq!(engines[5].kernel() == Kernel::Avx512VnniPairs, vnni_pairs, "n = {}", n);
-            // The block kernel takes every structured W within int16 hidden codes.
-            let structured = scalar.w_block() < n && hi <= i16::MAX as i32;
-            prop_assert_eq!(engines[0].kernel() == Kernel::Blocks, structured, "A = {}, k = {}", a, k);
-        }
-        let mut states: Vec<BatchedState> = engines.iter().map(|e| e.state(batch)).collect();
-        let mut h = vec![vec![0i32; n]; batch];
-        let (mut next, mut x, mut got) = (vec![0i32; n], vec![0i32; batch * d], vec![0i32; n]);
-        for t in 0..steps {
-            for s in 0..batch {
-                let at = (t * batch + s) * d;
-                model.quantize_input(&xs[at..at + d], &mut x[s * d..(s + 1) * d]);
-                scalar.step(&h[s], &x[s * d..(s + 1) * d], &mut next);
-                h[s].copy_from_slice(&next);
+        every_kernel_matches_the_scalar_engine(seed, (n, d), k, a, modrelu, batch, form)?;
+    }
+}
+
+/// Models whose finishing fits int32 and models whose does not (A = 16: hidden codes up to
+/// 2^15 against hundreds of weights) both occur, in every form, and every kernel is
+/// bit-exact with the scalar engine on both.
+#[test]
+fn kernels_finish_in_int32_where_the_bound_allows_and_agree_either_way() {
+    use crate::deploy::convert::testing::Form;
+    for form in [
+        Form::PerTensor,
+        Form::PerRow,
+        Form::Rotations,
+        Form::Hadamard,
+    ] {
+        let mut seen = [false; 2];
+        for (seed, (n, a)) in [(32, 8), (64, 6), (48, 12), (256, 16), (512, 16)]
+            .into_iter()
+            .enumerate()
+        {
+            for (modrelu, batch) in [(false, 37), (true, 37), (true, 1)] {
+                let shape = (n, 2);
+                let narrow = every_kernel_matches_the_scalar_engine(
+                    seed as u64,
+                    shape,
+                    4,
+                    a,
+                    modrelu,
+                    batch,
+                    form,
+                )
+                .unwrap();
+                seen[narrow as usize] = true;
             }
-            for (engine, state) in engines.iter().zip(states.iter_mut()) {
-                engine.step(state, &x);
-                for (s, expected) in h.iter().enumerate() {
-                    engine.hidden(state, s, &mut got);
-                    prop_assert_eq!(&got, expected, "{:?} step {} sequence {}", engine.kernel(), t, s);
-                }
+        }
+        assert_eq!(seen, [true, true], "{form:?}: [int64 seen, int32 seen]");
+    }
+}
+
+/// Every kernel on a random model of `form` against the scalar engine, 5 steps of `batch`
+/// sequences; whether the model finishes in int32.
+fn every_kernel_matches_the_scalar_engine(
+    seed: u64,
+    (n, d): (usize, usize),
+    k: u32,
+    a: u32,
+    modrelu: bool,
+    batch: usize,
+    form: crate::deploy::convert::testing::Form,
+) -> Result<bool, TestCaseError> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let model = random_model(&mut rng, form, (n, d), k, a, modrelu);
+    let steps = 5;
+    let xs: Vec<f32> = (0..steps * batch * d)
+        .map(|_| rng.gen_range(-1.5..1.5))
+        .collect();
+    let scalar = model.as_int();
+    prop_assert!(scalar.validate().is_ok());
+    let kernels = [
+        Kernel::Blocks,
+        Kernel::Avx2Bytes,
+        Kernel::Avx2,
+        Kernel::Portable,
+        Kernel::Avx512VnniBytes,
+        Kernel::Avx512VnniPairs,
+    ];
+    let engines: Vec<BatchedEngine> = kernels
+        .iter()
+        .map(|&k| BatchedEngine::with_kernel(model.as_int(), k))
+        .collect();
+    // The byte kernel takes every model within its bounds (hidden codes spanning at
+    // most 256 values, `2 (hi - lo) max|w| <= 32767`) and no other.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        let (lo, hi) = scalar.hidden_range();
+        let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
+        scalar.unpack(&mut w_codes, &mut u_codes);
+        let w_max = w_codes
+            .iter()
+            .map(|&c| (c as i32).abs())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let within = hi - lo <= 255 && 2 * (hi - lo) * w_max <= 32767;
+        prop_assert_eq!(
+            engines[1].kernel() == Kernel::Avx2Bytes,
+            within,
+            "A = {}, k = {}",
+            a,
+            k
+        );
+        // The VNNI kernel takes the same models where the CPU has it.
+        let vnni = if has_avx512_vnni() {
+            Kernel::Avx512VnniBytes
+        } else {
+            Kernel::Avx2Bytes
+        };
+        prop_assert_eq!(engines[4].kernel() == vnni, within, "A = {}, k = {}", a, k);
+        // The VNNI pair kernel takes the pair kernel's models up to n, d = 256 where
+        // the CPU has it.
+        let vnni_pairs = has_avx512_vnni() && engines[2].kernel() == Kernel::Avx2 && n <= 256;
+        prop_assert_eq!(
+            engines[5].kernel() == Kernel::Avx512VnniPairs,
+            vnni_pairs,
+            "n = {}",
+            n
+        );
+        // The block kernel takes every structured W within int16 hidden codes.
+        let structured = scalar.w_block() < n && hi <= i16::MAX as i32;
+        prop_assert_eq!(
+            engines[0].kernel() == Kernel::Blocks,
+            structured,
+            "A = {}, k = {}",
+            a,
+            k
+        );
+    }
+    let mut states: Vec<BatchedState> = engines.iter().map(|e| e.state(batch)).collect();
+    let mut h = vec![vec![0i32; n]; batch];
+    let (mut next, mut x, mut got) = (vec![0i32; n], vec![0i32; batch * d], vec![0i32; n]);
+    for t in 0..steps {
+        for s in 0..batch {
+            let at = (t * batch + s) * d;
+            model.quantize_input(&xs[at..at + d], &mut x[s * d..(s + 1) * d]);
+            scalar.step(&h[s], &x[s * d..(s + 1) * d], &mut next);
+            h[s].copy_from_slice(&next);
+        }
+        for (engine, state) in engines.iter().zip(states.iter_mut()) {
+            engine.step(state, &x);
+            for (s, expected) in h.iter().enumerate() {
+                engine.hidden(state, s, &mut got);
+                prop_assert_eq!(
+                    &got,
+                    expected,
+                    "{:?} step {} sequence {}",
+                    engine.kernel(),
+                    t,
+                    s
+                );
             }
         }
     }
+    Ok(engines[0].finishes_in_int32())
 }
 
 /// A model of `form` with n units and d inputs from uniform W, U and biases (modReLU's
