@@ -4,8 +4,9 @@
 //! - `convert.rs`: the recurrence as integer codes, steps as `(mantissa, shift)`;
 //! - `twin.rs`: the simulated twin, the fake-quantized model in `f64`;
 //! - `engine/`: the batched SIMD integer engine over `qornn-infer`'s arithmetic (`mod.rs`),
-//!   what its kernels share (`layout.rs`), the int16-pair products (`pairs.rs`) and the
-//!   kernel for hidden codes of at most 8 bits (`bytes.rs`);
+//!   the lanes and code layouts its kernels share (`layout.rs`), the rescaling and
+//!   activation (`finish.rs`), the int16-pair kernel (`pairs.rs`), the kernel for hidden
+//!   codes of at most 8 bits (`bytes.rs`) and the one for block-diagonal W (`blocks.rs`);
 //! - `integer_run.rs`: a test set through the engine and the twin;
 //! - `model_file.rs` and `task_record.rs`: the `.qornn` file (`docs/format.md`);
 //! - `export_c.rs`: C headers for the C library (`c/qornn.h`);

@@ -6,8 +6,9 @@
 //! rescaling, rounding and activation are `IntRecurrence::finish`'s (`Finisher`).
 
 #[cfg(target_arch = "x86_64")]
-use super::layout::{finish_16_avx512, finish_8_avx2, RowConstants, RowConstants512};
-use super::layout::{sixteen_row_columns, Finisher, SixteenRows, LANES};
+use super::finish::{finish_16_avx512, finish_8_avx2, RowConstants, RowConstants512};
+use super::finish::{Finisher, SixteenRows};
+use super::layout::{sixteen_row_columns, LANES};
 use qornn_infer::IntRecurrence;
 
 /// W's diagonal blocks and U, one code per int32.
@@ -157,7 +158,7 @@ pub(super) unsafe fn step_one_avx512(
     x: &[i32],
     out: &mut [i32],
 ) {
-    use super::layout::{finish_16_avx512, RowConstants512};
+    use super::finish::{finish_16_avx512, RowConstants512};
     use std::arch::x86_64::*;
     let (m, d) = (layout.block, layout.input);
     let groups = layout
@@ -333,7 +334,7 @@ unsafe fn hadamard_step_avx512<const M: usize>(
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::layout::{finish_16_avx512, RowConstants512};
+    use super::finish::{finish_16_avx512, RowConstants512};
     use std::arch::x86_64::*;
     assert!(layout.hadamard && layout.block == M && n.is_multiple_of(M));
     let d = layout.input;

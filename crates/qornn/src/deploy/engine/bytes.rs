@@ -15,7 +15,8 @@
 //! (k <= 7); the rescaling, rounding and activation are the pair kernel's
 //! (`IntRecurrence::finish`), so the codes are the scalar engine's.
 
-use super::layout::{padded_code, pairs_of, sixteen_row_columns, Finisher, SixteenRows};
+use super::finish::{Finisher, SixteenRows};
+use super::layout::{padded_code, pairs_of, sixteen_row_columns};
 
 /// Int16 sums may not exceed this.
 const INT16_LIMIT: i64 = i16::MAX as i64;
@@ -163,7 +164,7 @@ pub(super) unsafe fn step_avx2(
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::layout::{finish_8_avx2, RowConstants};
+    use super::finish::{finish_8_avx2, RowConstants};
     use std::arch::x86_64::*;
     let (quads, pd) = (layout.quads, layout.input_pairs);
     assert!(h.len() >= quads * lanes && next.len() >= quads * lanes && x.len() >= pd * lanes);
@@ -252,7 +253,8 @@ pub(super) unsafe fn step_avx512vnni(
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::layout::{finish_16_avx512, RowConstants512, LANES};
+    use super::finish::{finish_16_avx512, RowConstants512};
+    use super::layout::LANES;
     use std::arch::x86_64::*;
     let (quads, pd) = (layout.quads, layout.input_pairs);
     assert!(h.len() >= quads * lanes && next.len() >= quads * lanes && x.len() >= pd * lanes);
@@ -324,7 +326,7 @@ pub(super) unsafe fn step_one_avx512vnni(
     words: &mut [i32],
     next: &mut [i32],
 ) {
-    use super::layout::{finish_16_avx512, RowConstants512};
+    use super::finish::{finish_16_avx512, RowConstants512};
     use std::arch::x86_64::*;
     let (quads, pd) = (layout.quads, layout.input_pairs);
     let blocks = layout

@@ -21,14 +21,16 @@
 
 mod blocks;
 mod bytes;
+mod finish;
 mod layout;
 mod pairs;
 
 use blocks::BlockLayout;
 use bytes::ByteLayout;
+use finish::Finisher;
 #[cfg(target_arch = "x86_64")]
 use layout::pack_pairs;
-use layout::{halves, padded_code, pair, pairs_of, Finisher, LANES, PAIRS_PER_CHUNK};
+use layout::{halves, padded_code, pair, pairs_of, LANES, PAIRS_PER_CHUNK};
 #[cfg(target_arch = "x86_64")]
 use pairs::{products_avx2, step_in_registers_avx2, step_in_registers_avx512vnni};
 use pairs::{products_portable, PairRowGroups};

@@ -5,7 +5,8 @@
 //! whole step of a block of 32 sequences, the sums kept in registers and finished there
 //! (`step_in_registers_avx2`, `step_in_registers_avx512vnni`).
 
-use super::layout::{halves, sixteen_row_columns, Finisher, SixteenRows, LANES, PAIRS_PER_CHUNK};
+use super::finish::{Finisher, SixteenRows};
+use super::layout::{halves, sixteen_row_columns, LANES, PAIRS_PER_CHUNK};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m256i, __m512i};
 
@@ -176,7 +177,8 @@ pub(super) unsafe fn step_one_avx512vnni(
     pairs: &mut [i32],
     next: &mut [i32],
 ) {
-    use super::layout::{finish_16_avx512, pack_pairs, RowConstants512};
+    use super::finish::{finish_16_avx512, RowConstants512};
+    use super::layout::pack_pairs;
     use std::arch::x86_64::*;
     let (n, pn, pd) = (h.len(), pairs.len(), x.len());
     assert!(next.len() == n && pn == n.div_ceil(2) && groups.sixteen_rows.len() == n.div_ceil(16));
@@ -221,7 +223,7 @@ pub(super) unsafe fn step_in_registers_avx2(
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::layout::{finish_8_avx2, RowConstants};
+    use super::finish::{finish_8_avx2, RowConstants};
     use std::arch::x86_64::*;
     let (pn, pd, n) = (e.hidden_pairs, e.input_pairs, e.rec.hidden);
     assert!(h.len() >= pn * lanes && next.len() >= pn * lanes && x.len() >= pd * lanes);
@@ -266,7 +268,7 @@ pub(super) unsafe fn step_in_registers_avx512vnni(
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::layout::{finish_16_avx512, RowConstants512};
+    use super::finish::{finish_16_avx512, RowConstants512};
     use std::arch::x86_64::*;
     let (pn, pd, n) = (e.hidden_pairs, e.input_pairs, e.rec.hidden);
     assert!(h.len() >= pn * lanes && next.len() >= pn * lanes && x.len() >= pd * lanes);
