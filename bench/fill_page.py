@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""A results page from its template: every line `<!-- report: DIR -->` becomes the table
-`qornn report DIR` writes (results.md), from the run artefacts committed in DIR (each run's
-config.toml, metrics.jsonl, summary.json), followed by each run's command from its
-command.txt; `<!-- figure: DIR NAME -->` keeps that report's NAME.svg beside DIR's runs, in
-DIR/figures/, and links it; `<!-- include: FILE -->` is FILE's text (a bench script's
-output kept beside the page). Everything else is copied as it is.
+"""A results page from its template: every line `<!-- report: DIRS -->` becomes the table
+`qornn report` writes (results.md) for DIRS, folders of runs or run folders joined by `+`,
+from the run artefacts committed there (each run's config.toml, metrics.jsonl,
+summary.json), followed by each run's command from its command.txt; `<!-- figure: DIRS
+NAME -->` keeps that report's NAME.svg in the template's folder, as
+figures/<first folder's name>-NAME.svg, and links it; `<!-- include: FILE -->` is FILE's
+text (a bench script's output kept beside the page). Everything else is copied as it is.
 
     python3 bench/fill_page.py docs/results/copy-t100/page.md > docs/results/copy-t100.md
 
@@ -23,21 +24,32 @@ DIRECTIVE = re.compile(r"^<!-- (report|figure|include): (\S+)(?: (\S+))? -->$")
 PAGES = Path("docs/results")
 
 
-def report(folder: Path, out: Path) -> Path:
-    """`qornn report` of the runs in `folder` into `out` (once per folder)."""
+def report(folders: list[Path], out: Path) -> Path:
+    """`qornn report` of the runs in `folders` into `out` (once per list)."""
     if not (out / "results.md").exists():
         subprocess.run(
-            [QORNN, "report", str(folder), "--out", str(out)],
+            [QORNN, "report", *map(str, folders), "--out", str(out)],
             check=True,
             stdout=subprocess.DEVNULL,
         )
     return out
 
 
-def commands(folder: Path) -> str:
+def runs_in(folders: list[Path]) -> list[Path]:
+    """The run folders: each folder that is one, and the runs inside the others, in order."""
+    runs = []
+    for folder in folders:
+        if (folder / "summary.json").exists():
+            runs.append(folder)
+        else:
+            runs += sorted(p for p in folder.iterdir() if (p / "summary.json").exists())
+    return runs
+
+
+def commands(folders: list[Path]) -> str:
     """Each run's command: one line when they differ only by the run's folder name,
     written `<run>`; else one line per run, in the order of their folders."""
-    runs = sorted(p for p in folder.iterdir() if (p / "summary.json").exists())
+    runs = runs_in(folders)
     each = {run.name: (run / "command.txt").read_text().strip() for run in runs}
     shapes = {command.replace(name, "<run>") for name, command in each.items()}
     if len(shapes) == 1 and len(runs) > 1:
@@ -53,22 +65,23 @@ def main(template: Path) -> None:
             if not m:
                 print(line)
                 continue
-            kind, folder = m.group(1), Path(m.group(2))
+            kind, spec = m.group(1), m.group(2)
             if kind == "include":
-                print(folder.read_text().rstrip())
+                print(Path(spec).read_text().rstrip())
                 continue
-            out = report(folder, Path(scratch) / str(folder).replace("/", "_"))
+            folders = [Path(p) for p in spec.split("+")]
+            out = report(folders, Path(scratch) / re.sub(r"[/+]", "_", spec))
             if kind == "report":
                 print((out / "results.md").read_text().rstrip())
                 print()
-                print(commands(folder))
+                print(commands(folders))
             else:
-                name = m.group(3)
-                figures = folder / "figures"
+                name, first = m.group(3), folders[0].name
+                figures = template.parent / "figures"
                 figures.mkdir(exist_ok=True)
-                (figures / f"{name}.svg").write_bytes((out / f"{name}.svg").read_bytes())
-                link = (figures / f"{name}.svg").relative_to(PAGES)
-                print(f"![{name} of {folder.name}]({link})")
+                svg = figures / f"{first}-{name}.svg"
+                svg.write_bytes((out / f"{name}.svg").read_bytes())
+                print(f"![{name} of {first}]({svg.relative_to(PAGES)})")
 
 
 if __name__ == "__main__":

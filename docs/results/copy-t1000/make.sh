@@ -1,18 +1,13 @@
 #!/usr/bin/env bash
 # Writes docs/results/copy-t1000.md from its template (page.md here) and the runs it reports:
-# the block rotations at 4 bits that reach 90 % (trained by docs/results/integer/copy-t1000.sh,
-# whose kept artefacts are copied into rotations/ here) and every model at 4 bits or at the
-# same bytes after 1,500 steps (the baselines page's runs, docs/results/baselines/copy-t1000/).
+# the block rotations at 4 bits that reach 90 % (trained by docs/results/integer/copy-t1000.sh
+# and kept there) and every model at 4 bits or at the same bytes after 1,500 steps (the
+# baselines page's runs, docs/results/baselines/copy-t1000/).
 #   docs/results/copy-t1000/make.sh          the page, from the kept artefacts
 # To train the runs again: docs/results/integer/copy-t1000.sh (about 3 hours of one core for
 # the two rotation runs) and docs/results/baselines/make.sh --rerun DATA_DIR, then this script.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 here=docs/results/copy-t1000
-rm -rf "$here/rotations"
-mkdir -p "$here/rotations"
-for run in copy-t1000-qornn-rotations-4b-frozen-a12 copy-t1000-qornn-rotations-4b-a12; do
-    cp -r "docs/results/integer/$run" "$here/rotations/$run"
-done
 python3 bench/fill_page.py "$here/page.md" > docs/results/copy-t1000.md
 echo "wrote docs/results/copy-t1000.md"

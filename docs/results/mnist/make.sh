@@ -7,8 +7,8 @@
 #   docs/results/mnist/make.sh --rerun MNIST_DIR PTB_DIR  first trains every config below into
 #                                                         RUNS (default runs/; a finished run is
 #                                                         not run again, a stopped one resumes)
-# The 4-bit Block-HadamRNN's three 10-epoch seeds are those of the integer page (trained by
-# docs/results/integer/mnist.sh), copied here. One thread per run; on an Intel Xeon core a
+# The 4-bit Block-HadamRNN's 10-epoch runs are those of the integer page (trained by
+# docs/results/integer/mnist.sh and kept there), which the page's tables name beside these. One thread per run; on an Intel Xeon core a
 # 10-epoch run takes 10 to 30 minutes, the 100-epoch run about 2.5 hours.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -27,14 +27,5 @@ if [[ ${1:-} == --rerun ]]; then
     data=$ptb
     keep_config "$here/ptb-char-1ep" ptb-char-qornn-bjorck-4b --epochs 1 --data-dir "$ptb"
 fi
-# The 4-bit Block-HadamRNN's 10-epoch runs, as the integer page keeps them.
-mkdir -p "$here/pmnist-10ep" "$here/smnist-10ep"
-for seed in 1 2 3; do
-    from=docs/results/integer/pmnist-block-hadamrnn-4b-10ep$([[ $seed == 1 ]] || echo "-s$seed")
-    rm -rf "$here/pmnist-10ep/pmnist-block-hadamrnn-4b-s$seed"
-    cp -r "$from" "$here/pmnist-10ep/pmnist-block-hadamrnn-4b-s$seed"
-done
-rm -rf "$here/smnist-10ep/smnist-block-hadamrnn-4b"
-cp -r docs/results/integer/smnist-block-hadamrnn-4b-10ep "$here/smnist-10ep/smnist-block-hadamrnn-4b"
 python3 bench/fill_page.py "$here/page.md" > docs/results/mnist.md
 echo "wrote docs/results/mnist.md"
