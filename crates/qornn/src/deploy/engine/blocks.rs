@@ -28,6 +28,24 @@ pub(super) struct BlockLayout {
     /// code on its block's first column): `step_avx512` and `step_one_avx512` transform the
     /// blocks instead of multiplying them.
     hadamard: bool,
+    /// For a Hadamard recurrence that finishes in int32, its scales folded into its codes
+    /// (`with_folded_scales`).
+    folded: Option<FoldedScales>,
+}
+
+/// A Hadamard recurrence's numerators with the scales folded into the codes: row i's
+/// `s_i M_w,i 2^a_w (H h)_i + sum_j (U_ij M_u,i 2^a_u) x_j + b_i + round`, one product per
+/// row and one per input instead of two and d + 1. Exact in int32 when the finisher is
+/// (its bound is on these very terms: `|s_i| m max|h| |M_w,i 2^a_w|` and
+/// `max|x| sum_j |U_ij| |M_u,i 2^a_u|`).
+struct FoldedScales {
+    /// `s_i M_w,i 2^a_w` per row.
+    w: Vec<i32>,
+    /// `U_ij M_u,i 2^a_u`, `n x d`.
+    u: Vec<i32>,
+    /// `b_i + round` and modReLU's `b_mod,i` (0 for ReLU) per row.
+    bias: Vec<i32>,
+    bias_mod: Vec<i32>,
 }
 
 /// W's block columns and U's columns by groups of 16 rows, one row per int32 lane, and the
@@ -70,7 +88,34 @@ impl BlockLayout {
             u: u_codes.iter().map(|&c| c as i32).collect(),
             one_sequence: None,
             hadamard: rec.hadamard_block > 0 && m <= 16,
+            folded: None,
         })
+    }
+
+    /// The layout with its scales folded into its codes (`FoldedScales`) where it is a
+    /// Hadamard one and the finisher finishes in int32.
+    pub(super) fn with_folded_scales(mut self, finisher: &Finisher<'_>) -> Self {
+        if !self.hadamard || !finisher.fits_int32() {
+            return self;
+        }
+        let (m, d) = (self.block, self.input);
+        let rows: Vec<_> = (0..self.w_rows.len() / m)
+            .map(|i| finisher.row(i))
+            .collect();
+        // Every value below is bounded by the finisher's int32 bound.
+        self.folded = Some(FoldedScales {
+            w: rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (self.w_rows[i * m] as i64 * r.w_scale) as i32)
+                .collect(),
+            u: (0..rows.len() * d)
+                .map(|k| (self.u[k] as i64 * rows[k / d].u_scale) as i32)
+                .collect(),
+            bias: rows.iter().map(|r| r.bias as i32).collect(),
+            bias_mod: rows.iter().map(|r| r.bias_mod as i32).collect(),
+        });
+        self
     }
 
     /// The layout with its groups of 16 rows for `step_one_avx512`, where their shape
@@ -334,13 +379,15 @@ unsafe fn hadamard_step_avx512<const M: usize>(
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::finish::{finish_16_avx512, RowConstants512};
+    use super::finish::{activate_16_narrow_avx512, finish_16_avx512, RowConstants512};
     use std::arch::x86_64::*;
     assert!(layout.hadamard && layout.block == M && n.is_multiple_of(M));
     let d = layout.input;
     let at = |rows: &[i32], row: usize, lane0: usize| {
         _mm512_loadu_si512(rows.as_ptr().add(row * lanes + lane0) as *const __m512i)
     };
+    // The shift, activation and range, the same for every row.
+    let shared = RowConstants512::new(finisher, 0);
     for lane0 in (0..lanes).step_by(16) {
         for first in (0..n).step_by(M) {
             let mut v: [__m512i; M] = std::array::from_fn(|r| at(h, first + r, lane0));
@@ -355,6 +402,22 @@ unsafe fn hadamard_step_avx512<const M: usize>(
             }
             for (r, &transformed) in v.iter().enumerate() {
                 let i = first + r;
+                let out = next.as_mut_ptr().add(i * lanes + lane0) as *mut __m512i;
+                if let Some(folded) = &layout.folded {
+                    let mut numerator = _mm512_add_epi32(
+                        _mm512_mullo_epi32(transformed, _mm512_set1_epi32(folded.w[i])),
+                        _mm512_set1_epi32(folded.bias[i]),
+                    );
+                    for (j, &scaled) in folded.u[i * d..(i + 1) * d].iter().enumerate() {
+                        let product =
+                            _mm512_mullo_epi32(_mm512_set1_epi32(scaled), at(x, j, lane0));
+                        numerator = _mm512_add_epi32(numerator, product);
+                    }
+                    let bias_mod = _mm512_set1_epi32(folded.bias_mod[i]);
+                    let codes = activate_16_narrow_avx512(&shared, bias_mod, numerator);
+                    _mm512_storeu_si512(out, codes);
+                    continue;
+                }
                 let sign = _mm512_set1_epi32(layout.w_rows[i * M]);
                 let sum_w = _mm512_mullo_epi32(transformed, sign);
                 let mut sum_u = _mm512_setzero_si512();
@@ -363,11 +426,7 @@ unsafe fn hadamard_step_avx512<const M: usize>(
                     sum_u = _mm512_add_epi32(sum_u, product);
                 }
                 let row = RowConstants512::new(finisher, i);
-                let codes = finish_16_avx512(&row, sum_w, sum_u);
-                _mm512_storeu_si512(
-                    next.as_mut_ptr().add(i * lanes + lane0) as *mut __m512i,
-                    codes,
-                );
+                _mm512_storeu_si512(out, finish_16_avx512(&row, sum_w, sum_u));
             }
         }
     }

@@ -485,18 +485,34 @@ unsafe fn finish_16_narrow_avx512(
     acc_u: __m512i,
 ) -> __m512i {
     use std::arch::x86_64::*;
-    let zero = _mm512_setzero_si512();
-    let t = _mm512_add_epi32(
+    let numerator = _mm512_add_epi32(
         _mm512_add_epi32(
             _mm512_mullo_epi32(acc_w, lanes.w_scale),
             _mm512_mullo_epi32(acc_u, lanes.u_scale),
         ),
         lanes.bias,
     );
-    let z = _mm512_sra_epi32(t, row.shift);
+    activate_16_narrow_avx512(row, lanes.bias_mod, numerator)
+}
+
+/// The end of `Finisher::finish` on 16 numerators (the scaled sums plus the bias and the
+/// rounding term) in int32 lanes: the shift, the activation with modReLU's biases
+/// `bias_mod`, the clamp to the range. Only `row`'s shift, activation and range are read.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn activate_16_narrow_avx512(
+    row: &RowConstants512,
+    bias_mod: __m512i,
+    numerator: __m512i,
+) -> __m512i {
+    use std::arch::x86_64::*;
+    debug_assert!(matches!(row.width, Width512::Narrow(_)));
+    let zero = _mm512_setzero_si512();
+    let z = _mm512_sra_epi32(numerator, row.shift);
     let a = if row.modrelu {
         // sign(z) max(|z| + b_mod, 0): 0 where z is 0.
-        let m = _mm512_max_epi32(_mm512_add_epi32(_mm512_abs_epi32(z), lanes.bias_mod), zero);
+        let m = _mm512_max_epi32(_mm512_add_epi32(_mm512_abs_epi32(z), bias_mod), zero);
         let negative = _mm512_cmplt_epi32_mask(z, zero);
         let signed = _mm512_mask_sub_epi32(m, negative, zero, m);
         _mm512_maskz_mov_epi32(_mm512_cmpneq_epi32_mask(z, zero), signed)

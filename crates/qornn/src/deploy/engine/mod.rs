@@ -179,7 +179,11 @@ impl<'a> BatchedEngine<'a> {
         };
         let (lo, hi) = rec.hidden_range();
         let finisher = Finisher::new(&rec);
-        let blocks = blocks.map(|layout| layout.with_sixteen_row_groups(&finisher));
+        let blocks = blocks.map(|layout| {
+            layout
+                .with_sixteen_row_groups(&finisher)
+                .with_folded_scales(&finisher)
+        });
         let bytes = matches!(kernel, Kernel::Avx2Bytes | Kernel::Avx512VnniBytes)
             .then(|| ByteLayout::new(&w_codes, &u_codes, n, d, (lo, hi)))
             .flatten()
