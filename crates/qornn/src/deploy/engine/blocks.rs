@@ -43,6 +43,9 @@ struct FoldedScales {
     w: Vec<i32>,
     /// `U_ij M_u,i 2^a_u`, `n x d`.
     u: Vec<i32>,
+    /// The same by groups of 16 rows (`sixteen_row_columns`) for `step_one_avx512`, where
+    /// the layout has them.
+    u_columns: Vec<i32>,
     /// `b_i + round` and modReLU's `b_mod,i` (0 for ReLU) per row.
     bias: Vec<i32>,
     bias_mod: Vec<i32>,
@@ -103,15 +106,21 @@ impl BlockLayout {
             .map(|i| finisher.row(i))
             .collect();
         // Every value below is bounded by the finisher's int32 bound.
+        let u: Vec<i32> = (0..rows.len() * d)
+            .map(|k| (self.u[k] as i64 * rows[k / d].u_scale) as i32)
+            .collect();
+        let u_columns = match self.one_sequence {
+            Some(_) => sixteen_row_columns(&u, d, rows.len() / 16),
+            None => Vec::new(),
+        };
         self.folded = Some(FoldedScales {
             w: rows
                 .iter()
                 .enumerate()
                 .map(|(i, r)| (self.w_rows[i * m] as i64 * r.w_scale) as i32)
                 .collect(),
-            u: (0..rows.len() * d)
-                .map(|k| (self.u[k] as i64 * rows[k / d].u_scale) as i32)
-                .collect(),
+            u,
+            u_columns,
             bias: rows.iter().map(|r| r.bias as i32).collect(),
             bias_mod: rows.iter().map(|r| r.bias_mod as i32).collect(),
         });
@@ -203,7 +212,7 @@ pub(super) unsafe fn step_one_avx512(
     x: &[i32],
     out: &mut [i32],
 ) {
-    use super::finish::{finish_16_avx512, RowConstants512};
+    use super::finish::{activate_16_narrow_avx512, finish_16_avx512, RowConstants512};
     use std::arch::x86_64::*;
     let (m, d) = (layout.block, layout.input);
     let groups = layout
@@ -215,6 +224,8 @@ pub(super) unsafe fn step_one_avx512(
     let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
     // Lane r holds r: the permutations below are computed from it.
     let lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    // The shift, activation and range, the same for every row.
+    let shared = RowConstants512::new(finisher, 0);
     for (g, constants) in groups.sixteen_rows.iter().enumerate() {
         let w = groups.w_columns.as_ptr().add(g * m * 16);
         let mut sum_w = _mm512_setzero_si512();
@@ -232,6 +243,22 @@ pub(super) unsafe fn step_one_avx512(
                 codes =
                     _mm512_mask_sub_epi32(_mm512_add_epi32(codes, partner), upper, partner, codes);
                 stride *= 2;
+            }
+            if let Some(folded) = &layout.folded {
+                // The scales folded into the codes (`FoldedScales`): the numerators directly.
+                let mut numerator = _mm512_add_epi32(
+                    _mm512_mullo_epi32(codes, load(folded.w.as_ptr().add(16 * g))),
+                    load(folded.bias.as_ptr().add(16 * g)),
+                );
+                let u = folded.u_columns.as_ptr().add(g * d * 16);
+                for (j, &code) in x.iter().enumerate() {
+                    let product = _mm512_mullo_epi32(_mm512_set1_epi32(code), load(u.add(16 * j)));
+                    numerator = _mm512_add_epi32(numerator, product);
+                }
+                let bias_mod = load(folded.bias_mod.as_ptr().add(16 * g));
+                let out_codes = activate_16_narrow_avx512(&shared, bias_mod, numerator);
+                _mm512_storeu_si512(out.as_mut_ptr().add(16 * g) as *mut __m512i, out_codes);
+                continue;
             }
             sum_w = _mm512_mullo_epi32(codes, load(w));
         } else if m >= 16 {
