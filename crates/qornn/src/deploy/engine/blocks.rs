@@ -6,7 +6,7 @@
 //! rescaling, rounding and activation are `IntRecurrence::finish`'s (`Finisher`).
 
 #[cfg(target_arch = "x86_64")]
-use super::finish::{finish_16_avx512, finish_8_avx2, RowConstants, RowConstants512};
+use super::finish::{finish_16_avx512, finish_8_avx2, Narrow256, RowConstants, RowConstants512};
 use super::finish::{Finisher, SixteenRows};
 use super::layout::{sixteen_row_columns, LANES};
 use qornn_infer::IntRecurrence;
@@ -328,6 +328,18 @@ pub(super) unsafe fn step_avx2(
 ) {
     use std::arch::x86_64::*;
     assert!(lanes.is_multiple_of(LANES) && next.len() >= n * lanes);
+    assert!(h.len() >= n * lanes && x.len() >= layout.input * lanes);
+    if let (Some(folded), RowConstants::Narrow(shared)) =
+        (&layout.folded, RowConstants::new(finisher, 0))
+    {
+        match layout.block {
+            2 => return hadamard_step_avx2::<2>(layout, folded, &shared, n, h, x, next, lanes),
+            4 => return hadamard_step_avx2::<4>(layout, folded, &shared, n, h, x, next, lanes),
+            8 => return hadamard_step_avx2::<8>(layout, folded, &shared, n, h, x, next, lanes),
+            16 => return hadamard_step_avx2::<16>(layout, folded, &shared, n, h, x, next, lanes),
+            _ => {}
+        }
+    }
     for lane0 in (0..lanes).step_by(LANES) {
         for i in 0..n {
             let (acc_w, acc_u) = layout.sums(i, h, x, lanes, lane0);
@@ -338,6 +350,66 @@ pub(super) unsafe fn step_avx2(
                 let u = _mm256_loadu_si256(acc_u.as_ptr().add(8 * v) as *const __m256i);
                 let codes = finish_8_avx2(&row, w, u);
                 _mm256_storeu_si256(out.add(8 * v) as *mut __m256i, codes);
+            }
+        }
+    }
+}
+
+/// `step_avx2` for a Hadamard recurrence with blocks of M whose scales are folded into its
+/// codes (`FoldedScales`): for 8 lanes, the fast Walsh-Hadamard transform of a block's M
+/// hidden rows (as `hadamard_step_avx512`), then each row's numerator from one product per
+/// row and one per input, and the activation (`shared`: the shift and the range).
+///
+/// # Safety
+/// As `step_avx2`; the layout is a Hadamard one with blocks of M.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn hadamard_step_avx2<const M: usize>(
+    layout: &BlockLayout,
+    folded: &FoldedScales,
+    shared: &Narrow256,
+    n: usize,
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
+) {
+    use super::finish::activate_8_narrow_avx2;
+    use std::arch::x86_64::*;
+    assert!(layout.hadamard && layout.block == M && n.is_multiple_of(M));
+    let d = layout.input;
+    let at = |rows: &[i32], row: usize, lane0: usize| {
+        _mm256_loadu_si256(rows.as_ptr().add(row * lanes + lane0) as *const __m256i)
+    };
+    for lane0 in (0..lanes).step_by(8) {
+        for first in (0..n).step_by(M) {
+            let mut v: [__m256i; M] = std::array::from_fn(|r| at(h, first + r, lane0));
+            let mut stride = 1;
+            while stride < M {
+                for r in (0..M).filter(|r| r & stride == 0) {
+                    let (a, b) = (v[r], v[r + stride]);
+                    v[r] = _mm256_add_epi32(a, b);
+                    v[r + stride] = _mm256_sub_epi32(a, b);
+                }
+                stride *= 2;
+            }
+            for (r, &transformed) in v.iter().enumerate() {
+                let i = first + r;
+                let mut numerator = _mm256_add_epi32(
+                    _mm256_mullo_epi32(transformed, _mm256_set1_epi32(folded.w[i])),
+                    _mm256_set1_epi32(folded.bias[i]),
+                );
+                for (j, &scaled) in folded.u[i * d..(i + 1) * d].iter().enumerate() {
+                    let product = _mm256_mullo_epi32(_mm256_set1_epi32(scaled), at(x, j, lane0));
+                    numerator = _mm256_add_epi32(numerator, product);
+                }
+                let bias_mod = _mm256_set1_epi32(folded.bias_mod[i]);
+                let codes = activate_8_narrow_avx2(shared, bias_mod, numerator);
+                _mm256_storeu_si256(
+                    next.as_mut_ptr().add(i * lanes + lane0) as *mut __m256i,
+                    codes,
+                );
             }
         }
     }

@@ -219,16 +219,31 @@ pub(super) unsafe fn finish_8_avx2(row: &RowConstants, acc_w: __m256i, acc_u: __
 #[inline]
 unsafe fn finish_8_narrow_avx2(row: &Narrow256, acc_w: __m256i, acc_u: __m256i) -> __m256i {
     use std::arch::x86_64::*;
-    let zero = _mm256_setzero_si256();
-    let t = _mm256_add_epi32(
+    let numerator = _mm256_add_epi32(
         _mm256_add_epi32(
             _mm256_mullo_epi32(acc_w, row.w_scale),
             _mm256_mullo_epi32(acc_u, row.u_scale),
         ),
         row.bias,
     );
-    let z = _mm256_sra_epi32(t, row.shift);
-    let magnitude = _mm256_max_epi32(_mm256_add_epi32(_mm256_abs_epi32(z), row.bias_mod), zero);
+    activate_8_narrow_avx2(row, row.bias_mod, numerator)
+}
+
+/// The end of `Finisher::finish` on 8 numerators in int32 lanes (as
+/// `activate_16_narrow_avx512`): the shift, the activation with modReLU's biases
+/// `bias_mod`, the clamp. Only `row`'s shift and range are read.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn activate_8_narrow_avx2(
+    row: &Narrow256,
+    bias_mod: __m256i,
+    numerator: __m256i,
+) -> __m256i {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_si256();
+    let z = _mm256_sra_epi32(numerator, row.shift);
+    let magnitude = _mm256_max_epi32(_mm256_add_epi32(_mm256_abs_epi32(z), bias_mod), zero);
     // For ReLU (b_mod 0, lo 0) this is z, which the clamp below makes max(z, 0).
     let a = _mm256_sign_epi32(magnitude, z);
     _mm256_max_epi32(_mm256_min_epi32(a, row.hi), row.lo)
