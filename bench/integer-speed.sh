@@ -53,7 +53,7 @@ import json, statistics, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 runs = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
-print("| model | n | A | kernel | integer, batch 128 | float, batch 128 | ratio | integer, batch 1 | float, batch 1 | ratio | scalar engine | `qornn quantize` (s) |")
+print("| model | n | A | kernel (finishing) | integer, batch 128 | float, batch 128 | ratio | integer, batch 1 | float, batch 1 | ratio | scalar engine | `qornn quantize` (s) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for path in dict.fromkeys(r["model"] for r in runs):
     mine = [r for r in runs if r["model"] == path]
@@ -63,7 +63,8 @@ for path in dict.fromkeys(r["model"] for r in runs):
     seconds = int((out / f"{stem}.ms").read_text()) / 1000
     b128, f128 = med("sequences_per_second"), med("float_forward_sequences_per_second")
     b1, f1 = med("sequences_per_second_batch_1"), med("float_forward_sequences_per_second_batch_1")
-    print(f"| {name} | {mine[0]['hidden']} | {a} | {mine[0]['kernel']} | {b128:,.0f} | {f128:,.0f} | "
+    finishing = "int32" if mine[0]["finish_int32"] else "int64"
+    print(f"| {name} | {mine[0]['hidden']} | {a} | {mine[0]['kernel']} ({finishing}) | {b128:,.0f} | {f128:,.0f} | "
           f"{b128 / f128:.2f}x | {b1:,.0f} | {f1:,.0f} | {b1 / f1:.2f}x | "
           f"{med('scalar_sequences_per_second'):,.0f} | {seconds:.1f} |")
 PY
