@@ -34,9 +34,11 @@ echo "| model | n | bits | act | qornn s/step | PyTorch s/step | speed-up | floo
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for case in "${cases[@]}"; do
   IFS=: read -r model n bits act <<<"$case"
+  # The gated cells (LSTM, GRU, FastGRNN) have their own nonlinearities: no --act for them.
+  act_flag=(); [ -n "$act" ] && act_flag=(--act "$act")
   act=${act:-relu}
   repeats=5; [ "$n" -ge 400 ] && repeats=3
-  ours=$("$qornn" bench --model "$model" --hidden "$n" --batch 128 --seq 784 --bits "$bits" --act "$act" --repeats $repeats --json)
+  ours=$("$qornn" bench --model "$model" --hidden "$n" --batch 128 --seq 784 --bits "$bits" "${act_flag[@]}" --repeats $repeats --json)
   theirs=$(python3 bench/pytorch_step.py --model "$model" --hidden "$n" --batch 128 --seq 784 --bits "$bits" --act "$act" --repeats $repeats)
   python3 - "$ours" "$theirs" "$act" "$gemm_gflops" <<'PY'
 import json, sys
