@@ -35,12 +35,13 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for case in "${cases[@]}"; do
   IFS=: read -r model n bits act <<<"$case"
   # The gated cells (LSTM, GRU, FastGRNN) have their own nonlinearities: no --act for them.
-  act_flag=(); [ -n "$act" ] && act_flag=(--act "$act")
   act=${act:-relu}
+  act_flag=(--act "$act") shown_act=$act
+  case $model in lstm | gru | fastgrnn) act_flag=() shown_act=- ;; esac
   repeats=5; [ "$n" -ge 400 ] && repeats=3
   ours=$("$qornn" bench --model "$model" --hidden "$n" --batch 128 --seq 784 --bits "$bits" "${act_flag[@]}" --repeats $repeats --json)
   theirs=$(python3 bench/pytorch_step.py --model "$model" --hidden "$n" --batch 128 --seq 784 --bits "$bits" --act "$act" --repeats $repeats)
-  python3 - "$ours" "$theirs" "$act" "$gemm_gflops" <<'PY'
+  python3 - "$ours" "$theirs" "$shown_act" "$gemm_gflops" <<'PY'
 import json, sys
 o, t, act, gemm = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 # A structured recurrence is bound by memory (the floor `qornn bench` prints); a dense
