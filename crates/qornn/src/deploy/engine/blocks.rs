@@ -355,6 +355,27 @@ pub(super) unsafe fn step_avx2(
     }
 }
 
+/// The unnormalised fast Walsh-Hadamard transform of M rows held in registers, in place
+/// (`H_M[r][k] = (-1)^popcount(r & k)`): log2 M stages, in each of which rows r and
+/// r + stride (bit `stride` of r clear) become their sum and their difference. `add` and
+/// `sub` are the vector width's lane-wise int32 addition and subtraction.
+#[inline(always)]
+fn transform_rows<V: Copy, const M: usize>(
+    v: &mut [V; M],
+    add: impl Fn(V, V) -> V,
+    sub: impl Fn(V, V) -> V,
+) {
+    let mut stride = 1;
+    while stride < M {
+        for r in (0..M).filter(|r| r & stride == 0) {
+            let (a, b) = (v[r], v[r + stride]);
+            v[r] = add(a, b);
+            v[r + stride] = sub(a, b);
+        }
+        stride *= 2;
+    }
+}
+
 /// `step_avx2` for a Hadamard recurrence with blocks of M whose scales are folded into its
 /// codes (`FoldedScales`): for 8 lanes, the fast Walsh-Hadamard transform of a block's M
 /// hidden rows (as `hadamard_step_avx512`), then each row's numerator from one product per
@@ -385,15 +406,11 @@ unsafe fn hadamard_step_avx2<const M: usize>(
     for lane0 in (0..lanes).step_by(8) {
         for first in (0..n).step_by(M) {
             let mut v: [__m256i; M] = std::array::from_fn(|r| at(h, first + r, lane0));
-            let mut stride = 1;
-            while stride < M {
-                for r in (0..M).filter(|r| r & stride == 0) {
-                    let (a, b) = (v[r], v[r + stride]);
-                    v[r] = _mm256_add_epi32(a, b);
-                    v[r + stride] = _mm256_sub_epi32(a, b);
-                }
-                stride *= 2;
-            }
+            transform_rows(
+                &mut v,
+                |a, b| _mm256_add_epi32(a, b),
+                |a, b| _mm256_sub_epi32(a, b),
+            );
             for (r, &transformed) in v.iter().enumerate() {
                 let i = first + r;
                 let mut numerator = _mm256_add_epi32(
@@ -490,15 +507,11 @@ unsafe fn hadamard_step_avx512<const M: usize>(
     for lane0 in (0..lanes).step_by(16) {
         for first in (0..n).step_by(M) {
             let mut v: [__m512i; M] = std::array::from_fn(|r| at(h, first + r, lane0));
-            let mut stride = 1;
-            while stride < M {
-                for r in (0..M).filter(|r| r & stride == 0) {
-                    let (a, b) = (v[r], v[r + stride]);
-                    v[r] = _mm512_add_epi32(a, b);
-                    v[r + stride] = _mm512_sub_epi32(a, b);
-                }
-                stride *= 2;
-            }
+            transform_rows(
+                &mut v,
+                |a, b| _mm512_add_epi32(a, b),
+                |a, b| _mm512_sub_epi32(a, b),
+            );
             for (r, &transformed) in v.iter().enumerate() {
                 let i = first + r;
                 let out = next.as_mut_ptr().add(i * lanes + lane0) as *mut __m512i;
