@@ -301,10 +301,17 @@ impl<'a> BatchedEngine<'a> {
         }
     }
 
-    /// One step of every sequence: `x_codes` holds `batch x input` input codes.
+    /// One step of every sequence: `x_codes` holds `batch x input` input codes, each within
+    /// A bits (`-2^(A-1) ..= 2^(A-1) - 1`, as `QuantizedRecurrence::quantize_input` clamps
+    /// them): the kernels' int32 bounds assume it.
     pub fn step(&self, state: &mut BatchedState, x_codes: &[i32]) {
         let (n, d) = (self.rec.hidden, self.rec.input);
         assert_eq!(x_codes.len(), state.batch * d, "input codes: batch x input");
+        let x_max = 1i32 << (self.rec.act_bits - 1);
+        debug_assert!(
+            x_codes.iter().all(|c| (-x_max..x_max).contains(c)),
+            "input codes within A bits"
+        );
         // The VNNI kernels' groups of 16 rows run a small batch one sequence at a time, the
         // input as pairs in `state.x`, then the hidden codes' scratch (bytes or pairs).
         #[cfg(target_arch = "x86_64")]
