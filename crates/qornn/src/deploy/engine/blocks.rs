@@ -359,6 +359,7 @@ pub(super) unsafe fn step_avx2(
 /// (`H_M[r][k] = (-1)^popcount(r & k)`): log2 M stages, in each of which rows r and
 /// r + stride (bit `stride` of r clear) become their sum and their difference. `add` and
 /// `sub` are the vector width's lane-wise int32 addition and subtraction.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn transform_rows<V: Copy, const M: usize>(
     v: &mut [V; M],
