@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// allow falls back, and the report names the one that ran); unset: the fastest.
     #[arg(long, value_parser = by_name::<qornn::deploy::engine::Kernel>, requires = "integer")]
     kernel: Option<qornn::deploy::engine::Kernel>,
+    /// Leave subnormal floats on instead of flushing them to zero (`qornn::subnormal`), to
+    /// time what they cost: gradients carried back through long sequences decay into them.
+    #[arg(long)]
+    pub keep_subnormals: bool,
 }
 
 #[derive(Serialize)]
@@ -213,6 +217,8 @@ struct Report {
     seq: usize,
     bits: u32,
     repeats: usize,
+    /// Whether subnormal floats were flushed to zero (see `--keep-subnormals`).
+    subnormals_flushed: bool,
     seconds_per_step: f64,
     phases: StepTimes,
     peak_rss_bytes: u64,
@@ -332,6 +338,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         seq: args.seq,
         bits: args.bits,
         repeats: args.repeats,
+        subnormals_flushed: !args.keep_subnormals,
         seconds_per_step: median(totals),
         phases: StepTimes {
             parametrise: median(phases.iter().map(|p| p.parametrise).collect()),
@@ -349,8 +356,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         let p = &report.phases;
         println!(
-            "{} n={} B={} T={} bits={}: {:.4} s/step (median of {})\n  parametrise {:.4}  forward {:.4}  backward {:.4}  optimiser {:.4}\n  peak RSS {:.1} MiB",
-            report.model, report.hidden, report.batch, report.seq, report.bits, report.seconds_per_step, report.repeats,
+            "{} n={} B={} T={} bits={}{}: {:.4} s/step (median of {})\n  parametrise {:.4}  forward {:.4}  backward {:.4}  optimiser {:.4}\n  peak RSS {:.1} MiB",
+            report.model, report.hidden, report.batch, report.seq, report.bits,
+            if report.subnormals_flushed { "" } else { ", subnormals kept" },
+            report.seconds_per_step, report.repeats,
             p.parametrise, p.forward, p.backward, p.optimiser,
             report.peak_rss_bytes as f64 / (1024.0 * 1024.0)
         );

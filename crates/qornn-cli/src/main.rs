@@ -357,12 +357,16 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // Gradients carried back through long sequences decay into subnormal floats, which
-    // x86 CPUs compute many times slower (`qornn::subnormal`).
-    if let Err(e) = qornn::subnormal::flush_everywhere() {
-        eprintln!("warning: subnormal floats are not flushed to zero in every thread: {e}");
-    }
     let cli = Cli::parse();
+    // Gradients carried back through long sequences decay into subnormal floats, which
+    // x86 CPUs compute many times slower (`qornn::subnormal`); `qornn bench
+    // --keep-subnormals` times them.
+    let keep_subnormals = matches!(&cli.command, Command::Bench(args) if args.keep_subnormals);
+    if !keep_subnormals {
+        if let Err(e) = qornn::subnormal::flush_everywhere() {
+            eprintln!("warning: subnormal floats are not flushed to zero in every thread: {e}");
+        }
+    }
     let result = match cli.command {
         Command::Train(args) => train(*args),
         Command::Eval(args) => eval(args),

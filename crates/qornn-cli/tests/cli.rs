@@ -560,27 +560,22 @@ fn a_reader_that_closes_early_ends_the_output_without_a_panic() {
 
 #[test]
 fn bench_prints_the_bytes_moved_floor_of_an_elman_step() {
-    let bench = |model: &str| {
-        let out = qornn(&[
-            "bench",
-            "--model",
-            model,
-            "--hidden",
-            "16",
-            "--seq",
-            "3",
-            "--batch",
-            "2",
-            "--repeats",
-            "1",
-            "--threads",
-            "1",
-            "--json",
-        ]);
+    let bench_with = |model: &str, more: &[&str]| {
+        let shape = "bench --hidden 16 --seq 3 --batch 2 --repeats 1 --threads 1 --json";
+        let mut args: Vec<&str> = shape.split(' ').chain(["--model", model]).collect();
+        args.extend_from_slice(more);
+        let out = qornn(&args);
         assert!(out.status.success(), "{}", common::text(&out));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("one JSON object")
     };
+    let bench = |model: &str| bench_with(model, &[]);
     let elman = bench("hadamrnn");
+    // Subnormal floats are flushed unless asked to be kept (to time their cost).
+    assert_eq!(elman["subnormals_flushed"], true);
+    assert_eq!(
+        bench_with("hadamrnn", &["--keep-subnormals"])["subnormals_flushed"],
+        false
+    );
     // A structured W keeps h alone, written and read once: 2 x T B n floats of 4 bytes.
     assert_eq!(elman["floor_bytes"], 8 * 3 * 2 * 16);
     // A dense one keeps z too: 2 x 2 x T B n.
