@@ -5,10 +5,10 @@
 //! at once. Sums stay in int32 lanes under the bound `BlockLayout::new` checks; the
 //! rescaling, rounding and activation are `IntRecurrence::finish`'s (`Finisher`).
 
+use super::finish::Finisher;
 #[cfg(target_arch = "x86_64")]
 use super::finish::{finish_16_avx512, finish_8_avx2, Narrow256, RowConstants, RowConstants512};
-use super::finish::{Finisher, SixteenRows};
-use super::layout::{sixteen_row_columns, LANES};
+use super::layout::{sixteen_row_columns, SixteenRowGroups, LANES};
 use qornn_infer::IntRecurrence;
 
 /// W's diagonal blocks and U, one code per int32.
@@ -49,17 +49,6 @@ struct FoldedScales {
     /// `b_i + round` and modReLU's `b_mod,i` (0 for ReLU) per row.
     bias: Vec<i32>,
     bias_mod: Vec<i32>,
-}
-
-/// W's block columns and U's columns by groups of 16 rows, one row per int32 lane, and the
-/// groups' finishing constants: one step of one sequence is then m + d vector
-/// multiply-adds and one 16-lane finishing per 16 units.
-struct SixteenRowGroups {
-    /// Group g's W codes, m vectors: lane r of vector k is row 16 g + r's code k.
-    w_columns: Vec<i32>,
-    /// Group g's U codes, d vectors: lane r of vector j is row 16 g + r's code j.
-    u_columns: Vec<i32>,
-    sixteen_rows: Vec<SixteenRows>,
 }
 
 impl BlockLayout {
@@ -135,12 +124,13 @@ impl BlockLayout {
         if !n.is_multiple_of(16) || !(m.is_multiple_of(16) || 16 % m == 0) {
             return self;
         }
-        let groups = n / 16;
-        self.one_sequence = Some(SixteenRowGroups {
-            w_columns: sixteen_row_columns(&self.w_rows, m, groups),
-            u_columns: sixteen_row_columns(&self.u, d, groups),
-            sixteen_rows: (0..groups).map(|g| finisher.sixteen_rows(16 * g)).collect(),
-        });
+        // m + d vector multiply-adds and one 16-lane finishing per 16 units.
+        self.one_sequence = Some(SixteenRowGroups::new(
+            finisher,
+            n / 16,
+            (&self.w_rows, m),
+            (&self.u, d),
+        ));
         self
     }
 

@@ -15,8 +15,8 @@
 //! (k <= 7); the rescaling, rounding and activation are the pair kernel's
 //! (`IntRecurrence::finish`), so the codes are the scalar engine's.
 
-use super::finish::{Finisher, SixteenRows};
-use super::layout::{padded_code, pairs_of, sixteen_row_columns};
+use super::finish::Finisher;
+use super::layout::{padded_code, pairs_of, SixteenRowGroups};
 
 /// Int16 sums may not exceed this.
 const INT16_LIMIT: i64 = i16::MAX as i64;
@@ -42,25 +42,16 @@ pub(super) struct ByteLayout {
     /// The smallest hidden code.
     pub lo: i32,
     /// The layout for one sequence at a time, where the engine runs it
-    /// ([`ByteLayout::with_row_blocks`]).
-    pub one_sequence: Option<RowBlocks>,
+    /// ([`ByteLayout::with_row_blocks`]): `ceil(n / 16)` groups of 16 rows, W as
+    /// `groups x quads x 16` words (row `16 g + l`, codes `4q..4q+4`), U as
+    /// `groups x ceil(d / 2) x 16` int16 pairs.
+    pub one_sequence: Option<SixteenRowGroups>,
 }
 
-/// W and U for one sequence at a time (`step_one_avx512vnni`): `ceil(n / 16)` blocks of 16
-/// rows, W as `blocks x quads x 16` words (row `16 b + l`, codes `4q..4q+4`), U as
-/// `blocks x ceil(d / 2) x 16` int16 pairs, and the blocks' finishing constants.
-pub(super) struct RowBlocks {
-    count: usize,
-    w_columns: Vec<i32>,
-    u_columns: Vec<i32>,
-    sixteen_rows: Vec<SixteenRows>,
-}
-
-impl RowBlocks {
-    /// The words `step_one_avx512vnni` takes the hidden codes of one sequence into.
-    pub fn hidden_words(&self) -> usize {
-        4 * self.count
-    }
+/// The words `step_one_avx512vnni` takes the hidden codes of one sequence into: four bytes
+/// per row of a group.
+pub(super) fn hidden_words(groups: &SixteenRowGroups) -> usize {
+    4 * groups.count()
 }
 
 impl ByteLayout {
@@ -121,17 +112,18 @@ impl ByteLayout {
         })
     }
 
-    /// The layout with [`RowBlocks`] too, for the kernels that run one sequence at a time.
+    /// The layout with its groups of 16 rows too, for the kernels that run one sequence at a
+    /// time.
     pub fn with_row_blocks(mut self, finisher: &Finisher<'_>) -> Self {
-        // The 4 quads rows (zero past the last) in blocks of 16: as many blocks as
+        // The 4 quads rows (zero past the last) in groups of 16: as many groups as
         // `ceil(n / 16)`.
         let count = (4 * self.quads).div_ceil(16);
-        self.one_sequence = Some(RowBlocks {
+        self.one_sequence = Some(SixteenRowGroups::new(
+            finisher,
             count,
-            w_columns: sixteen_row_columns(&self.w_quads, self.quads, count),
-            u_columns: sixteen_row_columns(&self.u_pairs, self.input_pairs, count),
-            sixteen_rows: (0..count).map(|b| finisher.sixteen_rows(16 * b)).collect(),
-        });
+            (&self.w_quads, self.quads),
+            (&self.u_pairs, self.input_pairs),
+        ));
         self
     }
 
@@ -314,7 +306,7 @@ pub(super) unsafe fn step_avx512vnni(
 /// one word of four hidden bytes, broadcast, by the codes of 16 rows in those four columns,
 /// so no sum crosses lanes; 16 units are finished together. `h` and `next` hold the
 /// sequence's `n` codes; `x` its input as int16 pairs (`ceil(d / 2)` words); `words`, of
-/// `RowBlocks::hidden_words` words, takes the hidden codes as bytes.
+/// `hidden_words` words, takes the hidden codes as bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn step_one_avx512vnni(
@@ -332,10 +324,10 @@ pub(super) unsafe fn step_one_avx512vnni(
     let blocks = layout
         .one_sequence
         .as_ref()
-        .expect("the layout has its row blocks");
+        .expect("the layout has its groups of 16 rows");
     assert!(h.len() >= n && next.len() >= n && x.len() >= pd);
-    assert!(blocks.count * 16 >= n && 4 * quads >= n);
-    assert!(words.len() == blocks.hidden_words());
+    assert!(blocks.count() * 16 >= n && 4 * quads >= n);
+    assert!(words.len() == hidden_words(blocks));
     // The hidden codes as offset bytes, four to a word; past n, any byte (W's columns
     // there are zero).
     let lo = _mm512_set1_epi32(layout.lo);
@@ -349,7 +341,7 @@ pub(super) unsafe fn step_one_avx512vnni(
         _mm_storeu_si128(chunk.as_mut_ptr() as *mut __m128i, bytes);
     }
     let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
-    for b in 0..blocks.count {
+    for b in 0..blocks.count() {
         let w = blocks.w_columns.as_ptr().add(b * quads * 16);
         // Four accumulators, so that consecutive vpdpbusd do not wait on each other.
         let mut acc = [_mm512_setzero_si512(); 4];

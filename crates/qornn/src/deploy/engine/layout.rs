@@ -1,6 +1,8 @@
 //! What every kernel of the batched engine shares: the lanes, and the codes as int16 pairs
 //! or as groups of 16 rows side by side.
 
+use super::finish::{Finisher, SixteenRows};
+
 /// Sequences per block: four 8-lane AVX2 accumulators.
 pub(super) const LANES: usize = 32;
 
@@ -34,6 +36,37 @@ pub(super) fn sixteen_row_columns(rows: &[i32], per_row: usize, groups: usize) -
         }
     }
     out
+}
+
+/// W's and U's rows (of words: codes, pairs or quads of codes) as groups of 16 side by side
+/// (`sixteen_row_columns`: lane r of a group's vector k is row 16 g + r's word k, zero past
+/// the last row), with each group's finishing constants: what the kernels that run one
+/// sequence at a time, 16 units per vector, read.
+pub(super) struct SixteenRowGroups {
+    pub w_columns: Vec<i32>,
+    pub u_columns: Vec<i32>,
+    pub sixteen_rows: Vec<SixteenRows>,
+}
+
+impl SixteenRowGroups {
+    /// `groups` groups of W's rows of `w_words` words and U's of `u_words`.
+    pub(super) fn new(
+        finisher: &Finisher<'_>,
+        groups: usize,
+        (w_rows, w_words): (&[i32], usize),
+        (u_rows, u_words): (&[i32], usize),
+    ) -> Self {
+        Self {
+            w_columns: sixteen_row_columns(w_rows, w_words, groups),
+            u_columns: sixteen_row_columns(u_rows, u_words, groups),
+            sixteen_rows: (0..groups).map(|g| finisher.sixteen_rows(16 * g)).collect(),
+        }
+    }
+
+    /// The number of groups.
+    pub(super) fn count(&self) -> usize {
+        self.sixteen_rows.len()
+    }
 }
 
 /// Codes as int16 pairs, word q `pair(codes[2q], codes[2q + 1])` (a zero pads an odd count).

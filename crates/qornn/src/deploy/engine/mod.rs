@@ -30,10 +30,10 @@ use bytes::ByteLayout;
 use finish::Finisher;
 #[cfg(target_arch = "x86_64")]
 use layout::pack_pairs;
-use layout::{halves, padded_code, pair, pairs_of, LANES, PAIRS_PER_CHUNK};
+use layout::{halves, padded_code, pair, pairs_of, SixteenRowGroups, LANES, PAIRS_PER_CHUNK};
+use pairs::products_portable;
 #[cfg(target_arch = "x86_64")]
 use pairs::{products_avx2, step_in_registers_avx2, step_in_registers_avx512vnni};
-use pairs::{products_portable, PairRowGroups};
 use qornn_infer::IntRecurrence;
 
 /// Whether the CPU runs the AVX-512 VNNI byte kernel.
@@ -99,7 +99,7 @@ pub struct BatchedEngine<'a> {
     blocks: Option<BlockLayout>,
     /// `Kernel::Avx512VnniPairs`: W's and U's pairs by groups of 16 rows, for one sequence
     /// at a time.
-    pair_groups: Option<PairRowGroups>,
+    pair_groups: Option<SixteenRowGroups>,
 }
 
 /// The hidden codes of a batch of sequences.
@@ -208,10 +208,11 @@ impl<'a> BatchedEngine<'a> {
             )
         };
         let pair_groups = (kernel == Kernel::Avx512VnniPairs).then(|| {
+            // The rows of pairs past n (an odd n's padding row) are zero.
             let (hidden_pairs, input_pairs) = (n.div_ceil(2), d.div_ceil(2));
-            PairRowGroups::new(
+            SixteenRowGroups::new(
                 &finisher,
-                n,
+                n.div_ceil(16),
                 (&w_pairs, hidden_pairs),
                 (&u_pairs, input_pairs),
             )
@@ -252,7 +253,7 @@ impl<'a> BatchedEngine<'a> {
             Some(ByteLayout {
                 one_sequence: Some(blocks),
                 ..
-            }) if per_sequence => (batch * n, self.input_pairs + blocks.hidden_words(), 0),
+            }) if per_sequence => (batch * n, self.input_pairs + bytes::hidden_words(blocks), 0),
             // The VNNI pair kernel's input and hidden pairs for one sequence.
             _ if per_sequence && self.pair_groups.is_some() => {
                 (batch * n, self.input_pairs + self.hidden_pairs, 0)
@@ -326,7 +327,7 @@ impl<'a> BatchedEngine<'a> {
                     &state.h[b * n..(b + 1) * n],
                     &mut state.next[b * n..(b + 1) * n],
                 );
-                // SAFETY: the row blocks and the pair groups are built only for
+                // SAFETY: the byte and pair groups of 16 rows are built only for
                 // `Kernel::Avx512VnniBytes` and `Kernel::Avx512VnniPairs`, chosen only on a
                 // CPU with AVX-512 VNNI (and BW); `state` sized `x_pairs` and `scratch` for
                 // the one built.

@@ -5,8 +5,8 @@
 //! whole step of a block of 32 sequences, the sums kept in registers and finished there
 //! (`step_in_registers_avx2`, `step_in_registers_avx512vnni`).
 
-use super::finish::{Finisher, SixteenRows};
-use super::layout::{halves, sixteen_row_columns, LANES, PAIRS_PER_CHUNK};
+use super::finish::Finisher;
+use super::layout::{halves, SixteenRowGroups, LANES, PAIRS_PER_CHUNK};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{__m256i, __m512i};
 
@@ -132,45 +132,18 @@ pub(super) unsafe fn products_avx2(
     }
 }
 
-/// W's and U's pairs of codes by groups of 16 rows for one sequence at a time
-/// (`step_one_avx512vnni`): lane r of a group's vector p is row 16 g + r's pair p (zero
-/// past the last row), so that one `vpdpwssd` adds a broadcast pair of hidden codes times
-/// 16 rows' pairs to their sums.
-pub(super) struct PairRowGroups {
-    w_columns: Vec<i32>,
-    u_columns: Vec<i32>,
-    sixteen_rows: Vec<SixteenRows>,
-}
-
-impl PairRowGroups {
-    /// From the rows of pairs (`w_pairs`: n rows of `hidden_pairs` words, padded to an
-    /// even count; `u_pairs`: of `input_pairs`).
-    pub(super) fn new(
-        finisher: &Finisher<'_>,
-        n: usize,
-        (w_pairs, hidden_pairs): (&[i32], usize),
-        (u_pairs, input_pairs): (&[i32], usize),
-    ) -> Self {
-        // The rows of pairs past n (an odd n's padding row) are zero.
-        let groups = n.div_ceil(16);
-        Self {
-            w_columns: sixteen_row_columns(w_pairs, hidden_pairs, groups),
-            u_columns: sixteen_row_columns(u_pairs, input_pairs, groups),
-            sixteen_rows: (0..groups).map(|g| finisher.sixteen_rows(16 * g)).collect(),
-        }
-    }
-}
-
 /// One step of one sequence with AVX-512 VNNI, 16 rows at a time: `h` and `next` hold its
 /// n codes, `x` its input as int16 pairs (`input_pairs` words), `pairs` (`hidden_pairs`
-/// words) takes its hidden codes as pairs; each group's sums are finished 16 units at once.
+/// words) takes its hidden codes as pairs; `groups` holds W's and U's rows of pairs by
+/// groups of 16, so that one `vpdpwssd` adds a broadcast pair of hidden codes times 16 rows'
+/// pairs to their sums; each group's sums are finished 16 units at once.
 ///
 /// # Safety
 /// The CPU has AVX-512F and VNNI; the slices are as stated.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
 pub(super) unsafe fn step_one_avx512vnni(
-    groups: &PairRowGroups,
+    groups: &SixteenRowGroups,
     finisher: &Finisher<'_>,
     h: &[i32],
     x: &[i32],
