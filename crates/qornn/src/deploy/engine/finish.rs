@@ -27,7 +27,9 @@ pub(super) struct Finisher<'a> {
 }
 
 impl<'a> Finisher<'a> {
-    pub(super) fn new(rec: &IntRecurrence<'a>) -> Self {
+    /// For `rec`, whose codes the engine has unpacked into `w_codes` (n x n) and `u_codes`
+    /// (n x d).
+    pub(super) fn new(rec: &IntRecurrence<'a>, w_codes: &[i8], u_codes: &[i8]) -> Self {
         // As `IntRecurrence::finish`: a validated model has both shifts.
         let (w_align, u_align) = (rec.w_shift().unwrap_or(0), rec.u_shift().unwrap_or(0));
         let (lo, hi) = rec.hidden_range();
@@ -51,7 +53,7 @@ impl<'a> Finisher<'a> {
             bias_mod: rec.bias_mod,
             narrow: false,
         }
-        .with_narrow(rec)
+        .with_narrow(rec, w_codes, u_codes)
     }
 
     /// Sets `narrow` from the bound on row i's numerator, with hidden codes within
@@ -59,10 +61,8 @@ impl<'a> Finisher<'a> {
     /// `|num_i| <= max|h| sum_j |W_ij| |s_w,i| + max|x| sum_j |U_ij| |s_u,i| + |b_i + round|`,
     /// which bounds every partial sum too; it and modReLU's `|z_i| + |b_mod,i|`
     /// (`|z_i| <= |num_i| >> shift` rounded up) must stay within int32.
-    fn with_narrow(mut self, rec: &IntRecurrence<'_>) -> Self {
+    fn with_narrow(mut self, rec: &IntRecurrence<'_>, w_codes: &[i8], u_codes: &[i8]) -> Self {
         let (n, d) = (rec.hidden, rec.input);
-        let (mut w_codes, mut u_codes) = (vec![0i8; n * n], vec![0i8; n * d]);
-        rec.unpack(&mut w_codes, &mut u_codes);
         let h_max = self.lo.unsigned_abs().max(self.hi.unsigned_abs()) as u128;
         let x_max = 1u128 << (rec.act_bits - 1);
         let l1 = |codes: &[i8]| {

@@ -178,7 +178,7 @@ impl<'a> BatchedEngine<'a> {
             (k, _, _) => k,
         };
         let (lo, hi) = rec.hidden_range();
-        let finisher = Finisher::new(&rec);
+        let finisher = Finisher::new(&rec, &w_codes, &u_codes);
         let blocks = blocks.map(|layout| {
             layout
                 .with_sixteen_row_groups(&finisher)
