@@ -136,3 +136,83 @@ fn a_last_step_readout_reads_only_the_last_steps_gradient() {
         assert_ne!(grads(recurrence, false, &garbage), every);
     }
 }
+
+/// The Hadamard step's fused forward and backward (f32, blocks of 8 and 16, ReLU and
+/// modReLU, AVX2) give the states and every gradient bit for bit as the pass per operation
+/// that they replace, with and
+/// without an input gradient (two step blocks of `dz` or all), a many-to-one read-out or
+/// one at every step, on 1 and 3 threads.
+#[test]
+fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
+    let probe = [0.5f32; 16];
+    let fused_here = Recurrence::Hadamard {
+        row_scale: &probe,
+        block: 16,
+    }
+    .has_fused_steps();
+    if !fused_here {
+        eprintln!("skipped: no fused Hadamard backward on this CPU (it needs x86-64 with AVX2)");
+        return;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut random32 =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect() };
+    let (n, d, steps, batch) = (32, 3, 7, 9);
+    let shape = CellShape {
+        hidden: n,
+        input: d,
+        steps,
+        batch,
+    };
+    let row_scale: Vec<f32> = random32(n).iter().map(|v| v.signum() * 0.25).collect();
+    let (u, b, bm) = (random32(n * d), random32(n), random32(n));
+    let x = random32(steps * batch * d);
+    let dh = random32(steps * batch * n);
+    for block in [8, 16] {
+        let w = Recurrence::Hadamard {
+            row_scale: &row_scale,
+            block,
+        };
+        assert!(w.has_fused_steps());
+        for activation in [Activation::Relu, Activation::Modrelu, Activation::Tanh] {
+            for (last_only, with_dx) in [(false, false), (true, false), (false, true)] {
+                for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(3).unwrap())] {
+                    let run = |fused: bool| {
+                        let p = CellParams {
+                            w,
+                            u: &u,
+                            b: &b,
+                            bm: &bm,
+                            hidden_quant: None,
+                        };
+                        let mut cell = OrnnCell::new(shape, activation)
+                            .with_last_step_readout(last_only)
+                            .with_fused_steps(fused);
+                        cell.forward(&p, &x, par);
+                        let (mut dw, mut du) = (vec![0.0f32; n * n], vec![0.0f32; n * d]);
+                        let (mut db, mut dbm, mut d_step) = (vec![0.0f32; n], vec![0.0f32; n], 0.0);
+                        let mut dx = vec![0.0f32; if with_dx { x.len() } else { 0 }];
+                        let mut g = CellGrads {
+                            w: &mut dw,
+                            u: &mut du,
+                            b: &mut db,
+                            bm: &mut dbm,
+                            hidden_step: &mut d_step,
+                        };
+                        cell.backward(&p, &x, &dh, &mut g, with_dx.then_some(&mut dx[..]), par);
+                        let h = cell.outputs().to_vec();
+                        [h, dw, du, db, dbm, dx]
+                            .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+                    };
+                    let fused = run(true);
+                    assert!(fused[3].iter().any(|&b| b != 0), "db is all zero");
+                    assert_eq!(
+                        fused,
+                        run(false),
+                        "m {block} {activation:?} last only {last_only} dx {with_dx} {par:?}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@
 pub mod activation;
 pub mod edge;
 pub mod gated;
+mod hadamard_fused;
 pub mod low_rank;
 pub mod recurrence;
 

@@ -6,9 +6,10 @@
 //! time loop; only the `dz_{t+1} W` carry is a per-step product. A structured one sums its
 //! gradient, and `dU`'s, inside the loop.
 
-use crate::cells::recurrence::{CellShape, Recurrence};
+use crate::cells::recurrence::{CellShape, HadamardBackward, HadamardForward, Recurrence};
 use crate::cells::{
-    add_column_sums, batch_parts, part_rows, run_parts, split_batch_rows, Rows, TimeLoopGrads,
+    add_column_sums, batch_parts, part_rows, project_input, run_parts, split_batch_rows, Rows,
+    TimeLoopGrads,
 };
 use crate::linalg::{gemm, mat, mat_mut};
 use crate::quant::activation::HiddenQuantizer;
@@ -62,6 +63,10 @@ pub struct OrnnCell<T> {
     /// read-out): `backward` reads only that step of it, and a block of zeros that stays
     /// in cache for the others.
     dh_last_only: bool,
+    /// A structured `W`'s forward and backward steps in one pass each where
+    /// `Recurrence::has_fused_steps` (the default); off, the pass per operation that they
+    /// fuse.
+    fused_steps: bool,
 }
 
 impl<T: Real> OrnnCell<T> {
@@ -74,6 +79,7 @@ impl<T: Real> OrnnCell<T> {
             h: vec![T::zero(); (shape.steps + 1) * block],
             dz: vec![T::zero(); shape.steps * block],
             dh_last_only: false,
+            fused_steps: true,
         }
     }
 
@@ -84,6 +90,24 @@ impl<T: Real> OrnnCell<T> {
             dh_last_only: last_only,
             ..self
         }
+    }
+
+    /// The cell with a structured `W`'s fused steps on (the default) or off: the same
+    /// results, as the tests check.
+    pub fn with_fused_steps(self, fused: bool) -> Self {
+        Self {
+            fused_steps: fused,
+            ..self
+        }
+    }
+
+    /// Whether the steps run fused: a structured `W` with fused steps
+    /// (`Recurrence::has_fused_steps`), float activations, not tanh.
+    fn fuses(&self, p: &CellParams<'_, T>) -> bool {
+        self.fused_steps
+            && p.w.has_fused_steps()
+            && p.hidden_quant.is_none()
+            && self.activation != Activation::Tanh
     }
 
     fn block(&self) -> usize {
@@ -123,10 +147,33 @@ impl<T: Real> OrnnCell<T> {
             self.z.resize(steps * batch * n, T::zero());
         }
         let activation = self.activation;
+        let fused = self.fuses(p);
         let zs = split_batch_rows(&mut self.z, batch, n, parts);
         let hs = split_batch_rows(&mut self.h, batch, n, parts);
         let run = |part: usize, (mut z, mut h): (Rows<'_, T>, Rows<'_, T>)| {
             let rows = part_rows(batch, parts, part);
+            if fused {
+                // h_{t-1} and h_t in two row blocks used in turn, which stay in cache; the
+                // kept states are only written.
+                let mut step_z = vec![T::zero(); rows.len() * n];
+                let mut states = [h[0].to_vec(), vec![T::zero(); rows.len() * n]];
+                for s in 0..steps {
+                    let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
+                    project_input(&mut step_z, n, x_s, p.u);
+                    let [prev, next] = states.each_mut();
+                    let (h_prev, h_next) = if s % 2 == 0 { (prev, next) } else { (next, prev) };
+                    p.w.forward_fused(HadamardForward {
+                        input_projection: &step_z,
+                        h_prev,
+                        h_next,
+                        h_kept: &mut *h[s + 1],
+                        b: p.b,
+                        bm: p.bm,
+                        modrelu: activation == Activation::Modrelu,
+                    });
+                }
+                return;
+            }
             // A structured W's z_t lives here, one step at a time (`z` is empty then).
             let mut step_z = vec![T::zero(); if z.is_empty() { rows.len() * n } else { 0 }];
             let mut transformed = vec![T::zero(); rows.len() * n];
@@ -178,6 +225,7 @@ impl<T: Real> OrnnCell<T> {
         // lives in two step blocks used in turn instead of all `T`: it is never written
         // out and read back after the loop.
         let streaming = !p.w.is_dense() && grad_x.is_none();
+        let fused = self.fuses(p);
         let dh_last_only = self.dh_last_only;
         let (z, h) = (&self.z, &self.h);
         let dzs = split_batch_rows(&mut self.dz, batch, n, parts);
@@ -191,11 +239,42 @@ impl<T: Real> OrnnCell<T> {
             // A structured W's z_t, recomputed from h_{t-1} as `forward` made it, and the
             // transformed rows the recomputation leaves.
             let mut step_z = vec![T::zero(); if z.is_empty() { nb * n } else { 0 }];
-            let mut transformed = vec![T::zero(); nb * n];
+            // (The fused step keeps the transformed rows in registers and reads no zeros.)
+            let mut transformed = vec![T::zero(); if fused { 0 } else { nb * n }];
             let mut d_hidden_step = T::zero();
-            let zeros = vec![T::zero(); if dh_last_only { nb * n } else { 0 }];
+            let zeros = vec![T::zero(); if dh_last_only && !fused { nb * n } else { 0 }];
             let block = |s: usize| if streaming { s % 2 } else { s };
             for s in (0..steps).rev() {
+                let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
+                let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
+                if fused {
+                    project_input(&mut step_z, n, x_s, p.u);
+                    let (dz_s, later) = if s + 1 == steps {
+                        (&mut *dz[block(s)], None)
+                    } else {
+                        let [dz_s, later] = dz
+                            .get_disjoint_mut([block(s), block(s + 1)])
+                            .expect("two distinct step blocks");
+                        (&mut **dz_s, Some(&**later))
+                    };
+                    p.w.backward_fused(HadamardBackward {
+                        dz: dz_s,
+                        later,
+                        input_projection: &step_z,
+                        h_prev: &h[at.clone()],
+                        dh: (!dh_last_only || s + 1 == steps).then(|| &dh[at]),
+                        b: p.b,
+                        bm: p.bm,
+                        modrelu: activation == Activation::Modrelu,
+                        d_scale: &mut d_scale,
+                        db: &mut db,
+                        dbm: &mut dbm,
+                    });
+                    if streaming {
+                        add_input_gradient(&mut du, n, dz[block(s)], x_s);
+                    }
+                    continue;
+                }
                 if s + 1 == steps {
                     dz[block(s)].fill(T::zero());
                 } else {
@@ -205,8 +284,6 @@ impl<T: Real> OrnnCell<T> {
                     p.w.carry(dz_s, later, n, nb);
                 }
                 let dz_s = &mut *dz[block(s)];
-                let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
-                let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                 let h_prev = &h[at.clone()];
                 let z_s = if z.is_empty() {
                     // `forward`'s z_t exactly: the same products, then `+= b` as the
@@ -236,14 +313,7 @@ impl<T: Real> OrnnCell<T> {
                 }
                 p.w.accumulate_gradient(&mut d_scale, dz_s, (h_prev, &transformed), n);
                 if streaming {
-                    gemm(
-                        mat_mut(&mut du, n, d),
-                        Accum::Add,
-                        mat(dz_s, nb, n).transpose(),
-                        mat(x_s, nb, d),
-                        T::one(),
-                        Par::Seq,
-                    );
+                    add_input_gradient(&mut du, n, dz_s, x_s);
                 }
             }
             ([db, dbm, d_scale, du], d_hidden_step)
@@ -275,6 +345,19 @@ impl<T: Real> OrnnCell<T> {
             par,
         );
     }
+}
+
+/// `du += dz^T x` for one step's rows (`du: (n, d)`, `dz: (rows, n)`, `x: (rows, d)`).
+fn add_input_gradient<T: Real>(du: &mut [T], n: usize, dz: &[T], x: &[T]) {
+    let (rows, d) = (dz.len() / n, du.len() / n);
+    gemm(
+        mat_mut(du, n, d),
+        Accum::Add,
+        mat(dz, rows, n).transpose(),
+        mat(x, rows, d),
+        T::one(),
+        Par::Seq,
+    );
 }
 
 /// The ORNN and the Elman RNN as the model's core: `weight_hh` (the ORNN's parameter,

@@ -4,6 +4,9 @@
 //! forward, the backward carry `dz_{t+1} W`, and the gradient of the structured forms. A new
 //! structured `W` is one variant here. Also the sizes every cell shares (`CellShape`).
 
+#[cfg(target_arch = "x86_64")]
+use crate::cells::hadamard_fused::{backward_step_avx2, forward_step_avx2};
+pub use crate::cells::hadamard_fused::{HadamardBackward, HadamardForward};
 use crate::cells::{backprop_step, project_input, project_step};
 use crate::Real;
 use faer::Accum;
@@ -102,6 +105,42 @@ impl<T: Real> Recurrence<'_, T> {
                     rotate_add(out, d, cos_sin, true);
                 }
             }
+        }
+    }
+
+    /// Whether [`Recurrence::backward_fused`] runs here: a Hadamard `W` in f32 with blocks
+    /// of 8 or 16, on a CPU with AVX2.
+    pub fn has_fused_steps(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Recurrence::Hadamard { block, .. } = *self {
+            return is_f32::<T>() && register_block(block).is_some();
+        }
+        false
+    }
+
+    /// A Hadamard `W`'s whole forward step for a block of rows in one pass
+    /// ([`HadamardForward`]: `project` and the activation fused, the same result), where
+    /// [`Self::has_fused_steps`].
+    pub fn forward_fused(&self, step: HadamardForward<'_, T>) {
+        assert!(self.has_fused_steps(), "forward_fused: no fused step here");
+        #[cfg(target_arch = "x86_64")]
+        if let Recurrence::Hadamard { row_scale, block } = *self {
+            let (step, width) = (step.into_f32().expect("T is f32"), block);
+            // SAFETY: `has_fused_steps` found AVX2 (`register_block`).
+            unsafe { forward_step_avx2(step, as_f32(row_scale), width) };
+        }
+    }
+
+    /// A Hadamard `W`'s whole backward step for a block of rows in one pass
+    /// ([`HadamardBackward`]: `project`, `carry`, the activation's derivative and
+    /// `accumulate_gradient` fused, the same result), where [`Self::has_fused_steps`].
+    pub fn backward_fused(&self, step: HadamardBackward<'_, T>) {
+        assert!(self.has_fused_steps(), "backward_fused: no fused step here");
+        #[cfg(target_arch = "x86_64")]
+        if let Recurrence::Hadamard { row_scale, block } = *self {
+            let (step, width) = (step.into_f32().expect("T is f32"), block);
+            // SAFETY: `has_fused_steps` found AVX2 (`register_block`).
+            unsafe { backward_step_avx2(step, as_f32(row_scale), width) };
         }
     }
 
@@ -212,7 +251,7 @@ fn register_block(block: usize) -> Option<usize> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn fwht_registers(
+pub(super) unsafe fn fwht_registers(
     v: std::arch::x86_64::__m256,
     w: std::arch::x86_64::__m256,
     width: usize,
@@ -332,15 +371,20 @@ pub fn fwht_blocks_into<T: Real>(src: &[T], dst: &mut [T], block: usize) {
 
 /// `x` as `&[f32]`, for a `T` known to be `f32`.
 #[cfg(target_arch = "x86_64")]
-fn as_f32<T: Real>(x: &[T]) -> &[f32] {
+pub(super) fn as_f32<T: Real>(x: &[T]) -> &[f32] {
     assert_eq!(std::any::TypeId::of::<T>(), std::any::TypeId::of::<f32>());
     // SAFETY: T is f32 (the same type, so the same layout).
     unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
 }
 
+/// Whether `T` is `f32`.
+fn is_f32<T: Real>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+}
+
 /// `x` as `&mut [f32]` when `T` is `f32`.
-fn as_f32_mut<T: Real>(x: &mut [T]) -> Option<&mut [f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+pub(super) fn as_f32_mut<T: Real>(x: &mut [T]) -> Option<&mut [f32]> {
+    is_f32::<T>().then(|| {
         // SAFETY: T is f32 (the same type, so the same layout).
         unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }
     })
