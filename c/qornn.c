@@ -139,19 +139,11 @@ static int64_t floor_shift(int64_t v, int32_t s) {
     return -(int64_t)(((uint64_t)(-(v + 1)) >> s)) - 1;
 }
 
-/* acc M 2^align, exactly. M 2^align is below 2^30 (M < 2^16, align <= 14: validated), so
- * it is an int32_t; a sum that fits int32_t too (every Hadamard or rotation sum, the input
- * sums of small d) then takes one 32 x 32 -> 64-bit multiply (SMULL on a Cortex-M) instead
- * of a 64-bit product. */
-static int64_t rescale(int64_t acc, int32_t mantissa, int64_t align) {
-    int32_t scale = (int32_t)((uint32_t)mantissa << align);
-    if (acc >= INT32_MIN && acc <= INT32_MAX) return (int64_t)(int32_t)acc * scale;
-    return acc * scale;
-}
-
 /* What `finish` needs that is the same for every unit of a model: taken once a step. */
 typedef struct {
     int64_t w_align, u_align;
+    int32_t w_scale, u_scale; /* M_w 2^(S - S_w), M_u 2^(S + f_h - S_u - f_x): the tensors'
+                                 steps (each below 2^30), for a model without row steps */
     int64_t half;   /* 2^(S - 1), rounding half up before the shift by S (0 when S = 0) */
     int64_t lo, hi; /* the activation's codes: [-2^(A-1), 2^(A-1) - 1] or [0, 2^A - 1] */
 } unit_rules;
@@ -160,18 +152,33 @@ static unit_rules rules_of(const qornn_model *m) {
     unit_rules r;
     r.w_align = w_align(m);
     r.u_align = u_align(m);
+    r.w_scale = (int32_t)((uint32_t)m->w_scale.mantissa << r.w_align);
+    r.u_scale = (int32_t)((uint32_t)m->u_scale.mantissa << r.u_align);
     r.half = m->shift == 0 ? 0 : (int64_t)1 << (m->shift - 1);
     r.lo = m->modrelu ? -((int64_t)1 << (m->act_bits - 1)) : 0;
     r.hi = m->modrelu ? ((int64_t)1 << (m->act_bits - 1)) - 1 : ((int64_t)1 << m->act_bits) - 1;
     return r;
 }
 
+/* acc times a step M 2^align below 2^30, exactly: one 32 x 32 -> 64-bit multiply (SMULL on
+ * a Cortex-M) when acc fits int32_t (every sum of a step but those of rows longer than 256
+ * codes), a 64-bit product otherwise. */
+static int64_t scaled(int64_t acc, int32_t scale) {
+    if (acc >= INT32_MIN && acc <= INT32_MAX) return (int64_t)(int32_t)acc * scale;
+    return acc * scale;
+}
+
 /* Rescale, add the bias, round half up, activate and saturate unit i (qornn.h). */
 static int32_t finish(const qornn_model *m, const unit_rules *r, int32_t i, int64_t acc_w,
                       int64_t acc_u) {
-    int64_t num = rescale(acc_w, w_mantissa(m, i), r->w_align) +
-                  rescale(acc_u, u_mantissa(m, i), r->u_align) + bias_of(m, i);
-    int64_t z = m->shift == 0 ? num : floor_shift(num + r->half, m->shift);
+    int32_t w_scale = m->w_row_mantissas
+                          ? (int32_t)((uint32_t)m->w_row_mantissas[i] << r->w_align)
+                          : r->w_scale;
+    int32_t u_scale = m->u_row_mantissas
+                          ? (int32_t)((uint32_t)m->u_row_mantissas[i] << r->u_align)
+                          : r->u_scale;
+    int64_t num = scaled(acc_w, w_scale) + scaled(acc_u, u_scale) + bias_of(m, i);
+    int64_t z = floor_shift(num + r->half, m->shift);
     int64_t a;
     if (m->modrelu) {
         int64_t mag = (z < 0 ? -z : z) + m->bias_mod[i];
@@ -227,7 +234,7 @@ static int64_t packed_dot(const uint8_t *packed, int32_t bits, int32_t first, in
  * SMLAD, two multiply-adds per instruction; rows go two at a time, so that each word of
  * hidden pairs is loaded once for both. The hidden codes are laid out once per step in
  * the order the split gives (`pair_hidden`). 4-bit codes are split as 16 times their value
- * (a nibble moved to the top of its byte), and the sum divided by 16 at the end, exactly.
+ * (a nibble moved to the top of its byte), and each chunk's sum divided by 16, exactly.
  * On a Cortex-M with the DSP extension (__ARM_FEATURE_DSP) these are the instructions
  * themselves; elsewhere the same arithmetic in C99, so that the host checks the layout. */
 #if defined(__ARM_FEATURE_DSP)
@@ -359,12 +366,13 @@ static void paired_rows(const qornn_model *m, int32_t i, int32_t r, const uint32
                            p[2], p[3], &acc_a, &acc_b);
             }
         }
+        if (m->w_bits == 4) {
+            /* 16 times the chunk's sum, exactly (each product is): divided in int32. */
+            acc_a /= 16;
+            acc_b /= 16;
+        }
         sums[0] += acc_a;
         sums[1] += acc_b;
-    }
-    if (m->w_bits == 4) {
-        sums[0] /= 16;
-        sums[1] /= 16;
     }
 }
 
@@ -376,7 +384,13 @@ static int64_t row_tail(const qornn_model *m, int32_t i, int32_t done, const int
         const int8_t *codes = (const int8_t *)(const void *)(m->w_packed + first);
         for (j = done; j < n; j++) acc += (int32_t)codes[j] * h[j];
     } else {
-        for (j = done; j < n; j++) acc += nibble_code(m->w_packed, first + j) * h[j];
+        /* n is even and `done` a multiple of 8: the tail is whole bytes, two codes each. */
+        const uint8_t *bytes = m->w_packed + (first + done) / 2;
+        for (j = done; j < n; j += 2, bytes++) {
+            uint32_t byte = *bytes;
+            acc += ((int32_t)((byte & 15u) ^ 8u) - 8) * h[j] +
+                   ((int32_t)((byte >> 4) ^ 8u) - 8) * h[j + 1];
+        }
     }
     return acc;
 }
@@ -391,6 +405,19 @@ static int64_t input_sum(const qornn_model *m, int32_t i, const int32_t *x) {
 static int input_sums(const qornn_model *m, const int32_t *x, int32_t *sums) {
     int32_t n = m->hidden, d = m->input, i, j, k = 0;
     if (d > 256) return 0;
+    if (d == 1) {
+        /* One input (pixel MNIST): one product per unit, codes read in order. */
+        int32_t x0 = x[0];
+        if (m->u_bits == 8) {
+            const int8_t *codes = (const int8_t *)(const void *)m->u_packed;
+            for (i = 0; i < n; i++) sums[i] = (int32_t)codes[i] * x0;
+        } else if (m->u_bits == 4) {
+            for (i = 0; i < n; i++) sums[i] = nibble_code(m->u_packed, i) * x0;
+        } else {
+            for (i = 0; i < n; i++) sums[i] = packed_code(m->u_packed, m->u_bits, i) * x0;
+        }
+        return 1;
+    }
     if (m->u_bits == 4 && d >= 4) {
         /* A byte (two codes) a turn, each nibble sign-extended as ((v & 15) ^ 8) - 8; a row
          * that starts on a high nibble takes that one alone first. */
