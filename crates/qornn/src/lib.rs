@@ -31,7 +31,7 @@ pub mod train;
 pub mod weights;
 
 pub use cells::ornn::{Activation, CellGrads, CellParams, OrnnCell};
-pub use cells::recurrence::{CellShape, Recurrence};
+pub use cells::recurrence::{CellShape, FusedKernel, Recurrence};
 pub use error::{Error, Result};
 pub use head::{Head, Readout, Targets};
 pub use init::Init;

@@ -138,10 +138,10 @@ fn a_last_step_readout_reads_only_the_last_steps_gradient() {
 }
 
 /// The Hadamard step's fused forward and backward (f32, blocks of 8 and 16, ReLU and
-/// modReLU, AVX2) give the states and every gradient bit for bit as the pass per operation
-/// that they replace, with and
-/// without an input gradient (two step blocks of `dz` or all), a many-to-one read-out or
-/// one at every step, on 1 and 3 threads.
+/// modReLU; the AVX2 kernels and the fastest, AVX-512F where the CPU has it) give the
+/// states and every gradient bit for bit as the pass per operation that they replace, with
+/// and without an input gradient (two step blocks of `dz` or all), a many-to-one read-out
+/// or one at every step, on 1 and 3 threads.
 #[test]
 fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
     let probe = [0.5f32; 16];
@@ -151,24 +151,29 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
     }
     .has_fused_steps();
     if !fused_here {
-        eprintln!("skipped: no fused Hadamard backward on this CPU (it needs x86-64 with AVX2)");
+        eprintln!("skipped: no fused Hadamard steps on this CPU (they need x86-64 with AVX2)");
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        eprintln!("skipped the AVX-512F kernels: this CPU lacks AVX-512F (AVX2 ones tested)");
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let mut random32 =
         |len: usize| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect() };
-    let (n, d, steps, batch) = (32, 3, 7, 9);
-    let shape = CellShape {
-        hidden: n,
-        input: d,
-        steps,
-        batch,
-    };
-    let row_scale: Vec<f32> = random32(n).iter().map(|v| v.signum() * 0.25).collect();
-    let (u, b, bm) = (random32(n * d), random32(n), random32(n));
-    let x = random32(steps * batch * d);
-    let dh = random32(steps * batch * n);
-    for block in [8, 16] {
+    let (d, steps, batch) = (3, 7, 9);
+    // (24, 8): n not a multiple of 16, so the fastest kernel is the AVX2 one there.
+    for (n, block) in [(32, 8), (32, 16), (24, 8)] {
+        let shape = CellShape {
+            hidden: n,
+            input: d,
+            steps,
+            batch,
+        };
+        let row_scale: Vec<f32> = random32(n).iter().map(|v| v.signum() * 0.25).collect();
+        let (u, b, bm) = (random32(n * d), random32(n), random32(n));
+        let x = random32(steps * batch * d);
+        let dh = random32(steps * batch * n);
         let w = Recurrence::Hadamard {
             row_scale: &row_scale,
             block,
@@ -177,7 +182,7 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
         for activation in [Activation::Relu, Activation::Modrelu, Activation::Tanh] {
             for (last_only, with_dx) in [(false, false), (true, false), (false, true)] {
                 for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(3).unwrap())] {
-                    let run = |fused: bool| {
+                    let run = |kernel: FusedKernel| {
                         let p = CellParams {
                             w,
                             u: &u,
@@ -187,7 +192,7 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
                         };
                         let mut cell = OrnnCell::new(shape, activation)
                             .with_last_step_readout(last_only)
-                            .with_fused_steps(fused);
+                            .with_fused_kernel(kernel);
                         cell.forward(&p, &x, par);
                         let (mut dw, mut du) = (vec![0.0f32; n * n], vec![0.0f32; n * d]);
                         let (mut db, mut dbm, mut d_step) = (vec![0.0f32; n], vec![0.0f32; n], 0.0);
@@ -204,13 +209,15 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
                         [h, dw, du, db, dbm, dx]
                             .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
                     };
-                    let fused = run(true);
-                    assert!(fused[3].iter().any(|&b| b != 0), "db is all zero");
-                    assert_eq!(
-                        fused,
-                        run(false),
-                        "m {block} {activation:?} last only {last_only} dx {with_dx} {par:?}"
-                    );
+                    let unfused = run(FusedKernel::Unfused);
+                    assert!(unfused[3].iter().any(|&b| b != 0), "db is all zero");
+                    for kernel in [FusedKernel::Avx2, FusedKernel::Fastest] {
+                        assert_eq!(
+                            run(kernel),
+                            unfused,
+                            "{kernel:?} m {block} {activation:?} last only {last_only} dx {with_dx} {par:?}"
+                        );
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! A Hadamard recurrence's training steps in one pass over each row's blocks (f32, AVX2,
-//! blocks of 8 or 16 units, ReLU or modReLU), each block in registers throughout:
+//! A Hadamard recurrence's training steps in one pass over each row's blocks (f32, AVX2 or
+//! AVX-512F, blocks of 8 or 16 units, ReLU or modReLU), each block in registers throughout:
 //! - forward: `t = (I ⊗ H_m) h_{t-1}`, `z = x U^T + s t + b`, `h_t = act(z)`, written to
 //!   the row block the next step reads and, by non-temporal stores that do not first read
 //!   the line they write, to the `(T, B, n)` states kept for the backward pass;
@@ -13,7 +13,81 @@
 //! element in the same order, so their results are the same bit for bit (tested against
 //! that path).
 
+use super::recurrence::Recurrence;
+#[cfg(target_arch = "x86_64")]
+use super::recurrence::{as_f32, is_f32, register_block};
 use crate::Real;
+
+/// Which kernels run a Hadamard recurrence's fused steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedKernel {
+    /// None: the pass per operation.
+    Unfused,
+    /// AVX2, 8 lanes a vector.
+    Avx2,
+    /// AVX-512F, 16 lanes, where the CPU has it and `n` is a multiple of 16; else AVX2. The
+    /// default.
+    Fastest,
+}
+
+impl<T: Real> Recurrence<'_, T> {
+    /// Whether the fused steps ([`Self::forward_fused`], [`Self::backward_fused`]) run
+    /// here: a Hadamard `W` in f32 with blocks of 8 or 16, on a CPU with AVX2.
+    pub fn has_fused_steps(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Recurrence::Hadamard { block, .. } = *self {
+            return is_f32::<T>() && register_block(block).is_some();
+        }
+        false
+    }
+
+    /// Whether `kernel` runs the fused steps with AVX-512 here (the CPU has it, `n` is a
+    /// multiple of 16).
+    #[cfg(target_arch = "x86_64")]
+    fn fused_avx512(kernel: FusedKernel, n: usize) -> bool {
+        kernel == FusedKernel::Fastest
+            && n.is_multiple_of(16)
+            && std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// A Hadamard `W`'s whole forward step for a block of rows in one pass
+    /// ([`HadamardForward`]: `project` and the activation fused, the same result) by
+    /// `kernel` (not `Unfused`), where [`Self::has_fused_steps`].
+    pub fn forward_fused(&self, step: HadamardForward<'_, T>, kernel: FusedKernel) {
+        assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
+        #[cfg(target_arch = "x86_64")]
+        if let Recurrence::Hadamard { row_scale, block } = *self {
+            let (step, scale) = (step.into_f32().expect("T is f32"), as_f32(row_scale));
+            // SAFETY: `has_fused_steps` found AVX2 (`register_block`), `fused_avx512`
+            // AVX-512F.
+            unsafe {
+                match Self::fused_avx512(kernel, scale.len()) {
+                    true => forward_step_avx512(step, scale, block),
+                    false => forward_step_avx2(step, scale, block),
+                }
+            }
+        }
+    }
+
+    /// A Hadamard `W`'s whole backward step for a block of rows in one pass
+    /// ([`HadamardBackward`]: `project`, `carry`, the activation's derivative and
+    /// `accumulate_gradient` fused, the same result) by `kernel`, as
+    /// [`Self::forward_fused`].
+    pub fn backward_fused(&self, step: HadamardBackward<'_, T>, kernel: FusedKernel) {
+        assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
+        #[cfg(target_arch = "x86_64")]
+        if let Recurrence::Hadamard { row_scale, block } = *self {
+            let (step, scale) = (step.into_f32().expect("T is f32"), as_f32(row_scale));
+            // SAFETY: as in `forward_fused`.
+            unsafe {
+                match Self::fused_avx512(kernel, scale.len()) {
+                    true => backward_step_avx512(step, scale, block),
+                    false => backward_step_avx2(step, scale, block),
+                }
+            }
+        }
+    }
+}
 
 /// One backward step of a block of rows (`(rows, n)` each unless said).
 pub struct HadamardBackward<'a, T> {
@@ -37,6 +111,20 @@ pub struct HadamardBackward<'a, T> {
 }
 
 impl<'a, T: Real> HadamardBackward<'a, T> {
+    /// Panics unless the slices have the step's shapes for `n` units in blocks of `width`
+    /// (8 or 16; `n` a multiple of `lanes`), so that the kernels' loads stay inside them.
+    fn check(&self, n: usize, width: usize, lanes: usize) {
+        let len = self.dz.len();
+        assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
+        assert!(width == 8 || width == 16);
+        assert!(self.input_projection.len() == len && self.h_prev.len() == len);
+        assert!(
+            self.later.is_none_or(|l| l.len() == len) && self.dh.is_none_or(|d| d.len() == len)
+        );
+        assert!(self.b.len() == n && self.bm.len() == n);
+        assert!(self.d_scale.len() >= n && self.db.len() == n && self.dbm.len() == n);
+    }
+
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
     #[cfg(target_arch = "x86_64")]
     pub(super) fn into_f32(self) -> Option<HadamardBackward<'a, f32>> {
@@ -57,6 +145,32 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
     }
 }
 
+/// `sign(z)` (1, -1 or 0), modReLU's `m = |z| + bm` and the lanes where `m > 0` (all
+/// ones): the lanes of `Activation::eval`'s branches.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn modrelu_lanes_avx2(
+    z: std::arch::x86_64::__m256,
+    bm: std::arch::x86_64::__m256,
+) -> (
+    std::arch::x86_64::__m256,
+    std::arch::x86_64::__m256,
+    std::arch::x86_64::__m256,
+) {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_ps();
+    let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero);
+    let negative = _mm256_cmp_ps::<_CMP_LT_OQ>(z, zero);
+    let sign = _mm256_or_ps(
+        _mm256_and_ps(positive, _mm256_set1_ps(1.0)),
+        _mm256_and_ps(negative, _mm256_set1_ps(-1.0)),
+    );
+    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let m = _mm256_add_ps(_mm256_and_ps(z, magnitude), bm);
+    (sign, m, _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero))
+}
+
 /// Runs the step with `width` = 8 or 16 (the Hadamard block).
 ///
 /// # Safety
@@ -70,19 +184,9 @@ pub(super) unsafe fn backward_step_avx2(
 ) {
     use super::recurrence::fwht_registers;
     use std::arch::x86_64::*;
-    let n = row_scale.len();
-    let len = step.dz.len();
-    assert!(n.is_multiple_of(width) && len.is_multiple_of(n) && (width == 8 || width == 16));
-    assert!(step.input_projection.len() == len && step.h_prev.len() == len);
-    assert!(step.later.is_none_or(|l| l.len() == len) && step.dh.is_none_or(|d| d.len() == len));
-    assert!(step.b.len() == n && step.bm.len() == n);
-    assert!(step.d_scale.len() >= n && step.db.len() == n && step.dbm.len() == n);
-    let (zero, one, minus_one) = (
-        _mm256_setzero_ps(),
-        _mm256_set1_ps(1.0),
-        _mm256_set1_ps(-1.0),
-    );
-    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let (n, len) = (row_scale.len(), step.dz.len());
+    step.check(n, width, 8);
+    let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
     let halves = if width == 16 { 2 } else { 1 };
     for row in (0..len).step_by(n) {
         for block in (0..n).step_by(width) {
@@ -125,22 +229,15 @@ pub(super) unsafe fn backward_step_avx2(
                 let upstream = _mm256_add_ps(carry_k, dh);
                 // `Activation::eval`'s derivatives: ReLU 1 where z > 0; modReLU, where
                 // |z| + bm > 0, sign(z)^2 and (for bm) sign(z); 0 elsewhere.
-                let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero);
                 let dact = if step.modrelu {
-                    let negative = _mm256_cmp_ps::<_CMP_LT_OQ>(z, zero);
-                    let sign = _mm256_or_ps(
-                        _mm256_and_ps(positive, one),
-                        _mm256_and_ps(negative, minus_one),
-                    );
                     let bm = _mm256_loadu_ps(step.bm.as_ptr().add(unit));
-                    let m = _mm256_add_ps(_mm256_and_ps(z, magnitude), bm);
-                    let alive = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
+                    let (sign, _, alive) = modrelu_lanes_avx2(z, bm);
                     let dbm_p = step.dbm.as_mut_ptr().add(unit);
                     let d_bm = _mm256_mul_ps(upstream, _mm256_and_ps(alive, sign));
                     _mm256_storeu_ps(dbm_p, _mm256_add_ps(_mm256_loadu_ps(dbm_p), d_bm));
                     _mm256_and_ps(alive, _mm256_mul_ps(sign, sign))
                 } else {
-                    _mm256_and_ps(positive, one)
+                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(z, zero), one)
                 };
                 let dz = _mm256_mul_ps(upstream, dact);
                 _mm256_storeu_ps(step.dz.as_mut_ptr().add(at), dz);
@@ -172,6 +269,15 @@ pub struct HadamardForward<'a, T> {
 }
 
 impl<'a, T: Real> HadamardForward<'a, T> {
+    /// As [`HadamardBackward::check`].
+    fn check(&self, n: usize, width: usize, lanes: usize) {
+        let len = self.h_next.len();
+        assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
+        assert!(width == 8 || width == 16);
+        assert!(self.input_projection.len() == len && self.h_prev.len() == len);
+        assert!(self.h_kept.len() == len && self.b.len() == n && self.bm.len() == n);
+    }
+
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
     #[cfg(target_arch = "x86_64")]
     pub(super) fn into_f32(self) -> Option<HadamardForward<'a, f32>> {
@@ -202,19 +308,10 @@ pub(super) unsafe fn forward_step_avx2(
 ) {
     use super::recurrence::fwht_registers;
     use std::arch::x86_64::*;
-    let n = row_scale.len();
-    let len = step.h_next.len();
-    assert!(n.is_multiple_of(width) && len.is_multiple_of(n) && (width == 8 || width == 16));
-    assert!(step.input_projection.len() == len && step.h_prev.len() == len);
-    assert!(step.h_kept.len() == len && step.b.len() == n && step.bm.len() == n);
+    let (n, len) = (row_scale.len(), step.h_next.len());
+    step.check(n, width, 8);
     // Every store into `h_kept` is at a multiple of 8 floats from its start.
     let stream = (step.h_kept.as_ptr() as usize).is_multiple_of(16);
-    let (zero, one, minus_one) = (
-        _mm256_setzero_ps(),
-        _mm256_set1_ps(1.0),
-        _mm256_set1_ps(-1.0),
-    );
-    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
     let halves = if width == 16 { 2 } else { 1 };
     for row in (0..len).step_by(n) {
         for block in (0..n).step_by(width) {
@@ -236,19 +333,12 @@ pub(super) unsafe fn forward_step_avx2(
                 let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));
                 // `Activation::eval`: ReLU z where z > 0; modReLU sign(z) (|z| + bm) where
                 // |z| + bm > 0; 0 elsewhere.
-                let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero);
                 let h = if step.modrelu {
-                    let negative = _mm256_cmp_ps::<_CMP_LT_OQ>(z, zero);
-                    let sign = _mm256_or_ps(
-                        _mm256_and_ps(positive, one),
-                        _mm256_and_ps(negative, minus_one),
-                    );
                     let bm = _mm256_loadu_ps(step.bm.as_ptr().add(unit));
-                    let m = _mm256_add_ps(_mm256_and_ps(z, magnitude), bm);
-                    let alive = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
+                    let (sign, m, alive) = modrelu_lanes_avx2(z, bm);
                     _mm256_and_ps(alive, _mm256_mul_ps(sign, m))
                 } else {
-                    _mm256_and_ps(positive, z)
+                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(z, _mm256_setzero_ps()), z)
                 };
                 _mm256_storeu_ps(step.h_next.as_mut_ptr().add(at), h);
                 let kept = step.h_kept.as_mut_ptr().add(at);
@@ -262,4 +352,160 @@ pub(super) unsafe fn forward_step_avx2(
         }
     }
     _mm_sfence();
+}
+
+/// The transform of each block of `m` = 8 (`stages` 3) or 16 (`stages` 4) values of `v`:
+/// stage `k` adds a permutation of the lanes to them (lanes that take `a + b`) or
+/// subtracts them from it (lanes that take `a - b`), the same sums and differences as
+/// `fwht_registers`'s, so the same result.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn fwht_avx512(v: std::arch::x86_64::__m512, stages: usize) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // Stage 1: pairs (0, 1), (2, 3), …; stage 2: (0, 2), (1, 3), …, within 128 bits.
+    let w = _mm512_permute_ps::<0b10_11_00_01>(v);
+    let v = _mm512_mask_sub_ps(_mm512_add_ps(v, w), 0xaaaa, w, v);
+    let w = _mm512_permute_ps::<0b01_00_11_10>(v);
+    let v = _mm512_mask_sub_ps(_mm512_add_ps(v, w), 0xcccc, w, v);
+    // Stage 3: pairs (i, i + 4), 128-bit lanes swapped two by two.
+    let w = _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v);
+    let v = _mm512_mask_sub_ps(_mm512_add_ps(v, w), 0xf0f0, w, v);
+    if stages == 3 {
+        return v;
+    }
+    // Stage 4: pairs (i, i + 8), the 256-bit halves swapped.
+    let w = _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v);
+    _mm512_mask_sub_ps(_mm512_add_ps(v, w), 0xff00, w, v)
+}
+
+/// [`modrelu_lanes_avx2`] with 16 lanes, the lanes where `m > 0` as a mask.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn modrelu_lanes_avx512(
+    z: std::arch::x86_64::__m512,
+    bm: std::arch::x86_64::__m512,
+) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512, u16) {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero);
+    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(z, zero);
+    let sign = _mm512_mask_mov_ps(
+        _mm512_maskz_mov_ps(negative, _mm512_set1_ps(-1.0)),
+        positive,
+        _mm512_set1_ps(1.0),
+    );
+    let m = _mm512_add_ps(_mm512_abs_ps(z), bm);
+    (sign, m, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero))
+}
+
+/// Stores `v` at `p` by non-temporal stores where `p` is 16-byte aligned, else plainly.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_kept_avx512(p: *mut f32, v: std::arch::x86_64::__m512) {
+    use std::arch::x86_64::*;
+    if (p as usize).is_multiple_of(64) {
+        _mm512_stream_ps(p, v);
+    } else if (p as usize).is_multiple_of(16) {
+        _mm_stream_ps(p, _mm512_castps512_ps128(v));
+        _mm_stream_ps(p.add(4), _mm512_extractf32x4_ps::<1>(v));
+        _mm_stream_ps(p.add(8), _mm512_extractf32x4_ps::<2>(v));
+        _mm_stream_ps(p.add(12), _mm512_extractf32x4_ps::<3>(v));
+    } else {
+        _mm512_storeu_ps(p, v);
+    }
+}
+
+/// [`forward_step_avx2`] with 16 lanes a vector (one block of 16 or two of 8; `n` a
+/// multiple of 16), the same result.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn forward_step_avx512(
+    step: HadamardForward<'_, f32>,
+    row_scale: &[f32],
+    width: usize,
+) {
+    use std::arch::x86_64::*;
+    let (n, len) = (row_scale.len(), step.h_next.len());
+    step.check(n, width, 16);
+    let stages = if width == 16 { 4 } else { 3 };
+    for at in (0..len).step_by(16) {
+        let unit = at % n;
+        let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
+        let t = fwht_avx512(load(step.h_prev, at), stages);
+        // z = (x U^T + s t) + b: a product, then two sums.
+        let z = _mm512_add_ps(
+            load(step.input_projection, at),
+            _mm512_mul_ps(load(row_scale, unit), t),
+        );
+        let z = _mm512_add_ps(z, load(step.b, unit));
+        let h = if step.modrelu {
+            let (sign, m, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
+            _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, m))
+        } else {
+            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, _mm512_setzero_ps()), z)
+        };
+        _mm512_storeu_ps(step.h_next.as_mut_ptr().add(at), h);
+        store_kept_avx512(step.h_kept.as_mut_ptr().add(at), h);
+    }
+    _mm_sfence();
+}
+
+/// [`backward_step_avx2`] with 16 lanes a vector (one block of 16 or two of 8; `n` a
+/// multiple of 16), the same result.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn backward_step_avx512(
+    step: HadamardBackward<'_, f32>,
+    row_scale: &[f32],
+    width: usize,
+) {
+    use std::arch::x86_64::*;
+    let (n, len) = (row_scale.len(), step.dz.len());
+    step.check(n, width, 16);
+    let stages = if width == 16 { 4 } else { 3 };
+    let zero = _mm512_setzero_ps();
+    for at in (0..len).step_by(16) {
+        let unit = at % n;
+        let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
+        let s = load(row_scale, unit);
+        let t = fwht_avx512(load(step.h_prev, at), stages);
+        let z = _mm512_add_ps(load(step.input_projection, at), _mm512_mul_ps(s, t));
+        let z = _mm512_add_ps(z, load(step.b, unit));
+        let carry = match step.later {
+            Some(later) => fwht_avx512(_mm512_mul_ps(load(later, at), s), stages),
+            None => zero,
+        };
+        let dh = step.dh.map_or(zero, |dh| load(dh, at));
+        let upstream = _mm512_add_ps(carry, dh);
+        let dact = if step.modrelu {
+            let (sign, _, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
+            let dbm_p = step.dbm.as_mut_ptr().add(unit);
+            let d_bm = _mm512_mul_ps(upstream, _mm512_maskz_mov_ps(alive, sign));
+            _mm512_storeu_ps(dbm_p, _mm512_add_ps(_mm512_loadu_ps(dbm_p), d_bm));
+            _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, sign))
+        } else {
+            _mm512_maskz_mov_ps(
+                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero),
+                _mm512_set1_ps(1.0),
+            )
+        };
+        let dz = _mm512_mul_ps(upstream, dact);
+        _mm512_storeu_ps(step.dz.as_mut_ptr().add(at), dz);
+        let db_p = step.db.as_mut_ptr().add(unit);
+        _mm512_storeu_ps(db_p, _mm512_add_ps(_mm512_loadu_ps(db_p), dz));
+        let ds_p = step.d_scale.as_mut_ptr().add(unit);
+        _mm512_storeu_ps(
+            ds_p,
+            _mm512_add_ps(_mm512_loadu_ps(ds_p), _mm512_mul_ps(dz, t)),
+        );
+    }
 }

@@ -6,7 +6,9 @@
 //! time loop; only the `dz_{t+1} W` carry is a per-step product. A structured one sums its
 //! gradient, and `dU`'s, inside the loop.
 
-use crate::cells::recurrence::{CellShape, HadamardBackward, HadamardForward, Recurrence};
+use crate::cells::recurrence::{
+    CellShape, FusedKernel, HadamardBackward, HadamardForward, Recurrence,
+};
 use crate::cells::{
     add_column_sums, batch_parts, part_rows, project_input, run_parts, split_batch_rows, Rows,
     TimeLoopGrads,
@@ -63,10 +65,10 @@ pub struct OrnnCell<T> {
     /// read-out): `backward` reads only that step of it, and a block of zeros that stays
     /// in cache for the others.
     dh_last_only: bool,
-    /// A structured `W`'s forward and backward steps in one pass each where
-    /// `Recurrence::has_fused_steps` (the default); off, the pass per operation that they
-    /// fuse.
-    fused_steps: bool,
+    /// The kernels of a structured `W`'s forward and backward steps in one pass each where
+    /// `Recurrence::has_fused_steps` (the fastest by default); `Unfused`, the pass per
+    /// operation that they fuse.
+    fused: FusedKernel,
 }
 
 impl<T: Real> OrnnCell<T> {
@@ -79,7 +81,7 @@ impl<T: Real> OrnnCell<T> {
             h: vec![T::zero(); (shape.steps + 1) * block],
             dz: vec![T::zero(); shape.steps * block],
             dh_last_only: false,
-            fused_steps: true,
+            fused: FusedKernel::Fastest,
         }
     }
 
@@ -92,11 +94,11 @@ impl<T: Real> OrnnCell<T> {
         }
     }
 
-    /// The cell with a structured `W`'s fused steps on (the default) or off: the same
-    /// results, as the tests check.
-    pub fn with_fused_steps(self, fused: bool) -> Self {
+    /// The cell with a structured `W`'s fused steps run by `kernel` (the fastest by
+    /// default) or not fused: the same results, as the tests check.
+    pub fn with_fused_kernel(self, kernel: FusedKernel) -> Self {
         Self {
-            fused_steps: fused,
+            fused: kernel,
             ..self
         }
     }
@@ -104,7 +106,7 @@ impl<T: Real> OrnnCell<T> {
     /// Whether the steps run fused: a structured `W` with fused steps
     /// (`Recurrence::has_fused_steps`), float activations, not tanh.
     fn fuses(&self, p: &CellParams<'_, T>) -> bool {
-        self.fused_steps
+        self.fused != FusedKernel::Unfused
             && p.w.has_fused_steps()
             && p.hidden_quant.is_none()
             && self.activation != Activation::Tanh
@@ -147,7 +149,7 @@ impl<T: Real> OrnnCell<T> {
             self.z.resize(steps * batch * n, T::zero());
         }
         let activation = self.activation;
-        let fused = self.fuses(p);
+        let (fused, kernel) = (self.fuses(p), self.fused);
         let zs = split_batch_rows(&mut self.z, batch, n, parts);
         let hs = split_batch_rows(&mut self.h, batch, n, parts);
         let run = |part: usize, (mut z, mut h): (Rows<'_, T>, Rows<'_, T>)| {
@@ -170,7 +172,7 @@ impl<T: Real> OrnnCell<T> {
                         b: p.b,
                         bm: p.bm,
                         modrelu: activation == Activation::Modrelu,
-                    });
+                    }, kernel);
                 }
                 return;
             }
@@ -225,7 +227,7 @@ impl<T: Real> OrnnCell<T> {
         // lives in two step blocks used in turn instead of all `T`: it is never written
         // out and read back after the loop.
         let streaming = !p.w.is_dense() && grad_x.is_none();
-        let fused = self.fuses(p);
+        let (fused, kernel) = (self.fuses(p), self.fused);
         let dh_last_only = self.dh_last_only;
         let (z, h) = (&self.z, &self.h);
         let dzs = split_batch_rows(&mut self.dz, batch, n, parts);
@@ -269,7 +271,7 @@ impl<T: Real> OrnnCell<T> {
                         d_scale: &mut d_scale,
                         db: &mut db,
                         dbm: &mut dbm,
-                    });
+                    }, kernel);
                     if streaming {
                         add_input_gradient(&mut du, n, dz[block(s)], x_s);
                     }

@@ -4,9 +4,7 @@
 //! forward, the backward carry `dz_{t+1} W`, and the gradient of the structured forms. A new
 //! structured `W` is one variant here. Also the sizes every cell shares (`CellShape`).
 
-#[cfg(target_arch = "x86_64")]
-use crate::cells::hadamard_fused::{backward_step_avx2, forward_step_avx2};
-pub use crate::cells::hadamard_fused::{HadamardBackward, HadamardForward};
+pub use crate::cells::hadamard_fused::{FusedKernel, HadamardBackward, HadamardForward};
 use crate::cells::{backprop_step, project_input, project_step};
 use crate::Real;
 use faer::Accum;
@@ -108,42 +106,6 @@ impl<T: Real> Recurrence<'_, T> {
         }
     }
 
-    /// Whether [`Recurrence::backward_fused`] runs here: a Hadamard `W` in f32 with blocks
-    /// of 8 or 16, on a CPU with AVX2.
-    pub fn has_fused_steps(&self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if let Recurrence::Hadamard { block, .. } = *self {
-            return is_f32::<T>() && register_block(block).is_some();
-        }
-        false
-    }
-
-    /// A Hadamard `W`'s whole forward step for a block of rows in one pass
-    /// ([`HadamardForward`]: `project` and the activation fused, the same result), where
-    /// [`Self::has_fused_steps`].
-    pub fn forward_fused(&self, step: HadamardForward<'_, T>) {
-        assert!(self.has_fused_steps(), "forward_fused: no fused step here");
-        #[cfg(target_arch = "x86_64")]
-        if let Recurrence::Hadamard { row_scale, block } = *self {
-            let (step, width) = (step.into_f32().expect("T is f32"), block);
-            // SAFETY: `has_fused_steps` found AVX2 (`register_block`).
-            unsafe { forward_step_avx2(step, as_f32(row_scale), width) };
-        }
-    }
-
-    /// A Hadamard `W`'s whole backward step for a block of rows in one pass
-    /// ([`HadamardBackward`]: `project`, `carry`, the activation's derivative and
-    /// `accumulate_gradient` fused, the same result), where [`Self::has_fused_steps`].
-    pub fn backward_fused(&self, step: HadamardBackward<'_, T>) {
-        assert!(self.has_fused_steps(), "backward_fused: no fused step here");
-        #[cfg(target_arch = "x86_64")]
-        if let Recurrence::Hadamard { row_scale, block } = *self {
-            let (step, width) = (step.into_f32().expect("T is f32"), block);
-            // SAFETY: `has_fused_steps` found AVX2 (`register_block`).
-            unsafe { backward_step_avx2(step, as_f32(row_scale), width) };
-        }
-    }
-
     /// Values a structured form sums its gradient in (per thread): `2 n`.
     pub fn gradient_sums_len(n: usize) -> usize {
         2 * n
@@ -241,7 +203,7 @@ fn add_scaled_transform<T: Real>(
 /// The block size when it is one the f32 register kernels transform whole (8 or 16) and the
 /// CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
-fn register_block(block: usize) -> Option<usize> {
+pub(super) fn register_block(block: usize) -> Option<usize> {
     (matches!(block, 8 | 16) && std::arch::is_x86_feature_detected!("avx2")).then_some(block)
 }
 
@@ -378,7 +340,7 @@ pub(super) fn as_f32<T: Real>(x: &[T]) -> &[f32] {
 }
 
 /// Whether `T` is `f32`.
-fn is_f32<T: Real>() -> bool {
+pub(super) fn is_f32<T: Real>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
 }
 
