@@ -252,6 +252,18 @@ pub(super) unsafe fn backward_step_avx2(
     }
 }
 
+/// The smallest step (rows times units) whose kept states the forward kernels write by
+/// non-temporal stores: below it (a few sequences) the states of a whole pass fit in cache
+/// and the fence that orders such stores would cost more than it saves.
+const STREAM_MIN_VALUES: usize = 4096;
+
+/// Whether a forward step writes its kept states `kept` by non-temporal stores: a step of
+/// [`STREAM_MIN_VALUES`] or more, 16-byte aligned (every store is at a multiple of 8
+/// floats from the start).
+fn streams(kept: &[f32]) -> bool {
+    kept.len() >= STREAM_MIN_VALUES && (kept.as_ptr() as usize).is_multiple_of(16)
+}
+
 /// One forward step of a block of rows (`(rows, n)` each unless said).
 pub struct HadamardForward<'a, T> {
     /// `x_t U^T`, the input's share of `z_t` (`project_input`).
@@ -260,7 +272,7 @@ pub struct HadamardForward<'a, T> {
     /// Out: `h_t`, for the next step.
     pub h_next: &'a mut [T],
     /// Out: `h_t` again, into the states kept for the backward pass (non-temporal stores
-    /// where it is 16-byte aligned).
+    /// where [`streams`]).
     pub h_kept: &'a mut [T],
     /// `b`, `bm`: `(n)` each.
     pub b: &'a [T],
@@ -295,7 +307,7 @@ impl<'a, T: Real> HadamardForward<'a, T> {
 }
 
 /// Runs the forward step with `width` = 8 or 16 (the Hadamard block). The non-temporal
-/// stores are ordered before the function returns (`sfence`).
+/// stores, if any, are ordered before the function returns (`sfence`).
 ///
 /// # Safety
 /// The CPU has AVX2.
@@ -310,8 +322,7 @@ pub(super) unsafe fn forward_step_avx2(
     use std::arch::x86_64::*;
     let (n, len) = (row_scale.len(), step.h_next.len());
     step.check(n, width, 8);
-    // Every store into `h_kept` is at a multiple of 8 floats from its start.
-    let stream = (step.h_kept.as_ptr() as usize).is_multiple_of(16);
+    let stream = streams(step.h_kept);
     let halves = if width == 16 { 2 } else { 1 };
     for row in (0..len).step_by(n) {
         for block in (0..n).step_by(width) {
@@ -351,7 +362,9 @@ pub(super) unsafe fn forward_step_avx2(
             }
         }
     }
-    _mm_sfence();
+    if stream {
+        _mm_sfence();
+    }
 }
 
 /// The transform of each block of `m` = 8 (`stages` 3) or 16 (`stages` 4) values of `v`:
@@ -400,21 +413,19 @@ fn modrelu_lanes_avx512(
     (sign, m, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero))
 }
 
-/// Stores `v` at `p` by non-temporal stores where `p` is 16-byte aligned, else plainly.
+/// Stores `v` at `p` (16-byte aligned) by non-temporal stores.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn store_kept_avx512(p: *mut f32, v: std::arch::x86_64::__m512) {
+unsafe fn stream_avx512(p: *mut f32, v: std::arch::x86_64::__m512) {
     use std::arch::x86_64::*;
     if (p as usize).is_multiple_of(64) {
         _mm512_stream_ps(p, v);
-    } else if (p as usize).is_multiple_of(16) {
+    } else {
         _mm_stream_ps(p, _mm512_castps512_ps128(v));
         _mm_stream_ps(p.add(4), _mm512_extractf32x4_ps::<1>(v));
         _mm_stream_ps(p.add(8), _mm512_extractf32x4_ps::<2>(v));
         _mm_stream_ps(p.add(12), _mm512_extractf32x4_ps::<3>(v));
-    } else {
-        _mm512_storeu_ps(p, v);
     }
 }
 
@@ -433,6 +444,7 @@ pub(super) unsafe fn forward_step_avx512(
     use std::arch::x86_64::*;
     let (n, len) = (row_scale.len(), step.h_next.len());
     step.check(n, width, 16);
+    let stream = streams(step.h_kept);
     let stages = if width == 16 { 4 } else { 3 };
     for at in (0..len).step_by(16) {
         let unit = at % n;
@@ -451,9 +463,15 @@ pub(super) unsafe fn forward_step_avx512(
             _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, _mm512_setzero_ps()), z)
         };
         _mm512_storeu_ps(step.h_next.as_mut_ptr().add(at), h);
-        store_kept_avx512(step.h_kept.as_mut_ptr().add(at), h);
+        let kept = step.h_kept.as_mut_ptr().add(at);
+        match stream {
+            true => stream_avx512(kept, h),
+            false => _mm512_storeu_ps(kept, h),
+        }
     }
-    _mm_sfence();
+    if stream {
+        _mm_sfence();
+    }
 }
 
 /// [`backward_step_avx2`] with 16 lanes a vector (one block of 16 or two of 8; `n` a
