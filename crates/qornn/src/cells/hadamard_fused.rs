@@ -53,6 +53,7 @@ impl<T: Real> Recurrence<'_, T> {
     /// A Hadamard `W`'s whole forward step for a block of rows in one pass
     /// ([`HadamardForward`]: `project` and the activation fused, the same result) by
     /// `kernel` (not `Unfused`), where [`Self::has_fused_steps`].
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn forward_fused(&self, step: HadamardForward<'_, T>, kernel: FusedKernel) {
         assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
         #[cfg(target_arch = "x86_64")]
@@ -73,6 +74,7 @@ impl<T: Real> Recurrence<'_, T> {
     /// ([`HadamardBackward`]: `project`, `carry`, the activation's derivative and
     /// `accumulate_gradient` fused, the same result) by `kernel`, as
     /// [`Self::forward_fused`].
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn backward_fused(&self, step: HadamardBackward<'_, T>, kernel: FusedKernel) {
         assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
         #[cfg(target_arch = "x86_64")]
@@ -113,6 +115,7 @@ pub struct HadamardBackward<'a, T> {
 impl<'a, T: Real> HadamardBackward<'a, T> {
     /// Panics unless the slices have the step's shapes for `n` units in blocks of `width`
     /// (8 or 16; `n` a multiple of `lanes`), so that the kernels' loads stay inside them.
+    #[cfg(target_arch = "x86_64")]
     fn check(&self, n: usize, width: usize, lanes: usize) {
         let len = self.dz.len();
         assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
@@ -128,7 +131,7 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
     #[cfg(target_arch = "x86_64")]
     pub(super) fn into_f32(self) -> Option<HadamardBackward<'a, f32>> {
-        use super::recurrence::{as_f32, as_f32_mut};
+        use super::recurrence::as_f32_mut;
         Some(HadamardBackward {
             dz: as_f32_mut(self.dz)?,
             later: self.later.map(as_f32),
@@ -255,11 +258,13 @@ pub(super) unsafe fn backward_step_avx2(
 /// The smallest step (rows times units) whose kept states the forward kernels write by
 /// non-temporal stores: below it (a few sequences) the states of a whole pass fit in cache
 /// and the fence that orders such stores would cost more than it saves.
+#[cfg(target_arch = "x86_64")]
 const STREAM_MIN_VALUES: usize = 4096;
 
 /// Whether a forward step writes its kept states `kept` by non-temporal stores: a step of
 /// [`STREAM_MIN_VALUES`] or more, 16-byte aligned (every store is at a multiple of 8
 /// floats from the start).
+#[cfg(target_arch = "x86_64")]
 fn streams(kept: &[f32]) -> bool {
     kept.len() >= STREAM_MIN_VALUES && (kept.as_ptr() as usize).is_multiple_of(16)
 }
@@ -282,6 +287,7 @@ pub struct HadamardForward<'a, T> {
 
 impl<'a, T: Real> HadamardForward<'a, T> {
     /// As [`HadamardBackward::check`].
+    #[cfg(target_arch = "x86_64")]
     fn check(&self, n: usize, width: usize, lanes: usize) {
         let len = self.h_next.len();
         assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
@@ -293,7 +299,7 @@ impl<'a, T: Real> HadamardForward<'a, T> {
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
     #[cfg(target_arch = "x86_64")]
     pub(super) fn into_f32(self) -> Option<HadamardForward<'a, f32>> {
-        use super::recurrence::{as_f32, as_f32_mut};
+        use super::recurrence::as_f32_mut;
         Some(HadamardForward {
             h_next: as_f32_mut(self.h_next)?,
             h_kept: as_f32_mut(self.h_kept)?,
