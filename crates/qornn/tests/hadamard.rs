@@ -161,10 +161,18 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let mut random32 =
         |len: usize| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect() };
-    let (d, steps) = (3, 7);
+    let steps = 7;
     // (24, 8): n not a multiple of 16, so the fastest kernel is the AVX2 one there; batch
-    // 80 of 64 units: a step large enough for the kept states' non-temporal stores.
-    for (n, block, batch) in [(32, 8, 9), (32, 16, 9), (24, 8, 9), (64, 16, 80)] {
+    // 80 of 64 units: a step large enough for the kept states' non-temporal stores; one
+    // input (d = 1): its share read in the kernels.
+    let shapes = [
+        (32, 8, 9, 3),
+        (32, 16, 9, 1),
+        (24, 8, 9, 3),
+        (24, 8, 9, 1),
+        (64, 16, 80, 1),
+    ];
+    for (n, block, batch, d) in shapes {
         let shape = CellShape {
             hidden: n,
             input: d,

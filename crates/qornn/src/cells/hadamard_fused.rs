@@ -91,14 +91,77 @@ impl<T: Real> Recurrence<'_, T> {
     }
 }
 
+/// The input's share of `z_t`, `x_t U^T`, for a block of rows.
+#[derive(Clone, Copy)]
+pub enum InputShare<'a, T> {
+    /// Computed for the block (`project_input`), `(rows, n)`.
+    Projected(&'a [T]),
+    /// One input per row (`d = 1`, `x: (rows)`, `u: (n)`): `x_r u_i`, one product per
+    /// unit, read in the kernel instead of a product call per step.
+    Single { x: &'a [T], u: &'a [T] },
+}
+
+impl<'a, T: Real> InputShare<'a, T> {
+    #[cfg(target_arch = "x86_64")]
+    fn check(&self, len: usize, n: usize) {
+        match self {
+            InputShare::Projected(p) => assert_eq!(p.len(), len),
+            InputShare::Single { x, u } => assert!(x.len() * n == len && u.len() == n),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn into_f32(self) -> InputShare<'a, f32> {
+        match self {
+            InputShare::Projected(p) => InputShare::Projected(as_f32(p)),
+            InputShare::Single { x, u } => InputShare::Single {
+                x: as_f32(x),
+                u: as_f32(u),
+            },
+        }
+    }
+}
+
+impl InputShare<'_, f32> {
+    /// The 8 values of the share at `at` (row `at / n`, units `at % n ..`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load_avx2(&self, at: usize, n: usize) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        match *self {
+            InputShare::Projected(p) => _mm256_loadu_ps(p.as_ptr().add(at)),
+            InputShare::Single { x, u } => _mm256_mul_ps(
+                _mm256_set1_ps(x[at / n]),
+                _mm256_loadu_ps(u.as_ptr().add(at % n)),
+            ),
+        }
+    }
+
+    /// The 16 values of the share at `at`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load_avx512(&self, at: usize, n: usize) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        match *self {
+            InputShare::Projected(p) => _mm512_loadu_ps(p.as_ptr().add(at)),
+            InputShare::Single { x, u } => _mm512_mul_ps(
+                _mm512_set1_ps(x[at / n]),
+                _mm512_loadu_ps(u.as_ptr().add(at % n)),
+            ),
+        }
+    }
+}
+
 /// One backward step of a block of rows (`(rows, n)` each unless said).
 pub struct HadamardBackward<'a, T> {
     /// Out: `dL/dz_t`.
     pub dz: &'a mut [T],
     /// `dL/dz_{t+1}`; `None` at the last step (no carry).
     pub later: Option<&'a [T]>,
-    /// `x_t U^T`, the input's share of `z_t` (`project_input`).
-    pub input_projection: &'a [T],
+    /// `x_t U^T`, the input's share of `z_t`.
+    pub input: InputShare<'a, T>,
     pub h_prev: &'a [T],
     /// The read-out's `dL/dh_t`; `None`: zero (a many-to-one read-out before the last step).
     pub dh: Option<&'a [T]>,
@@ -120,7 +183,8 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
         let len = self.dz.len();
         assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
         assert!(width == 8 || width == 16);
-        assert!(self.input_projection.len() == len && self.h_prev.len() == len);
+        assert!(self.h_prev.len() == len);
+        self.input.check(len, n);
         assert!(
             self.later.is_none_or(|l| l.len() == len) && self.dh.is_none_or(|d| d.len() == len)
         );
@@ -135,7 +199,7 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
         Some(HadamardBackward {
             dz: as_f32_mut(self.dz)?,
             later: self.later.map(as_f32),
-            input_projection: as_f32(self.input_projection),
+            input: self.input.into_f32(),
             h_prev: as_f32(self.h_prev),
             dh: self.dh.map(as_f32),
             b: as_f32(self.b),
@@ -221,7 +285,7 @@ pub(super) unsafe fn backward_step_avx2(
                 let (at, unit) = (at + 8 * k, unit + 8 * k);
                 // z = (x U^T + s t) + b: a product, then two sums.
                 let z = _mm256_add_ps(
-                    _mm256_loadu_ps(step.input_projection.as_ptr().add(at)),
+                    step.input.load_avx2(at, n),
                     _mm256_mul_ps(_mm256_loadu_ps(s.add(8 * k)), t_k),
                 );
                 let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));
@@ -271,8 +335,8 @@ fn streams(kept: &[f32]) -> bool {
 
 /// One forward step of a block of rows (`(rows, n)` each unless said).
 pub struct HadamardForward<'a, T> {
-    /// `x_t U^T`, the input's share of `z_t` (`project_input`).
-    pub input_projection: &'a [T],
+    /// `x_t U^T`, the input's share of `z_t`.
+    pub input: InputShare<'a, T>,
     pub h_prev: &'a [T],
     /// Out: `h_t`, for the next step.
     pub h_next: &'a mut [T],
@@ -292,7 +356,8 @@ impl<'a, T: Real> HadamardForward<'a, T> {
         let len = self.h_next.len();
         assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
         assert!(width == 8 || width == 16);
-        assert!(self.input_projection.len() == len && self.h_prev.len() == len);
+        assert!(self.h_prev.len() == len);
+        self.input.check(len, n);
         assert!(self.h_kept.len() == len && self.b.len() == n && self.bm.len() == n);
     }
 
@@ -303,7 +368,7 @@ impl<'a, T: Real> HadamardForward<'a, T> {
         Some(HadamardForward {
             h_next: as_f32_mut(self.h_next)?,
             h_kept: as_f32_mut(self.h_kept)?,
-            input_projection: as_f32(self.input_projection),
+            input: self.input.into_f32(),
             h_prev: as_f32(self.h_prev),
             b: as_f32(self.b),
             bm: as_f32(self.bm),
@@ -344,7 +409,7 @@ pub(super) unsafe fn forward_step_avx2(
                 let (at, unit) = (at + 8 * k, block + 8 * k);
                 // z = (x U^T + s t) + b: a product, then two sums.
                 let z = _mm256_add_ps(
-                    _mm256_loadu_ps(step.input_projection.as_ptr().add(at)),
+                    step.input.load_avx2(at, n),
                     _mm256_mul_ps(_mm256_loadu_ps(row_scale.as_ptr().add(unit)), t_k),
                 );
                 let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));
@@ -458,7 +523,7 @@ pub(super) unsafe fn forward_step_avx512(
         let t = fwht_avx512(load(step.h_prev, at), stages);
         // z = (x U^T + s t) + b: a product, then two sums.
         let z = _mm512_add_ps(
-            load(step.input_projection, at),
+            step.input.load_avx512(at, n),
             _mm512_mul_ps(load(row_scale, unit), t),
         );
         let z = _mm512_add_ps(z, load(step.b, unit));
@@ -502,7 +567,7 @@ pub(super) unsafe fn backward_step_avx512(
         let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
         let s = load(row_scale, unit);
         let t = fwht_avx512(load(step.h_prev, at), stages);
-        let z = _mm512_add_ps(load(step.input_projection, at), _mm512_mul_ps(s, t));
+        let z = _mm512_add_ps(step.input.load_avx512(at, n), _mm512_mul_ps(s, t));
         let z = _mm512_add_ps(z, load(step.b, unit));
         let carry = match step.later {
             Some(later) => fwht_avx512(_mm512_mul_ps(load(later, at), s), stages),

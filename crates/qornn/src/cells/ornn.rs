@@ -7,7 +7,7 @@
 //! gradient, and `dU`'s, inside the loop.
 
 use crate::cells::recurrence::{
-    CellShape, FusedKernel, HadamardBackward, HadamardForward, Recurrence,
+    CellShape, FusedKernel, HadamardBackward, HadamardForward, InputShare, Recurrence,
 };
 use crate::cells::{
     add_column_sums, batch_parts, part_rows, project_input, run_parts, split_batch_rows, Rows,
@@ -157,15 +157,15 @@ impl<T: Real> OrnnCell<T> {
             if fused {
                 // h_{t-1} and h_t in two row blocks used in turn, which stay in cache; the
                 // kept states are only written.
-                let mut step_z = vec![T::zero(); rows.len() * n];
+                let mut step_z = vec![T::zero(); if d == 1 { 0 } else { rows.len() * n }];
                 let mut states = [h[0].to_vec(), vec![T::zero(); rows.len() * n]];
                 for s in 0..steps {
                     let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
-                    project_input(&mut step_z, n, x_s, p.u);
+                    let input = input_share(&mut step_z, n, x_s, p.u);
                     let [prev, next] = states.each_mut();
                     let (h_prev, h_next) = if s % 2 == 0 { (prev, next) } else { (next, prev) };
                     p.w.forward_fused(HadamardForward {
-                        input_projection: &step_z,
+                        input,
                         h_prev,
                         h_next,
                         h_kept: &mut *h[s + 1],
@@ -250,7 +250,7 @@ impl<T: Real> OrnnCell<T> {
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                 if fused {
-                    project_input(&mut step_z, n, x_s, p.u);
+                    let input = input_share(&mut step_z, n, x_s, p.u);
                     let (dz_s, later) = if s + 1 == steps {
                         (&mut *dz[block(s)], None)
                     } else {
@@ -262,7 +262,7 @@ impl<T: Real> OrnnCell<T> {
                     p.w.backward_fused(HadamardBackward {
                         dz: dz_s,
                         later,
-                        input_projection: &step_z,
+                        input,
                         h_prev: &h[at.clone()],
                         dh: (!dh_last_only || s + 1 == steps).then(|| &dh[at]),
                         b: p.b,
@@ -347,6 +347,21 @@ impl<T: Real> OrnnCell<T> {
             par,
         );
     }
+}
+
+/// The input's share of a fused step's `z_t` for one step's rows: read in the kernel for one
+/// input (`u: (n, 1)`), else projected into `z` (`(rows, n)`).
+fn input_share<'a, T: Real>(
+    z: &'a mut [T],
+    n: usize,
+    x: &'a [T],
+    u: &'a [T],
+) -> InputShare<'a, T> {
+    if u.len() == n {
+        return InputShare::Single { x, u };
+    }
+    project_input(z, n, x, u);
+    InputShare::Projected(z)
 }
 
 /// `du += dz^T x` for one step's rows (`du: (n, d)`, `dz: (rows, n)`, `x: (rows, d)`).

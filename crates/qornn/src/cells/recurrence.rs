@@ -4,7 +4,9 @@
 //! forward, the backward carry `dz_{t+1} W`, and the gradient of the structured forms. A new
 //! structured `W` is one variant here. Also the sizes every cell shares (`CellShape`).
 
-pub use crate::cells::hadamard_fused::{FusedKernel, HadamardBackward, HadamardForward};
+pub use crate::cells::hadamard_fused::{
+    FusedKernel, HadamardBackward, HadamardForward, InputShare,
+};
 use crate::cells::{backprop_step, project_input, project_step};
 use crate::Real;
 use faer::Accum;
