@@ -41,13 +41,19 @@ impl<T: Real> Recurrence<'_, T> {
         false
     }
 
-    /// Whether `kernel` runs the fused steps with AVX-512 here (the CPU has it, `n` is a
-    /// multiple of 16).
+    /// What a fused step by `kernel` (not `Unfused`) runs with, where
+    /// [`Self::has_fused_steps`] (else it panics): the row scales as f32, the block, and
+    /// whether the kernel is the AVX-512 one (the CPU has it, `n` is a multiple of 16).
     #[cfg(target_arch = "x86_64")]
-    fn fused_avx512(kernel: FusedKernel, n: usize) -> bool {
-        kernel == FusedKernel::Fastest
-            && n.is_multiple_of(16)
-            && std::arch::is_x86_feature_detected!("avx512f")
+    fn fused_setup(&self, kernel: FusedKernel) -> (&[f32], usize, bool) {
+        assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
+        let Recurrence::Hadamard { row_scale, block } = *self else {
+            unreachable!("has_fused_steps: a Hadamard W")
+        };
+        let avx512 = kernel == FusedKernel::Fastest
+            && row_scale.len().is_multiple_of(16)
+            && std::arch::is_x86_feature_detected!("avx512f");
+        (as_f32(row_scale), block, avx512)
     }
 
     /// A Hadamard `W`'s whole forward step for a block of rows in one pass
@@ -55,19 +61,21 @@ impl<T: Real> Recurrence<'_, T> {
     /// `kernel` (not `Unfused`), where [`Self::has_fused_steps`].
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn forward_fused(&self, step: HadamardForward<'_, T>, kernel: FusedKernel) {
-        assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
         #[cfg(target_arch = "x86_64")]
-        if let Recurrence::Hadamard { row_scale, block } = *self {
-            let (step, scale) = (step.into_f32().expect("T is f32"), as_f32(row_scale));
-            // SAFETY: `has_fused_steps` found AVX2 (`register_block`), `fused_avx512`
-            // AVX-512F.
+        {
+            let (scale, block, avx512) = self.fused_setup(kernel);
+            let step = step.into_f32().expect("T is f32");
+            // SAFETY: `has_fused_steps` found AVX2 (`register_block`), `fused_setup`
+            // AVX-512F for the AVX-512 kernel.
             unsafe {
-                match Self::fused_avx512(kernel, scale.len()) {
+                match avx512 {
                     true => forward_step_avx512(step, scale, block),
                     false => forward_step_avx2(step, scale, block),
                 }
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no fused steps off x86-64 (has_fused_steps)");
     }
 
     /// A Hadamard `W`'s whole backward step for a block of rows in one pass
@@ -76,18 +84,20 @@ impl<T: Real> Recurrence<'_, T> {
     /// [`Self::forward_fused`].
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn backward_fused(&self, step: HadamardBackward<'_, T>, kernel: FusedKernel) {
-        assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
         #[cfg(target_arch = "x86_64")]
-        if let Recurrence::Hadamard { row_scale, block } = *self {
-            let (step, scale) = (step.into_f32().expect("T is f32"), as_f32(row_scale));
+        {
+            let (scale, block, avx512) = self.fused_setup(kernel);
+            let step = step.into_f32().expect("T is f32");
             // SAFETY: as in `forward_fused`.
             unsafe {
-                match Self::fused_avx512(kernel, scale.len()) {
+                match avx512 {
                     true => backward_step_avx512(step, scale, block),
                     false => backward_step_avx2(step, scale, block),
                 }
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no fused steps off x86-64 (has_fused_steps)");
     }
 }
 
