@@ -101,7 +101,7 @@ impl<T: Real> Recurrence<'_, T> {
     }
 }
 
-/// The input's share of `z_t`, `x_t U^T`, for a block of rows.
+/// The input's share of `z_t`, `x_t U^T`, for a block of rows of a forward step.
 #[derive(Clone, Copy)]
 pub enum InputShare<'a, T> {
     /// Computed for the block (`project_input`), `(rows, n)`.
@@ -133,32 +133,32 @@ impl<'a, T: Real> InputShare<'a, T> {
 }
 
 impl InputShare<'_, f32> {
-    /// The 8 values of the share at `at` (row `at / n`, units `at % n ..`).
+    /// The 8 values of the share at `at`: row `row`, units `unit..` (`at = row n + unit`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn load_avx2(&self, at: usize, n: usize) -> std::arch::x86_64::__m256 {
+    unsafe fn load_avx2(&self, at: usize, row: usize, unit: usize) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         match *self {
             InputShare::Projected(p) => _mm256_loadu_ps(p.as_ptr().add(at)),
             InputShare::Single { x, u } => _mm256_mul_ps(
-                _mm256_set1_ps(x[at / n]),
-                _mm256_loadu_ps(u.as_ptr().add(at % n)),
+                _mm256_set1_ps(*x.get_unchecked(row)),
+                _mm256_loadu_ps(u.as_ptr().add(unit)),
             ),
         }
     }
 
-    /// The 16 values of the share at `at`.
+    /// The 16 values of the share at `at`, as [`Self::load_avx2`].
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn load_avx512(&self, at: usize, n: usize) -> std::arch::x86_64::__m512 {
+    unsafe fn load_avx512(&self, at: usize, row: usize, unit: usize) -> std::arch::x86_64::__m512 {
         use std::arch::x86_64::*;
         match *self {
             InputShare::Projected(p) => _mm512_loadu_ps(p.as_ptr().add(at)),
             InputShare::Single { x, u } => _mm512_mul_ps(
-                _mm512_set1_ps(x[at / n]),
-                _mm512_loadu_ps(u.as_ptr().add(at % n)),
+                _mm512_set1_ps(*x.get_unchecked(row)),
+                _mm512_loadu_ps(u.as_ptr().add(unit)),
             ),
         }
     }
@@ -170,8 +170,10 @@ pub struct HadamardBackward<'a, T> {
     pub dz: &'a mut [T],
     /// `dL/dz_{t+1}`; `None` at the last step (no carry).
     pub later: Option<&'a [T]>,
-    /// `x_t U^T`, the input's share of `z_t`.
-    pub input: InputShare<'a, T>,
+    /// `x_t U^T`, the input's share of `z_t` (`project_input`: in the backward pass a
+    /// product per step measured faster than reading a single input's share in the
+    /// kernel).
+    pub input_projection: &'a [T],
     pub h_prev: &'a [T],
     /// The read-out's `dL/dh_t`; `None`: zero (a many-to-one read-out before the last step).
     pub dh: Option<&'a [T]>,
@@ -193,8 +195,7 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
         let len = self.dz.len();
         assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
         assert!(width == 8 || width == 16);
-        assert!(self.h_prev.len() == len);
-        self.input.check(len, n);
+        assert!(self.input_projection.len() == len && self.h_prev.len() == len);
         assert!(
             self.later.is_none_or(|l| l.len() == len) && self.dh.is_none_or(|d| d.len() == len)
         );
@@ -209,7 +210,7 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
         Some(HadamardBackward {
             dz: as_f32_mut(self.dz)?,
             later: self.later.map(as_f32),
-            input: self.input.into_f32(),
+            input_projection: as_f32(self.input_projection),
             h_prev: as_f32(self.h_prev),
             dh: self.dh.map(as_f32),
             b: as_f32(self.b),
@@ -295,7 +296,7 @@ pub(super) unsafe fn backward_step_avx2(
                 let (at, unit) = (at + 8 * k, unit + 8 * k);
                 // z = (x U^T + s t) + b: a product, then two sums.
                 let z = _mm256_add_ps(
-                    step.input.load_avx2(at, n),
+                    _mm256_loadu_ps(step.input_projection.as_ptr().add(at)),
                     _mm256_mul_ps(_mm256_loadu_ps(s.add(8 * k)), t_k),
                 );
                 let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));
@@ -405,7 +406,7 @@ pub(super) unsafe fn forward_step_avx2(
     step.check(n, width, 8);
     let stream = streams(step.h_kept);
     let halves = if width == 16 { 2 } else { 1 };
-    for row in (0..len).step_by(n) {
+    for (r, row) in (0..len).step_by(n).enumerate() {
         for block in (0..n).step_by(width) {
             let at = row + block;
             let h = step.h_prev.as_ptr().add(at);
@@ -419,7 +420,7 @@ pub(super) unsafe fn forward_step_avx2(
                 let (at, unit) = (at + 8 * k, block + 8 * k);
                 // z = (x U^T + s t) + b: a product, then two sums.
                 let z = _mm256_add_ps(
-                    step.input.load_avx2(at, n),
+                    step.input.load_avx2(at, r, unit),
                     _mm256_mul_ps(_mm256_loadu_ps(row_scale.as_ptr().add(unit)), t_k),
                 );
                 let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));
@@ -527,27 +528,29 @@ pub(super) unsafe fn forward_step_avx512(
     step.check(n, width, 16);
     let stream = streams(step.h_kept);
     let stages = if width == 16 { 4 } else { 3 };
-    for at in (0..len).step_by(16) {
-        let unit = at % n;
-        let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
-        let t = fwht_avx512(load(step.h_prev, at), stages);
-        // z = (x U^T + s t) + b: a product, then two sums.
-        let z = _mm512_add_ps(
-            step.input.load_avx512(at, n),
-            _mm512_mul_ps(load(row_scale, unit), t),
-        );
-        let z = _mm512_add_ps(z, load(step.b, unit));
-        let h = if step.modrelu {
-            let (sign, m, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
-            _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, m))
-        } else {
-            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, _mm512_setzero_ps()), z)
-        };
-        _mm512_storeu_ps(step.h_next.as_mut_ptr().add(at), h);
-        let kept = step.h_kept.as_mut_ptr().add(at);
-        match stream {
-            true => stream_avx512(kept, h),
-            false => _mm512_storeu_ps(kept, h),
+    for row in 0..len / n {
+        for unit in (0..n).step_by(16) {
+            let at = row * n + unit;
+            let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
+            let t = fwht_avx512(load(step.h_prev, at), stages);
+            // z = (x U^T + s t) + b: a product, then two sums.
+            let z = _mm512_add_ps(
+                step.input.load_avx512(at, row, unit),
+                _mm512_mul_ps(load(row_scale, unit), t),
+            );
+            let z = _mm512_add_ps(z, load(step.b, unit));
+            let h = if step.modrelu {
+                let (sign, m, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
+                _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, m))
+            } else {
+                _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, _mm512_setzero_ps()), z)
+            };
+            _mm512_storeu_ps(step.h_next.as_mut_ptr().add(at), h);
+            let kept = step.h_kept.as_mut_ptr().add(at);
+            match stream {
+                true => stream_avx512(kept, h),
+                false => _mm512_storeu_ps(kept, h),
+            }
         }
     }
     if stream {
@@ -572,39 +575,41 @@ pub(super) unsafe fn backward_step_avx512(
     step.check(n, width, 16);
     let stages = if width == 16 { 4 } else { 3 };
     let zero = _mm512_setzero_ps();
-    for at in (0..len).step_by(16) {
-        let unit = at % n;
-        let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
-        let s = load(row_scale, unit);
-        let t = fwht_avx512(load(step.h_prev, at), stages);
-        let z = _mm512_add_ps(step.input.load_avx512(at, n), _mm512_mul_ps(s, t));
-        let z = _mm512_add_ps(z, load(step.b, unit));
-        let carry = match step.later {
-            Some(later) => fwht_avx512(_mm512_mul_ps(load(later, at), s), stages),
-            None => zero,
-        };
-        let dh = step.dh.map_or(zero, |dh| load(dh, at));
-        let upstream = _mm512_add_ps(carry, dh);
-        let dact = if step.modrelu {
-            let (sign, _, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
-            let dbm_p = step.dbm.as_mut_ptr().add(unit);
-            let d_bm = _mm512_mul_ps(upstream, _mm512_maskz_mov_ps(alive, sign));
-            _mm512_storeu_ps(dbm_p, _mm512_add_ps(_mm512_loadu_ps(dbm_p), d_bm));
-            _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, sign))
-        } else {
-            _mm512_maskz_mov_ps(
-                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero),
-                _mm512_set1_ps(1.0),
-            )
-        };
-        let dz = _mm512_mul_ps(upstream, dact);
-        _mm512_storeu_ps(step.dz.as_mut_ptr().add(at), dz);
-        let db_p = step.db.as_mut_ptr().add(unit);
-        _mm512_storeu_ps(db_p, _mm512_add_ps(_mm512_loadu_ps(db_p), dz));
-        let ds_p = step.d_scale.as_mut_ptr().add(unit);
-        _mm512_storeu_ps(
-            ds_p,
-            _mm512_add_ps(_mm512_loadu_ps(ds_p), _mm512_mul_ps(dz, t)),
-        );
+    for row in 0..len / n {
+        for unit in (0..n).step_by(16) {
+            let at = row * n + unit;
+            let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
+            let s = load(row_scale, unit);
+            let t = fwht_avx512(load(step.h_prev, at), stages);
+            let z = _mm512_add_ps(load(step.input_projection, at), _mm512_mul_ps(s, t));
+            let z = _mm512_add_ps(z, load(step.b, unit));
+            let carry = match step.later {
+                Some(later) => fwht_avx512(_mm512_mul_ps(load(later, at), s), stages),
+                None => zero,
+            };
+            let dh = step.dh.map_or(zero, |dh| load(dh, at));
+            let upstream = _mm512_add_ps(carry, dh);
+            let dact = if step.modrelu {
+                let (sign, _, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
+                let dbm_p = step.dbm.as_mut_ptr().add(unit);
+                let d_bm = _mm512_mul_ps(upstream, _mm512_maskz_mov_ps(alive, sign));
+                _mm512_storeu_ps(dbm_p, _mm512_add_ps(_mm512_loadu_ps(dbm_p), d_bm));
+                _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, sign))
+            } else {
+                _mm512_maskz_mov_ps(
+                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero),
+                    _mm512_set1_ps(1.0),
+                )
+            };
+            let dz = _mm512_mul_ps(upstream, dact);
+            _mm512_storeu_ps(step.dz.as_mut_ptr().add(at), dz);
+            let db_p = step.db.as_mut_ptr().add(unit);
+            _mm512_storeu_ps(db_p, _mm512_add_ps(_mm512_loadu_ps(db_p), dz));
+            let ds_p = step.d_scale.as_mut_ptr().add(unit);
+            _mm512_storeu_ps(
+                ds_p,
+                _mm512_add_ps(_mm512_loadu_ps(ds_p), _mm512_mul_ps(dz, t)),
+            );
+        }
     }
 }

@@ -250,7 +250,7 @@ impl<T: Real> OrnnCell<T> {
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                 if fused {
-                    let input = input_share(&mut step_z, n, x_s, p.u);
+                    project_input(&mut step_z, n, x_s, p.u);
                     let (dz_s, later) = if s + 1 == steps {
                         (&mut *dz[block(s)], None)
                     } else {
@@ -262,7 +262,7 @@ impl<T: Real> OrnnCell<T> {
                     p.w.backward_fused(HadamardBackward {
                         dz: dz_s,
                         later,
-                        input,
+                        input_projection: &step_z,
                         h_prev: &h[at.clone()],
                         dh: (!dh_last_only || s + 1 == steps).then(|| &dh[at]),
                         b: p.b,
