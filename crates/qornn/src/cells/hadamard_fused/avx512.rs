@@ -1,0 +1,165 @@
+//! The fused Hadamard steps with AVX-512F: 16 lanes a vector, one block of 16 units or two
+//! of 8, the transform's four stages inside one register; the same arithmetic as the AVX2
+//! kernels of the parent module, so the same results.
+
+use super::{streams, HadamardBackward, HadamardForward};
+
+/// The transform of each block of `m` = 8 (`stages` 3) or 16 (`stages` 4) values of `v`:
+/// stage `k` adds a permutation of the lanes to them (lanes that take `a + b`) or
+/// subtracts them from it (lanes that take `a - b`), the same sums and differences as
+/// `fwht_registers`'s, so the same result.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn fwht_avx512(v: std::arch::x86_64::__m512, stages: usize) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // Stage 1: pairs (0, 1), (2, 3), …; stage 2: (0, 2), (1, 3), …, within 128 bits.
+    let w = _mm512_permute_ps::<0b10_11_00_01>(v);
+    let v = _mm512_mask_sub_ps(_mm512_add_ps(v, w), 0xaaaa, w, v);
+    let w = _mm512_permute_ps::<0b01_00_11_10>(v);
+    let v = _mm512_mask_sub_ps(_mm512_add_ps(v, w), 0xcccc, w, v);
+    // Stage 3: pairs (i, i + 4), 128-bit lanes swapped two by two.
+    let w = _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v);
+    let v = _mm512_mask_sub_ps(_mm512_add_ps(v, w), 0xf0f0, w, v);
+    if stages == 3 {
+        return v;
+    }
+    // Stage 4: pairs (i, i + 8), the 256-bit halves swapped.
+    let w = _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v);
+    _mm512_mask_sub_ps(_mm512_add_ps(v, w), 0xff00, w, v)
+}
+
+/// [`super::modrelu_lanes_avx2`] with 16 lanes, the lanes where `m > 0` as a mask.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn modrelu_lanes_avx512(
+    z: std::arch::x86_64::__m512,
+    bm: std::arch::x86_64::__m512,
+) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512, u16) {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero);
+    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(z, zero);
+    let sign = _mm512_mask_mov_ps(
+        _mm512_maskz_mov_ps(negative, _mm512_set1_ps(-1.0)),
+        positive,
+        _mm512_set1_ps(1.0),
+    );
+    let m = _mm512_add_ps(_mm512_abs_ps(z), bm);
+    (sign, m, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero))
+}
+
+/// Stores `v` at `p` (16-byte aligned) by non-temporal stores.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn stream_avx512(p: *mut f32, v: std::arch::x86_64::__m512) {
+    use std::arch::x86_64::*;
+    if (p as usize).is_multiple_of(64) {
+        _mm512_stream_ps(p, v);
+    } else {
+        _mm_stream_ps(p, _mm512_castps512_ps128(v));
+        _mm_stream_ps(p.add(4), _mm512_extractf32x4_ps::<1>(v));
+        _mm_stream_ps(p.add(8), _mm512_extractf32x4_ps::<2>(v));
+        _mm_stream_ps(p.add(12), _mm512_extractf32x4_ps::<3>(v));
+    }
+}
+
+/// [`super::forward_step_avx2`] with 16 lanes a vector (one block of 16 or two of 8; `n` a
+/// multiple of 16), the same result.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn forward_step_avx512(
+    step: HadamardForward<'_, f32>,
+    row_scale: &[f32],
+    width: usize,
+) {
+    use std::arch::x86_64::*;
+    let (n, len) = (row_scale.len(), step.h_next.len());
+    step.check(n, width, 16);
+    let stream = streams(step.h_kept);
+    let stages = if width == 16 { 4 } else { 3 };
+    for row in 0..len / n {
+        for unit in (0..n).step_by(16) {
+            let at = row * n + unit;
+            let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
+            let t = fwht_avx512(load(step.h_prev, at), stages);
+            // z = (x U^T + s t) + b: a product, then two sums.
+            let z = _mm512_add_ps(
+                step.input.load_avx512(at, row, unit),
+                _mm512_mul_ps(load(row_scale, unit), t),
+            );
+            let z = _mm512_add_ps(z, load(step.b, unit));
+            let h = if step.modrelu {
+                let (sign, m, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
+                _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, m))
+            } else {
+                _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, _mm512_setzero_ps()), z)
+            };
+            _mm512_storeu_ps(step.h_next.as_mut_ptr().add(at), h);
+            let kept = step.h_kept.as_mut_ptr().add(at);
+            match stream {
+                true => stream_avx512(kept, h),
+                false => _mm512_storeu_ps(kept, h),
+            }
+        }
+    }
+    if stream {
+        _mm_sfence();
+    }
+}
+
+/// [`super::backward_step_avx2`] with 16 lanes a vector (one block of 16 or two of 8; `n` a
+/// multiple of 16), the same result.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn backward_step_avx512(
+    step: HadamardBackward<'_, f32>,
+    row_scale: &[f32],
+    width: usize,
+) {
+    use std::arch::x86_64::*;
+    let (n, len) = (row_scale.len(), step.dz.len());
+    step.check(n, width, 16);
+    let stages = if width == 16 { 4 } else { 3 };
+    let zero = _mm512_setzero_ps();
+    for row in 0..len / n {
+        for unit in (0..n).step_by(16) {
+            let at = row * n + unit;
+            let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
+            let s = load(row_scale, unit);
+            let t = fwht_avx512(load(step.h_prev, at), stages);
+            let z = _mm512_add_ps(load(step.input_projection, at), _mm512_mul_ps(s, t));
+            let z = _mm512_add_ps(z, load(step.b, unit));
+            let carry = match step.later {
+                Some(later) => fwht_avx512(_mm512_mul_ps(load(later, at), s), stages),
+                None => zero,
+            };
+            let dh = step.dh.map_or(zero, |dh| load(dh, at));
+            let upstream = _mm512_add_ps(carry, dh);
+            let dact = if step.modrelu {
+                let (sign, _, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
+                let dbm_p = step.dbm.as_mut_ptr().add(unit);
+                let d_bm = _mm512_mul_ps(upstream, _mm512_maskz_mov_ps(alive, sign));
+                _mm512_storeu_ps(dbm_p, _mm512_add_ps(_mm512_loadu_ps(dbm_p), d_bm));
+                _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, sign))
+            } else {
+                _mm512_maskz_mov_ps(
+                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero),
+                    _mm512_set1_ps(1.0),
+                )
+            };
+            let dz = _mm512_mul_ps(upstream, dact);
+            _mm512_storeu_ps(step.dz.as_mut_ptr().add(at), dz);
+            let db_p = step.db.as_mut_ptr().add(unit);
+            _mm512_storeu_ps(db_p, _mm512_add_ps(_mm512_loadu_ps(db_p), dz));
+            let ds_p = step.d_scale.as_mut_ptr().add(unit);
+            _mm512_storeu_ps(
+                ds_p,
+                _mm512_add_ps(_mm512_loadu_ps(ds_p), _mm512_mul_ps(dz, t)),
+            );
+        }
+    }
+}
