@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use qornn::cells::ornn::Activation;
 use qornn::config::Config;
+use qornn::quant::activation::ActRounding;
 use qornn::tasks::{RandomTask, Task};
 use qornn::train::{StepTimes, Trainer};
 use serde::Serialize;
@@ -39,6 +40,10 @@ pub struct BenchArgs {
     /// Activations fake-quantized at A bits, as `qornn train --act-bits A`.
     #[arg(long)]
     act_bits: Option<u32>,
+    /// With --act-bits: how training rounds the hidden state, as `qornn train
+    /// --act-train-rounding`.
+    #[arg(long, default_value = "nearest", value_parser = by_name::<ActRounding>, requires = "act_bits")]
+    act_train_rounding: ActRounding,
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     repeats: usize,
@@ -295,6 +300,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bits: Some(args.bits),
         act: args.act,
         act_bits: args.act_bits,
+        act_train_rounding: args.act_train_rounding,
         hidden: args.hidden,
         batch: args.batch,
         threads: args.threads,

@@ -12,7 +12,7 @@ use crate::model::Model;
 use crate::optim::{clip_grad_norm, Optimizer, OptimizerConfig, Schedule};
 use crate::parametrisation::StepContext;
 use crate::params::{Kind, Tensor};
-use crate::quant::activation::{self, ActRange};
+use crate::quant::activation::{self, ActRange, ActRounding};
 use crate::tasks::{rng_for, Batch, Task};
 use crate::Targets;
 use faer::Par;
@@ -303,6 +303,9 @@ impl Trainer {
                 self.model.init_hidden_step(ws, &batch, self.par);
             }
         }
+        // Stochastic rounding draws anew each step, the same on a resumed run.
+        self.model.dither = (self.config.act_train_rounding == ActRounding::Stochastic)
+            .then(|| activation::dither_key(self.config.seed, self.step));
         let t1 = Instant::now();
         let mut loss = self.model.forward(ws, &batch, self.par);
         if let (Some(teacher), Targets::Classes(labels)) = (&mut self.teacher, &batch.targets) {
@@ -327,6 +330,7 @@ impl Trainer {
         let t2 = Instant::now();
         self.model.grads.iter_mut().for_each(|g| g.fill(0.0));
         self.model.backward(ws, &batch, self.par);
+        self.model.dither = None;
         let t3 = Instant::now();
         if let Some(name) = first_non_finite(&self.model.params, &self.model.grads) {
             return Err(self.diverged(format!("the gradient of {name} is not finite")));

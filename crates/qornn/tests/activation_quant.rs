@@ -6,12 +6,13 @@
 //! evaluation (`quant/activation.rs`). The reference below computes that recurrence in
 //! `f64` with explicit loops, independently of the cell: its value at the point equals the
 //! quantized forward, and its central differences in `W`, `U`, `b`, `bm` and the step must
-//! equal the cell's backward.
+//! equal the cell's backward. The same holds for stochastic rounding in training
+//! (`act_train_rounding`), whose offsets the reference draws by the same key and index.
 
 mod common;
 
 use faer::Par;
-use qornn::quant::activation::HiddenQuantizer;
+use qornn::quant::activation::{dither_key, dither_offset, HiddenQuantizer};
 use qornn::{Activation, CellParams, CellShape, OrnnCell, Recurrence};
 use rand::{Rng, SeedableRng};
 
@@ -46,10 +47,10 @@ struct Point {
 }
 
 /// The engine's rules for one unit (`docs/format.md`), written out again: the clamped
-/// code and the case.
-fn engine_unit(z: f64, bm: f64, s: f64, modrelu: bool) -> (f64, Frozen) {
+/// code and the case. `offset` is 1/2 (to nearest, the engine's) or stochastic rounding's.
+fn engine_unit(z: f64, bm: f64, s: f64, modrelu: bool, offset: f64) -> (f64, Frozen) {
     let u = z / s;
-    let rounded = (u + 0.5).floor();
+    let rounded = (u + offset).floor();
     let sign = rounded.signum() * (rounded != 0.0) as i32 as f64;
     let (lo, hi) = if modrelu {
         (
@@ -85,9 +86,9 @@ fn engine_unit(z: f64, bm: f64, s: f64, modrelu: bool) -> (f64, Frozen) {
 /// `frozen` with each unit's case); else the recurrence with those cases held.
 fn reference(
     p: &Point,
-    x: &[f64],
-    dh: &[f64],
+    (x, dh): (&[f64], &[f64]),
     modrelu: bool,
+    dither: Option<u32>,
     frozen: &mut Vec<Frozen>,
 ) -> (f64, Vec<f64>) {
     let record = frozen.is_empty();
@@ -108,7 +109,8 @@ fn reference(
                 let bm = if modrelu { p.bm[i] } else { 0.0 };
                 let at = (t * B + bi) * N + i;
                 let value = if record {
-                    let (value, case) = engine_unit(z, bm, p.step, modrelu);
+                    let offset = dither.map_or(0.5, |key| dither_offset(key, at as u32));
+                    let (value, case) = engine_unit(z, bm, p.step, modrelu, offset);
                     frozen.push(case);
                     value
                 } else {
@@ -130,7 +132,7 @@ fn reference(
     (loss, states)
 }
 
-fn check(modrelu: bool, seed: u64) {
+fn check(modrelu: bool, seed: u64, dither: Option<u32>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut draw = |len: usize, scale: f64| -> Vec<f64> {
         (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
@@ -151,7 +153,8 @@ fn check(modrelu: bool, seed: u64) {
         Activation::Relu
     };
     let log2_step = step.log2() as f32;
-    let quantizer = HiddenQuantizer::<f64>::new(BITS, log2_step, modrelu);
+    let mut quantizer = HiddenQuantizer::<f64>::new(BITS, log2_step, modrelu);
+    quantizer.dither = dither;
     let shape = CellShape {
         hidden: N,
         input: D,
@@ -171,8 +174,13 @@ fn check(modrelu: bool, seed: u64) {
     let (gw, gu, gb, gbm, g_step) = (pass.dw, pass.du, pass.db, pass.dbm, pass.d_hidden_step);
 
     let mut frozen = Vec::new();
-    let (_, states) = reference(&point, &x, &dh, modrelu, &mut frozen);
+    let (_, states) = reference(&point, (&x, &dh), modrelu, dither, &mut frozen);
     assert_eq!(cell.outputs(), &states[..], "the forward is the engine's");
+    if dither.is_some() {
+        let (_, nearest) = reference(&point, (&x, &dh), modrelu, None, &mut Vec::new());
+        let differ = states.iter().zip(&nearest).filter(|(a, b)| a != b).count();
+        assert!(differ > 0, "stochastic rounding moves no state");
+    }
     let cases = |pick: fn(&Frozen) -> bool| frozen.iter().filter(|c| pick(c)).count();
     let inside = cases(|c| matches!(c, Frozen::Inside { .. }));
     let clamped = cases(|c| matches!(c, Frozen::Clamped { .. }));
@@ -182,7 +190,7 @@ fn check(modrelu: bool, seed: u64) {
     );
 
     let eps = 1e-6;
-    let loss_at = |p: &Point| reference(p, &x, &dh, modrelu, &mut frozen.clone()).0;
+    let loss_at = |p: &Point| reference(p, (&x, &dh), modrelu, dither, &mut frozen.clone()).0;
     let central = |set: &dyn Fn(&mut Point, f64)| {
         let (mut plus, mut minus) = (clone(&point), clone(&point));
         set(&mut plus, eps);
@@ -224,13 +232,22 @@ fn clone(p: &Point) -> Point {
 #[test]
 fn relu_hidden_quantizer_backward_matches_central_differences() {
     for seed in 0..4 {
-        check(false, seed);
+        check(false, seed, None);
     }
 }
 
 #[test]
 fn modrelu_hidden_quantizer_backward_matches_central_differences() {
     for seed in 0..4 {
-        check(true, seed);
+        check(true, seed, None);
+    }
+}
+
+#[test]
+fn stochastic_rounding_backward_matches_central_differences() {
+    for seed in 0..4 {
+        let key = dither_key(seed, 17);
+        check(false, seed, Some(key));
+        check(true, seed, Some(key));
     }
 }

@@ -191,15 +191,34 @@ fn hadamard_and_learned_step_models_run_in_integers() {
 /// rounding to the accumulator's unit.
 #[test]
 fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
-    use qornn::quant::activation::{ActRange, HIDDEN_STEP};
-    for (model, act, act_range) in [
+    use qornn::quant::activation::{ActRange, ActRounding, HIDDEN_STEP};
+    let (nearest, stochastic) = (ActRounding::Nearest, ActRounding::Stochastic);
+    for (model, act, act_range, act_train_rounding) in [
         (
             "qornn-bjorck",
             qornn::Activation::Modrelu,
             ActRange::Calibrated,
+            nearest,
         ),
-        ("hadamrnn", qornn::Activation::Modrelu, ActRange::Learned),
-        ("qornn-bjorck", qornn::Activation::Relu, ActRange::Learned),
+        (
+            "hadamrnn",
+            qornn::Activation::Modrelu,
+            ActRange::Learned,
+            nearest,
+        ),
+        (
+            "qornn-bjorck",
+            qornn::Activation::Relu,
+            ActRange::Learned,
+            nearest,
+        ),
+        // Trained with stochastic rounding, evaluated (and run in integers) to nearest.
+        (
+            "hadamrnn",
+            qornn::Activation::Modrelu,
+            ActRange::Calibrated,
+            stochastic,
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
@@ -207,6 +226,7 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
             act_bits: Some(8),
             act_bits_from: 200,
             act_range,
+            act_train_rounding,
             act_hidden_frac: None,
             act_hidden_cover: None,
             readout_bits: Some(4),

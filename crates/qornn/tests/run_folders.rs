@@ -25,16 +25,22 @@ fn metrics_without_time(dir: &std::path::Path) -> Vec<serde_json::Value> {
 /// every evaluation with an uninterrupted run: equal to the last bit.
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
-    for (model, range) in [
-        ("qornn-bjorck", qornn::quant::RangeRule::Max),
-        ("qornn-projunn-t", qornn::quant::RangeRule::Max),
-        ("qornn-bjorck", qornn::quant::RangeRule::Lsq),
+    use qornn::quant::activation::ActRounding;
+    for (model, range, act_bits) in [
+        ("qornn-bjorck", qornn::quant::RangeRule::Max, None),
+        ("qornn-projunn-t", qornn::quant::RangeRule::Max, None),
+        ("qornn-bjorck", qornn::quant::RangeRule::Lsq, None),
+        // Stochastic rounding of the hidden state draws by step: the resumed half too.
+        ("hadamrnn", qornn::quant::RangeRule::Max, Some(8)),
     ] {
         let config = Config {
             steps: 400,
             eval_every: 100,
             threads: 2,
             range,
+            act_bits,
+            act_bits_from: 100,
+            act_train_rounding: act_bits.map_or(ActRounding::Nearest, |_| ActRounding::Stochastic),
             ..small_copy(model, 4)
         };
         let whole = tempfile::tempdir().unwrap();

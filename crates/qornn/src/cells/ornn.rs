@@ -189,7 +189,7 @@ impl<T: Real> OrnnCell<T> {
                 let (done, next) = h.split_at_mut(s + 1);
                 p.w.project(z, n, (x_s, p.u), done[s], (&mut transformed, false));
                 match &p.hidden_quant {
-                    Some(q) => q.forward_rows(z, next[0], p.b, p.bm),
+                    Some(q) => q.forward_rows(z, next[0], p.b, p.bm, s * batch + rows.start),
                     None => activation.forward_rows(z, next[0], p.b, p.bm),
                 }
             }
@@ -304,7 +304,11 @@ impl<T: Real> OrnnCell<T> {
                     &dh[at]
                 };
                 match &p.hidden_quant {
-                    Some(q) => d_hidden_step += q.backward_rows(dz_s, z_s, dh_s, p.bm, (&mut db, &mut dbm)),
+                    Some(q) => {
+                        let grads = (&mut db[..], &mut dbm[..]);
+                        let first_row = s * batch + rows.start;
+                        d_hidden_step += q.backward_rows(dz_s, z_s, dh_s, p.bm, grads, first_row)
+                    }
                     None => {
                         let grads = BiasGrads {
                             b: &mut db,

@@ -11,7 +11,7 @@ use crate::init::Init;
 use crate::model::ModelSpec;
 use crate::optim::{OptimizerKind, Schedule};
 use crate::parametrisation::bjorck::BjorckConfig;
-use crate::quant::activation::{ActRange, HiddenStepStart};
+use crate::quant::activation::{ActRange, ActRounding, HiddenStepStart};
 use crate::quant::lsq::LsqInit;
 use crate::quant::Rounding;
 use crate::quant::{Granularity, Quantizer, RangeRule};
@@ -279,6 +279,11 @@ settings! {
     /// has the lowest loss on the batch where quantization starts, among the widest step
     /// that holds every state and the 8 finer ones; false: least squares.
     act_hidden_search: bool = false,
+    /// act_bits: how training rounds the hidden state: nearest (as the integer engine) or
+    /// stochastic (floor(z/s + r), r uniform in [0, 1) per unit, step and sequence: unbiased,
+    /// so the straight-through gradient is the expected code's). Evaluation and `qornn
+    /// quantize` round to nearest.
+    act_train_rounding: ActRounding = ActRounding::Nearest,
     /// The read-out V fake-quantized at R bits (2..=16) in training, with the paper's
     /// per-tensor quantizer and a straight-through gradient, as `qornn quantize
     /// --readout-bits R` stores it (its default then); unset: float V.

@@ -149,6 +149,9 @@ impl Config {
         if self.act_hidden_search && self.act_bits.is_none() {
             return Err(Error::config("act_hidden_search", "needs act_bits"));
         }
+        if self.act_train_rounding != ActRounding::Nearest && self.act_bits.is_none() {
+            return Err(Error::config("act_train_rounding", "needs act_bits"));
+        }
         let starts: Vec<&str> = [
             ("act_hidden_frac", self.act_hidden_frac.is_some()),
             ("act_hidden_cover", self.act_hidden_cover.is_some()),

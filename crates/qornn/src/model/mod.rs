@@ -63,6 +63,9 @@ pub struct Model {
     /// Whether the forward pass quantizes the activations (with `--act-bits`: from
     /// `act_bits_from` on; a loaded model does).
     pub quantize_activations: bool,
+    /// Stochastic rounding's key for the hidden state in this training step
+    /// (`act_train_rounding`); `None` rounds to nearest, as evaluation and the engine do.
+    pub dither: Option<u32>,
 }
 
 /// A quantized tensor and its learned step (LSQ), as indices into `Model::params`.
@@ -138,6 +141,7 @@ impl Model {
             embedding: position("embedding.weight"),
             hidden_step: position(activation::HIDDEN_STEP),
             quantize_activations: spec.act_bits.is_some(),
+            dither: None,
             learned_steps,
             grads: zeros_like(&params),
             used,

@@ -108,7 +108,9 @@ impl Model {
         let bits = self.act_bits_in_use()?;
         let log2_step = self.params[self.hidden_step?].data[0];
         let modrelu = self.spec.activation == Activation::Modrelu;
-        Some(HiddenQuantizer::new(bits, log2_step, modrelu))
+        let mut quantizer = HiddenQuantizer::new(bits, log2_step, modrelu);
+        quantizer.dither = self.dither;
+        Some(quantizer)
     }
 
     /// Starts the hidden state's step where `spec.act_hidden_start` says, from the float

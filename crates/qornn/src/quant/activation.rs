@@ -31,6 +31,14 @@
 //! straight-through gradient is the exact gradient of the same recurrence with each
 //! rounding's residual and each clamp held at its value: the finite-difference test in
 //! `tests/activation_quant.rs` checks it so, in `f64`.
+//!
+//! With `act_train_rounding = "stochastic"` training rounds `Z = floor(u + r)` instead, `r`
+//! uniform in `[0, 1)` and drawn per unit, time step, sequence and training step from a
+//! counter-based hash (`dither_offset`), so the backward pass and a resumed run draw the
+//! same `r`. `E[Z] = u`: the straight-through `dZ/du = 1` is then the exact derivative of
+//! the expected code (Gupta et al. 2015 train fixed-point networks so), where nearest
+//! rounding's is 0 almost everywhere. Evaluation, `qornn quantize` and the engine round to
+//! nearest.
 
 use crate::Real;
 use serde::{Deserialize, Serialize};
@@ -156,6 +164,44 @@ pub fn quantize_inputs(x: &[f32], bits: u32, out: &mut [f32]) -> i32 {
     frac
 }
 
+/// How training rounds the quantized hidden state (`act_train_rounding`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActRounding {
+    /// To nearest, as the integer engine rounds.
+    #[default]
+    Nearest,
+    /// Stochastic (`floor(u + r)`, `r` uniform in `[0, 1)`): unbiased, so the
+    /// straight-through gradient is the expected code's.
+    Stochastic,
+}
+
+/// SplitMix64's finaliser (Steele et al. 2014): a bijective mix of the 64 bits.
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Stochastic rounding's key for training step `step` of a run seeded `seed`.
+pub fn dither_key(seed: u64, step: u64) -> u32 {
+    (mix64(mix64(seed) ^ step) >> 32) as u32
+}
+
+/// The offset `r` in `[0, 1)` of stochastic rounding for the activation at `index` under
+/// `key`: the top 24 bits (exact in `f32`) of a 32-bit mix of the pair (C. Wellons'
+/// "lowbias32"), in 32-bit lanes so that the loops that draw it vectorise.
+#[inline(always)]
+pub fn dither_offset(key: u32, index: u32) -> f64 {
+    let mut x = key ^ index.wrapping_mul(0x9E37_79B9);
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7FEB_352D);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846C_A68B);
+    x ^= x >> 16;
+    (x >> 8) as f64 / (1u32 << 24) as f64
+}
+
 /// The fake quantizer of the hidden state at one step `s = 2^-f_h`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HiddenQuantizer<T> {
@@ -166,6 +212,8 @@ pub struct HiddenQuantizer<T> {
     pub hi: T,
     /// modReLU (signed codes, the bias `BM`), else ReLU.
     pub modrelu: bool,
+    /// Stochastic rounding's key (one per training step), else round to nearest.
+    pub dither: Option<u32>,
 }
 
 /// One unit's quantized activation.
@@ -192,6 +240,7 @@ impl<T: Real> HiddenQuantizer<T> {
             lo: T::of(lo as f64),
             hi: T::of(hi as f64),
             modrelu,
+            dither: None,
         }
     }
 
@@ -200,12 +249,14 @@ impl<T: Real> HiddenQuantizer<T> {
         -self.step.to_f64().expect("a finite step").log2().round() as i32
     }
 
+    /// The code of `z`, rounded as `floor(u + offset)`: `offset` 1/2 to nearest, `r` for
+    /// stochastic rounding.
     #[inline(always)]
-    fn code(&self, z: T, bm: T) -> Code<T> {
+    fn code(&self, z: T, bm: T, offset: T) -> Code<T> {
         let half = T::of(0.5);
         // z / s: exact, s being a power of two.
         let u = z * self.step.recip();
-        let rounded = floor(u + half);
+        let rounded = floor(u + offset);
         let sign = if rounded > T::zero() {
             T::one()
         } else if rounded < T::zero() {
@@ -242,36 +293,63 @@ impl<T: Real> HiddenQuantizer<T> {
         }
     }
 
-    /// `z += b`, then `h = q(act(z))`, over rows of `z, h: (rows, n)`.
-    pub fn forward_rows(&self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
+    /// `z += b`, then `h = q(act(z))`, over rows of `z, h: (rows, n)`; `first_row` is the
+    /// index of `z`'s first row among the batch's `(T, B)` rows (stochastic rounding draws
+    /// by it).
+    pub fn forward_rows(&self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T], first_row: usize) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
-            return unsafe { self.forward_rows_avx2(z, h, b, bm) };
+            return unsafe { self.forward_rows_avx2(z, h, b, bm, first_row) };
         }
-        self.forward_rows_any(z, h, b, bm)
+        self.forward_rows_any(z, h, b, bm, first_row)
     }
 
     /// `forward_rows` compiled for AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn forward_rows_avx2(&self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
-        self.forward_rows_any(z, h, b, bm)
+    unsafe fn forward_rows_avx2(
+        &self,
+        z: &mut [T],
+        h: &mut [T],
+        b: &[T],
+        bm: &[T],
+        first_row: usize,
+    ) {
+        self.forward_rows_any(z, h, b, bm, first_row)
     }
 
     #[inline(always)]
-    fn forward_rows_any(&self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T]) {
+    fn forward_rows_any(&self, z: &mut [T], h: &mut [T], b: &[T], bm: &[T], first_row: usize) {
+        match self.dither {
+            None => self.forward_rows_by(z, h, b, bm, nearest),
+            Some(key) => self.forward_rows_by(z, h, b, bm, stochastic(key, first_row, b.len())),
+        }
+    }
+
+    /// `forward_rows` with the rounding offset of each (row, unit) from `offset`.
+    #[inline(always)]
+    fn forward_rows_by(
+        &self,
+        z: &mut [T],
+        h: &mut [T],
+        b: &[T],
+        bm: &[T],
+        offset: impl Fn(usize, usize) -> T,
+    ) {
         let n = b.len();
-        for (row_h, row_z) in h.chunks_mut(n).zip(z.chunks_mut(n)) {
-            for (((hi, zi), &bi), &bmi) in row_h.iter_mut().zip(row_z).zip(b).zip(bm) {
+        for (r, (row_h, row_z)) in h.chunks_mut(n).zip(z.chunks_mut(n)).enumerate() {
+            let units = row_h.iter_mut().zip(row_z).zip(b).zip(bm).enumerate();
+            for (j, (((hi, zi), &bi), &bmi)) in units {
                 *zi += bi;
-                *hi = self.code(*zi, bmi).value * self.step;
+                *hi = self.code(*zi, bmi, offset(r, j)).value * self.step;
             }
         }
     }
 
     /// The straight-through backward over rows of `(rows, n)`: `dz = (dz + dh) dh/dz`, adding
-    /// into `db` and (modReLU) `dbm`; returns `sum (dz + dh) dh/ds`.
+    /// into `db` and (modReLU) `dbm`; returns `sum (dz + dh) dh/ds`. `first_row` as in
+    /// `forward_rows`.
     pub fn backward_rows(
         &self,
         dz: &mut [T],
@@ -279,13 +357,14 @@ impl<T: Real> HiddenQuantizer<T> {
         dh: &[T],
         bm: &[T],
         (db, dbm): (&mut [T], &mut [T]),
+        first_row: usize,
     ) -> T {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
-            return unsafe { self.backward_rows_avx2(dz, z, dh, bm, (db, dbm)) };
+            return unsafe { self.backward_rows_avx2(dz, z, dh, bm, (db, dbm), first_row) };
         }
-        self.backward_rows_any(dz, z, dh, bm, (db, dbm))
+        self.backward_rows_any(dz, z, dh, bm, (db, dbm), first_row)
     }
 
     /// `backward_rows` compiled for AVX2: 8 lanes where the baseline has 4.
@@ -298,8 +377,9 @@ impl<T: Real> HiddenQuantizer<T> {
         dh: &[T],
         bm: &[T],
         grads: (&mut [T], &mut [T]),
+        first_row: usize,
     ) -> T {
-        self.backward_rows_any(dz, z, dh, bm, grads)
+        self.backward_rows_any(dz, z, dh, bm, grads, first_row)
     }
 
     #[inline(always)]
@@ -310,11 +390,20 @@ impl<T: Real> HiddenQuantizer<T> {
         dh: &[T],
         bm: &[T],
         grads: (&mut [T], &mut [T]),
+        first_row: usize,
     ) -> T {
-        if self.modrelu {
-            self.backward_rows_with::<true>(dz, z, dh, bm, grads)
-        } else {
-            self.backward_rows_with::<false>(dz, z, dh, bm, grads)
+        let n = bm.len();
+        match (self.modrelu, self.dither) {
+            (true, None) => self.backward_rows_with::<true>(dz, z, dh, bm, grads, nearest),
+            (false, None) => self.backward_rows_with::<false>(dz, z, dh, bm, grads, nearest),
+            (true, Some(key)) => {
+                let offset = stochastic(key, first_row, n);
+                self.backward_rows_with::<true>(dz, z, dh, bm, grads, offset)
+            }
+            (false, Some(key)) => {
+                let offset = stochastic(key, first_row, n);
+                self.backward_rows_with::<false>(dz, z, dh, bm, grads, offset)
+            }
         }
     }
 
@@ -326,14 +415,16 @@ impl<T: Real> HiddenQuantizer<T> {
         dh: &[T],
         bm: &[T],
         (db, dbm): (&mut [T], &mut [T]),
+        offset: impl Fn(usize, usize) -> T,
     ) -> T {
         let n = bm.len();
         // `dh/ds` terms summed per unit, then over units: n independent sums vectorise.
         let mut d_step = vec![T::zero(); n];
-        for ((row_dz, row_z), row_dh) in dz.chunks_mut(n).zip(z.chunks(n)).zip(dh.chunks(n)) {
+        let rows = dz.chunks_mut(n).zip(z.chunks(n)).zip(dh.chunks(n));
+        for (r, ((row_dz, row_z), row_dh)) in rows.enumerate() {
             for j in 0..n {
                 let upstream = row_dz[j] + row_dh[j];
-                let code = self.code(row_z[j], bm[j]);
+                let code = self.code(row_z[j], bm[j], offset(r, j));
                 let through = upstream * code.inside;
                 row_dz[j] = through;
                 db[j] += through;
@@ -345,6 +436,20 @@ impl<T: Real> HiddenQuantizer<T> {
         }
         d_step.into_iter().fold(T::zero(), |sum, v| sum + v)
     }
+}
+
+/// Rounding to nearest's offset, 1/2 for every (row, unit).
+#[inline(always)]
+fn nearest<T: Real>(_row: usize, _unit: usize) -> T {
+    T::of(0.5)
+}
+
+/// Stochastic rounding's offsets `r` for rows that start at `first_row` of the batch's
+/// `(T, B)` rows of `n` units, by (row, unit) within them.
+#[inline(always)]
+fn stochastic<T: Real>(key: u32, first_row: usize, n: usize) -> impl Fn(usize, usize) -> T {
+    // A batch's (T, B, n) activations are indexed modulo 2^32.
+    move |row, unit| T::of(dither_offset(key, ((first_row + row) * n + unit) as u32))
 }
 
 /// `floor(x)` without a library call (`floor` is one on baseline x86-64, which stops the
@@ -384,19 +489,60 @@ mod tests {
         let relu = HiddenQuantizer::<f64>::new(4, -2.0, false); // s = 1/4, codes 0..=15
         let mut z = vec![0.125, -0.3, 1.1, 9.0, 0.374];
         let mut h = vec![0.0; 5];
-        relu.forward_rows(&mut z, &mut h, &[0.0; 5], &[0.0; 5]);
+        relu.forward_rows(&mut z, &mut h, &[0.0; 5], &[0.0; 5], 0);
         // 0.5 rounds up to 1; -1.2 to 0 (ReLU); 4.4 to 4; 36 saturates at 15; 1.496 to 1.
         assert_eq!(h, vec![0.25, 0.0, 1.0, 3.75, 0.25]);
         let modrelu = HiddenQuantizer::<f64>::new(4, -2.0, true); // codes -8..=7
         let mut z = vec![-0.9, 0.9, -5.0, 0.1];
         let mut h = vec![0.0; 4];
         // BM = round(-0.3 / 0.25) = -1: |Z| - 1; -20 saturates at -8.
-        modrelu.forward_rows(&mut z, &mut h, &[0.0; 4], &[-0.3; 4]);
+        modrelu.forward_rows(&mut z, &mut h, &[0.0; 4], &[-0.3; 4], 0);
         assert_eq!(h, vec![-0.75, 0.75, -2.0, 0.0]);
         assert_eq!(relu.fraction_bits(), 2);
         let mut x = vec![0.0f32; 4];
         assert_eq!(quantize_inputs(&[1.0, 0.5, 0.3, -1.0], 8, &mut x), 6);
         assert_eq!(x, vec![1.0, 0.5, 19.0 / 64.0, -1.0]);
+    }
+
+    /// Stochastic rounding: each code is floor(u) or floor(u) + 1, the same for the same key
+    /// and index, and their mean over keys is u (unbiased), where rounding to nearest is
+    /// off by up to 1/2 for every draw.
+    #[test]
+    fn stochastic_rounding_is_unbiased_and_reproducible() {
+        let mut q = HiddenQuantizer::<f64>::new(8, -4.0, true); // s = 1/16
+        let u_values = [0.3, -2.71, 5.5, 17.05];
+        let draws = 20_000;
+        for &u in &u_values {
+            let z = u / 16.0;
+            let mut sum = 0.0;
+            for step in 0..draws {
+                q.dither = Some(dither_key(7, step));
+                let (mut zz, mut h) = ([z], [0.0]);
+                q.forward_rows(&mut zz, &mut h, &[0.0], &[0.0], 3);
+                let code = h[0] * 16.0;
+                assert!(
+                    code == u.floor() || code == u.floor() + 1.0,
+                    "{u}: code {code}"
+                );
+                let (mut again, mut h_again) = ([z], [0.0]);
+                q.forward_rows(&mut again, &mut h_again, &[0.0], &[0.0], 3);
+                assert_eq!(h, h_again, "the same key draws the same code");
+                sum += code;
+            }
+            let mean = sum / draws as f64;
+            assert!((mean - u).abs() < 0.02, "{u}: mean code {mean}");
+        }
+        // Offsets differ by index and by key, and lie in [0, 1).
+        let offsets: Vec<f64> = (0..1000)
+            .map(|i| dither_offset(dither_key(1, 2), i))
+            .collect();
+        assert!(offsets.iter().all(|r| (0.0..1.0).contains(r)));
+        let mean = offsets.iter().sum::<f64>() / 1000.0;
+        assert!((mean - 0.5).abs() < 0.05, "mean offset {mean}");
+        assert_ne!(
+            dither_offset(dither_key(1, 2), 5),
+            dither_offset(dither_key(1, 3), 5)
+        );
     }
 
     /// The library-free floor equals `f32::floor` and `f64::floor` wherever it is exact,
