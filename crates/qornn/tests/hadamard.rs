@@ -7,6 +7,7 @@ mod common;
 use common::{ornn_cell_pass, run_cell};
 use faer::Par;
 use qornn::parametrisation::hadamard::{dense_into, hadamard_entry};
+use qornn::quant::activation::{dither_key, HiddenQuantizer};
 use qornn::*;
 use rand::{Rng, SeedableRng};
 use std::num::NonZeroUsize;
@@ -141,7 +142,8 @@ fn a_last_step_readout_reads_only_the_last_steps_gradient() {
 /// modReLU; the AVX2 kernels and the fastest, AVX-512F where the CPU has it) give the
 /// states and every gradient bit for bit as the pass per operation that they replace, with
 /// and without an input gradient (two step blocks of `dz` or all), a many-to-one read-out
-/// or one at every step, on 1 and 3 threads.
+/// or one at every step, on 1 and 3 threads; with the hidden state fake-quantized
+/// (`--act-bits`, to nearest and stochastically) the step's gradient too.
 #[test]
 fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
     let probe = [0.5f32; 16];
@@ -188,7 +190,24 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
             block,
         };
         assert!(w.has_fused_steps());
-        for activation in [Activation::Relu, Activation::Modrelu, Activation::Tanh] {
+        let quantizers = |modrelu: bool| {
+            // 6-bit codes of step 1/8: a range of +-4 (ReLU 0..8) that some states pass.
+            let nearest = HiddenQuantizer::<f32>::new(6, -3.0, modrelu);
+            let stochastic = HiddenQuantizer {
+                dither: Some(dither_key(5, 3)),
+                ..nearest
+            };
+            [None, Some(nearest), Some(stochastic)]
+        };
+        let cases = [Activation::Relu, Activation::Modrelu, Activation::Tanh]
+            .into_iter()
+            .flat_map(|a| match a {
+                Activation::Tanh => vec![(a, None)],
+                _ => quantizers(a == Activation::Modrelu)
+                    .map(|q| (a, q))
+                    .to_vec(),
+            });
+        for (activation, hidden_quant) in cases {
             for (last_only, with_dx) in [(false, false), (true, false), (false, true)] {
                 for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(3).unwrap())] {
                     let run = |kernel: FusedKernel| {
@@ -197,7 +216,7 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
                             u: &u,
                             b: &b,
                             bm: &bm,
-                            hidden_quant: None,
+                            hidden_quant,
                         };
                         let mut cell = OrnnCell::new(shape, activation)
                             .with_last_step_readout(last_only)
@@ -215,16 +234,19 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
                         };
                         cell.backward(&p, &x, &dh, &mut g, with_dx.then_some(&mut dx[..]), par);
                         let h = cell.outputs().to_vec();
-                        [h, dw, du, db, dbm, dx]
+                        [h, dw, du, db, dbm, dx, vec![d_step]]
                             .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
                     };
                     let unfused = run(FusedKernel::Unfused);
                     assert!(unfused[3].iter().any(|&b| b != 0), "db is all zero");
+                    if hidden_quant.is_some() {
+                        assert!(unfused[6][0] != 0, "the step's gradient is zero");
+                    }
                     for kernel in [FusedKernel::Avx2, FusedKernel::Fastest] {
                         assert_eq!(
                             run(kernel),
                             unfused,
-                            "{kernel:?} m {block} {activation:?} last only {last_only} dx {with_dx} {par:?}"
+                            "{kernel:?} m {block} {activation:?} {hidden_quant:?} last only {last_only} dx {with_dx} {par:?}"
                         );
                     }
                 }

@@ -7,7 +7,7 @@
 //! gradient, and `dU`'s, inside the loop.
 
 use crate::cells::recurrence::{
-    CellShape, FusedKernel, HadamardBackward, HadamardForward, InputShare, Recurrence,
+    CellShape, FusedKernel, FusedQuant, HadamardBackward, HadamardForward, InputShare, Recurrence,
 };
 use crate::cells::{
     add_column_sums, batch_parts, part_rows, project_input, run_parts, split_batch_rows, Rows,
@@ -104,11 +104,10 @@ impl<T: Real> OrnnCell<T> {
     }
 
     /// Whether the steps run fused: a structured `W` with fused steps
-    /// (`Recurrence::has_fused_steps`), float activations, not tanh.
+    /// (`Recurrence::has_fused_steps`), not tanh.
     fn fuses(&self, p: &CellParams<'_, T>) -> bool {
         self.fused != FusedKernel::Unfused
             && p.w.has_fused_steps()
-            && p.hidden_quant.is_none()
             && self.activation != Activation::Tanh
     }
 
@@ -172,6 +171,7 @@ impl<T: Real> OrnnCell<T> {
                         b: p.b,
                         bm: p.bm,
                         modrelu: activation == Activation::Modrelu,
+                        quant: p.hidden_quant.as_ref().map(|q| FusedQuant::new(q, s * batch + rows.start)),
                     }, kernel);
                 }
                 return;
@@ -244,6 +244,8 @@ impl<T: Real> OrnnCell<T> {
             // (The fused step keeps the transformed rows in registers and reads no zeros.)
             let mut transformed = vec![T::zero(); if fused { 0 } else { nb * n }];
             let mut d_hidden_step = T::zero();
+            let quantized_fused = fused && p.hidden_quant.is_some();
+            let mut d_step_units = vec![T::zero(); if quantized_fused { n } else { 0 }];
             let zeros = vec![T::zero(); if dh_last_only && !fused { nb * n } else { 0 }];
             let block = |s: usize| if streaming { s % 2 } else { s };
             for s in (0..steps).rev() {
@@ -268,10 +270,16 @@ impl<T: Real> OrnnCell<T> {
                         b: p.b,
                         bm: p.bm,
                         modrelu: activation == Activation::Modrelu,
+                        quant: p.hidden_quant.as_ref().map(|q| FusedQuant::new(q, s * batch + rows.start)),
                         d_scale: &mut d_scale,
                         db: &mut db,
                         dbm: &mut dbm,
+                        d_step: &mut d_step_units,
                     }, kernel);
+                    // The quantizer's step gradient of this step, summed over units as
+                    // `HiddenQuantizer::backward_rows` sums it.
+                    d_hidden_step += d_step_units.iter().fold(T::zero(), |sum, &v| sum + v);
+                    d_step_units.fill(T::zero());
                     if streaming {
                         add_input_gradient(&mut du, n, dz[block(s)], x_s);
                     }

@@ -5,7 +5,7 @@
 //! structured `W` is one variant here. Also the sizes every cell shares (`CellShape`).
 
 pub use crate::cells::hadamard_fused::{
-    FusedKernel, HadamardBackward, HadamardForward, InputShare,
+    FusedKernel, FusedQuant, HadamardBackward, HadamardForward, InputShare,
 };
 use crate::cells::{backprop_step, project_input, project_step};
 use crate::Real;

@@ -7,11 +7,14 @@
 //!   `dz_{t+1} W = (I ⊗ H_m)(s dz_{t+1})`, the activation's derivative, and the block's
 //!   share of `dL/ds`, `db` and `dbm`.
 //!
-//! The unfused path (`Recurrence::project`, `Activation::forward_rows`,
-//! `Recurrence::carry`, `Activation::backward_rows`, `Recurrence::accumulate_gradient`)
-//! makes one pass over the rows for each; these kernels do the same arithmetic, element by
-//! element in the same order, so their results are the same bit for bit (tested against
-//! that path).
+//! With the activations fake-quantized (`--act-bits`) the AVX2 kernels apply the hidden
+//! state's quantizer instead of the float activation (`quant.rs`).
+//!
+//! The unfused path (`Recurrence::project`, `Activation::forward_rows` or
+//! `HiddenQuantizer::forward_rows`, `Recurrence::carry`, their `backward_rows`,
+//! `Recurrence::accumulate_gradient`) makes one pass over the rows for each; these kernels
+//! do the same arithmetic, element by element in the same order, so their results are the
+//! same bit for bit (tested against that path).
 
 use super::recurrence::Recurrence;
 #[cfg(target_arch = "x86_64")]
@@ -22,6 +25,9 @@ use avx512::{backward_step_avx512, forward_step_avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod quant;
+
+pub use quant::FusedQuant;
 
 /// Which kernels run a Hadamard recurrence's fused steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,14 +54,16 @@ impl<T: Real> Recurrence<'_, T> {
 
     /// What a fused step by `kernel` (not `Unfused`) runs with, where
     /// [`Self::has_fused_steps`] (else it panics): the row scales as f32, the block, and
-    /// whether the kernel is the AVX-512 one (the CPU has it, `n` is a multiple of 16).
+    /// whether the kernel is the AVX-512 one (the CPU has it, `n` is a multiple of 16, and
+    /// the activations are not `quantized`: only the AVX2 kernels quantize).
     #[cfg(target_arch = "x86_64")]
-    fn fused_setup(&self, kernel: FusedKernel) -> (&[f32], usize, bool) {
+    fn fused_setup(&self, kernel: FusedKernel, quantized: bool) -> (&[f32], usize, bool) {
         assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
         let Recurrence::Hadamard { row_scale, block } = *self else {
             unreachable!("has_fused_steps: a Hadamard W")
         };
         let avx512 = kernel == FusedKernel::Fastest
+            && !quantized
             && row_scale.len().is_multiple_of(16)
             && std::arch::is_x86_feature_detected!("avx512f");
         (as_f32(row_scale), block, avx512)
@@ -68,7 +76,7 @@ impl<T: Real> Recurrence<'_, T> {
     pub fn forward_fused(&self, step: HadamardForward<'_, T>, kernel: FusedKernel) {
         #[cfg(target_arch = "x86_64")]
         {
-            let (scale, block, avx512) = self.fused_setup(kernel);
+            let (scale, block, avx512) = self.fused_setup(kernel, step.quant.is_some());
             let step = step.into_f32().expect("T is f32");
             // SAFETY: `has_fused_steps` found AVX2 (`register_block`), `fused_setup`
             // AVX-512F for the AVX-512 kernel.
@@ -91,7 +99,7 @@ impl<T: Real> Recurrence<'_, T> {
     pub fn backward_fused(&self, step: HadamardBackward<'_, T>, kernel: FusedKernel) {
         #[cfg(target_arch = "x86_64")]
         {
-            let (scale, block, avx512) = self.fused_setup(kernel);
+            let (scale, block, avx512) = self.fused_setup(kernel, step.quant.is_some());
             let step = step.into_f32().expect("T is f32");
             // SAFETY: as in `forward_fused`.
             unsafe {
@@ -186,10 +194,14 @@ pub struct HadamardBackward<'a, T> {
     pub b: &'a [T],
     pub bm: &'a [T],
     pub modrelu: bool,
-    /// This thread's sums, added into: `dL/ds`, `db`, `dbm` (`(n)` each).
+    /// The hidden state's quantizer, else the float activation.
+    pub quant: Option<FusedQuant>,
+    /// This thread's sums, added into: `dL/ds`, `db`, `dbm` (`(n)` each), and with `quant`
+    /// the `dh/ds` terms of the quantizer's step by unit (`(n)`; else empty).
     pub d_scale: &'a mut [T],
     pub db: &'a mut [T],
     pub dbm: &'a mut [T],
+    pub d_step: &'a mut [T],
 }
 
 impl<'a, T: Real> HadamardBackward<'a, T> {
@@ -206,6 +218,7 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
         );
         assert!(self.b.len() == n && self.bm.len() == n);
         assert!(self.d_scale.len() >= n && self.db.len() == n && self.dbm.len() == n);
+        assert!(self.quant.is_none() || (self.d_step.len() == n && lanes == 8));
     }
 
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
@@ -221,9 +234,11 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
             b: as_f32(self.b),
             bm: as_f32(self.bm),
             modrelu: self.modrelu,
+            quant: self.quant,
             d_scale: as_f32_mut(self.d_scale)?,
             db: as_f32_mut(self.db)?,
             dbm: as_f32_mut(self.dbm)?,
+            d_step: as_f32_mut(self.d_step)?,
         })
     }
 }
@@ -310,10 +325,35 @@ pub(super) unsafe fn backward_step_avx2(
                     None => zero,
                 };
                 let upstream = _mm256_add_ps(carry_k, dh);
+                let bm = step
+                    .modrelu
+                    .then(|| _mm256_loadu_ps(step.bm.as_ptr().add(unit)));
+                // The quantizer's straight-through backward (`HiddenQuantizer::backward_rows`).
+                if let Some(q) = &step.quant {
+                    let code = quant::code_lanes(q, z, bm, quant::offsets(q, row / n, unit, n));
+                    let through = _mm256_mul_ps(upstream, code.inside);
+                    _mm256_storeu_ps(step.dz.as_mut_ptr().add(at), through);
+                    let db_p = step.db.as_mut_ptr().add(unit);
+                    _mm256_storeu_ps(db_p, _mm256_add_ps(_mm256_loadu_ps(db_p), through));
+                    if step.modrelu {
+                        let dbm_p = step.dbm.as_mut_ptr().add(unit);
+                        let d_bm = _mm256_mul_ps(through, code.sign);
+                        _mm256_storeu_ps(dbm_p, _mm256_add_ps(_mm256_loadu_ps(dbm_p), d_bm));
+                    }
+                    let d_step_p = step.d_step.as_mut_ptr().add(unit);
+                    let term = _mm256_add_ps(
+                        _mm256_mul_ps(through, code.residual),
+                        _mm256_mul_ps(_mm256_mul_ps(upstream, code.clamped), code.value),
+                    );
+                    _mm256_storeu_ps(d_step_p, _mm256_add_ps(_mm256_loadu_ps(d_step_p), term));
+                    let ds_p = step.d_scale.as_mut_ptr().add(unit);
+                    let ds = _mm256_add_ps(_mm256_loadu_ps(ds_p), _mm256_mul_ps(through, t_k));
+                    _mm256_storeu_ps(ds_p, ds);
+                    continue;
+                }
                 // `Activation::eval`'s derivatives: ReLU 1 where z > 0; modReLU, where
                 // |z| + bm > 0, sign(z)^2 and (for bm) sign(z); 0 elsewhere.
-                let dact = if step.modrelu {
-                    let bm = _mm256_loadu_ps(step.bm.as_ptr().add(unit));
+                let dact = if let Some(bm) = bm {
                     let (sign, _, alive) = modrelu_lanes_avx2(z, bm);
                     let dbm_p = step.dbm.as_mut_ptr().add(unit);
                     let d_bm = _mm256_mul_ps(upstream, _mm256_and_ps(alive, sign));
@@ -363,6 +403,8 @@ pub struct HadamardForward<'a, T> {
     pub b: &'a [T],
     pub bm: &'a [T],
     pub modrelu: bool,
+    /// The hidden state's quantizer, else the float activation.
+    pub quant: Option<FusedQuant>,
 }
 
 impl<'a, T: Real> HadamardForward<'a, T> {
@@ -375,6 +417,7 @@ impl<'a, T: Real> HadamardForward<'a, T> {
         assert!(self.h_prev.len() == len);
         self.input.check(len, n);
         assert!(self.h_kept.len() == len && self.b.len() == n && self.bm.len() == n);
+        assert!(self.quant.is_none() || lanes == 8);
     }
 
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
@@ -389,6 +432,7 @@ impl<'a, T: Real> HadamardForward<'a, T> {
             b: as_f32(self.b),
             bm: as_f32(self.bm),
             modrelu: self.modrelu,
+            quant: self.quant,
         })
     }
 }
@@ -429,10 +473,15 @@ pub(super) unsafe fn forward_step_avx2(
                     _mm256_mul_ps(_mm256_loadu_ps(row_scale.as_ptr().add(unit)), t_k),
                 );
                 let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));
+                let bm = step
+                    .modrelu
+                    .then(|| _mm256_loadu_ps(step.bm.as_ptr().add(unit)));
                 // `Activation::eval`: ReLU z where z > 0; modReLU sign(z) (|z| + bm) where
-                // |z| + bm > 0; 0 elsewhere.
-                let h = if step.modrelu {
-                    let bm = _mm256_loadu_ps(step.bm.as_ptr().add(unit));
+                // |z| + bm > 0; 0 elsewhere. Quantized: the code times the step.
+                let h = if let Some(q) = &step.quant {
+                    let code = quant::code_lanes(q, z, bm, quant::offsets(q, r, unit, n));
+                    _mm256_mul_ps(code.value, _mm256_set1_ps(q.step))
+                } else if let Some(bm) = bm {
                     let (sign, m, alive) = modrelu_lanes_avx2(z, bm);
                     _mm256_and_ps(alive, _mm256_mul_ps(sign, m))
                 } else {

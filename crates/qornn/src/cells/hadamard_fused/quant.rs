@@ -1,0 +1,151 @@
+//! The hidden state's fake quantizer (`quant::activation::HiddenQuantizer`, `--act-bits`) in
+//! the fused steps' AVX2 lanes: the same operations as its `code`, element by element, so
+//! the same bits (stochastic rounding's offsets included).
+
+use crate::quant::activation::HiddenQuantizer;
+use crate::Real;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// A fused step's quantizer: the step `s`, the codes' range, stochastic rounding's key, and
+/// the index of the step's first row among the batch's `(T, B)` rows (the offsets' index).
+#[derive(Clone, Copy, Debug)]
+pub struct FusedQuant {
+    pub step: f32,
+    pub lo: f32,
+    pub hi: f32,
+    pub dither: Option<u32>,
+    pub first_row: usize,
+}
+
+impl FusedQuant {
+    /// `q` for the rows from `first_row` on.
+    pub fn new<T: Real>(q: &HiddenQuantizer<T>, first_row: usize) -> Self {
+        let f = |v: T| v.to_f64().expect("a finite quantizer") as f32;
+        Self {
+            step: f(q.step),
+            lo: f(q.lo),
+            hi: f(q.hi),
+            dither: q.dither,
+            first_row,
+        }
+    }
+}
+
+/// One vector of units' codes (`HiddenQuantizer::code`'s `Code`).
+#[cfg(target_arch = "x86_64")]
+pub(super) struct CodeLanes {
+    pub value: __m256,
+    pub inside: __m256,
+    pub clamped: __m256,
+    pub sign: __m256,
+    pub residual: __m256,
+}
+
+/// `quant::activation::floor` in lanes: `(x + 1.5 2^23) - 1.5 2^23`, one down where that
+/// rounded up, and `x` itself from `|x| >= 2^22` on.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn floor_lanes(x: __m256) -> __m256 {
+    let magic = _mm256_set1_ps(1.5 / f32::EPSILON);
+    let nearest = _mm256_sub_ps(_mm256_add_ps(x, magic), magic);
+    let above = _mm256_cmp_ps::<_CMP_GT_OQ>(nearest, x);
+    let below = _mm256_sub_ps(nearest, _mm256_and_ps(above, _mm256_set1_ps(1.0)));
+    let abs = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX)));
+    let exact = _mm256_cmp_ps::<_CMP_LT_OQ>(abs, _mm256_mul_ps(magic, _mm256_set1_ps(1.0 / 3.0)));
+    _mm256_blendv_ps(x, below, exact)
+}
+
+/// The rounding offsets of units `unit..unit + 8` of row `row` (counted from the step's
+/// first row) of `n` units: 1/2, or `quant::activation::dither_offset` in 32-bit lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn offsets(q: &FusedQuant, row: usize, unit: usize, n: usize) -> __m256 {
+    let Some(key) = q.dither else {
+        return _mm256_set1_ps(0.5);
+    };
+    let first = ((q.first_row + row) * n + unit) as u32;
+    let index = _mm256_add_epi32(
+        _mm256_set1_epi32(first as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    let golden = _mm256_set1_epi32(0x9E37_79B9_u32 as i32);
+    let mut x = _mm256_xor_si256(
+        _mm256_set1_epi32(key as i32),
+        _mm256_mullo_epi32(index, golden),
+    );
+    x = _mm256_xor_si256(x, _mm256_srli_epi32::<16>(x));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7FEB_352D));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32::<15>(x));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x846C_A68B_u32 as i32));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32::<16>(x));
+    let top = _mm256_cvtepi32_ps(_mm256_srli_epi32::<8>(x));
+    _mm256_mul_ps(top, _mm256_set1_ps(1.0 / (1u32 << 24) as f32))
+}
+
+/// `HiddenQuantizer::code` of `z` (bias added) in lanes, with modReLU's `bm` (else ReLU)
+/// and the rounding `offset`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn code_lanes(
+    q: &FusedQuant,
+    z: __m256,
+    bm: Option<__m256>,
+    offset: __m256,
+) -> CodeLanes {
+    let (zero, one, half) = (
+        _mm256_setzero_ps(),
+        _mm256_set1_ps(1.0),
+        _mm256_set1_ps(0.5),
+    );
+    let magnitude_bits = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let recip = _mm256_set1_ps(q.step.recip());
+    let u = _mm256_mul_ps(z, recip);
+    let rounded = floor_lanes(_mm256_add_ps(u, offset));
+    let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(rounded, zero);
+    let negative = _mm256_cmp_ps::<_CMP_LT_OQ>(rounded, zero);
+    let sign = _mm256_or_ps(
+        _mm256_and_ps(positive, one),
+        _mm256_and_ps(negative, _mm256_set1_ps(-1.0)),
+    );
+    let (a, bias_residual) = match bm {
+        Some(bm) => {
+            let bm_scaled = _mm256_mul_ps(bm, recip);
+            // Half away from zero: floor(|b| + 1/2) with b's sign bit.
+            let magnitude = floor_lanes(_mm256_add_ps(
+                _mm256_and_ps(bm_scaled, magnitude_bits),
+                half,
+            ));
+            let sign_bit = _mm256_andnot_ps(magnitude_bits, bm_scaled);
+            let bm_code = _mm256_or_ps(magnitude, sign_bit);
+            let m = _mm256_add_ps(_mm256_and_ps(rounded, magnitude_bits), bm_code);
+            let alive = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
+            let a = _mm256_and_ps(alive, _mm256_mul_ps(sign, m));
+            (a, _mm256_sub_ps(bm_code, bm_scaled))
+        }
+        // `rounded.max(0)`: `rounded` is never NaN or -0 here.
+        None => (_mm256_max_ps(rounded, zero), zero),
+    };
+    let (lo, hi) = (_mm256_set1_ps(q.lo), _mm256_set1_ps(q.hi));
+    let nonzero = _mm256_and_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(a, zero), one);
+    let outside = _mm256_and_ps(
+        _mm256_or_ps(
+            _mm256_cmp_ps::<_CMP_GT_OQ>(a, hi),
+            _mm256_cmp_ps::<_CMP_LT_OQ>(a, lo),
+        ),
+        one,
+    );
+    CodeLanes {
+        value: _mm256_min_ps(_mm256_max_ps(a, lo), hi),
+        inside: _mm256_mul_ps(nonzero, _mm256_sub_ps(one, outside)),
+        clamped: _mm256_mul_ps(nonzero, outside),
+        sign,
+        residual: _mm256_add_ps(
+            _mm256_sub_ps(rounded, u),
+            _mm256_mul_ps(sign, bias_residual),
+        ),
+    }
+}
