@@ -249,11 +249,19 @@ impl<T: Real> HiddenQuantizer<T> {
         -self.step.to_f64().expect("a finite step").log2().round() as i32
     }
 
+    /// modReLU's bias in codes, `BM = round(bm / s)` (half away from zero, as the integer
+    /// model's conversion rounds it), and its residual `BM - bm / s`.
+    #[inline(always)]
+    pub fn bias_code(&self, bm: T) -> (T, T) {
+        let bm_scaled = bm * self.step.recip();
+        let bm_code = floor(bm_scaled.abs() + T::of(0.5)).copysign(bm_scaled);
+        (bm_code, bm_code - bm_scaled)
+    }
+
     /// The code of `z`, rounded as `floor(u + offset)`: `offset` 1/2 to nearest, `r` for
     /// stochastic rounding.
     #[inline(always)]
     fn code(&self, z: T, bm: T, offset: T) -> Code<T> {
-        let half = T::of(0.5);
         // z / s: exact, s being a power of two.
         let u = z * self.step.recip();
         let rounded = floor(u + offset);
@@ -265,16 +273,14 @@ impl<T: Real> HiddenQuantizer<T> {
             T::zero()
         };
         let (a, bias_residual) = if self.modrelu {
-            let bm_scaled = bm * self.step.recip();
-            // Half away from zero, as the integer model's conversion rounds it.
-            let bm_code = floor(bm_scaled.abs() + half).copysign(bm_scaled);
+            let (bm_code, bias_residual) = self.bias_code(bm);
             let magnitude = rounded.abs() + bm_code;
             let a = if magnitude > T::zero() {
                 sign * magnitude
             } else {
                 T::zero()
             };
-            (a, bm_code - bm_scaled)
+            (a, bias_residual)
         } else {
             (rounded.max(T::zero()), T::zero())
         };

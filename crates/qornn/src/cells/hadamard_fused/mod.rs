@@ -286,6 +286,11 @@ pub(super) unsafe fn backward_step_avx2(
     step.check(n, width, 8);
     let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
     let halves = if width == 16 { 2 } else { 1 };
+    // modReLU's bias codes, where quantized (`FusedQuant::bias_codes`).
+    let bias_codes = match &step.quant {
+        Some(q) if step.modrelu => q.bias_codes(step.bm),
+        _ => Vec::new(),
+    };
     for row in (0..len).step_by(n) {
         for block in (0..n).step_by(width) {
             let (at, unit) = (row + block, block);
@@ -330,7 +335,8 @@ pub(super) unsafe fn backward_step_avx2(
                     .then(|| _mm256_loadu_ps(step.bm.as_ptr().add(unit)));
                 // The quantizer's straight-through backward (`HiddenQuantizer::backward_rows`).
                 if let Some(q) = &step.quant {
-                    let code = quant::code_lanes(q, z, bm, quant::offsets(q, row / n, unit, n));
+                    let bias = step.modrelu.then(|| bias_codes.as_ptr().add(2 * unit));
+                    let code = quant::code_lanes(q, z, bias, quant::offsets(q, row / n, unit, n));
                     let through = _mm256_mul_ps(upstream, code.inside);
                     _mm256_storeu_ps(step.dz.as_mut_ptr().add(at), through);
                     let db_p = step.db.as_mut_ptr().add(unit);
@@ -455,6 +461,11 @@ pub(super) unsafe fn forward_step_avx2(
     step.check(n, width, 8);
     let stream = streams(step.h_kept);
     let halves = if width == 16 { 2 } else { 1 };
+    // modReLU's bias codes, where quantized (`FusedQuant::bias_codes`).
+    let bias_codes = match &step.quant {
+        Some(q) if step.modrelu => q.bias_codes(step.bm),
+        _ => Vec::new(),
+    };
     for (r, row) in (0..len).step_by(n).enumerate() {
         for block in (0..n).step_by(width) {
             let at = row + block;
@@ -479,8 +490,9 @@ pub(super) unsafe fn forward_step_avx2(
                 // `Activation::eval`: ReLU z where z > 0; modReLU sign(z) (|z| + bm) where
                 // |z| + bm > 0; 0 elsewhere. Quantized: the code times the step.
                 let h = if let Some(q) = &step.quant {
-                    let code = quant::code_lanes(q, z, bm, quant::offsets(q, r, unit, n));
-                    _mm256_mul_ps(code.value, _mm256_set1_ps(q.step))
+                    let bias = step.modrelu.then(|| bias_codes.as_ptr().add(2 * unit));
+                    let code = quant::code_lanes(q, z, bias, quant::offsets(q, r, unit, n));
+                    _mm256_mul_ps(code.value, _mm256_set1_ps(q.q.step))
                 } else if let Some(bm) = bm {
                     let (sign, m, alive) = modrelu_lanes_avx2(z, bm);
                     _mm256_and_ps(alive, _mm256_mul_ps(sign, m))

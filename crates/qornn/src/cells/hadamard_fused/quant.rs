@@ -7,14 +7,11 @@ use crate::Real;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// A fused step's quantizer: the step `s`, the codes' range, stochastic rounding's key, and
-/// the index of the step's first row among the batch's `(T, B)` rows (the offsets' index).
+/// A fused step's quantizer and the index of the step's first row among the batch's
+/// `(T, B)` rows (stochastic rounding's offsets are drawn by it).
 #[derive(Clone, Copy, Debug)]
 pub struct FusedQuant {
-    pub step: f32,
-    pub lo: f32,
-    pub hi: f32,
-    pub dither: Option<u32>,
+    pub q: HiddenQuantizer<f32>,
     pub first_row: usize,
 }
 
@@ -22,13 +19,27 @@ impl FusedQuant {
     /// `q` for the rows from `first_row` on.
     pub fn new<T: Real>(q: &HiddenQuantizer<T>, first_row: usize) -> Self {
         let f = |v: T| v.to_f64().expect("a finite quantizer") as f32;
-        Self {
+        let q = HiddenQuantizer {
             step: f(q.step),
             lo: f(q.lo),
             hi: f(q.hi),
+            modrelu: q.modrelu,
             dither: q.dither,
-            first_row,
+        };
+        Self { q, first_row }
+    }
+
+    /// modReLU's bias codes and their residuals by unit (`HiddenQuantizer::bias_code`),
+    /// `(BM_i, BM_i - bm_i / s)` interleaved by vector of 8: the same for every row of a
+    /// step, so taken once a step.
+    pub(super) fn bias_codes(&self, bm: &[f32]) -> Vec<f32> {
+        let mut codes = vec![0.0; 2 * bm.len()];
+        for (chunk, out) in bm.chunks(8).zip(codes.chunks_mut(16)) {
+            for (j, &b) in chunk.iter().enumerate() {
+                (out[j], out[8 + j]) = self.q.bias_code(b);
+            }
         }
+        codes
     }
 }
 
@@ -62,11 +73,11 @@ fn floor_lanes(x: __m256) -> __m256 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn offsets(q: &FusedQuant, row: usize, unit: usize, n: usize) -> __m256 {
-    let Some(key) = q.dither else {
+pub(super) fn offsets(fq: &FusedQuant, row: usize, unit: usize, n: usize) -> __m256 {
+    let Some(key) = fq.q.dither else {
         return _mm256_set1_ps(0.5);
     };
-    let first = ((q.first_row + row) * n + unit) as u32;
+    let first = ((fq.first_row + row) * n + unit) as u32;
     let index = _mm256_add_epi32(
         _mm256_set1_epi32(first as i32),
         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
@@ -85,25 +96,24 @@ pub(super) fn offsets(q: &FusedQuant, row: usize, unit: usize, n: usize) -> __m2
     _mm256_mul_ps(top, _mm256_set1_ps(1.0 / (1u32 << 24) as f32))
 }
 
-/// `HiddenQuantizer::code` of `z` (bias added) in lanes, with modReLU's `bm` (else ReLU)
-/// and the rounding `offset`.
+/// `HiddenQuantizer::code` of `z` (bias added) in lanes: modReLU with the units' bias codes
+/// `bias` (at `FusedQuant::bias_codes`'s vector for these units), else ReLU, rounded with
+/// `offset`.
+///
+/// # Safety
+/// `bias`, where given, has 16 values to read.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn code_lanes(
-    q: &FusedQuant,
+pub(super) unsafe fn code_lanes(
+    fq: &FusedQuant,
     z: __m256,
-    bm: Option<__m256>,
+    bias: Option<*const f32>,
     offset: __m256,
 ) -> CodeLanes {
-    let (zero, one, half) = (
-        _mm256_setzero_ps(),
-        _mm256_set1_ps(1.0),
-        _mm256_set1_ps(0.5),
-    );
+    let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
     let magnitude_bits = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-    let recip = _mm256_set1_ps(q.step.recip());
-    let u = _mm256_mul_ps(z, recip);
+    let u = _mm256_mul_ps(z, _mm256_set1_ps(fq.q.step.recip()));
     let rounded = floor_lanes(_mm256_add_ps(u, offset));
     let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(rounded, zero);
     let negative = _mm256_cmp_ps::<_CMP_LT_OQ>(rounded, zero);
@@ -111,25 +121,18 @@ pub(super) fn code_lanes(
         _mm256_and_ps(positive, one),
         _mm256_and_ps(negative, _mm256_set1_ps(-1.0)),
     );
-    let (a, bias_residual) = match bm {
-        Some(bm) => {
-            let bm_scaled = _mm256_mul_ps(bm, recip);
-            // Half away from zero: floor(|b| + 1/2) with b's sign bit.
-            let magnitude = floor_lanes(_mm256_add_ps(
-                _mm256_and_ps(bm_scaled, magnitude_bits),
-                half,
-            ));
-            let sign_bit = _mm256_andnot_ps(magnitude_bits, bm_scaled);
-            let bm_code = _mm256_or_ps(magnitude, sign_bit);
+    let (a, bias_residual) = match bias {
+        Some(bias) => {
+            let bm_code = _mm256_loadu_ps(bias);
             let m = _mm256_add_ps(_mm256_and_ps(rounded, magnitude_bits), bm_code);
             let alive = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
             let a = _mm256_and_ps(alive, _mm256_mul_ps(sign, m));
-            (a, _mm256_sub_ps(bm_code, bm_scaled))
+            (a, _mm256_loadu_ps(bias.add(8)))
         }
         // `rounded.max(0)`: `rounded` is never NaN or -0 here.
         None => (_mm256_max_ps(rounded, zero), zero),
     };
-    let (lo, hi) = (_mm256_set1_ps(q.lo), _mm256_set1_ps(q.hi));
+    let (lo, hi) = (_mm256_set1_ps(fq.q.lo), _mm256_set1_ps(fq.q.hi));
     let nonzero = _mm256_and_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(a, zero), one);
     let outside = _mm256_and_ps(
         _mm256_or_ps(
