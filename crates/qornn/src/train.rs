@@ -404,6 +404,8 @@ impl Trainer {
         }
         self.model.parametrise(false, self.par);
         self.model.quantize_activations = quantized_activations;
+        // Evaluation rounds to nearest, as the engine does, whatever a stopped step left.
+        self.model.dither = None;
         let batches = if test { &self.test } else { &self.validation };
         let carried = self.carried_state.as_ref().map(Vec::len);
         evaluate(
