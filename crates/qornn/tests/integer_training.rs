@@ -192,33 +192,15 @@ fn hadamard_and_learned_step_models_run_in_integers() {
 #[test]
 fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
     use qornn::quant::activation::{ActRange, ActRounding, HIDDEN_STEP};
-    let (nearest, stochastic) = (ActRounding::Nearest, ActRounding::Stochastic);
+    use qornn::Activation::{Modrelu, Relu};
+    use ActRange::{Calibrated, Learned};
+    use ActRounding::{Nearest, Stochastic};
     for (model, act, act_range, act_train_rounding) in [
-        (
-            "qornn-bjorck",
-            qornn::Activation::Modrelu,
-            ActRange::Calibrated,
-            nearest,
-        ),
-        (
-            "hadamrnn",
-            qornn::Activation::Modrelu,
-            ActRange::Learned,
-            nearest,
-        ),
-        (
-            "qornn-bjorck",
-            qornn::Activation::Relu,
-            ActRange::Learned,
-            nearest,
-        ),
+        ("qornn-bjorck", Modrelu, Calibrated, Nearest),
+        ("hadamrnn", Modrelu, Learned, Nearest),
+        ("qornn-bjorck", Relu, Learned, Nearest),
         // Trained with stochastic rounding, evaluated (and run in integers) to nearest.
-        (
-            "hadamrnn",
-            qornn::Activation::Modrelu,
-            ActRange::Calibrated,
-            stochastic,
-        ),
+        ("hadamrnn", Modrelu, Calibrated, Stochastic),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
