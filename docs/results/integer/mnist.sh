@@ -241,6 +241,17 @@ config_row pmnist-block-hadamrnn-4b-a12-100ep 2
 qat_epochs=3
 fine_tune pmnist-block-hadamrnn-4b-a12-100ep-a8-f5-frozen-3ep pmnist 8 \
     pmnist-block-hadamrnn-4b-a12-100ep --act-hidden-frac 5 --freeze-recurrent-at 0 --lr-gamma 0.5
+# Stochastic rounding in training (--act-train-rounding stochastic): the +-4 recipe's three
+# A = 8 epochs with W held (seed 1), and the config's 10 epochs at A = 8 from the start with
+# the step 2^-5, against the same rounded to nearest.
+qat_epochs=3
+fine_tune pmnist-block-hadamrnn-4b-a12-f9-scratch-a8-f5-frozen-3ep-stochastic pmnist 8 \
+    pmnist-block-hadamrnn-4b-a12-f9-scratch --act-hidden-frac 5 --freeze-recurrent-at 0 \
+    --lr-gamma 0.5 --act-train-rounding stochastic
+qat_epochs=1
+fine_tune pmnist-block-hadamrnn-4b-a8-f5-scratch pmnist 8 - --act-hidden-frac 5
+fine_tune pmnist-block-hadamrnn-4b-a8-f5-scratch-stochastic pmnist 8 - --act-hidden-frac 5 \
+    --act-train-rounding stochastic
 # The float model over three seeds (seed 1 is pmnist-block-hadamrnn-4b-10ep above): the
 # accuracy the A = 8 rows are held against; kept beside the rows, not rows themselves.
 for seed in 2 3; do
