@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes docs/results/speed.md from its template (page.md here) and the measurements kept
 # beside it (compare.md: `bench/compare.sh`'s output with the machine named; integer.md:
-# `bench/integer-speed.sh`'s).
+# `bench/integer-speed.sh`'s; act-bits.md: `bench/act-bits-speed.sh`'s).
 #   docs/results/speed/make.sh           the page, from the kept measurement
 #   docs/results/speed/make.sh --rerun MNIST_DIR   first measures again on this machine: the
 #                                        training step (PyTorch and numpy needed) and the
@@ -20,6 +20,7 @@ if [[ ${1:-} == --rerun ]]; then
     } > "$here/compare.md"
     bench/integer-speed.sh "$data" > "$here/integer.md.new"
     mv "$here/integer.md.new" "$here/integer.md"
+    bench/act-bits-speed.sh > "$here/act-bits.md"
 fi
 python3 bench/fill_page.py "$here/page.md" > docs/results/speed.md
 echo "wrote docs/results/speed.md"
