@@ -305,7 +305,7 @@ impl Trainer {
         }
         // Stochastic rounding draws anew each step, the same on a resumed run.
         self.model.dither = (self.config.act_train_rounding == ActRounding::Stochastic)
-            .then(|| activation::dither_key(self.config.seed, self.step));
+            .then(|| crate::quant::dither::dither_key(self.config.seed, self.step));
         let t1 = Instant::now();
         let mut loss = self.model.forward(ws, &batch, self.par);
         if let (Some(teacher), Targets::Classes(labels)) = (&mut self.teacher, &batch.targets) {

@@ -12,7 +12,8 @@
 mod common;
 
 use faer::Par;
-use qornn::quant::activation::{dither_key, dither_offset, HiddenQuantizer};
+use qornn::quant::activation::HiddenQuantizer;
+use qornn::quant::dither::{dither_key, dither_offset};
 use qornn::{Activation, CellParams, CellShape, OrnnCell, Recurrence};
 use rand::{Rng, SeedableRng};
 

@@ -34,12 +34,13 @@
 //!
 //! With `act_train_rounding = "stochastic"` training rounds `Z = floor(u + r)` instead, `r`
 //! uniform in `[0, 1)` and drawn per unit, time step, sequence and training step from a
-//! counter-based hash (`dither_offset`), so the backward pass and a resumed run draw the
+//! counter-based hash (`quant::dither`), so the backward pass and a resumed run draw the
 //! same `r`. `E[Z] = u`: the straight-through `dZ/du = 1` is then the exact derivative of
 //! the expected code (Gupta et al. 2015 train fixed-point networks so), where nearest
 //! rounding's is 0 almost everywhere. Evaluation, `qornn quantize` and the engine round to
 //! nearest.
 
+use super::dither::dither_offset;
 use crate::Real;
 use serde::{Deserialize, Serialize};
 
@@ -174,32 +175,6 @@ pub enum ActRounding {
     /// Stochastic (`floor(u + r)`, `r` uniform in `[0, 1)`): unbiased, so the
     /// straight-through gradient is the expected code's.
     Stochastic,
-}
-
-/// SplitMix64's finaliser (Steele et al. 2014): a bijective mix of the 64 bits.
-fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// Stochastic rounding's key for training step `step` of a run seeded `seed`.
-pub fn dither_key(seed: u64, step: u64) -> u32 {
-    (mix64(mix64(seed) ^ step) >> 32) as u32
-}
-
-/// The offset `r` in `[0, 1)` of stochastic rounding for the activation at `index` under
-/// `key`: the top 24 bits (exact in `f32`) of a 32-bit mix of the pair (C. Wellons'
-/// "lowbias32"), in 32-bit lanes so that the loops that draw it vectorise.
-#[inline(always)]
-pub fn dither_offset(key: u32, index: u32) -> f64 {
-    let mut x = key ^ index.wrapping_mul(0x9E37_79B9);
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7FEB_352D);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846C_A68B);
-    x ^= x >> 16;
-    (x >> 8) as f64 / (1u32 << 24) as f64
 }
 
 /// The fake quantizer of the hidden state at one step `s = 2^-f_h`.
@@ -487,6 +462,7 @@ pub fn step_gradient_scale(count: usize, bits: u32, modrelu: bool) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::dither::dither_key;
 
     /// The forward follows the engine's rules: round half up, modReLU's integer bias, the
     /// clamps; the input rule rounds and saturates.
@@ -538,17 +514,6 @@ mod tests {
             let mean = sum / draws as f64;
             assert!((mean - u).abs() < 0.02, "{u}: mean code {mean}");
         }
-        // Offsets differ by index and by key, and lie in [0, 1).
-        let offsets: Vec<f64> = (0..1000)
-            .map(|i| dither_offset(dither_key(1, 2), i))
-            .collect();
-        assert!(offsets.iter().all(|r| (0.0..1.0).contains(r)));
-        let mean = offsets.iter().sum::<f64>() / 1000.0;
-        assert!((mean - 0.5).abs() < 0.05, "mean offset {mean}");
-        assert_ne!(
-            dither_offset(dither_key(1, 2), 5),
-            dither_offset(dither_key(1, 3), 5)
-        );
     }
 
     /// The library-free floor equals `f32::floor` and `f64::floor` wherever it is exact,

@@ -12,6 +12,7 @@
 //! (straight-through estimator), so the backward of a quantized tensor is a no-op.
 
 pub mod activation;
+pub mod dither;
 
 use crate::Real;
 use serde::{Deserialize, Serialize};

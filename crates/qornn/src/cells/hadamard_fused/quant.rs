@@ -69,7 +69,7 @@ fn floor_lanes(x: __m256) -> __m256 {
 }
 
 /// The rounding offsets of units `unit..unit + 8` of row `row` (counted from the step's
-/// first row) of `n` units: 1/2, or `quant::activation::dither_offset` in 32-bit lanes.
+/// first row) of `n` units: 1/2, or `quant::dither::dither_offset` in 32-bit lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
