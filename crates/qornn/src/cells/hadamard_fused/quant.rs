@@ -32,6 +32,7 @@ impl FusedQuant {
     /// modReLU's bias codes and their residuals by unit (`HiddenQuantizer::bias_code`),
     /// `(BM_i, BM_i - bm_i / s)` interleaved by vector of 8: the same for every row of a
     /// step, so taken once a step.
+    #[cfg(target_arch = "x86_64")]
     pub(super) fn bias_codes(&self, bm: &[f32]) -> Vec<f32> {
         let mut codes = vec![0.0; 2 * bm.len()];
         for (chunk, out) in bm.chunks(8).zip(codes.chunks_mut(16)) {
