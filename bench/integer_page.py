@@ -176,18 +176,19 @@ T`; the runs' own test accuracy at A = 8, not kept as rows): 86.1 % without a te
 with a = 0.5, tau = 2 and 84.4 % with a = 0.9, tau = 4. The more weight on the float
 model's probabilities, the lower: the A = 8 model cannot follow the float model's finer
 distinctions, and the labels alone serve it better.
-**Stochastic rounding in training gains little.** `--act-train-rounding stochastic` rounds
-the hidden state as `floor(z / s + r)` in training, `r` uniform in [0, 1) and hashed from
-the seed, the step and the unit's place (a resumed run draws the same); evaluation, the
-twin and the engine still round to nearest. The rounding is then unbiased, and the
+**Stochastic rounding in training does not help.** `--act-train-rounding stochastic`
+rounds the hidden state as `floor(z / s + r)` in training, `r` uniform in [0, 1) and hashed
+from the seed, the step and the unit's place (a resumed run draws the same); evaluation,
+the twin and the engine still round to nearest. The rounding is then unbiased, and the
 straight-through gradient is the exact derivative of the expected code, where nearest
 rounding's is zero almost everywhere. On the +-4 recipe's three A = 8 epochs with W held
-(seed 1, `-a8-f5-frozen-3ep-stochastic`) it gives **88.8 %** in integers against 88.7 %
-rounded to nearest; trained at A = 8 from the start, the config's 10 epochs with the step
-2^-5, **88.2 %** (`-a8-f5-scratch-stochastic`) against 87.8 % (`-a8-f5-scratch`; its
-training loss 0.010 to 0.026 higher from the third epoch on): within one seed's spread of
-each other, and both below the two-stage recipe. Stochastic rounding costs a hash per unit
-and step in the fused kernels ([speed](speed.md)).
+(seed 1, `-a8-f5-frozen-3ep-stochastic`) it gives 88.8 % in integers against 88.7 %
+rounded to nearest. Trained at A = 8 from the start, the config's 10 epochs with the step
+2^-5, over three seeds: **87.6 ± 0.6 %** stochastically (`-a8-f5-scratch-stochastic`,
+`-s2`, `-s3`: 88.2, 87.8, 87.0 %) against **88.3 ± 0.8 %** to nearest
+(`-a8-f5-scratch`, `-s2`, `-s3`: 87.8, 88.0, 89.3 %), both below the two-stage recipe's
+89.0 ± 0.4 % in 13 epochs. Stochastic rounding also costs a hash per unit and step in the
+fused kernels ([speed](speed.md)).
 **The literature's budget does not help here.** 100 epochs at lr x 0.98 per epoch (the
 HadamRNN authors' schedule), trained at A = 12 with the +-4 step and V at 4 bits from the
 start (`configs/pmnist-block-hadamrnn-4b-a12-100ep.toml`, two threads), give **87.1 %** in
