@@ -259,6 +259,16 @@ for seed in 2 3; do
     fine_tune pmnist-block-hadamrnn-4b-a8-f5-scratch-stochastic-s$seed pmnist 8 - \
         --act-hidden-frac 5 --act-train-rounding stochastic --seed $seed
 done
+# The 10 epochs at A = 8 (to nearest) then three with W held (lr x 0.5 per epoch), as the
+# +-4 recipe's last stage, over the three seeds.
+qat_epochs=3
+for suffix in "" -s2 -s3; do
+    seed=${suffix#-s}
+    fine_tune pmnist-block-hadamrnn-4b-a8-f5-scratch$suffix-frozen-3ep pmnist 8 \
+        pmnist-block-hadamrnn-4b-a8-f5-scratch$suffix --act-hidden-frac 5 \
+        --freeze-recurrent-at 0 --lr-gamma 0.5 --seed "${seed:-1}"
+done
+qat_epochs=1
 # The float model over three seeds (seed 1 is pmnist-block-hadamrnn-4b-10ep above): the
 # accuracy the A = 8 rows are held against; kept beside the rows, not rows themselves.
 for seed in 2 3; do
