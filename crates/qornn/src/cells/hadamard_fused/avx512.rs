@@ -2,6 +2,7 @@
 //! of 8, the transform's four stages inside one register; the same arithmetic as the AVX2
 //! kernels of the parent module, so the same results.
 
+use super::quant::{code_lanes16, offsets16};
 use super::{streams, HadamardBackward, HadamardForward};
 
 /// The transform of each block of `m` = 8 (`stages` 3) or 16 (`stages` 4) values of `v`:
@@ -79,6 +80,10 @@ pub(super) unsafe fn forward_step_avx512(
     step.check(n, width, 16);
     let stream = streams(step.h_kept);
     let stages = if width == 16 { 4 } else { 3 };
+    let bias_codes = match &step.quant {
+        Some(q) if step.modrelu => q.bias_codes(step.bm),
+        _ => Vec::new(),
+    };
     for row in 0..len / n {
         for unit in (0..n).step_by(16) {
             let at = row * n + unit;
@@ -90,7 +95,13 @@ pub(super) unsafe fn forward_step_avx512(
                 _mm512_mul_ps(load(row_scale, unit), t),
             );
             let z = _mm512_add_ps(z, load(step.b, unit));
-            let h = if step.modrelu {
+            let h = if let Some(q) = &step.quant {
+                // The hidden state's quantizer: the code times the step.
+                let codes = bias_codes.as_ptr();
+                let bias = step.modrelu.then(|| (codes.add(unit), codes.add(n + unit)));
+                let code = code_lanes16(q, z, bias, offsets16(q, row, unit, n));
+                _mm512_mul_ps(code.value, _mm512_set1_ps(q.q.step))
+            } else if step.modrelu {
                 let (sign, m, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
                 _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, m))
             } else {
@@ -125,6 +136,10 @@ pub(super) unsafe fn backward_step_avx512(
     step.check(n, width, 16);
     let stages = if width == 16 { 4 } else { 3 };
     let zero = _mm512_setzero_ps();
+    let bias_codes = match &step.quant {
+        Some(q) if step.modrelu => q.bias_codes(step.bm),
+        _ => Vec::new(),
+    };
     for row in 0..len / n {
         for unit in (0..n).step_by(16) {
             let at = row * n + unit;
@@ -139,6 +154,33 @@ pub(super) unsafe fn backward_step_avx512(
             };
             let dh = step.dh.map_or(zero, |dh| load(dh, at));
             let upstream = _mm512_add_ps(carry, dh);
+            // The quantizer's straight-through backward, as the AVX2 kernel's.
+            if let Some(q) = &step.quant {
+                let codes = bias_codes.as_ptr();
+                let bias = step.modrelu.then(|| (codes.add(unit), codes.add(n + unit)));
+                let code = code_lanes16(q, z, bias, offsets16(q, row, unit, n));
+                let through = _mm512_mul_ps(upstream, code.inside);
+                _mm512_storeu_ps(step.dz.as_mut_ptr().add(at), through);
+                let add_into =
+                    |p: *mut f32, v| _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), v));
+                add_into(step.db.as_mut_ptr().add(unit), through);
+                if step.modrelu {
+                    add_into(
+                        step.dbm.as_mut_ptr().add(unit),
+                        _mm512_mul_ps(through, code.sign),
+                    );
+                }
+                let term = _mm512_add_ps(
+                    _mm512_mul_ps(through, code.residual),
+                    _mm512_mul_ps(_mm512_mul_ps(upstream, code.clamped), code.value),
+                );
+                add_into(step.d_step.as_mut_ptr().add(unit), term);
+                add_into(
+                    step.d_scale.as_mut_ptr().add(unit),
+                    _mm512_mul_ps(through, t),
+                );
+                continue;
+            }
             let dact = if step.modrelu {
                 let (sign, _, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
                 let dbm_p = step.dbm.as_mut_ptr().add(unit);

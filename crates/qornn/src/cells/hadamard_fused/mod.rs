@@ -7,8 +7,8 @@
 //!   `dz_{t+1} W = (I ⊗ H_m)(s dz_{t+1})`, the activation's derivative, and the block's
 //!   share of `dL/ds`, `db` and `dbm`.
 //!
-//! With the activations fake-quantized (`--act-bits`) the AVX2 kernels apply the hidden
-//! state's quantizer instead of the float activation (`quant.rs`).
+//! With the activations fake-quantized (`--act-bits`) the kernels apply the hidden state's
+//! quantizer instead of the float activation (`quant.rs`).
 //!
 //! The unfused path (`Recurrence::project`, `Activation::forward_rows` or
 //! `HiddenQuantizer::forward_rows`, `Recurrence::carry`, their `backward_rows`,
@@ -54,16 +54,14 @@ impl<T: Real> Recurrence<'_, T> {
 
     /// What a fused step by `kernel` (not `Unfused`) runs with, where
     /// [`Self::has_fused_steps`] (else it panics): the row scales as f32, the block, and
-    /// whether the kernel is the AVX-512 one (the CPU has it, `n` is a multiple of 16, and
-    /// the activations are not `quantized`: only the AVX2 kernels quantize).
+    /// whether the kernel is the AVX-512 one (the CPU has it, `n` is a multiple of 16).
     #[cfg(target_arch = "x86_64")]
-    fn fused_setup(&self, kernel: FusedKernel, quantized: bool) -> (&[f32], usize, bool) {
+    fn fused_setup(&self, kernel: FusedKernel) -> (&[f32], usize, bool) {
         assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
         let Recurrence::Hadamard { row_scale, block } = *self else {
             unreachable!("has_fused_steps: a Hadamard W")
         };
         let avx512 = kernel == FusedKernel::Fastest
-            && !quantized
             && row_scale.len().is_multiple_of(16)
             && std::arch::is_x86_feature_detected!("avx512f");
         (as_f32(row_scale), block, avx512)
@@ -76,7 +74,7 @@ impl<T: Real> Recurrence<'_, T> {
     pub fn forward_fused(&self, step: HadamardForward<'_, T>, kernel: FusedKernel) {
         #[cfg(target_arch = "x86_64")]
         {
-            let (scale, block, avx512) = self.fused_setup(kernel, step.quant.is_some());
+            let (scale, block, avx512) = self.fused_setup(kernel);
             let step = step.into_f32().expect("T is f32");
             // SAFETY: `has_fused_steps` found AVX2 (`register_block`), `fused_setup`
             // AVX-512F for the AVX-512 kernel.
@@ -99,7 +97,7 @@ impl<T: Real> Recurrence<'_, T> {
     pub fn backward_fused(&self, step: HadamardBackward<'_, T>, kernel: FusedKernel) {
         #[cfg(target_arch = "x86_64")]
         {
-            let (scale, block, avx512) = self.fused_setup(kernel, step.quant.is_some());
+            let (scale, block, avx512) = self.fused_setup(kernel);
             let step = step.into_f32().expect("T is f32");
             // SAFETY: as in `forward_fused`.
             unsafe {
@@ -218,7 +216,7 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
         );
         assert!(self.b.len() == n && self.bm.len() == n);
         assert!(self.d_scale.len() >= n && self.db.len() == n && self.dbm.len() == n);
-        assert!(self.quant.is_none() || (self.d_step.len() == n && lanes == 8));
+        assert!(self.quant.is_none() || self.d_step.len() == n);
     }
 
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
@@ -335,7 +333,8 @@ pub(super) unsafe fn backward_step_avx2(
                     .then(|| _mm256_loadu_ps(step.bm.as_ptr().add(unit)));
                 // The quantizer's straight-through backward (`HiddenQuantizer::backward_rows`).
                 if let Some(q) = &step.quant {
-                    let bias = step.modrelu.then(|| bias_codes.as_ptr().add(2 * unit));
+                    let codes = bias_codes.as_ptr();
+                    let bias = step.modrelu.then(|| (codes.add(unit), codes.add(n + unit)));
                     let code = quant::code_lanes(q, z, bias, quant::offsets(q, row / n, unit, n));
                     let through = _mm256_mul_ps(upstream, code.inside);
                     _mm256_storeu_ps(step.dz.as_mut_ptr().add(at), through);
@@ -423,7 +422,6 @@ impl<'a, T: Real> HadamardForward<'a, T> {
         assert!(self.h_prev.len() == len);
         self.input.check(len, n);
         assert!(self.h_kept.len() == len && self.b.len() == n && self.bm.len() == n);
-        assert!(self.quant.is_none() || lanes == 8);
     }
 
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
@@ -490,7 +488,8 @@ pub(super) unsafe fn forward_step_avx2(
                 // `Activation::eval`: ReLU z where z > 0; modReLU sign(z) (|z| + bm) where
                 // |z| + bm > 0; 0 elsewhere. Quantized: the code times the step.
                 let h = if let Some(q) = &step.quant {
-                    let bias = step.modrelu.then(|| bias_codes.as_ptr().add(2 * unit));
+                    let codes = bias_codes.as_ptr();
+                    let bias = step.modrelu.then(|| (codes.add(unit), codes.add(n + unit)));
                     let code = quant::code_lanes(q, z, bias, quant::offsets(q, r, unit, n));
                     _mm256_mul_ps(code.value, _mm256_set1_ps(q.q.step))
                 } else if let Some(bm) = bm {

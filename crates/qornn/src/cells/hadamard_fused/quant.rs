@@ -30,15 +30,14 @@ impl FusedQuant {
     }
 
     /// modReLU's bias codes and their residuals by unit (`HiddenQuantizer::bias_code`),
-    /// `(BM_i, BM_i - bm_i / s)` interleaved by vector of 8: the same for every row of a
-    /// step, so taken once a step.
+    /// `BM_i` in the first `n` values, `BM_i - bm_i / s` in the next `n`: the same for every
+    /// row of a step, so taken once a step.
     #[cfg(target_arch = "x86_64")]
     pub(super) fn bias_codes(&self, bm: &[f32]) -> Vec<f32> {
-        let mut codes = vec![0.0; 2 * bm.len()];
-        for (chunk, out) in bm.chunks(8).zip(codes.chunks_mut(16)) {
-            for (j, &b) in chunk.iter().enumerate() {
-                (out[j], out[8 + j]) = self.q.bias_code(b);
-            }
+        let n = bm.len();
+        let mut codes = vec![0.0; 2 * n];
+        for (j, &b) in bm.iter().enumerate() {
+            (codes[j], codes[n + j]) = self.q.bias_code(b);
         }
         codes
     }
@@ -98,18 +97,18 @@ pub(super) fn offsets(fq: &FusedQuant, row: usize, unit: usize, n: usize) -> __m
 }
 
 /// `HiddenQuantizer::code` of `z` (bias added) in lanes: modReLU with the units' bias codes
-/// `bias` (at `FusedQuant::bias_codes`'s vector for these units), else ReLU, rounded with
-/// `offset`.
+/// and residuals `bias` (in `FusedQuant::bias_codes`, at these units), else ReLU, rounded
+/// with `offset`.
 ///
 /// # Safety
-/// `bias`, where given, has 16 values to read.
+/// `bias`, where given, has 8 values to read at each pointer.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(super) unsafe fn code_lanes(
     fq: &FusedQuant,
     z: __m256,
-    bias: Option<*const f32>,
+    bias: Option<(*const f32, *const f32)>,
     offset: __m256,
 ) -> CodeLanes {
     let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
@@ -123,12 +122,12 @@ pub(super) unsafe fn code_lanes(
         _mm256_and_ps(negative, _mm256_set1_ps(-1.0)),
     );
     let (a, bias_residual) = match bias {
-        Some(bias) => {
-            let bm_code = _mm256_loadu_ps(bias);
+        Some((codes, residuals)) => {
+            let bm_code = _mm256_loadu_ps(codes);
             let m = _mm256_add_ps(_mm256_and_ps(rounded, magnitude_bits), bm_code);
             let alive = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
             let a = _mm256_and_ps(alive, _mm256_mul_ps(sign, m));
-            (a, _mm256_loadu_ps(bias.add(8)))
+            (a, _mm256_loadu_ps(residuals))
         }
         // `rounded.max(0)`: `rounded` is never NaN or -0 here.
         None => (_mm256_max_ps(rounded, zero), zero),
@@ -150,6 +149,103 @@ pub(super) unsafe fn code_lanes(
         residual: _mm256_add_ps(
             _mm256_sub_ps(rounded, u),
             _mm256_mul_ps(sign, bias_residual),
+        ),
+    }
+}
+
+/// One vector of 16 units' codes, as [`CodeLanes`].
+#[cfg(target_arch = "x86_64")]
+pub(super) struct CodeLanes16 {
+    pub value: __m512,
+    pub inside: __m512,
+    pub clamped: __m512,
+    pub sign: __m512,
+    pub residual: __m512,
+}
+
+/// [`floor_lanes`] with 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn floor_lanes16(x: __m512) -> __m512 {
+    let magic = _mm512_set1_ps(1.5 / f32::EPSILON);
+    let nearest = _mm512_sub_ps(_mm512_add_ps(x, magic), magic);
+    let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(nearest, x);
+    let below = _mm512_mask_sub_ps(nearest, above, nearest, _mm512_set1_ps(1.0));
+    let bound = _mm512_mul_ps(magic, _mm512_set1_ps(1.0 / 3.0));
+    let exact = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(x), bound);
+    _mm512_mask_mov_ps(x, exact, below)
+}
+
+/// [`offsets`] for units `unit..unit + 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) fn offsets16(fq: &FusedQuant, row: usize, unit: usize, n: usize) -> __m512 {
+    let Some(key) = fq.q.dither else {
+        return _mm512_set1_ps(0.5);
+    };
+    let first = ((fq.first_row + row) * n + unit) as u32;
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let index = _mm512_add_epi32(_mm512_set1_epi32(first as i32), lanes);
+    let golden = _mm512_set1_epi32(0x9E37_79B9_u32 as i32);
+    let mut x = _mm512_xor_si512(
+        _mm512_set1_epi32(key as i32),
+        _mm512_mullo_epi32(index, golden),
+    );
+    x = _mm512_xor_si512(x, _mm512_srli_epi32::<16>(x));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB_352D));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32::<15>(x));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x846C_A68B_u32 as i32));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32::<16>(x));
+    let top = _mm512_cvtepi32_ps(_mm512_srli_epi32::<8>(x));
+    _mm512_mul_ps(top, _mm512_set1_ps(1.0 / (1u32 << 24) as f32))
+}
+
+/// [`code_lanes`] with 16 lanes.
+///
+/// # Safety
+/// `bias`, where given, has 16 values to read at each pointer.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn code_lanes16(
+    fq: &FusedQuant,
+    z: __m512,
+    bias: Option<(*const f32, *const f32)>,
+    offset: __m512,
+) -> CodeLanes16 {
+    let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
+    let u = _mm512_mul_ps(z, _mm512_set1_ps(fq.q.step.recip()));
+    let rounded = floor_lanes16(_mm512_add_ps(u, offset));
+    let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(rounded, zero);
+    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(rounded, zero);
+    let sign = _mm512_mask_mov_ps(
+        _mm512_maskz_mov_ps(negative, _mm512_set1_ps(-1.0)),
+        positive,
+        one,
+    );
+    let (a, bias_residual) = match bias {
+        Some((codes, residuals)) => {
+            let m = _mm512_add_ps(_mm512_abs_ps(rounded), _mm512_loadu_ps(codes));
+            let alive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero);
+            let a = _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, m));
+            (a, _mm512_loadu_ps(residuals))
+        }
+        None => (_mm512_max_ps(rounded, zero), zero),
+    };
+    let (lo, hi) = (_mm512_set1_ps(fq.q.lo), _mm512_set1_ps(fq.q.hi));
+    let nonzero = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(a, zero), one);
+    let beyond = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, hi) | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, lo);
+    let outside = _mm512_maskz_mov_ps(beyond, one);
+    CodeLanes16 {
+        value: _mm512_min_ps(_mm512_max_ps(a, lo), hi),
+        inside: _mm512_mul_ps(nonzero, _mm512_sub_ps(one, outside)),
+        clamped: _mm512_mul_ps(nonzero, outside),
+        sign,
+        residual: _mm512_add_ps(
+            _mm512_sub_ps(rounded, u),
+            _mm512_mul_ps(sign, bias_residual),
         ),
     }
 }
