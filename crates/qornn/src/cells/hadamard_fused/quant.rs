@@ -1,6 +1,6 @@
 //! The hidden state's fake quantizer (`quant::activation::HiddenQuantizer`, `--act-bits`) in
-//! the fused steps' AVX2 lanes: the same operations as its `code`, element by element, so
-//! the same bits (stochastic rounding's offsets included).
+//! the fused steps' AVX2 and AVX-512F lanes: the same operations as its `code`, element by
+//! element, so the same bits (stochastic rounding's offsets included).
 
 use crate::quant::activation::HiddenQuantizer;
 use crate::Real;
