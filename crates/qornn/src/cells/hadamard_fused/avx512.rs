@@ -2,7 +2,7 @@
 //! of 8, the transform's four stages inside one register; the same arithmetic as the AVX2
 //! kernels of the parent module, so the same results.
 
-use super::quant::{code_lanes16, offsets16};
+use super::quant::{code_lanes16, offsets16, BiasCodes};
 use super::{streams, HadamardBackward, HadamardForward};
 
 /// The transform of each block of `m` = 8 (`stages` 3) or 16 (`stages` 4) values of `v`:
@@ -80,10 +80,7 @@ pub(super) unsafe fn forward_step_avx512(
     step.check(n, width, 16);
     let stream = streams(step.h_kept);
     let stages = if width == 16 { 4 } else { 3 };
-    let bias_codes = match &step.quant {
-        Some(q) if step.modrelu => q.bias_codes(step.bm),
-        _ => Vec::new(),
-    };
+    let bias_codes = BiasCodes::new(step.quant.as_ref(), step.modrelu, step.bm);
     for row in 0..len / n {
         for unit in (0..n).step_by(16) {
             let at = row * n + unit;
@@ -97,9 +94,7 @@ pub(super) unsafe fn forward_step_avx512(
             let z = _mm512_add_ps(z, load(step.b, unit));
             let h = if let Some(q) = &step.quant {
                 // The hidden state's quantizer: the code times the step.
-                let codes = bias_codes.as_ptr();
-                let bias = step.modrelu.then(|| (codes.add(unit), codes.add(n + unit)));
-                let code = code_lanes16(q, z, bias, offsets16(q, row, unit, n));
+                let code = code_lanes16(q, z, bias_codes.at(unit), offsets16(q, row, unit, n));
                 _mm512_mul_ps(code.value, _mm512_set1_ps(q.q.step))
             } else if step.modrelu {
                 let (sign, m, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
@@ -136,10 +131,7 @@ pub(super) unsafe fn backward_step_avx512(
     step.check(n, width, 16);
     let stages = if width == 16 { 4 } else { 3 };
     let zero = _mm512_setzero_ps();
-    let bias_codes = match &step.quant {
-        Some(q) if step.modrelu => q.bias_codes(step.bm),
-        _ => Vec::new(),
-    };
+    let bias_codes = BiasCodes::new(step.quant.as_ref(), step.modrelu, step.bm);
     for row in 0..len / n {
         for unit in (0..n).step_by(16) {
             let at = row * n + unit;
@@ -156,9 +148,7 @@ pub(super) unsafe fn backward_step_avx512(
             let upstream = _mm512_add_ps(carry, dh);
             // The quantizer's straight-through backward, as the AVX2 kernel's.
             if let Some(q) = &step.quant {
-                let codes = bias_codes.as_ptr();
-                let bias = step.modrelu.then(|| (codes.add(unit), codes.add(n + unit)));
-                let code = code_lanes16(q, z, bias, offsets16(q, row, unit, n));
+                let code = code_lanes16(q, z, bias_codes.at(unit), offsets16(q, row, unit, n));
                 let through = _mm512_mul_ps(upstream, code.inside);
                 _mm512_storeu_ps(step.dz.as_mut_ptr().add(at), through);
                 let add_into =

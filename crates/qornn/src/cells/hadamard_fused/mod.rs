@@ -22,6 +22,8 @@ use super::recurrence::{as_f32, is_f32, register_block};
 use crate::Real;
 #[cfg(target_arch = "x86_64")]
 use avx512::{backward_step_avx512, forward_step_avx512};
+#[cfg(target_arch = "x86_64")]
+use quant::BiasCodes;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -284,11 +286,7 @@ pub(super) unsafe fn backward_step_avx2(
     step.check(n, width, 8);
     let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
     let halves = if width == 16 { 2 } else { 1 };
-    // modReLU's bias codes, where quantized (`FusedQuant::bias_codes`).
-    let bias_codes = match &step.quant {
-        Some(q) if step.modrelu => q.bias_codes(step.bm),
-        _ => Vec::new(),
-    };
+    let bias_codes = BiasCodes::new(step.quant.as_ref(), step.modrelu, step.bm);
     for row in (0..len).step_by(n) {
         for block in (0..n).step_by(width) {
             let (at, unit) = (row + block, block);
@@ -328,14 +326,14 @@ pub(super) unsafe fn backward_step_avx2(
                     None => zero,
                 };
                 let upstream = _mm256_add_ps(carry_k, dh);
-                let bm = step
-                    .modrelu
-                    .then(|| _mm256_loadu_ps(step.bm.as_ptr().add(unit)));
                 // The quantizer's straight-through backward (`HiddenQuantizer::backward_rows`).
                 if let Some(q) = &step.quant {
-                    let codes = bias_codes.as_ptr();
-                    let bias = step.modrelu.then(|| (codes.add(unit), codes.add(n + unit)));
-                    let code = quant::code_lanes(q, z, bias, quant::offsets(q, row / n, unit, n));
+                    let code = quant::code_lanes(
+                        q,
+                        z,
+                        bias_codes.at(unit),
+                        quant::offsets(q, row / n, unit, n),
+                    );
                     let through = _mm256_mul_ps(upstream, code.inside);
                     _mm256_storeu_ps(step.dz.as_mut_ptr().add(at), through);
                     let db_p = step.db.as_mut_ptr().add(unit);
@@ -358,7 +356,8 @@ pub(super) unsafe fn backward_step_avx2(
                 }
                 // `Activation::eval`'s derivatives: ReLU 1 where z > 0; modReLU, where
                 // |z| + bm > 0, sign(z)^2 and (for bm) sign(z); 0 elsewhere.
-                let dact = if let Some(bm) = bm {
+                let dact = if step.modrelu {
+                    let bm = _mm256_loadu_ps(step.bm.as_ptr().add(unit));
                     let (sign, _, alive) = modrelu_lanes_avx2(z, bm);
                     let dbm_p = step.dbm.as_mut_ptr().add(unit);
                     let d_bm = _mm256_mul_ps(upstream, _mm256_and_ps(alive, sign));
@@ -459,11 +458,7 @@ pub(super) unsafe fn forward_step_avx2(
     step.check(n, width, 8);
     let stream = streams(step.h_kept);
     let halves = if width == 16 { 2 } else { 1 };
-    // modReLU's bias codes, where quantized (`FusedQuant::bias_codes`).
-    let bias_codes = match &step.quant {
-        Some(q) if step.modrelu => q.bias_codes(step.bm),
-        _ => Vec::new(),
-    };
+    let bias_codes = BiasCodes::new(step.quant.as_ref(), step.modrelu, step.bm);
     for (r, row) in (0..len).step_by(n).enumerate() {
         for block in (0..n).step_by(width) {
             let at = row + block;
@@ -482,17 +477,14 @@ pub(super) unsafe fn forward_step_avx2(
                     _mm256_mul_ps(_mm256_loadu_ps(row_scale.as_ptr().add(unit)), t_k),
                 );
                 let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));
-                let bm = step
-                    .modrelu
-                    .then(|| _mm256_loadu_ps(step.bm.as_ptr().add(unit)));
                 // `Activation::eval`: ReLU z where z > 0; modReLU sign(z) (|z| + bm) where
                 // |z| + bm > 0; 0 elsewhere. Quantized: the code times the step.
                 let h = if let Some(q) = &step.quant {
-                    let codes = bias_codes.as_ptr();
-                    let bias = step.modrelu.then(|| (codes.add(unit), codes.add(n + unit)));
-                    let code = quant::code_lanes(q, z, bias, quant::offsets(q, r, unit, n));
+                    let code =
+                        quant::code_lanes(q, z, bias_codes.at(unit), quant::offsets(q, r, unit, n));
                     _mm256_mul_ps(code.value, _mm256_set1_ps(q.q.step))
-                } else if let Some(bm) = bm {
+                } else if step.modrelu {
+                    let bm = _mm256_loadu_ps(step.bm.as_ptr().add(unit));
                     let (sign, m, alive) = modrelu_lanes_avx2(z, bm);
                     _mm256_and_ps(alive, _mm256_mul_ps(sign, m))
                 } else {

@@ -28,18 +28,33 @@ impl FusedQuant {
         };
         Self { q, first_row }
     }
+}
 
-    /// modReLU's bias codes and their residuals by unit (`HiddenQuantizer::bias_code`),
-    /// `BM_i` in the first `n` values, `BM_i - bm_i / s` in the next `n`: the same for every
-    /// row of a step, so taken once a step.
-    #[cfg(target_arch = "x86_64")]
-    pub(super) fn bias_codes(&self, bm: &[f32]) -> Vec<f32> {
-        let n = bm.len();
-        let mut codes = vec![0.0; 2 * n];
-        for (j, &b) in bm.iter().enumerate() {
-            (codes[j], codes[n + j]) = self.q.bias_code(b);
-        }
-        codes
+/// modReLU's bias codes and their residuals by unit (`HiddenQuantizer::bias_code`:
+/// `BM_i`, `BM_i - bm_i / s`), the same for every row of a step, so taken once a step;
+/// empty for ReLU or float activations.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct BiasCodes {
+    codes: Vec<f32>,
+    residuals: Vec<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl BiasCodes {
+    /// The codes of `bm` where the step quantizes (`quant`) a modReLU state.
+    pub(super) fn new(quant: Option<&FusedQuant>, modrelu: bool, bm: &[f32]) -> Self {
+        let (codes, residuals) = match quant {
+            Some(fq) if modrelu => bm.iter().map(|&b| fq.q.bias_code(b)).unzip(),
+            _ => (Vec::new(), Vec::new()),
+        };
+        Self { codes, residuals }
+    }
+
+    /// The codes and residuals from `unit` on, as `code_lanes` reads them; `None` where
+    /// there are none (ReLU).
+    pub(super) fn at(&self, unit: usize) -> Option<(*const f32, *const f32)> {
+        (!self.codes.is_empty())
+            .then(|| (self.codes[unit..].as_ptr(), self.residuals[unit..].as_ptr()))
     }
 }
 
@@ -97,7 +112,7 @@ pub(super) fn offsets(fq: &FusedQuant, row: usize, unit: usize, n: usize) -> __m
 }
 
 /// `HiddenQuantizer::code` of `z` (bias added) in lanes: modReLU with the units' bias codes
-/// and residuals `bias` (in `FusedQuant::bias_codes`, at these units), else ReLU, rounded
+/// and residuals `bias` (`BiasCodes::at` these units), else ReLU, rounded
 /// with `offset`.
 ///
 /// # Safety
