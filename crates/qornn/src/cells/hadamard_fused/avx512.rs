@@ -3,7 +3,7 @@
 //! kernels of the parent module, so the same results.
 
 use super::quant::{code_lanes16, offsets16, BiasCodes};
-use super::{streams, HadamardBackward, HadamardForward};
+use super::{prefetch_ahead, streams, HadamardBackward, HadamardForward};
 
 /// The transform of each block of `m` = 8 (`stages` 3) or 16 (`stages` 4) values of `v`:
 /// stage `k` adds a permutation of the lanes to them (lanes that take `a + b`) or
@@ -137,6 +137,7 @@ pub(super) unsafe fn backward_step_avx512(
             let at = row * n + unit;
             let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
             let s = load(row_scale, unit);
+            prefetch_ahead(step.h_prev, at);
             let t = fwht_avx512(load(step.h_prev, at), stages);
             let z = _mm512_add_ps(load(step.input_projection, at), _mm512_mul_ps(s, t));
             let z = _mm512_add_ps(z, load(step.b, unit));

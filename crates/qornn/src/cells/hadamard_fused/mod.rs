@@ -269,6 +269,25 @@ fn modrelu_lanes_avx2(
     (sign, m, _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero))
 }
 
+/// How far ahead of where it reads `h_{t-1}` a backward step prefetches it, in floats
+/// (4 KiB). The forward pass wrote the kept states past the cache (non-temporal stores) and
+/// the backward pass reads each step's once, in order: without the hint the loads wait on
+/// memory (Intel Xeon, pMNIST shape, two threads: the backward pass 0.030 s without, 0.022 s
+/// with; 1 KiB ahead about the same).
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_FLOATS: usize = 1024;
+
+/// Asks for the cache line `PREFETCH_FLOATS` past `states[at]`: a hint, which past the
+/// slice's end at most brings in a line of whatever follows it (a prefetch never faults).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ahead(states: &[f32], at: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let ahead = states.as_ptr().wrapping_add(at + PREFETCH_FLOATS);
+    // SAFETY: SSE is part of x86-64; the address is never dereferenced.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8) };
+}
+
 /// Runs the step with `width` = 8 or 16 (the Hadamard block).
 ///
 /// # Safety
@@ -294,6 +313,7 @@ pub(super) unsafe fn backward_step_avx2(
             let s = row_scale.as_ptr().add(unit);
             let high = halves - 1;
             // t = H h_{t-1}, in registers (as `Recurrence::project` computes it).
+            prefetch_ahead(step.h_prev, at);
             let h = step.h_prev.as_ptr().add(at);
             let t = fwht_registers(load(h, 0), load(h, high), width);
             // dz_{t+1} W = H (s dz_{t+1}) (as `Recurrence::carry`), or zero.
