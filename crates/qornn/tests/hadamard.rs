@@ -167,13 +167,17 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
     let steps = 7;
     // (24, 8): n not a multiple of 16, so the fastest kernel is the AVX2 one there; batch
     // 80 of 64 units: a step large enough for the kept states' non-temporal stores; one
-    // input (d = 1): its share read in the kernels.
+    // input (d = 1): its share read in the kernels; blocks of 32 and more (HadamRNN's one
+    // block of n among them): the rows transformed into scratch.
     let shapes = [
         (32, 8, 9, 3),
         (32, 16, 9, 1),
         (24, 8, 9, 3),
         (24, 8, 9, 1),
         (64, 16, 80, 1),
+        (64, 32, 9, 3),
+        (64, 64, 80, 1),
+        (256, 256, 5, 1),
     ];
     for (n, block, batch, d) in shapes {
         let shape = CellShape {

@@ -158,6 +158,8 @@ impl<T: Real> OrnnCell<T> {
                 // kept states are only written.
                 let mut step_z = vec![T::zero(); if d == 1 { 0 } else { rows.len() * n }];
                 let mut states = [h[0].to_vec(), vec![T::zero(); rows.len() * n]];
+                // A row's transform, for blocks larger than 16.
+                let mut transformed = vec![T::zero(); n];
                 for s in 0..steps {
                     let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                     let input = input_share(&mut step_z, n, x_s, p.u);
@@ -172,6 +174,7 @@ impl<T: Real> OrnnCell<T> {
                         bm: p.bm,
                         modrelu: activation == Activation::Modrelu,
                         quant: p.hidden_quant.as_ref().map(|q| FusedQuant::new(q, s * batch + rows.start)),
+                        transformed: &mut transformed,
                     }, kernel);
                 }
                 return;
@@ -241,8 +244,9 @@ impl<T: Real> OrnnCell<T> {
             // A structured W's z_t, recomputed from h_{t-1} as `forward` made it, and the
             // transformed rows the recomputation leaves.
             let mut step_z = vec![T::zero(); if z.is_empty() { nb * n } else { 0 }];
-            // (The fused step keeps the transformed rows in registers and reads no zeros.)
-            let mut transformed = vec![T::zero(); if fused { 0 } else { nb * n }];
+            // (The fused step keeps the transformed rows in registers, or for blocks larger
+            // than 16 one row and its carry, and reads no zeros.)
+            let mut transformed = vec![T::zero(); if fused { 2 * n } else { nb * n }];
             let mut d_hidden_step = T::zero();
             let quantized_fused = fused && p.hidden_quant.is_some();
             let mut d_step_units = vec![T::zero(); if quantized_fused { n } else { 0 }];
@@ -271,6 +275,7 @@ impl<T: Real> OrnnCell<T> {
                         bm: p.bm,
                         modrelu: activation == Activation::Modrelu,
                         quant: p.hidden_quant.as_ref().map(|q| FusedQuant::new(q, s * batch + rows.start)),
+                        transformed: &mut transformed,
                         d_scale: &mut d_scale,
                         db: &mut db,
                         dbm: &mut dbm,

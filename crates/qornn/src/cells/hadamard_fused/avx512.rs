@@ -1,9 +1,11 @@
 //! The fused Hadamard steps with AVX-512F: 16 lanes a vector, one block of 16 units or two
-//! of 8, the transform's four stages inside one register; the same arithmetic as the AVX2
-//! kernels of the parent module, so the same results.
+//! of 8, the transform's four stages inside one register (larger blocks: the row's
+//! transform read from scratch); the same arithmetic as the AVX2 kernels of the parent
+//! module, so the same results.
 
 use super::quant::{code_lanes16, offsets16, BiasCodes};
-use super::{prefetch_ahead, streams, HadamardBackward, HadamardForward};
+use super::{fwht_blocks_into, prefetch_ahead, streams, transform_rows};
+use super::{HadamardBackward, HadamardForward};
 
 /// The transform of each block of `m` = 8 (`stages` 3) or 16 (`stages` 4) values of `v`:
 /// stage `k` adds a permutation of the lanes to them (lanes that take `a + b`) or
@@ -29,7 +31,7 @@ fn fwht_avx512(v: std::arch::x86_64::__m512, stages: usize) -> std::arch::x86_64
     _mm512_mask_sub_ps(_mm512_add_ps(v, w), 0xff00, w, v)
 }
 
-/// [`super::modrelu_lanes_avx2`] with 16 lanes, the lanes where `m > 0` as a mask.
+/// [`super::avx2::modrelu_lanes_avx2`] with 16 lanes, the lanes where `m > 0` as a mask.
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn modrelu_lanes_avx512(
@@ -80,12 +82,20 @@ pub(super) unsafe fn forward_step_avx512(
     step.check(n, width, 16);
     let stream = streams(step.h_kept);
     let stages = if width == 16 { 4 } else { 3 };
+    let rows_transformed = width > 16;
     let bias_codes = BiasCodes::new(step.quant.as_ref(), step.modrelu, step.bm);
     for row in 0..len / n {
+        if rows_transformed {
+            let h_prev = &step.h_prev[row * n..(row + 1) * n];
+            fwht_blocks_into(h_prev, &mut step.transformed[..n], width);
+        }
         for unit in (0..n).step_by(16) {
             let at = row * n + unit;
             let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
-            let t = fwht_avx512(load(step.h_prev, at), stages);
+            let t = match rows_transformed {
+                true => load(step.transformed, unit),
+                false => fwht_avx512(load(step.h_prev, at), stages),
+            };
             // z = (x U^T + s t) + b: a product, then two sums.
             let z = _mm512_add_ps(
                 step.input.load_avx512(at, row, unit),
@@ -130,21 +140,39 @@ pub(super) unsafe fn backward_step_avx512(
     let (n, len) = (row_scale.len(), step.dz.len());
     step.check(n, width, 16);
     let stages = if width == 16 { 4 } else { 3 };
+    let rows_transformed = width > 16;
     let zero = _mm512_setzero_ps();
     let bias_codes = BiasCodes::new(step.quant.as_ref(), step.modrelu, step.bm);
     for row in 0..len / n {
+        if rows_transformed {
+            let rows = row * n..(row + 1) * n;
+            let later = step.later.map(|l| &l[rows.clone()]);
+            let h_prev = &step.h_prev[rows];
+            let scratch = step.transformed.split_at_mut(n);
+            transform_rows(scratch, h_prev, later, row_scale, width);
+        }
         for unit in (0..n).step_by(16) {
             let at = row * n + unit;
             let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
             let s = load(row_scale, unit);
             prefetch_ahead(step.h_prev, at);
-            let t = fwht_avx512(load(step.h_prev, at), stages);
+            // t = H h_{t-1} and the carry H (s dz_{t+1}) (or zero): in registers, or read
+            // from the row's scratch.
+            let (t, carry) = match rows_transformed {
+                true => (
+                    load(step.transformed, unit),
+                    step.later
+                        .map_or(zero, |_| load(step.transformed, n + unit)),
+                ),
+                false => (
+                    fwht_avx512(load(step.h_prev, at), stages),
+                    step.later.map_or(zero, |later| {
+                        fwht_avx512(_mm512_mul_ps(load(later, at), s), stages)
+                    }),
+                ),
+            };
             let z = _mm512_add_ps(load(step.input_projection, at), _mm512_mul_ps(s, t));
             let z = _mm512_add_ps(z, load(step.b, unit));
-            let carry = match step.later {
-                Some(later) => fwht_avx512(_mm512_mul_ps(load(later, at), s), stages),
-                None => zero,
-            };
             let dh = step.dh.map_or(zero, |dh| load(dh, at));
             let upstream = _mm512_add_ps(carry, dh);
             // The quantizer's straight-through backward, as the AVX2 kernel's.

@@ -1,5 +1,7 @@
 //! A Hadamard recurrence's training steps in one pass over each row's blocks (f32, AVX2 or
-//! AVX-512F, blocks of 8 or 16 units, ReLU or modReLU), each block in registers throughout:
+//! AVX-512F, ReLU or modReLU), blocks of 8 or 16 units in registers throughout; larger
+//! blocks (HadamRNN's one block of `n`) transformed a row at a time into a row of scratch
+//! that stays in the L1 cache, then read from there:
 //! - forward: `t = (I ⊗ H_m) h_{t-1}`, `z = x U^T + s t + b`, `h_t = act(z)`, written to
 //!   the row block the next step reads and, by non-temporal stores that do not first read
 //!   the line they write, to the `(T, B, n)` states kept for the backward pass;
@@ -19,12 +21,16 @@
 use super::recurrence::Recurrence;
 #[cfg(target_arch = "x86_64")]
 use super::recurrence::{as_f32, is_f32, register_block};
+#[cfg(target_arch = "x86_64")]
+use super::recurrence::{fwht_blocks, fwht_blocks_into};
 use crate::Real;
 #[cfg(target_arch = "x86_64")]
-use avx512::{backward_step_avx512, forward_step_avx512};
+use avx2::{backward_step_avx2, forward_step_avx2};
 #[cfg(target_arch = "x86_64")]
-use quant::BiasCodes;
+use avx512::{backward_step_avx512, forward_step_avx512};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod quant;
@@ -45,11 +51,15 @@ pub enum FusedKernel {
 
 impl<T: Real> Recurrence<'_, T> {
     /// Whether the fused steps ([`Self::forward_fused`], [`Self::backward_fused`]) run
-    /// here: a Hadamard `W` in f32 with blocks of 8 or 16, on a CPU with AVX2.
+    /// here: a Hadamard `W` in f32 with blocks of 8, 16 or a larger power of two (a
+    /// multiple of 16), on a CPU with AVX2.
     pub fn has_fused_steps(&self) -> bool {
         #[cfg(target_arch = "x86_64")]
         if let Recurrence::Hadamard { block, .. } = *self {
-            return is_f32::<T>() && register_block(block).is_some();
+            let rows_block = block >= 32 && block.is_power_of_two();
+            return is_f32::<T>()
+                && (register_block(block).is_some()
+                    || (rows_block && std::arch::is_x86_feature_detected!("avx2")));
         }
         false
     }
@@ -196,6 +206,9 @@ pub struct HadamardBackward<'a, T> {
     pub modrelu: bool,
     /// The hidden state's quantizer, else the float activation.
     pub quant: Option<FusedQuant>,
+    /// Scratch for blocks larger than 16: a row's transform and its carry, `(2 n)` (else
+    /// unused).
+    pub transformed: &'a mut [T],
     /// This thread's sums, added into: `dL/ds`, `db`, `dbm` (`(n)` each), and with `quant`
     /// the `dh/ds` terms of the quantizer's step by unit (`(n)`; else empty).
     pub d_scale: &'a mut [T],
@@ -206,12 +219,14 @@ pub struct HadamardBackward<'a, T> {
 
 impl<'a, T: Real> HadamardBackward<'a, T> {
     /// Panics unless the slices have the step's shapes for `n` units in blocks of `width`
-    /// (8 or 16; `n` a multiple of `lanes`), so that the kernels' loads stay inside them.
+    /// (a power of two from 8; `n` a multiple of it and of `lanes`), so that the kernels'
+    /// loads stay inside them.
     #[cfg(target_arch = "x86_64")]
     fn check(&self, n: usize, width: usize, lanes: usize) {
         let len = self.dz.len();
         assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
-        assert!(width == 8 || width == 16);
+        assert!(width.is_power_of_two() && width >= 8);
+        assert!(width <= 16 || self.transformed.len() >= 2 * n);
         assert!(self.input_projection.len() == len && self.h_prev.len() == len);
         assert!(
             self.later.is_none_or(|l| l.len() == len) && self.dh.is_none_or(|d| d.len() == len)
@@ -235,6 +250,7 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
             bm: as_f32(self.bm),
             modrelu: self.modrelu,
             quant: self.quant,
+            transformed: as_f32_mut(self.transformed)?,
             d_scale: as_f32_mut(self.d_scale)?,
             db: as_f32_mut(self.db)?,
             dbm: as_f32_mut(self.dbm)?,
@@ -243,30 +259,25 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
     }
 }
 
-/// `sign(z)` (1, -1 or 0), modReLU's `m = |z| + bm` and the lanes where `m > 0` (all
-/// ones): the lanes of `Activation::eval`'s branches.
+/// Blocks larger than 16, a row at a time: `t = (I ⊗ H_m) h_{t-1}` into `t_row` as
+/// `Recurrence::project` transforms it, and when `later` is given (`dz_{t+1}`'s row) the
+/// carry `(I ⊗ H_m)(s dz_{t+1})` into `carry_row` as `Recurrence::carry` computes it (each
+/// product rounded, then transformed): the same results.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-fn modrelu_lanes_avx2(
-    z: std::arch::x86_64::__m256,
-    bm: std::arch::x86_64::__m256,
-) -> (
-    std::arch::x86_64::__m256,
-    std::arch::x86_64::__m256,
-    std::arch::x86_64::__m256,
+fn transform_rows(
+    (t_row, carry_row): (&mut [f32], &mut [f32]),
+    h_prev: &[f32],
+    later: Option<&[f32]>,
+    row_scale: &[f32],
+    block: usize,
 ) {
-    use std::arch::x86_64::*;
-    let zero = _mm256_setzero_ps();
-    let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero);
-    let negative = _mm256_cmp_ps::<_CMP_LT_OQ>(z, zero);
-    let sign = _mm256_or_ps(
-        _mm256_and_ps(positive, _mm256_set1_ps(1.0)),
-        _mm256_and_ps(negative, _mm256_set1_ps(-1.0)),
-    );
-    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-    let m = _mm256_add_ps(_mm256_and_ps(z, magnitude), bm);
-    (sign, m, _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero))
+    fwht_blocks_into(h_prev, t_row, block);
+    if let Some(later) = later {
+        for ((c, &l), &s) in carry_row.iter_mut().zip(later).zip(row_scale) {
+            *c = l * s;
+        }
+        fwht_blocks(carry_row, block);
+    }
 }
 
 /// How far ahead of where it reads `h_{t-1}` a backward step prefetches it, in floats
@@ -286,117 +297,6 @@ fn prefetch_ahead(states: &[f32], at: usize) {
     let ahead = states.as_ptr().wrapping_add(at + PREFETCH_FLOATS);
     // SAFETY: SSE is part of x86-64; the address is never dereferenced.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8) };
-}
-
-/// Runs the step with `width` = 8 or 16 (the Hadamard block).
-///
-/// # Safety
-/// The CPU has AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn backward_step_avx2(
-    step: HadamardBackward<'_, f32>,
-    row_scale: &[f32],
-    width: usize,
-) {
-    use super::recurrence::fwht_registers;
-    use std::arch::x86_64::*;
-    let (n, len) = (row_scale.len(), step.dz.len());
-    step.check(n, width, 8);
-    let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
-    let halves = if width == 16 { 2 } else { 1 };
-    let bias_codes = BiasCodes::new(step.quant.as_ref(), step.modrelu, step.bm);
-    for row in (0..len).step_by(n) {
-        for block in (0..n).step_by(width) {
-            let (at, unit) = (row + block, block);
-            let load = |p: *const f32, k: usize| _mm256_loadu_ps(p.add(8 * k));
-            let s = row_scale.as_ptr().add(unit);
-            let high = halves - 1;
-            // t = H h_{t-1}, in registers (as `Recurrence::project` computes it).
-            prefetch_ahead(step.h_prev, at);
-            let h = step.h_prev.as_ptr().add(at);
-            let t = fwht_registers(load(h, 0), load(h, high), width);
-            // dz_{t+1} W = H (s dz_{t+1}) (as `Recurrence::carry`), or zero.
-            let carry = match step.later {
-                Some(later) => {
-                    let l = later.as_ptr().add(at);
-                    fwht_registers(
-                        _mm256_mul_ps(load(l, 0), load(s, 0)),
-                        _mm256_mul_ps(load(l, high), load(s, high)),
-                        width,
-                    )
-                }
-                None => (zero, zero),
-            };
-            for k in 0..halves {
-                let (t_k, carry_k) = if k == 0 {
-                    (t.0, carry.0)
-                } else {
-                    (t.1, carry.1)
-                };
-                let (at, unit) = (at + 8 * k, unit + 8 * k);
-                // z = (x U^T + s t) + b: a product, then two sums.
-                let z = _mm256_add_ps(
-                    _mm256_loadu_ps(step.input_projection.as_ptr().add(at)),
-                    _mm256_mul_ps(_mm256_loadu_ps(s.add(8 * k)), t_k),
-                );
-                let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));
-                let dh = match step.dh {
-                    Some(dh) => _mm256_loadu_ps(dh.as_ptr().add(at)),
-                    None => zero,
-                };
-                let upstream = _mm256_add_ps(carry_k, dh);
-                // The quantizer's straight-through backward (`HiddenQuantizer::backward_rows`).
-                if let Some(q) = &step.quant {
-                    let code = quant::code_lanes(
-                        q,
-                        z,
-                        bias_codes.at(unit),
-                        quant::offsets(q, row / n, unit, n),
-                    );
-                    let through = _mm256_mul_ps(upstream, code.inside);
-                    _mm256_storeu_ps(step.dz.as_mut_ptr().add(at), through);
-                    let db_p = step.db.as_mut_ptr().add(unit);
-                    _mm256_storeu_ps(db_p, _mm256_add_ps(_mm256_loadu_ps(db_p), through));
-                    if step.modrelu {
-                        let dbm_p = step.dbm.as_mut_ptr().add(unit);
-                        let d_bm = _mm256_mul_ps(through, code.sign);
-                        _mm256_storeu_ps(dbm_p, _mm256_add_ps(_mm256_loadu_ps(dbm_p), d_bm));
-                    }
-                    let d_step_p = step.d_step.as_mut_ptr().add(unit);
-                    let term = _mm256_add_ps(
-                        _mm256_mul_ps(through, code.residual),
-                        _mm256_mul_ps(_mm256_mul_ps(upstream, code.clamped), code.value),
-                    );
-                    _mm256_storeu_ps(d_step_p, _mm256_add_ps(_mm256_loadu_ps(d_step_p), term));
-                    let ds_p = step.d_scale.as_mut_ptr().add(unit);
-                    let ds = _mm256_add_ps(_mm256_loadu_ps(ds_p), _mm256_mul_ps(through, t_k));
-                    _mm256_storeu_ps(ds_p, ds);
-                    continue;
-                }
-                // `Activation::eval`'s derivatives: ReLU 1 where z > 0; modReLU, where
-                // |z| + bm > 0, sign(z)^2 and (for bm) sign(z); 0 elsewhere.
-                let dact = if step.modrelu {
-                    let bm = _mm256_loadu_ps(step.bm.as_ptr().add(unit));
-                    let (sign, _, alive) = modrelu_lanes_avx2(z, bm);
-                    let dbm_p = step.dbm.as_mut_ptr().add(unit);
-                    let d_bm = _mm256_mul_ps(upstream, _mm256_and_ps(alive, sign));
-                    _mm256_storeu_ps(dbm_p, _mm256_add_ps(_mm256_loadu_ps(dbm_p), d_bm));
-                    _mm256_and_ps(alive, _mm256_mul_ps(sign, sign))
-                } else {
-                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(z, zero), one)
-                };
-                let dz = _mm256_mul_ps(upstream, dact);
-                _mm256_storeu_ps(step.dz.as_mut_ptr().add(at), dz);
-                let db_p = step.db.as_mut_ptr().add(unit);
-                _mm256_storeu_ps(db_p, _mm256_add_ps(_mm256_loadu_ps(db_p), dz));
-                // dL/ds_i += dz_i t_i (as `Recurrence::accumulate_gradient`).
-                let ds_p = step.d_scale.as_mut_ptr().add(unit);
-                let ds = _mm256_add_ps(_mm256_loadu_ps(ds_p), _mm256_mul_ps(dz, t_k));
-                _mm256_storeu_ps(ds_p, ds);
-            }
-        }
-    }
 }
 
 /// The smallest step (rows times units) whose kept states the forward kernels write by
@@ -429,6 +329,8 @@ pub struct HadamardForward<'a, T> {
     pub modrelu: bool,
     /// The hidden state's quantizer, else the float activation.
     pub quant: Option<FusedQuant>,
+    /// Scratch for blocks larger than 16: a row's transform, `(n)` (else unused).
+    pub transformed: &'a mut [T],
 }
 
 impl<'a, T: Real> HadamardForward<'a, T> {
@@ -437,7 +339,8 @@ impl<'a, T: Real> HadamardForward<'a, T> {
     fn check(&self, n: usize, width: usize, lanes: usize) {
         let len = self.h_next.len();
         assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
-        assert!(width == 8 || width == 16);
+        assert!(width.is_power_of_two() && width >= 8);
+        assert!(width <= 16 || self.transformed.len() >= n);
         assert!(self.h_prev.len() == len);
         self.input.check(len, n);
         assert!(self.h_kept.len() == len && self.b.len() == n && self.bm.len() == n);
@@ -456,72 +359,7 @@ impl<'a, T: Real> HadamardForward<'a, T> {
             bm: as_f32(self.bm),
             modrelu: self.modrelu,
             quant: self.quant,
+            transformed: as_f32_mut(self.transformed)?,
         })
-    }
-}
-
-/// Runs the forward step with `width` = 8 or 16 (the Hadamard block). The non-temporal
-/// stores, if any, are ordered before the function returns (`sfence`).
-///
-/// # Safety
-/// The CPU has AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn forward_step_avx2(
-    step: HadamardForward<'_, f32>,
-    row_scale: &[f32],
-    width: usize,
-) {
-    use super::recurrence::fwht_registers;
-    use std::arch::x86_64::*;
-    let (n, len) = (row_scale.len(), step.h_next.len());
-    step.check(n, width, 8);
-    let stream = streams(step.h_kept);
-    let halves = if width == 16 { 2 } else { 1 };
-    let bias_codes = BiasCodes::new(step.quant.as_ref(), step.modrelu, step.bm);
-    for (r, row) in (0..len).step_by(n).enumerate() {
-        for block in (0..n).step_by(width) {
-            let at = row + block;
-            let h = step.h_prev.as_ptr().add(at);
-            let t = fwht_registers(
-                _mm256_loadu_ps(h),
-                _mm256_loadu_ps(h.add(8 * (halves - 1))),
-                width,
-            );
-            for k in 0..halves {
-                let t_k = if k == 0 { t.0 } else { t.1 };
-                let (at, unit) = (at + 8 * k, block + 8 * k);
-                // z = (x U^T + s t) + b: a product, then two sums.
-                let z = _mm256_add_ps(
-                    step.input.load_avx2(at, r, unit),
-                    _mm256_mul_ps(_mm256_loadu_ps(row_scale.as_ptr().add(unit)), t_k),
-                );
-                let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));
-                // `Activation::eval`: ReLU z where z > 0; modReLU sign(z) (|z| + bm) where
-                // |z| + bm > 0; 0 elsewhere. Quantized: the code times the step.
-                let h = if let Some(q) = &step.quant {
-                    let code =
-                        quant::code_lanes(q, z, bias_codes.at(unit), quant::offsets(q, r, unit, n));
-                    _mm256_mul_ps(code.value, _mm256_set1_ps(q.q.step))
-                } else if step.modrelu {
-                    let bm = _mm256_loadu_ps(step.bm.as_ptr().add(unit));
-                    let (sign, m, alive) = modrelu_lanes_avx2(z, bm);
-                    _mm256_and_ps(alive, _mm256_mul_ps(sign, m))
-                } else {
-                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(z, _mm256_setzero_ps()), z)
-                };
-                _mm256_storeu_ps(step.h_next.as_mut_ptr().add(at), h);
-                let kept = step.h_kept.as_mut_ptr().add(at);
-                if stream {
-                    _mm_stream_ps(kept, _mm256_castps256_ps128(h));
-                    _mm_stream_ps(kept.add(4), _mm256_extractf128_ps::<1>(h));
-                } else {
-                    _mm256_storeu_ps(kept, h);
-                }
-            }
-        }
-    }
-    if stream {
-        _mm_sfence();
     }
 }
