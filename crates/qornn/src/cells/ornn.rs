@@ -256,7 +256,6 @@ impl<T: Real> OrnnCell<T> {
                 let at = (s * batch + rows.start) * n..(s * batch + rows.end) * n;
                 let x_s = &x[(s * batch + rows.start) * d..(s * batch + rows.end) * d];
                 if fused {
-                    project_input(&mut step_z, n, x_s, p.u);
                     let (dz_s, later) = if s + 1 == steps {
                         (&mut *dz[block(s)], None)
                     } else {
@@ -268,7 +267,7 @@ impl<T: Real> OrnnCell<T> {
                     p.w.backward_fused(HadamardBackward {
                         dz: dz_s,
                         later,
-                        input_projection: &step_z,
+                        input: input_share(&mut step_z, n, x_s, p.u),
                         h_prev: &h[at.clone()],
                         dh: (!dh_last_only || s + 1 == steps).then(|| &dh[at]),
                         b: p.b,

@@ -104,7 +104,7 @@ pub(super) unsafe fn backward_step_avx2(
                 let (at, unit) = (at + 8 * k, unit + 8 * k);
                 // z = (x U^T + s t) + b: a product, then two sums.
                 let z = _mm256_add_ps(
-                    _mm256_loadu_ps(step.input_projection.as_ptr().add(at)),
+                    step.input.load_avx2(at, row / n, unit),
                     _mm256_mul_ps(_mm256_loadu_ps(s.add(8 * k)), t_k),
                 );
                 let z = _mm256_add_ps(z, _mm256_loadu_ps(step.b.as_ptr().add(unit)));

@@ -171,7 +171,7 @@ pub(super) unsafe fn backward_step_avx512(
                     }),
                 ),
             };
-            let z = _mm512_add_ps(load(step.input_projection, at), _mm512_mul_ps(s, t));
+            let z = _mm512_add_ps(step.input.load_avx512(at, row, unit), _mm512_mul_ps(s, t));
             let z = _mm512_add_ps(z, load(step.b, unit));
             let dh = step.dh.map_or(zero, |dh| load(dh, at));
             let upstream = _mm512_add_ps(carry, dh);

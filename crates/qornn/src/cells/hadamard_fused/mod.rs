@@ -193,10 +193,8 @@ pub struct HadamardBackward<'a, T> {
     pub dz: &'a mut [T],
     /// `dL/dz_{t+1}`; `None` at the last step (no carry).
     pub later: Option<&'a [T]>,
-    /// `x_t U^T`, the input's share of `z_t` (`project_input`: in the backward pass a
-    /// product per step measured faster than reading a single input's share in the
-    /// kernel).
-    pub input_projection: &'a [T],
+    /// `x_t U^T`, the input's share of `z_t`.
+    pub input: InputShare<'a, T>,
     pub h_prev: &'a [T],
     /// The read-out's `dL/dh_t`; `None`: zero (a many-to-one read-out before the last step).
     pub dh: Option<&'a [T]>,
@@ -227,7 +225,8 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
         assert!(n.is_multiple_of(lanes.max(width)) && len.is_multiple_of(n));
         assert!(width.is_power_of_two() && width >= 8);
         assert!(width <= 16 || self.transformed.len() >= 2 * n);
-        assert!(self.input_projection.len() == len && self.h_prev.len() == len);
+        assert!(self.h_prev.len() == len);
+        self.input.check(len, n);
         assert!(
             self.later.is_none_or(|l| l.len() == len) && self.dh.is_none_or(|d| d.len() == len)
         );
@@ -243,7 +242,7 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
         Some(HadamardBackward {
             dz: as_f32_mut(self.dz)?,
             later: self.later.map(as_f32),
-            input_projection: as_f32(self.input_projection),
+            input: self.input.into_f32(),
             h_prev: as_f32(self.h_prev),
             dh: self.dh.map(as_f32),
             b: as_f32(self.b),
