@@ -139,14 +139,15 @@ fn a_last_step_readout_reads_only_the_last_steps_gradient() {
     }
 }
 
-/// The Hadamard step's fused forward and backward (f32, blocks of 8 and 16, ReLU and
-/// modReLU; the AVX2 kernels and the fastest, AVX-512F where the CPU has it) give the
+/// The structured steps' fused forward and backward (f32, Hadamard blocks of 8, 16 and
+/// more, rotations; ReLU and modReLU; the AVX2 kernels and the fastest, AVX-512F where the
+/// CPU has it) give the
 /// states and every gradient bit for bit as the pass per operation that they replace, with
 /// and without an input gradient (two step blocks of `dz` or all), a many-to-one read-out
 /// or one at every step, on 1 and 3 threads; with the hidden state fake-quantized
 /// (`--act-bits`, to nearest and stochastically) the step's gradient too.
 #[test]
-fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
+fn the_fused_steps_are_the_unfused_ones_bit_for_bit() {
     let probe = [0.5f32; 16];
     let fused_here = Recurrence::Hadamard {
         row_scale: &probe,
@@ -168,16 +169,19 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
     // (24, 8): n not a multiple of 16, so the fastest kernel is the AVX2 one there; batch
     // 80 of 64 units: a step large enough for the kept states' non-temporal stores; one
     // input (d = 1): its share read in the kernels; blocks of 32 and more (HadamRNN's one
-    // block of n among them): the rows transformed into scratch.
+    // block of n among them): the rows transformed into scratch; block None: rotations.
     let shapes = [
-        (32, 8, 9, 3),
-        (32, 16, 9, 1),
-        (24, 8, 9, 3),
-        (24, 8, 9, 1),
-        (64, 16, 80, 1),
-        (64, 32, 9, 3),
-        (64, 64, 80, 1),
-        (256, 256, 5, 1),
+        (32, Some(8), 9, 3),
+        (32, Some(16), 9, 1),
+        (24, Some(8), 9, 3),
+        (24, Some(8), 9, 1),
+        (64, Some(16), 80, 1),
+        (64, Some(32), 9, 3),
+        (64, Some(64), 80, 1),
+        (256, Some(256), 5, 1),
+        (32, None, 9, 3),
+        (24, None, 9, 1),
+        (64, None, 80, 1),
     ];
     for (n, block, batch, d) in shapes {
         let shape = CellShape {
@@ -187,12 +191,20 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
             batch,
         };
         let row_scale: Vec<f32> = random32(n).iter().map(|v| v.signum() * 0.25).collect();
+        // Rotations: (cos, sin) of random angles, pair by pair.
+        let cos_sin: Vec<f32> = random32(n / 2)
+            .iter()
+            .flat_map(|&a| [(3.0 * a).cos(), (3.0 * a).sin()])
+            .collect();
         let (u, b, bm) = (random32(n * d), random32(n), random32(n));
         let x = random32(steps * batch * d);
         let dh = random32(steps * batch * n);
-        let w = Recurrence::Hadamard {
-            row_scale: &row_scale,
-            block,
+        let w = match block {
+            Some(block) => Recurrence::Hadamard {
+                row_scale: &row_scale,
+                block,
+            },
+            None => Recurrence::Rotations { cos_sin: &cos_sin },
         };
         assert!(w.has_fused_steps());
         let quantizers = |modrelu: bool| {
@@ -251,7 +263,7 @@ fn the_fused_hadamard_steps_are_the_unfused_ones_bit_for_bit() {
                         assert_eq!(
                             run(kernel),
                             unfused,
-                            "{kernel:?} m {block} {activation:?} {hidden_quant:?} last only {last_only} dx {with_dx} {par:?}"
+                            "{kernel:?} m {block:?} {activation:?} {hidden_quant:?} last only {last_only} dx {with_dx} {par:?}"
                         );
                     }
                 }

@@ -13,8 +13,8 @@
 
 pub mod activation;
 pub mod edge;
+mod fused;
 pub mod gated;
-mod hadamard_fused;
 pub mod low_rank;
 pub mod recurrence;
 

@@ -7,7 +7,7 @@
 //! gradient, and `dU`'s, inside the loop.
 
 use crate::cells::recurrence::{
-    CellShape, FusedKernel, FusedQuant, HadamardBackward, HadamardForward, InputShare, Recurrence,
+    CellShape, FusedKernel, FusedQuant, FusedBackward, FusedForward, InputShare, Recurrence,
 };
 use crate::cells::{
     add_column_sums, batch_parts, part_rows, project_input, run_parts, split_batch_rows, Rows,
@@ -165,7 +165,7 @@ impl<T: Real> OrnnCell<T> {
                     let input = input_share(&mut step_z, n, x_s, p.u);
                     let [prev, next] = states.each_mut();
                     let (h_prev, h_next) = if s % 2 == 0 { (prev, next) } else { (next, prev) };
-                    p.w.forward_fused(HadamardForward {
+                    p.w.forward_fused(FusedForward {
                         input,
                         h_prev,
                         h_next,
@@ -264,7 +264,7 @@ impl<T: Real> OrnnCell<T> {
                             .expect("two distinct step blocks");
                         (&mut **dz_s, Some(&**later))
                     };
-                    p.w.backward_fused(HadamardBackward {
+                    p.w.backward_fused(FusedBackward {
                         dz: dz_s,
                         later,
                         input: input_share(&mut step_z, n, x_s, p.u),

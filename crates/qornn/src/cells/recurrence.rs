@@ -4,9 +4,7 @@
 //! forward, the backward carry `dz_{t+1} W`, and the gradient of the structured forms. A new
 //! structured `W` is one variant here. Also the sizes every cell shares (`CellShape`).
 
-pub use crate::cells::hadamard_fused::{
-    FusedKernel, FusedQuant, HadamardBackward, HadamardForward, InputShare,
-};
+pub use crate::cells::fused::{FusedBackward, FusedForward, FusedKernel, FusedQuant, InputShare};
 use crate::cells::{backprop_step, project_input, project_step};
 use crate::Real;
 use faer::Accum;

@@ -1,7 +1,7 @@
 //! Stochastic rounding's offsets (`act_train_rounding = "stochastic"`): a uniform `r` in
 //! `[0, 1)` per activation, drawn by a counter-based hash of the run's seed, the training
 //! step and the activation's place in the batch, so that the backward pass, the fused
-//! kernels (`cells/hadamard_fused/quant.rs`, the same hash in 32-bit lanes) and a resumed
+//! kernels (`cells/fused/quant.rs`, the same hash in 32-bit lanes) and a resumed
 //! run draw the same `r` without storing it.
 
 /// SplitMix64's finaliser (Steele et al. 2014): a bijective mix of the 64 bits.

@@ -5,7 +5,7 @@
 
 use super::quant::{code_lanes16, offsets16, BiasCodes};
 use super::{fwht_blocks_into, prefetch_ahead, streams, transform_rows};
-use super::{HadamardBackward, HadamardForward};
+use super::{FusedBackward, FusedForward, FusedW};
 
 /// The transform of each block of `m` = 8 (`stages` 3) or 16 (`stages` 4) values of `v`:
 /// stage `k` adds a permutation of the lanes to them (lanes that take `a + b`) or
@@ -66,19 +66,70 @@ unsafe fn stream_avx512(p: *mut f32, v: std::arch::x86_64::__m512) {
     }
 }
 
-/// [`super::forward_step_avx2`] with 16 lanes a vector (one block of 16 or two of 8; `n` a
-/// multiple of 16), the same result.
+/// `R v` on the 8 pairs of lanes of `v`, `R = [[c, -s], [s, c]]` from the pairs' `(c, s)`
+/// in `cs` (`transpose`: `R^T v`): `rotate_add`'s products, difference and sum, so the same
+/// values (`c v0 - (-s) v1` is `c v0 + s v1` and `(-s) v0 + c v1` is `c v1 - s v0` exactly).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn rotate16(
+    cs: std::arch::x86_64::__m512,
+    v: std::arch::x86_64::__m512,
+    transpose: bool,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let c = _mm512_permute_ps::<0b10_10_00_00>(cs);
+    let s = _mm512_permute_ps::<0b11_11_01_01>(cs);
+    let (p, q) = (
+        _mm512_mul_ps(c, v),
+        _mm512_mul_ps(s, _mm512_permute_ps::<0b10_11_00_01>(v)),
+    );
+    match transpose {
+        // Lanes 2k: p - q; lanes 2k + 1: q + p.
+        false => _mm512_mask_sub_ps(_mm512_add_ps(q, p), 0x5555, p, q),
+        // Lanes 2k: p + q; lanes 2k + 1: p - q.
+        true => _mm512_mask_sub_ps(_mm512_add_ps(p, q), 0xaaaa, p, q),
+    }
+}
+
+/// Adds units `unit..unit + 16`'s share of `dL/dW`'s sums (`Recurrence::accumulate_gradient`):
+/// Hadamard `dz t` at `unit`; rotations, each pair's `(d0 h0, d0 h1, d1 h0, d1 h1)` at
+/// `2 unit`, `source` being `t` or `h_{t-1}`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn add_w_gradient(
+    w: &FusedW<'_>,
+    sums: *mut f32,
+    unit: usize,
+    dz: std::arch::x86_64::__m512,
+    source: std::arch::x86_64::__m512,
+) {
+    use std::arch::x86_64::*;
+    let add_into = |p: *mut f32, v| _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), v));
+    match w {
+        FusedW::Hadamard { .. } => add_into(sums.add(unit), _mm512_mul_ps(dz, source)),
+        FusedW::Rotations { .. } => {
+            // Lane j of a vector of sums: pair j / 4, d at (j % 4) / 2, h at j % 2.
+            let d_lanes = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+            let h_lanes = _mm512_setr_epi32(0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7);
+            for half in 0..2 {
+                let offset = _mm512_set1_epi32(8 * half);
+                let d = _mm512_permutexvar_ps(_mm512_add_epi32(d_lanes, offset), dz);
+                let h = _mm512_permutexvar_ps(_mm512_add_epi32(h_lanes, offset), source);
+                add_into(sums.add(2 * unit + 16 * half as usize), _mm512_mul_ps(d, h));
+            }
+        }
+    }
+}
+
+/// [`super::avx2::forward_step_avx2`] with 16 lanes a vector (one block of 16, two of 8 or 8
+/// rotation pairs; `n` a multiple of 16), the same result.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn forward_step_avx512(
-    step: HadamardForward<'_, f32>,
-    row_scale: &[f32],
-    width: usize,
-) {
+pub(super) unsafe fn forward_step_avx512(step: FusedForward<'_, f32>, w: FusedW<'_>) {
     use std::arch::x86_64::*;
-    let (n, len) = (row_scale.len(), step.h_next.len());
+    let (n, width, len) = (w.units(), w.width(), step.h_next.len());
     step.check(n, width, 16);
     let stream = streams(step.h_kept);
     let stages = if width == 16 { 4 } else { 3 };
@@ -92,15 +143,22 @@ pub(super) unsafe fn forward_step_avx512(
         for unit in (0..n).step_by(16) {
             let at = row * n + unit;
             let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
-            let t = match rows_transformed {
-                true => load(step.transformed, unit),
-                false => fwht_avx512(load(step.h_prev, at), stages),
+            // W's term of z: s t (t = H h_{t-1}, in registers or from the row's scratch),
+            // or R h_{t-1}.
+            let recurrent = match w {
+                FusedW::Hadamard { row_scale, .. } => {
+                    let t = match rows_transformed {
+                        true => load(step.transformed, unit),
+                        false => fwht_avx512(load(step.h_prev, at), stages),
+                    };
+                    _mm512_mul_ps(load(row_scale, unit), t)
+                }
+                FusedW::Rotations { cos_sin } => {
+                    rotate16(load(cos_sin, unit), load(step.h_prev, at), false)
+                }
             };
-            // z = (x U^T + s t) + b: a product, then two sums.
-            let z = _mm512_add_ps(
-                step.input.load_avx512(at, row, unit),
-                _mm512_mul_ps(load(row_scale, unit), t),
-            );
+            // z = (x U^T + W's term) + b: two sums.
+            let z = _mm512_add_ps(step.input.load_avx512(at, row, unit), recurrent);
             let z = _mm512_add_ps(z, load(step.b, unit));
             let h = if let Some(q) = &step.quant {
                 // The hidden state's quantizer: the code times the step.
@@ -125,26 +183,22 @@ pub(super) unsafe fn forward_step_avx512(
     }
 }
 
-/// [`super::backward_step_avx2`] with 16 lanes a vector (one block of 16 or two of 8; `n` a
-/// multiple of 16), the same result.
+/// [`super::avx2::backward_step_avx2`] with 16 lanes a vector (one block of 16, two of 8 or
+/// 8 rotation pairs; `n` a multiple of 16), the same result.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn backward_step_avx512(
-    step: HadamardBackward<'_, f32>,
-    row_scale: &[f32],
-    width: usize,
-) {
+pub(super) unsafe fn backward_step_avx512(step: FusedBackward<'_, f32>, w: FusedW<'_>) {
     use std::arch::x86_64::*;
-    let (n, len) = (row_scale.len(), step.dz.len());
+    let (n, width, len) = (w.units(), w.width(), step.dz.len());
     step.check(n, width, 16);
     let stages = if width == 16 { 4 } else { 3 };
     let rows_transformed = width > 16;
     let zero = _mm512_setzero_ps();
     let bias_codes = BiasCodes::new(step.quant.as_ref(), step.modrelu, step.bm);
     for row in 0..len / n {
-        if rows_transformed {
+        if let (true, FusedW::Hadamard { row_scale, .. }) = (rows_transformed, w) {
             let rows = row * n..(row + 1) * n;
             let later = step.later.map(|l| &l[rows.clone()]);
             let h_prev = &step.h_prev[rows];
@@ -154,34 +208,48 @@ pub(super) unsafe fn backward_step_avx512(
         for unit in (0..n).step_by(16) {
             let at = row * n + unit;
             let load = |p: &[f32], i: usize| _mm512_loadu_ps(p.as_ptr().add(i));
-            let s = load(row_scale, unit);
             prefetch_ahead(step.h_prev, at);
-            // t = H h_{t-1} and the carry H (s dz_{t+1}) (or zero): in registers, or read
-            // from the row's scratch.
-            let (t, carry) = match rows_transformed {
-                true => (
-                    load(step.transformed, unit),
-                    step.later
-                        .map_or(zero, |_| load(step.transformed, n + unit)),
-                ),
-                false => (
-                    fwht_avx512(load(step.h_prev, at), stages),
-                    step.later.map_or(zero, |later| {
-                        fwht_avx512(_mm512_mul_ps(load(later, at), s), stages)
-                    }),
-                ),
+            // W's term of z, what dL/dW's sums take with dz (t = H h_{t-1}, or h_{t-1}) and
+            // the carry dz_{t+1} W (or zero), as `Recurrence::project`, `accumulate_gradient`
+            // and `carry` compute them: for Hadamard blocks in registers or from the row's
+            // scratch, H (s dz_{t+1}); for rotations R^T dz_{t+1} added to zeros.
+            let (recurrent, source, carry) = match w {
+                FusedW::Hadamard { row_scale, .. } => {
+                    let s = load(row_scale, unit);
+                    let (t, carry) = match rows_transformed {
+                        true => (
+                            load(step.transformed, unit),
+                            step.later
+                                .map_or(zero, |_| load(step.transformed, n + unit)),
+                        ),
+                        false => (
+                            fwht_avx512(load(step.h_prev, at), stages),
+                            step.later.map_or(zero, |later| {
+                                fwht_avx512(_mm512_mul_ps(load(later, at), s), stages)
+                            }),
+                        ),
+                    };
+                    (_mm512_mul_ps(s, t), t, carry)
+                }
+                FusedW::Rotations { cos_sin } => {
+                    let (cs, h) = (load(cos_sin, unit), load(step.h_prev, at));
+                    let carry = step.later.map_or(zero, |later| {
+                        _mm512_add_ps(zero, rotate16(cs, load(later, at), true))
+                    });
+                    (rotate16(cs, h, false), h, carry)
+                }
             };
-            let z = _mm512_add_ps(step.input.load_avx512(at, row, unit), _mm512_mul_ps(s, t));
+            let z = _mm512_add_ps(step.input.load_avx512(at, row, unit), recurrent);
             let z = _mm512_add_ps(z, load(step.b, unit));
             let dh = step.dh.map_or(zero, |dh| load(dh, at));
             let upstream = _mm512_add_ps(carry, dh);
+            let add_into =
+                |p: *mut f32, v| _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), v));
             // The quantizer's straight-through backward, as the AVX2 kernel's.
             if let Some(q) = &step.quant {
                 let code = code_lanes16(q, z, bias_codes.at(unit), offsets16(q, row, unit, n));
                 let through = _mm512_mul_ps(upstream, code.inside);
                 _mm512_storeu_ps(step.dz.as_mut_ptr().add(at), through);
-                let add_into =
-                    |p: *mut f32, v| _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), v));
                 add_into(step.db.as_mut_ptr().add(unit), through);
                 if step.modrelu {
                     add_into(
@@ -194,17 +262,13 @@ pub(super) unsafe fn backward_step_avx512(
                     _mm512_mul_ps(_mm512_mul_ps(upstream, code.clamped), code.value),
                 );
                 add_into(step.d_step.as_mut_ptr().add(unit), term);
-                add_into(
-                    step.d_scale.as_mut_ptr().add(unit),
-                    _mm512_mul_ps(through, t),
-                );
+                add_w_gradient(&w, step.d_scale.as_mut_ptr(), unit, through, source);
                 continue;
             }
             let dact = if step.modrelu {
                 let (sign, _, alive) = modrelu_lanes_avx512(z, load(step.bm, unit));
-                let dbm_p = step.dbm.as_mut_ptr().add(unit);
                 let d_bm = _mm512_mul_ps(upstream, _mm512_maskz_mov_ps(alive, sign));
-                _mm512_storeu_ps(dbm_p, _mm512_add_ps(_mm512_loadu_ps(dbm_p), d_bm));
+                add_into(step.dbm.as_mut_ptr().add(unit), d_bm);
                 _mm512_maskz_mov_ps(alive, _mm512_mul_ps(sign, sign))
             } else {
                 _mm512_maskz_mov_ps(
@@ -214,13 +278,8 @@ pub(super) unsafe fn backward_step_avx512(
             };
             let dz = _mm512_mul_ps(upstream, dact);
             _mm512_storeu_ps(step.dz.as_mut_ptr().add(at), dz);
-            let db_p = step.db.as_mut_ptr().add(unit);
-            _mm512_storeu_ps(db_p, _mm512_add_ps(_mm512_loadu_ps(db_p), dz));
-            let ds_p = step.d_scale.as_mut_ptr().add(unit);
-            _mm512_storeu_ps(
-                ds_p,
-                _mm512_add_ps(_mm512_loadu_ps(ds_p), _mm512_mul_ps(dz, t)),
-            );
+            add_into(step.db.as_mut_ptr().add(unit), dz);
+            add_w_gradient(&w, step.d_scale.as_mut_ptr(), unit, dz, source);
         }
     }
 }

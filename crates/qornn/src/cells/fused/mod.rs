@@ -1,13 +1,15 @@
-//! A Hadamard recurrence's training steps in one pass over each row's blocks (f32, AVX2 or
-//! AVX-512F, ReLU or modReLU), blocks of 8 or 16 units in registers throughout; larger
-//! blocks (HadamRNN's one block of `n`) transformed a row at a time into a row of scratch
-//! that stays in the L1 cache, then read from there:
-//! - forward: `t = (I ⊗ H_m) h_{t-1}`, `z = x U^T + s t + b`, `h_t = act(z)`, written to
-//!   the row block the next step reads and, by non-temporal stores that do not first read
-//!   the line they write, to the `(T, B, n)` states kept for the backward pass;
-//! - backward: `z_t` recomputed from `h_{t-1}` as above, the carry
-//!   `dz_{t+1} W = (I ⊗ H_m)(s dz_{t+1})`, the activation's derivative, and the block's
-//!   share of `dL/ds`, `db` and `dbm`.
+//! A structured recurrence's training steps in one pass over each row (f32, AVX2 or
+//! AVX-512F, ReLU or modReLU): a Hadamard `W` with blocks of 8 or 16 units in registers
+//! throughout, larger blocks (HadamRNN's one block of `n`) transformed a row at a time into
+//! a row of scratch that stays in the L1 cache and read from there, or 2 x 2 rotations
+//! (a pair's `(c, s)` spread across lanes):
+//! - forward: W's term (`s t`, `t = (I ⊗ H_m) h_{t-1}`, or `R h_{t-1}`),
+//!   `z = x U^T + W's term + b`, `h_t = act(z)`, written to the row block the next step
+//!   reads and, by non-temporal stores that do not first read the line they write, to the
+//!   `(T, B, n)` states kept for the backward pass;
+//! - backward: `z_t` recomputed from `h_{t-1}` as above, the carry `dz_{t+1} W`
+//!   (`(I ⊗ H_m)(s dz_{t+1})` or `R^T dz_{t+1}`), the activation's derivative, and the
+//!   units' share of `dL/dW`'s sums (`dL/ds`, or the 2 x 2 blocks), `db` and `dbm`.
 //!
 //! With the activations fake-quantized (`--act-bits`) the kernels apply the hidden state's
 //! quantizer instead of the float activation (`quant.rs`).
@@ -37,7 +39,7 @@ mod quant;
 
 pub use quant::FusedQuant;
 
-/// Which kernels run a Hadamard recurrence's fused steps.
+/// Which kernels run a structured recurrence's fused steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FusedKernel {
     /// None: the pass per operation.
@@ -49,51 +51,96 @@ pub enum FusedKernel {
     Fastest,
 }
 
+/// The structured `W` a fused step applies, in f32.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum FusedW<'a> {
+    /// `diag(row_scale) (I ⊗ H_m)`, `m` = `block`.
+    Hadamard { row_scale: &'a [f32], block: usize },
+    /// 2 x 2 rotations, `(c_k, s_k)` in entries `2k, 2k + 1`.
+    Rotations { cos_sin: &'a [f32] },
+}
+
+#[cfg(target_arch = "x86_64")]
+impl FusedW<'_> {
+    /// The hidden units `n`.
+    fn units(&self) -> usize {
+        match self {
+            FusedW::Hadamard { row_scale, .. } => row_scale.len(),
+            FusedW::Rotations { cos_sin } => cos_sin.len(),
+        }
+    }
+
+    /// The units a kernel's loop takes together: the Hadamard block (8, 16 or more), or 8
+    /// for rotations (4 pairs).
+    fn width(&self) -> usize {
+        match self {
+            FusedW::Hadamard { block, .. } => *block,
+            FusedW::Rotations { .. } => 8,
+        }
+    }
+}
+
 impl<T: Real> Recurrence<'_, T> {
     /// Whether the fused steps ([`Self::forward_fused`], [`Self::backward_fused`]) run
-    /// here: a Hadamard `W` in f32 with blocks of 8, 16 or a larger power of two (a
-    /// multiple of 16), on a CPU with AVX2.
+    /// here, in f32 on a CPU with AVX2: a Hadamard `W` with blocks of 8, 16 or a larger
+    /// power of two (a multiple of 16), or rotations on a multiple of 8 units.
     pub fn has_fused_steps(&self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if let Recurrence::Hadamard { block, .. } = *self {
-            let rows_block = block >= 32 && block.is_power_of_two();
-            return is_f32::<T>()
-                && (register_block(block).is_some()
-                    || (rows_block && std::arch::is_x86_feature_detected!("avx2")));
-        }
-        false
+        let fused = {
+            let avx2 = || std::arch::is_x86_feature_detected!("avx2");
+            is_f32::<T>()
+                && match *self {
+                    Recurrence::Hadamard { block, .. } => {
+                        let rows_block = block >= 32 && block.is_power_of_two();
+                        register_block(block).is_some() || (rows_block && avx2())
+                    }
+                    Recurrence::Rotations { cos_sin } => cos_sin.len().is_multiple_of(8) && avx2(),
+                    Recurrence::Dense(_) => false,
+                }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let fused = false;
+        fused
     }
 
     /// What a fused step by `kernel` (not `Unfused`) runs with, where
-    /// [`Self::has_fused_steps`] (else it panics): the row scales as f32, the block, and
-    /// whether the kernel is the AVX-512 one (the CPU has it, `n` is a multiple of 16).
+    /// [`Self::has_fused_steps`] (else it panics): `W` as f32, and whether the kernel is
+    /// the AVX-512 one (the CPU has it, `n` is a multiple of 16).
     #[cfg(target_arch = "x86_64")]
-    fn fused_setup(&self, kernel: FusedKernel) -> (&[f32], usize, bool) {
+    fn fused_setup(&self, kernel: FusedKernel) -> (FusedW<'_>, bool) {
         assert!(self.has_fused_steps() && kernel != FusedKernel::Unfused);
-        let Recurrence::Hadamard { row_scale, block } = *self else {
-            unreachable!("has_fused_steps: a Hadamard W")
+        let w = match *self {
+            Recurrence::Hadamard { row_scale, block } => FusedW::Hadamard {
+                row_scale: as_f32(row_scale),
+                block,
+            },
+            Recurrence::Rotations { cos_sin } => FusedW::Rotations {
+                cos_sin: as_f32(cos_sin),
+            },
+            Recurrence::Dense(_) => unreachable!("has_fused_steps: a structured W"),
         };
         let avx512 = kernel == FusedKernel::Fastest
-            && row_scale.len().is_multiple_of(16)
+            && w.units().is_multiple_of(16)
             && std::arch::is_x86_feature_detected!("avx512f");
-        (as_f32(row_scale), block, avx512)
+        (w, avx512)
     }
 
-    /// A Hadamard `W`'s whole forward step for a block of rows in one pass
-    /// ([`HadamardForward`]: `project` and the activation fused, the same result) by
+    /// A structured `W`'s whole forward step for a block of rows in one pass
+    /// ([`FusedForward`]: `project` and the activation fused, the same result) by
     /// `kernel` (not `Unfused`), where [`Self::has_fused_steps`].
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    pub fn forward_fused(&self, step: HadamardForward<'_, T>, kernel: FusedKernel) {
+    pub fn forward_fused(&self, step: FusedForward<'_, T>, kernel: FusedKernel) {
         #[cfg(target_arch = "x86_64")]
         {
-            let (scale, block, avx512) = self.fused_setup(kernel);
+            let (w, avx512) = self.fused_setup(kernel);
             let step = step.into_f32().expect("T is f32");
-            // SAFETY: `has_fused_steps` found AVX2 (`register_block`), `fused_setup`
-            // AVX-512F for the AVX-512 kernel.
+            // SAFETY: `has_fused_steps` found AVX2, `fused_setup` AVX-512F for the AVX-512
+            // kernel.
             unsafe {
                 match avx512 {
-                    true => forward_step_avx512(step, scale, block),
-                    false => forward_step_avx2(step, scale, block),
+                    true => forward_step_avx512(step, w),
+                    false => forward_step_avx2(step, w),
                 }
             }
         }
@@ -101,21 +148,21 @@ impl<T: Real> Recurrence<'_, T> {
         unreachable!("no fused steps off x86-64 (has_fused_steps)");
     }
 
-    /// A Hadamard `W`'s whole backward step for a block of rows in one pass
-    /// ([`HadamardBackward`]: `project`, `carry`, the activation's derivative and
+    /// A structured `W`'s whole backward step for a block of rows in one pass
+    /// ([`FusedBackward`]: `project`, `carry`, the activation's derivative and
     /// `accumulate_gradient` fused, the same result) by `kernel`, as
     /// [`Self::forward_fused`].
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    pub fn backward_fused(&self, step: HadamardBackward<'_, T>, kernel: FusedKernel) {
+    pub fn backward_fused(&self, step: FusedBackward<'_, T>, kernel: FusedKernel) {
         #[cfg(target_arch = "x86_64")]
         {
-            let (scale, block, avx512) = self.fused_setup(kernel);
+            let (w, avx512) = self.fused_setup(kernel);
             let step = step.into_f32().expect("T is f32");
             // SAFETY: as in `forward_fused`.
             unsafe {
                 match avx512 {
-                    true => backward_step_avx512(step, scale, block),
-                    false => backward_step_avx2(step, scale, block),
+                    true => backward_step_avx512(step, w),
+                    false => backward_step_avx2(step, w),
                 }
             }
         }
@@ -188,7 +235,7 @@ impl InputShare<'_, f32> {
 }
 
 /// One backward step of a block of rows (`(rows, n)` each unless said).
-pub struct HadamardBackward<'a, T> {
+pub struct FusedBackward<'a, T> {
     /// Out: `dL/dz_t`.
     pub dz: &'a mut [T],
     /// `dL/dz_{t+1}`; `None` at the last step (no carry).
@@ -215,7 +262,7 @@ pub struct HadamardBackward<'a, T> {
     pub d_step: &'a mut [T],
 }
 
-impl<'a, T: Real> HadamardBackward<'a, T> {
+impl<'a, T: Real> FusedBackward<'a, T> {
     /// Panics unless the slices have the step's shapes for `n` units in blocks of `width`
     /// (a power of two from 8; `n` a multiple of it and of `lanes`), so that the kernels'
     /// loads stay inside them.
@@ -231,15 +278,15 @@ impl<'a, T: Real> HadamardBackward<'a, T> {
             self.later.is_none_or(|l| l.len() == len) && self.dh.is_none_or(|d| d.len() == len)
         );
         assert!(self.b.len() == n && self.bm.len() == n);
-        assert!(self.d_scale.len() >= n && self.db.len() == n && self.dbm.len() == n);
+        assert!(self.d_scale.len() >= 2 * n && self.db.len() == n && self.dbm.len() == n);
         assert!(self.quant.is_none() || self.d_step.len() == n);
     }
 
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
     #[cfg(target_arch = "x86_64")]
-    pub(super) fn into_f32(self) -> Option<HadamardBackward<'a, f32>> {
+    pub(super) fn into_f32(self) -> Option<FusedBackward<'a, f32>> {
         use super::recurrence::as_f32_mut;
-        Some(HadamardBackward {
+        Some(FusedBackward {
             dz: as_f32_mut(self.dz)?,
             later: self.later.map(as_f32),
             input: self.input.into_f32(),
@@ -313,7 +360,7 @@ fn streams(kept: &[f32]) -> bool {
 }
 
 /// One forward step of a block of rows (`(rows, n)` each unless said).
-pub struct HadamardForward<'a, T> {
+pub struct FusedForward<'a, T> {
     /// `x_t U^T`, the input's share of `z_t`.
     pub input: InputShare<'a, T>,
     pub h_prev: &'a [T],
@@ -332,8 +379,8 @@ pub struct HadamardForward<'a, T> {
     pub transformed: &'a mut [T],
 }
 
-impl<'a, T: Real> HadamardForward<'a, T> {
-    /// As [`HadamardBackward::check`].
+impl<'a, T: Real> FusedForward<'a, T> {
+    /// As [`FusedBackward::check`].
     #[cfg(target_arch = "x86_64")]
     fn check(&self, n: usize, width: usize, lanes: usize) {
         let len = self.h_next.len();
@@ -347,9 +394,9 @@ impl<'a, T: Real> HadamardForward<'a, T> {
 
     /// The same step on `f32` slices; `None` when `T` is not `f32`.
     #[cfg(target_arch = "x86_64")]
-    pub(super) fn into_f32(self) -> Option<HadamardForward<'a, f32>> {
+    pub(super) fn into_f32(self) -> Option<FusedForward<'a, f32>> {
         use super::recurrence::as_f32_mut;
-        Some(HadamardForward {
+        Some(FusedForward {
             h_next: as_f32_mut(self.h_next)?,
             h_kept: as_f32_mut(self.h_kept)?,
             input: self.input.into_f32(),
