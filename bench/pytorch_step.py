@@ -8,6 +8,9 @@ kernels; with --bits 32, as qornn's baselines are timed). --model fastgrnn: Edge
 FastGRNN cell, scripted step by step. --model block-hadamrnn (hadamrnn: one block, m = n): W = diag(sign(v)) (I ⊗ H_m) /
 sqrt(m) built dense (the sign with a straight-through gradient), U at --bits with the
 quantizer above, the recurrence with --act (relu or modrelu), the sequence unbound once.
+--model qornn-rotations: 2 x 2 rotation blocks from learned angles, cos and sin at --bits
+with the quantizer above, applied pair by pair (--rotations dense: W built dense, one
+(n, n) product per step), U and the recurrence as for the Hadamard models.
 Then a last-step read-out with cross-entropy,
 backward through all of it, RMSprop.
 
@@ -39,7 +42,8 @@ def bjorck(w, iterations=15, beta=0.5):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="qornn-bjorck", choices=["qornn-bjorck", "block-hadamrnn", "hadamrnn", "lstm", "gru", "fastgrnn"])
+    p.add_argument("--model", default="qornn-bjorck", choices=["qornn-bjorck", "block-hadamrnn", "hadamrnn", "qornn-rotations", "lstm", "gru", "fastgrnn"])
+    p.add_argument("--rotations", default="pairs", choices=["pairs", "dense"], help="qornn-rotations: pair by pair (the faster here) or W dense")
     p.add_argument("--block", type=int, default=16)
     p.add_argument("--act", default="relu", choices=["relu", "modrelu"])
     p.add_argument("--hidden", type=int, default=170)
@@ -115,6 +119,39 @@ def main():
             h = torch.zeros(args.batch, n)
             for xu_t in xu.unbind(0):
                 h = act(h @ W.t() + xu_t)
+            return h
+    elif args.model == "qornn-rotations":
+        theta = torch.nn.Parameter(torch.empty(n // 2).uniform_(-3.14, 3.14))
+        U = torch.nn.Parameter(torch.empty(n, d).uniform_(-d ** -0.5, d ** -0.5))
+        b = torch.nn.Parameter(torch.zeros(n))
+        bm = torch.nn.Parameter(torch.zeros(n))
+        core_params = [theta, U, b, bm]
+
+        def parametrise():
+            cs = quantize_ste(torch.stack([theta.cos(), theta.sin()], 1), args.bits)
+            if args.rotations == "pairs":
+                return cs, quantize_ste(U, args.bits)
+            c, s_ = cs[:, 0], cs[:, 1]
+            blocks = torch.stack([torch.stack([c, -s_], 1), torch.stack([s_, c], 1)], 1)
+            return torch.block_diag(*blocks.unbind(0)), quantize_ste(U, args.bits)
+
+        def act(z):
+            if args.act == "relu":
+                return torch.relu(z)
+            return torch.sign(z) * torch.relu(z.abs() + bm)
+
+        def recur(weights):
+            W, Uq = weights
+            xu = (x.reshape(-1, d) @ Uq.t() + b).reshape(args.seq, args.batch, n)
+            h = torch.zeros(args.batch, n)
+            for xu_t in xu.unbind(0):
+                if args.rotations == "pairs":
+                    p = h.view(args.batch, n // 2, 2)
+                    c, s_ = W[:, 0], W[:, 1]
+                    r = torch.stack([c * p[..., 0] - s_ * p[..., 1], s_ * p[..., 0] + c * p[..., 1]], 2)
+                    h = act(r.reshape(args.batch, n) + xu_t)
+                else:
+                    h = act(h @ W.t() + xu_t)
             return h
     elif args.model in ("lstm", "gru"):
         rnn = (torch.nn.LSTM if args.model == "lstm" else torch.nn.GRU)(d, n)

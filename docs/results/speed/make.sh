@@ -13,9 +13,9 @@ here=docs/results/speed
 if [[ ${1:-} == --rerun ]]; then
     data=${2:?usage: docs/results/speed/make.sh --rerun MNIST_DIR}
     {
-        echo "Measured on $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(nproc) cores, with \`bench/compare.sh hadamrnn:512:4:modrelu block-hadamrnn:512:4:modrelu qornn-bjorck:170:4 qornn-bjorck:512:4 lstm:170:32 gru:170:32 fastgrnn:170:32\` (PyTorch $(python3 -c 'import torch; print(torch.__version__)') on CPU; both on every core)."
+        echo "Measured on $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(nproc) cores, with \`bench/compare.sh hadamrnn:512:4:modrelu block-hadamrnn:512:4:modrelu qornn-rotations:512:4:modrelu qornn-bjorck:170:4 qornn-bjorck:512:4 lstm:170:32 gru:170:32 fastgrnn:170:32\` (PyTorch $(python3 -c 'import torch; print(torch.__version__)') on CPU; both on every core)."
         echo
-        bench/compare.sh hadamrnn:512:4:modrelu block-hadamrnn:512:4:modrelu \
+        bench/compare.sh hadamrnn:512:4:modrelu block-hadamrnn:512:4:modrelu qornn-rotations:512:4:modrelu \
             qornn-bjorck:170:4 qornn-bjorck:512:4 lstm:170:32 gru:170:32 fastgrnn:170:32
     } > "$here/compare.md"
     bench/integer-speed.sh "$data" > "$here/integer.md.new"
