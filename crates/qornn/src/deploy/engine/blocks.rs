@@ -152,16 +152,30 @@ impl BlockLayout {
         let (m, d) = (self.block, self.input);
         let start = i / m * m;
         let (mut acc_w, mut acc_u) = ([0i32; LANES], [0i32; LANES]);
-        let add = |acc: &mut [i32; LANES], codes: &[i32], values: &[i32], first: usize| {
+        // Inlined into each caller, so that it is compiled for the caller's instructions.
+        #[inline(always)]
+        fn add(acc: &mut [i32; LANES], codes: &[i32], values: &[i32], first: usize, lanes: usize) {
             for (k, &c) in codes.iter().enumerate() {
-                let row = &values[(first + k) * lanes + lane0..][..LANES];
+                let row = &values[(first + k) * lanes..][..LANES];
                 for (a, &v) in acc.iter_mut().zip(row) {
                     *a += c * v;
                 }
             }
-        };
-        add(&mut acc_w, &self.w_rows[i * m..(i + 1) * m], h, start);
-        add(&mut acc_u, &self.u[i * d..(i + 1) * d], x, 0);
+        }
+        add(
+            &mut acc_w,
+            &self.w_rows[i * m..(i + 1) * m],
+            &h[lane0..],
+            start,
+            lanes,
+        );
+        add(
+            &mut acc_u,
+            &self.u[i * d..(i + 1) * d],
+            &x[lane0..],
+            0,
+            lanes,
+        );
         (acc_w, acc_u)
     }
 
