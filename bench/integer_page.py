@@ -200,7 +200,20 @@ the 10-epoch (89.3 %) and 30-epoch (90.7 %) models of the same recipe; three epo
 with W held then give 86.0 % (`-100ep-a8-f5-frozen-3ep`). Its validation accuracy stayed
 between 72 and 86 % from the fifth epoch to the last: at x 0.98 the learning rate falls
 below 2e-4 only after 80 epochs (after 20 at x 0.92), and with the state quantized and
-saturating the model does not settle while it is higher.
+saturating the model does not settle while it is higher. Nor at A = 8 from the start:
+the config's schedule for 30 epochs at lr x 0.92 per epoch (`-a8-f5-scratch-30ep`) gives
+**87.9 %** in integers (its run 87.9 %, best model at epoch 21; validation between 84.7 and
+87.3 % from the tenth epoch on), against 87.8 % after the config's 10 epochs (seed 1).
+**Per-block steps would not have room to help.** The diagnosis behind the idea: the float
+model's 32 blocks of 16 units differ 15-fold in their states' magnitude, so one step for
+every unit would leave some blocks few codes. The models trained at A = 8 do not: the codes
+of `-a12-f9-scratch-a8-f5-frozen-6ep` (the recipe's last stage for six epochs, seed 1,
+88.9 %) through one test image have a root-mean-square of 24.8 to 87.0 per block (median
+52.9, of 127), 1.4 % of them saturated in the median block; those of
+`-a8-f5-scratch-frozen-3ep` 12.5 to 74.3 (median 56.3), 2.0 % saturated
+(`qornn export --model RUN/model.qornn --c DIR` then `bench/state_codes.py DIR/qornn_trace.h
+16`). A power-of-two step per block could at most double the resolution of the two or
+three weakest blocks, so the `.qornn` format keeps one hidden step per model.
 Screened before these rows on seeds 2 and 3 (one thread each on a 16-core Intel Xeon,
 where the recipe's own fine-tuning gave the same 89.0 % as here; the runs' own test
 accuracy, not kept as rows), with W trained: two epochs at lr 3e-4 (x 0.3 per epoch,
