@@ -202,7 +202,7 @@ between 72 and 86 % from the fifth epoch to the last: at x 0.98 the learning rat
 below 2e-4 only after 80 epochs (after 20 at x 0.92), and with the state quantized and
 saturating the model does not settle while it is higher. Nor at A = 8 from the start:
 the config's schedule for 30 epochs at lr x 0.92 per epoch (`-a8-f5-scratch-30ep`) gives
-**87.9 %** in integers (its run 87.9 %, best model at epoch 21; validation between 84.7 and
+**87.9 %** in integers (its run 87.8 %, best model at epoch 21; validation between 84.7 and
 87.3 % from the tenth epoch on), against 87.8 % after the config's 10 epochs (seed 1).
 **Per-block steps would not have room to help.** The diagnosis behind the idea: the float
 model's 32 blocks of 16 units differ 15-fold in their states' magnitude, so one step for
