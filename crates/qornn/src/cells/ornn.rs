@@ -7,7 +7,7 @@
 //! gradient, and `dU`'s, inside the loop.
 
 use crate::cells::recurrence::{
-    CellShape, FusedKernel, FusedQuant, FusedBackward, FusedForward, InputShare, Recurrence,
+    CellShape, FusedBackward, FusedForward, FusedKernel, FusedQuant, InputShare, Recurrence,
 };
 use crate::cells::{
     add_column_sums, batch_parts, part_rows, project_input, run_parts, split_batch_rows, Rows,

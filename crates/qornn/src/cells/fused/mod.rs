@@ -245,17 +245,18 @@ pub struct FusedBackward<'a, T> {
     pub h_prev: &'a [T],
     /// The read-out's `dL/dh_t`; `None`: zero (a many-to-one read-out before the last step).
     pub dh: Option<&'a [T]>,
-    /// `b`, `bm`: `(n)` each (the row scales are the recurrence's).
+    /// `b`, `bm`: `(n)` each (W is the recurrence's).
     pub b: &'a [T],
     pub bm: &'a [T],
     pub modrelu: bool,
     /// The hidden state's quantizer, else the float activation.
     pub quant: Option<FusedQuant>,
-    /// Scratch for blocks larger than 16: a row's transform and its carry, `(2 n)` (else
+    /// Scratch for Hadamard blocks larger than 16: a row's transform and its carry, `(2 n)` (else
     /// unused).
     pub transformed: &'a mut [T],
-    /// This thread's sums, added into: `dL/ds`, `db`, `dbm` (`(n)` each), and with `quant`
-    /// the `dh/ds` terms of the quantizer's step by unit (`(n)`; else empty).
+    /// This thread's sums, added into: `dL/dW`'s (`Recurrence::accumulate_gradient`'s
+    /// `2 n`), `db`, `dbm` (`(n)` each), and with `quant` the `dh/ds` terms of the
+    /// quantizer's step by unit (`(n)`; else empty).
     pub d_scale: &'a mut [T],
     pub db: &'a mut [T],
     pub dbm: &'a mut [T],
@@ -317,8 +318,9 @@ fn transform_rows(
     row_scale: &[f32],
     block: usize,
 ) {
-    fwht_blocks_into(h_prev, t_row, block);
+    fwht_blocks_into(h_prev, &mut t_row[..h_prev.len()], block);
     if let Some(later) = later {
+        let carry_row = &mut carry_row[..h_prev.len()];
         for ((c, &l), &s) in carry_row.iter_mut().zip(later).zip(row_scale) {
             *c = l * s;
         }
@@ -375,7 +377,7 @@ pub struct FusedForward<'a, T> {
     pub modrelu: bool,
     /// The hidden state's quantizer, else the float activation.
     pub quant: Option<FusedQuant>,
-    /// Scratch for blocks larger than 16: a row's transform, `(n)` (else unused).
+    /// Scratch for Hadamard blocks larger than 16: a row's transform, `(n)` (else unused).
     pub transformed: &'a mut [T],
 }
 
