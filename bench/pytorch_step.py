@@ -40,6 +40,26 @@ def bjorck(w, iterations=15, beta=0.5):
     return w
 
 
+def activation(name, bm):
+    """ReLU, or modReLU with its biases bm."""
+    if name == "relu":
+        return torch.relu
+    return lambda z: torch.sign(z) * torch.relu(z.abs() + bm)
+
+
+def unbound_recurrence(x, u, b, w_times, act):
+    """h_t = act(W h_{t-1} + U x_t + b) over the sequence (w_times(h) = W h), the input's
+    share for every step at once; the last state. The sequence is unbound once: indexing's
+    backward would build a full-size gradient per step."""
+    seq, batch, d = x.shape
+    n = u.shape[0]
+    xu = (x.reshape(-1, d) @ u.t() + b).reshape(seq, batch, n)
+    h = torch.zeros(batch, n)
+    for xu_t in xu.unbind(0):
+        h = act(w_times(h) + xu_t)
+    return h
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="qornn-bjorck", choices=["qornn-bjorck", "block-hadamrnn", "hadamrnn", "qornn-rotations", "lstm", "gru", "fastgrnn"])
@@ -86,12 +106,7 @@ def main():
 
         def recur(weights):
             W, Uq = weights
-            xu = (x.reshape(-1, d) @ Uq.t() + b).reshape(args.seq, args.batch, n)
-            h = torch.zeros(args.batch, n)
-            # unbind, not xu[t]: indexing's backward would build a full-size gradient per step
-            for xu_t in xu.unbind(0):
-                h = torch.relu(h @ W.t() + xu_t)
-            return h
+            return unbound_recurrence(x, Uq, b, lambda h: h @ W.t(), torch.relu)
     elif args.model in ("block-hadamrnn", "hadamrnn"):
         m = args.block if args.model == "block-hadamrnn" else n
         H = torch.ones(1, 1)
@@ -108,18 +123,9 @@ def main():
             sign = v + (torch.where(v.detach() < 0, -1.0, 1.0) - v).detach()
             return sign[:, None] * blocks, quantize_ste(U, args.bits)
 
-        def act(z):
-            if args.act == "relu":
-                return torch.relu(z)
-            return torch.sign(z) * torch.relu(z.abs() + bm)
-
         def recur(weights):
             W, Uq = weights
-            xu = (x.reshape(-1, d) @ Uq.t() + b).reshape(args.seq, args.batch, n)
-            h = torch.zeros(args.batch, n)
-            for xu_t in xu.unbind(0):
-                h = act(h @ W.t() + xu_t)
-            return h
+            return unbound_recurrence(x, Uq, b, lambda h: h @ W.t(), activation(args.act, bm))
     elif args.model == "qornn-rotations":
         theta = torch.nn.Parameter(torch.empty(n // 2).uniform_(-3.14, 3.14))
         U = torch.nn.Parameter(torch.empty(n, d).uniform_(-d ** -0.5, d ** -0.5))
@@ -135,24 +141,16 @@ def main():
             blocks = torch.stack([torch.stack([c, -s_], 1), torch.stack([s_, c], 1)], 1)
             return torch.block_diag(*blocks.unbind(0)), quantize_ste(U, args.bits)
 
-        def act(z):
-            if args.act == "relu":
-                return torch.relu(z)
-            return torch.sign(z) * torch.relu(z.abs() + bm)
+        def rotate(h, cs):
+            p = h.view(h.shape[0], n // 2, 2)
+            c, s_ = cs[:, 0], cs[:, 1]
+            r = torch.stack([c * p[..., 0] - s_ * p[..., 1], s_ * p[..., 0] + c * p[..., 1]], 2)
+            return r.reshape(h.shape[0], n)
 
         def recur(weights):
             W, Uq = weights
-            xu = (x.reshape(-1, d) @ Uq.t() + b).reshape(args.seq, args.batch, n)
-            h = torch.zeros(args.batch, n)
-            for xu_t in xu.unbind(0):
-                if args.rotations == "pairs":
-                    p = h.view(args.batch, n // 2, 2)
-                    c, s_ = W[:, 0], W[:, 1]
-                    r = torch.stack([c * p[..., 0] - s_ * p[..., 1], s_ * p[..., 0] + c * p[..., 1]], 2)
-                    h = act(r.reshape(args.batch, n) + xu_t)
-                else:
-                    h = act(h @ W.t() + xu_t)
-            return h
+            w_times = (lambda h: rotate(h, W)) if args.rotations == "pairs" else (lambda h: h @ W.t())
+            return unbound_recurrence(x, Uq, b, w_times, activation(args.act, bm))
     elif args.model in ("lstm", "gru"):
         rnn = (torch.nn.LSTM if args.model == "lstm" else torch.nn.GRU)(d, n)
         core_params = list(rnn.parameters())
