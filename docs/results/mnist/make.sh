@@ -43,12 +43,14 @@ if [[ ${1:-} == --rerun ]]; then
             --out "$runs/$smnist100"
     keep_run "$runs/$smnist100" "$here/smnist-100ep/$smnist100" \
         "qornn train --config configs/$smnist100.toml --data-dir DATA_DIR --threads 2 --out runs/$smnist100"
-    # Its second seed.
-    [[ -f $runs/$smnist100-s2/summary.json ]] ||
-        "$qornn" train --config "configs/$smnist100.toml" --data-dir "$mnist" --seed 2 \
-            --threads 2 --out "$runs/$smnist100-s2"
-    keep_run "$runs/$smnist100-s2" "$here/smnist-100ep/$smnist100-s2" \
-        "qornn train --config configs/$smnist100.toml --data-dir DATA_DIR --seed 2 --threads 2 --out runs/$smnist100-s2"
+    # Its seeds 2 and 3.
+    for seed in 2 3; do
+        [[ -f $runs/$smnist100-s$seed/summary.json ]] ||
+            "$qornn" train --config "configs/$smnist100.toml" --data-dir "$mnist" --seed $seed \
+                --threads 2 --out "$runs/$smnist100-s$seed"
+        keep_run "$runs/$smnist100-s$seed" "$here/smnist-100ep/$smnist100-s$seed" \
+            "qornn train --config configs/$smnist100.toml --data-dir DATA_DIR --seed $seed --threads 2 --out runs/$smnist100-s$seed"
+    done
     # The pMNIST Block-HadamRNN's config with blocks of 32 and 64 units instead of 16.
     for block in 32 64; do
         name=pmnist-block$block-hadamrnn-4b-10ep
