@@ -1,5 +1,6 @@
-//! The fused Hadamard steps with AVX2: 8 lanes a vector, a block of 8 units in one
-//! register and one of 16 in two (larger blocks: the row's transform read from scratch).
+//! The fused steps with AVX2: 8 lanes a vector, a Hadamard block of 8 units in one
+//! register and one of 16 in two (larger blocks: the row's transform read from scratch),
+//! or 4 rotation pairs.
 
 use super::quant::{self, BiasCodes};
 use super::{fwht_blocks_into, prefetch_ahead, streams, transform_rows};

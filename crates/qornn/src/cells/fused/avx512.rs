@@ -1,7 +1,7 @@
-//! The fused Hadamard steps with AVX-512F: 16 lanes a vector, one block of 16 units or two
+//! The fused steps with AVX-512F: 16 lanes a vector, one Hadamard block of 16 units or two
 //! of 8, the transform's four stages inside one register (larger blocks: the row's
-//! transform read from scratch); the same arithmetic as the AVX2 kernels of the parent
-//! module, so the same results.
+//! transform read from scratch), or 8 rotation pairs; the same arithmetic as the AVX2
+//! kernels (`avx2.rs`), so the same results.
 
 use super::quant::{code_lanes16, offsets16, BiasCodes};
 use super::{fwht_blocks_into, prefetch_ahead, streams, transform_rows};
