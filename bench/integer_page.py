@@ -214,6 +214,16 @@ of `-a12-f9-scratch-a8-f5-frozen-6ep` (the recipe's last stage for six epochs, s
 (`qornn export --model RUN/model.qornn --c DIR` then `bench/state_codes.py DIR/qornn_trace.h
 16`). A power-of-two step per block could at most double the resolution of the two or
 three weakest blocks, so the `.qornn` format keeps one hidden step per model.
+**Nor does a step between two powers of two.** `--act-range continuous` learns the hidden
+step as any real `s = m 2^-f` (LSQ on its logarithm, unrounded), and `qornn quantize` runs
+the state `h / m` with U, the biases and V scaled by `m`, so the engine still shifts: the
+recipe's last stage on seed 1 (the `-a12-f9-scratch-a8-f5-frozen-3ep` command with
+`--act-range continuous --step-lr 1e-3`) moved the step from 2^-5 to 1.012 x 2^-5 and gives
+**88.6 %** in integers (88.7 % in its run, bit-exact with the twin, 5,628 bytes) against
+88.7 % with the step held; started at 2^-4 (`--act-hidden-frac 4 --step-lr 1e-2`) the step
+stays there (1.94 x 2^-5 after three epochs) and the model at **86.5 %** (86.5 % in its
+run). The step's straight-through gradient does not find the better power of two; the
+lowest-loss search or a held 2^-5 does (screened, one seed each, not kept as rows).
 Screened before these rows on seeds 2 and 3 (one thread each on a 16-core Intel Xeon,
 where the recipe's own fine-tuning gave the same 89.0 % as here; the runs' own test
 accuracy, not kept as rows), with W trained: two epochs at lr 3e-4 (x 0.3 per epoch,

@@ -50,10 +50,11 @@ fn describe(r: &EvalRecord) -> String {
         .code_changes
         .map(|f| format!("  W codes changed {f}"))
         .unwrap_or_default();
-    let hidden_step = r
-        .hidden_frac
-        .map(|f| format!("  h step 2^{}", -f))
-        .unwrap_or_default();
+    let hidden_step = match (r.hidden_step, r.hidden_frac) {
+        (Some(step), _) => format!("  h step 2^{:.3}", step.log2()),
+        (None, Some(f)) => format!("  h step 2^{}", -f),
+        (None, None) => String::new(),
+    };
     format!(
         "step {}  train {:.4}  val {:.4}{acc}{bpc}{ppl}  baseline {:.4}{orthogonality}{flips}{hidden_step}  {:.0}s",
         r.step, r.train_loss, r.val_loss, r.baseline_loss, r.seconds

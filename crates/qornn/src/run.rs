@@ -43,6 +43,10 @@ pub struct EvalRecord {
     /// evaluation used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden_frac: Option<i32>,
+    /// The hidden state's step itself, `m 2^-f_h`, where it is not a power of two
+    /// (`act_range = "continuous"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_step: Option<f64>,
     pub seconds: f64,
 }
 
@@ -322,6 +326,11 @@ fn drive(
                 orthogonality: trainer.orthogonality(),
                 code_changes: trainer.take_code_changes(),
                 hidden_frac: trainer.model.hidden_quantizer().map(|q| q.fraction_bits()),
+                hidden_step: trainer
+                    .model
+                    .hidden_quantizer()
+                    .filter(|q| q.mantissa() != 1.0)
+                    .map(|q| q.step as f64),
                 seconds: state.seconds,
             };
             let line = serde_json::to_string(&record).expect("records serialise");

@@ -134,11 +134,16 @@ fn reference(
 }
 
 fn check(modrelu: bool, seed: u64, dither: Option<u32>) {
+    check_at(1.0 / 16.0, modrelu, seed, dither);
+}
+
+/// The check at the hidden step `step`: a power of two (`HiddenQuantizer::new`) or any
+/// other (`ActRange::Continuous`, `HiddenQuantizer::with_step`).
+fn check_at(step: f64, modrelu: bool, seed: u64, dither: Option<u32>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut draw = |len: usize, scale: f64| -> Vec<f64> {
         (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
     };
-    let step = 1.0 / 16.0;
     let point = Point {
         w: draw(N * N, 0.9),
         u: draw(N * D, 3.0),
@@ -153,8 +158,11 @@ fn check(modrelu: bool, seed: u64, dither: Option<u32>) {
     } else {
         Activation::Relu
     };
-    let log2_step = step.log2() as f32;
-    let mut quantizer = HiddenQuantizer::<f64>::new(BITS, log2_step, modrelu);
+    let mut quantizer = if step.log2().fract() == 0.0 {
+        HiddenQuantizer::<f64>::new(BITS, step.log2() as f32, modrelu)
+    } else {
+        HiddenQuantizer::<f64>::with_step(BITS, step, modrelu)
+    };
     quantizer.dither = dither;
     let shape = CellShape {
         hidden: N,
@@ -250,5 +258,15 @@ fn stochastic_rounding_backward_matches_central_differences() {
         let key = dither_key(seed, 17);
         check(false, seed, Some(key));
         check(true, seed, Some(key));
+    }
+}
+
+/// A step between two powers of two (`act_range = "continuous"`): the same
+/// straight-through gradient, in particular `dh/ds` with `u = z / s` no longer exact.
+#[test]
+fn continuous_step_backward_matches_central_differences() {
+    for seed in 0..4 {
+        check_at(0.0517, false, seed, None);
+        check_at(0.0517, true, seed, None);
     }
 }

@@ -59,6 +59,7 @@ fn batch_parallel_time_loops_match_the_sequential_ones() {
             rank_u: None,
             act_bits: None,
             act_hidden_start: Default::default(),
+            act_step_continuous: false,
             readout_bits: None,
         };
         let mut model = Model::new(spec, &mut rng);

@@ -214,7 +214,9 @@ fn the_fused_steps_are_the_unfused_ones_bit_for_bit() {
                 dither: Some(dither_key(5, 3)),
                 ..nearest
             };
-            [None, Some(nearest), Some(stochastic)]
+            // A step between powers of two (`act_range = "continuous"`): z / s inexact.
+            let continuous = HiddenQuantizer::<f32>::with_step(6, 0.1371, modrelu);
+            [None, Some(nearest), Some(stochastic), Some(continuous)]
         };
         let cases = [Activation::Relu, Activation::Modrelu, Activation::Tanh]
             .into_iter()

@@ -188,12 +188,13 @@ fn hadamard_and_learned_step_models_run_in_integers() {
 /// the run's own A, learned hidden step and read-out width by default, and the integer model
 /// (bit-exact with its twin) scores as the run's own evaluation did, within a small bound:
 /// the remaining differences are the weight steps' 12-bit mantissas and the biases'
-/// rounding to the accumulator's unit.
+/// rounding to the accumulator's unit. A continuous step's mantissa, folded into U, the
+/// biases and V, keeps it so.
 #[test]
 fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
     use qornn::quant::activation::{ActRange, ActRounding, HIDDEN_STEP};
     use qornn::Activation::{Modrelu, Relu};
-    use ActRange::{Calibrated, Learned};
+    use ActRange::{Calibrated, Continuous, Learned};
     use ActRounding::{Nearest, Stochastic};
     for (model, act, act_range, act_train_rounding) in [
         ("qornn-bjorck", Modrelu, Calibrated, Nearest),
@@ -201,6 +202,8 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
         ("qornn-bjorck", Relu, Learned, Nearest),
         // Trained with stochastic rounding, evaluated (and run in integers) to nearest.
         ("hadamrnn", Modrelu, Calibrated, Stochastic),
+        ("hadamrnn", Modrelu, Continuous, Nearest),
+        ("qornn-bjorck", Relu, Continuous, Nearest),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
@@ -221,7 +224,7 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
         let moved = log2_step != log2_step.round();
         assert_eq!(
             moved,
-            act_range == ActRange::Learned,
+            act_range != ActRange::Calibrated,
             "{model}: log2 step {log2_step}"
         );
         assert!(
@@ -233,6 +236,18 @@ fn a_model_trained_in_integer_arithmetic_keeps_its_accuracy_in_integers() {
         assert_eq!(report.act_bits, 8);
         assert_eq!(report.readout_bits, Some(4));
         assert_eq!(report.hidden_range, Some("trained"));
+        // Learned, the step is 2^round(l); continuous, 2^l = m 2^-f_h with m folded.
+        let mantissa = 2f64.powf(log2_step as f64 - (log2_step as f64).floor());
+        match act_range {
+            Continuous => assert!(
+                (report.hidden_mantissa.unwrap() - mantissa).abs() < 1e-6
+                    && report.hidden_frac == -(log2_step.floor() as i32),
+                "{model}: {:?} 2^-{} for log2 step {log2_step}",
+                report.hidden_mantissa,
+                report.hidden_frac
+            ),
+            _ => assert_eq!(report.hidden_mantissa, None),
+        }
         assert!(report.bit_exact, "{model}");
         assert!(
             (report.float.loss - summary.test.loss).abs() < 1e-9,

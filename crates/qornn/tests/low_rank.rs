@@ -25,6 +25,7 @@ fn spec(model: &str, rank_w: Option<usize>, rank_u: Option<usize>) -> ModelSpec 
         rank_u,
         act_bits: None,
         act_hidden_start: Default::default(),
+        act_step_continuous: false,
         readout_bits: None,
     }
 }

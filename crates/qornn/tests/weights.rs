@@ -27,6 +27,7 @@ fn spec(model: &str, hidden: usize, input: usize) -> ModelSpec {
         rank_u: None,
         act_bits: None,
         act_hidden_start: Default::default(),
+        act_step_continuous: false,
         readout_bits: None,
     }
 }

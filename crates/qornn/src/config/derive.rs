@@ -184,6 +184,7 @@ impl Config {
             rank_u: (self.rank_u > 0).then_some(self.rank_u),
             act_bits: self.act_bits,
             act_hidden_start: self.act_hidden_start(),
+            act_step_continuous: self.act_range == ActRange::Continuous,
             readout_bits: self.readout_bits,
         }
     }

@@ -263,9 +263,11 @@ settings! {
     /// act_bits: the step from which the activations are quantized (a float model trained
     /// so far is fine-tuned from there).
     act_bits_from: u64 = 0,
-    /// act_bits: the hidden state's step calibrated (held) or learned (LSQ on its log2);
-    /// both start at the power of two with the least squared error on the state when
-    /// quantization starts, or at act_hidden_frac.
+    /// act_bits: the hidden state's step calibrated (held), learned (LSQ on its log2,
+    /// rounded to a power of two) or continuous (LSQ on its log2, any real step, whose
+    /// mantissa `qornn quantize` folds into U, the biases and V); all start at the power of
+    /// two with the least squared error on the state when quantization starts, or at
+    /// act_hidden_frac.
     act_range: ActRange = ActRange::Calibrated,
     /// act_bits: start the hidden state's step at 2^-F (F fraction bits; codes then hold
     /// +-2^(A-1-F)) instead of the least-squares power of two; unset: least squares.

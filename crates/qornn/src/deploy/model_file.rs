@@ -40,12 +40,18 @@ pub struct QuantizedReadout {
 impl QuantizedReadout {
     /// The paper's min-max quantizer at `bits` (2..=16), its step rounded to 12 bits.
     pub fn new(v: &[f32], rows: usize, cols: usize, bits: u32) -> Self {
+        Self::with_step_times(v, rows, cols, bits, 1.0)
+    }
+
+    /// As [`QuantizedReadout::new`], the step times `factor` before it is rounded: the
+    /// codes of `v` for `factor v` (a continuous hidden step's mantissa, `qornn quantize`).
+    pub fn with_step_times(v: &[f32], rows: usize, cols: usize, bits: u32, factor: f64) -> Self {
         let q = Quantizer::post_training(bits, Granularity::PerTensor);
         let t = q.quantize(v, rows, cols);
         Self {
             bits,
             codes: t.codes,
-            step: dyadic(t.steps[0] as f64),
+            step: dyadic(t.steps[0] as f64 * factor),
         }
     }
 

@@ -36,6 +36,10 @@ pub struct PtqReport {
     /// absent for a file read back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden_range: Option<&'static str>,
+    /// A continuous trained step's mantissa `m` (`s = m 2^-f_h`), folded into U, the
+    /// biases and V; absent for a power of two.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_mantissa: Option<f64>,
     pub float: Evaluation,
     pub simulated: Evaluation,
     pub integer: Evaluation,
@@ -136,21 +140,34 @@ pub fn quantize_run(
         par,
     );
     // The run's own step when it trained its activations at this A.
-    let trained_frac = float_model
+    let trained = float_model
         .hidden_quantizer()
-        .filter(|_| spec.act_bits == Some(act_bits))
-        .map(|q| q.fraction_bits());
+        .filter(|_| spec.act_bits == Some(act_bits));
+    let trained_frac = trained.map(|q| q.fraction_bits());
     let hidden_frac = trained_frac.unwrap_or(calibrated_frac);
+    // A continuous step s = m 2^-f_h (`ActRange::Continuous`) runs as the state h / m, whose
+    // step 2^-f_h the engine shifts by: for ReLU and modReLU (positively homogeneous)
+    // act(W h + U x + b; bm) / m = act(W (h / m) + (U / m) x + b / m; bm / m), and
+    // V h = (V m)(h / m). The codes are the same; U's step, b, bm and V's step are scaled.
+    // m = 1 (a power of two) changes nothing.
+    let mantissa = trained.map_or(1.0, |q| q.mantissa());
+    let fold =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| (x as f64 / mantissa) as f32).collect() };
+    let codes = codes.map(|(w, mut u)| {
+        u.steps = fold(&u.steps);
+        (w, u)
+    });
 
     let m = &float_model;
     let core = m.elman_tensors().expect("an Elman core (checked above)");
+    let (u, bias, bias_mod) = (fold(core.u), fold(core.bias), core.bias_mod.map(fold));
     let float_recurrence = FloatRecurrence {
         hidden: spec.hidden,
         input: spec.input,
         w: core.w,
-        u: core.u,
-        bias: core.bias,
-        bias_mod: core.bias_mod,
+        u: &u,
+        bias: &bias,
+        bias_mod: bias_mod.as_deref(),
         weight_bits,
         range,
         act_bits,
@@ -178,15 +195,19 @@ pub fn quantize_run(
         )
     })?;
     let (readout_weight, readout_bias) = m.readout_tensors();
-    let readout_codes =
-        readout_bits.map(|r| QuantizedReadout::new(readout_weight, spec.outputs, spec.hidden, r));
+    let readout_codes = readout_bits.map(|r| {
+        QuantizedReadout::with_step_times(readout_weight, spec.outputs, spec.hidden, r, mantissa)
+    });
     let model = IntegerModel {
         recurrence,
         outputs: spec.outputs,
         readout: spec.readout,
         readout_weight: match &readout_codes {
             Some(r) => r.dequantized_f32(),
-            None => readout_weight.to_vec(),
+            None => readout_weight
+                .iter()
+                .map(|&v| (v as f64 * mantissa) as f32)
+                .collect(),
         },
         readout_codes,
         readout_bias: readout_bias.to_vec(),
@@ -205,6 +226,7 @@ pub fn quantize_run(
     } else {
         "calibrated"
     });
+    report.hidden_mantissa = (mantissa != 1.0).then_some(mantissa);
     Ok((report, output))
 }
 
@@ -239,6 +261,7 @@ fn report(
         hidden_frac: q.hidden_frac,
         input_frac: q.input_frac,
         hidden_range: None,
+        hidden_mantissa: None,
         float,
         simulated: run.simulated,
         integer: run.integer,

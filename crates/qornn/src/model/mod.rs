@@ -375,7 +375,8 @@ impl Model {
         if let (Some(q), Some(index), Some(bits)) =
             (hidden_quant, self.hidden_step, self.act_bits_in_use())
         {
-            // s = 2^round(l), straight through: ds/dl = s ln 2, times LSQ's scale g.
+            // s = 2^l (rounded to an integer l unless continuous, straight through):
+            // ds/dl = s ln 2, times LSQ's scale g.
             let (steps, batch) = ws.shape();
             let count = steps * batch * self.spec.hidden;
             let g = activation::step_gradient_scale(count, bits, q.modrelu);

@@ -108,7 +108,11 @@ impl Model {
         let bits = self.act_bits_in_use()?;
         let log2_step = self.params[self.hidden_step?].data[0];
         let modrelu = self.spec.activation == Activation::Modrelu;
-        let mut quantizer = HiddenQuantizer::new(bits, log2_step, modrelu);
+        let mut quantizer = if self.spec.act_step_continuous {
+            HiddenQuantizer::with_step(bits, 2f64.powf(log2_step as f64), modrelu)
+        } else {
+            HiddenQuantizer::new(bits, log2_step, modrelu)
+        };
         quantizer.dither = self.dither;
         Some(quantizer)
     }

@@ -33,6 +33,9 @@ pub struct ModelSpec {
     pub act_bits: Option<u32>,
     /// With `act_bits`: where the hidden step starts when quantization starts.
     pub act_hidden_start: HiddenStepStart,
+    /// With `act_bits`: the hidden step `2^l` for any real `l` (`ActRange::Continuous`),
+    /// else `2^round(l)`.
+    pub act_step_continuous: bool,
     /// The read-out `V` fake-quantized at this many bits in training (the paper's
     /// per-tensor quantizer, straight through), as `qornn quantize --readout-bits` stores
     /// it; `None`: float `V`.

@@ -17,7 +17,8 @@
 //!
 //! The step is learned as LSQ learns an activation step (Esser et al. 2020), through its
 //! base-2 logarithm `l`: `s = 2^round(l)` in the forward pass, so that the engine can
-//! rescale by shifts. The backward is the straight-through estimator written out: each
+//! rescale by shifts, or `s = 2^l` (`ActRange::Continuous`), whose mantissa `qornn
+//! quantize` folds into the weights. The backward is the straight-through estimator written out: each
 //! rounding passes its gradient as the identity, the clamps and ReLU's zero cut it. Where
 //! `lo < a < hi` holds before the clamp ("inside"):
 //!
@@ -54,6 +55,11 @@ pub enum ActRange {
     /// Calibrated when quantization starts, then held: steadier where measured.
     #[default]
     Calibrated,
+    /// Learned (LSQ on `log2 s`) without rounding: any step `s = m 2^-f`, `m` in `[1, 2)`.
+    /// The engine still rescales by shifts: `qornn quantize` runs the state `h / m`, whose
+    /// step is `2^-f`, by dividing U, the biases and modReLU's bias by `m` and multiplying V
+    /// by it (the recurrence is positively homogeneous in `h`), so training sees no jump.
+    Continuous,
 }
 
 /// Where the hidden state's step starts when the activations' quantization starts.
@@ -209,9 +215,14 @@ struct Code<T> {
 impl<T: Real> HiddenQuantizer<T> {
     /// The quantizer of `bits`-bit codes with the step `2^round(log2_step)`.
     pub fn new(bits: u32, log2_step: f32, modrelu: bool) -> Self {
+        Self::with_step(bits, 2f64.powi(log2_step.round() as i32), modrelu)
+    }
+
+    /// The quantizer of `bits`-bit codes with the step `step` (`ActRange::Continuous`).
+    pub fn with_step(bits: u32, step: f64, modrelu: bool) -> Self {
         let (lo, hi) = hidden_code_range(bits, modrelu);
         Self {
-            step: T::of(2f64.powi(log2_step.round() as i32)),
+            step: T::of(step),
             lo: T::of(lo as f64),
             hi: T::of(hi as f64),
             modrelu,
@@ -219,9 +230,15 @@ impl<T: Real> HiddenQuantizer<T> {
         }
     }
 
-    /// The fraction bits `f_h` of this step.
+    /// The fraction bits `f_h` of this step, `s = m 2^-f_h` with `m` in `[1, 2)` (1 for a
+    /// power of two).
     pub fn fraction_bits(&self) -> i32 {
-        -self.step.to_f64().expect("a finite step").log2().round() as i32
+        -self.step.to_f64().expect("a finite step").log2().floor() as i32
+    }
+
+    /// The step's mantissa `m = s 2^f_h`, in `[1, 2)`.
+    pub fn mantissa(&self) -> f64 {
+        self.step.to_f64().expect("a finite step") * 2f64.powi(self.fraction_bits())
     }
 
     /// modReLU's bias in codes, `BM = round(bm / s)` (half away from zero, as the integer
@@ -237,7 +254,7 @@ impl<T: Real> HiddenQuantizer<T> {
     /// stochastic rounding.
     #[inline(always)]
     fn code(&self, z: T, bm: T, offset: T) -> Code<T> {
-        // z / s: exact, s being a power of two.
+        // z / s: exact for a power of two; otherwise the same product in every path.
         let u = z * self.step.recip();
         let rounded = floor(u + offset);
         let sign = if rounded > T::zero() {
