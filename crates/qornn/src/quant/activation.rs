@@ -18,9 +18,9 @@
 //! The step is learned as LSQ learns an activation step (Esser et al. 2020), through its
 //! base-2 logarithm `l`: `s = 2^round(l)` in the forward pass, so that the engine can
 //! rescale by shifts, or `s = 2^l` (`ActRange::Continuous`), whose mantissa `qornn
-//! quantize` folds into the weights. The backward is the straight-through estimator written out: each
-//! rounding passes its gradient as the identity, the clamps and ReLU's zero cut it. Where
-//! `lo < a < hi` holds before the clamp ("inside"):
+//! quantize` folds into the weights. The backward is the straight-through estimator
+//! written out: each rounding passes its gradient as the identity, the clamps and ReLU's
+//! zero cut it. Where `lo < a < hi` holds before the clamp ("inside"):
 //!
 //! ```text
 //! dh/dz = 1,  dh/dbm = sign(Z),  dh/ds = (Z - u) + sign(Z) (BM - bm / s)
