@@ -4,7 +4,8 @@
 # ternary Block-HadamRNN with U at 4 bits and in full precision, FastGRNN at the anchor's
 # low-rank shape in full precision; the Block-HadamRNN with larger blocks on pMNIST),
 # pMNIST's and sMNIST's Block-HadamRNN at
-# the literature's 100 epochs, and Penn Treebank characters at the literature's 20 epochs.
+# the literature's 100 epochs, and Penn Treebank characters at the literature's 20 epochs (and
+# five epochs of its config with W in full precision, Hadamard blocks or rotations).
 #   docs/results/mnist/make.sh                            the page, from the kept artefacts
 #   docs/results/mnist/make.sh --rerun MNIST_DIR PTB_DIR  first trains every config below into
 #                                                         RUNS (default runs/; a finished run is
@@ -62,6 +63,41 @@ if [[ ${1:-} == --rerun ]]; then
     done
     data=$ptb
     keep_config "$here/ptb-char-20ep" ptb-char-qornn-bjorck-4b --data-dir "$ptb"
+    # ptb_variant DEST NAME FLAGS...: the PTB config with FLAGS into RUNS/NAME, kept in DEST.
+    ptb_variant() {
+        local dest=$1 name=$2
+        shift 2
+        [[ -f $runs/$name/summary.json ]] ||
+            "$qornn" train --config configs/ptb-char-qornn-bjorck-4b.toml --data-dir "$ptb" "$@" \
+                --threads 1 --out "$runs/$name"
+        keep_run "$runs/$name" "$dest/$name" \
+            "qornn train --config configs/ptb-char-qornn-bjorck-4b.toml --data-dir DATA_DIR $* --threads 1 --out runs/$name"
+    }
+    # The 4-bit Block-HadamRNN on 512 units, the same 20 epochs.
+    hadamard_512=(--model block-hadamrnn --block 16 --hidden 512)
+    ptb_variant "$here/ptb-char-20ep" ptb-char-block-hadamrnn-4b-512 "${hadamard_512[@]}"
+    # On 1024 and 2048 units with Adam at 2e-3, the optimiser the five-epoch rows below found
+    # faster.
+    for n in 1024 2048; do
+        ptb_variant "$here/ptb-char-20ep" ptb-char-block-hadamrnn-4b-$n-adam --model block-hadamrnn \
+            --block 16 --hidden $n --optimizer adam --lr 2e-3
+    done
+    # The 1024 units' seeds 2 and 3.
+    for seed in 2 3; do
+        ptb_variant "$here/ptb-char-20ep" ptb-char-block-hadamrnn-4b-1024-adam-s$seed \
+            --model block-hadamrnn --block 16 --hidden 1024 --optimizer adam --lr 2e-3 --seed $seed
+    done
+    # Five epochs of the config, with W in full precision, and with the exactly orthogonal
+    # 4-bit forms (the Block-HadamRNN on 512 units, block rotations).
+    ptb_variant "$here/ptb-char-5ep" ptb-char-qornn-bjorck-4b-5ep --epochs 5
+    ptb_variant "$here/ptb-char-5ep" ptb-char-ornn-bjorck-fp-5ep --epochs 5 --model ornn-bjorck --bits 32
+    ptb_variant "$here/ptb-char-5ep" ptb-char-block-hadamrnn-4b-512-5ep --epochs 5 "${hadamard_512[@]}"
+    ptb_variant "$here/ptb-char-5ep" ptb-char-qornn-rotations-4b-5ep --epochs 5 --model qornn-rotations
+    # The Block-HadamRNN with RMSprop at 3e-3, and with Adam at 2e-3.
+    ptb_variant "$here/ptb-char-5ep" ptb-char-block-hadamrnn-4b-512-lr3e-3-5ep --epochs 5 \
+        "${hadamard_512[@]}" --lr 3e-3
+    ptb_variant "$here/ptb-char-5ep" ptb-char-block-hadamrnn-4b-512-adam-5ep --epochs 5 \
+        "${hadamard_512[@]}" --optimizer adam --lr 2e-3
 fi
 python3 bench/fill_page.py "$here/page.md" > docs/results/mnist.md
 echo "wrote docs/results/mnist.md"
