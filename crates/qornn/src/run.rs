@@ -314,6 +314,7 @@ fn drive(
             state.seconds += clock.elapsed().as_secs_f64();
             let lr = trainer.lr();
             let val = trainer.evaluate(false);
+            let hidden_quantizer = trainer.model.hidden_quantizer();
             let record = EvalRecord {
                 step: trainer.step,
                 lr,
@@ -325,10 +326,8 @@ fn drive(
                 baseline_loss: trainer.task.baseline_loss(),
                 orthogonality: trainer.orthogonality(),
                 code_changes: trainer.take_code_changes(),
-                hidden_frac: trainer.model.hidden_quantizer().map(|q| q.fraction_bits()),
-                hidden_step: trainer
-                    .model
-                    .hidden_quantizer()
+                hidden_frac: hidden_quantizer.map(|q| q.fraction_bits()),
+                hidden_step: hidden_quantizer
                     .filter(|q| q.mantissa() != 1.0)
                     .map(|q| q.step as f64),
                 seconds: state.seconds,

@@ -137,8 +137,8 @@ fn check(modrelu: bool, seed: u64, dither: Option<u32>) {
     check_at(1.0 / 16.0, modrelu, seed, dither);
 }
 
-/// The check at the hidden step `step`: a power of two (`HiddenQuantizer::new`) or any
-/// other (`ActRange::Continuous`, `HiddenQuantizer::with_step`).
+/// The check at the hidden step `step`, a power of two or any other
+/// (`ActRange::Continuous`).
 fn check_at(step: f64, modrelu: bool, seed: u64, dither: Option<u32>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut draw = |len: usize, scale: f64| -> Vec<f64> {
@@ -158,11 +158,7 @@ fn check_at(step: f64, modrelu: bool, seed: u64, dither: Option<u32>) {
     } else {
         Activation::Relu
     };
-    let mut quantizer = if step.log2().fract() == 0.0 {
-        HiddenQuantizer::<f64>::new(BITS, step.log2() as f32, modrelu)
-    } else {
-        HiddenQuantizer::<f64>::with_step(BITS, step, modrelu)
-    };
+    let mut quantizer = HiddenQuantizer::<f64>::with_step(BITS, step, modrelu);
     quantizer.dither = dither;
     let shape = CellShape {
         hidden: N,
