@@ -3,12 +3,20 @@
 //! `n (m + d)` multiply-adds per sequence instead of `n (n + d)`. Codes are kept one per
 //! int32, unit-major (`h[i * lanes + s]`), and each row's products run across 32 sequences
 //! at once. Sums stay in int32 lanes under the bound `BlockLayout::new` checks; the
-//! rescaling, rounding and activation are `IntRecurrence::finish`'s (`Finisher`).
+//! rescaling, rounding and activation are `IntRecurrence::finish`'s (`Finisher`). Where
+//! the model finishes in int32 and its blocks are of 2 to 16, the vector steps run the
+//! folded kernels of `folded.rs` instead.
 
 use super::finish::Finisher;
 #[cfg(target_arch = "x86_64")]
-use super::finish::{finish_16_avx512, finish_8_avx2, Narrow256, RowConstants, RowConstants512};
-use super::layout::{sixteen_row_columns, SixteenRowGroups, LANES};
+use super::finish::{finish_16_avx512, finish_8_avx2, RowConstants, RowConstants512};
+#[cfg(target_arch = "x86_64")]
+use super::folded::{
+    folded_blocks_step_avx2, folded_blocks_step_avx512, folded_hadamard_step_avx512,
+    hadamard_step_avx2, transform_rows,
+};
+use super::folded::{FoldedBlocks, FoldedScales};
+use super::layout::{SixteenRowGroups, LANES};
 use qornn_infer::IntRecurrence;
 
 /// W's diagonal blocks and U, one code per int32.
@@ -31,24 +39,9 @@ pub(super) struct BlockLayout {
     /// For a Hadamard recurrence that finishes in int32, its scales folded into its codes
     /// (`with_folded_scales`).
     folded: Option<FoldedScales>,
-}
-
-/// A Hadamard recurrence's numerators with the scales folded into the codes: row i's
-/// `s_i M_w,i 2^a_w (H h)_i + sum_j (U_ij M_u,i 2^a_u) x_j + b_i + round`, one product per
-/// row and one per input instead of two and d + 1. Exact in int32 when the finisher is
-/// (its bound is on these very terms: `|s_i| m max|h| |M_w,i 2^a_w|` and
-/// `max|x| sum_j |U_ij| |M_u,i 2^a_u|`).
-struct FoldedScales {
-    /// `s_i M_w,i 2^a_w` per row.
-    w: Vec<i32>,
-    /// `U_ij M_u,i 2^a_u`, `n x d`.
-    u: Vec<i32>,
-    /// The same by groups of 16 rows (`sixteen_row_columns`) for `step_one_avx512`, where
-    /// the layout has them.
-    u_columns: Vec<i32>,
-    /// `b_i + round` and modReLU's `b_mod,i` (0 for ReLU) per row.
-    bias: Vec<i32>,
-    bias_mod: Vec<i32>,
+    /// For other blocks of at most 16 (rotation pairs) that finish in int32, W's scales
+    /// folded into its codes and U's codes as pairs (`with_folded_scales`).
+    folded_blocks: Option<FoldedBlocks>,
 }
 
 impl BlockLayout {
@@ -81,39 +74,40 @@ impl BlockLayout {
             one_sequence: None,
             hadamard: rec.hadamard_block > 0 && m <= 16,
             folded: None,
+            folded_blocks: None,
         })
     }
 
-    /// The layout with its scales folded into its codes (`FoldedScales`) where it is a
-    /// Hadamard one and the finisher finishes in int32.
+    /// The layout with its scales folded into its codes where the finisher finishes in
+    /// int32: `FoldedScales` for a Hadamard one, `FoldedBlocks` for other blocks of 2 to 16.
     pub(super) fn with_folded_scales(mut self, finisher: &Finisher<'_>) -> Self {
-        if !self.hadamard || !finisher.fits_int32() {
+        let (m, d) = (self.block, self.input);
+        // The folded kernels take blocks of 2, 4, 8 and 16.
+        if !finisher.fits_int32() || !matches!(m, 2 | 4 | 8 | 16) {
             return self;
         }
-        let (m, d) = (self.block, self.input);
         let rows: Vec<_> = (0..self.w_rows.len() / m)
             .map(|i| finisher.row(i))
             .collect();
-        // Every value below is bounded by the finisher's int32 bound.
-        let u: Vec<i32> = (0..rows.len() * d)
-            .map(|k| (self.u[k] as i64 * rows[k / d].u_scale) as i32)
-            .collect();
-        let u_columns = match self.one_sequence {
-            Some(_) => sixteen_row_columns(&u, d, rows.len() / 16),
-            None => Vec::new(),
-        };
-        self.folded = Some(FoldedScales {
-            w: rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (self.w_rows[i * m] as i64 * r.w_scale) as i32)
-                .collect(),
-            u,
-            u_columns,
-            bias: rows.iter().map(|r| r.bias as i32).collect(),
-            bias_mod: rows.iter().map(|r| r.bias_mod as i32).collect(),
-        });
+        if !self.hadamard {
+            self.folded_blocks = Some(FoldedBlocks::new((m, d), &self.w_rows, &self.u, &rows));
+            return self;
+        }
+        let groups = self.one_sequence.is_some();
+        self.folded = Some(FoldedScales::new(
+            (m, d),
+            &self.w_rows,
+            &self.u,
+            &rows,
+            groups,
+        ));
         self
+    }
+
+    /// Whether `step_avx512` runs this layout with `folded_blocks_step_avx512`.
+    #[cfg(test)]
+    pub(super) fn has_folded_blocks(&self) -> bool {
+        self.folded_blocks.is_some()
     }
 
     /// The layout with its groups of 16 rows for `step_one_avx512`, where their shape
@@ -334,15 +328,28 @@ pub(super) unsafe fn step_avx2(
     assert!(lanes.is_multiple_of(LANES) && next.len() >= n * lanes);
     assert!(h.len() >= n * lanes && x.len() >= layout.input * lanes);
     if let (Some(folded), RowConstants::Narrow(shared)) =
+        (&layout.folded_blocks, RowConstants::new(finisher, 0))
+    {
+        let run = match layout.block {
+            2 => folded_blocks_step_avx2::<2>,
+            4 => folded_blocks_step_avx2::<4>,
+            8 => folded_blocks_step_avx2::<8>,
+            16 => folded_blocks_step_avx2::<16>,
+            m => unreachable!("folded blocks are of 2 to 16, not {m}"),
+        };
+        return run(folded, &shared, (n, layout.input), h, x, next, lanes);
+    }
+    if let (Some(folded), RowConstants::Narrow(shared)) =
         (&layout.folded, RowConstants::new(finisher, 0))
     {
-        match layout.block {
-            2 => return hadamard_step_avx2::<2>(layout, folded, &shared, n, h, x, next, lanes),
-            4 => return hadamard_step_avx2::<4>(layout, folded, &shared, n, h, x, next, lanes),
-            8 => return hadamard_step_avx2::<8>(layout, folded, &shared, n, h, x, next, lanes),
-            16 => return hadamard_step_avx2::<16>(layout, folded, &shared, n, h, x, next, lanes),
-            _ => {}
-        }
+        let run = match layout.block {
+            2 => hadamard_step_avx2::<2>,
+            4 => hadamard_step_avx2::<4>,
+            8 => hadamard_step_avx2::<8>,
+            16 => hadamard_step_avx2::<16>,
+            m => unreachable!("a Hadamard layout has blocks of 2 to 16, not {m}"),
+        };
+        return run(folded, &shared, (n, layout.input), h, x, next, lanes);
     }
     for lane0 in (0..lanes).step_by(LANES) {
         for i in 0..n {
@@ -354,84 +361,6 @@ pub(super) unsafe fn step_avx2(
                 let u = _mm256_loadu_si256(acc_u.as_ptr().add(8 * v) as *const __m256i);
                 let codes = finish_8_avx2(&row, w, u);
                 _mm256_storeu_si256(out.add(8 * v) as *mut __m256i, codes);
-            }
-        }
-    }
-}
-
-/// The unnormalised fast Walsh-Hadamard transform of M rows held in registers, in place
-/// (`H_M[r][k] = (-1)^popcount(r & k)`): log2 M stages, in each of which rows r and
-/// r + stride (bit `stride` of r clear) become their sum and their difference. `add` and
-/// `sub` are the vector width's lane-wise int32 addition and subtraction.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn transform_rows<V: Copy, const M: usize>(
-    v: &mut [V; M],
-    add: impl Fn(V, V) -> V,
-    sub: impl Fn(V, V) -> V,
-) {
-    let mut stride = 1;
-    while stride < M {
-        for r in (0..M).filter(|r| r & stride == 0) {
-            let (a, b) = (v[r], v[r + stride]);
-            v[r] = add(a, b);
-            v[r + stride] = sub(a, b);
-        }
-        stride *= 2;
-    }
-}
-
-/// `step_avx2` for a Hadamard recurrence with blocks of M whose scales are folded into its
-/// codes (`FoldedScales`): for 8 lanes, the fast Walsh-Hadamard transform of a block's M
-/// hidden rows (as `hadamard_step_avx512`), then each row's numerator from one product per
-/// row and one per input, and the activation (`shared`: the shift and the range).
-///
-/// # Safety
-/// As `step_avx2`; the layout is a Hadamard one with blocks of M.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn hadamard_step_avx2<const M: usize>(
-    layout: &BlockLayout,
-    folded: &FoldedScales,
-    shared: &Narrow256,
-    n: usize,
-    h: &[i32],
-    x: &[i32],
-    next: &mut [i32],
-    lanes: usize,
-) {
-    use super::finish::activate_8_narrow_avx2;
-    use std::arch::x86_64::*;
-    assert!(layout.hadamard && layout.block == M && n.is_multiple_of(M));
-    let d = layout.input;
-    let at = |rows: &[i32], row: usize, lane0: usize| {
-        _mm256_loadu_si256(rows.as_ptr().add(row * lanes + lane0) as *const __m256i)
-    };
-    for lane0 in (0..lanes).step_by(8) {
-        for first in (0..n).step_by(M) {
-            let mut v: [__m256i; M] = std::array::from_fn(|r| at(h, first + r, lane0));
-            transform_rows(
-                &mut v,
-                |a, b| _mm256_add_epi32(a, b),
-                |a, b| _mm256_sub_epi32(a, b),
-            );
-            for (r, &transformed) in v.iter().enumerate() {
-                let i = first + r;
-                let mut numerator = _mm256_add_epi32(
-                    _mm256_mullo_epi32(transformed, _mm256_set1_epi32(folded.w[i])),
-                    _mm256_set1_epi32(folded.bias[i]),
-                );
-                for (j, &scaled) in folded.u[i * d..(i + 1) * d].iter().enumerate() {
-                    let product = _mm256_mullo_epi32(_mm256_set1_epi32(scaled), at(x, j, lane0));
-                    numerator = _mm256_add_epi32(numerator, product);
-                }
-                let bias_mod = _mm256_set1_epi32(folded.bias_mod[i]);
-                let codes = activate_8_narrow_avx2(shared, bias_mod, numerator);
-                _mm256_storeu_si256(
-                    next.as_mut_ptr().add(i * lanes + lane0) as *mut __m256i,
-                    codes,
-                );
             }
         }
     }
@@ -457,6 +386,30 @@ pub(super) unsafe fn step_avx512(
     use std::arch::x86_64::*;
     assert!(lanes.is_multiple_of(LANES) && next.len() >= n * lanes);
     assert!(h.len() >= n * lanes && x.len() >= layout.input * lanes);
+    if let (true, Some(folded)) = (layout.hadamard, &layout.folded) {
+        let shared = RowConstants512::new(finisher, 0);
+        let run = match layout.block {
+            2 => folded_hadamard_step_avx512::<2>,
+            4 => folded_hadamard_step_avx512::<4>,
+            8 => folded_hadamard_step_avx512::<8>,
+            16 => folded_hadamard_step_avx512::<16>,
+            m => unreachable!("a Hadamard layout has blocks of 2 to 16, not {m}"),
+        };
+        return run(folded, &shared, (n, layout.input), h, x, next, lanes);
+    }
+    if let Some(folded) = &layout.folded_blocks {
+        if std::arch::is_x86_feature_detected!("avx512bw") {
+            let shared = RowConstants512::new(finisher, 0);
+            let run = match layout.block {
+                2 => folded_blocks_step_avx512::<2>,
+                4 => folded_blocks_step_avx512::<4>,
+                8 => folded_blocks_step_avx512::<8>,
+                16 => folded_blocks_step_avx512::<16>,
+                m => unreachable!("folded blocks are of 2 to 16, not {m}"),
+            };
+            return run(folded, &shared, (n, layout.input), h, x, next, lanes);
+        }
+    }
     if layout.hadamard {
         match layout.block {
             2 => return hadamard_step_avx512::<2>(layout, finisher, n, h, x, next, lanes),
@@ -485,7 +438,8 @@ pub(super) unsafe fn step_avx512(
 /// `s_i sum_k H_M[r][k] h_k` (row i = first + r, `H_M[r][k] = (-1)^popcount(r & k)`), are
 /// the fast Walsh-Hadamard transform of its M hidden rows (log2 M stages of additions and
 /// subtractions in registers, exact in int32 under the layout's bound) times the row's
-/// sign, instead of M products per row.
+/// sign, instead of M products per row; finished in int64 lanes (`finish_16_avx512`) where
+/// the scales do not fold into int32 (`folded_hadamard_step_avx512` where they do).
 ///
 /// # Safety
 /// As `step_avx512`; the layout is a Hadamard one with blocks of M.
@@ -500,17 +454,15 @@ unsafe fn hadamard_step_avx512<const M: usize>(
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::finish::{activate_16_narrow_avx512, finish_16_avx512, RowConstants512};
+    use super::finish::{finish_16_avx512, RowConstants512};
     use std::arch::x86_64::*;
     assert!(layout.hadamard && layout.block == M && n.is_multiple_of(M));
     let d = layout.input;
     let at = |rows: &[i32], row: usize, lane0: usize| {
         _mm512_loadu_si512(rows.as_ptr().add(row * lanes + lane0) as *const __m512i)
     };
-    // The shift, activation and range, the same for every row.
-    let shared = RowConstants512::new(finisher, 0);
-    for lane0 in (0..lanes).step_by(16) {
-        for first in (0..n).step_by(M) {
+    for first in (0..n).step_by(M) {
+        for lane0 in (0..lanes).step_by(16) {
             let mut v: [__m512i; M] = std::array::from_fn(|r| at(h, first + r, lane0));
             transform_rows(
                 &mut v,
@@ -520,21 +472,6 @@ unsafe fn hadamard_step_avx512<const M: usize>(
             for (r, &transformed) in v.iter().enumerate() {
                 let i = first + r;
                 let out = next.as_mut_ptr().add(i * lanes + lane0) as *mut __m512i;
-                if let Some(folded) = &layout.folded {
-                    let mut numerator = _mm512_add_epi32(
-                        _mm512_mullo_epi32(transformed, _mm512_set1_epi32(folded.w[i])),
-                        _mm512_set1_epi32(folded.bias[i]),
-                    );
-                    for (j, &scaled) in folded.u[i * d..(i + 1) * d].iter().enumerate() {
-                        let product =
-                            _mm512_mullo_epi32(_mm512_set1_epi32(scaled), at(x, j, lane0));
-                        numerator = _mm512_add_epi32(numerator, product);
-                    }
-                    let bias_mod = _mm512_set1_epi32(folded.bias_mod[i]);
-                    let codes = activate_16_narrow_avx512(&shared, bias_mod, numerator);
-                    _mm512_storeu_si512(out, codes);
-                    continue;
-                }
                 let sign = _mm512_set1_epi32(layout.w_rows[i * M]);
                 let sum_w = _mm512_mullo_epi32(transformed, sign);
                 let mut sum_u = _mm512_setzero_si512();

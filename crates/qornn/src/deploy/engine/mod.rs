@@ -22,6 +22,7 @@
 mod blocks;
 mod bytes;
 mod finish;
+mod folded;
 mod layout;
 mod pairs;
 

@@ -321,6 +321,12 @@ fn the_block_kernels_agree_with_the_portable_one() {
         let model = random_model(&mut rng, form, (n, d), 4, 8, modrelu);
         let engine = BatchedEngine::new(model.as_int());
         let blocks = engine.blocks.as_ref().expect("a block-diagonal W");
+        // Rotation pairs that finish in int32 run the folded kernel under AVX-512.
+        assert_eq!(
+            blocks.has_folded_blocks(),
+            matches!(form, Form::Rotations),
+            "{form:?}: folded blocks"
+        );
         let (lo, hi) = engine.rec.hidden_range();
         let h: Vec<i32> = (0..n * lanes).map(|_| rng.gen_range(lo..=hi)).collect();
         let x: Vec<i32> = (0..d * lanes).map(|_| rng.gen_range(-128..=127)).collect();
