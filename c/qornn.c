@@ -1,5 +1,6 @@
 /* qornn: the integer QORNN recurrence (see qornn.h and docs/format.md). */
 #include "qornn.h"
+#include "qornn_kernels.h"
 
 #include <math.h>
 #include <string.h>
@@ -146,6 +147,8 @@ typedef struct {
                                  steps (each below 2^30), for a model without row steps */
     int64_t half;   /* 2^(S - 1), rounding half up before the shift by S (0 when S = 0) */
     int64_t lo, hi; /* the activation's codes: [-2^(A-1), 2^(A-1) - 1] or [0, 2^A - 1] */
+    int64_t relu_top; /* (hi + 1) 2^S, from which ReLU's code is hi (INT64_MAX beyond) */
+    int relu_word;    /* (hi + 1) 2^S <= 2^32: ReLU's codes below hi by a 32-bit shift */
 } unit_rules;
 
 static unit_rules rules_of(const qornn_model *m) {
@@ -157,6 +160,9 @@ static unit_rules rules_of(const qornn_model *m) {
     r.half = m->shift == 0 ? 0 : (int64_t)1 << (m->shift - 1);
     r.lo = m->modrelu ? -((int64_t)1 << (m->act_bits - 1)) : 0;
     r.hi = m->modrelu ? ((int64_t)1 << (m->act_bits - 1)) - 1 : ((int64_t)1 << m->act_bits) - 1;
+    /* hi + 1 <= 2^16, so (hi + 1) 2^S fits int64 for S <= 46. */
+    r.relu_top = m->shift <= 46 ? (r.hi + 1) << m->shift : INT64_MAX;
+    r.relu_word = m->shift <= 46 && r.relu_top <= ((int64_t)1 << 32);
     return r;
 }
 
@@ -168,26 +174,48 @@ static int64_t scaled(int64_t acc, int32_t scale) {
     return acc * scale;
 }
 
+/* Unit i's code from its numerator with the rounding term added, num = N_i + 2^(S-1):
+ * shifted by S (rounding down), activated and saturated (qornn.h). */
+static int32_t activate(const qornn_model *m, const unit_rules *r, int32_t i, int64_t num) {
+    int64_t z, a;
+    if (!m->modrelu) {
+        /* ReLU's code: 0 below 0, hi from (hi + 1) 2^S on, floor(num / 2^S) between (a
+         * 32-bit shift where (hi + 1) 2^S <= 2^32). */
+        if (num < 0) return 0;
+        if (num >= r->relu_top) return (int32_t)r->hi;
+        return r->relu_word ? (int32_t)((uint32_t)num >> m->shift) : (int32_t)(num >> m->shift);
+    }
+    z = floor_shift(num, m->shift);
+    a = (z < 0 ? -z : z) + m->bias_mod[i];
+    if (a < 0) a = 0;
+    if (z < 0) a = -a;
+    if (z == 0) a = 0;
+    return (int32_t)(a < r->lo ? r->lo : (a > r->hi ? r->hi : a));
+}
+
+/* Row i's steps (its own where the model has row mantissas). */
+static int32_t w_step(const qornn_model *m, const unit_rules *r, int32_t i) {
+    return m->w_row_mantissas ? (int32_t)((uint32_t)m->w_row_mantissas[i] << r->w_align)
+                              : r->w_scale;
+}
+static int32_t u_step(const qornn_model *m, const unit_rules *r, int32_t i) {
+    return m->u_row_mantissas ? (int32_t)((uint32_t)m->u_row_mantissas[i] << r->u_align)
+                              : r->u_scale;
+}
+
 /* Rescale, add the bias, round half up, activate and saturate unit i (qornn.h). */
 static int32_t finish(const qornn_model *m, const unit_rules *r, int32_t i, int64_t acc_w,
                       int64_t acc_u) {
-    int32_t w_scale = m->w_row_mantissas
-                          ? (int32_t)((uint32_t)m->w_row_mantissas[i] << r->w_align)
-                          : r->w_scale;
-    int32_t u_scale = m->u_row_mantissas
-                          ? (int32_t)((uint32_t)m->u_row_mantissas[i] << r->u_align)
-                          : r->u_scale;
-    int64_t num = scaled(acc_w, w_scale) + scaled(acc_u, u_scale) + bias_of(m, i);
-    int64_t z = floor_shift(num + r->half, m->shift);
-    int64_t a;
-    if (m->modrelu) {
-        int64_t mag = (z < 0 ? -z : z) + m->bias_mod[i];
-        if (mag < 0) mag = 0;
-        a = z > 0 ? mag : (z < 0 ? -mag : 0);
-    } else {
-        a = z < 0 ? 0 : z;
-    }
-    return (int32_t)(a < r->lo ? r->lo : (a > r->hi ? r->hi : a));
+    int64_t num = scaled(acc_w, w_step(m, r, i)) + scaled(acc_u, u_step(m, r, i));
+    return activate(m, r, i, num + bias_of(m, i) + r->half);
+}
+
+/* `finish` for sums that fit int32: two 32 x 32 -> 64-bit products (SMULL, SMLAL on a
+ * Cortex-M4). */
+static int32_t finish_sums32(const qornn_model *m, const unit_rules *r, int32_t i,
+                             int32_t acc_w, int32_t acc_u) {
+    int64_t num = (int64_t)acc_w * w_step(m, r, i) + (int64_t)acc_u * u_step(m, r, i);
+    return activate(m, r, i, num + bias_of(m, i) + r->half);
 }
 
 /* scratch = (I ⊗ H_m) h by an in-place fast Walsh-Hadamard transform per block: n log2(m)
@@ -228,173 +256,6 @@ static int64_t packed_dot(const uint8_t *packed, int32_t bits, int32_t first, in
     return total;
 }
 
-/* The paired kernel for a dense W of 8- or 4-bit codes (hidden codes that fit int16): each
- * 32-bit word of codes is split into two words of two 16-bit codes (SXTB16, with a
- * rotation for the odd bytes), and each multiplies a word of two hidden codes with one
- * SMLAD, two multiply-adds per instruction; rows go two at a time, so that each word of
- * hidden pairs is loaded once for both. The hidden codes are laid out once per step in
- * the order the split gives (`pair_hidden`). 4-bit codes are split as 16 times their value
- * (a nibble moved to the top of its byte), and each chunk's sum divided by 16, exactly.
- * On a Cortex-M with the DSP extension (__ARM_FEATURE_DSP) these are the instructions
- * themselves; elsewhere the same arithmetic in C99, so that the host checks the layout. */
-#if defined(__ARM_FEATURE_DSP)
-#include <arm_acle.h>
-static int32_t smlad(uint32_t a, uint32_t b, int32_t acc) {
-    return __smlad((int16x2_t)a, (int16x2_t)b, acc);
-}
-static uint32_t sxtb16(uint32_t x) { return (uint32_t)__sxtb16((int8x4_t)x); }
-/* SXTB16 with its operand rotated, one instruction (the compiler rotates first otherwise). */
-static uint32_t sxtb16_ror8(uint32_t x) {
-    uint32_t out;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(out) : "r"(x));
-    return out;
-}
-#else
-static int32_t lane(uint32_t x, int shift) {
-    int32_t v = (int32_t)((x >> shift) & 0xffffu);
-    return v >= 0x8000 ? v - 0x10000 : v;
-}
-static int32_t smlad(uint32_t a, uint32_t b, int32_t acc) {
-    return acc + lane(a, 0) * lane(b, 0) + lane(a, 16) * lane(b, 16);
-}
-static uint32_t byte_lane(uint32_t x, int shift) {
-    int32_t v = (int32_t)((x >> shift) & 0xffu);
-    return (uint32_t)(uint16_t)(v >= 0x80 ? v - 0x100 : v);
-}
-static uint32_t sxtb16(uint32_t x) { return byte_lane(x, 0) | byte_lane(x, 16) << 16; }
-static uint32_t sxtb16_ror8(uint32_t x) { return byte_lane(x, 8) | byte_lane(x, 24) << 16; }
-#endif
-
-static uint32_t pair16(int32_t lo, int32_t hi) {
-    return (uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16;
-}
-
-/* Four bytes of codes, little-endian (the format's order). On a little-endian Cortex-M a
- * single (unaligned) load. */
-static uint32_t load_word(const uint8_t *p) {
-#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN)
-    uint32_t word;
-    memcpy(&word, p, sizeof word);
-    return word;
-#else
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-#endif
-}
-
-/* Whether the paired kernel runs W: dense codes of 8 bits, or of 4 bits with n even (every
- * row then starts on a byte), hidden codes within int16. A row's whole words of codes go
- * through the pairs; the codes after its last whole word (n mod 4 bytes, n mod 8 nibbles)
- * are taken one at a time. */
-static int paired(const qornn_model *m) {
-    int fits = m->modrelu || m->act_bits <= 15;
-    return m->recurrence == QORNN_DENSE && fits &&
-           (m->w_bits == 8 || (m->w_bits == 4 && m->hidden % 2 == 0));
-}
-
-/* Codes per 32-bit word of a paired row (8 or 4 bits). */
-static int32_t codes_per_word(const qornn_model *m) { return m->w_bits == 8 ? 4 : 8; }
-
-/* H in the order the split of a word gives: 8-bit codes, per 4 units (h0, h2), (h1, h3);
- * 4-bit codes, per 8 units (h0, h4), (h2, h6), (h1, h5), (h3, h7). */
-static void pair_hidden(const qornn_model *m, const int32_t *h, uint32_t *pairs) {
-    int32_t g, n = m->hidden - m->hidden % codes_per_word(m);
-    if (m->w_bits == 8) {
-        for (g = 0; g < n; g += 4) {
-            *pairs++ = pair16(h[g], h[g + 2]);
-            *pairs++ = pair16(h[g + 1], h[g + 3]);
-        }
-    } else {
-        for (g = 0; g < n; g += 8) {
-            *pairs++ = pair16(h[g], h[g + 4]);
-            *pairs++ = pair16(h[g + 2], h[g + 6]);
-            *pairs++ = pair16(h[g + 1], h[g + 5]);
-            *pairs++ = pair16(h[g + 3], h[g + 7]);
-        }
-    }
-}
-
-/* Two 16-bit pairs of row a's codes and two of row b's against two words of hidden pairs:
- * acc_a += a0 . p0 + a1 . p1, acc_b likewise (four SMLAD). */
-static void smlad_rows(uint32_t a0, uint32_t a1, uint32_t b0, uint32_t b1, uint32_t p0,
-                       uint32_t p1, int32_t *acc_a, int32_t *acc_b) {
-    int32_t sum_a = smlad(a0, p0, *acc_a), sum_b = smlad(b0, p0, *acc_b);
-    *acc_a = smlad(a1, p1, sum_a);
-    *acc_b = smlad(b1, p1, sum_b);
-}
-
-/* Rows i and r of W times H by the paired kernel, into sums[0] and sums[1]: each word of
- * hidden pairs is loaded once for both rows. Each product is below 2^22 in magnitude (a
- * code or 16 times a 4-bit code is at most 2^7, |H| <= 2^15), so 256 of them sum exactly in
- * int32 before the chunk is widened: 64 words of 8-bit codes, 32 of 4-bit codes. */
-static void paired_rows(const qornn_model *m, int32_t i, int32_t r, const uint32_t *pairs,
-                        int64_t sums[2]) {
-    int32_t n = m->hidden, words = n / codes_per_word(m), start, w;
-    int32_t chunk = m->w_bits == 8 ? 64 : 32;
-    size_t row_bytes = (size_t)n * (size_t)m->w_bits / 8;
-    const uint8_t *row_a = m->w_packed + (size_t)i * row_bytes;
-    const uint8_t *row_b = m->w_packed + (size_t)r * row_bytes;
-    sums[0] = sums[1] = 0;
-    for (start = 0; start < words; start += chunk) {
-        int32_t end = words - start > chunk ? start + chunk : words, acc_a = 0, acc_b = 0;
-        if (m->w_bits == 8) {
-            /* A word splits into its even and its odd bytes; two words a turn, one loop
-             * test per 16 multiply-adds. */
-            for (w = start; w + 2 <= end; w += 2) {
-                uint32_t a0 = load_word(row_a + 4 * w), b0 = load_word(row_b + 4 * w);
-                uint32_t a1 = load_word(row_a + 4 * w + 4), b1 = load_word(row_b + 4 * w + 4);
-                const uint32_t *p = pairs + 2 * w;
-                smlad_rows(sxtb16(a0), sxtb16_ror8(a0), sxtb16(b0), sxtb16_ror8(b0), p[0], p[1],
-                           &acc_a, &acc_b);
-                smlad_rows(sxtb16(a1), sxtb16_ror8(a1), sxtb16(b1), sxtb16_ror8(b1), p[2], p[3],
-                           &acc_a, &acc_b);
-            }
-            if (w < end) {
-                uint32_t a = load_word(row_a + 4 * w), b = load_word(row_b + 4 * w);
-                smlad_rows(sxtb16(a), sxtb16_ror8(a), sxtb16(b), sxtb16_ror8(b), pairs[2 * w],
-                           pairs[2 * w + 1], &acc_a, &acc_b);
-            }
-        } else {
-            /* A word's low nibbles (moved up) and its high nibbles, each split in two. */
-            for (w = start; w < end; w++) {
-                uint32_t a = load_word(row_a + 4 * w), b = load_word(row_b + 4 * w);
-                uint32_t a_even = (a << 4) & 0xf0f0f0f0u, a_odd = a & 0xf0f0f0f0u;
-                uint32_t b_even = (b << 4) & 0xf0f0f0f0u, b_odd = b & 0xf0f0f0f0u;
-                const uint32_t *p = pairs + 4 * w;
-                smlad_rows(sxtb16(a_even), sxtb16_ror8(a_even), sxtb16(b_even),
-                           sxtb16_ror8(b_even), p[0], p[1], &acc_a, &acc_b);
-                smlad_rows(sxtb16(a_odd), sxtb16_ror8(a_odd), sxtb16(b_odd), sxtb16_ror8(b_odd),
-                           p[2], p[3], &acc_a, &acc_b);
-            }
-        }
-        if (m->w_bits == 4) {
-            /* 16 times the chunk's sum, exactly (each product is): divided in int32. */
-            acc_a /= 16;
-            acc_b /= 16;
-        }
-        sums[0] += acc_a;
-        sums[1] += acc_b;
-    }
-}
-
-/* Codes done .. n - 1 of row i (fewer than a word's: 3 bytes or 7 nibbles at most) times
- * H, for the paired kernel. */
-static int64_t row_tail(const qornn_model *m, int32_t i, int32_t done, const int32_t *h) {
-    int32_t n = m->hidden, j, first = i * n, acc = 0;
-    if (m->w_bits == 8) {
-        const int8_t *codes = (const int8_t *)(const void *)(m->w_packed + first);
-        for (j = done; j < n; j++) acc += (int32_t)codes[j] * h[j];
-    } else {
-        /* n is even and `done` a multiple of 8: the tail is whole bytes, two codes each. */
-        const uint8_t *bytes = m->w_packed + (first + done) / 2;
-        for (j = done; j < n; j += 2, bytes++) {
-            uint32_t byte = *bytes;
-            acc += ((int32_t)((byte & 15u) ^ 8u) - 8) * h[j] +
-                   ((int32_t)((byte >> 4) ^ 8u) - 8) * h[j + 1];
-        }
-    }
-    return acc;
-}
-
 static int64_t input_sum(const qornn_model *m, int32_t i, const int32_t *x) {
     return packed_dot(m->u_packed, m->u_bits, i * m->input, m->input, x);
 }
@@ -416,6 +277,10 @@ static int input_sums(const qornn_model *m, const int32_t *x, int32_t *sums) {
         } else {
             for (i = 0; i < n; i++) sums[i] = packed_code(m->u_packed, m->u_bits, i) * x0;
         }
+        return 1;
+    }
+    if ((m->u_bits == 8 || (m->u_bits == 4 && d % 2 == 0)) && d >= 4 && d <= 64) {
+        qornn_paired_input_sums(m, x, sums);
         return 1;
     }
     if (m->u_bits == 4 && d >= 4) {
@@ -478,20 +343,33 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
             next[i + 1] = finish(m, &rules, i + 1, b * h0 + a * h1,
                                  all ? u_sums[i + 1] : input_sum(m, i + 1, x));
         }
-    } else if (paired(m)) {
+    } else if (qornn_paired(m)) {
         /* The codes after a row's last whole word, one at a time. */
-        int32_t done = n - n % codes_per_word(m);
+        int32_t done = n - n % qornn_codes_per_word(m);
         /* The input sums first, into next: each unit reads its own before it writes it. */
         int all = input_sums(m, x, next);
-        pair_hidden(m, h, state->pairs);
-        for (i = 0; i < n; i += 2) {
+        qornn_pair_hidden(m, h, state->pairs);
+        i = 0;
+        if (m->w_bits == 8 && n <= QORNN_FOUR_ROWS_MAX) {
+            for (; i + 4 <= n; i += 4) {
+                int32_t sums[4], k;
+                qornn_byte_rows4(m, i, state->pairs, h, sums);
+                for (k = 0; k < 4; k++) {
+                    if (all)
+                        next[i + k] = finish_sums32(m, &rules, i + k, sums[k], next[i + k]);
+                    else
+                        next[i + k] = finish(m, &rules, i + k, sums[k], input_sum(m, i + k, x));
+                }
+            }
+        }
+        for (; i < n; i += 2) {
             /* Rows i and i + 1 together (an odd n's last row with itself). */
             int32_t r = i + 1 < n ? i + 1 : i, k;
             int64_t sums[2];
-            paired_rows(m, i, r, state->pairs, sums);
+            qornn_paired_rows(m, i, r, state->pairs, sums);
             for (k = 0; k <= r - i; k++) {
                 int64_t acc_w = sums[k];
-                if (done < n) acc_w += row_tail(m, i + k, done, h);
+                if (done < n) acc_w += qornn_row_tail(m, i + k, done, h);
                 next[i + k] =
                     finish(m, &rules, i + k, acc_w, all ? next[i + k] : input_sum(m, i + k, x));
             }

@@ -115,9 +115,10 @@ fn corrupt_trace(model: &Path) {
     let _ = std::fs::remove_dir_all(model.join("build"));
 }
 
-const MODELS: [(&str, &[&str], &[&str]); 12] = [
+const MODELS: [(&str, &[&str], &[&str]); 13] = [
     ("relu-6b", &["--bits", "6"], &["--act-bits", "8"]),
-    // 8-bit codes: the paired (SXTB16 + SMLAD) kernel, as 4-bit ones below.
+    // 8-bit codes: the paired (SXTB16 + SMLAD) kernel, four rows at a time, as 4-bit ones
+    // below two at a time; U's rows (10 inputs) by the same split.
     (
         "modrelu-8b",
         &["--bits", "8", "--act", "modrelu"],
@@ -170,7 +171,7 @@ const MODELS: [(&str, &[&str], &[&str]); 12] = [
         &["--act-bits", "10"],
     ),
     // Rows that end inside a word: the paired kernel's whole words, then 2 bytes (8-bit
-    // codes) and 6 nibbles (4-bit codes) one at a time.
+    // codes, as one pair) and 6 nibbles (4-bit codes, one at a time).
     (
         "modrelu-8b-30-units",
         &["--hidden", "30", "--bits", "8", "--act", "modrelu"],
@@ -181,12 +182,17 @@ const MODELS: [(&str, &[&str], &[&str]); 12] = [
         &["--hidden", "30", "--bits", "4", "--act", "modrelu"],
         &["--act-bits", "12", "--readout-bits", "8"],
     ),
-    // An odd number of rows: the paired kernel takes rows two at a time, the last alone;
-    // each row ends with 3 bytes taken one at a time.
+    // A number of rows that 4 does not divide: the four-row kernel, then rows two at a time
+    // (the last alone); each row ends with 3 bytes (a pair and one) or 1.
     (
         "relu-8b-31-units",
         &["--hidden", "31", "--bits", "8"],
         &["--act-bits", "12"],
+    ),
+    (
+        "relu-8b-33-units",
+        &["--hidden", "33", "--bits", "8"],
+        &["--act-bits", "8"],
     ),
 ];
 
