@@ -176,7 +176,7 @@ static int64_t scaled(int64_t acc, int32_t scale) {
 
 /* Unit i's code from its numerator with the rounding term added, num = N_i + 2^(S-1):
  * shifted by S (rounding down), activated and saturated (qornn.h). */
-static int32_t activate(const qornn_model *m, const unit_rules *r, int32_t i, int64_t num) {
+static inline int32_t activate(const qornn_model *m, const unit_rules *r, int32_t i, int64_t num) {
     int64_t z, a;
     if (!m->modrelu) {
         /* ReLU's code: 0 below 0, hi from (hi + 1) 2^S on, floor(num / 2^S) between (a
