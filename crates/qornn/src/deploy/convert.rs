@@ -343,6 +343,8 @@ pub(crate) mod testing {
         /// `s_i (I ⊗ H_m)` with the signs of W's diagonal and m the largest power of two
         /// up to 64 dividing n (per row when n is odd).
         Hadamard,
+        /// The same with blocks of the given size (a power of two dividing n).
+        HadamardBlocks(usize),
     }
 
     pub fn form() -> impl proptest::strategy::Strategy<Value = Form> {
@@ -363,8 +365,11 @@ pub(crate) mod testing {
             Form::Rotations | Form::Hadamard if n % 2 == 1 => {
                 QuantizedRecurrence::with_granularity(f, Granularity::PerRow)
             }
-            Form::Hadamard => {
-                let block = (1usize << n.trailing_zeros()).min(64);
+            Form::Hadamard | Form::HadamardBlocks(_) => {
+                let block = match form {
+                    Form::HadamardBlocks(m) => m,
+                    _ => (1usize << n.trailing_zeros()).min(64),
+                };
                 let codes = (0..n * n)
                     .map(|k| {
                         let (i, j) = (k / n, k % n);

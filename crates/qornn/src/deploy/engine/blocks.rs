@@ -230,17 +230,27 @@ pub(super) unsafe fn step_one_avx512(
         if layout.hadamard {
             // A Hadamard W (blocks of m <= 16, inside the group): the fast Walsh-Hadamard
             // transform of the group's 16 codes, lane r taking r ^ s at stage s (< m: within
-            // its block), added where bit s of r is 0 and subtracted from where it is 1,
-            // then each row's sign (its code on its block's first column).
+            // its block; a shuffle within 128-bit lanes for s = 1, 2, of 128-bit lanes for
+            // s = 4, 8), added where bit s of r is 0 and subtracted from where it is 1
+            // (`upper`: the lanes whose bit s is set), then each row's sign (its code on
+            // its block's first column).
             let mut codes = load(h.as_ptr().add(16 * g));
-            let mut stride = 1;
-            while stride < m {
-                let stride_v = _mm512_set1_epi32(stride as i32);
-                let partner = _mm512_permutexvar_epi32(_mm512_xor_si512(lane, stride_v), codes);
-                let upper = _mm512_test_epi32_mask(stride_v, lane);
-                codes =
-                    _mm512_mask_sub_epi32(_mm512_add_epi32(codes, partner), upper, partner, codes);
-                stride *= 2;
+            let stage = |codes: __m512i, partner: __m512i, upper: __mmask16| {
+                _mm512_mask_sub_epi32(_mm512_add_epi32(codes, partner), upper, partner, codes)
+            };
+            if m > 1 {
+                codes = stage(codes, _mm512_shuffle_epi32::<0b10_11_00_01>(codes), 0xaaaa);
+            }
+            if m > 2 {
+                codes = stage(codes, _mm512_shuffle_epi32::<0b01_00_11_10>(codes), 0xcccc);
+            }
+            if m > 4 {
+                let partner = _mm512_shuffle_i32x4::<0b10_11_00_01>(codes, codes);
+                codes = stage(codes, partner, 0xf0f0);
+            }
+            if m > 8 {
+                let partner = _mm512_shuffle_i32x4::<0b01_00_11_10>(codes, codes);
+                codes = stage(codes, partner, 0xff00);
             }
             if let Some(folded) = &layout.folded {
                 // The scales folded into the codes (`FoldedScales`): the numerators directly.

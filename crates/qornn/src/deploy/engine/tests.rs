@@ -310,12 +310,16 @@ fn the_block_kernels_agree_with_the_portable_one() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let (d, lanes) = (2, 2 * layout::LANES);
-    // n = 256: Hadamard blocks of 64 (multiplied); n = 48, 80: blocks of 16 (transformed).
+    // n = 256: Hadamard blocks of 64 (multiplied); n = 48, 80: blocks of 16 (transformed),
+    // and of 8, 4 and 2 (the first stages of the transform of 16 units at a time).
     for (form, modrelu, n) in [
         (Form::Hadamard, true, 256),
         (Form::Hadamard, false, 256),
         (Form::Hadamard, true, 48),
         (Form::Hadamard, false, 80),
+        (Form::HadamardBlocks(8), true, 64),
+        (Form::HadamardBlocks(4), false, 48),
+        (Form::HadamardBlocks(2), true, 32),
         (Form::Rotations, true, 256),
     ] {
         let model = random_model(&mut rng, form, (n, d), 4, 8, modrelu);
