@@ -142,85 +142,138 @@ pub(super) fn transform_rows<V: Copy, const M: usize>(
     stage(v, 8, &add, &sub);
 }
 
-/// `step_avx2` for a Hadamard recurrence with blocks of M whose scales are folded into its
-/// codes (`FoldedScales`): for 8 lanes, the fast Walsh-Hadamard transform of a block's M
-/// hidden rows (as `hadamard_step_avx512`), then each row's numerator from one product per
-/// row and one per input, and the activation (`shared`: the shift and the range).
-///
-/// # Safety
-/// The CPU has AVX2; `h`, `next` hold `n x lanes` codes and `x` `d x lanes`, `lanes` a
-/// multiple of 8 and n of M; `folded` is a Hadamard layout's with blocks of M, for n rows
-/// and d inputs.
+/// The int32 lane operations of the folded kernels at one vector width (`__m256i`: AVX2,
+/// `__m512i`: AVX-512), so that each kernel is written once. Every method is inlined into
+/// the kernel's entry point, which enables the width's instructions.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn hadamard_step_avx2<const M: usize>(
-    folded: &FoldedScales,
-    shared: &Narrow256,
-    (n, d): (usize, usize),
-    h: &[i32],
-    x: &[i32],
-    next: &mut [i32],
-    lanes: usize,
-) {
-    use super::finish::activate_8_narrow_avx2;
-    use std::arch::x86_64::*;
-    assert!(n.is_multiple_of(M) && lanes.is_multiple_of(8));
-    assert!(h.len() >= n * lanes && next.len() >= n * lanes && x.len() >= d * lanes);
-    assert!(folded.w.len() == n && folded.u.len() == n * d);
-    let at = |rows: &[i32], row: usize, lane0: usize| {
-        _mm256_loadu_si256(rows.as_ptr().add(row * lanes + lane0) as *const __m256i)
-    };
-    for first in (0..n).step_by(M) {
-        for lane0 in (0..lanes).step_by(8) {
-            let mut v: [__m256i; M] = std::array::from_fn(|r| at(h, first + r, lane0));
-            transform_rows(
-                &mut v,
-                |a, b| _mm256_add_epi32(a, b),
-                |a, b| _mm256_sub_epi32(a, b),
-            );
-            for (r, &transformed) in v.iter().enumerate() {
-                let i = first + r;
-                let mut numerator = _mm256_add_epi32(
-                    _mm256_mullo_epi32(transformed, _mm256_set1_epi32(folded.w[i])),
-                    _mm256_set1_epi32(folded.bias[i]),
-                );
-                for (j, &scaled) in folded.u[i * d..(i + 1) * d].iter().enumerate() {
-                    let product = _mm256_mullo_epi32(_mm256_set1_epi32(scaled), at(x, j, lane0));
-                    numerator = _mm256_add_epi32(numerator, product);
-                }
-                let bias_mod = _mm256_set1_epi32(folded.bias_mod[i]);
-                let codes = activate_8_narrow_avx2(shared, bias_mod, numerator);
-                _mm256_storeu_si256(
-                    next.as_mut_ptr().add(i * lanes + lane0) as *mut __m256i,
-                    codes,
-                );
-            }
-        }
+trait Lanes: Copy {
+    /// int32 lanes per vector.
+    const WIDTH: usize;
+    /// The finishing constants every row shares (the shift and the range).
+    type Shared;
+    unsafe fn load(p: *const i32) -> Self;
+    unsafe fn store(self, p: *mut i32);
+    unsafe fn splat(v: i32) -> Self;
+    unsafe fn add(self, other: Self) -> Self;
+    unsafe fn sub(self, other: Self) -> Self;
+    unsafe fn mullo(self, other: Self) -> Self;
+    /// `lo(self) lo(other) + hi(self) hi(other)` per lane, lo and hi its int16 halves.
+    unsafe fn madd_pairs(self, other: Self) -> Self;
+    /// `self`'s low 16 bits below `high`'s low 16 bits, per lane.
+    unsafe fn pair_with(self, high: Self) -> Self;
+    /// The shift, modReLU's biases `bias_mod` (or ReLU), the clamp to the range.
+    unsafe fn activate(shared: &Self::Shared, bias_mod: Self, numerator: Self) -> Self;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for std::arch::x86_64::__m256i {
+    const WIDTH: usize = 8;
+    type Shared = Narrow256;
+    #[inline(always)]
+    unsafe fn load(p: *const i32) -> Self {
+        std::arch::x86_64::_mm256_loadu_si256(p as *const Self)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut i32) {
+        std::arch::x86_64::_mm256_storeu_si256(p as *mut Self, self)
+    }
+    #[inline(always)]
+    unsafe fn splat(v: i32) -> Self {
+        std::arch::x86_64::_mm256_set1_epi32(v)
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        std::arch::x86_64::_mm256_add_epi32(self, other)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, other: Self) -> Self {
+        std::arch::x86_64::_mm256_sub_epi32(self, other)
+    }
+    #[inline(always)]
+    unsafe fn mullo(self, other: Self) -> Self {
+        std::arch::x86_64::_mm256_mullo_epi32(self, other)
+    }
+    #[inline(always)]
+    unsafe fn madd_pairs(self, other: Self) -> Self {
+        std::arch::x86_64::_mm256_madd_epi16(self, other)
+    }
+    #[inline(always)]
+    unsafe fn pair_with(self, high: Self) -> Self {
+        use std::arch::x86_64::*;
+        let low = _mm256_and_si256(self, _mm256_set1_epi32(0xffff));
+        _mm256_or_si256(low, _mm256_slli_epi32::<16>(high))
+    }
+    #[inline(always)]
+    unsafe fn activate(shared: &Narrow256, bias_mod: Self, numerator: Self) -> Self {
+        super::finish::activate_8_narrow_avx2(shared, bias_mod, numerator)
     }
 }
 
-/// `hadamard_step_avx512` with the scales folded into the codes (`FoldedScales`): for 16
-/// lanes, a block's M rows stay in registers through the transform, the numerators
-/// `w_i (H h)_i + b_i + sum_j u_ij x_j` and the activation (`shared`: the shift and the
-/// range), read from and written to memory once.
+#[cfg(target_arch = "x86_64")]
+impl Lanes for std::arch::x86_64::__m512i {
+    const WIDTH: usize = 16;
+    type Shared = RowConstants512;
+    #[inline(always)]
+    unsafe fn load(p: *const i32) -> Self {
+        std::arch::x86_64::_mm512_loadu_si512(p as *const Self)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut i32) {
+        std::arch::x86_64::_mm512_storeu_si512(p as *mut Self, self)
+    }
+    #[inline(always)]
+    unsafe fn splat(v: i32) -> Self {
+        std::arch::x86_64::_mm512_set1_epi32(v)
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        std::arch::x86_64::_mm512_add_epi32(self, other)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, other: Self) -> Self {
+        std::arch::x86_64::_mm512_sub_epi32(self, other)
+    }
+    #[inline(always)]
+    unsafe fn mullo(self, other: Self) -> Self {
+        std::arch::x86_64::_mm512_mullo_epi32(self, other)
+    }
+    #[inline(always)]
+    unsafe fn madd_pairs(self, other: Self) -> Self {
+        std::arch::x86_64::_mm512_madd_epi16(self, other)
+    }
+    #[inline(always)]
+    unsafe fn pair_with(self, high: Self) -> Self {
+        use std::arch::x86_64::*;
+        let low = _mm512_and_si512(self, _mm512_set1_epi32(0xffff));
+        _mm512_or_si512(low, _mm512_slli_epi32::<16>(high))
+    }
+    #[inline(always)]
+    unsafe fn activate(shared: &RowConstants512, bias_mod: Self, numerator: Self) -> Self {
+        super::finish::activate_16_narrow_avx512(shared, bias_mod, numerator)
+    }
+}
+
+/// One step of every sequence for a Hadamard recurrence with blocks of M whose scales are
+/// folded into its codes (`FoldedScales`), `V::WIDTH` lanes at a time: a block's M hidden
+/// rows stay in registers through the fast Walsh-Hadamard transform, the numerators
+/// `w_i (H h)_i + b_i + sum_j u_ij x_j` (one product per row and one per input) and the
+/// activation, read from and written to memory once.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `h`, `next` hold `n x lanes` codes and `x` `d x lanes`, `lanes` a
-/// multiple of 16 and n of M; `folded` is the layout's, for n rows and d inputs.
+/// The CPU has `V`'s instructions; `h`, `next` hold `n x lanes` codes and `x` `d x lanes`,
+/// `lanes` a multiple of `V::WIDTH` and n of M; `folded` is a Hadamard layout's with blocks
+/// of M, for n rows and d inputs.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn folded_hadamard_step_avx512<const M: usize>(
+#[inline(always)]
+unsafe fn folded_hadamard_step<V: Lanes, const M: usize>(
     folded: &FoldedScales,
-    shared: &RowConstants512,
+    shared: &V::Shared,
     (n, d): (usize, usize),
-    h: &[i32],
-    x: &[i32],
+    (h, x): (&[i32], &[i32]),
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::finish::activate_16_narrow_avx512;
-    use std::arch::x86_64::*;
-    assert!(n.is_multiple_of(M) && lanes.is_multiple_of(16));
+    assert!(n.is_multiple_of(M) && lanes.is_multiple_of(V::WIDTH));
     assert!(h.len() >= n * lanes && next.len() >= n * lanes && x.len() >= d * lanes);
     assert!(folded.w.len() == n && folded.bias.len() == n && folded.bias_mod.len() == n);
     assert!(folded.u.len() == n * d);
@@ -231,165 +284,173 @@ pub(super) unsafe fn folded_hadamard_step_avx512<const M: usize>(
         folded.bias_mod.as_ptr(),
         folded.u.as_ptr(),
     );
-    let broadcast = |p: *const i32| _mm512_set1_epi32(*p);
     for first in (0..n).step_by(M) {
-        for lane0 in (0..lanes).step_by(16) {
-            let at = |row: usize| h.add(row * lanes + lane0) as *const __m512i;
-            let mut v: [__m512i; M] = std::array::from_fn(|r| _mm512_loadu_si512(at(first + r)));
-            transform_rows(
-                &mut v,
-                |a, b| _mm512_add_epi32(a, b),
-                |a, b| _mm512_sub_epi32(a, b),
-            );
+        for lane0 in (0..lanes).step_by(V::WIDTH) {
+            let mut v: [V; M] =
+                std::array::from_fn(|r| V::load(h.add((first + r) * lanes + lane0)));
+            transform_rows(&mut v, |a, b| a.add(b), |a, b| a.sub(b));
             for (r, row) in v.iter_mut().enumerate() {
                 let i = first + r;
-                *row = _mm512_add_epi32(
-                    _mm512_mullo_epi32(*row, broadcast(w.add(i))),
-                    broadcast(bias.add(i)),
-                );
+                *row = row.mullo(V::splat(*w.add(i))).add(V::splat(*bias.add(i)));
             }
             for j in 0..d {
-                let x_j = _mm512_loadu_si512(x.add(j * lanes + lane0) as *const __m512i);
+                let x_j = V::load(x.add(j * lanes + lane0));
                 for (r, row) in v.iter_mut().enumerate() {
-                    let product = _mm512_mullo_epi32(broadcast(u.add((first + r) * d + j)), x_j);
-                    *row = _mm512_add_epi32(*row, product);
+                    *row = row.add(V::splat(*u.add((first + r) * d + j)).mullo(x_j));
                 }
             }
             for (r, &numerator) in v.iter().enumerate() {
                 let i = first + r;
-                let codes =
-                    activate_16_narrow_avx512(shared, broadcast(bias_mod.add(i)), numerator);
-                _mm512_storeu_si512(out.add(i * lanes + lane0) as *mut __m512i, codes);
+                let codes = V::activate(shared, V::splat(*bias_mod.add(i)), numerator);
+                codes.store(out.add(i * lanes + lane0));
             }
         }
     }
 }
 
-/// `step_avx512` for blocks of M other than Hadamard ones (`FoldedBlocks`), for 16 lanes: a
-/// block's M hidden rows loaded once into registers, each row's W term from M products,
-/// U's from one `vpmaddwd` per two inputs (the input codes packed as int16 pairs once per
-/// 16 lanes) times the row's scale, then the activation (`shared`: the shift and the range).
+/// One step of every sequence for blocks of M other than Hadamard ones (`FoldedBlocks`),
+/// `V::WIDTH` lanes at a time: a block's M hidden rows loaded once into registers, each
+/// row's W term from M products, U's from one pair multiply-add (`vpmaddwd`) per two inputs
+/// (the input codes packed as int16 pairs once per `V::WIDTH` lanes) times the row's
+/// scale, then the activation.
 ///
 /// # Safety
-/// The CPU has AVX-512F and BW; `h`, `next` hold `n x lanes` codes and `x` `d x lanes`,
-/// input codes within int16, `lanes` a multiple of 16 and n of M; `folded` is the layout's,
-/// for n rows and d inputs.
+/// The CPU has `V`'s instructions (with AVX-512, BW too); `h`, `next` hold `n x lanes`
+/// codes and `x` `d x lanes`, input codes within int16, `lanes` a multiple of `V::WIDTH`
+/// and n of M; `folded` is the layout's, for n rows and d inputs.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn folded_blocks_step_avx512<const M: usize>(
+#[inline(always)]
+unsafe fn folded_blocks_step<V: Lanes, const M: usize>(
     folded: &FoldedBlocks,
-    shared: &RowConstants512,
+    shared: &V::Shared,
     (n, d): (usize, usize),
+    (h, x): (&[i32], &[i32]),
+    next: &mut [i32],
+    lanes: usize,
+) {
+    let pairs = d.div_ceil(2);
+    assert!(n.is_multiple_of(M) && lanes.is_multiple_of(V::WIDTH));
+    assert!(h.len() >= n * lanes && next.len() >= n * lanes && x.len() >= d * lanes);
+    assert!(folded.w.len() == n * M && folded.u_pairs.len() == n * pairs);
+    assert!(folded.u_scale.len() == n && folded.bias.len() == n && folded.bias_mod.len() == n);
+    let (h, x, out) = (h.as_ptr(), x.as_ptr(), next.as_mut_ptr());
+    let mut x_pairs = vec![V::splat(0); pairs];
+    for lane0 in (0..lanes).step_by(V::WIDTH) {
+        let x_row = |j: usize| V::load(x.add(j * lanes + lane0));
+        for (q, pair) in x_pairs.iter_mut().enumerate() {
+            let high = match 2 * q + 1 < d {
+                true => x_row(2 * q + 1),
+                false => V::splat(0),
+            };
+            *pair = x_row(2 * q).pair_with(high);
+        }
+        for first in (0..n).step_by(M) {
+            let v: [V; M] = std::array::from_fn(|r| V::load(h.add((first + r) * lanes + lane0)));
+            for r in 0..M {
+                let i = first + r;
+                let (w, u) = (
+                    folded.w.as_ptr().add(i * M),
+                    folded.u_pairs.as_ptr().add(i * pairs),
+                );
+                let mut sum_u = V::splat(0);
+                for (q, &pair) in x_pairs.iter().enumerate() {
+                    sum_u = sum_u.add(pair.madd_pairs(V::splat(*u.add(q))));
+                }
+                let mut numerator = sum_u
+                    .mullo(V::splat(folded.u_scale[i]))
+                    .add(V::splat(folded.bias[i]));
+                for (k, &code) in v.iter().enumerate() {
+                    numerator = numerator.add(code.mullo(V::splat(*w.add(k))));
+                }
+                let codes = V::activate(shared, V::splat(folded.bias_mod[i]), numerator);
+                codes.store(out.add(i * lanes + lane0));
+            }
+        }
+    }
+}
+
+/// `folded_hadamard_step` 8 lanes at a time.
+///
+/// # Safety
+/// The CPU has AVX2; otherwise as `folded_hadamard_step`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn hadamard_step_avx2<const M: usize>(
+    folded: &FoldedScales,
+    shared: &Narrow256,
+    shape: (usize, usize),
     h: &[i32],
     x: &[i32],
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::finish::activate_16_narrow_avx512;
-    use std::arch::x86_64::*;
-    let pairs = d.div_ceil(2);
-    assert!(n.is_multiple_of(M) && lanes.is_multiple_of(16));
-    assert!(h.len() >= n * lanes && next.len() >= n * lanes && x.len() >= d * lanes);
-    assert!(folded.w.len() == n * M && folded.u_pairs.len() == n * pairs);
-    assert!(folded.u_scale.len() == n && folded.bias.len() == n && folded.bias_mod.len() == n);
-    let (h, x, out) = (h.as_ptr(), x.as_ptr(), next.as_mut_ptr());
-    let broadcast = |p: *const i32| _mm512_set1_epi32(*p);
-    let low_half = _mm512_set1_epi32(0xffff);
-    let mut x_pairs = vec![_mm512_setzero_si512(); pairs];
-    for lane0 in (0..lanes).step_by(16) {
-        let x_row = |j: usize| _mm512_loadu_si512(x.add(j * lanes + lane0) as *const __m512i);
-        for (q, pair) in x_pairs.iter_mut().enumerate() {
-            let high = match 2 * q + 1 < d {
-                true => _mm512_slli_epi32(x_row(2 * q + 1), 16),
-                false => _mm512_setzero_si512(),
-            };
-            *pair = _mm512_or_si512(_mm512_and_si512(x_row(2 * q), low_half), high);
-        }
-        for first in (0..n).step_by(M) {
-            let at = |row: usize| h.add(row * lanes + lane0) as *const __m512i;
-            let v: [__m512i; M] = std::array::from_fn(|r| _mm512_loadu_si512(at(first + r)));
-            for r in 0..M {
-                let i = first + r;
-                let w = folded.w.as_ptr().add(i * M);
-                let u = folded.u_pairs.as_ptr().add(i * pairs);
-                let mut sum_u = _mm512_setzero_si512();
-                for (q, &pair) in x_pairs.iter().enumerate() {
-                    sum_u = _mm512_add_epi32(sum_u, _mm512_madd_epi16(pair, broadcast(u.add(q))));
-                }
-                let mut numerator = _mm512_add_epi32(
-                    _mm512_mullo_epi32(sum_u, broadcast(folded.u_scale.as_ptr().add(i))),
-                    broadcast(folded.bias.as_ptr().add(i)),
-                );
-                for (k, &code) in v.iter().enumerate() {
-                    numerator =
-                        _mm512_add_epi32(numerator, _mm512_mullo_epi32(code, broadcast(w.add(k))));
-                }
-                let bias_mod = broadcast(folded.bias_mod.as_ptr().add(i));
-                let codes = activate_16_narrow_avx512(shared, bias_mod, numerator);
-                _mm512_storeu_si512(out.add(i * lanes + lane0) as *mut __m512i, codes);
-            }
-        }
-    }
+    folded_hadamard_step::<std::arch::x86_64::__m256i, M>(
+        folded,
+        shared,
+        shape,
+        (h, x),
+        next,
+        lanes,
+    )
 }
 
-/// `folded_blocks_step_avx512` for 8 lanes at a time in AVX2.
+/// `folded_hadamard_step` 16 lanes at a time.
 ///
 /// # Safety
-/// The CPU has AVX2; otherwise as `folded_blocks_step_avx512`.
+/// The CPU has AVX-512F; otherwise as `folded_hadamard_step`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn folded_hadamard_step_avx512<const M: usize>(
+    folded: &FoldedScales,
+    shared: &RowConstants512,
+    shape: (usize, usize),
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
+) {
+    folded_hadamard_step::<std::arch::x86_64::__m512i, M>(
+        folded,
+        shared,
+        shape,
+        (h, x),
+        next,
+        lanes,
+    )
+}
+
+/// `folded_blocks_step` 8 lanes at a time.
+///
+/// # Safety
+/// The CPU has AVX2; otherwise as `folded_blocks_step`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn folded_blocks_step_avx2<const M: usize>(
     folded: &FoldedBlocks,
     shared: &Narrow256,
-    (n, d): (usize, usize),
+    shape: (usize, usize),
     h: &[i32],
     x: &[i32],
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::finish::activate_8_narrow_avx2;
-    use std::arch::x86_64::*;
-    let pairs = d.div_ceil(2);
-    assert!(n.is_multiple_of(M) && lanes.is_multiple_of(8));
-    assert!(h.len() >= n * lanes && next.len() >= n * lanes && x.len() >= d * lanes);
-    assert!(folded.w.len() == n * M && folded.u_pairs.len() == n * pairs);
-    assert!(folded.u_scale.len() == n && folded.bias.len() == n && folded.bias_mod.len() == n);
-    let (h, x, out) = (h.as_ptr(), x.as_ptr(), next.as_mut_ptr());
-    let broadcast = |p: *const i32| _mm256_set1_epi32(*p);
-    let low_half = _mm256_set1_epi32(0xffff);
-    let mut x_pairs = vec![_mm256_setzero_si256(); pairs];
-    for lane0 in (0..lanes).step_by(8) {
-        let x_row = |j: usize| _mm256_loadu_si256(x.add(j * lanes + lane0) as *const __m256i);
-        for (q, pair) in x_pairs.iter_mut().enumerate() {
-            let high = match 2 * q + 1 < d {
-                true => _mm256_slli_epi32(x_row(2 * q + 1), 16),
-                false => _mm256_setzero_si256(),
-            };
-            *pair = _mm256_or_si256(_mm256_and_si256(x_row(2 * q), low_half), high);
-        }
-        for first in (0..n).step_by(M) {
-            let at = |row: usize| h.add(row * lanes + lane0) as *const __m256i;
-            let v: [__m256i; M] = std::array::from_fn(|r| _mm256_loadu_si256(at(first + r)));
-            for r in 0..M {
-                let i = first + r;
-                let w = folded.w.as_ptr().add(i * M);
-                let u = folded.u_pairs.as_ptr().add(i * pairs);
-                let mut sum_u = _mm256_setzero_si256();
-                for (q, &pair) in x_pairs.iter().enumerate() {
-                    sum_u = _mm256_add_epi32(sum_u, _mm256_madd_epi16(pair, broadcast(u.add(q))));
-                }
-                let mut numerator = _mm256_add_epi32(
-                    _mm256_mullo_epi32(sum_u, broadcast(folded.u_scale.as_ptr().add(i))),
-                    broadcast(folded.bias.as_ptr().add(i)),
-                );
-                for (k, &code) in v.iter().enumerate() {
-                    numerator =
-                        _mm256_add_epi32(numerator, _mm256_mullo_epi32(code, broadcast(w.add(k))));
-                }
-                let bias_mod = broadcast(folded.bias_mod.as_ptr().add(i));
-                let codes = activate_8_narrow_avx2(shared, bias_mod, numerator);
-                _mm256_storeu_si256(out.add(i * lanes + lane0) as *mut __m256i, codes);
-            }
-        }
-    }
+    folded_blocks_step::<std::arch::x86_64::__m256i, M>(folded, shared, shape, (h, x), next, lanes)
+}
+
+/// `folded_blocks_step` 16 lanes at a time.
+///
+/// # Safety
+/// The CPU has AVX-512F and BW; otherwise as `folded_blocks_step`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn folded_blocks_step_avx512<const M: usize>(
+    folded: &FoldedBlocks,
+    shared: &RowConstants512,
+    shape: (usize, usize),
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
+) {
+    folded_blocks_step::<std::arch::x86_64::__m512i, M>(folded, shared, shape, (h, x), next, lanes)
 }
