@@ -212,8 +212,8 @@ static int32_t finish(const qornn_model *m, const unit_rules *r, int32_t i, int6
 
 /* `finish` for sums that fit int32: two 32 x 32 -> 64-bit products (SMULL, SMLAL on a
  * Cortex-M4). */
-static int32_t finish_sums32(const qornn_model *m, const unit_rules *r, int32_t i,
-                             int32_t acc_w, int32_t acc_u) {
+static inline int32_t finish_sums32(const qornn_model *m, const unit_rules *r, int32_t i,
+                                    int32_t acc_w, int32_t acc_u) {
     int64_t num = (int64_t)acc_w * w_step(m, r, i) + (int64_t)acc_u * u_step(m, r, i);
     return activate(m, r, i, num + bias_of(m, i) + r->half);
 }
@@ -327,21 +327,29 @@ void qornn_step(const qornn_model *m, qornn_state *state, const int32_t *x) {
         int all = input_sums(m, x, u_sums);
         hadamard_transform(m, h, next);
         for (i = 0; i < n; i++) {
+            /* |(H h)_i| <= m 2^16 <= 2^28: the sums fit int32. */
             int32_t negative = (m->w_packed[i >> 3] >> (i & 7)) & 1;
-            int64_t acc_w = negative ? -(int64_t)next[i] : (int64_t)next[i];
-            next[i] = finish(m, &rules, i, acc_w, all ? u_sums[i] : input_sum(m, i, x));
+            int32_t acc_w = negative ? -next[i] : next[i];
+            if (all)
+                next[i] = finish_sums32(m, &rules, i, acc_w, u_sums[i]);
+            else
+                next[i] = finish(m, &rules, i, acc_w, input_sum(m, i, x));
         }
     } else if (m->recurrence == QORNN_ROTATIONS) {
         int all = input_sums(m, x, u_sums);
         /* Pair p: [[a, -b], [b, a]] (h_2p, h_2p+1), 4 multiply-adds. */
         for (i = 0; i < n; i += 2) {
-            int64_t a = packed_code(m->w_packed, m->w_bits, i);
-            int64_t b = packed_code(m->w_packed, m->w_bits, i + 1);
-            int64_t h0 = h[i], h1 = h[i + 1];
-            next[i] =
-                finish(m, &rules, i, a * h0 - b * h1, all ? u_sums[i] : input_sum(m, i, x));
-            next[i + 1] = finish(m, &rules, i + 1, b * h0 + a * h1,
-                                 all ? u_sums[i + 1] : input_sum(m, i + 1, x));
+            /* |a h0 - b h1| <= 2^7 2^16 2: the sums fit int32. */
+            int32_t a = packed_code(m->w_packed, m->w_bits, i);
+            int32_t b = packed_code(m->w_packed, m->w_bits, i + 1);
+            int32_t h0 = h[i], h1 = h[i + 1];
+            if (all) {
+                next[i] = finish_sums32(m, &rules, i, a * h0 - b * h1, u_sums[i]);
+                next[i + 1] = finish_sums32(m, &rules, i + 1, b * h0 + a * h1, u_sums[i + 1]);
+            } else {
+                next[i] = finish(m, &rules, i, a * h0 - b * h1, input_sum(m, i, x));
+                next[i + 1] = finish(m, &rules, i + 1, b * h0 + a * h1, input_sum(m, i + 1, x));
+            }
         }
     } else if (qornn_paired(m)) {
         /* The codes after a row's last whole word, one at a time. */
