@@ -232,8 +232,10 @@ pub(super) unsafe fn step_avx2(
 /// `step_avx2` with AVX-512 VNNI: `vpdpbusd` multiplies four unsigned hidden bytes by four
 /// signed code bytes and adds the four products to an int32 lane, 64 multiply-adds per
 /// instruction with no int16 sums to widen (the int32 sums of (1) are bounded as stated at
-/// `MAX_HIDDEN`). One block is `LANES` = 32 sequences, two vectors of 16 words; the
-/// rescaling, activation and packing run 16 lanes at a time (`finish_16_avx512`).
+/// `MAX_HIDDEN`). One block is `LANES` = 32 sequences, two vectors of 16 words; rows go
+/// eight at a time (two words of four bytes), so that sixteen independent sums hide the
+/// instruction's latency and each load of hidden bytes serves eight rows; the rescaling,
+/// activation and packing run 16 lanes at a time (`finish_16_avx512`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn step_avx512vnni(
@@ -245,60 +247,84 @@ pub(super) unsafe fn step_avx512vnni(
     next: &mut [i32],
     lanes: usize,
 ) {
-    use super::finish::{finish_16_avx512, RowConstants512};
     use super::layout::LANES;
-    use std::arch::x86_64::*;
     let (quads, pd) = (layout.quads, layout.input_pairs);
     assert!(h.len() >= quads * lanes && next.len() >= quads * lanes && x.len() >= pd * lanes);
     assert!(lanes.is_multiple_of(LANES));
-    let lo = _mm512_set1_epi32(layout.lo);
-    let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
     for block in (0..lanes).step_by(LANES) {
-        for r4 in 0..quads {
-            let w_rows: [&[i32]; 4] = [0, 1, 2, 3]
-                .map(|r| &layout.w_quads[(4 * r4 + r) * quads..(4 * r4 + r + 1) * quads]);
-            let mut acc_w = [[_mm512_setzero_si512(); 2]; 4];
-            for q in 0..quads {
-                let base = h.as_ptr().add(q * lanes + block);
-                let columns = [load(base), load(base.add(16))];
-                for (a, row) in acc_w.iter_mut().zip(&w_rows) {
-                    let w = _mm512_set1_epi32(*row.get_unchecked(q));
-                    for (a, &c) in a.iter_mut().zip(&columns) {
-                        *a = _mm512_dpbusd_epi32(*a, c, w);
-                    }
-                }
-            }
-            let mut acc_u = [[_mm512_setzero_si512(); 2]; 4];
-            for p in 0..pd {
-                let base = x.as_ptr().add(p * lanes + block);
-                let columns = [load(base), load(base.add(16))];
-                for (r, a) in acc_u.iter_mut().enumerate() {
-                    let u = _mm512_set1_epi32(layout.u_pairs[(4 * r4 + r) * pd + p]);
-                    for (a, &c) in a.iter_mut().zip(&columns) {
-                        *a = _mm512_add_epi32(*a, _mm512_madd_epi16(u, c));
-                    }
-                }
-            }
-            let mut words = [_mm512_setzero_si512(); 2];
-            for r in 0..4 {
-                let i = 4 * r4 + r;
-                if i >= n {
-                    break;
-                }
-                let row = RowConstants512::new(finisher, i);
-                let offset = _mm512_set1_epi32(layout.row_offset[i]);
-                let shift = _mm_cvtsi32_si128(8 * r as i32);
-                for (v, word) in words.iter_mut().enumerate() {
-                    let sum_w = _mm512_add_epi32(acc_w[r][v], offset);
-                    let codes = finish_16_avx512(&row, sum_w, acc_u[r][v]);
-                    let bytes = _mm512_sll_epi32(_mm512_sub_epi32(codes, lo), shift);
-                    *word = _mm512_or_si512(*word, bytes);
-                }
-            }
-            let out = next.as_mut_ptr().add(r4 * lanes + block);
-            _mm512_storeu_si512(out as *mut __m512i, words[0]);
-            _mm512_storeu_si512(out.add(16) as *mut __m512i, words[1]);
+        let mut r4 = 0;
+        while r4 + 2 <= quads {
+            vnni_rows::<8>(layout, finisher, n, (h, x), next, (lanes, block, r4));
+            r4 += 2;
         }
+        if r4 < quads {
+            vnni_rows::<4>(layout, finisher, n, (h, x), next, (lanes, block, r4));
+        }
+    }
+}
+
+/// Rows `4 r4 .. 4 r4 + R` (R = 4 or 8: one or two words of four bytes) of `step_avx512vnni`
+/// for the 32 sequences from `block`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn vnni_rows<const R: usize>(
+    layout: &ByteLayout,
+    finisher: &Finisher<'_>,
+    n: usize,
+    (h, x): (&[i32], &[i32]),
+    next: &mut [i32],
+    (lanes, block, r4): (usize, usize, usize),
+) {
+    use super::finish::{finish_16_avx512, RowConstants512};
+    use std::arch::x86_64::*;
+    let (quads, pd) = (layout.quads, layout.input_pairs);
+    let load = |p: *const i32| _mm512_loadu_si512(p as *const __m512i);
+    let w_rows: [&[i32]; R] =
+        std::array::from_fn(|r| &layout.w_quads[(4 * r4 + r) * quads..(4 * r4 + r + 1) * quads]);
+    let mut acc_w = [[_mm512_setzero_si512(); 2]; R];
+    for q in 0..quads {
+        let base = h.as_ptr().add(q * lanes + block);
+        let columns = [load(base), load(base.add(16))];
+        for (a, row) in acc_w.iter_mut().zip(&w_rows) {
+            let w = _mm512_set1_epi32(*row.get_unchecked(q));
+            for (a, &c) in a.iter_mut().zip(&columns) {
+                *a = _mm512_dpbusd_epi32(*a, c, w);
+            }
+        }
+    }
+    let mut acc_u = [[_mm512_setzero_si512(); 2]; R];
+    for p in 0..pd {
+        let base = x.as_ptr().add(p * lanes + block);
+        let columns = [load(base), load(base.add(16))];
+        for (r, a) in acc_u.iter_mut().enumerate() {
+            let u = _mm512_set1_epi32(layout.u_pairs[(4 * r4 + r) * pd + p]);
+            for (a, &c) in a.iter_mut().zip(&columns) {
+                *a = _mm512_add_epi32(*a, _mm512_madd_epi16(u, c));
+            }
+        }
+    }
+    let lo = _mm512_set1_epi32(layout.lo);
+    for g in 0..R / 4 {
+        let mut words = [_mm512_setzero_si512(); 2];
+        for r in 0..4 {
+            let i = 4 * (r4 + g) + r;
+            if i >= n {
+                break;
+            }
+            let row = RowConstants512::new(finisher, i);
+            let offset = _mm512_set1_epi32(layout.row_offset[i]);
+            let shift = _mm_cvtsi32_si128(8 * r as i32);
+            for (v, word) in words.iter_mut().enumerate() {
+                let sum_w = _mm512_add_epi32(acc_w[4 * g + r][v], offset);
+                let codes = finish_16_avx512(&row, sum_w, acc_u[4 * g + r][v]);
+                let bytes = _mm512_sll_epi32(_mm512_sub_epi32(codes, lo), shift);
+                *word = _mm512_or_si512(*word, bytes);
+            }
+        }
+        let out = next.as_mut_ptr().add((r4 + g) * lanes + block);
+        _mm512_storeu_si512(out as *mut __m512i, words[0]);
+        _mm512_storeu_si512(out.add(16) as *mut __m512i, words[1]);
     }
 }
 
