@@ -227,8 +227,10 @@ pub(super) unsafe fn step_in_registers_avx2(
 }
 
 /// `step_in_registers_avx2` with AVX-512 VNNI: `vpdpwssd` (32 multiply-adds and the sum
-/// per instruction, `pair_sums_avx512vnni`), and the two rows' 32 lanes finished 16 at a
-/// time (`finish_16_avx512`) and packed into pairs there.
+/// per instruction), W's rows eight at a time (four pairs of units: sixteen independent
+/// sums hide the instruction's latency, and each load of hidden pairs serves eight rows;
+/// `pair_sums_avx512vnni` for the last pairs and for U), and each pair of units' 32 lanes
+/// finished 16 at a time (`finish_16_avx512`) and packed into pairs there.
 ///
 /// # Safety
 /// The CPU has AVX-512F and VNNI; as `step_in_registers_avx2` otherwise.
@@ -247,26 +249,55 @@ pub(super) unsafe fn step_in_registers_avx512vnni(
     assert!(h.len() >= pn * lanes && next.len() >= pn * lanes && x.len() >= pd * lanes);
     assert!(lanes.is_multiple_of(LANES) && pn <= PAIRS_PER_CHUNK && pd <= PAIRS_PER_CHUNK);
     let low_half = _mm512_set1_epi32(0xffff);
+    // Pair q's two rows' sums over W (lanes 0..16 and 16..32), then its finished codes.
+    let finish_pair = |q: usize, w: [[__m512i; 2]; 2], next: &mut [i32], block: usize| {
+        let u_rows = e.u_pairs[2 * q * pd..(2 * q + 2) * pd].split_at(pd);
+        let [u_lo, u_hi] = pair_sums_avx512vnni(u_rows, x, lanes, block);
+        let lo_row = RowConstants512::new(&e.finisher, 2 * q);
+        // An odd n pads with a zero row whose codes are never read.
+        let hi_row = (2 * q + 1 < n).then(|| RowConstants512::new(&e.finisher, 2 * q + 1));
+        let out = next.as_mut_ptr().add(q * lanes + block);
+        for v in 0..LANES / 16 {
+            let lo = finish_16_avx512(&lo_row, w[0][v], u_lo[v]);
+            let hi = hi_row.as_ref().map_or(_mm512_setzero_si512(), |r| {
+                finish_16_avx512(r, w[1][v], u_hi[v])
+            });
+            // `pair(lo, hi)` on 16 lanes.
+            let words =
+                _mm512_or_si512(_mm512_and_si512(lo, low_half), _mm512_slli_epi32::<16>(hi));
+            _mm512_storeu_si512(out.add(16 * v) as *mut __m512i, words);
+        }
+    };
     for block in (0..lanes).step_by(LANES) {
-        for q in 0..pn {
-            let w_rows = e.w_pairs[2 * q * pn..(2 * q + 2) * pn].split_at(pn);
-            let u_rows = e.u_pairs[2 * q * pd..(2 * q + 2) * pd].split_at(pd);
-            let [u_lo, u_hi] = pair_sums_avx512vnni(u_rows, x, lanes, block);
-            let [w_lo, w_hi] = pair_sums_avx512vnni(w_rows, h, lanes, block);
-            let lo_row = RowConstants512::new(&e.finisher, 2 * q);
-            // An odd n pads with a zero row whose codes are never read.
-            let hi_row = (2 * q + 1 < n).then(|| RowConstants512::new(&e.finisher, 2 * q + 1));
-            let out = next.as_mut_ptr().add(q * lanes + block);
-            for v in 0..LANES / 16 {
-                let lo = finish_16_avx512(&lo_row, w_lo[v], u_lo[v]);
-                let hi = hi_row.as_ref().map_or(_mm512_setzero_si512(), |r| {
-                    finish_16_avx512(r, w_hi[v], u_hi[v])
-                });
-                // `pair(lo, hi)` on 16 lanes.
-                let words =
-                    _mm512_or_si512(_mm512_and_si512(lo, low_half), _mm512_slli_epi32::<16>(hi));
-                _mm512_storeu_si512(out.add(16 * v) as *mut __m512i, words);
+        let mut q = 0;
+        while q + 4 <= pn {
+            let rows: [&[i32]; 8] =
+                std::array::from_fn(|r| &e.w_pairs[(2 * q + r) * pn..(2 * q + r + 1) * pn]);
+            let mut acc = [[_mm512_setzero_si512(); LANES / 16]; 8];
+            for p in 0..pn {
+                let base = h.as_ptr().add(p * lanes + block);
+                let columns: [__m512i; LANES / 16] =
+                    std::array::from_fn(|v| _mm512_loadu_si512(base.add(16 * v) as *const __m512i));
+                for (a, row) in acc.iter_mut().zip(&rows) {
+                    let w = _mm512_set1_epi32(*row.get_unchecked(p));
+                    for (a, &c) in a.iter_mut().zip(&columns) {
+                        *a = _mm512_dpwssd_epi32(*a, w, c);
+                    }
+                }
             }
+            for k in 0..4 {
+                finish_pair(q + k, [acc[2 * k], acc[2 * k + 1]], next, block);
+            }
+            q += 4;
+        }
+        for q in q..pn {
+            let w_rows = e.w_pairs[2 * q * pn..(2 * q + 2) * pn].split_at(pn);
+            finish_pair(
+                q,
+                pair_sums_avx512vnni(w_rows, h, lanes, block),
+                next,
+                block,
+            );
         }
     }
 }
