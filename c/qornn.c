@@ -147,7 +147,8 @@ typedef struct {
                                  steps (each below 2^30), for a model without row steps */
     int64_t half;   /* 2^(S - 1), rounding half up before the shift by S (0 when S = 0) */
     int64_t lo, hi; /* the activation's codes: [-2^(A-1), 2^(A-1) - 1] or [0, 2^A - 1] */
-    int64_t relu_top; /* (hi + 1) 2^S, from which ReLU's code is hi (INT64_MAX beyond) */
+    int64_t relu_top; /* (hi + 1) 2^S, from which ReLU's code is hi (INT64_MAX where that
+                         is 2^63 or more: no numerator reaches it, none passes hi) */
     int relu_word;    /* (hi + 1) 2^S <= 2^32: ReLU's codes below hi by a 32-bit shift */
 } unit_rules;
 
@@ -160,9 +161,9 @@ static unit_rules rules_of(const qornn_model *m) {
     r.half = m->shift == 0 ? 0 : (int64_t)1 << (m->shift - 1);
     r.lo = m->modrelu ? -((int64_t)1 << (m->act_bits - 1)) : 0;
     r.hi = m->modrelu ? ((int64_t)1 << (m->act_bits - 1)) - 1 : ((int64_t)1 << m->act_bits) - 1;
-    /* hi + 1 <= 2^16, so (hi + 1) 2^S fits int64 for S <= 46. */
-    r.relu_top = m->shift <= 46 ? (r.hi + 1) << m->shift : INT64_MAX;
-    r.relu_word = m->shift <= 46 && r.relu_top <= ((int64_t)1 << 32);
+    /* ReLU's hi + 1 is 2^A: (hi + 1) 2^S fits int64 for A + S <= 62. */
+    r.relu_top = m->act_bits + m->shift <= 62 ? (r.hi + 1) << m->shift : INT64_MAX;
+    r.relu_word = r.relu_top <= ((int64_t)1 << 32);
     return r;
 }
 

@@ -1,6 +1,8 @@
 /* Fuzzing the C library: any bytes become a qornn_model (its int32 fields, then its arrays),
  * which qornn_validate must refuse or accept; an accepted model is stepped three times at
- * the extreme input codes and read out, and its hidden codes must stay in range. Built with
+ * the extreme input codes and read out, and its hidden codes must be those of a reference
+ * step written here from qornn.h's formula in plain int64 (`reference_step`), so every fast
+ * path of qornn_step is checked on models no trainer makes. Built with
  * -fsanitize=address,undefined, a report is a crash.
  *
  * With clang, `-DQORNN_LIBFUZZER -fsanitize=fuzzer` makes it a libFuzzer target
@@ -56,11 +58,75 @@ static void fill(uint8_t *out, size_t len, const uint8_t *data, size_t size, siz
     }
 }
 
+/* Code `index` of packed k-bit codes (little-endian bit order), sign-extended, bit by bit. */
+static int64_t code_at(const uint8_t *packed, int32_t bits, int64_t index) {
+    int64_t value = 0, b;
+    for (b = 0; b < bits; b++) {
+        int64_t bit = index * bits + b;
+        value |= (int64_t)((packed[bit / 8] >> (bit % 8)) & 1) << b;
+    }
+    return value >= (int64_t)1 << (bits - 1) ? value - ((int64_t)1 << bits) : value;
+}
+
+/* W_ij of any recurrence: the packed code, diag(s) (I ⊗ H_m) (s_i negative where bit i of
+ * w_packed is set, H_m[r][c] = (-1)^popcount(r & c)), or a rotation pair's [[a, -b], [b, a]]. */
+static int64_t w_entry(const qornn_model *m, int32_t i, int32_t j) {
+    int32_t n = m->hidden;
+    if (m->recurrence == QORNN_HADAMARD) {
+        int32_t b = m->hadamard_block, r = i % b, c = j % b, parity = 0, v;
+        if (i / b != j / b) return 0;
+        for (v = r & c; v; v >>= 1) parity ^= v & 1;
+        return ((m->w_packed[i / 8] >> (i % 8)) & 1) != parity ? -1 : 1;
+    }
+    if (m->recurrence == QORNN_ROTATIONS) {
+        int32_t p = i - i % 2;
+        int64_t a = code_at(m->w_packed, m->w_bits, p), b = code_at(m->w_packed, m->w_bits, p + 1);
+        if (j / 2 != i / 2) return 0;
+        return i % 2 == 0 ? (j % 2 == 0 ? a : -b) : (j % 2 == 0 ? b : a);
+    }
+    return code_at(m->w_packed, m->w_bits, (int64_t)i * n + j);
+}
+
+/* floor(v / 2^s) without shifting a negative value. */
+static int64_t floor_div(int64_t v, int32_t s) {
+    int64_t d = (int64_t)1 << s, q = v / d;
+    return q * d > v ? q - 1 : q;
+}
+
+/* One step of qornn.h's formula, term by term in int64, into `out`. */
+static void reference_step(const qornn_model *m, const int32_t *h, const int32_t *x,
+                           int32_t *out) {
+    int32_t i, j, n = m->hidden, d = m->input;
+    int64_t lo = m->modrelu ? -((int64_t)1 << (m->act_bits - 1)) : 0;
+    int64_t hi = m->modrelu ? ((int64_t)1 << (m->act_bits - 1)) - 1
+                            : ((int64_t)1 << m->act_bits) - 1;
+    for (i = 0; i < n; i++) {
+        int64_t acc_w = 0, acc_u = 0, num, z, a;
+        int32_t u_align = m->shift + m->hidden_frac - m->u_scale.shift - m->input_frac;
+        int64_t w_mantissa = m->w_row_mantissas ? m->w_row_mantissas[i] : m->w_scale.mantissa;
+        int64_t u_mantissa = m->u_row_mantissas ? m->u_row_mantissas[i] : m->u_scale.mantissa;
+        for (j = 0; j < n; j++) acc_w += w_entry(m, i, j) * h[j];
+        for (j = 0; j < d; j++) acc_u += code_at(m->u_packed, m->u_bits, (int64_t)i * d + j) * x[j];
+        num = acc_w * (w_mantissa << (m->shift - m->w_scale.shift)) +
+              acc_u * (u_mantissa << u_align) + (m->bias ? m->bias[i] : m->bias32[i]);
+        z = m->shift == 0 ? num : floor_div(num + ((int64_t)1 << (m->shift - 1)), m->shift);
+        if (m->modrelu) {
+            a = (z < 0 ? -z : z) + m->bias_mod[i];
+            if (a < 0) a = 0;
+            a = z > 0 ? a : (z < 0 ? -a : 0);
+        } else {
+            a = z < 0 ? 0 : z;
+        }
+        out[i] = (int32_t)(a < lo ? lo : (a > hi ? hi : a));
+    }
+}
+
 /* Returns 1 when the model was accepted (and run). */
 static int fuzz_one(const uint8_t *data, size_t size) {
     qornn_model m;
     qornn_state state;
     int32_t buffer[QORNN_STATE_WORDS(MAX_UNITS)], x[MAX_INPUT];
+    int32_t expected[MAX_UNITS], next[MAX_UNITS];
     int64_t sums[MAX_OUTPUTS];
     float y[MAX_OUTPUTS];
     size_t at = 0, k;
@@ -122,15 +188,15 @@ static int fuzz_one(const uint8_t *data, size_t size) {
     m.readout_bias = readout_bias;
     if (qornn_validate(&m) != QORNN_OK) return 0;
     if (qornn_state_init(&m, &state, buffer, QORNN_STATE_WORDS(MAX_UNITS)) != QORNN_OK) return -1;
+    memset(expected, 0, sizeof expected);
     for (t = 0; t < 3; t++) {
         int32_t x_hi = (1 << (m.act_bits - 1)) - 1;
         for (i = 0; i < m.input; i++) x[i] = (t + i) % 2 ? x_hi : -x_hi - 1;
+        reference_step(&m, expected, x, next);
+        memcpy(expected, next, sizeof next);
         qornn_step(&m, &state, x);
-        for (i = 0; i < m.hidden; i++) {
-            int32_t lo = m.modrelu ? -(1 << (m.act_bits - 1)) : 0;
-            int32_t hi = m.modrelu ? (1 << (m.act_bits - 1)) - 1 : (1 << m.act_bits) - 1;
-            if (state.h[i] < lo || state.h[i] > hi) return -1;
-        }
+        for (i = 0; i < m.hidden; i++)
+            if (state.h[i] != expected[i]) return -1;
     }
     if (m.readout_bits) qornn_readout_sums(&m, &state, sums);
     qornn_readout(&m, &state, y);
@@ -180,6 +246,18 @@ int main(void) {
             put(data, F_RECURRENCE, QORNN_ROTATIONS);
         }
         put(data, F_FLAGS, (int32_t)(next_random() % 16));
+        /* Now and then every shift moved by the same amount (their alignments kept), ReLU or
+         * modReLU at 2 to 8 bits, 64-bit biases: large S with small A, the rescaling's far
+         * end, where biases up to 2^55 saturate the codes. */
+        if (runs % 8 == 3) {
+            int32_t by = (int32_t)(next_random() % 51);
+            put(data, F_SHIFT, base[F_SHIFT] + by);
+            put(data, F_W_SHIFT, base[F_W_SHIFT] + by);
+            put(data, F_U_SHIFT, base[F_U_SHIFT] + by);
+            put(data, F_MODRELU, (int32_t)(next_random() % 2));
+            put(data, F_ACT_BITS, 2 + (int32_t)(next_random() % 7));
+            put(data, F_FLAGS, (int32_t)(next_random() % 4));
+        }
         for (c = 0; c < changes; c++) {
             f = (int)(next_random() % FIELDS);
             put(data, f,
@@ -191,7 +269,9 @@ int main(void) {
             accepted++;
             break;
         case -1:
-            printf("qornn check: FAIL an accepted model left its range (input %ld)\n", runs);
+            printf("qornn check: FAIL an accepted model's hidden codes differ from the "
+                   "reference step's (input %ld)\n",
+                   runs);
             return 1;
         default:
             break;

@@ -197,8 +197,10 @@ const MODELS: [(&str, &[&str], &[&str]); 13] = [
 ];
 
 /// Issue 22: the C library fuzzed (`c/examples/fuzz_model.c`): 100,000 models built from
-/// mutated bytes through `qornn_validate`, the accepted ones stepped and read out, under
-/// AddressSanitizer and UBSan; some must be accepted, or the steps would go untested.
+/// mutated bytes through `qornn_validate`, the accepted ones stepped (their hidden codes
+/// compared with a reference step written from `qornn.h`'s formula in plain int64) and
+/// read out, under AddressSanitizer and UBSan; some must be accepted, or the steps would go
+/// untested.
 #[test]
 fn c_library_survives_fuzzed_models_under_sanitizers() {
     let out = make_standalone("check-fuzz", &["RUNS=100000"]);
