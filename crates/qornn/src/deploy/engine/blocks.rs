@@ -11,11 +11,8 @@ use super::finish::Finisher;
 #[cfg(target_arch = "x86_64")]
 use super::finish::{finish_16_avx512, finish_8_avx2, RowConstants, RowConstants512};
 #[cfg(target_arch = "x86_64")]
-use super::folded::{
-    folded_blocks_step_avx2, folded_blocks_step_avx512, folded_hadamard_step_avx512,
-    hadamard_step_avx2, transform_rows,
-};
-use super::folded::{FoldedBlocks, FoldedScales};
+use super::folded::transform_rows;
+use super::folded::{self, Folded, FoldedBlocks, FoldedScales};
 use super::layout::{SixteenRowGroups, LANES};
 use qornn_infer::IntRecurrence;
 
@@ -36,12 +33,10 @@ pub(super) struct BlockLayout {
     /// code on its block's first column): `step_avx512` and `step_one_avx512` transform the
     /// blocks instead of multiplying them.
     hadamard: bool,
-    /// For a Hadamard recurrence that finishes in int32, its scales folded into its codes
-    /// (`with_folded_scales`).
-    folded: Option<FoldedScales>,
-    /// For other blocks of at most 16 (rotation pairs) that finish in int32, W's scales
-    /// folded into its codes and U's codes as pairs (`with_folded_scales`).
-    folded_blocks: Option<FoldedBlocks>,
+    /// Where the finisher fits int32 and the blocks are of 2 to 16, the codes with the
+    /// scales folded in (`with_folded_scales`): a Hadamard recurrence's, or other blocks'
+    /// (rotation pairs) with U's codes as pairs.
+    folded: Option<Folded>,
 }
 
 impl BlockLayout {
@@ -74,7 +69,6 @@ impl BlockLayout {
             one_sequence: None,
             hadamard: rec.hadamard_block > 0 && m <= 16,
             folded: None,
-            folded_blocks: None,
         })
     }
 
@@ -89,25 +83,27 @@ impl BlockLayout {
         let rows: Vec<_> = (0..self.w_rows.len() / m)
             .map(|i| finisher.row(i))
             .collect();
-        if !self.hadamard {
-            self.folded_blocks = Some(FoldedBlocks::new((m, d), &self.w_rows, &self.u, &rows));
-            return self;
-        }
-        let groups = self.one_sequence.is_some();
-        self.folded = Some(FoldedScales::new(
-            (m, d),
-            &self.w_rows,
-            &self.u,
-            &rows,
-            groups,
-        ));
+        self.folded = Some(match self.hadamard {
+            true => {
+                let groups = self.one_sequence.is_some();
+                Folded::Hadamard(FoldedScales::new(
+                    (m, d),
+                    &self.w_rows,
+                    &self.u,
+                    &rows,
+                    groups,
+                ))
+            }
+            false => Folded::Blocks(FoldedBlocks::new((m, d), &self.w_rows, &self.u, &rows)),
+        });
         self
     }
 
-    /// Whether `step_avx512` runs this layout with `folded_blocks_step_avx512`.
+    /// Whether the vector steps run this layout with the folded kernel of blocks other
+    /// than Hadamard ones.
     #[cfg(test)]
     pub(super) fn has_folded_blocks(&self) -> bool {
-        self.folded_blocks.is_some()
+        matches!(self.folded, Some(Folded::Blocks(_)))
     }
 
     /// The layout with its groups of 16 rows for `step_one_avx512`, where their shape
@@ -252,7 +248,7 @@ pub(super) unsafe fn step_one_avx512(
                 let partner = _mm512_shuffle_i32x4::<0b01_00_11_10>(codes, codes);
                 codes = stage(codes, partner, 0xff00);
             }
-            if let Some(folded) = &layout.folded {
+            if let Some(Folded::Hadamard(folded)) = &layout.folded {
                 // The scales folded into the codes (`FoldedScales`): the numerators directly.
                 let mut numerator = _mm512_add_epi32(
                     _mm512_mullo_epi32(codes, load(folded.w.as_ptr().add(16 * g))),
@@ -338,28 +334,10 @@ pub(super) unsafe fn step_avx2(
     assert!(lanes.is_multiple_of(LANES) && next.len() >= n * lanes);
     assert!(h.len() >= n * lanes && x.len() >= layout.input * lanes);
     if let (Some(folded), RowConstants::Narrow(shared)) =
-        (&layout.folded_blocks, RowConstants::new(finisher, 0))
-    {
-        let run = match layout.block {
-            2 => folded_blocks_step_avx2::<2>,
-            4 => folded_blocks_step_avx2::<4>,
-            8 => folded_blocks_step_avx2::<8>,
-            16 => folded_blocks_step_avx2::<16>,
-            m => unreachable!("folded blocks are of 2 to 16, not {m}"),
-        };
-        return run(folded, &shared, (n, layout.input), h, x, next, lanes);
-    }
-    if let (Some(folded), RowConstants::Narrow(shared)) =
         (&layout.folded, RowConstants::new(finisher, 0))
     {
-        let run = match layout.block {
-            2 => hadamard_step_avx2::<2>,
-            4 => hadamard_step_avx2::<4>,
-            8 => hadamard_step_avx2::<8>,
-            16 => hadamard_step_avx2::<16>,
-            m => unreachable!("a Hadamard layout has blocks of 2 to 16, not {m}"),
-        };
-        return run(folded, &shared, (n, layout.input), h, x, next, lanes);
+        let shape = (n, layout.input);
+        return folded::step_avx2(folded, layout.block, &shared, shape, h, x, next, lanes);
     }
     for lane0 in (0..lanes).step_by(LANES) {
         for i in 0..n {
@@ -396,28 +374,11 @@ pub(super) unsafe fn step_avx512(
     use std::arch::x86_64::*;
     assert!(lanes.is_multiple_of(LANES) && next.len() >= n * lanes);
     assert!(h.len() >= n * lanes && x.len() >= layout.input * lanes);
-    if let (true, Some(folded)) = (layout.hadamard, &layout.folded) {
+    if let Some(folded) = &layout.folded {
         let shared = RowConstants512::new(finisher, 0);
-        let run = match layout.block {
-            2 => folded_hadamard_step_avx512::<2>,
-            4 => folded_hadamard_step_avx512::<4>,
-            8 => folded_hadamard_step_avx512::<8>,
-            16 => folded_hadamard_step_avx512::<16>,
-            m => unreachable!("a Hadamard layout has blocks of 2 to 16, not {m}"),
-        };
-        return run(folded, &shared, (n, layout.input), h, x, next, lanes);
-    }
-    if let Some(folded) = &layout.folded_blocks {
-        if std::arch::is_x86_feature_detected!("avx512bw") {
-            let shared = RowConstants512::new(finisher, 0);
-            let run = match layout.block {
-                2 => folded_blocks_step_avx512::<2>,
-                4 => folded_blocks_step_avx512::<4>,
-                8 => folded_blocks_step_avx512::<8>,
-                16 => folded_blocks_step_avx512::<16>,
-                m => unreachable!("folded blocks are of 2 to 16, not {m}"),
-            };
-            return run(folded, &shared, (n, layout.input), h, x, next, lanes);
+        let shape = (n, layout.input);
+        if folded::step_avx512(folded, layout.block, &shared, shape, h, x, next, lanes) {
+            return;
         }
     }
     if layout.hadamard {
@@ -449,7 +410,7 @@ pub(super) unsafe fn step_avx512(
 /// the fast Walsh-Hadamard transform of its M hidden rows (log2 M stages of additions and
 /// subtractions in registers, exact in int32 under the layout's bound) times the row's
 /// sign, instead of M products per row; finished in int64 lanes (`finish_16_avx512`) where
-/// the scales do not fold into int32 (`folded_hadamard_step_avx512` where they do).
+/// the scales do not fold into int32 (`folded::step_avx512` where they do).
 ///
 /// # Safety
 /// As `step_avx512`; the layout is a Hadamard one with blocks of M.

@@ -7,6 +7,14 @@ use super::finish::RowValues;
 use super::finish::{Narrow256, RowConstants512};
 use super::layout::sixteen_row_columns;
 
+/// A block-diagonal layout's codes with its scales folded in, for blocks of 2, 4, 8 or 16
+/// and a finisher that fits int32: a Hadamard recurrence's (`FoldedScales`) or any other
+/// blocks' (rotation pairs, `FoldedBlocks`).
+pub(super) enum Folded {
+    Hadamard(FoldedScales),
+    Blocks(FoldedBlocks),
+}
+
 /// A Hadamard recurrence's numerators with the scales folded into the codes: row i's
 /// `s_i M_w,i 2^a_w (H h)_i + sum_j (U_ij M_u,i 2^a_u) x_j + b_i + round`, one product per
 /// row and one per input instead of two and d + 1. Exact in int32 when the finisher is
@@ -369,14 +377,50 @@ unsafe fn folded_blocks_step<V: Lanes, const M: usize>(
     }
 }
 
-/// `folded_hadamard_step` 8 lanes at a time.
+/// One step of every sequence by the folded kernel of `folded`'s form and block size m,
+/// `V::WIDTH` lanes at a time.
 ///
 /// # Safety
-/// The CPU has AVX2; otherwise as `folded_hadamard_step`.
+/// As `folded_hadamard_step` or `folded_blocks_step`; m is the layout's block size.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn folded_step<V: Lanes>(
+    folded: &Folded,
+    m: usize,
+    shared: &V::Shared,
+    shape: (usize, usize),
+    h: &[i32],
+    x: &[i32],
+    next: &mut [i32],
+    lanes: usize,
+) {
+    let hx = (h, x);
+    match (folded, m) {
+        (Folded::Hadamard(f), 2) => folded_hadamard_step::<V, 2>(f, shared, shape, hx, next, lanes),
+        (Folded::Hadamard(f), 4) => folded_hadamard_step::<V, 4>(f, shared, shape, hx, next, lanes),
+        (Folded::Hadamard(f), 8) => folded_hadamard_step::<V, 8>(f, shared, shape, hx, next, lanes),
+        (Folded::Hadamard(f), 16) => {
+            folded_hadamard_step::<V, 16>(f, shared, shape, hx, next, lanes)
+        }
+        (Folded::Blocks(f), 2) => folded_blocks_step::<V, 2>(f, shared, shape, hx, next, lanes),
+        (Folded::Blocks(f), 4) => folded_blocks_step::<V, 4>(f, shared, shape, hx, next, lanes),
+        (Folded::Blocks(f), 8) => folded_blocks_step::<V, 8>(f, shared, shape, hx, next, lanes),
+        (Folded::Blocks(f), 16) => folded_blocks_step::<V, 16>(f, shared, shape, hx, next, lanes),
+        (_, m) => unreachable!("folded layouts have blocks of 2 to 16, not {m}"),
+    }
+}
+
+/// `folded_step` 8 lanes at a time.
+///
+/// # Safety
+/// The CPU has AVX2; otherwise as `folded_step`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn hadamard_step_avx2<const M: usize>(
-    folded: &FoldedScales,
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn step_avx2(
+    folded: &Folded,
+    m: usize,
     shared: &Narrow256,
     shape: (usize, usize),
     h: &[i32],
@@ -384,73 +428,50 @@ pub(super) unsafe fn hadamard_step_avx2<const M: usize>(
     next: &mut [i32],
     lanes: usize,
 ) {
-    folded_hadamard_step::<std::arch::x86_64::__m256i, M>(
-        folded,
-        shared,
-        shape,
-        (h, x),
-        next,
-        lanes,
-    )
+    folded_step::<std::arch::x86_64::__m256i>(folded, m, shared, shape, h, x, next, lanes)
 }
 
-/// `folded_hadamard_step` 16 lanes at a time.
+/// `folded_step` 16 lanes at a time; false, with nothing done, for `Folded::Blocks` on a
+/// CPU without AVX-512BW (its pair multiply-adds need it).
 ///
 /// # Safety
-/// The CPU has AVX-512F; otherwise as `folded_hadamard_step`.
+/// The CPU has AVX-512F; otherwise as `folded_step`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn folded_hadamard_step_avx512<const M: usize>(
-    folded: &FoldedScales,
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn step_avx512(
+    folded: &Folded,
+    m: usize,
     shared: &RowConstants512,
     shape: (usize, usize),
     h: &[i32],
     x: &[i32],
     next: &mut [i32],
     lanes: usize,
-) {
-    folded_hadamard_step::<std::arch::x86_64::__m512i, M>(
-        folded,
-        shared,
-        shape,
-        (h, x),
-        next,
-        lanes,
-    )
-}
-
-/// `folded_blocks_step` 8 lanes at a time.
-///
-/// # Safety
-/// The CPU has AVX2; otherwise as `folded_blocks_step`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn folded_blocks_step_avx2<const M: usize>(
-    folded: &FoldedBlocks,
-    shared: &Narrow256,
-    shape: (usize, usize),
-    h: &[i32],
-    x: &[i32],
-    next: &mut [i32],
-    lanes: usize,
-) {
-    folded_blocks_step::<std::arch::x86_64::__m256i, M>(folded, shared, shape, (h, x), next, lanes)
-}
-
-/// `folded_blocks_step` 16 lanes at a time.
-///
-/// # Safety
-/// The CPU has AVX-512F and BW; otherwise as `folded_blocks_step`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn folded_blocks_step_avx512<const M: usize>(
-    folded: &FoldedBlocks,
-    shared: &RowConstants512,
-    shape: (usize, usize),
-    h: &[i32],
-    x: &[i32],
-    next: &mut [i32],
-    lanes: usize,
-) {
-    folded_blocks_step::<std::arch::x86_64::__m512i, M>(folded, shared, shape, (h, x), next, lanes)
+) -> bool {
+    /// `folded_step` with BW enabled, for `Folded::Blocks`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn with_bw(
+        folded: &Folded,
+        m: usize,
+        shared: &RowConstants512,
+        shape: (usize, usize),
+        h: &[i32],
+        x: &[i32],
+        next: &mut [i32],
+        lanes: usize,
+    ) {
+        folded_step::<std::arch::x86_64::__m512i>(folded, m, shared, shape, h, x, next, lanes)
+    }
+    match folded {
+        Folded::Hadamard(_) => {
+            folded_step::<std::arch::x86_64::__m512i>(folded, m, shared, shape, h, x, next, lanes)
+        }
+        Folded::Blocks(_) if std::arch::is_x86_feature_detected!("avx512bw") => {
+            with_bw(folded, m, shared, shape, h, x, next, lanes)
+        }
+        Folded::Blocks(_) => return false,
+    }
+    true
 }
